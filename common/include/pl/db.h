@@ -1,0 +1,72 @@
+// PostgreSQL access for one worker: a connection that reconnects after the
+// server restarts, parameterised queries only, transactions that set the
+// tenant for row-level security, SQLSTATE -> status.
+#ifndef PL_DB_H
+#define PL_DB_H
+
+#include <stdbool.h>
+
+#include <libpq-fe.h>
+
+#include "pl/status.h"
+
+typedef struct pl_call pl_call;
+typedef struct pl_db   pl_db;
+
+// The setting row-level security policies read:
+//   current_setting('parley.tenant_id', true)
+#define PL_DB_TENANT_SETTING "parley.tenant_id"
+
+// Makes a handle for url (libpq conninfo or URI). Connects lazily; never
+// returns NULL except when out of memory. Not thread-safe: one per worker.
+pl_db *pl_db_open(const char *url);
+void   pl_db_close(pl_db *db);
+
+// The live connection, reconnecting if it was lost; NULL when the server
+// cannot be reached (the error is logged).
+PGconn *pl_db_conn(pl_db *db);
+
+// True when a trivial query succeeds.
+bool pl_db_ping(pl_db *db);
+
+// Runs sql with text parameters (NULL entries are SQL NULL). Outside a
+// transaction, a connection lost before or during the statement is
+// re-established and the statement retried once. Returns the result (caller
+// PQclear()s it) or NULL when no connection could be had. Check it with
+// pl_db_result_status().
+PGresult *pl_db_exec(pl_db *db, const char *sql, int nparams,
+    const char *const *params);
+
+// Like pl_db_exec, returning only the status: for statements whose result
+// is not needed.
+int pl_db_command(pl_db *db, const char *sql, int nparams,
+    const char *const *params);
+
+// PL_OK for a successful result, else the status that fits its SQLSTATE
+// (UNAVAILABLE for NULL).
+int pl_db_result_status(const PGresult *r);
+
+// SQLSTATE -> status: 23505 ALREADY_EXISTS, 23503 FAILED_PRECONDITION,
+// 23502/23514/22xxx INVALID_ARGUMENT, 40001/40P01 ABORTED, 57014
+// DEADLINE_EXCEEDED, 08xxx/57P0x UNAVAILABLE, 42501 PERMISSION_DENIED,
+// anything else INTERNAL.
+int pl_db_sqlstate_status(const char *sqlstate);
+
+// Logs the result's error (SQLSTATE, message) and sets the call's error
+// with a client-safe message: "could not <what>: already exists" etc.
+// Returns the status.
+int pl_db_call_error(pl_call *call, const PGresult *r, const char *what);
+
+typedef int (*pl_db_tx_fn)(pl_db *db, void *arg);
+
+// Runs fn inside BEGIN ... COMMIT with the tenant setting made local to the
+// transaction (tenant_id NULL: no tenant). fn returns PL_OK to commit, or a
+// status to roll back and return. Serialization failures and deadlocks
+// (ABORTED from fn or from COMMIT) are retried up to 3 attempts in all; a
+// lost connection is retried once. Returns fn's status or the database's.
+int pl_db_tx(pl_db *db, const char *tenant_id, pl_db_tx_fn fn, void *arg);
+
+// True while inside pl_db_tx.
+bool pl_db_in_tx(const pl_db *db);
+
+#endif
