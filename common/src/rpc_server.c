@@ -35,68 +35,69 @@
 // Past max_msg plus this, nng drops the connection instead of delivering.
 #define RECV_GRACE (1u << 20)
 
-static const uint64_t latency_bounds_us[PL_RPC_NBUCKETS - 1] = { 50, 100, 250,
-	500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000,
-	5000000 };
+static const uint64_t latency_bounds_us[PL_RPC_NBUCKETS - 1] = {
+	50,    100,   250,   500,    1000,   2500,    5000,
+	10000, 25000, 50000, 100000, 250000, 1000000, 5000000
+};
 
 typedef struct method_ent {
-	const char                       *full; // "/pkg.Svc/Method"
-	const pl_rpc_method              *m;
+	const char *full; // "/pkg.Svc/Method"
+	const pl_rpc_method *m;
 	const ProtobufCMessageDescriptor *in;
 	const ProtobufCMessageDescriptor *out;
-	pl_rpc_metrics                    metrics;
+	pl_rpc_metrics metrics;
 } method_ent;
 
 typedef enum { CTX_IDLE, CTX_RECV, CTX_QUEUED, CTX_SEND } ctx_state;
 
 typedef struct srv_ctx {
-	pl_rpc_server  *s;
-	nng_ctx         ctx;
-	nng_aio        *aio;
-	ctx_state       state;
-	nng_msg        *msg;    // request while queued
-	int64_t         t_recv; // when the request arrived (monotonic ns)
-	struct srv_ctx *next;   // work queue link
+	pl_rpc_server *s;
+	nng_ctx ctx;
+	nng_aio *aio;
+	ctx_state state;
+	nng_msg *msg;         // request while queued
+	int64_t t_recv;       // when the request arrived (monotonic ns)
+	struct srv_ctx *next; // work queue link
 } srv_ctx;
 
 typedef struct worker {
 	pl_rpc_server *s;
-	int            idx;
-	pthread_t      thr;
-	pl_arena       arena;
-	void          *state;
-	int            init_rv;
-	bool           booted;
+	int idx;
+	pthread_t thr;
+	pl_arena arena;
+	void *state;
+	int init_rv;
+	bool booted;
 } worker;
 
 struct pl_rpc_server {
 	pl_rpc_server_config cfg;
-	char                *name;
-	char                *listen;
-	uint8_t              secret_hash[crypto_generichash_BYTES];
-	method_ent          *methods;
-	size_t               n_methods;
-	nng_socket           sock;
-	bool                 sock_open;
-	nng_listener        *listeners;
-	size_t               n_listeners;
-	nng_tls_config      *tls;
-	srv_ctx             *ctxs;
-	int                  n_ctxs;
-	worker              *workers;
-	int                  n_workers;
+	char *name;
+	char *listen;
+	uint8_t secret_hash[crypto_generichash_BYTES];
+	method_ent *methods;
+	size_t n_methods;
+	nng_socket sock;
+	bool sock_open;
+	nng_listener *listeners;
+	size_t n_listeners;
+	nng_tls_config *tls;
+	srv_ctx *ctxs;
+	int n_ctxs;
+	worker *workers;
+	int n_workers;
 	// Work queue and shutdown, under mtx.
-	pthread_mutex_t      mtx;
-	pthread_cond_t       work_cv;
-	pthread_cond_t       idle_cv;
-	srv_ctx             *q_head, *q_tail;
-	int                  busy; // contexts QUEUED or SEND (in flight)
-	bool                 stopping;
-	bool                 started;
-	bool                 stopped;
-	int64_t              t_start;
+	pthread_mutex_t mtx;
+	pthread_cond_t work_cv;
+	pthread_cond_t idle_cv;
+	srv_ctx *q_head, *q_tail;
+	int busy; // contexts QUEUED or SEND (in flight)
+	bool stopping;
+	bool started;
+	bool stopped;
+	int64_t t_start;
 	// Health's own metrics slot, for calls with unknown methods too.
-	pl_rpc_metrics       unknown_metrics;
+	pl_rpc_metrics unknown_metrics;
 };
 
 static const pl_principal no_principal = PARLEY__RPC__V1__PRINCIPAL__INIT;
@@ -106,7 +107,7 @@ pl_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 int
@@ -124,7 +125,7 @@ int
 pl_call_violation(pl_call *call, const char *field, const char *fmt, ...)
 {
 	Parley__Rpc__V1__FieldViolation *v;
-	va_list                          ap;
+	va_list ap;
 
 	if (call->n_violations == call->cap_violations) {
 		size_t n = call->cap_violations ? call->cap_violations * 2 : 4;
@@ -132,17 +133,17 @@ pl_call_violation(pl_call *call, const char *field, const char *fmt, ...)
 		        pl_arena_alloc(call->arena, n * sizeof(*nv));
 		if (nv == NULL)
 			return pl_call_error(call, PL_INVALID_ARGUMENT,
-			    "invalid %s", field);
+			                     "invalid %s", field);
 		if (call->n_violations)
 			memcpy(nv, call->violations,
-			    call->n_violations * sizeof(*nv));
-		call->violations     = nv;
+			       call->n_violations * sizeof(*nv));
+		call->violations = nv;
 		call->cap_violations = n;
 	}
 	v = pl_arena_alloc(call->arena, sizeof(*v));
 	if (v == NULL)
 		return pl_call_error(call, PL_INVALID_ARGUMENT, "invalid %s",
-		    field);
+		                     field);
 	parley__rpc__v1__field_violation__init(v);
 	v->field = pl_arena_strdup(call->arena, field);
 	va_start(ap, fmt);
@@ -150,11 +151,11 @@ pl_call_violation(pl_call *call, const char *field, const char *fmt, ...)
 	va_end(ap);
 	if (v->field == NULL || v->description == NULL)
 		return pl_call_error(call, PL_INVALID_ARGUMENT, "invalid %s",
-		    field);
+		                     field);
 	call->violations[call->n_violations++] = v;
 	if (call->code != PL_INVALID_ARGUMENT || call->message == NULL)
 		pl_call_error(call, PL_INVALID_ARGUMENT, "%s: %s", field,
-		    v->description);
+		              v->description);
 	return PL_INVALID_ARGUMENT;
 }
 
@@ -171,7 +172,7 @@ pl_call_is_tenant(const pl_call *call, const char *tenant_id)
 {
 	const char *t = call->principal->tenant_id;
 	return t != NULL && tenant_id != NULL && t[0] != '\0' &&
-	        strcmp(t, tenant_id) == 0;
+	       strcmp(t, tenant_id) == 0;
 }
 
 // Metrics.
@@ -179,8 +180,8 @@ pl_call_is_tenant(const pl_call *call, const char *tenant_id)
 void
 pl_rpc_metrics_observe(pl_rpc_metrics *m, int code, int64_t ns)
 {
-	uint64_t us = ns > 0 ? (uint64_t) ns / 1000 : 0;
-	int      b  = 0;
+	uint64_t us = ns > 0 ? (uint64_t)ns / 1000 : 0;
+	int b = 0;
 
 	if (code < 0 || code >= PL_STATUS_COUNT)
 		code = PL_UNKNOWN;
@@ -196,8 +197,8 @@ pl_rpc_metrics_observe(pl_rpc_metrics *m, int code, int64_t ns)
 static int
 cmp_method(const void *a, const void *b)
 {
-	return strcmp(((const method_ent *) a)->full,
-	    ((const method_ent *) b)->full);
+	return strcmp(((const method_ent *)a)->full,
+	              ((const method_ent *)b)->full);
 }
 
 static method_ent *
@@ -206,8 +207,7 @@ find_method(pl_rpc_server *s, const char *name)
 	method_ent key = { .full = name };
 	if (name == NULL)
 		return NULL;
-	return bsearch(&key, s->methods, s->n_methods, sizeof(key),
-	    cmp_method);
+	return bsearch(&key, s->methods, s->n_methods, sizeof(key), cmp_method);
 }
 
 static bool
@@ -239,62 +239,69 @@ int
 pl_rpc_check_access(pl_call *call, const pl_rpc_method *m)
 {
 	const pl_principal *p = call->principal;
-	int                 need;
+	int need;
 
 	switch (m->access) {
 	case PL_CALLER_PUBLIC:
 		return PL_OK;
 	case PL_CALLER_SERVICE:
-		if (p->kind == PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE)
+		if (p->kind ==
+		    PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE)
 			return PL_OK;
 		return pl_call_error(call, PL_PERMISSION_DENIED,
-		    "%s is for Parley services only", call->method);
+		                     "%s is for Parley services only",
+		                     call->method);
 	case PL_PLATFORM_ADMIN:
 		if (p->kind ==
-		        PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE ||
+		            PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE ||
 		    (p->kind ==
-		                PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER &&
-		            p->platform_admin))
+		             PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER &&
+		     p->platform_admin))
 			return PL_OK;
-		if (p->kind == PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_UNSPECIFIED)
+		if (p->kind ==
+		    PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_UNSPECIFIED)
 			return pl_call_error(call, PL_UNAUTHENTICATED,
-			    "authentication required");
+			                     "authentication required");
 		return pl_call_error(call, PL_PERMISSION_DENIED,
-		    "%s is for platform administrators only", call->method);
+		                     "%s is for platform administrators only",
+		                     call->method);
 	default:
 		break;
 	}
 
 	// A tenant role: map PL_ROLE_* onto the proto's Role numbering.
-	need = (int) m->access - (int) PL_ROLE_VIEWER + 1;
-	if (p->kind == PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_UNSPECIFIED)
+	need = (int)m->access - (int)PL_ROLE_VIEWER + 1;
+	if (p->kind ==
+	    PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_UNSPECIFIED)
 		return pl_call_error(call, PL_UNAUTHENTICATED,
-		    "authentication required");
+		                     "authentication required");
 	if (p->tenant_id == NULL || p->tenant_id[0] == '\0')
 		return pl_call_error(call, PL_PERMISSION_DENIED,
-		    "%s needs a tenant", call->method);
+		                     "%s needs a tenant", call->method);
 	switch (p->kind) {
 	case PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE:
 		return PL_OK;
 	case PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER:
-		if ((int) p->role >= need)
+		if ((int)p->role >= need)
 			return PL_OK;
-		return pl_call_error(call, PL_PERMISSION_DENIED,
-		    "role %s may not call %s (needs %s)",
-		    role_name((int) p->role + PL_ROLE_VIEWER - 1),
-		    call->method, role_name(m->access));
+		return pl_call_error(
+		        call, PL_PERMISSION_DENIED,
+		        "role %s may not call %s (needs %s)",
+		        role_name((int)p->role + PL_ROLE_VIEWER - 1),
+		        call->method, role_name(m->access));
 	case PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_API_KEY:
 		if (m->scope != NULL && has_scope(p, m->scope))
 			return PL_OK;
 		if (m->scope == NULL)
-			return pl_call_error(call, PL_PERMISSION_DENIED,
-			    "%s cannot be called with an API key",
-			    call->method);
+			return pl_call_error(
+			        call, PL_PERMISSION_DENIED,
+			        "%s cannot be called with an API key",
+			        call->method);
 		return pl_call_error(call, PL_PERMISSION_DENIED,
-		    "API key lacks scope %s", m->scope);
+		                     "API key lacks scope %s", m->scope);
 	default:
 		return pl_call_error(call, PL_UNAUTHENTICATED,
-		    "unknown principal kind");
+		                     "unknown principal kind");
 	}
 }
 
@@ -311,7 +318,7 @@ secret_ok(pl_rpc_server *s, const ProtobufCBinaryData *b)
 // Encodes resp into a new nng message (or a malloc'd buffer when bufp).
 static int
 encode_reply(const Parley__Rpc__V1__Response *resp, nng_msg **msgp,
-    uint8_t **bufp, size_t *lenp)
+             uint8_t **bufp, size_t *lenp)
 {
 	size_t n = parley__rpc__v1__response__get_packed_size(resp);
 
@@ -334,36 +341,36 @@ encode_reply(const Parley__Rpc__V1__Response *resp, nng_msg **msgp,
 // run the handler, pack the output into resp (allocated in the arena).
 static void
 dispatch(pl_rpc_server *s, void *wstate, pl_arena *a, const uint8_t *data,
-    size_t len, int64_t t_recv, Parley__Rpc__V1__Response *resp)
+         size_t len, int64_t t_recv, Parley__Rpc__V1__Response *resp)
 {
 	Parley__Rpc__V1__Request *req = NULL;
-	method_ent               *me  = NULL;
-	pl_call                   call;
-	ProtobufCMessage         *in, *out;
-	int                       rv;
+	method_ent *me = NULL;
+	pl_call call;
+	ProtobufCMessage *in, *out;
+	int rv;
 
 	memset(&call, 0, sizeof(call));
-	call.arena     = a;
+	call.arena = a;
 	call.principal = &no_principal;
-	call.trace_id  = "";
-	call.worker    = wstate;
-	call.arg       = s->cfg.arg;
-	call.server    = s;
+	call.trace_id = "";
+	call.worker = wstate;
+	call.arg = s->cfg.arg;
+	call.server = s;
 
 	if (len > s->cfg.max_msg) {
 		pl_call_error(&call, PL_INVALID_ARGUMENT,
-		    "request of %zu bytes exceeds the limit of %zu", len,
-		    s->cfg.max_msg);
+		              "request of %zu bytes exceeds the limit of %zu",
+		              len, s->cfg.max_msg);
 		goto out_reply;
 	}
 	req = parley__rpc__v1__request__unpack(pl_arena_pb(a), len, data);
 	if (req == NULL) {
 		pl_call_error(&call, PL_INVALID_ARGUMENT,
-		    "could not decode the request envelope");
+		              "could not decode the request envelope");
 		goto out_reply;
 	}
 	call.request_id = req->request_id;
-	call.method     = req->method;
+	call.method = req->method;
 	if (req->principal != NULL)
 		call.principal = req->principal;
 	if (req->trace_id != NULL && req->trace_id[0] != '\0')
@@ -371,97 +378,99 @@ dispatch(pl_rpc_server *s, void *wstate, pl_arena *a, const uint8_t *data,
 	if (req->idempotency_key != NULL && req->idempotency_key[0] != '\0')
 		call.idempotency_key = req->idempotency_key;
 	if (req->timeout_ms > 0)
-		call.deadline = t_recv + (int64_t) req->timeout_ms * 1000000;
+		call.deadline = t_recv + (int64_t)req->timeout_ms * 1000000;
 
 	if (!secret_ok(s, &req->service_secret)) {
 		pl_call_error(&call, PL_UNAUTHENTICATED,
-		    "caller is not a Parley service");
+		              "caller is not a Parley service");
 		goto out_reply;
 	}
 	me = find_method(s, req->method);
 	if (me == NULL) {
 		pl_call_error(&call, PL_UNIMPLEMENTED, "unknown method %s",
-		    req->method ? req->method : "");
+		              req->method ? req->method : "");
 		goto out_reply;
 	}
 	if (call.deadline != 0 && pl_now_ns() >= call.deadline) {
 		pl_call_error(&call, PL_DEADLINE_EXCEEDED,
-		    "deadline passed before %s started", me->full);
+		              "deadline passed before %s started", me->full);
 		goto out_reply;
 	}
 	if (pl_rpc_check_access(&call, me->m) != PL_OK)
 		goto out_reply;
 	if ((me->m->flags & PL_RPC_NEEDS_KEY) && call.idempotency_key == NULL) {
 		pl_call_error(&call, PL_INVALID_ARGUMENT,
-		    "%s needs an idempotency key", me->full);
+		              "%s needs an idempotency key", me->full);
 		goto out_reply;
 	}
-	in = protobuf_c_message_unpack(me->in, pl_arena_pb(a),
-	    req->payload.len, req->payload.data);
+	in = protobuf_c_message_unpack(me->in, pl_arena_pb(a), req->payload.len,
+	                               req->payload.data);
 	if (in == NULL) {
-		pl_call_error(&call, PL_INVALID_ARGUMENT,
-		    "could not decode %s", me->in->name);
+		pl_call_error(&call, PL_INVALID_ARGUMENT, "could not decode %s",
+		              me->in->name);
 		goto out_reply;
 	}
 	out = pl_arena_alloc(a, me->out->sizeof_message);
 	if (out == NULL) {
 		pl_call_error(&call, PL_RESOURCE_EXHAUSTED,
-		    "request too large to process");
+		              "request too large to process");
 		goto out_reply;
 	}
 	me->out->message_init(out);
 
 	pl_log_ctx_set(call.trace_id[0] ? call.trace_id : NULL,
-	    call.principal->tenant_id);
+	               call.principal->tenant_id);
 	rv = me->m->handler(&call, in, out);
 	pl_log_ctx_set(NULL, NULL);
 	if (rv != PL_OK && call.code != rv)
-		pl_call_error(&call, rv, "%s", call.message && call.message[0]
-		                                   ? call.message
-		                                   : pl_status_name(rv));
+		pl_call_error(&call, rv, "%s",
+		              call.message && call.message[0]
+		                      ? call.message
+		                      : pl_status_name(rv));
 	call.code = rv;
 
 	if (rv == PL_OK && call.deadline != 0 && pl_now_ns() > call.deadline) {
 		// The caller has given up; say so rather than pretend.
 		pl_call_error(&call, PL_DEADLINE_EXCEEDED,
-		    "%s finished after its deadline", me->full);
+		              "%s finished after its deadline", me->full);
 	} else if (rv == PL_OK) {
-		size_t   n   = protobuf_c_message_get_packed_size(out);
+		size_t n = protobuf_c_message_get_packed_size(out);
 		uint8_t *buf = pl_arena_alloc(a, n ? n : 1);
 		if (buf == NULL) {
 			pl_call_error(&call, PL_RESOURCE_EXHAUSTED,
-			    "reply too large");
+			              "reply too large");
 		} else {
 			protobuf_c_message_pack(out, buf);
 			resp->payload.data = buf;
-			resp->payload.len  = n;
+			resp->payload.len = n;
 		}
 	}
 
 out_reply:
 	resp->request_id = call.request_id;
-	resp->code       = (Parley__Rpc__V1__Code) call.code;
-	resp->message    = call.message ? call.message : "";
-	resp->details    = call.violations;
-	resp->n_details  = call.n_violations;
+	resp->code = (Parley__Rpc__V1__Code)call.code;
+	resp->message = call.message ? call.message : "";
+	resp->details = call.violations;
+	resp->n_details = call.n_violations;
 	if (call.code != PL_OK) {
 		resp->payload.data = NULL;
-		resp->payload.len  = 0;
+		resp->payload.len = 0;
 	}
 	pl_rpc_metrics_observe(me ? &me->metrics : &s->unknown_metrics,
-	    call.code, pl_now_ns() - t_recv);
+	                       call.code, pl_now_ns() - t_recv);
 }
 
 int
 pl_rpc_server_dispatch(pl_rpc_server *s, void *worker, pl_arena *arena,
-    const uint8_t *req, size_t len, uint8_t **reply, size_t *reply_len)
+                       const uint8_t *req, size_t len, uint8_t **reply,
+                       size_t *reply_len)
 {
 	Parley__Rpc__V1__Response resp = PARLEY__RPC__V1__RESPONSE__INIT;
 
 	dispatch(s, worker, arena, req, len, pl_now_ns(), &resp);
 	if (encode_reply(&resp, NULL, reply, reply_len) != 0)
 		return PL_RESOURCE_EXHAUSTED;
-	return (int) resp.code;
+	return (int)resp.code;
 }
 
 // Health, answered by every server.
@@ -470,19 +479,20 @@ static int
 health_check(pl_call *call, const void *in, void *outp)
 {
 	Parley__Rpc__V1__HealthCheckResponse *out = outp;
-	pl_rpc_server                        *s   = call->server;
+	pl_rpc_server *s = call->server;
 	bool db_ok = true, mig_ok = true, ready = true;
 
-	(void) in;
+	(void)in;
 	if (s->cfg.ready != NULL)
-		ready = s->cfg.ready(s->cfg.arg, call->worker, &db_ok, &mig_ok);
-	out->status = ready
-	        ? PARLEY__RPC__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING_STATUS_SERVING
-	        : PARLEY__RPC__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING_STATUS_NOT_SERVING;
-	out->service       = s->name;
-	out->version       = PL_VERSION;
-	out->uptime_s      = (pl_now_ns() - s->t_start) / 1000000000;
-	out->database_ok   = db_ok;
+		ready = s->cfg.ready(s->cfg.worker_arg, call->worker, &db_ok,
+		                     &mig_ok);
+	out->status =
+	        ready ? PARLEY__RPC__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING_STATUS_SERVING
+	              : PARLEY__RPC__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING_STATUS_NOT_SERVING;
+	out->service = s->name;
+	out->version = PL_VERSION;
+	out->uptime_s = (pl_now_ns() - s->t_start) / 1000000000;
+	out->database_ok = db_ok;
 	out->migrations_ok = mig_ok;
 	return PL_OK;
 }
@@ -501,7 +511,7 @@ int
 pl_rpc_table_check(const pl_rpc_service *svc, char *err, size_t errlen)
 {
 	const ProtobufCServiceDescriptor *d = svc->desc;
-	size_t                            n = 0;
+	size_t n = 0;
 
 	if (d == NULL || svc->methods == NULL) {
 		snprintf(err, errlen, "service table without descriptor");
@@ -509,28 +519,30 @@ pl_rpc_table_check(const pl_rpc_service *svc, char *err, size_t errlen)
 	}
 	for (const pl_rpc_method *m = svc->methods; m->name != NULL; m++) {
 		const ProtobufCMethodDescriptor *md =
-		        protobuf_c_service_descriptor_get_method_by_name(d,
-		            m->name);
+		        protobuf_c_service_descriptor_get_method_by_name(
+		                d, m->name);
 		if (md == NULL) {
-			snprintf(err, errlen, "%s: table names %s, which the "
-			                      "proto does not declare",
-			    d->name, m->name);
+			snprintf(err, errlen,
+			         "%s: table names %s, which the "
+			         "proto does not declare",
+			         d->name, m->name);
 			return -1;
 		}
 		if (m->handler == NULL) {
 			snprintf(err, errlen, "%s.%s has no handler", d->name,
-			    m->name);
+			         m->name);
 			return -1;
 		}
 		if (m->access > PL_ROLE_OWNER) {
-			snprintf(err, errlen, "%s.%s has an unknown access rule",
-			    d->name, m->name);
+			snprintf(err, errlen,
+			         "%s.%s has an unknown access rule", d->name,
+			         m->name);
 			return -1;
 		}
 		for (const pl_rpc_method *o = svc->methods; o < m; o++)
 			if (strcmp(o->name, m->name) == 0) {
 				snprintf(err, errlen, "%s.%s is listed twice",
-				    d->name, m->name);
+				         d->name, m->name);
 				return -1;
 			}
 		n++;
@@ -538,19 +550,20 @@ pl_rpc_table_check(const pl_rpc_service *svc, char *err, size_t errlen)
 	for (unsigned i = 0; i < d->n_methods; i++) {
 		bool found = false;
 		for (const pl_rpc_method *m = svc->methods; m->name != NULL;
-		    m++)
+		     m++)
 			if (strcmp(m->name, d->methods[i].name) == 0)
 				found = true;
 		if (!found) {
-			snprintf(err, errlen, "%s.%s is declared in the proto "
-			                      "but has no handler",
-			    d->name, d->methods[i].name);
+			snprintf(err, errlen,
+			         "%s.%s is declared in the proto "
+			         "but has no handler",
+			         d->name, d->methods[i].name);
 			return -1;
 		}
 	}
 	if (n != d->n_methods) {
-		snprintf(err, errlen, "%s: %zu entries for %u methods",
-		    d->name, n, d->n_methods);
+		snprintf(err, errlen, "%s: %zu entries for %u methods", d->name,
+		         n, d->n_methods);
 		return -1;
 	}
 	return 0;
@@ -563,29 +576,29 @@ add_service(pl_rpc_server *s, const pl_rpc_service *svc, size_t *k)
 
 	for (const pl_rpc_method *m = svc->methods; m->name != NULL; m++) {
 		const ProtobufCMethodDescriptor *md =
-		        protobuf_c_service_descriptor_get_method_by_name(d,
-		            m->name);
+		        protobuf_c_service_descriptor_get_method_by_name(
+		                d, m->name);
 		method_ent *e = &s->methods[(*k)++];
-		size_t      n = strlen(d->name) + strlen(m->name) + 3;
-		char       *f = malloc(n);
+		size_t n = strlen(d->name) + strlen(m->name) + 3;
+		char *f = malloc(n);
 		if (f == NULL)
 			return -1;
 		snprintf(f, n, "/%s/%s", d->name, m->name);
 		e->full = f;
-		e->m    = m;
-		e->in   = md->input;
-		e->out  = md->output;
+		e->m = m;
+		e->in = md->input;
+		e->out = md->output;
 	}
 	return 0;
 }
 
 int
 pl_rpc_server_open(pl_rpc_server **out, const pl_rpc_server_config *cfg,
-    const pl_rpc_service *const *services)
+                   const pl_rpc_service *const *services)
 {
 	pl_rpc_server *s;
-	size_t         total = 0, k = 0;
-	char           err[256];
+	size_t total = 0, k = 0;
+	char err[256];
 
 	*out = NULL;
 	if (cfg->secret == NULL || cfg->secret[0] == '\0') {
@@ -605,10 +618,10 @@ pl_rpc_server_open(pl_rpc_server **out, const pl_rpc_server_config *cfg,
 
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return PL_RESOURCE_EXHAUSTED;
-	s->cfg       = *cfg;
-	s->name      = strdup(cfg->name ? cfg->name : "parley");
-	s->listen    = strdup(cfg->listen ? cfg->listen : "");
-	s->cfg.name  = s->name;
+	s->cfg = *cfg;
+	s->name = strdup(cfg->name ? cfg->name : "parley");
+	s->listen = strdup(cfg->listen ? cfg->listen : "");
+	s->cfg.name = s->name;
 	s->cfg.listen = s->listen;
 	s->cfg.secret = NULL; // only its hash is kept
 	if (s->cfg.workers <= 0)
@@ -622,7 +635,8 @@ pl_rpc_server_open(pl_rpc_server **out, const pl_rpc_server_config *cfg,
 	if (s->cfg.arena_limit == 0)
 		s->cfg.arena_limit = DEFAULT_ARENA_LIMIT;
 	crypto_generichash(s->secret_hash, sizeof(s->secret_hash),
-	    (const uint8_t *) cfg->secret, strlen(cfg->secret), NULL, 0);
+	                   (const uint8_t *)cfg->secret, strlen(cfg->secret),
+	                   NULL, 0);
 	pthread_mutex_init(&s->mtx, NULL);
 	pthread_cond_init(&s->work_cv, NULL);
 	pthread_cond_init(&s->idle_cv, NULL);
@@ -639,11 +653,12 @@ pl_rpc_server_open(pl_rpc_server **out, const pl_rpc_server_config *cfg,
 	qsort(s->methods, s->n_methods, sizeof(*s->methods), cmp_method);
 	for (size_t i = 1; i < s->n_methods; i++)
 		if (strcmp(s->methods[i - 1].full, s->methods[i].full) == 0) {
-			pl_error("method %s is served twice", s->methods[i].full);
+			pl_error("method %s is served twice",
+			         s->methods[i].full);
 			goto out_free;
 		}
 	s->t_start = pl_now_ns();
-	*out       = s;
+	*out = s;
 	return PL_OK;
 
 out_free:
@@ -687,9 +702,9 @@ ctx_done(pl_rpc_server *s, srv_ctx *c)
 static void
 ctx_cb(void *arg)
 {
-	srv_ctx       *c = arg;
+	srv_ctx *c = arg;
 	pl_rpc_server *s = c->s;
-	int            rv = nng_aio_result(c->aio);
+	int rv = nng_aio_result(c->aio);
 
 	switch (c->state) {
 	case CTX_RECV:
@@ -706,7 +721,7 @@ ctx_cb(void *arg)
 			nng_ctx_recv(c->ctx, c->aio);
 			return;
 		}
-		c->msg    = nng_aio_get_msg(c->aio);
+		c->msg = nng_aio_get_msg(c->aio);
 		c->t_recv = pl_now_ns();
 		pthread_mutex_lock(&s->mtx);
 		c->state = CTX_QUEUED;
@@ -731,13 +746,13 @@ ctx_cb(void *arg)
 static void
 handle(worker *w, srv_ctx *c)
 {
-	pl_rpc_server            *s    = w->s;
+	pl_rpc_server *s = w->s;
 	Parley__Rpc__V1__Response resp = PARLEY__RPC__V1__RESPONSE__INIT;
-	nng_msg                  *reply = NULL;
+	nng_msg *reply = NULL;
 
 	pl_arena_reset(&w->arena);
 	dispatch(s, w->state, &w->arena, nng_msg_body(c->msg),
-	    nng_msg_len(c->msg), c->t_recv, &resp);
+	         nng_msg_len(c->msg), c->t_recv, &resp);
 	nng_msg_free(c->msg);
 	c->msg = NULL;
 	if (encode_reply(&resp, &reply, NULL, NULL) != 0) {
@@ -754,7 +769,7 @@ handle(worker *w, srv_ctx *c)
 static void *
 worker_main(void *arg)
 {
-	worker        *w = arg;
+	worker *w = arg;
 	pl_rpc_server *s = w->s;
 
 	for (;;) {
@@ -781,12 +796,13 @@ worker_main(void *arg)
 static void *
 worker_boot(void *arg)
 {
-	worker        *w = arg;
+	worker *w = arg;
 	pl_rpc_server *s = w->s;
 
 	w->init_rv = PL_OK;
 	if (s->cfg.worker_init != NULL)
-		w->init_rv = s->cfg.worker_init(s->cfg.arg, w->idx, &w->state);
+		w->init_rv = s->cfg.worker_init(s->cfg.worker_arg, w->idx,
+		                                &w->state);
 	pthread_mutex_lock(&s->mtx);
 	w->booted = true;
 	pthread_cond_broadcast(&s->idle_cv);
@@ -795,7 +811,7 @@ worker_boot(void *arg)
 		return NULL;
 	worker_main(w);
 	if (s->cfg.worker_fini != NULL)
-		s->cfg.worker_fini(s->cfg.arg, w->state);
+		s->cfg.worker_fini(s->cfg.worker_arg, w->state);
 	return NULL;
 }
 
@@ -821,9 +837,9 @@ nng_status(int rv)
 static int
 listen_all(pl_rpc_server *s)
 {
-	char  *urls = strdup(s->listen), *save = NULL;
-	size_t cap  = 1;
-	int    rv   = PL_OK;
+	char *urls = strdup(s->listen), *save = NULL;
+	size_t cap = 1;
+	int rv = PL_OK;
 
 	if (urls == NULL)
 		return PL_RESOURCE_EXHAUSTED;
@@ -835,26 +851,26 @@ listen_all(pl_rpc_server *s)
 		return PL_RESOURCE_EXHAUSTED;
 	}
 	for (char *u = strtok_r(urls, ", ", &save); u != NULL;
-	    u = strtok_r(NULL, ", ", &save)) {
+	     u = strtok_r(NULL, ", ", &save)) {
 		nng_listener l;
-		int          e = nng_listener_create(&l, s->sock, u);
+		int e = nng_listener_create(&l, s->sock, u);
 		if (e == 0 && strncmp(u, "tls+", 4) == 0) {
 			if (s->tls == NULL) {
 				e = nng_tls_config_alloc(&s->tls,
-				    NNG_TLS_MODE_SERVER);
+				                         NNG_TLS_MODE_SERVER);
 				if (e == 0 && s->cfg.tls_cert && s->cfg.tls_key)
-					e = nng_tls_config_cert_key_file(s->tls,
-					    s->cfg.tls_cert, NULL);
+					e = nng_tls_config_cert_key_file(
+					        s->tls, s->cfg.tls_cert, NULL);
 			}
 			if (e == 0)
 				e = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG,
-				    s->tls);
+				                         s->tls);
 		}
 		if (e == 0)
 			e = nng_listener_start(l, 0);
 		if (e != 0) {
 			pl_error("could not listen on %s: %s", u,
-			    nng_strerror(e));
+			         nng_strerror(e));
 			rv = nng_status(e);
 			break;
 		}
@@ -880,16 +896,16 @@ pl_rpc_server_start(pl_rpc_server *s)
 		return nng_status(rv);
 	s->sock_open = true;
 	nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ,
-	    s->cfg.max_msg + RECV_GRACE);
+	                    s->cfg.max_msg + RECV_GRACE);
 
 	// Workers first, each making its state on its own thread.
-	s->workers = calloc((size_t) s->cfg.workers, sizeof(*s->workers));
+	s->workers = calloc((size_t)s->cfg.workers, sizeof(*s->workers));
 	if (s->workers == NULL)
 		return PL_RESOURCE_EXHAUSTED;
 	for (int i = 0; i < s->cfg.workers; i++) {
 		worker *w = &s->workers[i];
-		w->s      = s;
-		w->idx    = i;
+		w->s = s;
+		w->idx = i;
 		pl_arena_init(&w->arena, 0, s->cfg.arena_limit);
 		if (pthread_create(&w->thr, NULL, worker_boot, w) != 0) {
 			pl_arena_fini(&w->arena);
@@ -906,18 +922,18 @@ pl_rpc_server_start(pl_rpc_server *s)
 	for (int i = 0; i < s->n_workers && rv == PL_OK; i++)
 		if (s->workers[i].init_rv != PL_OK) {
 			pl_error("worker %d could not start: %s", i,
-			    pl_status_name(s->workers[i].init_rv));
+			         pl_status_name(s->workers[i].init_rv));
 			rv = s->workers[i].init_rv;
 		}
 	if (rv != PL_OK)
 		return rv;
 
-	s->ctxs = calloc((size_t) s->cfg.contexts, sizeof(*s->ctxs));
+	s->ctxs = calloc((size_t)s->cfg.contexts, sizeof(*s->ctxs));
 	if (s->ctxs == NULL)
 		return PL_RESOURCE_EXHAUSTED;
 	for (int i = 0; i < s->cfg.contexts; i++) {
 		srv_ctx *c = &s->ctxs[i];
-		c->s       = s;
+		c->s = s;
 		if (nng_aio_alloc(&c->aio, ctx_cb, c) != 0)
 			return PL_RESOURCE_EXHAUSTED;
 		if (nng_ctx_open(&c->ctx, s->sock) != 0) {
@@ -934,7 +950,7 @@ pl_rpc_server_start(pl_rpc_server *s)
 		nng_ctx_recv(s->ctxs[i].ctx, s->ctxs[i].aio);
 	}
 	pl_info("%s listening on %s with %d workers", s->name, s->listen,
-	    s->n_workers);
+	        s->n_workers);
 	return PL_OK;
 }
 
@@ -1002,7 +1018,7 @@ pl_rpc_server_close(pl_rpc_server *s)
 	if (s->sock_open)
 		nng_close(s->sock);
 	for (size_t i = 0; i < s->n_methods; i++)
-		free((char *) s->methods[i].full);
+		free((char *)s->methods[i].full);
 	free(s->methods);
 	pthread_mutex_destroy(&s->mtx);
 	pthread_cond_destroy(&s->work_cv);
@@ -1023,14 +1039,14 @@ pl_rpc_server_ready(pl_rpc_server *s)
 		return true;
 	// Readiness asks on the caller's thread without a worker's state; the
 	// callback opens what it needs.
-	return s->cfg.ready(s->cfg.arg, NULL, &db_ok, &mig_ok);
+	return s->cfg.ready(s->cfg.worker_arg, NULL, &db_ok, &mig_ok);
 }
 
 static int
 append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 {
 	va_list ap;
-	int     n;
+	int n;
 
 	for (;;) {
 		va_start(ap, fmt);
@@ -1038,81 +1054,85 @@ append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 		va_end(ap);
 		if (n < 0)
 			return -1;
-		if ((size_t) n < *cap - *len) {
-			*len += (size_t) n;
+		if ((size_t)n < *cap - *len) {
+			*len += (size_t)n;
 			return 0;
 		}
-		char *nb = realloc(*buf, *cap * 2 + (size_t) n);
+		char *nb = realloc(*buf, *cap * 2 + (size_t)n);
 		if (nb == NULL)
 			return -1;
 		*buf = nb;
-		*cap = *cap * 2 + (size_t) n;
+		*cap = *cap * 2 + (size_t)n;
 	}
 }
 
 static void
 metrics_of(char **buf, size_t *len, size_t *cap, const char *svc,
-    const char *method, pl_rpc_metrics *m)
+           const char *method, pl_rpc_metrics *m)
 {
 	uint64_t cum = 0, total = 0;
 
 	for (int c = 0; c < PL_STATUS_COUNT; c++) {
 		uint64_t v = atomic_load_explicit(&m->count[c],
-		    memory_order_relaxed);
+		                                  memory_order_relaxed);
 		if (v)
 			append(buf, len, cap,
-			    "parley_rpc_requests_total{service=\"%s\","
-			    "method=\"%s\",code=\"%s\"} %" PRIu64 "\n",
-			    svc, method, pl_status_name(c), v);
+			       "parley_rpc_requests_total{service=\"%s\","
+			       "method=\"%s\",code=\"%s\"} %" PRIu64 "\n",
+			       svc, method, pl_status_name(c), v);
 		total += v;
 	}
 	if (total == 0)
 		return;
 	for (int b = 0; b < PL_RPC_NBUCKETS; b++) {
 		cum += atomic_load_explicit(&m->bucket[b],
-		    memory_order_relaxed);
+		                            memory_order_relaxed);
 		if (b < PL_RPC_NBUCKETS - 1)
 			append(buf, len, cap,
-			    "parley_rpc_latency_seconds_bucket{service=\"%s\","
-			    "method=\"%s\",le=\"%g\"} %" PRIu64 "\n",
-			    svc, method, latency_bounds_us[b] / 1e6, cum);
+			       "parley_rpc_latency_seconds_bucket{service=\"%"
+			       "s\","
+			       "method=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+			       svc, method, latency_bounds_us[b] / 1e6, cum);
 		else
 			append(buf, len, cap,
-			    "parley_rpc_latency_seconds_bucket{service=\"%s\","
-			    "method=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
-			    svc, method, cum);
+			       "parley_rpc_latency_seconds_bucket{service=\"%"
+			       "s\","
+			       "method=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+			       svc, method, cum);
 	}
 	append(buf, len, cap,
-	    "parley_rpc_latency_seconds_sum{service=\"%s\",method=\"%s\"} "
-	    "%.6f\n",
-	    svc, method,
-	    atomic_load_explicit(&m->sum_us, memory_order_relaxed) / 1e6);
+	       "parley_rpc_latency_seconds_sum{service=\"%s\",method=\"%s\"} "
+	       "%.6f\n",
+	       svc, method,
+	       atomic_load_explicit(&m->sum_us, memory_order_relaxed) / 1e6);
 	append(buf, len, cap,
-	    "parley_rpc_latency_seconds_count{service=\"%s\",method=\"%s\"} "
-	    "%" PRIu64 "\n",
-	    svc, method, cum);
+	       "parley_rpc_latency_seconds_count{service=\"%s\",method=\"%s\"} "
+	       "%" PRIu64 "\n",
+	       svc, method, cum);
 }
 
 char *
 pl_rpc_server_metrics(pl_rpc_server *s)
 {
 	size_t len = 0, cap = 4096;
-	char  *buf = malloc(cap);
+	char *buf = malloc(cap);
 
 	if (buf == NULL)
 		return NULL;
 	buf[0] = '\0';
 	append(&buf, &len, &cap,
-	    "# HELP parley_rpc_requests_total RPC calls by method and status.\n"
-	    "# TYPE parley_rpc_requests_total counter\n"
-	    "# HELP parley_rpc_latency_seconds RPC latency from receipt to "
-	    "reply.\n"
-	    "# TYPE parley_rpc_latency_seconds histogram\n");
+	       "# HELP parley_rpc_requests_total RPC calls by method and "
+	       "status.\n"
+	       "# TYPE parley_rpc_requests_total counter\n"
+	       "# HELP parley_rpc_latency_seconds RPC latency from receipt to "
+	       "reply.\n"
+	       "# TYPE parley_rpc_latency_seconds histogram\n");
 	for (size_t i = 0; i < s->n_methods; i++)
 		metrics_of(&buf, &len, &cap, s->name, s->methods[i].full,
-		    &s->methods[i].metrics);
+		           &s->methods[i].metrics);
 	metrics_of(&buf, &len, &cap, s->name, "unknown", &s->unknown_metrics);
 	append(&buf, &len, &cap,
-	    "# TYPE parley_up gauge\nparley_up{service=\"%s\"} 1\n", s->name);
+	       "# TYPE parley_up gauge\nparley_up{service=\"%s\"} 1\n",
+	       s->name);
 	return buf;
 }

@@ -26,10 +26,10 @@
 #define SECRET "test-secret-0123456789"
 
 typedef struct fixture {
-	char           url[128];
+	char url[128];
 	pl_rpc_server *srv;
 	pl_rpc_client *cli;
-	pl_arena       arena;
+	pl_arena arena;
 } fixture;
 
 static const pl_rpc_service *const services[] = { &echo_service, NULL };
@@ -38,13 +38,13 @@ static int
 free_port(void)
 {
 	struct sockaddr_in a = { 0 };
-	socklen_t          n = sizeof(a);
-	int                fd = socket(AF_INET, SOCK_STREAM, 0), port;
+	socklen_t n = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
 
-	a.sin_family      = AF_INET;
+	a.sin_family = AF_INET;
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *) &a, sizeof(a)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *) &a, &n), 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
 	port = ntohs(a.sin_port);
 	close(fd);
 	return port;
@@ -58,7 +58,7 @@ make_url(char *buf, size_t n, const char *kind)
 		snprintf(buf, n, "inproc://rpc-test-%d", seq++);
 	else if (strcmp(kind, "ipc") == 0)
 		snprintf(buf, n, "ipc:///tmp/parley-rpc-test-%d-%d.sock",
-		    (int) getpid(), seq++);
+		         (int)getpid(), seq++);
 	else
 		snprintf(buf, n, "tcp://127.0.0.1:%d", free_port());
 }
@@ -66,13 +66,13 @@ make_url(char *buf, size_t n, const char *kind)
 static pl_rpc_server *
 start_server(const char *url, int workers)
 {
-	pl_rpc_server       *s;
+	pl_rpc_server *s;
 	pl_rpc_server_config cfg = { 0 };
 
-	cfg.name    = "echo";
-	cfg.listen  = url;
+	cfg.name = "echo";
+	cfg.listen = url;
 	cfg.workers = workers;
-	cfg.secret  = SECRET;
+	cfg.secret = SECRET;
 	cfg.max_msg = 64 * 1024;
 	assert_int_equal(pl_rpc_server_open(&s, &cfg, services), PL_OK);
 	assert_int_equal(pl_rpc_server_start(s), PL_OK);
@@ -82,12 +82,12 @@ start_server(const char *url, int workers)
 static pl_rpc_client *
 open_client(const char *url, const char *secret)
 {
-	pl_rpc_client       *c;
+	pl_rpc_client *c;
 	pl_rpc_client_config cfg = { 0 };
 
-	cfg.urls       = url;
-	cfg.secret     = secret;
-	cfg.service    = "test";
+	cfg.urls = url;
+	cfg.secret = secret;
+	cfg.service = "test";
 	cfg.timeout_ms = 3000;
 	assert_int_equal(pl_rpc_client_open(&c, &cfg), PL_OK);
 	return c;
@@ -136,37 +136,37 @@ teardown(void **state)
 
 static int
 call_echo(pl_rpc_client *c, pl_arena *a, const char *method,
-    Parley__Test__V1__EchoRequest *in, const pl_rpc_opts *o,
-    Parley__Test__V1__EchoReply **out, pl_rpc_result *res)
+          Parley__Test__V1__EchoRequest *in, const pl_rpc_opts *o,
+          Parley__Test__V1__EchoReply **out, pl_rpc_result *res)
 {
 	return pl_rpc_call(c, method, &in->base,
-	    &parley__test__v1__echo_reply__descriptor, (void **) out, a, o,
-	    res);
+	                   &parley__test__v1__echo_reply__descriptor,
+	                   (void **)out, a, o, res);
 }
 
 static void
 test_round_trip(void **state)
 {
-	fixture                      *f  = *state;
+	fixture *f = *state;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
-	pl_rpc_result                 res;
+	Parley__Test__V1__EchoReply *out;
+	pl_rpc_result res;
 	pl_principal p = PARLEY__RPC__V1__PRINCIPAL__INIT;
-	pl_rpc_opts                   o = { 0 };
-	uint8_t                       bytes[300];
+	pl_rpc_opts o = { 0 };
+	uint8_t bytes[300];
 
 	for (size_t i = 0; i < sizeof(bytes); i++)
-		bytes[i] = (uint8_t) i;
-	in.text      = "hola, ¿qué tal? 👋";
+		bytes[i] = (uint8_t)i;
+	in.text = "hola, ¿qué tal? 👋";
 	in.data.data = bytes;
-	in.data.len  = sizeof(bytes);
-	p.kind       = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
-	p.tenant_id  = "0192b0c4-0000-7000-8000-000000000001";
-	o.principal  = &p;
+	in.data.len = sizeof(bytes);
+	p.kind = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
+	p.tenant_id = "0192b0c4-0000-7000-8000-000000000001";
+	o.principal = &p;
 	o.idempotency_key = "key-1";
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Echo"), &in,
-	                     &o, &out, &res),
-	    PL_OK);
+	                           &o, &out, &res),
+	                 PL_OK);
 	assert_int_equal(res.code, PL_OK);
 	assert_non_null(out);
 	assert_string_equal(out->text, in.text);
@@ -181,199 +181,202 @@ test_round_trip(void **state)
 static void
 test_health(void **state)
 {
-	fixture                             *f = *state;
-	Parley__Rpc__V1__HealthCheckRequest  in =
+	fixture *f = *state;
+	Parley__Rpc__V1__HealthCheckRequest in =
 	        PARLEY__RPC__V1__HEALTH_CHECK_REQUEST__INIT;
 	Parley__Rpc__V1__HealthCheckResponse *out;
 
-	assert_int_equal(pl_rpc_call(f->cli, "/parley.rpc.v1.Health/Check",
-	                     &in.base,
-	                     &parley__rpc__v1__health_check_response__descriptor,
-	                     (void **) &out, &f->arena, NULL, NULL),
-	    PL_OK);
+	assert_int_equal(
+	        pl_rpc_call(f->cli, "/parley.rpc.v1.Health/Check", &in.base,
+	                    &parley__rpc__v1__health_check_response__descriptor,
+	                    (void **)&out, &f->arena, NULL, NULL),
+	        PL_OK);
 	assert_string_equal(out->service, "echo");
-	assert_int_equal(out->status,
-	    PARLEY__RPC__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING_STATUS_SERVING);
+	assert_int_equal(
+	        out->status,
+	        PARLEY__RPC__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING_STATUS_SERVING);
 }
 
 static void
 test_errors_carry_status_and_details(void **state)
 {
-	fixture                      *f  = *state;
+	fixture *f = *state;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
-	pl_rpc_result                 res;
+	Parley__Test__V1__EchoReply *out;
+	pl_rpc_result res;
 
-	in.text      = "boom";
+	in.text = "boom";
 	in.fail_code = PL_NOT_FOUND;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Fail"), &in,
-	                     NULL, &out, &res),
-	    PL_NOT_FOUND);
+	                           NULL, &out, &res),
+	                 PL_NOT_FOUND);
 	assert_null(out);
 	assert_string_equal(res.message, "failed as asked: boom");
 
 	in.fail_code = PL_INVALID_ARGUMENT;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Fail"), &in,
-	                     NULL, &out, &res),
-	    PL_INVALID_ARGUMENT);
+	                           NULL, &out, &res),
+	                 PL_INVALID_ARGUMENT);
 	assert_int_equal(res.n_details, 1);
 	assert_string_equal(res.details[0]->field, "text");
 	assert_string_equal(res.details[0]->description,
-	    "must not be \"boom\"");
+	                    "must not be \"boom\"");
 }
 
 static void
 test_unknown_method(void **state)
 {
-	fixture                      *f  = *state;
+	fixture *f = *state;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
-	pl_rpc_result                 res;
+	Parley__Test__V1__EchoReply *out;
+	pl_rpc_result res;
 
 	assert_int_equal(call_echo(f->cli, &f->arena,
-	                     "/parley.test.v1.Echo/Nope", &in, NULL, &out,
-	                     &res),
-	    PL_UNIMPLEMENTED);
+	                           "/parley.test.v1.Echo/Nope", &in, NULL, &out,
+	                           &res),
+	                 PL_UNIMPLEMENTED);
 	assert_non_null(strstr(res.message, "unknown method"));
-	assert_int_equal(call_echo(f->cli, &f->arena, "", &in, NULL, &out,
-	                     &res),
-	    PL_UNIMPLEMENTED);
+	assert_int_equal(
+	        call_echo(f->cli, &f->arena, "", &in, NULL, &out, &res),
+	        PL_UNIMPLEMENTED);
 }
 
 static void
 test_deadline(void **state)
 {
-	fixture                      *f  = *state;
+	fixture *f = *state;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
-	pl_rpc_result                 res;
-	pl_rpc_opts                   o = { 0 };
+	Parley__Test__V1__EchoReply *out;
+	pl_rpc_result res;
+	pl_rpc_opts o = { 0 };
 
-	in.sleep_ms  = 300;
+	in.sleep_ms = 300;
 	o.timeout_ms = 50;
-	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Sleep"),
-	                     &in, &o, &out, &res),
-	    PL_DEADLINE_EXCEEDED);
+	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Sleep"), &in,
+	                           &o, &out, &res),
+	                 PL_DEADLINE_EXCEEDED);
 	// The server is still fine afterwards.
 	in.sleep_ms = 0;
-	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Sleep"),
-	                     &in, NULL, &out, &res),
-	    PL_OK);
+	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Sleep"), &in,
+	                           NULL, &out, &res),
+	                 PL_OK);
 }
 
 static void
 test_deadline_propagates(void **state)
 {
-	fixture                      *f  = *state;
+	fixture *f = *state;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
-	pl_call                       parent;
-	pl_rpc_opts                   o = { 0 };
+	Parley__Test__V1__EchoReply *out;
+	pl_call parent;
+	pl_rpc_opts o = { 0 };
 
 	memset(&parent, 0, sizeof(parent));
 	parent.trace_id = "trace-1";
 	parent.deadline = pl_now_ns() + 400 * 1000000LL;
-	o.parent        = &parent;
-	o.timeout_ms    = 10000;
+	o.parent = &parent;
+	o.timeout_ms = 10000;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Echo"), &in,
-	                     &o, &out, NULL),
-	    PL_OK);
+	                           &o, &out, NULL),
+	                 PL_OK);
 	assert_true(out->remaining_ms <= 400 && out->remaining_ms > 200);
 
 	parent.deadline = pl_now_ns() - 1;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Echo"), &in,
-	                     &o, &out, NULL),
-	    PL_DEADLINE_EXCEEDED);
+	                           &o, &out, NULL),
+	                 PL_DEADLINE_EXCEEDED);
 }
 
 static void
 test_access_rules(void **state)
 {
-	fixture                      *f  = *state;
+	fixture *f = *state;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
-	pl_rpc_result                 res;
+	Parley__Test__V1__EchoReply *out;
+	pl_rpc_result res;
 	pl_principal user = PARLEY__RPC__V1__PRINCIPAL__INIT;
-	pl_principal key  = PARLEY__RPC__V1__PRINCIPAL__INIT;
-	char        *scopes[] = { "conversations:read", "agents:write" };
-	pl_rpc_opts  o        = { 0 };
+	pl_principal key = PARLEY__RPC__V1__PRINCIPAL__INIT;
+	char *scopes[] = { "conversations:read", "agents:write" };
+	pl_rpc_opts o = { 0 };
 
-	user.kind      = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
+	user.kind = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
 	user.tenant_id = "t1";
-	user.role      = PARLEY__RPC__V1__ROLE__ROLE_VIEWER;
-	o.principal    = &user;
+	user.role = PARLEY__RPC__V1__ROLE__ROLE_VIEWER;
+	o.principal = &user;
 
 	// A viewer may not write; an agent may.
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("AgentWrite"),
-	                     &in, &o, &out, &res),
-	    PL_PERMISSION_DENIED);
+	                           &in, &o, &out, &res),
+	                 PL_PERMISSION_DENIED);
 	user.role = PARLEY__RPC__V1__ROLE__ROLE_AGENT;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("AgentWrite"),
-	                     &in, &o, &out, &res),
-	    PL_OK);
+	                           &in, &o, &out, &res),
+	                 PL_OK);
 	// A user without a tenant cannot call a tenant method.
 	user.tenant_id = "";
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("AgentWrite"),
-	                     &in, &o, &out, &res),
-	    PL_PERMISSION_DENIED);
+	                           &in, &o, &out, &res),
+	                 PL_PERMISSION_DENIED);
 
 	// Platform admin only.
 	user.tenant_id = "t1";
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("AdminOnly"),
-	                     &in, &o, &out, &res),
-	    PL_PERMISSION_DENIED);
+	                           &in, &o, &out, &res),
+	                 PL_PERMISSION_DENIED);
 	user.platform_admin = true;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("AdminOnly"),
-	                     &in, &o, &out, &res),
-	    PL_OK);
+	                           &in, &o, &out, &res),
+	                 PL_OK);
 
 	// Service only, and with an idempotency key.
 	assert_int_equal(call_echo(f->cli, &f->arena,
-	                     ECHO_METHOD("ServiceOnly"), &in, &o, &out, &res),
-	    PL_PERMISSION_DENIED);
+	                           ECHO_METHOD("ServiceOnly"), &in, &o, &out,
+	                           &res),
+	                 PL_PERMISSION_DENIED);
 	assert_int_equal(call_echo(f->cli, &f->arena,
-	                     ECHO_METHOD("ServiceOnly"), &in, NULL, &out,
-	                     &res),
-	    PL_INVALID_ARGUMENT);
-	o.principal       = NULL;
+	                           ECHO_METHOD("ServiceOnly"), &in, NULL, &out,
+	                           &res),
+	                 PL_INVALID_ARGUMENT);
+	o.principal = NULL;
 	o.idempotency_key = "k";
 	assert_int_equal(call_echo(f->cli, &f->arena,
-	                     ECHO_METHOD("ServiceOnly"), &in, &o, &out, &res),
-	    PL_OK);
+	                           ECHO_METHOD("ServiceOnly"), &in, &o, &out,
+	                           &res),
+	                 PL_OK);
 
 	// API keys need the method's scope.
-	key.kind      = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_API_KEY;
+	key.kind = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_API_KEY;
 	key.tenant_id = "t1";
-	key.scopes    = scopes;
-	key.n_scopes  = 1;
-	o.principal   = &key;
+	key.scopes = scopes;
+	key.n_scopes = 1;
+	o.principal = &key;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("AgentWrite"),
-	                     &in, &o, &out, &res),
-	    PL_PERMISSION_DENIED);
+	                           &in, &o, &out, &res),
+	                 PL_PERMISSION_DENIED);
 	assert_non_null(strstr(res.message, "agents:write"));
 	key.n_scopes = 2;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("AgentWrite"),
-	                     &in, &o, &out, &res),
-	    PL_OK);
+	                           &in, &o, &out, &res),
+	                 PL_OK);
 	// Nobody at all.
 	key.kind = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_UNSPECIFIED;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("AgentWrite"),
-	                     &in, &o, &out, &res),
-	    PL_UNAUTHENTICATED);
+	                           &in, &o, &out, &res),
+	                 PL_UNAUTHENTICATED);
 }
 
 static void
 test_wrong_secret(void **state)
 {
-	fixture                      *f  = *state;
+	fixture *f = *state;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
-	pl_rpc_result                 res;
-	pl_rpc_client                *bad = open_client(f->url, "not-the-secret");
+	Parley__Test__V1__EchoReply *out;
+	pl_rpc_result res;
+	pl_rpc_client *bad = open_client(f->url, "not-the-secret");
 
 	assert_int_equal(call_echo(bad, &f->arena, ECHO_METHOD("Echo"), &in,
-	                     NULL, &out, &res),
-	    PL_UNAUTHENTICATED);
+	                           NULL, &out, &res),
+	                 PL_UNAUTHENTICATED);
 	assert_null(out);
 	pl_rpc_client_close(bad);
 }
@@ -383,7 +386,7 @@ static Parley__Rpc__V1__Response *
 raw_call(const char *url, const void *data, size_t len, pl_arena *a)
 {
 	nng_socket s;
-	nng_msg   *m;
+	nng_msg *m;
 	Parley__Rpc__V1__Response *r;
 
 	assert_int_equal(nng_req0_open(&s), 0);
@@ -395,7 +398,7 @@ raw_call(const char *url, const void *data, size_t len, pl_arena *a)
 	assert_int_equal(nng_sendmsg(s, m, 0), 0);
 	assert_int_equal(nng_recvmsg(s, &m, 0), 0);
 	r = parley__rpc__v1__response__unpack(pl_arena_pb(a), nng_msg_len(m),
-	    nng_msg_body(m));
+	                                      nng_msg_body(m));
 	nng_msg_free(m);
 	nng_close(s);
 	return r;
@@ -405,11 +408,11 @@ static void
 test_garbage_bytes(void **state)
 {
 	fixture *f = *state;
-	uint8_t  junk[512];
+	uint8_t junk[512];
 	Parley__Rpc__V1__Response *r;
 
 	for (size_t i = 0; i < sizeof(junk); i++)
-		junk[i] = (uint8_t) (i * 131 + 7);
+		junk[i] = (uint8_t)(i * 131 + 7);
 	r = raw_call(f->url, junk, sizeof(junk), &f->arena);
 	assert_non_null(r);
 	assert_int_equal(r->code, PL_INVALID_ARGUMENT);
@@ -422,18 +425,18 @@ test_garbage_bytes(void **state)
 static void
 test_bad_payload(void **state)
 {
-	fixture                  *f   = *state;
-	Parley__Rpc__V1__Request  req = PARLEY__RPC__V1__REQUEST__INIT;
+	fixture *f = *state;
+	Parley__Rpc__V1__Request req = PARLEY__RPC__V1__REQUEST__INIT;
 	Parley__Rpc__V1__Response *r;
-	uint8_t                   bad[] = { 0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f };
-	uint8_t                   buf[256];
-	size_t                    n;
+	uint8_t bad[] = { 0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f };
+	uint8_t buf[256];
+	size_t n;
 
-	req.method              = ECHO_METHOD("Echo");
-	req.service_secret.data = (uint8_t *) SECRET;
-	req.service_secret.len  = strlen(SECRET);
-	req.payload.data        = bad;
-	req.payload.len         = sizeof(bad);
+	req.method = ECHO_METHOD("Echo");
+	req.service_secret.data = (uint8_t *)SECRET;
+	req.service_secret.len = strlen(SECRET);
+	req.payload.data = bad;
+	req.payload.len = sizeof(bad);
 	n = parley__rpc__v1__request__pack(&req, buf);
 	r = raw_call(f->url, buf, n, &f->arena);
 	assert_non_null(r);
@@ -444,43 +447,43 @@ test_bad_payload(void **state)
 static void
 test_oversized(void **state)
 {
-	fixture                      *f  = *state;
+	fixture *f = *state;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
-	pl_rpc_result                 res;
-	size_t                        n   = 100 * 1024; // limit is 64 KiB
-	uint8_t                      *big = calloc(1, n);
+	Parley__Test__V1__EchoReply *out;
+	pl_rpc_result res;
+	size_t n = 100 * 1024; // limit is 64 KiB
+	uint8_t *big = calloc(1, n);
 
 	in.data.data = big;
-	in.data.len  = n;
+	in.data.len = n;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Echo"), &in,
-	                     NULL, &out, &res),
-	    PL_INVALID_ARGUMENT);
+	                           NULL, &out, &res),
+	                 PL_INVALID_ARGUMENT);
 	assert_non_null(strstr(res.message, "exceeds the limit"));
 	free(big);
 }
 
 typedef struct conc {
 	pl_rpc_client *cli;
-	int            ok;
+	int ok;
 } conc;
 
 static void *
 conc_main(void *arg)
 {
-	conc    *c = arg;
+	conc *c = arg;
 	pl_arena a;
-	char     text[64];
+	char text[64];
 
 	pl_arena_init(&a, 0, 0);
 	for (int i = 0; i < 200; i++) {
 		Parley__Test__V1__EchoRequest in =
 		        PARLEY__TEST__V1__ECHO_REQUEST__INIT;
 		Parley__Test__V1__EchoReply *out;
-		snprintf(text, sizeof(text), "%p-%d", (void *) c, i);
+		snprintf(text, sizeof(text), "%p-%d", (void *)c, i);
 		in.text = text;
 		if (call_echo(c->cli, &a, ECHO_METHOD("Echo"), &in, NULL, &out,
-		        NULL) == PL_OK &&
+		              NULL) == PL_OK &&
 		    strcmp(out->text, text) == 0)
 			c->ok++;
 		pl_arena_reset(&a);
@@ -492,13 +495,13 @@ conc_main(void *arg)
 static void
 test_concurrent_clients(void **state)
 {
-	fixture  *f = *state;
+	fixture *f = *state;
 	pthread_t t[16];
-	conc      c[16];
+	conc c[16];
 
 	for (int i = 0; i < 16; i++) {
 		c[i].cli = f->cli; // one shared client, 16 threads
-		c[i].ok  = 0;
+		c[i].ok = 0;
 		pthread_create(&t[i], NULL, conc_main, &c[i]);
 	}
 	for (int i = 0; i < 16; i++) {
@@ -509,22 +512,22 @@ test_concurrent_clients(void **state)
 
 typedef struct slow {
 	pl_rpc_client *cli;
-	int            rv;
+	int rv;
 } slow;
 
 static void *
 slow_main(void *arg)
 {
-	slow                         *s = arg;
-	pl_arena                      a;
+	slow *s = arg;
+	pl_arena a;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
+	Parley__Test__V1__EchoReply *out;
 
 	pl_arena_init(&a, 0, 0);
 	in.sleep_ms = 300;
-	in.text     = "slow";
+	in.text = "slow";
 	s->rv = call_echo(s->cli, &a, ECHO_METHOD("Sleep"), &in, NULL, &out,
-	    NULL);
+	                  NULL);
 	pl_arena_fini(&a);
 	return NULL;
 }
@@ -532,9 +535,9 @@ slow_main(void *arg)
 static void
 test_stop_with_calls_in_flight(void **state)
 {
-	fixture  *f = *state;
+	fixture *f = *state;
 	pthread_t t[4];
-	slow      s[4];
+	slow s[4];
 
 	for (int i = 0; i < 4; i++) {
 		s[i].cli = f->cli;
@@ -551,54 +554,54 @@ test_stop_with_calls_in_flight(void **state)
 static void
 test_peer_restart(void **state)
 {
-	fixture                      *f  = *state;
+	fixture *f = *state;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
-	pl_rpc_opts                   o = { 0 };
+	Parley__Test__V1__EchoReply *out;
+	pl_rpc_opts o = { 0 };
 
 	in.text = "before";
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Echo"), &in,
-	                     NULL, &out, NULL),
-	    PL_OK);
+	                           NULL, &out, NULL),
+	                 PL_OK);
 	pl_rpc_server_close(f->srv);
 	f->srv = NULL;
 	// With nobody listening a call fails cleanly.
 	o.timeout_ms = 200;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Echo"), &in,
-	                     &o, &out, NULL),
-	    PL_UNAVAILABLE);
-	f->srv  = start_server(f->url, 2);
+	                           &o, &out, NULL),
+	                 PL_UNAVAILABLE);
+	f->srv = start_server(f->url, 2);
 	in.text = "after";
 	o.timeout_ms = 3000; // the client redials in the background
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Echo"), &in,
-	                     &o, &out, NULL),
-	    PL_OK);
+	                           &o, &out, NULL),
+	                 PL_OK);
 	assert_string_equal(out->text, "after");
 }
 
 static void
 test_replicas(void **state)
 {
-	fixture       *f = *state;
-	char           u1[128], u2[128], both[300];
+	fixture *f = *state;
+	char u1[128], u2[128], both[300];
 	pl_rpc_server *s1, *s2;
 	pl_rpc_client *c;
-	pl_rpc_opts    o = { 0 };
+	pl_rpc_opts o = { 0 };
 
-	(void) f;
+	(void)f;
 	make_url(u1, sizeof(u1), "tcp");
 	make_url(u2, sizeof(u2), "tcp");
 	snprintf(both, sizeof(both), "%s,%s", u1, u2);
 	s1 = start_server(u1, 1);
 	s2 = start_server(u2, 1);
-	c  = open_client(both, SECRET);
+	c = open_client(both, SECRET);
 	for (int i = 0; i < 50; i++) {
 		Parley__Test__V1__EchoRequest in =
 		        PARLEY__TEST__V1__ECHO_REQUEST__INIT;
 		Parley__Test__V1__EchoReply *out;
 		assert_int_equal(call_echo(c, &f->arena, ECHO_METHOD("Echo"),
-		                     &in, NULL, &out, NULL),
-		    PL_OK);
+		                           &in, NULL, &out, NULL),
+		                 PL_OK);
 	}
 	// Both replicas served some of the calls.
 	{
@@ -617,8 +620,8 @@ test_replicas(void **state)
 		        PARLEY__TEST__V1__ECHO_REQUEST__INIT;
 		Parley__Test__V1__EchoReply *out;
 		assert_int_equal(call_echo(c, &f->arena, ECHO_METHOD("Echo"),
-		                     &in, &o, &out, NULL),
-		    PL_OK);
+		                           &in, &o, &out, NULL),
+		                 PL_OK);
 	}
 	pl_rpc_client_close(c);
 	pl_rpc_server_close(s2);
@@ -627,20 +630,20 @@ test_replicas(void **state)
 static void
 test_metrics_text(void **state)
 {
-	fixture                      *f  = *state;
+	fixture *f = *state;
 	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Test__V1__EchoReply  *out;
-	char                         *m;
+	Parley__Test__V1__EchoReply *out;
+	char *m;
 
 	call_echo(f->cli, &f->arena, ECHO_METHOD("Echo"), &in, NULL, &out,
-	    NULL);
+	          NULL);
 	in.fail_code = PL_NOT_FOUND;
 	call_echo(f->cli, &f->arena, ECHO_METHOD("Fail"), &in, NULL, &out,
-	    NULL);
+	          NULL);
 	m = pl_rpc_server_metrics(f->srv);
-	assert_non_null(strstr(m,
-	    "parley_rpc_requests_total{service=\"echo\",method=\"/parley.test."
-	    "v1.Echo/Fail\",code=\"NOT_FOUND\"} 1"));
+	assert_non_null(strstr(m, "parley_rpc_requests_total{service=\"echo\","
+	                          "method=\"/parley.test."
+	                          "v1.Echo/Fail\",code=\"NOT_FOUND\"} 1"));
 	assert_non_null(strstr(m, "parley_rpc_latency_seconds_bucket{service="
 	                          "\"echo\",method=\"/parley.test.v1.Echo/"
 	                          "Echo\",le=\"+Inf\"}"));
@@ -650,36 +653,37 @@ test_metrics_text(void **state)
 static int
 dummy(pl_call *c, const void *in, void *out)
 {
-	(void) c;
-	(void) in;
-	(void) out;
+	(void)c;
+	(void)in;
+	(void)out;
 	return PL_OK;
 }
 
 static void
 test_table_check(void **state)
 {
-	char                 err[256];
-	const pl_rpc_method  missing[] = { { "Echo", dummy, 0, NULL, 0 },
-                 { NULL, NULL, 0, NULL, 0 } };
-	const pl_rpc_method  extra[]   = { { "Echo", dummy, 0, NULL, 0 },
-                  { "Sleep", dummy, 0, NULL, 0 },
-                  { "Fail", dummy, 0, NULL, 0 },
-                  { "AdminOnly", dummy, 0, NULL, 0 },
-                  { "ServiceOnly", dummy, 0, NULL, 0 },
-                  { "AgentWrite", dummy, 0, NULL, 0 },
-                  { "Bogus", dummy, 0, NULL, 0 }, { NULL, NULL, 0, NULL, 0 } };
-	const pl_rpc_method  nohandler[] = { { "Echo", NULL, 0, NULL, 0 },
-                { NULL, NULL, 0, NULL, 0 } };
-	pl_rpc_service       svc = { &parley__test__v1__echo__descriptor,
-                missing };
+	char err[256];
+	const pl_rpc_method missing[] = { { "Echo", dummy, 0, NULL, 0 },
+		                          { NULL, NULL, 0, NULL, 0 } };
+	const pl_rpc_method extra[] = { { "Echo", dummy, 0, NULL, 0 },
+		                        { "Sleep", dummy, 0, NULL, 0 },
+		                        { "Fail", dummy, 0, NULL, 0 },
+		                        { "AdminOnly", dummy, 0, NULL, 0 },
+		                        { "ServiceOnly", dummy, 0, NULL, 0 },
+		                        { "AgentWrite", dummy, 0, NULL, 0 },
+		                        { "DeliverEvents", dummy, 0, NULL, 0 },
+		                        { "Bogus", dummy, 0, NULL, 0 },
+		                        { NULL, NULL, 0, NULL, 0 } };
+	const pl_rpc_method nohandler[] = { { "Echo", NULL, 0, NULL, 0 },
+		                            { NULL, NULL, 0, NULL, 0 } };
+	pl_rpc_service svc = { &parley__test__v1__echo__descriptor, missing };
 	const pl_rpc_service *list[] = { &svc, NULL };
-	pl_rpc_server        *s;
-	pl_rpc_server_config  cfg = { 0 };
+	pl_rpc_server *s;
+	pl_rpc_server_config cfg = { 0 };
 
-	(void) state;
+	(void)state;
 	assert_int_equal(pl_rpc_table_check(&echo_service, err, sizeof(err)),
-	    0);
+	                 0);
 	assert_int_not_equal(pl_rpc_table_check(&svc, err, sizeof(err)), 0);
 	assert_non_null(strstr(err, "has no handler"));
 	svc.methods = extra;
@@ -691,38 +695,37 @@ test_table_check(void **state)
 	cfg.secret = SECRET;
 	cfg.listen = "inproc://never";
 	assert_int_equal(pl_rpc_server_open(&s, &cfg, list),
-	    PL_INVALID_ARGUMENT);
+	                 PL_INVALID_ARGUMENT);
 }
 
 static void
 test_dispatch_without_socket(void **state)
 {
-	pl_rpc_server                *s;
-	pl_rpc_server_config          cfg = { 0 };
-	pl_arena                      a;
-	Parley__Rpc__V1__Request      req = PARLEY__RPC__V1__REQUEST__INIT;
-	Parley__Test__V1__EchoRequest in  = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
-	Parley__Rpc__V1__Response    *r;
-	uint8_t                       payload[64], buf[256], *reply;
-	size_t                        n, rlen;
+	pl_rpc_server *s;
+	pl_rpc_server_config cfg = { 0 };
+	pl_arena a;
+	Parley__Rpc__V1__Request req = PARLEY__RPC__V1__REQUEST__INIT;
+	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
+	Parley__Rpc__V1__Response *r;
+	uint8_t payload[64], buf[256], *reply;
+	size_t n, rlen;
 
-	(void) state;
+	(void)state;
 	cfg.secret = SECRET;
 	cfg.listen = "inproc://unused";
 	assert_int_equal(pl_rpc_server_open(&s, &cfg, services), PL_OK);
 	pl_arena_init(&a, 0, 0);
-	in.text                 = "direct";
-	req.payload.len         = parley__test__v1__echo_request__pack(&in,
-	            payload);
-	req.payload.data        = payload;
-	req.method              = ECHO_METHOD("Echo");
-	req.request_id          = 42;
-	req.service_secret.data = (uint8_t *) SECRET;
-	req.service_secret.len  = strlen(SECRET);
+	in.text = "direct";
+	req.payload.len = parley__test__v1__echo_request__pack(&in, payload);
+	req.payload.data = payload;
+	req.method = ECHO_METHOD("Echo");
+	req.request_id = 42;
+	req.service_secret.data = (uint8_t *)SECRET;
+	req.service_secret.len = strlen(SECRET);
 	n = parley__rpc__v1__request__pack(&req, buf);
-	assert_int_equal(pl_rpc_server_dispatch(s, NULL, &a, buf, n, &reply,
-	                     &rlen),
-	    PL_OK);
+	assert_int_equal(
+	        pl_rpc_server_dispatch(s, NULL, &a, buf, n, &reply, &rlen),
+	        PL_OK);
 	r = parley__rpc__v1__response__unpack(NULL, rlen, reply);
 	assert_non_null(r);
 	assert_int_equal(r->request_id, 42);
@@ -733,33 +736,36 @@ test_dispatch_without_socket(void **state)
 	pl_rpc_server_close(s);
 }
 
-#define TRANSPORT_TESTS(setup)                                               \
-	cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),   \
-	    cmocka_unit_test_setup_teardown(test_health, setup, teardown),   \
-	    cmocka_unit_test_setup_teardown(                                 \
-	        test_errors_carry_status_and_details, setup, teardown),      \
-	    cmocka_unit_test_setup_teardown(test_unknown_method, setup,      \
-	        teardown),                                                   \
-	    cmocka_unit_test_setup_teardown(test_deadline, setup, teardown), \
-	    cmocka_unit_test_setup_teardown(test_deadline_propagates, setup, \
-	        teardown),                                                   \
-	    cmocka_unit_test_setup_teardown(test_access_rules, setup,        \
-	        teardown),                                                   \
-	    cmocka_unit_test_setup_teardown(test_wrong_secret, setup,        \
-	        teardown),                                                   \
-	    cmocka_unit_test_setup_teardown(test_garbage_bytes, setup,       \
-	        teardown),                                                   \
-	    cmocka_unit_test_setup_teardown(test_bad_payload, setup,         \
-	        teardown),                                                   \
-	    cmocka_unit_test_setup_teardown(test_oversized, setup, teardown),\
-	    cmocka_unit_test_setup_teardown(test_concurrent_clients, setup,  \
-	        teardown),                                                   \
-	    cmocka_unit_test_setup_teardown(test_stop_with_calls_in_flight,  \
-	        setup, teardown),                                            \
-	    cmocka_unit_test_setup_teardown(test_peer_restart, setup,        \
-	        teardown),                                                   \
-	    cmocka_unit_test_setup_teardown(test_metrics_text, setup,        \
-	        teardown)
+#define TRANSPORT_TESTS(setup)                                                 \
+	cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),     \
+	        cmocka_unit_test_setup_teardown(test_health, setup, teardown), \
+	        cmocka_unit_test_setup_teardown(                               \
+	                test_errors_carry_status_and_details, setup,           \
+	                teardown),                                             \
+	        cmocka_unit_test_setup_teardown(test_unknown_method, setup,    \
+	                                        teardown),                     \
+	        cmocka_unit_test_setup_teardown(test_deadline, setup,          \
+	                                        teardown),                     \
+	        cmocka_unit_test_setup_teardown(test_deadline_propagates,      \
+	                                        setup, teardown),              \
+	        cmocka_unit_test_setup_teardown(test_access_rules, setup,      \
+	                                        teardown),                     \
+	        cmocka_unit_test_setup_teardown(test_wrong_secret, setup,      \
+	                                        teardown),                     \
+	        cmocka_unit_test_setup_teardown(test_garbage_bytes, setup,     \
+	                                        teardown),                     \
+	        cmocka_unit_test_setup_teardown(test_bad_payload, setup,       \
+	                                        teardown),                     \
+	        cmocka_unit_test_setup_teardown(test_oversized, setup,         \
+	                                        teardown),                     \
+	        cmocka_unit_test_setup_teardown(test_concurrent_clients,       \
+	                                        setup, teardown),              \
+	        cmocka_unit_test_setup_teardown(                               \
+	                test_stop_with_calls_in_flight, setup, teardown),      \
+	        cmocka_unit_test_setup_teardown(test_peer_restart, setup,      \
+	                                        teardown),                     \
+	        cmocka_unit_test_setup_teardown(test_metrics_text, setup,      \
+	                                        teardown)
 
 int
 main(void)
@@ -769,7 +775,7 @@ main(void)
 		TRANSPORT_TESTS(setup_ipc),
 		TRANSPORT_TESTS(setup_tcp),
 		cmocka_unit_test_setup_teardown(test_replicas, setup_inproc,
-		    teardown),
+		                                teardown),
 		cmocka_unit_test(test_table_check),
 		cmocka_unit_test(test_dispatch_without_socket),
 	};

@@ -1,5 +1,6 @@
 // A bump allocator for one request: everything a call allocates lives here
-// and is released at once by pl_arena_reset(). Not thread-safe.
+// and is released at once by pl_arena_reset(). Not thread-safe. Never copy a
+// pl_arena by value: its protobuf-c allocator points at the arena itself.
 #ifndef PL_ARENA_H
 #define PL_ARENA_H
 
@@ -11,11 +12,11 @@
 typedef struct pl_arena_block pl_arena_block;
 
 typedef struct pl_arena {
-	pl_arena_block *head;    // current block, newest first
-	size_t          size;    // bytes handed out since the last reset
-	size_t          limit;   // 0 = unlimited; past it allocations fail
-	size_t          blksize; // size of ordinary blocks
-	ProtobufCAllocator pb;   // protobuf-c allocator bound to this arena
+	pl_arena_block *head;  // current block, newest first
+	size_t size;           // bytes handed out since the last reset
+	size_t limit;          // 0 = unlimited; past it allocations fail
+	size_t blksize;        // size of ordinary blocks
+	ProtobufCAllocator pb; // protobuf-c allocator bound to this arena
 } pl_arena;
 
 // Initialises an arena in caller memory. blksize 0 picks 16 KiB; limit 0

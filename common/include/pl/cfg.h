@@ -12,18 +12,19 @@ typedef enum pl_cfg_type {
 	PL_CFG_STRING,
 	PL_CFG_INT,      // int64 with min/max
 	PL_CFG_BOOL,     // true/false/1/0/yes/no
-	PL_CFG_DURATION, // milliseconds; accepts "250ms", "2s", "5m", "1h", or a bare number of ms
-	PL_CFG_SECRET,   // a string never printed (pl_cfg_dump shows "***")
+	PL_CFG_DURATION, // milliseconds; accepts "250ms", "2s", "5m", "1h", or
+	                 // a bare number of ms
+	PL_CFG_SECRET,   // a string never shown, not even in errors
 } pl_cfg_type;
 
 typedef struct pl_cfg_entry {
-	const char *env;      // e.g. "PARLEY_DATABASE_URL"
+	const char *env; // e.g. "PARLEY_DATABASE_URL"
 	pl_cfg_type type;
-	const char *def;      // default as text; NULL = required
-	int64_t     min, max; // bounds for INT/DURATION (both 0 = unbounded)
-	void       *dst;      // char ** for STRING/SECRET, int64_t * for INT
-	                      // and DURATION, bool * for BOOL
-	const char *help;     // one line for --help and errors
+	const char *def;  // default as text; NULL = required
+	int64_t min, max; // bounds for INT/DURATION (both 0 = unbounded)
+	void *dst;        // char ** for STRING/SECRET, int64_t * for INT
+	                  // and DURATION, bool * for BOOL
+	const char *help; // one line for --help and errors
 } pl_cfg_entry;
 
 // Reads every entry (the table ends with an entry whose env is NULL). On

@@ -11,7 +11,7 @@
 #include "pl/status.h"
 
 typedef struct pl_call pl_call;
-typedef struct pl_db   pl_db;
+typedef struct pl_db pl_db;
 
 // The setting row-level security policies read:
 //   current_setting('parley.tenant_id', true)
@@ -20,7 +20,7 @@ typedef struct pl_db   pl_db;
 // Makes a handle for url (libpq conninfo or URI). Connects lazily; never
 // returns NULL except when out of memory. Not thread-safe: one per worker.
 pl_db *pl_db_open(const char *url);
-void   pl_db_close(pl_db *db);
+void pl_db_close(pl_db *db);
 
 // The live connection, reconnecting if it was lost; NULL when the server
 // cannot be reached (the error is logged).
@@ -35,12 +35,12 @@ bool pl_db_ping(pl_db *db);
 // PQclear()s it) or NULL when no connection could be had. Check it with
 // pl_db_result_status().
 PGresult *pl_db_exec(pl_db *db, const char *sql, int nparams,
-    const char *const *params);
+                     const char *const *params);
 
 // Like pl_db_exec, returning only the status: for statements whose result
 // is not needed.
 int pl_db_command(pl_db *db, const char *sql, int nparams,
-    const char *const *params);
+                  const char *const *params);
 
 // PL_OK for a successful result, else the status that fits its SQLSTATE
 // (UNAVAILABLE for NULL).

@@ -10,12 +10,12 @@
 #include <stdint.h>
 
 typedef struct pl_http_req {
-	const char *method;    // "GET"
-	const char *path;      // "/v1/conversations" (no query)
-	const char *body;      // NUL-terminated copy; NULL when empty
-	size_t      body_len;
+	const char *method; // "GET"
+	const char *path;   // "/v1/conversations" (no query)
+	const char *body;   // NUL-terminated copy; NULL when empty
+	size_t body_len;
 	const char *remote_ip; // "127.0.0.1"
-	void       *conn_;     // internal
+	void *conn_;           // internal
 } pl_http_req;
 
 // A request header (case-insensitive) or NULL.
@@ -27,40 +27,39 @@ const char *pl_http_req_query(const pl_http_req *r, const char *name);
 #define PL_HTTP_MAX_HEADERS 16
 
 typedef struct pl_http_resp {
-	int    status;       // 200 unless set
-	char  *body;         // malloc'd; freed by the wrapper
+	int status; // 200 unless set
+	char *body; // malloc'd; freed by the wrapper
 	size_t body_len;
-	char  *headers[PL_HTTP_MAX_HEADERS][2]; // malloc'd name/value pairs
-	int    n_headers;
+	char *headers[PL_HTTP_MAX_HEADERS][2]; // malloc'd name/value pairs
+	int n_headers;
 } pl_http_resp;
 
 // Adds a header (copied). Content-Type goes here too.
-void pl_http_resp_header(pl_http_resp *r, const char *name,
-    const char *value);
+void pl_http_resp_header(pl_http_resp *r, const char *name, const char *value);
 
 // Sets status, content type and a copy of the body.
 void pl_http_resp_set(pl_http_resp *r, int status, const char *content_type,
-    const char *body, size_t len);
+                      const char *body, size_t len);
 
 typedef void (*pl_http_handler)(const pl_http_req *req, pl_http_resp *resp,
-    void *arg);
+                                void *arg);
 
 typedef struct pl_httpd_config {
-	const char *bind;     // "127.0.0.1", "0.0.0.0" (NULL: 0.0.0.0)
-	uint16_t    port;     // 0: an ephemeral port (see pl_httpd_port)
-	int         threads;  // 0: 2
-	size_t      max_body; // 0: 1 MiB; larger bodies get 413
-	int         timeout_s;  // idle connection timeout (0: 30)
-	unsigned    max_conns;  // 0: 1024
+	const char *bind;   // "127.0.0.1", "0.0.0.0" (NULL: 0.0.0.0)
+	uint16_t port;      // 0: an ephemeral port (see pl_httpd_port)
+	int threads;        // 0: 2
+	size_t max_body;    // 0: 1 MiB; larger bodies get 413
+	int timeout_s;      // idle connection timeout (0: 30)
+	unsigned max_conns; // 0: 1024
 } pl_httpd_config;
 
 typedef struct pl_httpd pl_httpd;
 
 // Starts serving; returns 0, or -1 (logged) when it cannot listen.
-int      pl_httpd_start(pl_httpd **out, const pl_httpd_config *cfg,
-         pl_http_handler h, void *arg);
+int pl_httpd_start(pl_httpd **out, const pl_httpd_config *cfg,
+                   pl_http_handler h, void *arg);
 uint16_t pl_httpd_port(const pl_httpd *d);
 // Stops accepting, waits for running handlers, frees.
-void     pl_httpd_stop(pl_httpd *d);
+void pl_httpd_stop(pl_httpd *d);
 
 #endif

@@ -7,8 +7,9 @@
 // *_UNSPECIFIED value is omitted; int64/uint64 are JSON numbers (strings
 // accepted on input); bytes are base64; a parley.rpc.v1.Json field is
 // inlined as the JSON it holds; repeated -> arrays; proto3 default values are
-// omitted on output except in repeated fields; unknown input fields are an
-// error (INVALID_ARGUMENT naming the field).
+// omitted on output (empty repeated fields too, as proto3 JSON does);
+// uint64 values past 2^63-1 and NaN/Infinity are written as strings; unknown
+// input fields are an error (INVALID_ARGUMENT naming the field).
 #ifndef PL_JSON_H
 #define PL_JSON_H
 
@@ -30,13 +31,15 @@ char *pl_json_dump_pb(const ProtobufCMessage *m, size_t *len);
 
 // Parses text into a new message of type d allocated in arena. Returns
 // PL_OK, or PL_INVALID_ARGUMENT with err naming the field and the problem
-// ("contact.phone: expected a string").
+// ("contact.phone: expected a string"), PL_RESOURCE_EXHAUSTED past the
+// arena's limit, PL_INTERNAL without an arena or output pointer.
 int pl_json_to_pb(const char *text, size_t len,
-    const ProtobufCMessageDescriptor *d, pl_arena *arena,
-    ProtobufCMessage **out, char *err, size_t errlen);
+                  const ProtobufCMessageDescriptor *d, pl_arena *arena,
+                  ProtobufCMessage **out, char *err, size_t errlen);
 
 // Same from a parsed object.
 int pl_json_obj_to_pb(json_t *obj, const ProtobufCMessageDescriptor *d,
-    pl_arena *arena, ProtobufCMessage **out, char *err, size_t errlen);
+                      pl_arena *arena, ProtobufCMessage **out, char *err,
+                      size_t errlen);
 
 #endif

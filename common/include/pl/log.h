@@ -8,8 +8,8 @@
 
 typedef enum pl_log_level {
 	PL_LOG_DEBUG = 0,
-	PL_LOG_INFO  = 1,
-	PL_LOG_WARN  = 2,
+	PL_LOG_INFO = 1,
+	PL_LOG_WARN = 2,
 	PL_LOG_ERROR = 3,
 } pl_log_level;
 
@@ -25,8 +25,7 @@ void pl_log_set_stream(FILE *f);
 // Sets this thread's request id and tenant (copied; NULL clears).
 void pl_log_ctx_set(const char *request_id, const char *tenant_id);
 
-// Logs one line. Extra fields may follow as key/value string pairs ended by
-// NULL through pl_logf_kv; pl_logf only carries the message.
+// Logs one line (the message is printf-formatted and JSON-escaped).
 void pl_logf(pl_log_level lvl, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 

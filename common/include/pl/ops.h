@@ -14,7 +14,7 @@
 // (database reachable, migrations applied) and 503 otherwise, /metrics the
 // server's counters and histograms. Returns 0 or -1.
 int pl_ops_start(pl_httpd **out, const char *bind, uint16_t port,
-    pl_rpc_server *s);
+                 pl_rpc_server *s);
 
 // Blocks SIGTERM, SIGINT and SIGPIPE in the calling thread (call it in main
 // before starting threads, so every thread inherits the mask).

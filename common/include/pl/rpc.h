@@ -38,7 +38,7 @@ typedef enum pl_access {
 // Method flags.
 #define PL_RPC_NEEDS_KEY 0x1u // refuse without an idempotency key
 
-typedef struct pl_call       pl_call;
+typedef struct pl_call pl_call;
 typedef struct pl_rpc_server pl_rpc_server;
 
 // A handler gets its typed input and an initialised output message, both in
@@ -47,36 +47,36 @@ typedef struct pl_rpc_server pl_rpc_server;
 typedef int (*pl_rpc_handler)(pl_call *call, const void *in, void *out);
 
 typedef struct pl_rpc_method {
-	const char    *name;    // the proto method name, "ReserveUsage"
+	const char *name; // the proto method name, "ReserveUsage"
 	pl_rpc_handler handler;
-	pl_access      access;
-	const char    *scope;   // API-key scope required; NULL: no API keys
-	unsigned       flags;
+	pl_access access;
+	const char *scope; // API-key scope required; NULL: no API keys
+	unsigned flags;
 } pl_rpc_method;
 
 typedef struct pl_rpc_service {
 	const ProtobufCServiceDescriptor *desc;
-	const pl_rpc_method              *methods; // ends with { NULL }
+	const pl_rpc_method *methods; // ends with { NULL }
 } pl_rpc_service;
 
 // The state of one call, owned by the worker running it.
 struct pl_call {
-	pl_arena           *arena;     // freed when the reply is sent
+	pl_arena *arena;               // freed when the reply is sent
 	const pl_principal *principal; // never NULL; kind UNSPECIFIED if none
-	const char         *method;    // full name
-	const char         *idempotency_key; // NULL when none
-	const char         *trace_id;  // never NULL
-	uint64_t            request_id;
-	int64_t             deadline;  // CLOCK_MONOTONIC ns; 0 = none
-	void               *worker;    // what worker_init made (e.g. a pl_db)
-	void               *arg;       // the server config's arg
-	pl_rpc_server      *server;    // the server running the call
+	const char *method;            // full name
+	const char *idempotency_key;   // NULL when none
+	const char *trace_id;          // never NULL
+	uint64_t request_id;
+	int64_t deadline;      // CLOCK_MONOTONIC ns; 0 = none
+	void *worker;          // what worker_init made (e.g. a pl_db)
+	void *arg;             // the server config's arg
+	pl_rpc_server *server; // the server running the call
 	// Reply state, set through pl_call_error / pl_call_violation.
-	int                 code;
-	char               *message;
+	int code;
+	char *message;
 	Parley__Rpc__V1__FieldViolation **violations;
-	size_t              n_violations;
-	size_t              cap_violations;
+	size_t n_violations;
+	size_t cap_violations;
 };
 
 // Sets the call's error and returns code, so handlers can
@@ -102,22 +102,25 @@ int64_t pl_now_ns(void);
 // Server.
 
 typedef struct pl_rpc_server_config {
-	const char *name;      // "billing": logs, metrics, Health
-	const char *listen;    // comma-separated nng URLs
-	int         workers;   // worker threads (0: 4)
-	int         contexts;  // receiving contexts (0: 4 x workers)
-	size_t      max_msg;   // larger requests: INVALID_ARGUMENT (0: 4 MiB)
-	size_t      arena_limit; // per call (0: 64 MiB)
-	const char *secret;    // shared service secret; required
-	const char *tls_cert;  // PEM files for tls+tcp:// (optional)
+	const char *name;     // "billing": logs, metrics, Health
+	const char *listen;   // comma-separated nng URLs
+	int workers;          // worker threads (0: 4)
+	int contexts;         // receiving contexts (0: 4 x workers)
+	size_t max_msg;       // larger requests: INVALID_ARGUMENT (0: 4 MiB)
+	size_t arena_limit;   // per call (0: 64 MiB)
+	const char *secret;   // shared service secret; required
+	const char *tls_cert; // PEM files for tls+tcp:// (optional)
 	const char *tls_key;
 	// Per-worker state, e.g. a database connection; called on the worker
-	// thread. init returns 0 or a status that fails pl_rpc_server_start.
-	int  (*worker_init)(void *arg, int idx, void **state);
-	void (*worker_fini)(void *arg, void *state);
-	// Readiness for Health and /readyz (NULL: always ready).
-	bool (*ready)(void *arg, void *state, bool *db_ok, bool *mig_ok);
-	void *arg;
+	// thread with worker_arg. init returns 0 or a status that fails
+	// pl_rpc_server_start.
+	int (*worker_init)(void *worker_arg, int idx, void **state);
+	void (*worker_fini)(void *worker_arg, void *state);
+	// Readiness for Health and /readyz (NULL: always ready); state is a
+	// worker's, or NULL when asked from outside the workers.
+	bool (*ready)(void *worker_arg, void *state, bool *db_ok, bool *mig_ok);
+	void *worker_arg;
+	void *arg; // the service's own state: call->arg in handlers
 } pl_rpc_server_config;
 
 // Checks that a handler table and its proto service agree: every proto
@@ -128,7 +131,7 @@ int pl_rpc_table_check(const pl_rpc_service *svc, char *err, size_t errlen);
 // Creates a server for a NULL-terminated array of services (each checked
 // with pl_rpc_table_check). Listens at start.
 int pl_rpc_server_open(pl_rpc_server **out, const pl_rpc_server_config *cfg,
-    const pl_rpc_service *const *services);
+                       const pl_rpc_service *const *services);
 
 // Starts workers and listeners; returns a status (UNAVAILABLE when an
 // address cannot be bound).
@@ -152,37 +155,38 @@ bool pl_rpc_server_ready(pl_rpc_server *s);
 // tests use it). The reply is allocated in arena and encoded into *reply
 // (malloc'd, caller frees). worker is passed as call->worker.
 int pl_rpc_server_dispatch(pl_rpc_server *s, void *worker, pl_arena *arena,
-    const uint8_t *req, size_t len, uint8_t **reply, size_t *reply_len);
+                           const uint8_t *req, size_t len, uint8_t **reply,
+                           size_t *reply_len);
 
 // Client.
 
 typedef struct pl_rpc_client pl_rpc_client;
 
 typedef struct pl_rpc_client_config {
-	const char *urls;       // comma-separated replicas
-	const char *secret;     // shared service secret
-	const char *service;    // this program's name, sent as principal.service
-	int64_t     timeout_ms; // default per-call budget (0: 5000)
-	int         attempts;   // for retryable calls (0: 3)
-	const char *tls_ca;     // CA file for tls+tcp:// (optional)
+	const char *urls;    // comma-separated replicas
+	const char *secret;  // shared service secret
+	const char *service; // this program's name, sent as principal.service
+	int64_t timeout_ms;  // default per-call budget (0: 5000)
+	int attempts;        // for retryable calls (0: 3)
+	const char *tls_ca;  // CA file for tls+tcp:// (optional)
 } pl_rpc_client_config;
 
-int  pl_rpc_client_open(pl_rpc_client **out, const pl_rpc_client_config *cfg);
+int pl_rpc_client_open(pl_rpc_client **out, const pl_rpc_client_config *cfg);
 void pl_rpc_client_close(pl_rpc_client *c);
 
 typedef struct pl_rpc_opts {
 	const pl_principal *principal; // NULL: the service acting as itself
-	const pl_call      *parent;    // propagate its deadline, principal, trace
-	int64_t             timeout_ms; // 0: client default; parent's rest wins
-	const char         *idempotency_key;
-	bool                idempotent; // safe to repeat without a key
+	const pl_call *parent; // propagate its deadline, principal, trace
+	int64_t timeout_ms;    // 0: client default; parent's rest wins
+	const char *idempotency_key;
+	bool idempotent; // safe to repeat without a key
 } pl_rpc_opts;
 
 typedef struct pl_rpc_result {
-	int          code;
-	const char  *message;   // in the arena; "" when OK
+	int code;
+	const char *message; // in the arena; "" when OK
 	Parley__Rpc__V1__FieldViolation **details;
-	size_t       n_details;
+	size_t n_details;
 } pl_rpc_result;
 
 // Calls method ("/parley.billing.v1.Billing/ReserveUsage") with in, and on
@@ -191,7 +195,8 @@ typedef struct pl_rpc_result {
 // UNAVAILABLE, a passed deadline DEADLINE_EXCEEDED. Retries UNAVAILABLE only
 // for idempotent calls or calls with an idempotency key.
 int pl_rpc_call(pl_rpc_client *c, const char *method,
-    const ProtobufCMessage *in, const ProtobufCMessageDescriptor *out_desc,
-    void **out, pl_arena *arena, const pl_rpc_opts *opts, pl_rpc_result *res);
+                const ProtobufCMessage *in,
+                const ProtobufCMessageDescriptor *out_desc, void **out,
+                pl_arena *arena, const pl_rpc_opts *opts, pl_rpc_result *res);
 
 #endif

@@ -1,0 +1,28 @@
+# cmake -DSVC=<name> -DDIR=<migrations dir> -DOUT=<file.c> -P embed_migrations.cmake
+# Writes a C file holding every NNN_*.sql of DIR as pl_migration entries:
+#   const pl_migration <svc>_migrations[]; const size_t <svc>_n_migrations;
+file(GLOB files RELATIVE ${DIR} ${DIR}/[0-9][0-9][0-9]_*.sql)
+list(SORT files)
+set(body "// Generated from ${DIR}; do not edit.\n#include \"pl/migrate.h\"\n\n")
+set(entries "")
+set(i 0)
+foreach(f ${files})
+	file(READ ${DIR}/${f} hex HEX)
+	string(LENGTH "${hex}" hexlen)
+	math(EXPR len "${hexlen} / 2")
+	string(REGEX REPLACE "([0-9a-f][0-9a-f])" "\\\\x\\1" esc "${hex}")
+	# Split the literal into lines of 32 bytes to keep compilers happy.
+	string(REGEX REPLACE "((\\\\x[0-9a-f][0-9a-f]){32})" "\\1\"\n\t\"" esc "${esc}")
+	string(APPEND body "static char m${i}_sql[] =\n\t\"${esc}\";\n")
+	string(APPEND entries "\t{ (char *) \"${f}\", m${i}_sql, ${len} },\n")
+	math(EXPR i "${i} + 1")
+endforeach()
+if(i EQUAL 0)
+	string(APPEND body "const pl_migration ${SVC}_migrations[1];\nconst size_t ${SVC}_n_migrations = 0;\n")
+else()
+	string(APPEND body "\nconst pl_migration ${SVC}_migrations[] = {\n${entries}};\n")
+	string(APPEND body "const size_t ${SVC}_n_migrations = ${i};\n")
+endif()
+file(WRITE ${OUT}.tmp "${body}")
+file(COPY_FILE ${OUT}.tmp ${OUT} ONLY_IF_DIFFERENT)
+file(REMOVE ${OUT}.tmp)

@@ -1,0 +1,453 @@
+// PostgreSQL access for one worker (see pl/db.h).
+//
+// Errors go to the log with their SQLSTATE and primary message; statement
+// parameters never do, since they may carry secrets.
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pl/db.h"
+#include "pl/log.h"
+#include "pl/rpc.h"
+
+#define TX_ATTEMPTS 3
+
+struct pl_db {
+	char *url;
+	PGconn *conn;
+	bool in_tx;
+	bool lost;    // the connection went away inside the transaction
+	uint64_t rng; // backoff jitter
+};
+
+static void
+notice_to_log(void *arg, const char *message)
+{
+	(void)arg;
+	size_t n = strlen(message);
+	if (n > 0 && message[n - 1] == '\n')
+		n--;
+	pl_debug("postgres: %.*s", (int)n, message);
+}
+
+pl_db *
+pl_db_open(const char *url)
+{
+	pl_db *db = calloc(1, sizeof(*db));
+	if (db == NULL)
+		return NULL;
+	db->url = strdup(url != NULL ? url : "");
+	if (db->url == NULL) {
+		free(db);
+		return NULL;
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	db->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
+	          (uint64_t)(uintptr_t)db;
+	if (db->rng == 0)
+		db->rng = 0x9e3779b97f4a7c15ull;
+	return db;
+}
+
+void
+pl_db_close(pl_db *db)
+{
+	if (db == NULL)
+		return;
+	if (db->conn != NULL)
+		PQfinish(db->conn);
+	free(db->url);
+	free(db);
+}
+
+static void
+drop_conn(pl_db *db)
+{
+	if (db->conn != NULL) {
+		PQfinish(db->conn);
+		db->conn = NULL;
+	}
+}
+
+// One line of libpq's (possibly multi-line) message, for the log.
+static int
+msglen(const char *m)
+{
+	size_t n = strcspn(m, "\n");
+	return (int)n;
+}
+
+static PGconn *
+connect_db(pl_db *db)
+{
+	PGconn *c = PQconnectdb(db->url);
+	if (c == NULL) {
+		pl_error("could not connect to database: out of memory");
+		return NULL;
+	}
+	if (PQstatus(c) != CONNECTION_OK) {
+		const char *m = PQerrorMessage(c);
+		pl_error("could not connect to database: %.*s", msglen(m), m);
+		PQfinish(c);
+		return NULL;
+	}
+	PQsetNoticeProcessor(c, notice_to_log, NULL);
+	return c;
+}
+
+PGconn *
+pl_db_conn(pl_db *db)
+{
+	if (db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK)
+		return db->conn;
+	if (db->in_tx) {
+		// A new connection would run the rest of the transaction's
+		// statements outside it: report the loss instead.
+		db->lost = true;
+		drop_conn(db);
+		return NULL;
+	}
+	if (db->conn != NULL)
+		pl_warn("database connection lost; reconnecting");
+	drop_conn(db);
+	db->conn = connect_db(db);
+	return db->conn;
+}
+
+bool
+pl_db_in_tx(const pl_db *db)
+{
+	return db->in_tx;
+}
+
+PGresult *
+pl_db_exec(pl_db *db, const char *sql, int nparams, const char *const *params)
+{
+	if (sql == NULL || nparams < 0 || (nparams > 0 && params == NULL)) {
+		pl_error("pl_db_exec: bad arguments");
+		return NULL;
+	}
+	for (int attempt = 0;; attempt++) {
+		PGconn *c = pl_db_conn(db);
+		if (c == NULL)
+			return NULL;
+		PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL,
+		                           NULL, 0);
+		if (PQstatus(c) == CONNECTION_OK && r != NULL)
+			return r;
+		if (PQstatus(c) == CONNECTION_OK) {
+			// NULL with a live connection: libpq ran out of memory.
+			pl_error("could not run statement: %s",
+			         "out of memory");
+			return NULL;
+		}
+		const char *m = r != NULL ? PQresultErrorMessage(r) : "";
+		if (*m == '\0')
+			m = PQerrorMessage(c);
+		pl_warn("database connection lost during statement%s: %.*s",
+		        db->in_tx || attempt > 0 ? "" : "; reconnecting",
+		        msglen(m), m);
+		PQclear(r);
+		drop_conn(db);
+		if (db->in_tx) {
+			db->lost = true;
+			return NULL;
+		}
+		if (attempt > 0)
+			return NULL;
+	}
+}
+
+bool
+pl_db_ping(pl_db *db)
+{
+	PGresult *r = pl_db_exec(db, "SELECT 1", 0, NULL);
+	bool ok = pl_db_result_status(r) == PL_OK;
+	PQclear(r);
+	return ok;
+}
+
+int
+pl_db_command(pl_db *db, const char *sql, int nparams,
+              const char *const *params)
+{
+	PGresult *r = pl_db_exec(db, sql, nparams, params);
+	int rc = pl_db_result_status(r);
+	if (rc != PL_OK && r != NULL) {
+		const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+		pl_debug("statement failed: SQLSTATE %s: %s",
+		         st != NULL ? st : "none", m != NULL ? m : "");
+	}
+	PQclear(r);
+	return rc;
+}
+
+int
+pl_db_sqlstate_status(const char *s)
+{
+	if (s == NULL || strlen(s) != 5)
+		return PL_INTERNAL;
+	if (strcmp(s, "23505") == 0)
+		return PL_ALREADY_EXISTS;
+	if (strcmp(s, "23503") == 0)
+		return PL_FAILED_PRECONDITION;
+	if (strcmp(s, "23502") == 0 || strcmp(s, "23514") == 0 ||
+	    strncmp(s, "22", 2) == 0)
+		return PL_INVALID_ARGUMENT;
+	if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0)
+		return PL_ABORTED;
+	if (strcmp(s, "57014") == 0)
+		return PL_DEADLINE_EXCEEDED;
+	if (strncmp(s, "08", 2) == 0 || strncmp(s, "57P0", 4) == 0)
+		return PL_UNAVAILABLE;
+	if (strcmp(s, "42501") == 0)
+		return PL_PERMISSION_DENIED;
+	return PL_INTERNAL;
+}
+
+int
+pl_db_result_status(const PGresult *r)
+{
+	if (r == NULL)
+		return PL_UNAVAILABLE;
+	switch (PQresultStatus(r)) {
+	case PGRES_COMMAND_OK:
+	case PGRES_TUPLES_OK:
+	case PGRES_SINGLE_TUPLE:
+	case PGRES_EMPTY_QUERY:
+	case PGRES_COPY_IN:
+	case PGRES_COPY_OUT:
+	case PGRES_COPY_BOTH:
+		return PL_OK;
+	default:
+		return pl_db_sqlstate_status(
+		        PQresultErrorField(r, PG_DIAG_SQLSTATE));
+	}
+}
+
+static const char *
+client_reason(int code, const char *sqlstate)
+{
+	switch (code) {
+	case PL_ALREADY_EXISTS:
+		return "already exists";
+	case PL_FAILED_PRECONDITION:
+		return "a related record is missing or still in use";
+	case PL_INVALID_ARGUMENT:
+		if (sqlstate != NULL && strcmp(sqlstate, "23502") == 0)
+			return "a required value is missing";
+		return "invalid value";
+	case PL_ABORTED:
+		return "conflict with a concurrent change, try again";
+	case PL_DEADLINE_EXCEEDED:
+		return "timed out";
+	case PL_UNAVAILABLE:
+		return "database unavailable";
+	case PL_PERMISSION_DENIED:
+		return "permission denied";
+	default:
+		return "internal error";
+	}
+}
+
+int
+pl_db_call_error(pl_call *call, const PGresult *r, const char *what)
+{
+	int code = pl_db_result_status(r);
+	if (code == PL_OK) {
+		// A caller bug: reporting success as a failure.
+		pl_error("pl_db_call_error called for a successful result "
+		         "(%s)",
+		         what != NULL ? what : "?");
+		code = PL_INTERNAL;
+	}
+	if (what == NULL)
+		what = "complete the request";
+	const char *st = NULL;
+	if (r == NULL) {
+		pl_logf(PL_LOG_ERROR, "could not %s: no database connection",
+		        what);
+	} else {
+		st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+		const char *tbl = PQresultErrorField(r, PG_DIAG_TABLE_NAME);
+		const char *col = PQresultErrorField(r, PG_DIAG_COLUMN_NAME);
+		const char *con =
+		        PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+		// Data exceptions (class 22) quote the offending input in
+		// their message, and input may be a secret: leave it out.
+		if (st != NULL && strncmp(st, "22", 2) == 0)
+			m = "(data exception; message withheld)";
+		if (m == NULL)
+			m = PQresultErrorMessage(r);
+		pl_logf(code == PL_INTERNAL || code == PL_UNAVAILABLE
+		                ? PL_LOG_ERROR
+		                : PL_LOG_WARN,
+		        "could not %s: SQLSTATE %s: %.*s%s%s%s%s%s%s", what,
+		        st != NULL ? st : "none", msglen(m), m,
+		        tbl != NULL ? " table=" : "", tbl != NULL ? tbl : "",
+		        col != NULL ? " column=" : "", col != NULL ? col : "",
+		        con != NULL ? " constraint=" : "",
+		        con != NULL ? con : "");
+	}
+	if (call == NULL)
+		return code;
+	return pl_call_error(call, code, "could not %s: %s", what,
+	                     client_reason(code, st));
+}
+
+// xorshift64: enough to spread retries of colliding transactions.
+static uint64_t
+next_rand(pl_db *db)
+{
+	uint64_t x = db->rng;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	db->rng = x;
+	return x;
+}
+
+static void
+backoff(pl_db *db, int attempt)
+{
+	// 5-25 ms, doubled per attempt.
+	long ms = (long)(5 + next_rand(db) % 21) << (attempt - 1);
+	struct timespec ts = { .tv_sec = ms / 1000,
+		               .tv_nsec = (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+static void
+rollback(pl_db *db)
+{
+	if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK)
+		return;
+	if (PQtransactionStatus(db->conn) == PQTRANS_IDLE)
+		return;
+	PGresult *r = PQexec(db->conn, "ROLLBACK");
+	if (pl_db_result_status(r) != PL_OK) {
+		// The session's state is unknown: start afresh next time.
+		pl_error("could not roll back; dropping the connection");
+		drop_conn(db);
+	}
+	PQclear(r);
+}
+
+// One attempt. *lost_in is set when the connection went away before
+// COMMIT was sent (so nothing was committed and a retry is safe).
+static int
+tx_once(pl_db *db, const char *tenant_id, pl_db_tx_fn fn, void *arg,
+        bool *lost_in)
+{
+	int rc;
+
+	*lost_in = false;
+	db->lost = false;
+	PGresult *r = pl_db_exec(db, "BEGIN", 0, NULL);
+	rc = pl_db_result_status(r);
+	PQclear(r);
+	if (rc != PL_OK) {
+		pl_error("could not begin transaction: %s", pl_status_name(rc));
+		return rc;
+	}
+	db->in_tx = true;
+	if (tenant_id != NULL) {
+		const char *p[1] = { tenant_id };
+		r = pl_db_exec(db,
+		               "SELECT set_config('" PL_DB_TENANT_SETTING
+		               "', $1, true)",
+		               1, p);
+		rc = pl_db_result_status(r);
+		PQclear(r);
+		if (rc != PL_OK) {
+			pl_error("could not set the transaction's tenant: %s",
+			         pl_status_name(rc));
+			goto out_rollback;
+		}
+	}
+	rc = fn(db, arg);
+	if (rc != PL_OK)
+		goto out_rollback;
+	if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
+		db->lost = true;
+		rc = PL_UNAVAILABLE;
+		goto out_rollback;
+	}
+	if (PQtransactionStatus(db->conn) == PQTRANS_INERROR) {
+		// fn ignored a failed statement; COMMIT would roll back.
+		pl_error("transaction failed but its function returned OK");
+		rc = PL_INTERNAL;
+		goto out_rollback;
+	}
+	r = PQexec(db->conn, "COMMIT");
+	rc = pl_db_result_status(r);
+	if (rc == PL_OK && strcmp(PQcmdStatus(r), "COMMIT") != 0)
+		rc = PL_INTERNAL;
+	if (rc != PL_OK) {
+		const char *st =
+		        r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+		                  : NULL;
+		pl_error("could not commit transaction: SQLSTATE %s",
+		         st != NULL ? st : "none");
+	}
+	PQclear(r);
+	if (PQstatus(db->conn) != CONNECTION_OK) {
+		// Whether COMMIT took effect is unknown: never retry it.
+		drop_conn(db);
+		db->in_tx = false;
+		return PL_UNAVAILABLE;
+	}
+	if (rc != PL_OK)
+		goto out_rollback;
+	db->in_tx = false;
+	return PL_OK;
+
+out_rollback:
+	if (db->lost || db->conn == NULL ||
+	    PQstatus(db->conn) != CONNECTION_OK) {
+		drop_conn(db);
+		*lost_in = true;
+	} else {
+		rollback(db);
+	}
+	db->in_tx = false;
+	db->lost = false;
+	return rc;
+}
+
+int
+pl_db_tx(pl_db *db, const char *tenant_id, pl_db_tx_fn fn, void *arg)
+{
+	if (fn == NULL)
+		return PL_INVALID_ARGUMENT;
+	if (db->in_tx) {
+		pl_error("pl_db_tx: nested transactions are not supported");
+		return PL_FAILED_PRECONDITION;
+	}
+	bool reconnected = false;
+	int attempt = 1;
+	for (;;) {
+		bool lost;
+		int rc = tx_once(db, tenant_id, fn, arg, &lost);
+		if (rc == PL_OK)
+			return PL_OK;
+		if (lost && !reconnected) {
+			reconnected = true;
+			pl_warn("connection lost in transaction; retrying it");
+			continue;
+		}
+		if (lost)
+			return PL_UNAVAILABLE;
+		if (rc != PL_ABORTED || attempt >= TX_ATTEMPTS)
+			return rc;
+		pl_info("transaction aborted (attempt %d of %d); retrying",
+		        attempt, TX_ATTEMPTS);
+		backoff(db, attempt);
+		attempt++;
+	}
+}

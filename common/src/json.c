@@ -1,0 +1,1087 @@
+// Protobuf <-> JSON driven by protobuf-c descriptors. Output walks a
+// message's fields in tag order and builds a jansson object; input walks an
+// object's keys, finds each field by its snake_case or lowerCamelCase name
+// and builds the message in the caller's arena, naming the path of the first
+// problem ("contacts[2].phone: expected a string").
+#include <inttypes.h>
+#include <math.h>
+#include <float.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "pl/json.h"
+#include "pl/status.h"
+
+// The message a field of which is inlined as the JSON value it holds.
+#define JSON_MSG_NAME "parley.rpc.v1.Json"
+
+// Longest enum value name we lower-case in place; longer names (none exist)
+// are written as they are.
+#define ENUM_NAME_MAX 128
+
+// State of one pl_json_obj_to_pb call: where to allocate, where the error
+// goes, and the path to the value being read.
+typedef struct {
+	pl_arena *arena;
+	char *err;
+	size_t errlen;
+	size_t pathlen;
+	char path[256];
+} reader;
+
+static const char *const type_names[] = {
+	[PROTOBUF_C_TYPE_INT32] = "int32",
+	[PROTOBUF_C_TYPE_SINT32] = "sint32",
+	[PROTOBUF_C_TYPE_SFIXED32] = "sfixed32",
+	[PROTOBUF_C_TYPE_INT64] = "int64",
+	[PROTOBUF_C_TYPE_SINT64] = "sint64",
+	[PROTOBUF_C_TYPE_SFIXED64] = "sfixed64",
+	[PROTOBUF_C_TYPE_UINT32] = "uint32",
+	[PROTOBUF_C_TYPE_FIXED32] = "fixed32",
+	[PROTOBUF_C_TYPE_UINT64] = "uint64",
+	[PROTOBUF_C_TYPE_FIXED64] = "fixed64",
+	[PROTOBUF_C_TYPE_FLOAT] = "float",
+	[PROTOBUF_C_TYPE_DOUBLE] = "double",
+	[PROTOBUF_C_TYPE_BOOL] = "bool",
+	[PROTOBUF_C_TYPE_ENUM] = "enum",
+	[PROTOBUF_C_TYPE_STRING] = "string",
+	[PROTOBUF_C_TYPE_BYTES] = "bytes",
+	[PROTOBUF_C_TYPE_MESSAGE] = "message",
+};
+
+static char
+ascii_lower(char c)
+{
+	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+static char
+ascii_upper(char c)
+{
+	return c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+}
+
+static bool
+ascii_isupper(char c)
+{
+	return c >= 'A' && c <= 'Z';
+}
+
+static bool
+ascii_islower_or_digit(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static bool
+ascii_caseeq(const char *a, const char *b)
+{
+	for (; *a != '\0' && *b != '\0'; a++, b++)
+		if (ascii_lower(*a) != ascii_lower(*b))
+			return false;
+	return *a == *b;
+}
+
+static const void *
+cmember(const ProtobufCMessage *m, unsigned off)
+{
+	return (const char *)m + off;
+}
+
+static void *
+member(ProtobufCMessage *m, unsigned off)
+{
+	return (char *)m + off;
+}
+
+// Bytes one element of a repeated field of type t takes.
+static size_t
+elem_size(ProtobufCType t)
+{
+	switch (t) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		return sizeof(int32_t);
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		return sizeof(int64_t);
+	case PROTOBUF_C_TYPE_FLOAT:
+		return sizeof(float);
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return sizeof(double);
+	case PROTOBUF_C_TYPE_BOOL:
+		return sizeof(protobuf_c_boolean);
+	case PROTOBUF_C_TYPE_ENUM:
+		return sizeof(int);
+	case PROTOBUF_C_TYPE_STRING:
+		return sizeof(char *);
+	case PROTOBUF_C_TYPE_BYTES:
+		return sizeof(ProtobufCBinaryData);
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return sizeof(ProtobufCMessage *);
+	}
+	return 0;
+}
+
+// The `text` field when d is parley.rpc.v1.Json, else NULL.
+static const ProtobufCFieldDescriptor *
+json_text_field(const ProtobufCMessageDescriptor *d)
+{
+	const ProtobufCFieldDescriptor *f;
+
+	if (strcmp(d->name, JSON_MSG_NAME) != 0)
+		return NULL;
+	f = protobuf_c_message_descriptor_get_field_by_name(d, "text");
+	if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING ||
+	    f->label == PROTOBUF_C_LABEL_REPEATED ||
+	    (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0)
+		return NULL;
+	return f;
+}
+
+static bool
+is_json_field(const ProtobufCFieldDescriptor *f)
+{
+	return f->type == PROTOBUF_C_TYPE_MESSAGE &&
+	       json_text_field(f->descriptor) != NULL;
+}
+
+// If value name starts with the enum's name in UPPER_SNAKE and "_" (and
+// something follows), the length of that prefix; else 0. "HTTPMode" gives
+// "HTTP_MODE_", "ServingStatus" "SERVING_STATUS_".
+static size_t
+enum_prefix_len(const ProtobufCEnumDescriptor *ed, const char *name)
+{
+	const char *s = ed->short_name;
+	size_t j = 0;
+
+	for (size_t i = 0; s[i] != '\0'; i++) {
+		if (i > 0 && ascii_isupper(s[i]) &&
+		    (ascii_islower_or_digit(s[i - 1]) ||
+		     (ascii_isupper(s[i - 1]) &&
+		      ascii_islower_or_digit(s[i + 1])))) {
+			if (name[j] != '_')
+				return 0;
+			j++;
+		}
+		if (name[j] != ascii_upper(s[i]))
+			return 0;
+		j++;
+	}
+	if (name[j] != '_' || name[j + 1] == '\0')
+		return 0;
+	return j + 1;
+}
+
+// The JSON name of an enum value: lower case, without the enum's prefix.
+static const char *
+enum_json_name(const ProtobufCEnumDescriptor *ed, const char *name, char *buf)
+{
+	size_t skip = enum_prefix_len(ed, name);
+	size_t n = strlen(name + skip);
+
+	if (n >= ENUM_NAME_MAX)
+		return name;
+	for (size_t i = 0; i < n; i++)
+		buf[i] = ascii_lower(name[skip + i]);
+	buf[n] = '\0';
+	return buf;
+}
+
+// ---- protobuf -> JSON ----
+
+static json_t *msg_to_json(const ProtobufCMessage *m, int depth);
+
+static json_t *
+real_to_json(double v)
+{
+	if (isnan(v))
+		return json_string("NaN");
+	if (isinf(v))
+		return json_string(v > 0 ? "Infinity" : "-Infinity");
+	return json_real(v);
+}
+
+static json_t *
+enum_to_json(const ProtobufCEnumDescriptor *ed, int v)
+{
+	const ProtobufCEnumValue *ev;
+	char buf[ENUM_NAME_MAX];
+
+	// A number this build does not know (a newer peer) stays a number.
+	ev = protobuf_c_enum_descriptor_get_value(ed, v);
+	if (ev == NULL)
+		return json_integer(v);
+	return json_string(enum_json_name(ed, ev->name, buf));
+}
+
+static json_t *
+bytes_to_json(const ProtobufCBinaryData *b)
+{
+	const int variant = sodium_base64_VARIANT_ORIGINAL;
+	size_t n;
+	char *buf;
+	json_t *v;
+
+	if (b->len == 0 || b->data == NULL)
+		return json_string("");
+	if (b->len > (SIZE_MAX - 8) / 4 * 3)
+		return NULL;
+	n = sodium_base64_ENCODED_LEN(b->len, variant);
+	if ((buf = malloc(n)) == NULL)
+		return NULL;
+	sodium_bin2base64(buf, n, b->data, b->len, variant);
+	v = json_string(buf);
+	free(buf);
+	return v;
+}
+
+// The value a parley.rpc.v1.Json holds; null when absent or not JSON.
+static json_t *
+inline_json(const ProtobufCMessage *sub)
+{
+	const ProtobufCFieldDescriptor *tf;
+	const char *text;
+	json_t *v = NULL;
+
+	if (sub != NULL) {
+		tf = json_text_field(sub->descriptor);
+		text = *(char *const *)cmember(sub, tf->offset);
+		if (text != NULL)
+			v = json_loads(text, JSON_DECODE_ANY, NULL);
+	}
+	return v != NULL ? v : json_null();
+}
+
+// One value of field f stored at p; depth is the value's own nesting level
+// should it be an object.
+static json_t *
+value_to_json(const ProtobufCFieldDescriptor *f, const void *p, int depth)
+{
+	uint64_t u;
+	char buf[24];
+	const char *s;
+	const ProtobufCMessage *sub;
+
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		return json_integer(*(const int32_t *)p);
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		return json_integer(*(const uint32_t *)p);
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+		return json_integer(*(const int64_t *)p);
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		// jansson's integers are signed 64-bit: the top half goes out
+		// as a string of digits, which input accepts.
+		u = *(const uint64_t *)p;
+		if (u <= INT64_MAX)
+			return json_integer((json_int_t)u);
+		snprintf(buf, sizeof(buf), "%" PRIu64, u);
+		return json_string(buf);
+	case PROTOBUF_C_TYPE_FLOAT:
+		return real_to_json(*(const float *)p);
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return real_to_json(*(const double *)p);
+	case PROTOBUF_C_TYPE_BOOL:
+		return json_boolean(*(const protobuf_c_boolean *)p);
+	case PROTOBUF_C_TYPE_ENUM:
+		return enum_to_json(f->descriptor, *(const int *)p);
+	case PROTOBUF_C_TYPE_STRING:
+		s = *(char *const *)p;
+		return json_string(s != NULL ? s : "");
+	case PROTOBUF_C_TYPE_BYTES:
+		return bytes_to_json(p);
+	case PROTOBUF_C_TYPE_MESSAGE:
+		sub = *(ProtobufCMessage *const *)p;
+		if (is_json_field(f))
+			return inline_json(sub);
+		if (sub == NULL)
+			return depth > PL_JSON_MAX_DEPTH ? NULL : json_object();
+		return msg_to_json(sub, depth);
+	}
+	return NULL;
+}
+
+// Whether field f of m is sent: set, and for proto3 implicit presence
+// different from its zero value.
+static bool
+is_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+	const void *p = cmember(m, f->offset);
+	const void *q = cmember(m, f->quantifier_offset);
+
+	// A NULL pointer is never a value, whatever the label says.
+	if ((f->type == PROTOBUF_C_TYPE_STRING ||
+	     f->type == PROTOBUF_C_TYPE_MESSAGE) &&
+	    f->label != PROTOBUF_C_LABEL_REPEATED && *(void *const *)p == NULL)
+		return false;
+	if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0)
+		return *(const uint32_t *)q == f->id;
+
+	switch (f->label) {
+	case PROTOBUF_C_LABEL_REQUIRED:
+		return true;
+	case PROTOBUF_C_LABEL_REPEATED:
+		return *(const size_t *)q > 0;
+	case PROTOBUF_C_LABEL_OPTIONAL:
+		if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+			return true;
+		if (f->type == PROTOBUF_C_TYPE_STRING)
+			return *(char *const *)p != f->default_value;
+		return *(const protobuf_c_boolean *)q;
+	case PROTOBUF_C_LABEL_NONE:
+		break;
+	}
+
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		return *(const uint32_t *)p != 0;
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		return *(const uint64_t *)p != 0;
+	case PROTOBUF_C_TYPE_FLOAT:
+		return *(const float *)p != 0;
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return *(const double *)p != 0;
+	case PROTOBUF_C_TYPE_BOOL:
+		return *(const protobuf_c_boolean *)p != 0;
+	case PROTOBUF_C_TYPE_ENUM:
+		return *(const int *)p != 0;
+	case PROTOBUF_C_TYPE_STRING:
+		return **(char *const *)p != '\0';
+	case PROTOBUF_C_TYPE_BYTES:
+		return ((const ProtobufCBinaryData *)p)->len > 0;
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return true;
+	}
+	return false;
+}
+
+static json_t *
+repeated_to_json(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
+                 int depth)
+{
+	size_t n = *(const size_t *)cmember(m, f->quantifier_offset);
+	const char *elems = *(char *const *)cmember(m, f->offset);
+	size_t sz = elem_size(f->type);
+	json_t *a, *v;
+
+	if (depth > PL_JSON_MAX_DEPTH || elems == NULL)
+		return NULL;
+	if ((a = json_array()) == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		v = value_to_json(f, elems + i * sz, depth + 1);
+		if (v == NULL || json_array_append_new(a, v) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+// The object for m, which sits at nesting level depth (the root is 1).
+static json_t *
+msg_to_json(const ProtobufCMessage *m, int depth)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	json_t *obj, *v;
+
+	if (depth > PL_JSON_MAX_DEPTH || d == NULL)
+		return NULL;
+	if ((obj = json_object()) == NULL)
+		return NULL;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+
+		if (!is_present(m, f))
+			continue;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED)
+			v = repeated_to_json(m, f, depth + 1);
+		else
+			v = value_to_json(f, cmember(m, f->offset), depth + 1);
+		if (v == NULL || json_object_set_new_nocheck(obj, f->name, v)) {
+			json_decref(obj);
+			return NULL;
+		}
+	}
+	return obj;
+}
+
+json_t *
+pl_json_from_pb(const ProtobufCMessage *m)
+{
+	if (m == NULL)
+		return NULL;
+	return msg_to_json(m, 1);
+}
+
+char *
+pl_json_dump_pb(const ProtobufCMessage *m, size_t *len)
+{
+	json_t *obj;
+	char *text;
+
+	if ((obj = pl_json_from_pb(m)) == NULL)
+		return NULL;
+	text = json_dumps(obj, JSON_COMPACT);
+	json_decref(obj);
+	if (text != NULL && len != NULL)
+		*len = strlen(text);
+	return text;
+}
+
+// ---- JSON -> protobuf ----
+
+static int __attribute__((format(printf, 3, 4)))
+fail(reader *r, int status, const char *fmt, ...)
+{
+	va_list ap;
+	int n = 0;
+
+	if (r->err == NULL || r->errlen == 0)
+		return status;
+	if (r->pathlen > 0)
+		n = snprintf(r->err, r->errlen, "%s: ", r->path);
+	if (n < 0 || (size_t)n >= r->errlen)
+		return status;
+	va_start(ap, fmt);
+	vsnprintf(r->err + n, r->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return status;
+}
+
+static int
+too_large(reader *r)
+{
+	return fail(r, PL_RESOURCE_EXHAUSTED,
+	            "could not build the message: request too large");
+}
+
+static void *
+alloc(reader *r, size_t n)
+{
+	return pl_arena_alloc(r->arena, n > 0 ? n : 1);
+}
+
+// Appends a path element, "name" or "[i]"; returns the length to go back
+// to. A path too long for the buffer is cut short.
+static size_t
+path_push(reader *r, const char *name, size_t index)
+{
+	size_t old = r->pathlen;
+	size_t room = sizeof(r->path) - old;
+	int n;
+
+	if (name != NULL)
+		n = snprintf(r->path + old, room, "%s%s", old > 0 ? "." : "",
+		             name);
+	else
+		n = snprintf(r->path + old, room, "[%zu]", index);
+	if (n < 0 || (size_t)n >= room)
+		r->pathlen = sizeof(r->path) - 1;
+	else
+		r->pathlen = old + (size_t)n;
+	return old;
+}
+
+static void
+path_pop(reader *r, size_t old)
+{
+	r->pathlen = old;
+	r->path[old] = '\0';
+}
+
+// Whether key is the lowerCamelCase form of snake_case name.
+static bool
+camel_eq(const char *name, const char *key)
+{
+	bool up = false;
+
+	for (; *name != '\0'; name++) {
+		if (*name == '_') {
+			up = true;
+			continue;
+		}
+		if (*key++ != (up ? ascii_upper(*name) : *name))
+			return false;
+		up = false;
+	}
+	return *key == '\0';
+}
+
+static const ProtobufCFieldDescriptor *
+find_field(const ProtobufCMessageDescriptor *d, const char *key)
+{
+	const ProtobufCFieldDescriptor *f;
+
+	f = protobuf_c_message_descriptor_get_field_by_name(d, key);
+	if (f != NULL)
+		return f;
+	for (unsigned i = 0; i < d->n_fields; i++)
+		if (camel_eq(d->fields[i].name, key))
+			return &d->fields[i];
+	return NULL;
+}
+
+// Nesting levels of containers in v, counting v itself; stops looking
+// below limit levels (returns at most limit + 1).
+static int
+nesting(json_t *v, int limit)
+{
+	int max = 0, n;
+	size_t i;
+	const char *key;
+	json_t *child;
+
+	if (!json_is_object(v) && !json_is_array(v))
+		return 0;
+	if (limit <= 0)
+		return 1;
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, child)
+		{
+			if ((n = nesting(child, limit - 1)) > max)
+				max = n;
+			if (max >= limit)
+				break;
+		}
+	} else {
+		json_object_foreach(v, key, child)
+		{
+			if ((n = nesting(child, limit - 1)) > max)
+				max = n;
+			if (max >= limit)
+				break;
+		}
+	}
+	return max + 1;
+}
+
+static int
+too_deep(reader *r)
+{
+	return fail(r, PL_INVALID_ARGUMENT, "nesting deeper than %d levels",
+	            PL_JSON_MAX_DEPTH);
+}
+
+// Reads an integer from a JSON integer, an integral real or a string of
+// decimal digits, as a sign and a magnitude.
+static int
+get_integer(reader *r, json_t *v, const char *type, bool *neg, uint64_t *mag)
+{
+	if (json_is_integer(v)) {
+		json_int_t i = json_integer_value(v);
+
+		*neg = i < 0;
+		*mag = i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i;
+		return PL_OK;
+	}
+	if (json_is_real(v)) {
+		double x = json_real_value(v);
+
+		if (!isfinite(x) || x != floor(x))
+			return fail(r, PL_INVALID_ARGUMENT,
+			            "expected an integer");
+		if (fabs(x) >= 18446744073709551616.0)
+			goto range;
+		*neg = x < 0;
+		*mag = (uint64_t)fabs(x);
+		return PL_OK;
+	}
+	if (json_is_string(v)) {
+		const char *s = json_string_value(v);
+		size_t len = json_string_length(v), i = 0;
+		uint64_t m = 0;
+
+		*neg = len > 0 && s[0] == '-';
+		i = *neg ? 1 : 0;
+		if (i == len)
+			return fail(r, PL_INVALID_ARGUMENT,
+			            "expected an integer");
+		for (; i < len; i++) {
+			unsigned dig = (unsigned char)s[i] - '0';
+
+			if (dig > 9)
+				return fail(r, PL_INVALID_ARGUMENT,
+				            "expected an integer");
+			if (m > (UINT64_MAX - dig) / 10)
+				goto range;
+			m = m * 10 + dig;
+		}
+		*mag = m;
+		return PL_OK;
+	}
+	return fail(r, PL_INVALID_ARGUMENT, "expected an integer");
+range:
+	return fail(r, PL_INVALID_ARGUMENT, "value out of range for %s", type);
+}
+
+static int
+get_signed(reader *r, json_t *v, const char *type, int64_t min, int64_t max,
+           int64_t *out)
+{
+	bool neg;
+	uint64_t mag, lim;
+	int rc;
+
+	if ((rc = get_integer(r, v, type, &neg, &mag)) != PL_OK)
+		return rc;
+	if (neg) {
+		lim = (uint64_t)(-(min + 1)) + 1;
+		if (mag > lim)
+			goto range;
+		*out = mag == lim ? min : -(int64_t)mag;
+	} else {
+		if (mag > (uint64_t)max)
+			goto range;
+		*out = (int64_t)mag;
+	}
+	return PL_OK;
+range:
+	return fail(r, PL_INVALID_ARGUMENT, "value out of range for %s", type);
+}
+
+static int
+get_unsigned(reader *r, json_t *v, const char *type, uint64_t max,
+             uint64_t *out)
+{
+	bool neg;
+	uint64_t mag;
+	int rc;
+
+	if ((rc = get_integer(r, v, type, &neg, &mag)) != PL_OK)
+		return rc;
+	if ((neg && mag != 0) || mag > max)
+		return fail(r, PL_INVALID_ARGUMENT, "value out of range for %s",
+		            type);
+	*out = mag;
+	return PL_OK;
+}
+
+static int
+get_double(reader *r, json_t *v, double *out)
+{
+	const char *s;
+
+	if (json_is_number(v)) {
+		*out = json_number_value(v);
+		return PL_OK;
+	}
+	if (json_is_string(v)) {
+		s = json_string_value(v);
+		if (strcmp(s, "NaN") == 0) {
+			*out = NAN;
+			return PL_OK;
+		}
+		if (strcmp(s, "Infinity") == 0) {
+			*out = INFINITY;
+			return PL_OK;
+		}
+		if (strcmp(s, "-Infinity") == 0) {
+			*out = -INFINITY;
+			return PL_OK;
+		}
+	}
+	return fail(r, PL_INVALID_ARGUMENT, "expected a number");
+}
+
+// The enum's JSON names, for an error message: "bot, human_agent".
+static void
+enum_names(const ProtobufCEnumDescriptor *ed, char *out, size_t size)
+{
+	char buf[ENUM_NAME_MAX];
+	size_t len = 0;
+	int n;
+
+	out[0] = '\0';
+	for (unsigned i = 0; i < ed->n_values && len < size; i++) {
+		n = snprintf(out + len, size - len, "%s%s", i > 0 ? ", " : "",
+		             enum_json_name(ed, ed->values[i].name, buf));
+		if (n < 0)
+			break;
+		len += (size_t)n;
+	}
+}
+
+static int
+get_enum(reader *r, json_t *v, const ProtobufCEnumDescriptor *ed, int *out)
+{
+	const ProtobufCEnumValue *ev = NULL;
+	char buf[ENUM_NAME_MAX], names[160];
+	const char *s;
+
+	if (json_is_integer(v)) {
+		json_int_t i = json_integer_value(v);
+
+		if (i >= INT32_MIN && i <= INT32_MAX)
+			ev = protobuf_c_enum_descriptor_get_value(ed, (int)i);
+		if (ev == NULL) {
+			enum_names(ed, names, sizeof(names));
+			return fail(r, PL_INVALID_ARGUMENT,
+			            "unknown value %" JSON_INTEGER_FORMAT
+			            " for enum %s (expected one of: %s)",
+			            i, ed->short_name, names);
+		}
+		*out = ev->value;
+		return PL_OK;
+	}
+	if (!json_is_string(v))
+		return fail(r, PL_INVALID_ARGUMENT,
+		            "expected an enum name or number");
+	s = json_string_value(v);
+	ev = protobuf_c_enum_descriptor_get_value_by_name(ed, s);
+	for (unsigned i = 0; ev == NULL && i < ed->n_values; i++) {
+		const char *name = ed->values[i].name;
+
+		if (ascii_caseeq(s, enum_json_name(ed, name, buf)) ||
+		    ascii_caseeq(s, name))
+			ev = &ed->values[i];
+	}
+	if (ev == NULL) {
+		enum_names(ed, names, sizeof(names));
+		return fail(
+		        r, PL_INVALID_ARGUMENT,
+		        "unknown value \"%.64s\" for enum %s (expected one of: "
+		        "%s)",
+		        s, ed->short_name, names);
+	}
+	*out = ev->value;
+	return PL_OK;
+}
+
+static int
+get_string(reader *r, json_t *v, char **out)
+{
+	const char *s;
+	size_t len;
+
+	if (!json_is_string(v))
+		return fail(r, PL_INVALID_ARGUMENT, "expected a string");
+	s = json_string_value(v);
+	len = json_string_length(v);
+	// Protobuf-c strings end at the first NUL: refuse rather than cut.
+	if (memchr(s, '\0', len) != NULL)
+		return fail(r, PL_INVALID_ARGUMENT,
+		            "string contains a NUL character");
+	if ((*out = pl_arena_strndup(r->arena, s, len)) == NULL)
+		return too_large(r);
+	return PL_OK;
+}
+
+// Standard base64, padded or not; the URL-safe alphabet too.
+static int
+get_bytes(reader *r, json_t *v, ProtobufCBinaryData *out)
+{
+	const char *s;
+	size_t len, max, n;
+	int variant;
+	unsigned char *buf;
+
+	if (!json_is_string(v))
+		return fail(r, PL_INVALID_ARGUMENT, "expected a base64 string");
+	s = json_string_value(v);
+	len = json_string_length(v);
+	if (len == 0) {
+		out->len = 0;
+		out->data = NULL;
+		return PL_OK;
+	}
+	if (memchr(s, '-', len) != NULL || memchr(s, '_', len) != NULL)
+		variant = len % 4 == 0
+		                  ? sodium_base64_VARIANT_URLSAFE
+		                  : sodium_base64_VARIANT_URLSAFE_NO_PADDING;
+	else
+		variant = len % 4 == 0
+		                  ? sodium_base64_VARIANT_ORIGINAL
+		                  : sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
+	max = len / 4 * 3 + 3;
+	if ((buf = alloc(r, max)) == NULL)
+		return too_large(r);
+	if (sodium_base642bin(buf, max, s, len, NULL, &n, NULL, variant) != 0)
+		return fail(r, PL_INVALID_ARGUMENT, "invalid base64");
+	out->len = n;
+	out->data = buf;
+	return PL_OK;
+}
+
+static int obj_to_msg(reader *r, json_t *obj,
+                      const ProtobufCMessageDescriptor *d, int depth,
+                      ProtobufCMessage **out);
+
+// Any JSON value, written compactly into a new parley.rpc.v1.Json.
+static int
+get_json(reader *r, json_t *v, const ProtobufCMessageDescriptor *d, int depth,
+         ProtobufCMessage **out)
+{
+	const ProtobufCFieldDescriptor *tf = json_text_field(d);
+	int allowed = PL_JSON_MAX_DEPTH - (depth - 1);
+	ProtobufCMessage *m;
+	char *text, *copy;
+
+	if (nesting(v, allowed) > allowed)
+		return too_deep(r);
+	text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (text == NULL)
+		return fail(r, PL_INTERNAL, "could not write the JSON value");
+	copy = pl_arena_strdup(r->arena, text);
+	free(text);
+	if (copy == NULL || (m = alloc(r, d->sizeof_message)) == NULL)
+		return too_large(r);
+	protobuf_c_message_init(d, m);
+	*(char **)member(m, tf->offset) = copy;
+	*out = m;
+	return PL_OK;
+}
+
+// Reads one value of field f into p; depth is the value's nesting level
+// should it be a container.
+static int
+value_from_json(reader *r, const ProtobufCFieldDescriptor *f, json_t *v,
+                void *p, int depth)
+{
+	const char *type = type_names[f->type];
+	int64_t i = 0;
+	uint64_t u = 0;
+	double x;
+	int rc;
+
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		if ((rc = get_signed(r, v, type, INT32_MIN, INT32_MAX, &i)))
+			return rc;
+		*(int32_t *)p = (int32_t)i;
+		return PL_OK;
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+		if ((rc = get_signed(r, v, type, INT64_MIN, INT64_MAX, &i)))
+			return rc;
+		*(int64_t *)p = i;
+		return PL_OK;
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		if ((rc = get_unsigned(r, v, type, UINT32_MAX, &u)))
+			return rc;
+		*(uint32_t *)p = (uint32_t)u;
+		return PL_OK;
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		if ((rc = get_unsigned(r, v, type, UINT64_MAX, &u)))
+			return rc;
+		*(uint64_t *)p = u;
+		return PL_OK;
+	case PROTOBUF_C_TYPE_FLOAT:
+		if ((rc = get_double(r, v, &x)))
+			return rc;
+		if (isfinite(x) && fabs(x) > FLT_MAX)
+			return fail(r, PL_INVALID_ARGUMENT,
+			            "value out of range for float");
+		*(float *)p = (float)x;
+		return PL_OK;
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return get_double(r, v, p);
+	case PROTOBUF_C_TYPE_BOOL:
+		if (!json_is_boolean(v))
+			return fail(r, PL_INVALID_ARGUMENT,
+			            "expected a boolean");
+		*(protobuf_c_boolean *)p = json_is_true(v);
+		return PL_OK;
+	case PROTOBUF_C_TYPE_ENUM:
+		return get_enum(r, v, f->descriptor, p);
+	case PROTOBUF_C_TYPE_STRING:
+		return get_string(r, v, p);
+	case PROTOBUF_C_TYPE_BYTES:
+		return get_bytes(r, v, p);
+	case PROTOBUF_C_TYPE_MESSAGE:
+		if (is_json_field(f))
+			return get_json(r, v, f->descriptor, depth, p);
+		if (!json_is_object(v))
+			return fail(r, PL_INVALID_ARGUMENT,
+			            "expected an object");
+		return obj_to_msg(r, v, f->descriptor, depth, p);
+	}
+	return fail(r, PL_INTERNAL, "field of unknown type %d", (int)f->type);
+}
+
+static int
+repeated_from_json(reader *r, ProtobufCMessage *m,
+                   const ProtobufCFieldDescriptor *f, json_t *v, int depth)
+{
+	size_t n, sz = elem_size(f->type), old;
+	char *elems = NULL;
+	int rc;
+
+	if (json_is_null(v))
+		return PL_OK;
+	if (!json_is_array(v))
+		return fail(r, PL_INVALID_ARGUMENT, "expected an array");
+	if (depth > PL_JSON_MAX_DEPTH)
+		return too_deep(r);
+	n = json_array_size(v);
+	if (n > 0) {
+		if (n > SIZE_MAX / sz || (elems = alloc(r, n * sz)) == NULL)
+			return too_large(r);
+		memset(elems, 0, n * sz);
+	}
+	for (size_t i = 0; i < n; i++) {
+		old = path_push(r, NULL, i);
+		rc = value_from_json(r, f, json_array_get(v, i), elems + i * sz,
+		                     depth + 1);
+		if (rc != PL_OK)
+			return rc;
+		path_pop(r, old);
+	}
+	*(size_t *)member(m, f->quantifier_offset) = n;
+	*(void **)member(m, f->offset) = elems;
+	return PL_OK;
+}
+
+static int
+field_from_json(reader *r, ProtobufCMessage *m,
+                const ProtobufCFieldDescriptor *f, json_t *v, int depth)
+{
+	uint32_t *which;
+	int rc;
+
+	if (f->label == PROTOBUF_C_LABEL_REPEATED)
+		return repeated_from_json(r, m, f, v, depth);
+	// null is the default value, except for an inlined JSON value.
+	if (json_is_null(v) && !is_json_field(f))
+		return PL_OK;
+	if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0) {
+		which = member(m, f->quantifier_offset);
+		if (*which != 0)
+			return fail(r, PL_INVALID_ARGUMENT,
+			            "another field of the same oneof is set");
+		rc = value_from_json(r, f, v, member(m, f->offset), depth);
+		if (rc == PL_OK)
+			*which = f->id;
+		return rc;
+	}
+	rc = value_from_json(r, f, v, member(m, f->offset), depth);
+	if (rc == PL_OK && f->label == PROTOBUF_C_LABEL_OPTIONAL &&
+	    f->type != PROTOBUF_C_TYPE_MESSAGE &&
+	    f->type != PROTOBUF_C_TYPE_STRING)
+		*(protobuf_c_boolean *)member(m, f->quantifier_offset) = 1;
+	return rc;
+}
+
+// A new message of type d from obj, which sits at nesting level depth.
+static int
+obj_to_msg(reader *r, json_t *obj, const ProtobufCMessageDescriptor *d,
+           int depth, ProtobufCMessage **out)
+{
+	ProtobufCMessage *m;
+	unsigned char *seen = NULL;
+	const ProtobufCFieldDescriptor *f;
+	const char *key;
+	size_t keylen, old;
+	json_t *v;
+	int rc;
+
+	if (depth > PL_JSON_MAX_DEPTH)
+		return too_deep(r);
+	if ((m = alloc(r, d->sizeof_message)) == NULL)
+		return too_large(r);
+	protobuf_c_message_init(d, m);
+	if (d->n_fields > 0) {
+		if ((seen = alloc(r, d->n_fields)) == NULL)
+			return too_large(r);
+		memset(seen, 0, d->n_fields);
+	}
+	json_object_keylen_foreach(obj, key, keylen, v)
+	{
+		old = path_push(r, key, 0);
+		f = strlen(key) == keylen ? find_field(d, key) : NULL;
+		if (f == NULL)
+			return fail(r, PL_INVALID_ARGUMENT, "unknown field");
+		// Both spellings of one name in a single object.
+		if (seen[f - d->fields])
+			return fail(r, PL_INVALID_ARGUMENT,
+			            "field \"%s\" given twice", f->name);
+		seen[f - d->fields] = 1;
+		if ((rc = field_from_json(r, m, f, v, depth + 1)) != PL_OK)
+			return rc;
+		path_pop(r, old);
+	}
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		f = &d->fields[i];
+		if (f->label == PROTOBUF_C_LABEL_REQUIRED && !seen[i]) {
+			old = path_push(r, f->name, 0);
+			return fail(r, PL_INVALID_ARGUMENT,
+			            "missing required field");
+		}
+	}
+	*out = m;
+	return PL_OK;
+}
+
+int
+pl_json_obj_to_pb(json_t *obj, const ProtobufCMessageDescriptor *d,
+                  pl_arena *arena, ProtobufCMessage **out, char *err,
+                  size_t errlen)
+{
+	reader r = { .arena = arena, .err = err, .errlen = errlen };
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (out != NULL)
+		*out = NULL;
+	if (d == NULL || arena == NULL || out == NULL)
+		return fail(&r, PL_INTERNAL, "no message type or arena given");
+	if (!json_is_object(obj))
+		return fail(&r, PL_INVALID_ARGUMENT, "expected a JSON object");
+	return obj_to_msg(&r, obj, d, 1, out);
+}
+
+int
+pl_json_to_pb(const char *text, size_t len, const ProtobufCMessageDescriptor *d,
+              pl_arena *arena, ProtobufCMessage **out, char *err, size_t errlen)
+{
+	json_error_t je;
+	json_t *root;
+	int rc;
+
+	if (out != NULL)
+		*out = NULL;
+	root = json_loadb(text != NULL ? text : "", text != NULL ? len : 0,
+	                  JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+	if (root == NULL) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen,
+			         "invalid JSON at line %d, column %d: %s",
+			         je.line, je.column, je.text);
+		return PL_INVALID_ARGUMENT;
+	}
+	rc = pl_json_obj_to_pb(root, d, arena, out, err, errlen);
+	json_decref(root);
+	return rc;
+}

@@ -1,0 +1,321 @@
+// The transactional outbox and its relay (pl/outbox.h).
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "parley/rpc/v1/event.pb-c.h"
+#include "pl/id.h"
+#include "pl/json.h"
+#include "pl/log.h"
+#include "pl/outbox.h"
+
+#define DEFAULT_BATCH   200
+#define DEFAULT_IDLE_MS 200
+#define DEFAULT_BACKOFF 60000
+
+static bool
+schema_ok(const char *s)
+{
+	if (s == NULL || s[0] == '\0' || strlen(s) > 48)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || *p == '_' ||
+		      (p > s && *p >= '0' && *p <= '9')))
+			return false;
+	return true;
+}
+
+int
+pl_outbox_add(pl_db *db, const char *schema, const char *const *dests,
+              const pl_outbox_event *ev, char *id_out)
+{
+	char id[PL_UUID_STRLEN + 1], sql[512];
+	const char *params[7];
+	int rv;
+
+	if (!schema_ok(schema) || ev->tenant_id == NULL || ev->type == NULL)
+		return PL_INVALID_ARGUMENT;
+	pl_uuid7_str(id);
+	if (id_out != NULL)
+		memcpy(id_out, id, sizeof(id));
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO %s.outbox (id, destination, tenant_id, type, "
+	         "occurred_at, dimensions, payload) VALUES ($1, $2, $3, $4, "
+	         "coalesce($5::timestamptz, now()), coalesce($6::jsonb, '{}'), "
+	         "coalesce($7::jsonb, '{}'))",
+	         schema);
+	for (size_t i = 0; dests != NULL && dests[i] != NULL; i++) {
+		params[0] = id;
+		params[1] = dests[i];
+		params[2] = ev->tenant_id;
+		params[3] = ev->type;
+		params[4] = ev->occurred_at;
+		params[5] = ev->dimensions_json;
+		params[6] = ev->payload_json;
+		if ((rv = pl_db_command(db, sql, 7, params)) != PL_OK)
+			return rv;
+	}
+	return PL_OK;
+}
+
+struct pl_outbox_relay {
+	pl_outbox_relay_config cfg;
+	pthread_t thr;
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	bool stop;
+};
+
+// Delivers the claimed rows of res (id, tenant, type, occurred, dims,
+// payload); returns the RPC status.
+static int
+send_batch(const pl_outbox_relay_config *cfg, const pl_outbox_route *route,
+           PGresult *res, pl_arena *a, char **err)
+{
+	int n = PQntuples(res);
+	Parley__Rpc__V1__EventBatch b = PARLEY__RPC__V1__EVENT_BATCH__INIT;
+	pl_rpc_result rr;
+	pl_rpc_opts o = { 0 };
+	char e[256];
+	int rv;
+
+	b.events = pl_arena_alloc(a, (size_t)n * sizeof(*b.events));
+	if (b.events == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	for (int i = 0; i < n; i++) {
+		Parley__Rpc__V1__Event *ev = pl_arena_alloc(a, sizeof(*ev));
+		Parley__Rpc__V1__Json *js = pl_arena_alloc(a, sizeof(*js));
+		ProtobufCMessage *dims = NULL;
+		if (ev == NULL || js == NULL)
+			return PL_RESOURCE_EXHAUSTED;
+		parley__rpc__v1__event__init(ev);
+		parley__rpc__v1__json__init(js);
+		ev->id = pl_arena_strdup(a, PQgetvalue(res, i, 0));
+		ev->tenant_id = pl_arena_strdup(a, PQgetvalue(res, i, 1));
+		ev->type = pl_arena_strdup(a, PQgetvalue(res, i, 2));
+		ev->occurred_at = pl_arena_strdup(a, PQgetvalue(res, i, 3));
+		ev->source = (char *)cfg->source;
+		js->text = pl_arena_strdup(a, PQgetvalue(res, i, 5));
+		ev->payload = js;
+		// Unknown dimension keys are a producer's bug: drop them, keep
+		// the event.
+		if (pl_json_to_pb(
+		            PQgetvalue(res, i, 4),
+		            (size_t)PQgetlength(res, i, 4),
+		            &parley__rpc__v1__event_dimensions__descriptor, a,
+		            &dims, e, sizeof(e)) == PL_OK)
+			ev->dimensions =
+			        (Parley__Rpc__V1__EventDimensions *)dims;
+		else
+			pl_warn("outbox event %s: dimensions ignored: %s",
+			        ev->id, e);
+		b.events[b.n_events++] = ev;
+	}
+	o.idempotent = true; // receivers de-duplicate by event id
+	o.timeout_ms = 10000;
+	rv = pl_rpc_call(route->client, route->method, &b.base, NULL, NULL, a,
+	                 &o, &rr);
+	if (rv != PL_OK)
+		*err = pl_arena_printf(a, "%s: %s", pl_status_name(rv),
+		                       rr.message ? rr.message : "");
+	return rv;
+}
+
+int
+pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
+                     const pl_outbox_route *route, pl_arena *a)
+{
+	char sql[1024], batch[16], backoff[32];
+	const char *p[3];
+	PGresult *res = NULL;
+	char *ids, *err = NULL;
+	size_t len = 2;
+	int n, rv, delivered = -1;
+
+	if (!schema_ok(cfg->schema))
+		return -1;
+	snprintf(batch, sizeof(batch), "%d",
+	         cfg->batch > 0 && cfg->batch <= PL_OUTBOX_MAX_BATCH
+	                 ? cfg->batch
+	                 : DEFAULT_BATCH);
+	if (pl_db_command(db, "BEGIN", 0, NULL) != PL_OK)
+		return -1;
+	snprintf(sql, sizeof(sql),
+	         "WITH due AS (SELECT id, destination FROM %s.outbox "
+	         "WHERE destination = $1 AND delivered_at IS NULL AND "
+	         "next_attempt_at <= now() ORDER BY next_attempt_at, id LIMIT "
+	         "$2 "
+	         "FOR UPDATE SKIP LOCKED) "
+	         "SELECT o.id, o.tenant_id, o.type, "
+	         "to_char(o.occurred_at AT TIME ZONE 'UTC', "
+	         "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), o.dimensions::text, "
+	         "o.payload::text FROM %s.outbox o JOIN due USING (id, "
+	         "destination) "
+	         "ORDER BY o.id",
+	         cfg->schema, cfg->schema);
+	p[0] = route->destination;
+	p[1] = batch;
+	res = pl_db_exec(db, sql, 2, p);
+	if (pl_db_result_status(res) != PL_OK)
+		goto out_rollback;
+	if ((n = PQntuples(res)) == 0) {
+		delivered = 0;
+		goto out_rollback;
+	}
+	for (int i = 0; i < n; i++)
+		len += (size_t)PQgetlength(res, i, 0) + 1;
+	if ((ids = pl_arena_alloc(a, len)) == NULL)
+		goto out_rollback;
+	ids[0] = '{';
+	ids[1] = '\0';
+	for (int i = 0; i < n; i++) {
+		strcat(ids, PQgetvalue(res, i, 0));
+		strcat(ids, i + 1 < n ? "," : "}");
+	}
+
+	rv = send_batch(cfg, route, res, a, &err);
+	p[1] = ids;
+	if (rv == PL_OK) {
+		snprintf(
+		        sql, sizeof(sql),
+		        "UPDATE %s.outbox SET delivered_at = now(), attempts = "
+		        "attempts + 1, last_error = NULL WHERE destination = "
+		        "$1 AND "
+		        "id = ANY($2::uuid[])",
+		        cfg->schema);
+		if (pl_db_command(db, sql, 2, p) != PL_OK)
+			goto out_rollback;
+		delivered = n;
+	} else {
+		// Capped exponential back-off with jitter, per row.
+		snprintf(backoff, sizeof(backoff), "%lld",
+		         (long long)(cfg->backoff_max_ms > 0
+		                             ? cfg->backoff_max_ms
+		                             : DEFAULT_BACKOFF));
+		snprintf(sql, sizeof(sql),
+		         "UPDATE %s.outbox SET attempts = attempts + 1, "
+		         "last_error = "
+		         "left($3, 500), next_attempt_at = now() + "
+		         "make_interval(secs "
+		         "=> least($4::bigint, (250 * power(2, least(attempts, "
+		         "20)))"
+		         "::bigint) * (0.5 + random() / 2) / 1000.0) "
+		         "WHERE destination = $1 AND id = ANY($2::uuid[])",
+		         cfg->schema);
+		p[2] = err ? err : "failed";
+		const char *q[4] = { p[0], p[1], p[2], backoff };
+		if (pl_db_command(db, sql, 4, q) != PL_OK)
+			goto out_rollback;
+		pl_warn("outbox: could not deliver %d event(s) to %s: %s", n,
+		        route->destination, p[2]);
+	}
+	PQclear(res);
+	res = NULL;
+	if (pl_db_command(db, "COMMIT", 0, NULL) != PL_OK)
+		return -1;
+	return delivered;
+
+out_rollback:
+	if (res != NULL)
+		PQclear(res);
+	pl_db_command(db, "ROLLBACK", 0, NULL);
+	return delivered;
+}
+
+static void *
+relay_main(void *arg)
+{
+	pl_outbox_relay *r = arg;
+	pl_db *db = pl_db_open(r->cfg.database_url);
+	pl_arena a;
+	int64_t idle = r->cfg.idle_ms > 0 ? r->cfg.idle_ms : DEFAULT_IDLE_MS;
+	int64_t last_gc = 0;
+
+	pl_arena_init(&a, 0, 64u << 20);
+	for (;;) {
+		bool busy = false;
+		struct timespec ts;
+
+		pthread_mutex_lock(&r->mtx);
+		if (r->stop) {
+			pthread_mutex_unlock(&r->mtx);
+			break;
+		}
+		pthread_mutex_unlock(&r->mtx);
+		for (const pl_outbox_route *rt = r->cfg.routes;
+		     rt->destination != NULL; rt++) {
+			int n = pl_outbox_relay_once(db, &r->cfg, rt, &a);
+			pl_arena_reset(&a);
+			if (n > 0)
+				busy = true;
+		}
+		if (pl_now_ns() - last_gc > 3600 * 1000000000LL) {
+			// Delivered rows are kept a week for inspection.
+			char sql[256];
+			snprintf(sql, sizeof(sql),
+			         "DELETE FROM %s.outbox WHERE delivered_at < "
+			         "now() - "
+			         "interval '7 days'",
+			         r->cfg.schema);
+			pl_db_command(db, sql, 0, NULL);
+			last_gc = pl_now_ns();
+		}
+		if (busy)
+			continue;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += idle / 1000;
+		ts.tv_nsec += (idle % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_mutex_lock(&r->mtx);
+		if (!r->stop)
+			pthread_cond_timedwait(&r->cv, &r->mtx, &ts);
+		pthread_mutex_unlock(&r->mtx);
+	}
+	pl_arena_fini(&a);
+	pl_db_close(db);
+	return NULL;
+}
+
+int
+pl_outbox_relay_start(pl_outbox_relay **out, const pl_outbox_relay_config *cfg)
+{
+	pl_outbox_relay *r;
+
+	*out = NULL;
+	if (!schema_ok(cfg->schema) || cfg->routes == NULL ||
+	    cfg->database_url == NULL)
+		return PL_INVALID_ARGUMENT;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	r->cfg = *cfg;
+	pthread_mutex_init(&r->mtx, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	if (pthread_create(&r->thr, NULL, relay_main, r) != 0) {
+		pthread_mutex_destroy(&r->mtx);
+		pthread_cond_destroy(&r->cv);
+		free(r);
+		return PL_RESOURCE_EXHAUSTED;
+	}
+	*out = r;
+	return PL_OK;
+}
+
+void
+pl_outbox_relay_stop(pl_outbox_relay *r)
+{
+	if (r == NULL)
+		return;
+	pthread_mutex_lock(&r->mtx);
+	r->stop = true;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mtx);
+	pthread_join(r->thr, NULL);
+	pthread_mutex_destroy(&r->mtx);
+	pthread_cond_destroy(&r->cv);
+	free(r);
+}

@@ -1,0 +1,727 @@
+// pl_db against a real PostgreSQL: parameters, SQLSTATE mapping,
+// transactions and their retries, reconnection, row-level security.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "pgh.h"
+#include "pl/arena.h"
+#include "pl/db.h"
+#include "pl/log.h"
+#include "pl/rpc.h"
+
+#define TENANT_A "0190a3c4-0000-7000-8000-00000000000a"
+#define TENANT_B "0190a3c4-0000-7000-8000-00000000000b"
+
+typedef struct fixture {
+	pgh h;
+	bool up;
+	char url[PGH_URL_MAX];     // database "dbtest" as postgres
+	char app_url[PGH_URL_MAX]; // the same as the non-superuser app_rls
+	char *log;                 // captured log lines
+	size_t loglen;
+	FILE *logf;
+} fixture;
+
+static int
+group_setup(void **state)
+{
+	static fixture f;
+	*state = &f;
+	int rc = pgh_start(&f.h);
+	if (rc == -2)
+		return -1;
+	if (rc != 0)
+		return 0; // tests skip
+	if (pgh_create_db(&f.h, "dbtest", f.url, sizeof(f.url)) != 0)
+		return -1;
+	if (pgh_url(&f.h, "app_rls", "dbtest", f.app_url, sizeof(f.app_url)) !=
+	    0)
+		return -1;
+	if (pgh_exec_url(
+	            f.url,
+	            "CREATE TABLE kv (k text PRIMARY KEY, v text);"
+	            "CREATE TABLE parents (id int PRIMARY KEY);"
+	            "CREATE TABLE children (id int PRIMARY KEY,"
+	            "  parent_id int NOT NULL REFERENCES parents (id),"
+	            "  qty int CHECK (qty > 0), u uuid);"
+	            "CREATE TABLE counters (id int PRIMARY KEY, n int);"
+	            "INSERT INTO counters VALUES (1, 0);"
+	            // Row-level security as services use it.
+	            "CREATE ROLE app_rls LOGIN;"
+	            "CREATE TABLE notes (tenant_id uuid NOT NULL, body text);"
+	            "ALTER TABLE notes ENABLE ROW LEVEL SECURITY;"
+	            "ALTER TABLE notes FORCE ROW LEVEL SECURITY;"
+	            "CREATE POLICY tenant_isolation ON notes USING (tenant_id "
+	            "= current_setting('parley.tenant_id', true)::uuid);"
+	            "ALTER TABLE notes OWNER TO app_rls;"
+	            "INSERT INTO notes VALUES ('" TENANT_A
+	            "', 'a1'), ('" TENANT_A "', 'a2'), ('" TENANT_B "', 'b1');"
+	            // The variant that tolerates a reused session's ''.
+	            "CREATE TABLE notes2 (tenant_id uuid NOT NULL, body text);"
+	            "ALTER TABLE notes2 ENABLE ROW LEVEL SECURITY;"
+	            "ALTER TABLE notes2 FORCE ROW LEVEL SECURITY;"
+	            "CREATE POLICY tenant_isolation ON notes2 USING (tenant_id "
+	            "= NULLIF(current_setting('parley.tenant_id', true), "
+	            "'')::uuid);"
+	            "ALTER TABLE notes2 OWNER TO app_rls;"
+	            "INSERT INTO notes2 SELECT * FROM notes;") != 0)
+		return -1;
+	f.up = true;
+	return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+	fixture *f = *state;
+	pgh_stop(&f->h);
+	return 0;
+}
+
+static int
+setup(void **state)
+{
+	fixture *f = *state;
+	f->log = NULL;
+	f->loglen = 0;
+	f->logf = open_memstream(&f->log, &f->loglen);
+	if (f->logf == NULL)
+		return -1;
+	pl_log_init("test_db", PL_LOG_DEBUG);
+	pl_log_set_stream(f->logf);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	fixture *f = *state;
+	pl_log_set_stream(NULL);
+	fclose(f->logf);
+	free(f->log);
+	f->log = NULL;
+	return 0;
+}
+
+static fixture *
+need_pg(void **state)
+{
+	fixture *f = *state;
+	if (!f->up)
+		skip();
+	return f;
+}
+
+// The captured log so far.
+static const char *
+logged(fixture *f)
+{
+	fflush(f->logf);
+	return f->log != NULL ? f->log : "";
+}
+
+static void
+test_sqlstate_mapping(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *st;
+		int code;
+	} cases[] = {
+		{ "23505", PL_ALREADY_EXISTS },
+		{ "23503", PL_FAILED_PRECONDITION },
+		{ "23502", PL_INVALID_ARGUMENT },
+		{ "23514", PL_INVALID_ARGUMENT },
+		{ "22P02", PL_INVALID_ARGUMENT },
+		{ "22001", PL_INVALID_ARGUMENT },
+		{ "40001", PL_ABORTED },
+		{ "40P01", PL_ABORTED },
+		{ "57014", PL_DEADLINE_EXCEEDED },
+		{ "08006", PL_UNAVAILABLE },
+		{ "08001", PL_UNAVAILABLE },
+		{ "57P01", PL_UNAVAILABLE },
+		{ "57P03", PL_UNAVAILABLE },
+		{ "42501", PL_PERMISSION_DENIED },
+		{ "42601", PL_INTERNAL },
+		{ "23P01", PL_INTERNAL },
+		{ "XX000", PL_INTERNAL },
+		{ "", PL_INTERNAL },
+		{ "2350", PL_INTERNAL },
+		{ "235055", PL_INTERNAL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		assert_int_equal(pl_db_sqlstate_status(cases[i].st),
+		                 cases[i].code);
+	assert_int_equal(pl_db_sqlstate_status(NULL), PL_INTERNAL);
+	assert_int_equal(pl_db_result_status(NULL), PL_UNAVAILABLE);
+}
+
+static void
+test_exec_params_verbatim(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	const char *evil[] = {
+		"'; DROP TABLE kv; --",
+		"$1 $$ $q$ \\x00 \\' \" ; /* */ --",
+		"ünïcødé ✓",
+		"",
+	};
+	for (size_t i = 0; i < sizeof(evil) / sizeof(evil[0]); i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%zu", i);
+		const char *p[2] = { key, evil[i] };
+		assert_int_equal(
+		        pl_db_command(db,
+		                      "INSERT INTO kv (k, v) VALUES ($1, $2)",
+		                      2, p),
+		        PL_OK);
+		PGresult *r = pl_db_exec(
+		        db, "SELECT v, v IS NULL FROM kv WHERE k = $1", 1, p);
+		assert_int_equal(pl_db_result_status(r), PL_OK);
+		assert_int_equal(PQntuples(r), 1);
+		assert_string_equal(PQgetvalue(r, 0, 0), evil[i]);
+		assert_string_equal(PQgetvalue(r, 0, 1), "f");
+		PQclear(r);
+	}
+	const char *p[2] = { "null", NULL };
+	assert_int_equal(pl_db_command(db,
+	                               "INSERT INTO kv (k, v) VALUES ($1, $2)",
+	                               2, p),
+	                 PL_OK);
+	PGresult *r = pl_db_exec(db, "SELECT v FROM kv WHERE k = $1", 1, p);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_int_equal(PQntuples(r), 1);
+	assert_true(PQgetisnull(r, 0, 0));
+	PQclear(r);
+	// The table survived its hostile values.
+	r = pl_db_exec(db, "SELECT count(*) FROM kv", 0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "5");
+	PQclear(r);
+	assert_true(pl_db_ping(db));
+	assert_int_equal(pl_db_command(db, "DELETE FROM kv", 0, NULL), PL_OK);
+	// Bad arguments are refused, not crashed on.
+	assert_null(pl_db_exec(db, NULL, 0, NULL));
+	assert_null(pl_db_exec(db, "SELECT $1", 1, NULL));
+	pl_db_close(db);
+	pl_db_close(NULL);
+}
+
+static void
+test_status_from_real_errors(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	assert_int_equal(
+	        pl_db_command(db,
+	                      "INSERT INTO parents VALUES (1) ON CONFLICT "
+	                      "DO NOTHING",
+	                      0, NULL),
+	        PL_OK);
+	const char *one[1] = { "1" };
+	assert_int_equal(
+	        pl_db_command(db, "INSERT INTO parents VALUES ($1)", 1, one),
+	        PL_ALREADY_EXISTS);
+	const char *fk[3] = { "10", "999", "1" };
+	assert_int_equal(
+	        pl_db_command(db,
+	                      "INSERT INTO children (id, parent_id, qty) "
+	                      "VALUES ($1, $2, $3)",
+	                      3, fk),
+	        PL_FAILED_PRECONDITION);
+	const char *nn[2] = { "11", NULL };
+	assert_int_equal(
+	        pl_db_command(db,
+	                      "INSERT INTO children (id, parent_id) VALUES "
+	                      "($1, $2)",
+	                      2, nn),
+	        PL_INVALID_ARGUMENT);
+	const char *ck[3] = { "12", "1", "-5" };
+	assert_int_equal(
+	        pl_db_command(db,
+	                      "INSERT INTO children (id, parent_id, qty) "
+	                      "VALUES ($1, $2, $3)",
+	                      3, ck),
+	        PL_INVALID_ARGUMENT);
+	assert_int_equal(pl_db_command(db, "SELEKT 1", 0, NULL), PL_INTERNAL);
+	assert_int_equal(
+	        pl_db_command(db, "SET statement_timeout = 50", 0, NULL),
+	        PL_OK);
+	assert_int_equal(pl_db_command(db, "SELECT pg_sleep(2)", 0, NULL),
+	                 PL_DEADLINE_EXCEEDED);
+	assert_int_equal(pl_db_command(db, "RESET statement_timeout", 0, NULL),
+	                 PL_OK);
+	const char *bad[1] = { "not-a-uuid" };
+	assert_int_equal(pl_db_command(db, "SELECT $1::uuid", 1, bad),
+	                 PL_INVALID_ARGUMENT);
+	assert_int_equal(pl_db_command(db, "SET ROLE app_rls", 0, NULL), PL_OK);
+	assert_int_equal(pl_db_command(db, "SELECT * FROM kv", 0, NULL),
+	                 PL_PERMISSION_DENIED);
+	assert_int_equal(pl_db_command(db, "RESET ROLE", 0, NULL), PL_OK);
+	pl_db_close(db);
+}
+
+static void
+test_call_error(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	pl_arena a;
+	pl_arena_init(&a, 0, 0);
+	pl_call call = { .arena = &a };
+
+	const char *p[1] = { "dup" };
+	assert_int_equal(
+	        pl_db_command(db, "INSERT INTO kv (k) VALUES ($1)", 1, p),
+	        PL_OK);
+	PGresult *r = pl_db_exec(db, "INSERT INTO kv (k) VALUES ($1)", 1, p);
+	assert_int_equal(pl_db_call_error(&call, r, "create channel"),
+	                 PL_ALREADY_EXISTS);
+	PQclear(r);
+	assert_int_equal(call.code, PL_ALREADY_EXISTS);
+	assert_string_equal(call.message, "could not create channel: already "
+	                                  "exists");
+	assert_non_null(strstr(logged(f), "23505"));
+	assert_non_null(strstr(logged(f), "could not create channel"));
+
+	// A secret given as a parameter never reaches the log, even when
+	// PostgreSQL's message would quote it.
+	const char *secret[2] = { "13", "sk_live_SECRET_VALUE" };
+	r = pl_db_exec(
+	        db,
+	        "INSERT INTO children (id, parent_id, u) VALUES ($1, 1, $2)", 2,
+	        secret);
+	assert_int_equal(pl_db_call_error(&call, r, "store key"),
+	                 PL_INVALID_ARGUMENT);
+	PQclear(r);
+	assert_string_equal(call.message, "could not store key: invalid value");
+	assert_non_null(strstr(logged(f), "22P02"));
+	assert_null(strstr(logged(f), "SECRET"));
+
+	const char *fk[2] = { "14", "424242" };
+	r = pl_db_exec(db,
+	               "INSERT INTO children (id, parent_id) VALUES ($1, $2)",
+	               2, fk);
+	assert_int_equal(pl_db_call_error(&call, r, "add child"),
+	                 PL_FAILED_PRECONDITION);
+	PQclear(r);
+	assert_null(strstr(logged(f), "424242")); // DETAIL quotes the key
+
+	assert_int_equal(pl_db_call_error(&call, NULL, "list agents"),
+	                 PL_UNAVAILABLE);
+	assert_string_equal(call.message,
+	                    "could not list agents: database unavailable");
+	assert_int_equal(pl_db_call_error(NULL, NULL, "x"), PL_UNAVAILABLE);
+	assert_int_equal(pl_db_command(db, "DELETE FROM kv", 0, NULL), PL_OK);
+	pl_arena_fini(&a);
+	pl_db_close(db);
+}
+
+typedef struct txarg {
+	int calls;
+	int fail_times; // return fail_code this many times first
+	int fail_code;
+	const char *key;
+	bool saw_in_tx;
+	char tenant[64];
+} txarg;
+
+static int
+tx_insert(pl_db *db, void *arg)
+{
+	txarg *t = arg;
+	t->calls++;
+	t->saw_in_tx = pl_db_in_tx(db);
+	PGresult *r = pl_db_exec(
+	        db,
+	        "SELECT coalesce(current_setting('parley.tenant_id', true), "
+	        "'(null)')",
+	        0, NULL);
+	int rc = pl_db_result_status(r);
+	if (rc == PL_OK)
+		snprintf(t->tenant, sizeof(t->tenant), "%s",
+		         PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (rc != PL_OK)
+		return rc;
+	const char *p[1] = { t->key };
+	rc = pl_db_command(db, "INSERT INTO kv (k) VALUES ($1)", 1, p);
+	if (rc != PL_OK)
+		return rc;
+	if (t->calls <= t->fail_times)
+		return t->fail_code;
+	return PL_OK;
+}
+
+static int
+count_key(pl_db *db, const char *key)
+{
+	const char *p[1] = { key };
+	PGresult *r =
+	        pl_db_exec(db, "SELECT count(*) FROM kv WHERE k = $1", 1, p);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	int n = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return n;
+}
+
+static void
+test_tx_commit_and_rollback(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+
+	txarg t = { .key = "tx-commit" };
+	assert_false(pl_db_in_tx(db));
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_insert, &t), PL_OK);
+	assert_false(pl_db_in_tx(db));
+	assert_true(t.saw_in_tx);
+	assert_int_equal(t.calls, 1);
+	assert_string_equal(t.tenant, TENANT_A);
+	assert_int_equal(count_key(db, "tx-commit"), 1);
+
+	// The tenant setting is local to the transaction.
+	t = (txarg){ .key = "tx-commit-2" };
+	assert_int_equal(pl_db_tx(db, NULL, tx_insert, &t), PL_OK);
+	assert_string_not_equal(t.tenant, TENANT_A);
+
+	t = (txarg){ .key = "tx-rollback",
+		     .fail_times = 99,
+		     .fail_code = PL_NOT_FOUND };
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_insert, &t), PL_NOT_FOUND);
+	assert_int_equal(t.calls, 1);
+	assert_int_equal(count_key(db, "tx-rollback"), 0);
+	assert_false(pl_db_in_tx(db));
+
+	// A statement failing inside fn rolls back; its status comes out.
+	t = (txarg){ .key = "tx-commit" };
+	assert_int_equal(pl_db_tx(db, NULL, tx_insert, &t), PL_ALREADY_EXISTS);
+	assert_int_equal(t.calls, 1);
+	assert_int_equal(pl_db_tx(db, NULL, NULL, NULL), PL_INVALID_ARGUMENT);
+	assert_int_equal(pl_db_command(db, "DELETE FROM kv", 0, NULL), PL_OK);
+	pl_db_close(db);
+}
+
+static int
+tx_ignore_error(pl_db *db, void *arg)
+{
+	(void)arg;
+	PQclear(pl_db_exec(db, "INSERT INTO kv (k) VALUES ('ignored')", 0,
+	                   NULL));
+	PQclear(pl_db_exec(db, "SELEKT", 0, NULL));
+	return PL_OK;
+}
+
+static int
+tx_nested(pl_db *db, void *arg)
+{
+	int *rc = arg;
+	txarg t = { .key = "nested" };
+	*rc = pl_db_tx(db, NULL, tx_insert, &t);
+	return PL_OK;
+}
+
+static void
+test_tx_misuse(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	// fn returning OK after a failed statement cannot commit.
+	assert_int_equal(pl_db_tx(db, NULL, tx_ignore_error, NULL),
+	                 PL_INTERNAL);
+	assert_int_equal(count_key(db, "ignored"), 0);
+	int inner = -1;
+	assert_int_equal(pl_db_tx(db, NULL, tx_nested, &inner), PL_OK);
+	assert_int_equal(inner, PL_FAILED_PRECONDITION);
+	assert_int_equal(count_key(db, "nested"), 0);
+	pl_db_close(db);
+}
+
+static void
+test_tx_retries_aborted(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	txarg t = { .key = "retry-once",
+		    .fail_times = 1,
+		    .fail_code = PL_ABORTED };
+	assert_int_equal(pl_db_tx(db, TENANT_B, tx_insert, &t), PL_OK);
+	assert_int_equal(t.calls, 2);
+	assert_int_equal(count_key(db, "retry-once"), 1);
+
+	t = (txarg){ .key = "retry-always",
+		     .fail_times = 99,
+		     .fail_code = PL_ABORTED };
+	assert_int_equal(pl_db_tx(db, TENANT_B, tx_insert, &t), PL_ABORTED);
+	assert_int_equal(t.calls, 3);
+	assert_int_equal(count_key(db, "retry-always"), 0);
+	assert_int_equal(pl_db_command(db, "DELETE FROM kv", 0, NULL), PL_OK);
+	pl_db_close(db);
+}
+
+typedef struct serarg {
+	PGconn *other;
+	int calls;
+} serarg;
+
+// Reads the counter under REPEATABLE READ; on the first attempt another
+// session updates it before this one does, which PostgreSQL refuses with
+// 40001.
+static int
+tx_increment(pl_db *db, void *arg)
+{
+	serarg *s = arg;
+	s->calls++;
+	int rc = pl_db_command(
+	        db, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", 0, NULL);
+	if (rc != PL_OK)
+		return rc;
+	PGresult *r =
+	        pl_db_exec(db, "SELECT n FROM counters WHERE id = 1", 0, NULL);
+	rc = pl_db_result_status(r);
+	PQclear(r);
+	if (rc != PL_OK)
+		return rc;
+	if (s->calls == 1) {
+		PGresult *o =
+		        PQexec(s->other,
+		               "UPDATE counters SET n = n + 100 WHERE id = 1");
+		assert_int_equal(PQresultStatus(o), PGRES_COMMAND_OK);
+		PQclear(o);
+	}
+	r = pl_db_exec(db, "UPDATE counters SET n = n + 1 WHERE id = 1", 0,
+	               NULL);
+	rc = pl_db_result_status(r);
+	if (s->calls == 1) {
+		const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		assert_non_null(st);
+		assert_string_equal(st, "40001");
+	}
+	PQclear(r);
+	return rc;
+}
+
+static void
+test_tx_real_serialization_failure(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	serarg s = { .other = PQconnectdb(f->url) };
+	assert_int_equal(PQstatus(s.other), CONNECTION_OK);
+	assert_int_equal(pl_db_command(db,
+	                               "UPDATE counters SET n = 0 WHERE id = 1",
+	                               0, NULL),
+	                 PL_OK);
+	assert_int_equal(pl_db_tx(db, NULL, tx_increment, &s), PL_OK);
+	assert_int_equal(s.calls, 2);
+	PGresult *r =
+	        pl_db_exec(db, "SELECT n FROM counters WHERE id = 1", 0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "101");
+	PQclear(r);
+	PQfinish(s.other);
+	pl_db_close(db);
+}
+
+static void
+test_reconnect_after_restart(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	assert_true(pl_db_ping(db));
+	PGconn *before = pl_db_conn(db);
+	assert_non_null(before);
+	assert_int_equal(pgh_restart(&f->h), 0);
+	// The same handle carries on: the first statement finds the
+	// connection gone, reconnects and is retried.
+	PGresult *r = pl_db_exec(db, "SELECT 41 + 1", 0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "42");
+	PQclear(r);
+	assert_non_null(strstr(logged(f), "connection lost"));
+
+	assert_int_equal(pgh_restart(&f->h), 0);
+	txarg t = { .key = "after-restart" };
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_insert, &t), PL_OK);
+	assert_int_equal(count_key(db, "after-restart"), 1);
+
+	assert_int_equal(pgh_restart(&f->h), 0);
+	assert_true(pl_db_ping(db));
+	assert_int_equal(pl_db_command(db, "DELETE FROM kv", 0, NULL), PL_OK);
+	pl_db_close(db);
+}
+
+static int
+tx_killed_once(pl_db *db, void *arg)
+{
+	txarg *t = arg;
+	if (t->calls == 0) {
+		t->calls++;
+		const char *p[1] = { t->key };
+		int rc = pl_db_command(db, "INSERT INTO kv (k) VALUES ($1)", 1,
+		                       p);
+		if (rc != PL_OK)
+			return rc;
+		// The server ends this session mid-transaction.
+		PGresult *r = pl_db_exec(
+		        db, "SELECT pg_terminate_backend(pg_backend_pid())", 0,
+		        NULL);
+		rc = pl_db_result_status(r);
+		PQclear(r);
+		if (rc == PL_OK)
+			return PL_INTERNAL; // the session should be gone
+		// Inside the transaction nothing reconnects behind our back.
+		if (pl_db_conn(db) != NULL)
+			return PL_INTERNAL;
+		return rc;
+	}
+	return tx_insert(db, arg);
+}
+
+static void
+test_tx_connection_lost_retried_once(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	txarg t = { .key = "lost-once" };
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_killed_once, &t), PL_OK);
+	assert_int_equal(t.calls, 2);
+	assert_int_equal(count_key(db, "lost-once"), 1);
+	assert_int_equal(pl_db_command(db, "DELETE FROM kv", 0, NULL), PL_OK);
+	pl_db_close(db);
+}
+
+static void
+test_unreachable(void **state)
+{
+	(void)state;
+	// A port nothing listens on (the discard port, refused at once).
+	pl_db *db = pl_db_open(
+	        "postgresql://postgres@127.0.0.1:9/postgres?connect_timeout=2");
+	assert_non_null(db);
+	assert_null(pl_db_conn(db));
+	assert_false(pl_db_ping(db));
+	assert_null(pl_db_exec(db, "SELECT 1", 0, NULL));
+	assert_int_equal(pl_db_command(db, "SELECT 1", 0, NULL),
+	                 PL_UNAVAILABLE);
+	txarg t = { .key = "never" };
+	assert_int_equal(pl_db_tx(db, NULL, tx_insert, &t), PL_UNAVAILABLE);
+	assert_int_equal(t.calls, 0);
+	pl_db_close(db);
+}
+
+typedef struct rlsarg {
+	const char *table;
+	int rows;
+	int other_tenant_rows;
+	const char *tenant;
+	int status;
+} rlsarg;
+
+static int
+tx_read_notes(pl_db *db, void *arg)
+{
+	rlsarg *a = arg;
+	char sql[128];
+	// No tenant filter: the policy alone decides what is visible.
+	snprintf(sql, sizeof(sql), "SELECT tenant_id FROM %s", a->table);
+	PGresult *r = pl_db_exec(db, sql, 0, NULL);
+	a->status = pl_db_result_status(r);
+	if (a->status == PL_OK) {
+		a->rows = PQntuples(r);
+		a->other_tenant_rows = 0;
+		for (int i = 0; i < a->rows; i++)
+			if (a->tenant == NULL ||
+			    strcmp(PQgetvalue(r, i, 0), a->tenant) != 0)
+				a->other_tenant_rows++;
+	}
+	PQclear(r);
+	return a->status;
+}
+
+static void
+test_row_level_security(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->app_url);
+	PGresult *r = pl_db_exec(
+	        db,
+	        "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = "
+	        "current_user",
+	        0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "f");
+	PQclear(r);
+
+	// A fresh session with no tenant sees nothing.
+	rlsarg a = { .table = "notes" };
+	assert_int_equal(pl_db_tx(db, NULL, tx_read_notes, &a), PL_OK);
+	assert_int_equal(a.rows, 0);
+	r = pl_db_exec(db, "SELECT count(*) FROM notes", 0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "0");
+	PQclear(r);
+
+	a = (rlsarg){ .table = "notes", .tenant = TENANT_A };
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_read_notes, &a), PL_OK);
+	assert_int_equal(a.rows, 2);
+	assert_int_equal(a.other_tenant_rows, 0);
+	a = (rlsarg){ .table = "notes", .tenant = TENANT_B };
+	assert_int_equal(pl_db_tx(db, TENANT_B, tx_read_notes, &a), PL_OK);
+	assert_int_equal(a.rows, 1);
+	assert_int_equal(a.other_tenant_rows, 0);
+
+	// Once a session has had a tenant, the setting reads '' outside
+	// transactions: a plain ::uuid cast fails (closed, nothing leaks);
+	// NULLIF(..., '')::uuid sees no rows.
+	a = (rlsarg){ .table = "notes" };
+	assert_int_equal(pl_db_tx(db, NULL, tx_read_notes, &a),
+	                 PL_INVALID_ARGUMENT);
+	a = (rlsarg){ .table = "notes2", .rows = -1 };
+	assert_int_equal(pl_db_tx(db, NULL, tx_read_notes, &a), PL_OK);
+	assert_int_equal(a.rows, 0);
+	a = (rlsarg){ .table = "notes2", .tenant = TENANT_A };
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_read_notes, &a), PL_OK);
+	assert_int_equal(a.rows, 2);
+	assert_int_equal(a.other_tenant_rows, 0);
+	pl_db_close(db);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sqlstate_mapping),
+		cmocka_unit_test_setup_teardown(test_exec_params_verbatim,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(test_status_from_real_errors,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(test_call_error, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_tx_commit_and_rollback,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tx_misuse, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_tx_retries_aborted, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(
+		        test_tx_real_serialization_failure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reconnect_after_restart,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		        test_tx_connection_lost_retried_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unreachable, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_row_level_security, setup,
+		                                teardown),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
