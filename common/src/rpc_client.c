@@ -19,6 +19,7 @@
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_ATTEMPTS   3
+#define DEFAULT_CONNS      2
 #define MAX_REPLY          (64u << 20)
 
 typedef enum { SLOT_SEND, SLOT_RECV } slot_state;
@@ -158,12 +159,43 @@ slot_put(pl_rpc_client *c, slot *s)
 	pthread_mutex_unlock(&c->mtx);
 }
 
+// Starts one dialer to url; a replica that is down now is dialed again in
+// the background until it comes up. Returns an nng error.
+static int
+dial(pl_rpc_client *c, const pl_rpc_client_config *cfg, const char *url)
+{
+	nng_dialer d;
+	int rv = nng_dialer_create(&d, c->sock, url);
+
+	if (rv == 0 && strncmp(url, "tls+", 4) == 0) {
+		if (c->tls == NULL) {
+			rv = nng_tls_config_alloc(&c->tls, NNG_TLS_MODE_CLIENT);
+			if (rv == 0 && cfg->tls_ca != NULL) {
+				rv = nng_tls_config_ca_file(c->tls,
+				                            cfg->tls_ca);
+				if (rv == 0)
+					rv = nng_tls_config_auth_mode(
+					        c->tls,
+					        NNG_TLS_AUTH_MODE_REQUIRED);
+			} else if (rv == 0) {
+				rv = nng_tls_config_auth_mode(
+				        c->tls, NNG_TLS_AUTH_MODE_NONE);
+			}
+		}
+		if (rv == 0)
+			rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, c->tls);
+	}
+	if (rv == 0)
+		rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+	return rv;
+}
+
 int
 pl_rpc_client_open(pl_rpc_client **out, const pl_rpc_client_config *cfg)
 {
 	pl_rpc_client *c;
 	char *urls, *save = NULL;
-	int rv, n = 0;
+	int rv, n = 0, nconns;
 
 	*out = NULL;
 	if (cfg->urls == NULL || cfg->secret == NULL || cfg->secret[0] == 0)
@@ -207,39 +239,21 @@ pl_rpc_client_open(pl_rpc_client **out, const pl_rpc_client_config *cfg)
 		pl_rpc_client_close(c);
 		return PL_RESOURCE_EXHAUSTED;
 	}
+	// Several connections per replica: a connection carries one message at
+	// a time each way, so concurrent calls would queue behind each other on
+	// one; REQ spreads calls over every ready connection.
+	nconns = cfg->conns > 0 ? (cfg->conns > 16 ? 16 : cfg->conns)
+	                        : DEFAULT_CONNS;
 	for (char *u = strtok_r(urls, ", ", &save); u != NULL;
 	     u = strtok_r(NULL, ", ", &save)) {
-		nng_dialer d;
-		rv = nng_dialer_create(&d, c->sock, u);
-		if (rv == 0 && strncmp(u, "tls+", 4) == 0) {
-			if (c->tls == NULL) {
-				rv = nng_tls_config_alloc(&c->tls,
-				                          NNG_TLS_MODE_CLIENT);
-				if (rv == 0 && cfg->tls_ca != NULL) {
-					rv = nng_tls_config_ca_file(
-					        c->tls, cfg->tls_ca);
-					if (rv == 0)
-						rv = nng_tls_config_auth_mode(
-						        c->tls,
-						        NNG_TLS_AUTH_MODE_REQUIRED);
-				} else if (rv == 0) {
-					rv = nng_tls_config_auth_mode(
-					        c->tls, NNG_TLS_AUTH_MODE_NONE);
-				}
+		for (int k = 0; k < nconns; k++) {
+			if ((rv = dial(c, cfg, u)) != 0) {
+				pl_error("could not dial %s: %s", u,
+				         nng_strerror(rv));
+				free(urls);
+				pl_rpc_client_close(c);
+				return PL_INVALID_ARGUMENT;
 			}
-			if (rv == 0)
-				rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG,
-				                        c->tls);
-		}
-		// Non-blocking: a replica that is down now is dialed again in
-		// the background until it comes up.
-		if (rv == 0)
-			rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
-		if (rv != 0) {
-			pl_error("could not dial %s: %s", u, nng_strerror(rv));
-			free(urls);
-			pl_rpc_client_close(c);
-			return PL_INVALID_ARGUMENT;
 		}
 		n++;
 	}

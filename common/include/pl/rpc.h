@@ -168,6 +168,7 @@ typedef struct pl_rpc_client_config {
 	const char *service; // this program's name, sent as principal.service
 	int64_t timeout_ms;  // default per-call budget (0: 5000)
 	int attempts;        // for retryable calls (0: 3)
+	int conns;           // connections per replica (0: 2)
 	const char *tls_ca;  // CA file for tls+tcp:// (optional)
 } pl_rpc_client_config;
 

@@ -32,6 +32,7 @@
 static double seconds = 3.0;
 static int payload = 64;
 static int workers = 2;
+static int conns = 0; // client connections per server (0: default)
 static char *grpc_bin = NULL;
 static const char *only = NULL;
 
@@ -297,6 +298,7 @@ run_clients(const char *kind, const char *url, int nclients)
 		cfg.urls = url;
 		cfg.secret = SECRET;
 		cfg.service = "bench";
+		cfg.conns = conns;
 		if (pl_rpc_client_open(&cli, &cfg) != PL_OK) {
 			fprintf(stderr, "cannot open client %s\n", url);
 			exit(1);
@@ -435,6 +437,8 @@ main(int argc, char **argv)
 			payload = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
 			workers = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--conns") == 0 && i + 1 < argc)
+			conns = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--grpc") == 0 && i + 1 < argc)
 			grpc_bin = argv[++i];
 		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
