@@ -26,3 +26,10 @@ endif()
 file(WRITE ${OUT}.tmp "${body}")
 file(COPY_FILE ${OUT}.tmp ${OUT} ONLY_IF_DIFFERENT)
 file(REMOVE ${OUT}.tmp)
+# And a header with the count as a constant expression, for initialisers:
+#   #include "<svc>_migrations.h"  ->  <SVC>_N_MIGRATIONS
+string(TOUPPER ${SVC} up)
+string(REGEX REPLACE "\\.c$" ".h" hdr ${OUT})
+file(WRITE ${hdr}.tmp "// Generated; do not edit.\n#ifndef ${up}_MIGRATIONS_H\n#define ${up}_MIGRATIONS_H\n#include <stddef.h>\n#include \"pl/migrate.h\"\n#define ${up}_N_MIGRATIONS ${i}\nextern const pl_migration ${SVC}_migrations[];\n#endif\n")
+file(COPY_FILE ${hdr}.tmp ${hdr} ONLY_IF_DIFFERENT)
+file(REMOVE ${hdr}.tmp)

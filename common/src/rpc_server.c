@@ -290,15 +290,24 @@ pl_rpc_check_access(pl_call *call, const pl_rpc_method *m)
 		        role_name((int)p->role + PL_ROLE_VIEWER - 1),
 		        call->method, role_name(m->access));
 	case PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_API_KEY:
-		if (m->scope != NULL && has_scope(p, m->scope))
-			return PL_OK;
+		// A key needs the method's scope, and its role ceiling must
+		// reach the method's role.
 		if (m->scope == NULL)
 			return pl_call_error(
 			        call, PL_PERMISSION_DENIED,
 			        "%s cannot be called with an API key",
 			        call->method);
-		return pl_call_error(call, PL_PERMISSION_DENIED,
-		                     "API key lacks scope %s", m->scope);
+		if (!has_scope(p, m->scope))
+			return pl_call_error(call, PL_PERMISSION_DENIED,
+			                     "API key lacks scope %s",
+			                     m->scope);
+		if ((int)p->role < need)
+			return pl_call_error(
+			        call, PL_PERMISSION_DENIED,
+			        "API key's role %s is below %s",
+			        role_name((int)p->role + PL_ROLE_VIEWER - 1),
+			        role_name(m->access));
+		return PL_OK;
 	default:
 		return pl_call_error(call, PL_UNAUTHENTICATED,
 		                     "unknown principal kind");

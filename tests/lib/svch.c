@@ -35,6 +35,14 @@ int
 svch_start(svch *h, pgh *pg, const pl_service_def *def, int workers,
            const char *const *env)
 {
+	return svch_start_at(h, pg, def, workers, env, NULL);
+}
+
+int
+svch_start_at(svch *h, pgh *pg, const pl_service_def *def, int workers,
+              const char *const *env, const char *listen)
+{
+	char both[256];
 	char sql[512], db[64], role[64];
 	char err[256];
 	pl_service_cfg cfg;
@@ -92,6 +100,10 @@ svch_start(svch *h, pgh *pg, const pl_service_def *def, int workers,
 
 	rc.name = def->name;
 	rc.listen = h->addr;
+	if (listen != NULL) {
+		snprintf(both, sizeof(both), "%s,%s", h->addr, listen);
+		rc.listen = both;
+	}
 	rc.workers = (int)cfg.workers;
 	rc.secret = SVCH_SECRET;
 	rc.arg = h->arg;

@@ -36,6 +36,11 @@ typedef struct svch {
 int svch_start(svch *h, pgh *pg, const pl_service_def *def, int workers,
                const char *const *env);
 
+// Like svch_start, listening on listen (e.g. "tcp://127.0.0.1:7201") as
+// well as inproc, for benchmarks that call over a real transport.
+int svch_start_at(svch *h, pgh *pg, const pl_service_def *def, int workers,
+                  const char *const *env, const char *listen);
+
 // Stops everything and frees; the database stays until the cluster goes.
 void svch_stop(svch *h);
 

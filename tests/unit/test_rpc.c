@@ -355,6 +355,12 @@ test_access_rules(void **state)
 	                 PL_PERMISSION_DENIED);
 	assert_non_null(strstr(res.message, "agents:write"));
 	key.n_scopes = 2;
+	// ...and a role ceiling that reaches the method's role.
+	key.role = PARLEY__RPC__V1__ROLE__ROLE_VIEWER;
+	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("AgentWrite"),
+	                           &in, &o, &out, &res),
+	                 PL_PERMISSION_DENIED);
+	key.role = PARLEY__RPC__V1__ROLE__ROLE_AGENT;
 	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("AgentWrite"),
 	                           &in, &o, &out, &res),
 	                 PL_OK);

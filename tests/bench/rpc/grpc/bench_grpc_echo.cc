@@ -1,6 +1,6 @@
 // bench_grpc_echo: the gRPC C++ unary echo baseline for tests/bench/rpc.
 //
-//   bench_grpc_echo server ADDR [--model callback|sync]
+//   bench_grpc_echo server ADDR [--model sync|callback]
 //   bench_grpc_echo client ADDR --clients N --seconds S --payload BYTES
 //                   [--warmup-ms W] [--channels per-thread|shared]
 //
@@ -55,7 +55,7 @@ void
 usage(void)
 {
 	fprintf(stderr,
-	        "usage: bench_grpc_echo server ADDR [--model callback|sync]\n"
+	        "usage: bench_grpc_echo server ADDR [--model sync|callback]\n"
 	        "       bench_grpc_echo client ADDR --clients N --seconds S "
 	        "--payload BYTES\n"
 	        "                       [--warmup-ms W] "
@@ -156,9 +156,6 @@ run_server(const std::string &addr, const std::string &model)
 		return 1;
 	}
 
-	if (getenv("GE_CQS")) b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, atoi(getenv("GE_CQS")));
-	if (getenv("GE_MINP")) b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, atoi(getenv("GE_MINP")));
-	if (getenv("GE_MAXP")) b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, atoi(getenv("GE_MAXP")));
 	b.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port);
 	b.RegisterService(svc.get());
 	server = b.BuildAndStart();
@@ -301,7 +298,9 @@ make_channel(const std::string &addr, bool own_connection)
 
 	// Channels with identical arguments share one connection through
 	// the global subchannel pool; a local pool gives each its own.
-	if (getenv("GE_NORETRY")) args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+	// The nng side never retries; gRPC's retry machinery costs a few
+	// per cent per call even when unused, so turn it off.
+	args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
 	if (own_connection) {
 		args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
 	}
@@ -403,7 +402,7 @@ main(int argc, char **argv)
 	std::string addr = argv[2];
 
 	if (mode == "server") {
-		std::string model = "callback";
+		std::string model = "sync";
 
 		if (argc == 5 && strcmp(argv[3], "--model") == 0) {
 			model = argv[4];
