@@ -275,6 +275,12 @@ pl_rpc_check_access(pl_call *call, const pl_rpc_method *m)
 	    PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_UNSPECIFIED)
 		return pl_call_error(call, PL_UNAUTHENTICATED,
 		                     "authentication required");
+	// Platform administrators pass tenant role checks, as services do:
+	// they operate the whole platform (handlers that need a tenant check
+	// for one).
+	if (p->kind == PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER &&
+	    p->platform_admin)
+		return PL_OK;
 	if (p->tenant_id == NULL || p->tenant_id[0] == '\0')
 		return pl_call_error(call, PL_PERMISSION_DENIED,
 		                     "%s needs a tenant", call->method);

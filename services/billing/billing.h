@@ -1,0 +1,298 @@
+// The billing service's internal header (issue 4): plans, subscriptions,
+// atomic quota reservation, invoices, signed payment webhooks.
+#ifndef BILLING_H
+#define BILLING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley/billing/v1/billing.pb-c.h"
+#include "pl/migrate.h"
+#include "pl/outbox.h"
+#include "pl/service.h"
+
+extern const pl_service_def billing_service_def;
+
+// How many files migrations/ holds (the definition needs a constant).
+#define BILLING_N_MIGRATIONS 1
+extern const pl_migration billing_migrations[];
+extern const size_t billing_n_migrations;
+
+typedef Parley__Billing__V1__Plan billing_plan;
+typedef Parley__Billing__V1__Subscription billing_sub;
+typedef Parley__Billing__V1__Invoice billing_invoice;
+typedef Parley__Billing__V1__InvoiceLine billing_line;
+
+// ---------------------------------------------------------------------------
+// period.c: time, periods, money. Pure functions, no SQL, no sockets.
+
+#define BILLING_DAY_S 86400LL
+
+// Days since 1970-01-01 of a proleptic Gregorian date, and back.
+int64_t billing_days_from_civil(int y, int m, int d);
+void billing_civil_from_days(int64_t days, int *y, int *m, int *d);
+
+// Days in month m (1..12) of year y.
+int billing_month_days(int y, int m);
+
+// 00:00 UTC of the day holding t (Unix seconds; negative ones too).
+int64_t billing_day_start(int64_t t);
+
+// The anchor day (Unix seconds at 00:00 UTC) plus k months, the day
+// clamped to the target month's last day: Jan 31 + 1 = Feb 28/29,
+// Jan 31 + 2 = Mar 31 (always counted from the anchor, never chained).
+int64_t billing_add_months(int64_t anchor_day, int k);
+
+// The billing month [*start, *end) holding t, for a subscription anchored
+// on anchor_day (00:00 UTC of its start day).
+void billing_month_period(int64_t anchor_day, int64_t t, int64_t *start,
+                          int64_t *end);
+
+// round_half_up(amount * num / den) for amount >= 0, 0 <= num <= den,
+// den > 0, computed without overflow. Returns -1 on bad arguments.
+int64_t billing_prorate(int64_t amount, int64_t num, int64_t den);
+
+// Overage charge of units at price_per_1000 (minor units per 1,000),
+// rounded half up; -1 when either is negative or the result overflows.
+int64_t billing_overage_charge(int64_t units, int64_t price_per_1000);
+
+// The fee of one billing month: price for monthly plans, price / 12
+// rounded half up for yearly ones (billed in twelve monthly parts).
+int64_t billing_period_fee(int64_t price_minor, int interval);
+
+// True for the ISO 4217 codes billing accepts (upper case).
+bool billing_currency_valid(const char *code);
+
+// Metric enum <-> the names in SQL ("messages", "campaigns", "ai_tokens");
+// NULL / -1 for unknown.
+const char *billing_metric_name(int metric);
+int billing_metric_parse(const char *name);
+
+// Subscription status enum <-> SQL text.
+const char *billing_status_name(int status);
+int billing_status_parse(const char *name);
+
+// RFC 3339 ("2026-11-22T13:20:00.123Z", any offset) -> Unix milliseconds.
+// Returns false on anything else.
+bool billing_parse_time(const char *s, int64_t *ms);
+
+// The wall clock in Unix milliseconds.
+int64_t billing_now_ms(void);
+
+// Unix milliseconds -> "2026-11-22T13:20:00.123Z" (out: 32 bytes).
+void billing_format_time(int64_t ms, char out[32]);
+
+// ---------------------------------------------------------------------------
+// sig.c: payment webhook signatures ("t=<unix>,v1=<hex>[,v1=<hex>...]").
+
+#define BILLING_SIG_TOLERANCE_S 300
+#define BILLING_SIG_MAX_V1      8
+
+typedef enum billing_sig_result {
+	BILLING_SIG_OK = 0,
+	BILLING_SIG_MISSING,   // no header, or an empty one
+	BILLING_SIG_MALFORMED, // no t=, no v1=, bad hex, junk
+	BILLING_SIG_STALE,     // |now - t| > tolerance
+	BILLING_SIG_MISMATCH,  // no v1 matches
+} billing_sig_result;
+
+typedef struct billing_sig {
+	int64_t t;
+	uint8_t v1[BILLING_SIG_MAX_V1][32];
+	int n_v1;
+} billing_sig;
+
+// Parses a header value; BILLING_SIG_OK or MISSING / MALFORMED.
+billing_sig_result billing_sig_parse(const char *header, billing_sig *out);
+
+// Computes HMAC-SHA256(secret, "<t>.<body>") into mac.
+void billing_sig_mac(const char *secret, int64_t t, const uint8_t *body,
+                     size_t len, uint8_t mac[32]);
+
+// Verifies header against body at time now (Unix seconds): parse, window,
+// then a constant-time comparison with every v1 given.
+billing_sig_result billing_sig_verify(const char *header, const uint8_t *body,
+                                      size_t len, const char *secret,
+                                      int64_t now, int64_t tolerance);
+
+// Writes a header value for body signed at t (tests and tools); out must
+// hold 96 bytes.
+void billing_sig_sign(const char *secret, int64_t t, const uint8_t *body,
+                      size_t len, char out[96]);
+
+// UpdatePlan mask bits (handlers.c parses the names).
+enum {
+	BILLING_M_NAME = 1u << 0,
+	BILLING_M_DESC = 1u << 1,
+	BILLING_M_PRICE = 1u << 2,
+	BILLING_M_TRIAL = 1u << 3,
+	BILLING_M_PUBLIC = 1u << 4,
+	BILLING_M_DEFAULT = 1u << 5,
+	BILLING_M_ARCHIVED = 1u << 6,
+	BILLING_M_LIMITS = 1u << 7,
+	BILLING_M_FEATURES = 1u << 8,
+	BILLING_M_OVERAGE = 1u << 9,
+};
+
+// Short names for the generated enums.
+#define BILLING_ST(x)                                                          \
+	PARLEY__BILLING__V1__SUBSCRIPTION_STATUS__SUBSCRIPTION_STATUS_##x
+#define BILLING_IV(x) PARLEY__BILLING__V1__INVOICE_STATUS__INVOICE_STATUS_##x
+#define BILLING_LK(x)                                                          \
+	PARLEY__BILLING__V1__INVOICE_LINE_KIND__INVOICE_LINE_KIND_##x
+#define BILLING_BI(x)                                                          \
+	PARLEY__BILLING__V1__BILLING_INTERVAL__BILLING_INTERVAL_##x
+
+// ---------------------------------------------------------------------------
+// The service's state (call->arg).
+
+typedef struct billing_state {
+	char *database_url;
+	char *webhook_secret; // "" = payment webhooks refused
+	int64_t grace_days;
+	int64_t job_interval_ms;
+	int64_t reservation_ttl_days;
+	const char *dest_analytics[2]; // outbox destinations, NULL-ended
+	const char *dest_tenants[3];
+	bool emit_analytics;
+	pl_rpc_client *analytics; // NULL: integration off
+	pl_rpc_client *tenants;
+	pl_outbox_relay *relay;
+	struct billing_jobs *jobs;
+} billing_state;
+
+// ---------------------------------------------------------------------------
+// store.c: every SQL statement.
+
+typedef struct billing_reserve_result {
+	char outcome[24]; // ok, exhausted, conflict, no_subscription, inactive
+	char reservation_id[40];
+	int64_t remaining_day, remaining_month, overage;
+	bool replayed;
+	char refusal[40];
+	int64_t day_limit, month_limit;
+} billing_reserve_result;
+
+int billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
+                          int64_t amount, const char *key, bool emit,
+                          billing_reserve_result *out);
+
+int billing_store_release(pl_db *db, const char *tenant, const char *key,
+                          int64_t amount, bool *found, int64_t *released,
+                          int64_t *remaining);
+
+// Plans.
+int billing_store_plan_create(pl_call *call, pl_db *db,
+                              const Parley__Billing__V1__CreatePlanRequest *in,
+                              billing_plan **out);
+int billing_store_plan_update(pl_call *call, pl_db *db,
+                              const Parley__Billing__V1__UpdatePlanRequest *in,
+                              unsigned mask, billing_plan **out);
+int billing_store_plan_by_code(pl_call *call, pl_db *db, const char *code,
+                               billing_plan **out);
+int billing_store_plans_list(pl_call *call, pl_db *db, bool internal,
+                             bool archived, const char *after_code, int limit,
+                             billing_plan ***out, size_t *n);
+
+// Subscriptions. *out NULL when the tenant has none (PL_OK).
+// *anchor_ms: 00:00 UTC of the day monthly periods are anchored on.
+int billing_store_sub_get(pl_call *call, pl_db *db, const char *tenant,
+                          billing_sub **sub, billing_plan **plan,
+                          int64_t *anchor_ms);
+
+// Usage of the metered metrics for the day [day_start, ...) and the month
+// starting at month_start (Unix seconds).
+int billing_store_usage(pl_call *call, pl_db *db, const char *tenant,
+                        int64_t day_start, int64_t month_start,
+                        Parley__Billing__V1__UsageCounts *used);
+
+typedef struct billing_change_req {
+	const char *tenant;
+	const char *plan_code;
+	const char *actor;
+	bool dry_run;
+	bool may_internal;
+	int64_t now_ms;
+	// results
+	billing_sub *sub;
+	billing_plan *plan;
+	billing_line *lines[2];
+	size_t n_lines;
+	int64_t proration;
+	char currency[8];
+} billing_change_req;
+int billing_store_change_plan(pl_call *call, pl_db *db, billing_state *st,
+                              billing_change_req *req);
+
+int billing_store_cancel(pl_call *call, pl_db *db, billing_state *st,
+                         const char *tenant, const char *actor,
+                         bool at_period_end, const char *reason,
+                         billing_sub **out);
+int billing_store_resume(pl_call *call, pl_db *db, billing_state *st,
+                         const char *tenant, const char *actor,
+                         billing_sub **out);
+
+int billing_store_history(pl_call *call, pl_db *db, const char *tenant,
+                          const char *before_id, int limit,
+                          Parley__Billing__V1__SubscriptionChange ***out,
+                          size_t *n);
+
+// Closes every period of the tenant's subscription that ended at or before
+// at_ms, issuing one invoice per period; appends them to *out.
+int billing_store_close(pl_call *call, pl_db *db, billing_state *st,
+                        const char *tenant, int64_t at_ms,
+                        billing_invoice ***out, size_t *n, size_t *cap);
+
+// Tenants whose current period ended at or before at_ms (service-level:
+// crosses tenants).
+int billing_store_due_tenants(pl_db *db, pl_arena *a, int64_t at_ms,
+                              char ***out, size_t *n);
+
+// Past-due subscriptions beyond grace: marks them and emits
+// subscription.grace_expired. Returns the count or -1.
+int billing_store_grace_sweep(pl_db *db, billing_state *st, int64_t at_ms);
+
+// Deletes reservations older than ttl_days. Returns the count or -1.
+int billing_store_prune_reservations(pl_db *db, int64_t ttl_days);
+
+int billing_store_invoices_list(pl_call *call, pl_db *db, const char *tenant,
+                                const char *status, int64_t before_number,
+                                int limit, billing_invoice ***out, size_t *n);
+int billing_store_invoice_get(pl_call *call, pl_db *db, const char *tenant,
+                              const char *id, billing_invoice **out);
+
+typedef struct billing_payment {
+	const char *event_id;
+	const char *type;
+	const char *tenant_id;  // may be NULL
+	const char *invoice_id; // may be NULL
+	const char *provider_invoice_id;
+	const char *payload;
+	int64_t signed_at;
+	bool duplicate;
+	bool applied;
+} billing_payment;
+int billing_store_payment_event(pl_call *call, pl_db *db, billing_state *st,
+                                billing_payment *ev);
+
+typedef struct billing_delivered {
+	const char *id;
+	const char *tenant_id;
+	const char *type;
+	const char *plan_code; // tenant.created: may be NULL/empty
+} billing_delivered;
+int billing_store_deliver(pl_call *call, pl_db *db, billing_state *st,
+                          const billing_delivered *evs, size_t n, int *accepted,
+                          int *dups, int *ignored);
+
+// ---------------------------------------------------------------------------
+// jobs.c: the periodic job (closing periods, grace sweep, pruning).
+
+// One pass at at_ms on db; returns the number of invoices issued or -1.
+int billing_jobs_run_once(pl_db *db, billing_state *st, int64_t at_ms);
+
+int billing_jobs_start(billing_state *st);
+void billing_jobs_stop(billing_state *st);
+
+#endif

@@ -1,0 +1,130 @@
+// The periodic job: close ended billing periods, tell tenants about
+// subscriptions past due beyond the grace period, forget old reservations.
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "billing.h"
+#include "pl/log.h"
+
+struct billing_jobs {
+	billing_state *st;
+	pthread_t thr;
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	bool stop;
+};
+
+int
+billing_jobs_run_once(pl_db *db, billing_state *st, int64_t at_ms)
+{
+	static const pl_principal none = PARLEY__RPC__V1__PRINCIPAL__INIT;
+	pl_arena a;
+	pl_call call;
+	char **tenants;
+	size_t n, issued = 0, cap = 0;
+	billing_invoice **inv = NULL;
+	int rv = 0;
+
+	pl_arena_init(&a, 0, 0);
+	memset(&call, 0, sizeof(call));
+	call.arena = &a;
+	call.principal = &none;
+	call.method = "billing.jobs";
+	call.trace_id = "";
+	call.arg = st;
+	if (billing_store_due_tenants(db, &a, at_ms, &tenants, &n) != PL_OK) {
+		rv = -1;
+		goto out_fini;
+	}
+	for (size_t i = 0; i < n; i++) {
+		// One tenant's failure must not stop the others.
+		if (billing_store_close(&call, db, st, tenants[i], at_ms, &inv,
+		                        &issued, &cap) != PL_OK) {
+			pl_warn("could not close the billing period of tenant "
+			        "%s: "
+			        "%s",
+			        tenants[i], call.message ? call.message : "");
+			rv = -1;
+		}
+	}
+	if (billing_store_grace_sweep(db, st, at_ms) < 0)
+		rv = -1;
+	if (billing_store_prune_reservations(db, st->reservation_ttl_days) < 0)
+		rv = -1;
+	if (rv == 0)
+		rv = (int)issued;
+out_fini:
+	pl_arena_fini(&a);
+	return rv;
+}
+
+static void *
+jobs_main(void *arg)
+{
+	struct billing_jobs *j = arg;
+	pl_db *db = pl_db_open(j->st->database_url);
+
+	pthread_mutex_lock(&j->mtx);
+	while (!j->stop) {
+		struct timespec ts;
+		pthread_mutex_unlock(&j->mtx);
+		if (db != NULL)
+			billing_jobs_run_once(db, j->st, billing_now_ms());
+		pthread_mutex_lock(&j->mtx);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += j->st->job_interval_ms / 1000;
+		ts.tv_nsec += (j->st->job_interval_ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		while (!j->stop && pthread_cond_timedwait(&j->cv, &j->mtx,
+		                                          &ts) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&j->mtx);
+	if (db != NULL)
+		pl_db_close(db);
+	return NULL;
+}
+
+int
+billing_jobs_start(billing_state *st)
+{
+	struct billing_jobs *j = calloc(1, sizeof(*j));
+
+	if (j == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	j->st = st;
+	pthread_mutex_init(&j->mtx, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	if (pthread_create(&j->thr, NULL, jobs_main, j) != 0) {
+		pthread_mutex_destroy(&j->mtx);
+		pthread_cond_destroy(&j->cv);
+		free(j);
+		return PL_RESOURCE_EXHAUSTED;
+	}
+	st->jobs = j;
+	return PL_OK;
+}
+
+void
+billing_jobs_stop(billing_state *st)
+{
+	struct billing_jobs *j = st->jobs;
+
+	if (j == NULL)
+		return;
+	pthread_mutex_lock(&j->mtx);
+	j->stop = true;
+	pthread_cond_signal(&j->cv);
+	pthread_mutex_unlock(&j->mtx);
+	pthread_join(j->thr, NULL);
+	pthread_mutex_destroy(&j->mtx);
+	pthread_cond_destroy(&j->cv);
+	free(j);
+	st->jobs = NULL;
+}
