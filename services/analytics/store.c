@@ -1,0 +1,1172 @@
+// Every SQL statement of the analytics service. Parameters only; array
+// parameters are PostgreSQL array literals built here with every element
+// quoted, so no input ever becomes SQL text.
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analytics.h"
+#include "pl/log.h"
+
+// A growable string for array literals.
+typedef struct sbuf {
+	char *p;
+	size_t n, cap;
+	bool oom;
+	size_t count; // elements
+} sbuf;
+
+static void
+sb_reserve(sbuf *b, size_t more)
+{
+	if (b->oom || b->n + more + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 4096;
+	while (cap < b->n + more + 1)
+		cap *= 2;
+	char *np = realloc(b->p, cap);
+	if (np == NULL) {
+		b->oom = true;
+		return;
+	}
+	b->p = np;
+	b->cap = cap;
+}
+
+static void
+sb_raw(sbuf *b, const char *s, size_t n)
+{
+	sb_reserve(b, n);
+	if (b->oom)
+		return;
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = '\0';
+}
+
+// Appends one element: NULL is SQL NULL, anything else a quoted string.
+static void
+sb_elem(sbuf *b, const char *s)
+{
+	sb_raw(b, b->count++ == 0 ? "{" : ",", 1);
+	if (s == NULL) {
+		sb_raw(b, "NULL", 4);
+		return;
+	}
+	size_t n = strlen(s);
+	sb_reserve(b, 2 * n + 2);
+	if (b->oom)
+		return;
+	b->p[b->n++] = '"';
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '"' || s[i] == '\\')
+			b->p[b->n++] = '\\';
+		b->p[b->n++] = s[i];
+	}
+	b->p[b->n++] = '"';
+	b->p[b->n] = '\0';
+}
+
+static void
+sb_int(sbuf *b, int64_t v)
+{
+	char t[32];
+	snprintf(t, sizeof(t), "%lld", (long long)v);
+	sb_raw(b, b->count++ == 0 ? "{" : ",", 1);
+	sb_raw(b, t, strlen(t));
+}
+
+// Closes the literal ("{}" when empty); NULL when out of memory.
+static const char *
+sb_done(sbuf *b)
+{
+	if (b->count == 0)
+		sb_raw(b, "{", 1);
+	sb_raw(b, "}", 1);
+	return b->oom ? NULL : b->p;
+}
+
+static void
+sb_free(sbuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+static const char *
+nz(const char *s)
+{
+	return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+// Months (days since epoch of the 1st, UTC) known to have a partition in
+// this process. Cleared after retention runs.
+static pthread_mutex_t months_mu = PTHREAD_MUTEX_INITIALIZER;
+static int32_t months_known[512];
+static size_t n_months_known;
+
+static bool
+month_known(int32_t m)
+{
+	bool found = false;
+	pthread_mutex_lock(&months_mu);
+	for (size_t i = 0; i < n_months_known && !found; i++)
+		found = months_known[i] == m;
+	pthread_mutex_unlock(&months_mu);
+	return found;
+}
+
+static void
+month_remember(int32_t m)
+{
+	pthread_mutex_lock(&months_mu);
+	if (n_months_known < sizeof(months_known) / sizeof(months_known[0]))
+		months_known[n_months_known++] = m;
+	pthread_mutex_unlock(&months_mu);
+}
+
+void
+analytics_store_forget_partitions(void)
+{
+	pthread_mutex_lock(&months_mu);
+	n_months_known = 0;
+	pthread_mutex_unlock(&months_mu);
+}
+
+static const char track_sql[] =
+        "WITH ev AS ("
+        " SELECT * FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[],"
+        "  $5::timestamptz[], $6::text[], $7::uuid[], $8::uuid[], $9::uuid[],"
+        "  $10::uuid[], $11::uuid[], $12::uuid[], $13::jsonb[], $14::int[],"
+        "  $15::text[], $16::bigint[])"
+        "  AS u(idx, id, tenant_id, type, occurred_at, source, channel_id,"
+        "   agent_id, campaign_id, conversation_id, contact_id, user_id, "
+        "payload,"
+        "   version, frt_kind, frt_ms)"
+        "), ins AS ("
+        " INSERT INTO analytics.events AS e (tenant_id, occurred_at, id, type,"
+        "  source, channel_id, agent_id, campaign_id, conversation_id,"
+        "  contact_id, user_id, payload, version)"
+        " SELECT tenant_id, occurred_at, id, type, source, channel_id, "
+        "agent_id,"
+        "  campaign_id, conversation_id, contact_id, user_id, payload, version"
+        " FROM ev ON CONFLICT DO NOTHING"
+        " RETURNING e.tenant_id, e.occurred_at, e.id"
+        "), nev AS ("
+        " SELECT ev.*, (ev.occurred_at AT TIME ZONE"
+        "   coalesce(ts.time_zone, 'UTC'))::date AS day"
+        " FROM ins JOIN ev ON ev.tenant_id = ins.tenant_id"
+        "  AND ev.occurred_at = ins.occurred_at AND ev.id = ins.id"
+        " LEFT JOIN analytics.tenant_settings ts ON ts.tenant_id = ev.tenant_id"
+        "), dd AS ("
+        " SELECT n.tenant_id, n.day, d.metric, d.dk, d.dv, sum(d.v)::bigint AS "
+        "v"
+        " FROM unnest($17::int[], $18::text[], $19::text[], $20::text[],"
+        "  $21::bigint[]) AS d(idx, metric, dk, dv, v)"
+        " JOIN nev n ON n.idx = d.idx"
+        " GROUP BY 1, 2, 3, 4, 5"
+        "), roll AS ("
+        " INSERT INTO analytics.daily_rollups AS r (tenant_id, dim_key,"
+        "  dim_value, day, metric, value)"
+        " SELECT tenant_id, dk, dv, day, metric, v FROM dd"
+        " ORDER BY 1, 2, 3, 4, 5"
+        " ON CONFLICT (tenant_id, dim_key, dim_value, day, metric)"
+        " DO UPDATE SET value = r.value + EXCLUDED.value"
+        "), dc AS ("
+        " INSERT INTO analytics.daily_contacts (tenant_id, day, contact_id)"
+        " SELECT DISTINCT tenant_id, day, contact_id FROM nev"
+        " WHERE contact_id IS NOT NULL"
+        "  AND type IN ('message.received', 'message.sent')"
+        " ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING"
+        "), mc AS ("
+        " INSERT INTO analytics.monthly_contacts (tenant_id, month, contact_id)"
+        " SELECT DISTINCT tenant_id, date_trunc('month', day)::date, contact_id"
+        " FROM nev WHERE contact_id IS NOT NULL"
+        "  AND type IN ('message.received', 'message.sent')"
+        " ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING"
+        " RETURNING tenant_id, month"
+        "), rt AS ("
+        " INSERT INTO analytics.response_times (tenant_id, kind, occurred_at,"
+        "  event_id, ms, channel_id, agent_id, campaign_id)"
+        " SELECT tenant_id, frt_kind, occurred_at, id, frt_ms, channel_id,"
+        "  agent_id, campaign_id FROM nev WHERE frt_kind IS NOT NULL"
+        " ON CONFLICT DO NOTHING"
+        "), mu AS ("
+        " INSERT INTO analytics.monthly_usage AS m (tenant_id, month,"
+        "  messages_in, messages_out, conversations, unique_contacts,"
+        "  ai_replies, ai_tokens, campaign_sent, quota_refusals)"
+        " SELECT tenant_id, month, sum(mi), sum(mo), sum(cv), sum(uc), sum(ar),"
+        "  sum(tk), sum(cs), sum(qr) FROM ("
+        "  SELECT tenant_id, date_trunc('month', day)::date AS month,"
+        "   coalesce(sum(v) FILTER (WHERE metric = 'messages_in'), 0) mi,"
+        "   coalesce(sum(v) FILTER (WHERE metric = 'messages_out'), 0) mo,"
+        "   coalesce(sum(v) FILTER (WHERE metric = 'conversations_started'), "
+        "0) cv,"
+        "   0 uc,"
+        "   coalesce(sum(v) FILTER (WHERE metric = 'ai_replies'), 0) ar,"
+        "   coalesce(sum(v) FILTER (WHERE metric IN ('ai_tokens_in',"
+        "    'ai_tokens_out')), 0) tk,"
+        "   coalesce(sum(v) FILTER (WHERE metric = 'campaign_sent'), 0) cs,"
+        "   coalesce(sum(v) FILTER (WHERE metric = 'quota_refusals'), 0) qr"
+        "  FROM dd WHERE dk = '' GROUP BY 1, 2"
+        "  UNION ALL"
+        "  SELECT tenant_id, month, 0, 0, 0, count(*), 0, 0, 0, 0 FROM mc"
+        "  GROUP BY 1, 2) x"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+        " ON CONFLICT (tenant_id, month) DO UPDATE SET"
+        "  messages_in = m.messages_in + EXCLUDED.messages_in,"
+        "  messages_out = m.messages_out + EXCLUDED.messages_out,"
+        "  conversations = m.conversations + EXCLUDED.conversations,"
+        "  unique_contacts = m.unique_contacts + EXCLUDED.unique_contacts,"
+        "  ai_replies = m.ai_replies + EXCLUDED.ai_replies,"
+        "  ai_tokens = m.ai_tokens + EXCLUDED.ai_tokens,"
+        "  campaign_sent = m.campaign_sent + EXCLUDED.campaign_sent,"
+        "  quota_refusals = m.quota_refusals + EXCLUDED.quota_refusals,"
+        "  updated_at = now()"
+        ")"
+        " SELECT count(*) FROM ins";
+
+#define NCOLS  16
+#define NDCOLS 5
+
+typedef struct track_arg {
+	analytics_event_pb **ev;
+	json_t **payloads;
+	const int64_t *us;
+	size_t n;
+	bool *skip; // not stored: duplicate or too old
+	bool *old;  // before the retention window
+	int accepted;
+	int ignored; // before the retention window
+	pl_call *call;
+	sbuf d[NDCOLS];
+	int cur_idx;
+} track_arg;
+
+static void
+delta_emit(void *arg, const char *metric, const char *dk, const char *dv,
+           int64_t v)
+{
+	track_arg *t = arg;
+	sb_int(&t->d[0], t->cur_idx);
+	sb_elem(&t->d[1], metric);
+	sb_elem(&t->d[2], dk);
+	sb_elem(&t->d[3], dv);
+	sb_int(&t->d[4], v);
+}
+
+static int
+cmp_id(const void *a, const void *b, void *arg)
+{
+	analytics_event_pb **ev = arg;
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	int c = strcasecmp(ev[i]->id, ev[j]->id);
+	return c != 0 ? c : (i < j ? -1 : i > j);
+}
+
+// Learns time zones first so that the batch's own events use them.
+static int
+learn_tenants(pl_db *db, track_arg *t)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		analytics_event_pb *e = t->ev[i];
+		char at[32];
+		if (t->skip[i] || (strcmp(e->type, "tenant.created") != 0 &&
+		                   strcmp(e->type, "tenant.updated") != 0))
+			continue;
+		json_t *tz = json_object_get(t->payloads[i], "time_zone");
+		json_t *nm = json_object_get(t->payloads[i], "name");
+		const char *p[4];
+		analytics_time_format_us(t->us[i], at);
+		p[0] = e->tenant_id;
+		p[1] = json_is_string(nm) ? json_string_value(nm) : "";
+		p[2] = json_is_string(tz) ? json_string_value(tz) : "";
+		p[3] = at;
+		PGresult *r = pl_db_exec(
+		        db,
+		        "SELECT analytics.learn_tenant($1, left($2, 200),"
+		        " left($3, 64), $4)",
+		        4, p);
+		int rc = pl_db_result_status(r);
+		if (rc != PL_OK) {
+			rc = pl_db_call_error(t->call, r,
+			                      "learn tenant settings");
+			PQclear(r);
+			return rc;
+		}
+		PQclear(r);
+	}
+	return PL_OK;
+}
+
+// Makes sure every month of the batch has a partition; events of months
+// before the retention window are skipped.
+static int
+ensure_months(pl_db *db, track_arg *t)
+{
+	int32_t checked[64];
+	bool ok[64];
+	size_t nc = 0;
+
+	for (size_t i = 0; i < t->n; i++) {
+		int32_t m = analytics_utc_month(t->us[i]);
+		size_t k;
+		if (month_known(m))
+			continue;
+		for (k = 0; k < nc && checked[k] != m; k++)
+			;
+		if (k == nc) {
+			char day[16];
+			int64_t us = (int64_t)m * 86400 * 1000000;
+			char ts[32];
+			if (nc == sizeof(checked) / sizeof(checked[0]))
+				return pl_call_error(
+				        t->call, PL_INVALID_ARGUMENT,
+				        "a batch may span at most 64 months");
+			analytics_time_format_us(us, ts);
+			snprintf(day, sizeof(day), "%.10s", ts);
+			const char *p[1] = { day };
+			PGresult *r = pl_db_exec(
+			        db,
+			        "SELECT analytics.ensure_partition($1::date)",
+			        1, p);
+			int rc = pl_db_result_status(r);
+			if (rc != PL_OK) {
+				rc = pl_db_call_error(t->call, r,
+				                      "create a partition");
+				PQclear(r);
+				return rc;
+			}
+			checked[nc] = m;
+			ok[nc] = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+			PQclear(r);
+			nc++;
+		}
+		if (!ok[k]) {
+			t->old[i] = true;
+			t->ignored++;
+		}
+	}
+	return PL_OK;
+}
+
+static int
+ensure_tx(pl_db *db, void *arg)
+{
+	track_arg *t = arg;
+	t->ignored = 0;
+	for (size_t i = 0; i < t->n; i++)
+		t->old[i] = false;
+	return ensure_months(db, t);
+}
+
+static int
+track_tx(pl_db *db, void *arg)
+{
+	track_arg *t = arg;
+	sbuf c[NCOLS];
+	const char *p[NCOLS + NDCOLS];
+	int rc;
+
+	for (size_t i = 0; i < t->n; i++)
+		t->skip[i] = t->old[i];
+	// In-batch duplicates: the first of each id counts.
+	{
+		size_t *ord = malloc(t->n * sizeof(*ord));
+		if (ord == NULL)
+			return pl_call_error(t->call, PL_RESOURCE_EXHAUSTED,
+			                     "out of memory");
+		for (size_t i = 0; i < t->n; i++)
+			ord[i] = i;
+		qsort_r(ord, t->n, sizeof(*ord), cmp_id, t->ev);
+		for (size_t i = 1; i < t->n; i++)
+			if (strcasecmp(t->ev[ord[i]]->id,
+			               t->ev[ord[i - 1]]->id) == 0)
+				t->skip[ord[i]] = true;
+		free(ord);
+	}
+	if ((rc = learn_tenants(db, t)) != PL_OK)
+		return rc;
+
+	memset(c, 0, sizeof(c));
+	memset(t->d, 0, sizeof(t->d));
+	for (size_t i = 0; i < t->n; i++) {
+		analytics_event_pb *e = t->ev[i];
+		const Parley__Rpc__V1__EventDimensions *d = e->dimensions;
+		char ts[32], ver[16];
+		const char *kind = NULL;
+		int64_t ms = 0;
+		if (t->skip[i])
+			continue;
+		analytics_time_format_us(t->us[i], ts);
+		snprintf(ver, sizeof(ver), "%d",
+		         e->version > 0 ? e->version : 1);
+		sb_int(&c[0], (int64_t)i);
+		sb_elem(&c[1], e->id);
+		sb_elem(&c[2], e->tenant_id);
+		sb_elem(&c[3], e->type);
+		sb_elem(&c[4], ts);
+		sb_elem(&c[5], e->source != NULL ? e->source : "");
+		sb_elem(&c[6], d ? nz(d->channel_id) : NULL);
+		sb_elem(&c[7], d ? nz(d->agent_id) : NULL);
+		sb_elem(&c[8], d ? nz(d->campaign_id) : NULL);
+		sb_elem(&c[9], d ? nz(d->conversation_id) : NULL);
+		sb_elem(&c[10], d ? nz(d->contact_id) : NULL);
+		sb_elem(&c[11], d ? nz(d->user_id) : NULL);
+		sb_elem(&c[12], e->payload != NULL && nz(e->payload->text)
+		                        ? e->payload->text
+		                        : "{}");
+		sb_elem(&c[13], ver);
+		if (analytics_response_time(e->type, t->payloads[i], &kind,
+		                            &ms)) {
+			sb_elem(&c[14], kind);
+			sb_int(&c[15], ms);
+		} else {
+			sb_elem(&c[14], NULL);
+			sb_elem(&c[15], NULL);
+		}
+		t->cur_idx = (int)i;
+		analytics_map_event(e->type, d, t->payloads[i], delta_emit, t);
+	}
+	rc = PL_OK;
+	if (c[0].count == 0) {
+		t->accepted = 0;
+		goto out_free;
+	}
+	for (int i = 0; i < NCOLS; i++)
+		if ((p[i] = sb_done(&c[i])) == NULL)
+			rc = PL_RESOURCE_EXHAUSTED;
+	for (int i = 0; i < NDCOLS; i++)
+		if ((p[NCOLS + i] = sb_done(&t->d[i])) == NULL)
+			rc = PL_RESOURCE_EXHAUSTED;
+	if (rc != PL_OK) {
+		pl_call_error(t->call, rc, "out of memory");
+		goto out_free;
+	}
+	PGresult *r = pl_db_exec(db, track_sql, NCOLS + NDCOLS, p);
+	rc = pl_db_result_status(r);
+	if (rc != PL_OK) {
+		rc = pl_db_call_error(t->call, r, "store events");
+		PQclear(r);
+		goto out_free;
+	}
+	t->accepted = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+out_free:
+	for (int i = 0; i < NCOLS; i++)
+		sb_free(&c[i]);
+	for (int i = 0; i < NDCOLS; i++)
+		sb_free(&t->d[i]);
+	return rc;
+}
+
+int
+analytics_store_track(pl_db *db, analytics_event_pb **ev, json_t **payloads,
+                      const int64_t *us, size_t n, int *accepted, pl_call *call)
+{
+	track_arg t = { 0 };
+	int rc;
+
+	t.ev = ev;
+	t.payloads = payloads;
+	t.us = us;
+	t.n = n;
+	t.call = call;
+	t.skip = calloc(n ? n : 1, sizeof(bool));
+	t.old = calloc(n ? n : 1, sizeof(bool));
+	if (t.skip == NULL || t.old == NULL) {
+		free(t.skip);
+		free(t.old);
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	}
+	// Missing partitions are made first, in their own short transaction,
+	// so the DDL's locks are not held while the batch is written (two
+	// batches making two months would otherwise deadlock on the parent).
+	// A batch carries many tenants: the service-level tenant "*" (the
+	// rows still each carry their own tenant_id).
+	rc = pl_db_tx(db, "*", ensure_tx, &t);
+	if (rc == PL_OK)
+		rc = pl_db_tx(db, "*", track_tx, &t);
+	if (rc == PL_OK) {
+		for (size_t i = 0; i < n; i++)
+			if (!t.skip[i])
+				month_remember(analytics_utc_month(us[i]));
+		*accepted = t.accepted;
+	} else {
+		// A partition another replica detached: look again next time.
+		analytics_store_forget_partitions();
+	}
+	free(t.skip);
+	free(t.old);
+	return rc;
+}
+
+static int
+text_list(PGresult *r, char ***out, size_t *n, pl_arena *arena)
+{
+	int rows = PQntuples(r);
+	*n = 0;
+	*out = NULL;
+	if (rows == 0)
+		return PL_OK;
+	*out = pl_arena_alloc(arena, (size_t)rows * sizeof(char *));
+	if (*out == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	for (int i = 0; i < rows; i++)
+		(*out)[(*n)++] = pl_arena_strdup(arena, PQgetvalue(r, i, 0));
+	return PL_OK;
+}
+
+typedef struct list_arg {
+	const char *sql;
+	int np;
+	const char *const *p;
+	char ***out;
+	size_t *n;
+	pl_arena *arena;
+} list_arg;
+
+static int
+list_tx(pl_db *db, void *arg)
+{
+	list_arg *a = arg;
+	PGresult *r = pl_db_exec(db, a->sql, a->np, a->p);
+	int rc = pl_db_result_status(r);
+	if (rc == PL_OK && a->out != NULL)
+		rc = text_list(r, a->out, a->n, a->arena);
+	else if (rc != PL_OK)
+		pl_error("analytics: %s", PQresultErrorMessage(r));
+	PQclear(r);
+	return rc;
+}
+
+// Service-level maintenance runs as tenant "*": it spans every tenant.
+static int
+run_list(pl_db *db, const char *sql, int np, const char *const *p, char ***out,
+         size_t *n, pl_arena *arena)
+{
+	list_arg a = { sql, np, p, out, n, arena };
+	return pl_db_tx(db, "*", list_tx, &a);
+}
+
+int
+analytics_store_partitions_ahead(pl_db *db, int months_ahead, char ***created,
+                                 size_t *n_created, pl_arena *arena)
+{
+	char ahead[16];
+	const char *p[1] = { ahead };
+	snprintf(ahead, sizeof(ahead), "%d", months_ahead);
+	return run_list(
+	        db, "SELECT * FROM analytics.ensure_partitions(now(), $1::int)",
+	        1, p, created, n_created, arena);
+}
+
+int
+analytics_store_apply_retention(pl_db *db, bool dry_run, char ***detached,
+                                size_t *n, pl_arena *arena)
+{
+	const char *p[1] = { dry_run ? "true" : "false" };
+	int rc = run_list(
+	        db,
+	        "SELECT * FROM analytics.apply_retention(now(), $1::boolean)",
+	        1, p, detached, n, arena);
+	if (rc == PL_OK && !dry_run && *n > 0)
+		analytics_store_forget_partitions();
+	return rc;
+}
+
+int
+analytics_store_get_retention(pl_db *db, int *months, char ***parts, size_t *n,
+                              pl_arena *arena)
+{
+	PGresult *r = pl_db_exec(db, "SELECT months FROM analytics.retention",
+	                         0, NULL);
+	int rc = pl_db_result_status(r);
+	if (rc == PL_OK && PQntuples(r) == 1)
+		*months = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (rc != PL_OK)
+		return rc;
+	return run_list(db,
+	                "SELECT to_char(month, 'YYYY-MM') FROM "
+	                "analytics.event_partitions"
+	                " ORDER BY month",
+	                0, NULL, parts, n, arena);
+}
+
+int
+analytics_store_set_retention(pl_db *db, int months)
+{
+	char m[16];
+	const char *p[1] = { m };
+	snprintf(m, sizeof(m), "%d", months);
+	return pl_db_command(db,
+	                     "UPDATE analytics.retention SET months = $1::int, "
+	                     "updated_at = now()",
+	                     1, p);
+}
+
+// Queries.
+
+char *
+analytics_array_literal(const char *const *items, size_t n)
+{
+	sbuf b = { 0 };
+	for (size_t i = 0; i < n; i++)
+		sb_elem(&b, items[i]);
+	if (sb_done(&b) == NULL) {
+		sb_free(&b);
+		return NULL;
+	}
+	return b.p;
+}
+
+static int
+failed(PGresult *r, const char *what)
+{
+	int rc = pl_db_result_status(r);
+	if (rc != PL_OK)
+		pl_error("could not %s: %s", what,
+		         r != NULL ? PQresultErrorMessage(r) : "no connection");
+	return rc;
+}
+
+static const char *
+ts_param(int64_t us, char buf[32])
+{
+	analytics_time_format_us(us, buf);
+	return buf;
+}
+
+int
+analytics_store_time_zone(pl_db *db, const char *tenant_id, char tz[80])
+{
+	const char *p[1] = { tenant_id };
+	PGresult *r = pl_db_exec(db,
+	                         "SELECT coalesce((SELECT time_zone FROM "
+	                         "analytics.tenant_settings"
+	                         " WHERE tenant_id = $1::uuid), 'UTC')",
+	                         1, p);
+	int rc = failed(r, "read the time zone");
+	if (rc == PL_OK)
+		snprintf(tz, 80, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return rc;
+}
+
+int
+analytics_store_split(pl_db *db, const analytics_range *rg, analytics_split *s)
+{
+	char a[32], b[32];
+	const char *p[3] = { rg->tenant_id, ts_param(rg->start_us, a),
+		             ts_param(rg->end_us, b) };
+	PGresult *r = pl_db_exec(
+	        db,
+	        "SELECT tz, d0, d1, d0 < d1,"
+	        " to_char(d0::timestamp AT TIME ZONE tz AT TIME ZONE 'UTC',"
+	        "  'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+	        " to_char(d1::timestamp AT TIME ZONE tz AT TIME ZONE 'UTC',"
+	        "  'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+	        " FROM (SELECT tz, CASE WHEN (s AT TIME ZONE tz)::time = "
+	        "'00:00'"
+	        "   THEN (s AT TIME ZONE tz)::date"
+	        "   ELSE (s AT TIME ZONE tz)::date + 1 END AS d0,"
+	        "  (e AT TIME ZONE tz)::date AS d1"
+	        "  FROM (SELECT coalesce((SELECT time_zone"
+	        "    FROM analytics.tenant_settings WHERE tenant_id = "
+	        "$1::uuid),"
+	        "    'UTC') AS tz, $2::timestamptz AS s, $3::timestamptz AS e) "
+	        "x) y",
+	        3, p);
+	int rc = failed(r, "split a range into days");
+	if (rc == PL_OK) {
+		snprintf(s->tz, sizeof(s->tz), "%s", PQgetvalue(r, 0, 0));
+		snprintf(s->d0, sizeof(s->d0), "%s", PQgetvalue(r, 0, 1));
+		snprintf(s->d1, sizeof(s->d1), "%s", PQgetvalue(r, 0, 2));
+		s->has_days = strcmp(PQgetvalue(r, 0, 3), "t") == 0;
+		if (!analytics_time_parse(PQgetvalue(r, 0, 4), &s->t0_us) ||
+		    !analytics_time_parse(PQgetvalue(r, 0, 5), &s->t1_us))
+			rc = PL_INTERNAL;
+		if (!s->has_days) {
+			s->t0_us = s->t1_us = rg->end_us;
+			snprintf(s->d1, sizeof(s->d1), "%s", s->d0);
+		}
+	}
+	PQclear(r);
+	return rc;
+}
+
+static const char *
+opt(const char *s)
+{
+	return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+int
+analytics_store_raw(pl_db *db, const analytics_range *rg, int64_t a0,
+                    int64_t b0, int64_t a1, int64_t b1,
+                    const char *types_literal, const char *gran, const char *tz,
+                    analytics_raw_fn fn, void *arg)
+{
+	char t[4][32];
+	const char *p[11] = { rg->tenant_id,          ts_param(a0, t[0]),
+		              ts_param(b0, t[1]),     ts_param(a1, t[2]),
+		              ts_param(b1, t[3]),     opt(rg->channel_id),
+		              opt(rg->agent_id),      opt(rg->campaign_id),
+		              types_literal,          gran,
+		              tz != NULL ? tz : "UTC" };
+	if (a0 >= b0 && a1 >= b1)
+		return PL_OK;
+	PGresult *r = pl_db_exec(
+	        db,
+	        "SELECT type, payload::text, coalesce(channel_id::text, ''),"
+	        " coalesce(agent_id::text, ''), coalesce(campaign_id::text, "
+	        "''),"
+	        " coalesce(user_id::text, ''),"
+	        " CASE WHEN $10::text IS NULL THEN 0 ELSE (extract(epoch FROM"
+	        "  date_trunc($10::text, occurred_at, $11::text)) * "
+	        "1000000)::bigint"
+	        " END"
+	        " FROM analytics.events WHERE tenant_id = $1::uuid"
+	        " AND ((occurred_at >= $2::timestamptz AND occurred_at < "
+	        "$3::timestamptz)"
+	        "  OR (occurred_at >= $4::timestamptz AND occurred_at < "
+	        "$5::timestamptz))"
+	        " AND ($6::uuid IS NULL OR channel_id = $6::uuid)"
+	        " AND ($7::uuid IS NULL OR agent_id = $7::uuid)"
+	        " AND ($8::uuid IS NULL OR campaign_id = $8::uuid)"
+	        " AND ($9::text[] IS NULL OR type = ANY($9::text[]))",
+	        11, p);
+	int rc = failed(r, "scan raw events");
+	if (rc == PL_OK) {
+		int n = PQntuples(r);
+		for (int i = 0; i < n; i++) {
+			Parley__Rpc__V1__EventDimensions d =
+			        PARLEY__RPC__V1__EVENT_DIMENSIONS__INIT;
+			json_t *pl = json_loads(PQgetvalue(r, i, 1), 0, NULL);
+			d.channel_id = PQgetvalue(r, i, 2);
+			d.agent_id = PQgetvalue(r, i, 3);
+			d.campaign_id = PQgetvalue(r, i, 4);
+			d.user_id = PQgetvalue(r, i, 5);
+			fn(arg, strtoll(PQgetvalue(r, i, 6), NULL, 10),
+			   PQgetvalue(r, i, 0), &d, pl);
+			json_decref(pl);
+		}
+	}
+	PQclear(r);
+	return rc;
+}
+
+int
+analytics_store_rollups(pl_db *db, const char *tenant_id, const char *dim_key,
+                        const char *dim_value, const char *d0, const char *d1,
+                        const char *metrics_literal, analytics_row_fn fn,
+                        void *arg)
+{
+	const char *p[6] = { tenant_id, dim_key, dim_value,
+		             d0,        d1,      metrics_literal };
+	PGresult *r = pl_db_exec(
+	        db,
+	        "SELECT dim_value, metric, sum(value)::bigint"
+	        " FROM analytics.daily_rollups WHERE tenant_id = $1::uuid"
+	        " AND dim_key = $2 AND ($3::text IS NULL OR dim_value = $3)"
+	        " AND day >= $4::date AND day < $5::date"
+	        " AND ($6::text[] IS NULL OR metric = ANY($6::text[]))"
+	        " GROUP BY 1, 2",
+	        6, p);
+	int rc = failed(r, "read rollups");
+	if (rc == PL_OK)
+		for (int i = 0; i < PQntuples(r); i++)
+			fn(arg, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+			   strtoll(PQgetvalue(r, i, 2), NULL, 10));
+	PQclear(r);
+	return rc;
+}
+
+#define FILTER_SQL(c, a, k)                                                    \
+	" AND ($" #c "::uuid IS NULL OR channel_id = $" #c "::uuid)"           \
+	" AND ($" #a "::uuid IS NULL OR agent_id = $" #a "::uuid)"             \
+	" AND ($" #k "::uuid IS NULL OR campaign_id = $" #k "::uuid)"
+
+int
+analytics_store_unique_contacts(pl_db *db, const analytics_range *rg,
+                                const analytics_split *s, bool use_days,
+                                int64_t *out)
+{
+	char t[4][32];
+	int64_t t0 = use_days ? s->t0_us : rg->end_us;
+	int64_t t1 = use_days ? s->t1_us : rg->end_us;
+	const char *p[10] = { rg->tenant_id,
+		              use_days ? s->d0 : "1970-01-01",
+		              use_days ? s->d1 : "1970-01-01",
+		              ts_param(rg->start_us, t[0]),
+		              ts_param(t0, t[1]),
+		              ts_param(t1, t[2]),
+		              ts_param(rg->end_us, t[3]),
+		              opt(rg->channel_id),
+		              opt(rg->agent_id),
+		              opt(rg->campaign_id) };
+	PGresult *r = pl_db_exec(
+	        db,
+	        "SELECT count(DISTINCT c) FROM ("
+	        " SELECT contact_id AS c FROM analytics.daily_contacts"
+	        " WHERE tenant_id = $1::uuid AND day >= $2::date AND day < "
+	        "$3::date"
+	        " UNION ALL"
+	        " SELECT contact_id FROM analytics.events WHERE tenant_id = "
+	        "$1::uuid"
+	        " AND ((occurred_at >= $4::timestamptz AND occurred_at < "
+	        "$5::timestamptz)"
+	        "  OR (occurred_at >= $6::timestamptz AND occurred_at < "
+	        "$7::timestamptz))"
+	        " AND contact_id IS NOT NULL"
+	        " AND type IN ('message.received', 'message.sent')" FILTER_SQL(
+	                8, 9, 10) ") x",
+	        10, p);
+	int rc = failed(r, "count unique contacts");
+	if (rc == PL_OK)
+		*out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	return rc;
+}
+
+int
+analytics_store_frt(pl_db *db, const analytics_range *rg, const char *kind,
+                    Parley__Analytics__V1__DurationStats *out)
+{
+	char t[2][32];
+	const char *p[7] = { rg->tenant_id,
+		             kind,
+		             ts_param(rg->start_us, t[0]),
+		             ts_param(rg->end_us, t[1]),
+		             opt(rg->channel_id),
+		             opt(rg->agent_id),
+		             opt(rg->campaign_id) };
+	PGresult *r = pl_db_exec(
+	        db,
+	        "SELECT count(*),"
+	        " coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY ms), 0),"
+	        " coalesce(percentile_disc(0.9) WITHIN GROUP (ORDER BY ms), 0)"
+	        " FROM analytics.response_times WHERE tenant_id = $1::uuid"
+	        " AND kind = $2 AND occurred_at >= $3::timestamptz"
+	        " AND occurred_at < $4::timestamptz" FILTER_SQL(5, 6, 7),
+	        7, p);
+	int rc = failed(r, "compute response times");
+	if (rc == PL_OK) {
+		out->count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+		out->median_ms = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+		out->p90_ms = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+	}
+	PQclear(r);
+	return rc;
+}
+
+int
+analytics_store_buckets(pl_db *db, const analytics_range *rg, const char *gran,
+                        const char *tz, int64_t **out, size_t *n,
+                        pl_arena *arena)
+{
+	char t[2][32];
+	const char *p[4] = { ts_param(rg->start_us, t[0]),
+		             ts_param(rg->end_us, t[1]), tz, gran };
+	PGresult *r;
+
+	if (strcmp(gran, "hour") == 0)
+		r = pl_db_exec(
+		        db,
+		        "SELECT (extract(epoch FROM b) * 1000000)::bigint"
+		        " FROM generate_series(date_trunc('hour', "
+		        "$1::timestamptz,"
+		        "  $3::text), $2::timestamptz - interval '1 "
+		        "microsecond',"
+		        "  interval '1 hour') b WHERE $4::text = 'hour'",
+		        4, p);
+	else
+		r = pl_db_exec(
+		        db,
+		        "SELECT (extract(epoch FROM (b AT TIME ZONE $3::text))"
+		        "  * 1000000)::bigint"
+		        " FROM generate_series(date_trunc($4::text, "
+		        "$1::timestamptz"
+		        "  AT TIME ZONE $3::text), ($2::timestamptz AT TIME "
+		        "ZONE"
+		        "  $3::text) - interval '1 microsecond',"
+		        "  ('1 ' || $4::text)::interval) b",
+		        4, p);
+	int rc = failed(r, "make buckets");
+	if (rc == PL_OK) {
+		int rows = PQntuples(r);
+		*n = 0;
+		*out = pl_arena_alloc(arena,
+		                      (size_t)(rows + 1) * sizeof(int64_t));
+		if (*out == NULL)
+			rc = PL_RESOURCE_EXHAUSTED;
+		for (int i = 0; rc == PL_OK && i < rows; i++)
+			(*out)[(*n)++] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+	}
+	PQclear(r);
+	return rc;
+}
+
+static int
+points(PGresult *r, const char *what, analytics_point_fn fn, void *arg)
+{
+	int rc = failed(r, what);
+	if (rc == PL_OK)
+		for (int i = 0; i < PQntuples(r); i++)
+			fn(arg, strtoll(PQgetvalue(r, i, 0), NULL, 10),
+			   strtoll(PQgetvalue(r, i, 1), NULL, 10));
+	PQclear(r);
+	return rc;
+}
+
+int
+analytics_store_series_rollups(pl_db *db, const char *tenant_id,
+                               const char *dim_key, const char *dim_value,
+                               const char *d0, const char *d1,
+                               const char *metrics_literal, const char *gran,
+                               const char *tz, analytics_point_fn fn, void *arg)
+{
+	const char *p[8] = { tenant_id, dim_key,         dim_value, d0,
+		             d1,        metrics_literal, gran,      tz };
+	return points(
+	        pl_db_exec(db,
+	                   "SELECT (extract(epoch FROM (date_trunc($7::text,"
+	                   "  day::timestamp) AT TIME ZONE $8::text)) * "
+	                   "1000000)::bigint,"
+	                   " sum(value)::bigint FROM analytics.daily_rollups"
+	                   " WHERE tenant_id = $1::uuid AND dim_key = $2"
+	                   " AND dim_value = $3 AND day >= $4::date AND day < "
+	                   "$5::date"
+	                   " AND metric = ANY($6::text[]) GROUP BY 1",
+	                   8, p),
+	        "read rollups by bucket", fn, arg);
+}
+
+int
+analytics_store_series_contacts(pl_db *db, const analytics_range *rg,
+                                const char *gran, const char *tz,
+                                analytics_point_fn fn, void *arg)
+{
+	char t[2][32];
+	const char *p[7] = { rg->tenant_id,
+		             ts_param(rg->start_us, t[0]),
+		             ts_param(rg->end_us, t[1]),
+		             opt(rg->channel_id),
+		             opt(rg->agent_id),
+		             opt(rg->campaign_id),
+		             gran };
+	const char *q[8] = { p[0], p[1], p[2], p[3], p[4], p[5], p[6], tz };
+	return points(
+	        pl_db_exec(db,
+	                   "SELECT (extract(epoch FROM date_trunc($7::text,"
+	                   "  occurred_at, $8::text)) * 1000000)::bigint,"
+	                   " count(DISTINCT contact_id) FROM analytics.events"
+	                   " WHERE tenant_id = $1::uuid"
+	                   " AND occurred_at >= $2::timestamptz"
+	                   " AND occurred_at < $3::timestamptz"
+	                   " AND contact_id IS NOT NULL"
+	                   " AND type IN ('message.received', "
+	                   "'message.sent')" FILTER_SQL(4, 5, 6) " GROUP BY 1",
+	                   8, q),
+	        "count contacts by bucket", fn, arg);
+}
+
+int
+analytics_store_series_frt(pl_db *db, const analytics_range *rg,
+                           const char *kind, const char *gran, const char *tz,
+                           analytics_point_fn fn, void *arg)
+{
+	char t[2][32];
+	const char *p[9] = { rg->tenant_id,
+		             ts_param(rg->start_us, t[0]),
+		             ts_param(rg->end_us, t[1]),
+		             opt(rg->channel_id),
+		             opt(rg->agent_id),
+		             opt(rg->campaign_id),
+		             gran,
+		             tz,
+		             kind };
+	return points(
+	        pl_db_exec(db,
+	                   "SELECT (extract(epoch FROM date_trunc($7::text,"
+	                   "  occurred_at, $8::text)) * 1000000)::bigint,"
+	                   " percentile_disc(0.5) WITHIN GROUP (ORDER BY ms)"
+	                   " FROM analytics.response_times"
+	                   " WHERE tenant_id = $1::uuid AND kind = $9"
+	                   " AND occurred_at >= $2::timestamptz"
+	                   " AND occurred_at < $3::timestamptz" FILTER_SQL(
+	                           4, 5, 6) " GROUP BY 1",
+	                   9, p),
+	        "compute response times by bucket", fn, arg);
+}
+
+int
+analytics_store_monthly(pl_db *db, const char *tenant_id,
+                        const char *start_month, const char *end_month,
+                        analytics_month_fn fn, void *arg)
+{
+	const char *p[3] = { tenant_id, start_month, end_month };
+	PGresult *r = pl_db_exec(
+	        db,
+	        "SELECT to_char(m, 'YYYY-MM'), coalesce(u.messages_in, 0),"
+	        " coalesce(u.messages_out, 0), coalesce(u.conversations, 0),"
+	        " coalesce(u.unique_contacts, 0), coalesce(u.ai_replies, 0),"
+	        " coalesce(u.ai_tokens, 0), coalesce(u.campaign_sent, 0),"
+	        " coalesce(u.quota_refusals, 0)"
+	        " FROM generate_series($2::date, $3::date, interval '1 month') "
+	        "m"
+	        " LEFT JOIN analytics.monthly_usage u ON u.tenant_id = $1::uuid"
+	        "  AND u.month = m::date ORDER BY m",
+	        3, p);
+	int rc = failed(r, "read monthly usage");
+	if (rc == PL_OK)
+		for (int i = 0; i < PQntuples(r); i++)
+			fn(arg, r, i);
+	PQclear(r);
+	return rc;
+}
+
+int
+analytics_store_platform(pl_db *db, const char *d0, const char *d1,
+                         int64_t start_us, int64_t end_us, int top,
+                         analytics_sums *sums, int64_t *active,
+                         int64_t *contacts,
+                         Parley__Analytics__V1__DurationStats *bot,
+                         Parley__Analytics__V1__DurationStats *human,
+                         PGresult **top_rows)
+{
+	char t[2][32], lim[16];
+	const char *p[2] = { d0, d1 };
+	PGresult *r;
+	int rc;
+
+	r = pl_db_exec(
+	        db,
+	        "SELECT metric, sum(value)::bigint, count(DISTINCT tenant_id)"
+	        " FROM analytics.daily_rollups WHERE dim_key = ''"
+	        " AND day >= $1::date AND day < $2::date GROUP BY 1",
+	        2, p);
+	rc = failed(r, "sum platform rollups");
+	if (rc == PL_OK)
+		for (int i = 0; i < PQntuples(r); i++) {
+			analytics_sums_add(
+			        sums, PQgetvalue(r, i, 0),
+			        strtoll(PQgetvalue(r, i, 1), NULL, 10));
+			if (strcmp(PQgetvalue(r, i, 0), "events") == 0)
+				*active =
+				        strtoll(PQgetvalue(r, i, 2), NULL, 10);
+		}
+	PQclear(r);
+	if (rc != PL_OK)
+		return rc;
+	r = pl_db_exec(
+	        db,
+	        "SELECT count(*) FROM (SELECT DISTINCT tenant_id, contact_id"
+	        " FROM analytics.daily_contacts WHERE day >= $1::date"
+	        " AND day < $2::date) x",
+	        2, p);
+	rc = failed(r, "count platform contacts");
+	if (rc == PL_OK)
+		*contacts = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	if (rc != PL_OK)
+		return rc;
+	const char *q[2] = { ts_param(start_us, t[0]), ts_param(end_us, t[1]) };
+	r = pl_db_exec(db,
+	               "SELECT kind, count(*),"
+	               " percentile_disc(0.5) WITHIN GROUP (ORDER BY ms),"
+	               " percentile_disc(0.9) WITHIN GROUP (ORDER BY ms)"
+	               " FROM analytics.response_times WHERE occurred_at >= "
+	               "$1::timestamptz"
+	               " AND occurred_at < $2::timestamptz GROUP BY 1",
+	               2, q);
+	rc = failed(r, "compute platform response times");
+	if (rc == PL_OK)
+		for (int i = 0; i < PQntuples(r); i++) {
+			Parley__Analytics__V1__DurationStats *d =
+			        strcmp(PQgetvalue(r, i, 0), "bot") == 0 ? bot
+			                                                : human;
+			d->count = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+			d->median_ms = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+			d->p90_ms = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+		}
+	PQclear(r);
+	if (rc != PL_OK)
+		return rc;
+	snprintf(lim, sizeof(lim), "%d", top);
+	const char *s[3] = { d0, d1, lim };
+	r = pl_db_exec(
+	        db,
+	        "SELECT tenant_id,"
+	        " coalesce(sum(value) FILTER (WHERE metric = 'messages_in'), "
+	        "0),"
+	        " coalesce(sum(value) FILTER (WHERE metric = 'messages_out'), "
+	        "0),"
+	        " coalesce(sum(value) FILTER (WHERE metric = "
+	        "'conversations_started'), 0),"
+	        " coalesce(sum(value) FILTER (WHERE metric IN ('ai_tokens_in',"
+	        "  'ai_tokens_out')), 0)"
+	        " FROM analytics.daily_rollups WHERE dim_key = ''"
+	        " AND day >= $1::date AND day < $2::date"
+	        " AND metric IN ('messages_in', 'messages_out',"
+	        "  'conversations_started', 'ai_tokens_in', 'ai_tokens_out')"
+	        " GROUP BY 1 ORDER BY 2 + 3 DESC, 1 LIMIT $3::int",
+	        3, s);
+	rc = failed(r, "rank tenants");
+	if (rc == PL_OK)
+		*top_rows = r;
+	else
+		PQclear(r);
+	return rc;
+}
+
+int
+analytics_store_list_events(pl_db *db, const char *tenant_id, int64_t start_us,
+                            int64_t end_us, const char *type_exact,
+                            const char *type_prefix,
+                            const char *conversation_id, const char *cursor_at,
+                            const char *cursor_id, int limit, PGresult **out)
+{
+	char t[2][32], lim[16];
+	const char *p[9];
+	snprintf(lim, sizeof(lim), "%d", limit);
+	p[0] = tenant_id;
+	p[1] = ts_param(start_us, t[0]);
+	p[2] = ts_param(end_us, t[1]);
+	p[3] = type_exact;
+	p[4] = type_prefix;
+	p[5] = conversation_id;
+	p[6] = cursor_at;
+	p[7] = cursor_id;
+	p[8] = lim;
+	PGresult *r = pl_db_exec(
+	        db,
+	        "SELECT id, tenant_id, type,"
+	        " to_char(occurred_at AT TIME ZONE 'UTC',"
+	        "  'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+	        " source, coalesce(channel_id::text, ''),"
+	        " coalesce(agent_id::text, ''), coalesce(campaign_id::text, "
+	        "''),"
+	        " coalesce(conversation_id::text, ''),"
+	        " coalesce(contact_id::text, ''), coalesce(user_id::text, ''),"
+	        " payload::text, version"
+	        " FROM analytics.events WHERE tenant_id = $1::uuid"
+	        " AND occurred_at >= $2::timestamptz AND occurred_at < "
+	        "$3::timestamptz"
+	        " AND ($4::text IS NULL OR type = $4)"
+	        " AND ($5::text IS NULL OR starts_with(type, $5))"
+	        " AND ($6::uuid IS NULL OR conversation_id = $6::uuid)"
+	        " AND ($7::timestamptz IS NULL OR (occurred_at, id) <"
+	        "  ($7::timestamptz, $8::uuid))"
+	        " ORDER BY occurred_at DESC, id DESC LIMIT $9::int",
+	        9, p);
+	int rc = failed(r, "list events");
+	if (rc == PL_OK)
+		*out = r;
+	else
+		PQclear(r);
+	return rc;
+}
