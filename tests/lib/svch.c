@@ -129,7 +129,7 @@ svch_stop(svch *h)
 		pl_rpc_client_close(h->cli);
 	if (h->srv)
 		pl_rpc_server_close(h->srv);
-	if (h->def && h->def->stop && h->arg)
+	if (h->def && h->def->stop && h->jobs)
 		h->def->stop(h->arg);
 	if (h->def && h->def->fini)
 		h->def->fini(h->arg);
@@ -138,6 +138,18 @@ svch_stop(svch *h)
 	pl_worker_close(&h->w);
 	pl_arena_fini(&h->arena);
 	memset(h, 0, sizeof(*h));
+}
+
+int
+svch_start_jobs(svch *h)
+{
+	int rv = PL_OK;
+
+	if (h->def->start != NULL && !h->jobs) {
+		rv = h->def->start(h->arg);
+		h->jobs = rv == PL_OK;
+	}
+	return rv;
 }
 
 pl_principal

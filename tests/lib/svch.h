@@ -26,6 +26,7 @@ typedef struct svch {
 	pl_arena arena; // for the test's calls; reset as you like
 	void *arg;      // what def->init made
 	pl_worker w;    // a worker of the test's own, for direct SQL
+	bool jobs;      // def->start ran
 } svch;
 
 // Creates database <schema>_<n> and role parley_<schema> (LOGIN, CREATE on
@@ -40,6 +41,10 @@ int svch_start(svch *h, pgh *pg, const pl_service_def *def, int workers,
 // well as inproc, for benchmarks that call over a real transport.
 int svch_start_at(svch *h, pgh *pg, const pl_service_def *def, int workers,
                   const char *const *env, const char *listen);
+
+// Starts the service's background jobs (def->start: relays, schedulers)
+// as the real process does; svch_stop stops them. Returns a status.
+int svch_start_jobs(svch *h);
 
 // Stops everything and frees; the database stays until the cluster goes.
 void svch_stop(svch *h);
