@@ -178,8 +178,18 @@ pl_db_command(pl_db *db, const char *sql, int nparams,
 	if (rc != PL_OK && r != NULL) {
 		const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 		const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-		pl_debug("statement failed: SQLSTATE %s: %s",
-		         st != NULL ? st : "none", m != NULL ? m : "");
+		// Expected failures (constraints, data, conflicts) are the
+		// caller's to report; anything else is a bug worth a warning.
+		// Class 22 messages quote the input, which may be a secret.
+		bool expected = st != NULL && (strncmp(st, "23", 2) == 0 ||
+		                               strncmp(st, "22", 2) == 0 ||
+		                               strncmp(st, "40", 2) == 0);
+		pl_logf(expected ? PL_LOG_DEBUG : PL_LOG_WARN,
+		        "statement failed: SQLSTATE %s: %s",
+		        st != NULL ? st : "none",
+		        st != NULL && strncmp(st, "22", 2) == 0
+		                ? "(data error)"
+		                : (m != NULL ? m : ""));
 	}
 	PQclear(r);
 	return rc;

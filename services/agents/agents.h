@@ -1,0 +1,179 @@
+// The agents service's internal header (issue 5): the service definition,
+// the logic that needs no socket and no SQL (engine.c), the store
+// (store.c), the reply orchestration (reply.c) and the handlers.
+#ifndef AGENTS_H
+#define AGENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley/agents/v1/agents.pb-c.h"
+#include "pl/arena.h"
+#include "pl/db.h"
+#include "pl/httpc.h"
+#include "pl/migrate.h"
+#include "pl/outbox.h"
+#include "pl/rpc.h"
+#include "pl/service.h"
+
+extern const pl_service_def agents_service_def;
+extern const pl_rpc_service agents_rpc_service;
+extern const pl_migration agents_migrations[];
+extern const size_t agents_n_migrations;
+
+// Short names for the generated types.
+typedef Parley__Agents__V1__Agent ag_agent;
+typedef Parley__Agents__V1__AgentVersion ag_version;
+typedef Parley__Agents__V1__LlmConfig ag_llm;
+typedef Parley__Agents__V1__VoiceSettings ag_voice;
+typedef Parley__Agents__V1__KnowledgeBase ag_kb;
+typedef Parley__Agents__V1__KnowledgeEntry ag_entry;
+typedef Parley__Agents__V1__KnowledgeMatch ag_match;
+typedef Parley__Agents__V1__AgentSession ag_session;
+typedef Parley__Agents__V1__AgentMessage ag_message;
+typedef Parley__Agents__V1__ReplyRequest ag_reply_req;
+typedef Parley__Agents__V1__ReplyResponse ag_reply_resp;
+typedef Parley__Agents__V1__CapturedLead ag_lead;
+typedef Parley__Agents__V1__ProposedAction ag_action;
+typedef Parley__Agents__V1__Checkpoint ag_checkpoint;
+typedef Parley__Agents__V1__CheckpointBlob ag_blob;
+typedef Parley__Agents__V1__CheckpointWrite ag_write;
+
+#define AG_ENGINE_RETRIEVAL                                                    \
+	PARLEY__AGENTS__V1__AGENT_ENGINE__AGENT_ENGINE_RETRIEVAL
+#define AG_ENGINE_OPENAI                                                       \
+	PARLEY__AGENTS__V1__AGENT_ENGINE__AGENT_ENGINE_OPENAI_COMPATIBLE
+
+// Limits on input.
+#define AG_MAX_TEXT    (64 * 1024 - 1) // Reply text, entry answers
+#define AG_MAX_NAME    200
+#define AG_MAX_SHORT   1000  // descriptions, questions, keywords...
+#define AG_MAX_PROMPT  32768 // system prompt, greeting, fallback
+#define AG_MAX_URL     2048
+#define AG_MAX_KEY     4096 // an LLM API key
+#define AG_MAX_LIST    64   // keywords, knowledge base ids
+#define AG_MAX_IMPORT  5000
+#define AG_MAX_HISTORY 50
+#define AG_MAX_QUERY   4096  // SearchKnowledge
+#define AG_MAX_JSON    65536 // voice settings, checkpoint json...
+
+// The service's state (call->arg).
+typedef struct agents_ctx {
+	uint8_t cred_key[32];
+	bool cred_key_set;
+	char cred_kid[64];
+	int64_t llm_timeout_ms;   // PARLEY_LLM_TIMEOUT
+	int64_t llm_max_response; // PARLEY_LLM_MAX_RESPONSE
+	double min_score;         // PARLEY_RETRIEVAL_MIN_SCORE_PCT / 100
+	int64_t session_idle_ms;  // PARLEY_SESSION_INACTIVITY
+	pl_rpc_client *billing;   // NULL: integration off
+	pl_rpc_client *analytics; // NULL: events wait in the outbox
+	pl_outbox_relay *relay;
+	char *database_url;
+} agents_ctx;
+
+// ---------------------------------------------------------------------------
+// engine.c: text, handoff, leads, secrets, the LLM wire format.
+
+// True when s[0..len) is valid UTF-8.
+bool agents_utf8_valid(const char *s, size_t len);
+
+// Search normalisation: lower case, Latin accents folded (á -> a, ñ -> n),
+// punctuation, symbols and emoji turned into spaces, spaces collapsed. Other
+// letters (Greek, CJK...) are kept as they are. Result in arena.
+char *agents_text_normalize(pl_arena *a, const char *s);
+
+// The content words of a normalised text (stop words in English and
+// Spanish dropped, duplicates dropped, at most 32) joined with " or " for
+// websearch_to_tsquery; "" when none. In arena.
+char *agents_text_terms(pl_arena *a, const char *norm);
+
+// When the normalised text contains one of the keywords as whole words
+// (keywords normalised the same way), returns that keyword; else NULL.
+const char *agents_handoff_keyword(pl_arena *a, const char *norm,
+                                   char *const *keywords, size_t n);
+
+// The default handoff keywords (NULL-terminated).
+extern const char *const agents_default_handoff_keywords[];
+
+// The fallback message for a language ("es..." Spanish, else English).
+const char *agents_default_fallback(const char *language);
+
+typedef struct agents_found_lead {
+	char *name; // NULL when none found
+	char *email;
+	char *phone; // E.164 when it had a +, else the digits
+} agents_found_lead;
+
+// Finds an email, a phone number and a name ("my name is X", "me llamo X",
+// "soy X", "I'm X") in the contact's text. Strings in arena.
+void agents_lead_find(pl_arena *a, const char *text, agents_found_lead *out);
+
+// Encrypts plain with XChaCha20-Poly1305 under key; the result (nonce then
+// ciphertext) is malloc'd. The key id is bound as associated data.
+int agents_secret_seal(const uint8_t key[32], const char *kid,
+                       const char *plain, uint8_t **out, size_t *out_len);
+
+// Decrypts what agents_secret_seal made into a NUL-terminated string in
+// arena; PL_DATA_LOSS when it does not authenticate.
+int agents_secret_open(pl_arena *a, const uint8_t key[32], const char *kid,
+                       const uint8_t *ct, size_t len, char **plain);
+
+// Decodes base64 (standard, padded) of exactly 32 bytes; false otherwise.
+bool agents_key_decode(const char *b64, uint8_t key[32]);
+
+// One knowledge entry offered to the LLM as context.
+typedef struct agents_ctx_entry {
+	const char *question;
+	const char *answer;
+} agents_ctx_entry;
+
+typedef struct agents_llm_input {
+	const char *model;
+	double temperature;
+	int max_tokens;
+	const char *system_prompt;
+	const char *language;
+	const agents_ctx_entry *entries;
+	size_t n_entries;
+	Parley__Agents__V1__HistoryTurn *const *history;
+	size_t n_history;
+	const char *contact_name;
+	const char *text;
+} agents_llm_input;
+
+// The chat/completions request body (malloc'd JSON text).
+char *agents_llm_request(const agents_llm_input *in);
+
+typedef struct agents_llm_output {
+	char *content; // NULL when the model sent none
+	bool handoff;
+	char *handoff_reason;
+	ag_lead *lead;       // capture_lead's arguments, or NULL
+	ag_action **actions; // create_order -> "order_confirmation"
+	size_t n_actions;
+	char *model;
+	int tokens_in, tokens_out;
+	char *ignored_tools; // names of unknown tools, comma-separated
+} agents_llm_output;
+
+// Parses a chat/completions answer into out (strings in arena). Returns
+// PL_OK, or PL_INTERNAL with err saying what was wrong.
+int agents_llm_parse(pl_arena *a, const char *body, size_t len,
+                     agents_llm_output *out, char *err, size_t errlen);
+
+// Page tokens: base64url of a cursor text; decode returns NULL on garbage.
+char *agents_token_encode(pl_arena *a, const char *cursor);
+char *agents_token_decode(pl_arena *a, const char *token);
+
+// ---------------------------------------------------------------------------
+// reply.c
+
+// The Reply RPC's work, after input checks.
+int agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out);
+
+// Checks a Reply request; PL_OK or a violation set on call.
+int agents_reply_check(pl_call *call, const ag_reply_req *in);
+
+#endif

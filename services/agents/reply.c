@@ -1,0 +1,631 @@
+// The reply engine's orchestration (issue 5): the latest published
+// version, one reply at a time per session (an advisory lock on the
+// session key held for the whole transaction), retrieval, the optional
+// OpenAI-compatible call, handoff rules, lead capture, the record of the
+// exchange, the agent.replied event, and billing's ai_tokens.
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "parley/billing/v1/billing.pb-c.h"
+#include "pl/id.h"
+#include "pl/json.h"
+#include "pl/log.h"
+#include "store.h"
+
+typedef struct reply_tx {
+	pl_call *call;
+	agents_ctx *ctx;
+	const ag_reply_req *in;
+	ag_reply_resp *out;
+	int64_t t0;
+	char answer_id[PL_UUID_STRLEN + 1];
+} reply_tx;
+
+static const char *const analytics_dest[] = { "analytics", NULL };
+
+int
+agents_reply_check(pl_call *call, const ag_reply_req *in)
+{
+	size_t n = strlen(in->text);
+
+	if (!pl_uuid_valid(in->tenant_id))
+		return pl_call_violation(call, "tenant_id", "must be a UUID");
+	if (!pl_uuid_valid(in->agent_id))
+		return pl_call_violation(call, "agent_id", "must be a UUID");
+	if (in->session_key[0] == '\0' || strlen(in->session_key) > 200)
+		return pl_call_violation(call, "session_key",
+		                         "must be 1 to 200 bytes");
+	if (n == 0)
+		return pl_call_violation(call, "text", "must not be empty");
+	if (n > AG_MAX_TEXT)
+		return pl_call_violation(
+		        call, "text",
+		        "must be shorter than 64 KB, got %zu bytes", n);
+	if (!agents_utf8_valid(in->text, n))
+		return pl_call_violation(call, "text", "must be valid UTF-8");
+	if (strlen(in->message_id) > 200)
+		return pl_call_violation(call, "message_id",
+		                         "must be at most 200 bytes");
+	if (in->n_history > AG_MAX_HISTORY)
+		return pl_call_violation(call, "history",
+		                         "must have at most %d turns",
+		                         AG_MAX_HISTORY);
+	for (size_t i = 0; i < in->n_history; i++) {
+		if (strlen(in->history[i]->content) > AG_MAX_TEXT)
+			return pl_call_violation(
+			        call, "history",
+			        "turn %zu must be shorter than 64 KB", i);
+	}
+	if (strlen(in->channel_id) > 200 || strlen(in->conversation_id) > 200 ||
+	    strlen(in->website_domain) > 255 || strlen(in->client_ip) > 64)
+		return pl_call_violation(call, "channel_id",
+		                         "ids must be at most 200 bytes");
+	return PL_OK;
+}
+
+// Calls the LLM; on success fills o and returns PL_OK, else returns a
+// status with *err saying what failed (never a secret).
+static int
+llm_call(reply_tx *t, const agents_cfg *cfg, const uint8_t *ct, size_t ctlen,
+         const char *kid, const agents_ctx_entry *ents, size_t n_ents,
+         agents_llm_output *o, char **err)
+{
+	pl_arena *a = t->call->arena;
+	agents_ctx *ctx = t->ctx;
+	char *key = NULL, *url, *body, perr[160];
+	const char *hdrs[3];
+	pl_httpc_req req = { 0 };
+	pl_httpc_resp resp = { 0 };
+	agents_llm_input li = { 0 };
+	size_t blen = strlen(cfg->llm->base_url), nh;
+	int rv;
+	int64_t timeout, left;
+
+	if (ct != NULL) {
+		if (!ctx->cred_key_set || strcmp(kid, ctx->cred_kid) != 0) {
+			*err = pl_arena_printf(a,
+			                       "the API key is sealed under "
+			                       "key id \"%s\", which is not "
+			                       "configured",
+			                       kid);
+			return PL_FAILED_PRECONDITION;
+		}
+		if (agents_secret_open(a, ctx->cred_key, kid, ct, ctlen,
+		                       &key) != PL_OK) {
+			*err = "the API key could not be decrypted";
+			return PL_DATA_LOSS;
+		}
+	}
+	while (blen > 0 && cfg->llm->base_url[blen - 1] == '/')
+		blen--;
+	url = pl_arena_printf(a, "%.*s/chat/completions", (int)blen,
+	                      cfg->llm->base_url);
+	li.model = cfg->llm->model;
+	li.temperature = cfg->llm->temperature;
+	li.max_tokens = cfg->llm->max_tokens;
+	li.system_prompt = cfg->system_prompt;
+	li.language = cfg->language[0] ? cfg->language
+	              : t->in->contact ? t->in->contact->language
+	                               : "";
+	li.entries = ents;
+	li.n_entries = n_ents;
+	nh = t->in->n_history > 20 ? 20 : t->in->n_history;
+	li.history = t->in->history + (t->in->n_history - nh);
+	li.n_history = nh;
+	li.contact_name = t->in->contact ? t->in->contact->name : NULL;
+	li.text = t->in->text;
+	if ((body = agents_llm_request(&li)) == NULL) {
+		*err = "could not build the request";
+		return PL_INTERNAL;
+	}
+	nh = 0;
+	hdrs[nh++] = "Content-Type: application/json";
+	if (key != NULL && key[0] != '\0')
+		hdrs[nh++] =
+		        pl_arena_printf(a, "Authorization: Bearer %s", key);
+	hdrs[nh] = NULL;
+	timeout = cfg->llm->timeout_ms > 0 ? cfg->llm->timeout_ms
+	                                   : ctx->llm_timeout_ms;
+	left = pl_call_remaining_ms(t->call) - 250;
+	if (left < timeout)
+		timeout = left > 100 ? left : 100;
+	req.method = "POST";
+	req.url = url;
+	req.headers = hdrs;
+	req.body = body;
+	req.body_len = strlen(body);
+	req.connect_timeout_ms = 2000;
+	req.timeout_ms = timeout;
+	req.deadline_ms = timeout;
+	req.max_response = (size_t)ctx->llm_max_response;
+	req.attempts = 2;
+	req.backoff_base_ms = 200;
+	req.backoff_max_ms = 5000;
+	rv = pl_httpc_do(pl_call_http(t->call), &req, &resp);
+	free(body);
+	if (rv == PL_DEADLINE_EXCEEDED) {
+		*err = pl_arena_printf(a,
+		                       "LLM provider timed out after %lld ms",
+		                       (long long)timeout);
+	} else if (rv == PL_RESOURCE_EXHAUSTED) {
+		*err = pl_arena_printf(a, "LLM response larger than %lld bytes",
+		                       (long long)ctx->llm_max_response);
+	} else if (rv != PL_OK) {
+		*err = "could not reach the LLM provider";
+	} else if (resp.status == 429) {
+		rv = PL_RESOURCE_EXHAUSTED;
+		*err = pl_arena_printf(a,
+		                       "LLM provider rate limited (HTTP 429, "
+		                       "retry after %lld ms)",
+		                       (long long)resp.retry_after_ms);
+	} else if (resp.status < 200 || resp.status > 299) {
+		rv = PL_UNAVAILABLE;
+		*err = pl_arena_printf(a, "LLM provider answered HTTP %ld",
+		                       resp.status);
+	} else if ((rv = agents_llm_parse(a, resp.body, resp.len, o, perr,
+	                                  sizeof(perr))) != PL_OK) {
+		*err = pl_arena_printf(a, "bad LLM response: %s", perr);
+	}
+	pl_httpc_resp_fini(&resp);
+	if (rv != PL_OK)
+		pl_warn("LLM call for agent %s failed: %s", t->in->agent_id,
+		        *err);
+	return rv;
+}
+
+static char *
+dump(pl_arena *a, json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT), *r;
+
+	json_decref(j);
+	if (s == NULL)
+		return NULL;
+	r = pl_arena_strdup(a, s);
+	free(s);
+	return r;
+}
+
+static int
+replay(reply_tx *t, const char *json)
+{
+	ProtobufCMessage *m;
+	char err[128];
+	ag_reply_resp *r;
+
+	if (pl_json_to_pb(json, strlen(json),
+	                  &parley__agents__v1__reply_response__descriptor,
+	                  t->call->arena, &m, err, sizeof(err)) != PL_OK)
+		return pl_call_error(t->call, PL_INTERNAL,
+		                     "could not replay the reply to message %s",
+		                     t->in->message_id);
+	r = (ag_reply_resp *)m;
+	r->replayed = true;
+	*t->out = *r;
+	return PL_OK;
+}
+
+static const char *
+reason_text(int r)
+{
+	switch (r) {
+	case PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_KEYWORD:
+		return "keyword";
+	case PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_LOW_CONFIDENCE:
+		return "low_confidence";
+	case PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_MAX_TURNS:
+		return "max_turns";
+	case PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_TOOL:
+		return "tool";
+	case PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_NO_ANSWER:
+		return "no_answer";
+	default:
+		return "";
+	}
+}
+
+static int
+reply_fn(pl_db *db, void *arg)
+{
+	reply_tx *t = arg;
+	pl_call *call = t->call;
+	pl_arena *a = call->arena;
+	const ag_reply_req *in = t->in;
+	ag_reply_resp *out = t->out;
+	const char *tenant = in->tenant_id;
+	PGresult *r = NULL, *s = NULL;
+	agents_cfg cfg;
+	char session_id[PL_UUID_STRLEN + 1], user_id[PL_UUID_STRLEN + 1];
+	char idle[32], *norm, *terms, *kbj, *termsj;
+	const char *kw, *fallback, *p[22];
+	const uint8_t *ct = NULL;
+	size_t ctlen = 0, nres;
+	int bot_turns = 0, rv, k, version;
+	agents_found_lead lead;
+	agents_ctx_entry *ents = NULL;
+	double best = 0;
+	json_t *jkb, *jterms, *cpatch, *lpatch, *payload;
+	char *llm_err = NULL, *kid;
+
+	// Reset what a retried transaction may have set.
+	parley__agents__v1__reply_response__init(out);
+	r = agents_store_reply_version(db, tenant, in->agent_id);
+	if (!agents_store_ok(r)) {
+		rv = pl_db_call_error(call, r, "load the agent");
+		goto out_clear;
+	}
+	if (PQntuples(r) == 0) {
+		rv = pl_call_error(call, PL_NOT_FOUND, "agent %s not found",
+		                   in->agent_id);
+		goto out_clear;
+	}
+	if (strcmp(PQgetvalue(r, 0, 0), "archived") == 0) {
+		rv = pl_call_error(call, PL_FAILED_PRECONDITION,
+		                   "agent %s is archived", in->agent_id);
+		goto out_clear;
+	}
+	if (PQgetisnull(r, 0, 2)) {
+		rv = pl_call_error(call, PL_FAILED_PRECONDITION,
+		                   "agent %s has no published version",
+		                   in->agent_id);
+		goto out_clear;
+	}
+	version = atoi(PQgetvalue(r, 0, 1));
+	agents_store_cfg_read(a, r, 0, 3, &cfg);
+	ct = agents_store_bytea(a, r, 0, 23, &ctlen);
+	kid = agents_store_str(a, r, 0, 24);
+	if ((rv = agents_store_reply_lock(db, tenant, in->session_key)) !=
+	    PL_OK) {
+		rv = pl_call_error(call, rv, "could not lock the session");
+		goto out_clear;
+	}
+	snprintf(idle, sizeof(idle), "%lld",
+	         (long long)t->ctx->session_idle_ms);
+	s = agents_store_reply_session(
+	        db, tenant, in->session_key,
+	        in->message_id[0] ? in->message_id : NULL, idle);
+	if (!agents_store_ok(s) || PQntuples(s) != 1) {
+		rv = pl_db_call_error(call, s, "load the session");
+		goto out_clear;
+	}
+	if (!PQgetisnull(s, 0, 0)) {
+		rv = replay(t, PQgetvalue(s, 0, 0));
+		goto out_clear;
+	}
+	if (!PQgetisnull(s, 0, 1) && PQgetvalue(s, 0, 4)[0] != 't') {
+		snprintf(session_id, sizeof(session_id), "%s",
+		         PQgetvalue(s, 0, 1));
+		bot_turns = atoi(PQgetvalue(s, 0, 2));
+	} else {
+		const char *sp[10];
+
+		if (!PQgetisnull(s, 0, 1) &&
+		    (rv = agents_store_session_expire(
+		             db, tenant, PQgetvalue(s, 0, 1))) != PL_OK) {
+			rv = pl_call_error(call, rv,
+			                   "could not expire the session");
+			goto out_clear;
+		}
+		pl_uuid7_str(session_id);
+		sp[0] = tenant;
+		sp[1] = session_id;
+		sp[2] = in->agent_id;
+		sp[3] = in->session_key;
+		sp[4] = in->channel_id;
+		sp[5] = in->conversation_id;
+		sp[6] = in->contact ? in->contact->id : "";
+		sp[7] = in->website_domain;
+		sp[8] = in->client_ip;
+		sp[9] = "{}";
+		if ((rv = agents_store_session_insert(db, sp)) != PL_OK) {
+			rv = pl_call_error(call, rv,
+			                   "could not start a session");
+			goto out_clear;
+		}
+	}
+
+	// Retrieval: always, since it is also the LLM's context and fallback.
+	norm = agents_text_normalize(a, in->text);
+	terms = agents_text_terms(a, norm);
+	jterms = json_array();
+	for (const char *q = terms; q && *q;) {
+		const char *e = strstr(q, " or ");
+		size_t n = e ? (size_t)(e - q) : strlen(q);
+		json_array_append_new(jterms, json_stringn(q, n));
+		q += n + (e ? 4 : 0);
+	}
+	termsj = dump(a, jterms);
+	jkb = json_array();
+	for (size_t i = 0; i < cfg.n_kb_ids; i++)
+		json_array_append_new(jkb, json_string(cfg.kb_ids[i]));
+	kbj = dump(a, jkb);
+	k = cfg.llm->context_entries > 0 ? cfg.llm->context_entries : 5;
+	if (cfg.engine != AG_ENGINE_OPENAI)
+		k = 1;
+	PQclear(r);
+	r = agents_store_search(db, tenant, kbj, norm, terms, termsj, k, 0);
+	if (!agents_store_ok(r)) {
+		rv = pl_db_call_error(call, r, "search the knowledge base");
+		goto out_clear;
+	}
+	nres = (size_t)PQntuples(r);
+	if (nres > 0)
+		best = atof(PQgetvalue(r, 0, 11));
+	fallback = cfg.fallback_message[0]
+	                   ? cfg.fallback_message
+	                   : agents_default_fallback(cfg.language);
+	out->engine = AG_ENGINE_RETRIEVAL;
+	out->confidence = best;
+	if (nres > 0 && best >= t->ctx->min_score) {
+		out->reply_text = agents_store_str(a, r, 0, 3);
+		out->intent = agents_store_str(a, r, 0, 5);
+		out->knowledge_entry_id = agents_store_str(a, r, 0, 0);
+	} else {
+		out->reply_text = (char *)fallback;
+		out->fallback = true;
+	}
+
+	agents_lead_find(a, in->text, &lead);
+	kw = agents_handoff_keyword(a, norm, cfg.keywords, cfg.n_keywords);
+
+	if (cfg.engine == AG_ENGINE_OPENAI && kw == NULL) {
+		agents_llm_output o;
+
+		ents = pl_arena_zalloc(a, sizeof(*ents) * (nres + 1));
+		for (size_t i = 0; ents != NULL && i < nres; i++) {
+			ents[i].question = PQgetvalue(r, (int)i, 2);
+			ents[i].answer = PQgetvalue(r, (int)i, 3);
+		}
+		if (llm_call(t, &cfg, ct, ctlen, kid, ents, ents ? nres : 0, &o,
+		             &llm_err) == PL_OK) {
+			out->model = o.model ? o.model : cfg.llm->model;
+			out->tokens_in = o.tokens_in;
+			out->tokens_out = o.tokens_out;
+			if (o.content != NULL) {
+				out->reply_text = o.content;
+				out->engine = AG_ENGINE_OPENAI;
+				out->fallback = false;
+				out->knowledge_entry_id = "";
+				out->confidence = best > 0.8 ? best : 0.8;
+			} else {
+				llm_err = pl_arena_printf(
+				        a, "LLM answered no text%s%s",
+				        o.ignored_tools ? "; unknown tools: "
+				                        : "",
+				        o.ignored_tools ? o.ignored_tools : "");
+			}
+			if (o.handoff) {
+				out->handoff = true;
+				out->handoff_reason =
+				        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_TOOL;
+				out->handoff_detail = o.handoff_reason
+				                              ? o.handoff_reason
+				                              : "";
+			}
+			if (o.lead != NULL) {
+				if (o.lead->name[0])
+					lead.name = o.lead->name;
+				if (o.lead->email[0])
+					lead.email = o.lead->email;
+				if (o.lead->phone[0])
+					lead.phone = o.lead->phone;
+				out->captured = o.lead;
+			}
+			out->actions = o.actions;
+			out->n_actions = o.n_actions;
+		}
+		if (llm_err != NULL)
+			out->error = llm_err;
+	}
+
+	// Handoff rules, first match wins.
+	if (kw != NULL) {
+		out->handoff = true;
+		out->handoff_reason =
+		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_KEYWORD;
+		out->handoff_detail = (char *)kw;
+		out->reply_text = (char *)fallback;
+		out->fallback = true;
+		out->intent = "handoff";
+		out->knowledge_entry_id = "";
+	} else if (out->handoff) {
+		// the LLM's handoff_to_human
+	} else if (cfg.threshold > 0 && out->engine == AG_ENGINE_RETRIEVAL &&
+	           best < cfg.threshold) {
+		out->handoff = true;
+		out->handoff_reason =
+		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_LOW_CONFIDENCE;
+		out->handoff_detail = pl_arena_printf(a,
+		                                      "confidence %.2f below "
+		                                      "%.2f",
+		                                      best, cfg.threshold);
+	} else if (cfg.max_bot_turns > 0 && bot_turns >= cfg.max_bot_turns) {
+		out->handoff = true;
+		out->handoff_reason =
+		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_MAX_TURNS;
+		out->handoff_detail =
+		        pl_arena_printf(a, "%d bot turns", bot_turns);
+	} else if (out->reply_text[0] == '\0') {
+		out->handoff = true;
+		out->handoff_reason =
+		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_NO_ANSWER;
+	}
+
+	if (lead.name || lead.email || lead.phone) {
+		ag_lead *l = out->captured;
+		if (l == NULL) {
+			l = pl_arena_zalloc(a, sizeof(*l));
+			parley__agents__v1__captured_lead__init(l);
+			out->captured = l;
+		}
+		if (lead.name)
+			l->name = lead.name;
+		if (lead.email)
+			l->email = lead.email;
+		if (lead.phone)
+			l->phone = lead.phone;
+	}
+	out->session_id = pl_arena_strdup(a, session_id);
+	out->agent_version = version;
+	out->latency_ms = (int32_t)((pl_now_ns() - t->t0) / 1000000);
+
+	// Memory: last intent, contact name and language, captured fields.
+	cpatch = json_object();
+	if (out->intent[0])
+		json_object_set_new(cpatch, "last_intent",
+		                    json_string(out->intent));
+	if (in->contact && in->contact->name[0])
+		json_object_set_new(cpatch, "contact_name",
+		                    json_string(in->contact->name));
+	if (in->contact && in->contact->language[0])
+		json_object_set_new(cpatch, "language",
+		                    json_string(in->contact->language));
+	lpatch = json_object();
+	if (out->captured && out->captured->name[0])
+		json_object_set_new(lpatch, "name",
+		                    json_string(out->captured->name));
+	if (out->captured && out->captured->email[0])
+		json_object_set_new(lpatch, "email",
+		                    json_string(out->captured->email));
+	if (out->captured && out->captured->phone[0])
+		json_object_set_new(lpatch, "phone",
+		                    json_string(out->captured->phone));
+
+	{
+		char *reply_json = pl_json_dump_pb(&out->base, NULL);
+		char ti[16], to[16], lat[16], conf[32], turns[16];
+
+		pl_uuid7_str(user_id);
+		pl_uuid7_str(t->answer_id);
+		snprintf(ti, sizeof(ti), "%d", out->tokens_in);
+		snprintf(to, sizeof(to), "%d", out->tokens_out);
+		snprintf(lat, sizeof(lat), "%d", out->latency_ms);
+		snprintf(conf, sizeof(conf), "%.6f", out->confidence);
+		snprintf(turns, sizeof(turns), "%d",
+		         out->handoff ? 0 : bot_turns + 1);
+		p[0] = tenant;
+		p[1] = session_id;
+		p[2] = user_id;
+		p[3] = in->text;
+		p[4] = t->answer_id;
+		p[5] = out->reply_text;
+		p[6] = ti;
+		p[7] = to;
+		p[8] = lat;
+		p[9] = out->model;
+		p[10] = agents_engine_text(out->engine);
+		p[11] = out->intent;
+		p[12] = conf;
+		p[13] = in->message_id[0] ? in->message_id : NULL;
+		p[14] = reply_json ? pl_arena_strdup(a, reply_json) : NULL;
+		p[15] = out->error;
+		p[16] = out->knowledge_entry_id[0] ? out->knowledge_entry_id
+		                                   : NULL;
+		p[17] = turns;
+		p[18] = dump(a, cpatch);
+		p[19] = dump(a, lpatch);
+		p[20] = in->agent_id;
+		p[21] = "t";
+		free(reply_json);
+		if ((rv = agents_store_reply_record(db, p)) != PL_OK) {
+			rv = pl_call_error(call, rv,
+			                   "could not record the reply");
+			goto out_clear;
+		}
+	}
+
+	payload = json_pack("{s:i, s:i, s:i, s:s, s:s, s:s, s:f, s:b, s:s, "
+	                    "s:b, s:i}",
+	                    "tokens_in", out->tokens_in, "tokens_out",
+	                    out->tokens_out, "latency_ms", out->latency_ms,
+	                    "engine", agents_engine_text(out->engine), "model",
+	                    out->model, "intent", out->intent, "confidence",
+	                    out->confidence, "handoff", out->handoff,
+	                    "handoff_reason", reason_text(out->handoff_reason),
+	                    "fallback", out->fallback, "version", version);
+	if (out->error[0])
+		json_object_set_new(payload, "llm_error",
+		                    json_string(out->error));
+	{
+		pl_outbox_event ev = { 0 };
+		json_t *dims = json_pack("{s:s}", "agent_id", in->agent_id);
+
+		if (in->channel_id[0])
+			json_object_set_new(dims, "channel_id",
+			                    json_string(in->channel_id));
+		if (in->conversation_id[0])
+			json_object_set_new(dims, "conversation_id",
+			                    json_string(in->conversation_id));
+		if (in->contact && in->contact->id[0])
+			json_object_set_new(dims, "contact_id",
+			                    json_string(in->contact->id));
+		ev.tenant_id = tenant;
+		ev.type = "agent.replied";
+		ev.payload_json = dump(a, payload);
+		ev.dimensions_json = dump(a, dims);
+		if ((rv = pl_outbox_add(db, "agents", analytics_dest, &ev,
+		                        NULL)) != PL_OK) {
+			rv = pl_call_error(call, rv,
+			                   "could not record the event");
+			goto out_clear;
+		}
+	}
+	rv = PL_OK;
+out_clear:
+	PQclear(r);
+	PQclear(s);
+	return rv;
+}
+
+static void
+reserve_tokens(reply_tx *t)
+{
+	Parley__Billing__V1__ReserveUsageRequest req =
+	        PARLEY__BILLING__V1__RESERVE_USAGE_REQUEST__INIT;
+	pl_rpc_opts o = { 0 };
+	pl_rpc_result res = { 0 };
+	void *out = NULL;
+	int64_t n = (int64_t)t->out->tokens_in + t->out->tokens_out;
+
+	if (t->ctx->billing == NULL || n <= 0 || t->out->replayed)
+		return;
+	req.tenant_id = (char *)t->in->tenant_id;
+	req.metric = PARLEY__BILLING__V1__METRIC__METRIC_AI_TOKENS;
+	req.amount = n;
+	req.idempotency_key = pl_arena_printf(t->call->arena, "agents-reply-%s",
+	                                      t->answer_id);
+	o.parent = t->call;
+	o.idempotency_key = req.idempotency_key;
+	if (pl_rpc_call(
+	            t->ctx->billing, "/parley.billing.v1.Billing/ReserveUsage",
+	            &req.base,
+	            &parley__billing__v1__reserve_usage_response__descriptor,
+	            &out, t->call->arena, &o, &res) != PL_OK)
+		pl_warn("could not reserve %lld ai_tokens for tenant %s: %s %s",
+		        (long long)n, t->in->tenant_id,
+		        pl_status_name(res.code),
+		        res.message ? res.message : "");
+}
+
+int
+agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
+{
+	reply_tx t = { 0 };
+	int rv;
+
+	t.call = call;
+	t.ctx = call->arg;
+	t.in = in;
+	t.out = out;
+	t.t0 = pl_now_ns();
+	rv = pl_db_tx(pl_call_db(call), in->tenant_id, reply_fn, &t);
+	if (rv != PL_OK) {
+		if (call->code == PL_OK)
+			return pl_call_error(call, rv, "could not reply");
+		return rv;
+	}
+	reserve_tokens(&t);
+	return PL_OK;
+}

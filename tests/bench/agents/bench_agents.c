@@ -1,0 +1,270 @@
+// Reply with the retrieval engine over a 10,000-entry knowledge base, 16
+// concurrent clients over tcp loopback, on its own PostgreSQL cluster.
+// Prints replies/s and latency percentiles.
+//   bench_agents [seconds=10] [clients=16] [workers=4]
+#include <pthread.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agents.h"
+#include "pgh.h"
+#include "pl/id.h"
+#include "svch.h"
+
+#define M(x) "/parley.agents.v1.Agents/" x
+#define NENT 10000
+
+static const char *words[] = {
+	"red",   "blue",  "green", "shirt",  "shoe", "bag",    "lamp",  "chair",
+	"table", "phone", "cable", "watch",  "ring", "coat",   "hat",   "sock",
+	"desk",  "bed",   "sofa",  "rug",    "mug",  "plate",  "knife", "spoon",
+	"pan",   "pot",   "oven",  "fridge", "bike", "helmet", "tent",  "boot",
+	"glove", "scarf", "belt",  "wallet", "pen",  "book",   "card",  "toy"
+};
+static const char *verbs[] = { "price of", "warranty for", "colors of",
+	                       "size of",  "delivery of",  "return of",
+	                       "stock of", "material of" };
+#define NW (sizeof(words) / sizeof(words[0]))
+#define NV (sizeof(verbs) / sizeof(verbs[0]))
+
+static char tenant[37], agent[37], addr[64];
+static svch h;
+static volatile int stop_flag;
+static int seconds = 10, nclients = 16, nworkers = 4;
+
+typedef struct cli {
+	int id;
+	long n, errors;
+	int64_t *lat;
+	size_t cap;
+} cli;
+
+static void
+question(unsigned *seed, int i, char *buf, size_t n)
+{
+	snprintf(buf, n, "what is the %s the %s %s model %d", verbs[i % NV],
+	         words[(i / NV) % NW], words[(i / (NV * NW)) % NW], i % 97);
+	(void)seed;
+}
+
+static void *
+client(void *arg)
+{
+	cli *c = arg;
+	pl_rpc_client *rc = NULL;
+	pl_rpc_client_config cc = { 0 };
+	pl_principal svc = svch_service();
+	pl_arena a;
+	unsigned seed = (unsigned)c->id * 7919u;
+	long k = 0;
+
+	cc.urls = addr;
+	cc.secret = SVCH_SECRET;
+	cc.service = "bench";
+	cc.timeout_ms = 10000;
+	if (pl_rpc_client_open(&rc, &cc) != PL_OK)
+		return NULL;
+	pl_arena_init(&a, 0, 0);
+	while (!stop_flag) {
+		ag_reply_req r = PARLEY__AGENTS__V1__REPLY_REQUEST__INIT;
+		ag_reply_resp *o = NULL;
+		pl_rpc_opts op = { 0 };
+		char q[160], key[48];
+		int64_t t0;
+
+		question(&seed, rand_r(&seed) % NENT, q, sizeof(q));
+		snprintf(key, sizeof(key), "bench-%d-%ld", c->id, (k++) % 50);
+		r.tenant_id = tenant;
+		r.agent_id = agent;
+		r.session_key = key;
+		r.text = q;
+		op.principal = &svc;
+		t0 = pl_now_ns();
+		pl_rpc_result res = { 0 };
+		if (pl_rpc_call(rc, M("Reply"), &r.base,
+		                &parley__agents__v1__reply_response__descriptor,
+		                (void **)&o, &a, &op, &res) != PL_OK) {
+			if (c->errors++ == 0)
+				fprintf(stderr, "reply: %s %s\n",
+				        pl_status_name(res.code), res.message);
+		}
+		if (c->n == (long)c->cap) {
+			c->cap = c->cap ? c->cap * 2 : 4096;
+			c->lat = realloc(c->lat, c->cap * sizeof(int64_t));
+		}
+		c->lat[c->n++] = pl_now_ns() - t0;
+		pl_arena_reset(&a);
+	}
+	pl_arena_fini(&a);
+	pl_rpc_client_close(rc);
+	return NULL;
+}
+
+static int
+cmp64(const void *x, const void *y)
+{
+	int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+	return a < b ? -1 : a > b;
+}
+
+static int
+worker_init(void *arg, int idx, void **state)
+{
+	pl_worker *w = malloc(sizeof(*w));
+	(void)idx;
+	if (w == NULL || pl_worker_open(w, arg) != PL_OK) {
+		free(w);
+		return PL_RESOURCE_EXHAUSTED;
+	}
+	*state = w;
+	return PL_OK;
+}
+
+static void
+worker_fini(void *arg, void *state)
+{
+	(void)arg;
+	pl_worker_close(state);
+	free(state);
+}
+
+int
+main(int argc, char **argv)
+{
+	pgh pg;
+	pl_rpc_server *srv = NULL;
+	pl_rpc_server_config rc = { 0 };
+	pl_principal p;
+	char user[37];
+	pthread_t th[64];
+	cli cs[64];
+	int64_t *all;
+	size_t total = 0, errors = 0, at = 0;
+
+	if (argc > 1)
+		seconds = atoi(argv[1]);
+	if (argc > 2)
+		nclients = atoi(argv[2]);
+	if (argc > 3)
+		nworkers = atoi(argv[3]);
+	if (nclients < 1 || nclients > 64)
+		nclients = 16;
+	if (pgh_start(&pg) != 0) {
+		fprintf(stderr, "bench_agents: no PostgreSQL\n");
+		return 1;
+	}
+	pgh_exec(&pg, "ALTER SYSTEM SET synchronous_commit = off");
+	pgh_exec(&pg, "SELECT pg_reload_conf()");
+	if (svch_start(&h, &pg, &agents_service_def, 2, NULL) != 0)
+		return 1;
+	pl_uuid7_str(tenant);
+	pl_uuid7_str(user);
+	p = svch_user(tenant, user, PARLEY__RPC__V1__ROLE__ROLE_ADMIN);
+	{
+		Parley__Agents__V1__CreateAgentRequest ca =
+		        PARLEY__AGENTS__V1__CREATE_AGENT_REQUEST__INIT;
+		Parley__Agents__V1__CreateAgentResponse *car = NULL;
+		Parley__Agents__V1__PublishAgentRequest pr =
+		        PARLEY__AGENTS__V1__PUBLISH_AGENT_REQUEST__INIT;
+		Parley__Agents__V1__PublishAgentResponse *prr = NULL;
+
+		ca.name = "bench";
+		if (svch_call(
+		            &h, M("CreateAgent"), &p, &ca.base,
+		            &parley__agents__v1__create_agent_response__descriptor,
+		            (void **)&car, NULL) != PL_OK)
+			return 1;
+		snprintf(agent, sizeof(agent), "%s", car->id);
+		for (int b = 0; b < NENT / 5000; b++) {
+			Parley__Agents__V1__ImportKnowledgeRequest ik =
+			        PARLEY__AGENTS__V1__IMPORT_KNOWLEDGE_REQUEST__INIT;
+			Parley__Agents__V1__ImportKnowledgeResponse *ikr = NULL;
+			ag_entry *e = calloc(5000, sizeof(*e));
+			ag_entry **ep = calloc(5000, sizeof(*ep));
+			char(*qs)[160] = calloc(5000, 160);
+			unsigned seed = 1;
+			pl_rpc_result res = { 0 };
+
+			for (int i = 0; i < 5000; i++) {
+				parley__agents__v1__knowledge_entry__init(
+				        &e[i]);
+				question(&seed, b * 5000 + i, qs[i], 160);
+				e[i].question = qs[i];
+				e[i].answer = "Here is what we know about it.";
+				e[i].intent = "product_info";
+				ep[i] = &e[i];
+			}
+			ik.agent_id = agent;
+			ik.entries = ep;
+			ik.n_entries = 5000;
+			if (svch_call(
+			            &h, M("ImportKnowledge"), &p, &ik.base,
+			            &parley__agents__v1__import_knowledge_response__descriptor,
+			            (void **)&ikr, &res) != PL_OK) {
+				fprintf(stderr, "import: %s\n", res.message);
+				return 1;
+			}
+			free(e);
+			free(ep);
+			free(qs);
+			pl_arena_reset(&h.arena);
+		}
+		pr.id = agent;
+		if (svch_call(
+		            &h, M("PublishAgent"), &p, &pr.base,
+		            &parley__agents__v1__publish_agent_response__descriptor,
+		            (void **)&prr, NULL) != PL_OK)
+			return 1;
+	}
+	pgh_exec_url(h.admin_url, "ANALYZE");
+	snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d",
+	         27000 + getpid() % 3000);
+	rc.name = "agents";
+	rc.listen = addr;
+	rc.workers = nworkers;
+	rc.secret = SVCH_SECRET;
+	rc.arg = h.arg;
+	rc.worker_arg = h.db_url;
+	rc.worker_init = worker_init;
+	rc.worker_fini = worker_fini;
+	if (pl_rpc_server_open(&srv, &rc, agents_service_def.services) !=
+	            PL_OK ||
+	    pl_rpc_server_start(srv) != PL_OK) {
+		fprintf(stderr, "bench_agents: cannot listen on %s\n", addr);
+		return 1;
+	}
+	memset(cs, 0, sizeof(cs));
+	for (int i = 0; i < nclients; i++) {
+		cs[i].id = i;
+		pthread_create(&th[i], NULL, client, &cs[i]);
+	}
+	sleep((unsigned)seconds);
+	stop_flag = 1;
+	for (int i = 0; i < nclients; i++) {
+		pthread_join(th[i], NULL);
+		total += (size_t)cs[i].n;
+		errors += (size_t)cs[i].errors;
+	}
+	all = malloc((total + 1) * sizeof(int64_t));
+	for (int i = 0; i < nclients; i++) {
+		memcpy(all + at, cs[i].lat, (size_t)cs[i].n * sizeof(int64_t));
+		at += (size_t)cs[i].n;
+		free(cs[i].lat);
+	}
+	qsort(all, total, sizeof(int64_t), cmp64);
+	printf("agents Reply (retrieval, %d entries): %d clients, %d workers, "
+	       "%d s over %s\n",
+	       NENT, nclients, nworkers, seconds, addr);
+	if (total > 0)
+		printf("replies/s %.0f  errors %zu  p50 %.2f ms  p99 %.2f ms  "
+		       "max %.2f ms\n",
+		       (double)total / seconds, errors, all[total / 2] / 1e6,
+		       all[(size_t)(total * 0.99)] / 1e6, all[total - 1] / 1e6);
+	free(all);
+	pl_rpc_server_close(srv);
+	svch_stop(&h);
+	pgh_stop(&pg);
+	return 0;
+}
