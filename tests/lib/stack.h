@@ -1,0 +1,65 @@
+// The whole Parley stack as processes on loopback, for end-to-end tests and
+// benchmarks: a PostgreSQL cluster (pgh) provisioned like production (one
+// role per service, deploy/db/provision.sh), every service binary the build
+// made, and the gateway, each on free ports with generated secrets; stopped
+// with SIGTERM (and their exit codes checked) by stack_stop.
+#ifndef STACK_H
+#define STACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "pgh.h"
+
+#define STACK_MAX 8
+
+typedef struct stack_proc {
+	char name[32];
+	pid_t pid;
+	int rpc_port; // 0 for the gateway
+	int ops_port; // the gateway: its HTTP port
+	char log[256];
+} stack_proc;
+
+typedef struct stack {
+	pgh pg;
+	char admin_url[PGH_URL_MAX];
+	char secret[64];
+	char cred_key[64];
+	stack_proc procs[STACK_MAX];
+	int n;
+	int http_port;
+	char base_url[64]; // http://127.0.0.1:PORT
+	char dir[128];     // logs
+} stack;
+
+// Starts everything whose binary exists under the build tree; env adds
+// "NAME=value" settings (NULL-terminated list or NULL) to every process.
+// Returns 0, -1 when PostgreSQL or a binary is missing (skip), -2 when
+// something failed to start (its log is printed).
+int stack_start(stack *s, const char *const *env);
+
+// Stops every process (SIGTERM, then waits); returns the number that did
+// not exit 0. Stops PostgreSQL.
+int stack_stop(stack *s);
+
+// True when the named service runs in this stack.
+bool stack_has(const stack *s, const char *name);
+
+// The process entry of a service, or NULL.
+stack_proc *stack_proc_of(stack *s, const char *name);
+
+// Peak resident set size (VmHWM) of a running process in KiB, or -1.
+long stack_peak_rss_kb(pid_t pid);
+
+// One HTTP request to the gateway: path relative to base_url, optional
+// bearer token, body (JSON or raw) and extra "Name: value" headers
+// (NULL-terminated or NULL). *status gets the HTTP status; *out (malloc'd,
+// NUL-terminated; may be NULL) the body. Returns 0 or -1 on transport
+// failure.
+int stack_http(stack *s, const char *method, const char *path,
+               const char *bearer, const char *body, const char *const *headers,
+               long *status, char **out);
+
+#endif
