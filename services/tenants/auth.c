@@ -2,6 +2,7 @@
 // (tokens and API keys), channel credential encryption with key rotation,
 // input validation, and the Authenticate cache.
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -551,15 +552,18 @@ tenants_role_parse(const char *s)
 	return 0;
 }
 
-// ---------------------------------------------------------------------------
-// The Authenticate cache: open hashing in shards, each with its own lock,
-// so 16 concurrent callers rarely meet on one mutex.
+// The Authenticate cache: open hashing in shards, each with its own mutex
+// (a lookup holds it for one bucket walk and a copy, so 16 concurrent
+// callers rarely meet). Entries live long (the TTL, minutes) because the
+// change feed evicts what changed; they are answered only while the feed
+// was read completely within stale_ms (README).
 
 #define SHARDS 64
 
 typedef struct centry {
 	uint8_t hash[TENANTS_HASH_LEN];
-	int64_t until_ms; // monotonic
+	int64_t until_ms;                     // monotonic
+	uint64_t fp_tenant, fp_user, fp_cred; // fingerprints for eviction
 	tenants_principal p;
 	struct centry *next;
 } centry;
@@ -567,18 +571,22 @@ typedef struct centry {
 typedef struct shard {
 	pthread_mutex_t mtx;
 	centry **buckets;
-	size_t nbuckets;
+	size_t mask; // nbuckets - 1 (a power of two)
 	size_t n;
+	char pad[64]; // keeps neighbouring shards' locks off one cache line
 } shard;
 
 struct tenants_cache {
 	shard shards[SHARDS];
 	size_t max_per_shard;
 	int64_t ttl_ms;
+	int64_t stale_ms;
+	_Atomic int64_t fresh_ms; // the feed was complete as of (monotonic)
+	_Atomic uint64_t gen;     // bumped before every eviction
 };
 
-static int64_t
-mono_ms(void)
+int64_t
+tenants_mono_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -593,26 +601,53 @@ wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+// FNV-1a; 0 stands for "" (matches nothing but a wildcard).
+static uint64_t
+fp(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+	if (s == NULL || *s == '\0')
+		return 0;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h | 1;
+}
+
 tenants_cache *
-tenants_cache_new(size_t max_entries, int64_t ttl_ms)
+tenants_cache_new(size_t max_entries, int64_t ttl_ms, int64_t stale_ms)
 {
 	tenants_cache *c = calloc(1, sizeof(*c));
+	size_t nb = 16;
 
 	if (c == NULL)
 		return NULL;
-	c->ttl_ms = ttl_ms > 1000 ? 1000 : ttl_ms < 0 ? 0 : ttl_ms;
+	c->ttl_ms = ttl_ms > TENANTS_CACHE_TTL_MAX ? TENANTS_CACHE_TTL_MAX
+	            : ttl_ms < 0                   ? 0
+	                                           : ttl_ms;
+	c->stale_ms = stale_ms > 1000 ? 1000 : stale_ms < 0 ? 0 : stale_ms;
 	c->max_per_shard = max_entries / SHARDS + 1;
+	while (nb < c->max_per_shard && nb < 65536)
+		nb *= 2;
+	atomic_init(&c->fresh_ms, INT64_MIN / 2);
+	atomic_init(&c->gen, 1);
 	for (int i = 0; i < SHARDS; i++) {
 		shard *s = &c->shards[i];
 		pthread_mutex_init(&s->mtx, NULL);
-		s->nbuckets = 256;
-		s->buckets = calloc(s->nbuckets, sizeof(centry *));
+		s->mask = nb - 1;
+		s->buckets = calloc(nb, sizeof(centry *));
 		if (s->buckets == NULL) {
 			tenants_cache_free(c);
 			return NULL;
 		}
 	}
 	return c;
+}
+
+static void
+entry_free(centry *e)
+{
+	sodium_memzero(e, sizeof(*e));
+	free(e);
 }
 
 void
@@ -622,11 +657,10 @@ tenants_cache_free(tenants_cache *c)
 		return;
 	for (int i = 0; i < SHARDS; i++) {
 		shard *s = &c->shards[i];
-		for (size_t b = 0; s->buckets && b < s->nbuckets; b++)
+		for (size_t b = 0; s->buckets && b <= s->mask; b++)
 			for (centry *e = s->buckets[b], *nx; e; e = nx) {
 				nx = e->next;
-				sodium_memzero(e, sizeof(*e));
-				free(e);
+				entry_free(e);
 			}
 		free(s->buckets);
 		pthread_mutex_destroy(&s->mtx);
@@ -638,10 +672,17 @@ static shard *
 shard_of(tenants_cache *c, const uint8_t *hash, size_t *bucket)
 {
 	uint64_t h;
-	memcpy(&h, hash, sizeof(h));
+	memcpy(&h, hash, sizeof(h)); // SHA-256: every bit is as good
 	shard *s = &c->shards[h % SHARDS];
-	*bucket = (size_t)((h / SHARDS) % s->nbuckets);
+	*bucket = (size_t)(h / SHARDS) & s->mask;
 	return s;
+}
+
+bool
+tenants_cache_usable(tenants_cache *c)
+{
+	return c->ttl_ms > 0 && c->stale_ms > 0 &&
+	       tenants_mono_ms() - atomic_load(&c->fresh_ms) <= c->stale_ms;
 }
 
 bool
@@ -650,11 +691,12 @@ tenants_cache_get(tenants_cache *c, const uint8_t hash[TENANTS_HASH_LEN],
 {
 	size_t b;
 	shard *s = shard_of(c, hash, &b);
-	int64_t now = mono_ms();
+	int64_t now = tenants_mono_ms();
 	bool hit = false;
 
-	if (c->ttl_ms == 0)
-		return false;
+	if (c->ttl_ms == 0 || c->stale_ms == 0 ||
+	    now - atomic_load(&c->fresh_ms) > c->stale_ms)
+		return false; // the feed is late: the database answers
 	pthread_mutex_lock(&s->mtx);
 	for (centry *e = s->buckets[b]; e; e = e->next)
 		if (sodium_memcmp(e->hash, hash, TENANTS_HASH_LEN) == 0) {
@@ -668,16 +710,22 @@ tenants_cache_get(tenants_cache *c, const uint8_t hash[TENANTS_HASH_LEN],
 	return hit;
 }
 
+uint64_t
+tenants_cache_gen(tenants_cache *c)
+{
+	return atomic_load(&c->gen);
+}
+
 // Removes expired entries of the shard; called with its lock held.
 static void
 shard_sweep(shard *s, int64_t now)
 {
-	for (size_t b = 0; b < s->nbuckets; b++)
+	for (size_t b = 0; b <= s->mask; b++)
 		for (centry **pp = &s->buckets[b]; *pp;) {
 			centry *e = *pp;
 			if (e->until_ms <= now) {
 				*pp = e->next;
-				free(e);
+				entry_free(e);
 				s->n--;
 			} else
 				pp = &e->next;
@@ -686,15 +734,15 @@ shard_sweep(shard *s, int64_t now)
 
 void
 tenants_cache_put(tenants_cache *c, const uint8_t hash[TENANTS_HASH_LEN],
-                  const tenants_principal *p, int64_t expires_ms)
+                  const tenants_principal *p, int64_t expires_ms, uint64_t gen)
 {
 	size_t b;
 	shard *s = shard_of(c, hash, &b);
-	int64_t now = mono_ms();
+	int64_t now = tenants_mono_ms();
 	int64_t until = now + c->ttl_ms;
 	centry *e;
 
-	if (c->ttl_ms == 0)
+	if (c->ttl_ms == 0 || c->stale_ms == 0)
 		return;
 	if (expires_ms > 0) {
 		int64_t left = expires_ms - wall_ms();
@@ -704,12 +752,25 @@ tenants_cache_put(tenants_cache *c, const uint8_t hash[TENANTS_HASH_LEN],
 			until = now + left;
 	}
 	pthread_mutex_lock(&s->mtx);
+	// An eviction ran since the caller read the database: what it read
+	// may be what was just evicted. Evictions bump gen before taking the
+	// shard locks, so checking under the lock closes the race.
+	if (atomic_load(&c->gen) != gen) {
+		pthread_mutex_unlock(&s->mtx);
+		return;
+	}
 	for (e = s->buckets[b]; e; e = e->next)
 		if (memcmp(e->hash, hash, TENANTS_HASH_LEN) == 0)
 			break;
 	if (e == NULL) {
 		if (s->n >= c->max_per_shard)
 			shard_sweep(s, now);
+		if (s->n >= c->max_per_shard && s->buckets[b] != NULL) {
+			centry *old = s->buckets[b]; // full: replace one
+			s->buckets[b] = old->next;
+			entry_free(old);
+			s->n--;
+		}
 		if (s->n >= c->max_per_shard ||
 		    (e = malloc(sizeof(*e))) == NULL) {
 			pthread_mutex_unlock(&s->mtx);
@@ -721,6 +782,9 @@ tenants_cache_put(tenants_cache *c, const uint8_t hash[TENANTS_HASH_LEN],
 		s->n++;
 	}
 	e->p = *p;
+	e->fp_tenant = fp(p->tenant_id);
+	e->fp_user = fp(p->user_id);
+	e->fp_cred = fp(p->cred_id);
 	e->until_ms = until;
 	pthread_mutex_unlock(&s->mtx);
 }
@@ -731,39 +795,96 @@ tenants_cache_drop(tenants_cache *c, const uint8_t hash[TENANTS_HASH_LEN])
 	size_t b;
 	shard *s = shard_of(c, hash, &b);
 
+	atomic_fetch_add(&c->gen, 1);
 	pthread_mutex_lock(&s->mtx);
 	for (centry **pp = &s->buckets[b]; *pp; pp = &(*pp)->next)
 		if (memcmp((*pp)->hash, hash, TENANTS_HASH_LEN) == 0) {
 			centry *e = *pp;
 			*pp = e->next;
-			free(e);
+			entry_free(e);
 			s->n--;
 			break;
 		}
 	pthread_mutex_unlock(&s->mtx);
 }
 
-void
-tenants_cache_drop_tenant(tenants_cache *c, const char *tenant_id,
-                          const char *user_id)
+typedef struct match {
+	uint64_t t, u, k; // 0: any
+	const tenants_change *ch;
+} match;
+
+static bool
+matches(const centry *e, const match *m)
 {
+	if ((m->t && m->t != e->fp_tenant) || (m->u && m->u != e->fp_user) ||
+	    (m->k && m->k != e->fp_cred))
+		return false;
+	return (!m->t || strcmp(m->ch->tenant_id, e->p.tenant_id) == 0) &&
+	       (!m->u || strcmp(m->ch->user_id, e->p.user_id) == 0) &&
+	       (!m->k || strcmp(m->ch->cred_id, e->p.cred_id) == 0);
+}
+
+size_t
+tenants_cache_apply(tenants_cache *c, const tenants_change *ch, size_t n)
+{
+	match *m = calloc(n ? n : 1, sizeof(*m));
+	size_t dropped = 0;
+	bool all = m == NULL; // out of memory: evicting everything is safe
+
+	for (size_t i = 0; m != NULL && i < n; i++) {
+		m[i] = (match){ fp(ch[i].tenant_id), fp(ch[i].user_id),
+			        fp(ch[i].cred_id), &ch[i] };
+		if (!m[i].t && !m[i].u && !m[i].k)
+			all = true;
+	}
+	atomic_fetch_add(&c->gen, 1);
 	for (int i = 0; i < SHARDS; i++) {
 		shard *s = &c->shards[i];
 		pthread_mutex_lock(&s->mtx);
-		for (size_t b = 0; b < s->nbuckets; b++)
+		for (size_t b = 0; s->n > 0 && b <= s->mask; b++)
 			for (centry **pp = &s->buckets[b]; *pp;) {
 				centry *e = *pp;
-				if (strcmp(e->p.tenant_id, tenant_id) == 0 &&
-				    (user_id == NULL ||
-				     strcmp(e->p.user_id, user_id) == 0)) {
+				bool hit = all;
+				for (size_t j = 0; !hit && j < n; j++)
+					hit = matches(e, &m[j]);
+				if (hit) {
 					*pp = e->next;
-					free(e);
+					entry_free(e);
 					s->n--;
+					dropped++;
 				} else
 					pp = &e->next;
 			}
 		pthread_mutex_unlock(&s->mtx);
 	}
+	free(m);
+	return dropped;
+}
+
+void
+tenants_cache_flush(tenants_cache *c)
+{
+	tenants_change all = { "", "", "" };
+	tenants_cache_apply(c, &all, 1);
+}
+
+void
+tenants_cache_drop_tenant(tenants_cache *c, const char *tenant_id,
+                          const char *user_id)
+{
+	tenants_change ch = { "", "", "" };
+	snprintf(ch.tenant_id, sizeof(ch.tenant_id), "%s", tenant_id);
+	if (user_id != NULL)
+		snprintf(ch.user_id, sizeof(ch.user_id), "%s", user_id);
+	if (ch.tenant_id[0] == '\0') // never a flush by mistake
+		return;
+	tenants_cache_apply(c, &ch, 1);
+}
+
+void
+tenants_cache_fresh(tenants_cache *c, int64_t as_of_ms)
+{
+	atomic_store(&c->fresh_ms, as_of_ms);
 }
 
 size_t

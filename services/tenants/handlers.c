@@ -613,12 +613,13 @@ auth_answer(pl_call *call, const tenants_principal *tp,
 	        PARLEY__TENANTS__V1__TENANT_STATUS__TENANT_STATUS_ACTIVE;
 	out->expires_at = pl_arena_strdup(call->arena, tp->expires_at);
 	out->rate_limit_per_minute = tp->rate_limit;
-	out->cache_ttl_ms = (int32_t)state(call)->cache_ttl_ms;
+	out->cache_ttl_ms = state(call)->caller_ttl_ms;
 	return PL_OK;
 }
 
-// The hot path: cache (keyed by SHA-256 of the secret, entries <= 1 s),
-// else one round trip to auth_lookup and a constant-time hash compare.
+// The hot path: the cache (keyed by SHA-256 of the secret, kept current by
+// the change feed, bypassed when the feed is late), else one round trip to
+// auth_lookup and a constant-time hash compare. Failures are not cached.
 static int
 authenticate(pl_call *call, const void *vin, void *vout)
 {
@@ -629,6 +630,7 @@ authenticate(pl_call *call, const void *vin, void *vout)
 	char prefix[16];
 	uint8_t h[TENANTS_HASH_LEN], sh[TENANTS_HASH_LEN];
 	PGresult *r;
+	uint64_t gen;
 	int row = -1, rv;
 
 	kind = tenants_secret_parse(in->token, prefix, h);
@@ -637,6 +639,7 @@ authenticate(pl_call *call, const void *vin, void *vout)
 		                     "invalid or expired credentials");
 	if (tenants_cache_get(st->cache, h, &tp))
 		return auth_answer(call, &tp, vout);
+	gen = tenants_cache_gen(st->cache); // before the read (auth.c)
 	r = tenants_store_auth_lookup(pl_call_db(call),
 	                              kind == TENANTS_SECRET_SESSION, prefix);
 	rv = pl_db_result_status(r);
@@ -669,6 +672,7 @@ authenticate(pl_call *call, const void *vin, void *vout)
 	if (kind == TENANTS_SECRET_API_KEY)
 		snprintf(tp.api_key_id, sizeof(tp.api_key_id), "%s",
 		         PQgetvalue(r, row, 0));
+	snprintf(tp.cred_id, sizeof(tp.cred_id), "%s", PQgetvalue(r, row, 0));
 	tp.role = tenants_role_parse(PQgetvalue(r, row, 3));
 	snprintf(tp.scopes, sizeof(tp.scopes), "%s", PQgetvalue(r, row, 4));
 	snprintf(tp.expires_at, sizeof(tp.expires_at), "%s",
@@ -676,7 +680,7 @@ authenticate(pl_call *call, const void *vin, void *vout)
 	tp.suspended = strcmp(PQgetvalue(r, row, 10), "suspended") == 0;
 	tp.platform_admin = PQgetvalue(r, row, 11)[0] == 't';
 	tp.rate_limit = atoi(PQgetvalue(r, row, 13));
-	tenants_cache_put(st->cache, h, &tp, atoll(PQgetvalue(r, row, 6)));
+	tenants_cache_put(st->cache, h, &tp, atoll(PQgetvalue(r, row, 6)), gen);
 	if (PQgetvalue(r, row, 14)[0] == 't' &&
 	    tenants_store_touch(pl_call_db(call),
 	                        kind == TENANTS_SECRET_SESSION, tp.tenant_id,
@@ -2350,6 +2354,7 @@ static const pl_rpc_service *const tenants_services[] = {
 static char *cfg_key, *cfg_key_id, *cfg_old_keys, *cfg_public_url;
 static char *cfg_billing_url, *cfg_analytics_url, *cfg_admins;
 static int64_t cfg_session_ttl, cfg_cache_ttl, cfg_pw_ops, cfg_pw_mem;
+static int64_t cfg_cache_stale, cfg_poll;
 static int64_t cfg_max_failures, cfg_window, cfg_cache_max;
 
 static const pl_cfg_entry tenants_cfg[] = {
@@ -2371,8 +2376,16 @@ static const pl_cfg_entry tenants_cfg[] = {
 	{ "PARLEY_TENANTS_SESSION_TTL", PL_CFG_DURATION, "168h", 60000,
 	  INT64_C(31536000000), &cfg_session_ttl,
 	  "lifetime of a login session" },
-	{ "PARLEY_TENANTS_AUTH_CACHE_TTL", PL_CFG_DURATION, "1000ms", 0, 1000,
-	  &cfg_cache_ttl, "how long Authenticate answers are cached (<= 1s)" },
+	{ "PARLEY_TENANTS_AUTH_CACHE_TTL", PL_CFG_DURATION, "5m", 0,
+	  TENANTS_CACHE_TTL_MAX, &cfg_cache_ttl,
+	  "how long this process keeps an Authenticate answer (0: no cache)" },
+	{ "PARLEY_TENANTS_AUTH_CACHE_STALE", PL_CFG_DURATION, "800ms", 0, 1000,
+	  &cfg_cache_stale,
+	  "the cache answers only while the change feed was read within this "
+	  "(0: no cache); callers may keep answers 1s minus this" },
+	{ "PARLEY_TENANTS_AUTH_POLL", PL_CFG_DURATION, "200ms", 10, 1000,
+	  &cfg_poll,
+	  "how often the change feed is read (less than the STALE bound)" },
 	{ "PARLEY_TENANTS_AUTH_CACHE_MAX", PL_CFG_INT, "200000", 0, 10000000,
 	  &cfg_cache_max, "entries of the Authenticate cache" },
 	{ "PARLEY_TENANTS_PWHASH_OPSLIMIT", PL_CFG_INT, "2", 1, 20, &cfg_pw_ops,
@@ -2420,9 +2433,19 @@ tenants_init(const pl_service_cfg *cfg, void **arg)
 	st->pw_mem = (size_t)cfg_pw_mem;
 	st->session_ttl_ms = cfg_session_ttl;
 	st->cache_ttl_ms = cfg_cache_ttl;
+	st->cache_stale_ms = cfg_cache_stale;
+	st->poll_ms = cfg_poll;
+	st->caller_ttl_ms = (int32_t)(1000 - cfg_cache_stale);
+	if (cfg_cache_stale > 0 && cfg_poll >= cfg_cache_stale) {
+		pl_error("PARLEY_TENANTS_AUTH_POLL (%lld ms) must be below "
+		         "PARLEY_TENANTS_AUTH_CACHE_STALE (%lld ms)",
+		         (long long)cfg_poll, (long long)cfg_cache_stale);
+		goto out_fail;
+	}
 	st->login_max_failures = cfg_max_failures;
 	st->login_window_ms = cfg_window;
-	st->cache = tenants_cache_new((size_t)cfg_cache_max, cfg_cache_ttl);
+	st->cache = tenants_cache_new((size_t)cfg_cache_max, cfg_cache_ttl,
+	                              cfg_cache_stale);
 	if (st->cache == NULL)
 		goto out_fail;
 	// The dummy hash that unknown emails are verified against: same
@@ -2460,8 +2483,14 @@ static int
 tenants_start(void *arg)
 {
 	tenants_state *st = arg;
-	int n = 0;
+	int n = 0, rv;
 
+	// The Authenticate cache's change feed (feed.c), its own connection.
+	if (st->feed == NULL && st->cache_ttl_ms > 0 &&
+	    st->cache_stale_ms > 0 &&
+	    (rv = tenants_feed_start(&st->feed, st->database_url, st->cache,
+	                             st->poll_ms)) != PL_OK)
+		return rv;
 	if (st->billing != NULL)
 		routes[n++] = (pl_outbox_route){
 			"billing", st->billing,
@@ -2489,6 +2518,10 @@ tenants_stop(void *arg)
 	if (st != NULL && st->relay != NULL) {
 		pl_outbox_relay_stop(st->relay);
 		st->relay = NULL;
+	}
+	if (st != NULL && st->feed != NULL) {
+		tenants_feed_stop(st->feed);
+		st->feed = NULL;
 	}
 }
 

@@ -962,6 +962,39 @@ tenants_store_touch(pl_db *db, bool session, const char *tenant_id,
 	return pl_db_command(db, "SELECT tenants.auth_touch($1, $2, $3)", 3, p);
 }
 
+// The change feed (migrations/002): rows written by transactions whose id
+// is >= xmin (NULL: none, the first read), ordered by seq, each with the
+// statement snapshot's xmin (one row of NULLs but it when none matched).
+// Platform-level, no RLS: read across tenants by design.
+PGresult *
+tenants_store_auth_changes(pl_db *db, const char *xmin, int limit)
+{
+	char lim[16];
+	snprintf(lim, sizeof(lim), "%d", limit);
+	const char *p[] = { xmin, lim };
+	return pl_db_exec(
+	        db,
+	        "SELECT s.xmin::text, c.seq, c.xid::text, c.kind, "
+	        "coalesce(c.tenant_id::text, ''), "
+	        "coalesce(c.user_id::text, ''), coalesce(c.cred_id::text, '') "
+	        "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) "
+	        "s "
+	        "LEFT JOIN (SELECT * FROM tenants.auth_changes "
+	        "WHERE xid >= $1::xid8 ORDER BY seq LIMIT $2::int) c ON true "
+	        "ORDER BY c.seq NULLS FIRST",
+	        2, p);
+}
+
+// Forgets feed rows older than a day (every poller has long read them).
+int
+tenants_store_prune_auth_changes(pl_db *db)
+{
+	return pl_db_command(db,
+	                     "DELETE FROM tenants.auth_changes "
+	                     "WHERE changed_at < now() - interval '1 day'",
+	                     0, NULL);
+}
+
 // ---------------------------------------------------------------------------
 // Channels
 

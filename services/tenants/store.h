@@ -130,6 +130,11 @@ int tenants_store_revoke_key(pl_call *call, pl_db *db, const char *tenant_id,
 // 14 last_used_stale. The caller PQclear()s.
 PGresult *tenants_store_auth_lookup(pl_db *db, bool session,
                                     const char *prefix);
+// Columns: 0 the snapshot's xmin (every row), 1 seq, 2 xid, 3 kind,
+// 4 tenant_id, 5 user_id, 6 cred_id ('' for NULL); when no row matched,
+// one row with only column 0 (1 is NULL). The caller PQclear()s.
+PGresult *tenants_store_auth_changes(pl_db *db, const char *xmin, int limit);
+int tenants_store_prune_auth_changes(pl_db *db);
 int tenants_store_touch(pl_db *db, bool session, const char *tenant_id,
                         const char *id);
 

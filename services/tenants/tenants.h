@@ -23,7 +23,7 @@ extern const size_t tenants_n_migrations;
 
 // The number of files in migrations/ (the definition needs a constant;
 // test_tenants_table checks it against tenants_n_migrations).
-#define TENANTS_N_MIGRATIONS 1
+#define TENANTS_N_MIGRATIONS 2
 
 // The nil uuid: the tenant of platform-level audit entries.
 #define TENANTS_NIL_UUID "00000000-0000-0000-0000-000000000000"
@@ -122,14 +122,20 @@ int tenants_role_parse(const char *s);
 
 // ---------------------------------------------------------------------------
 // The Authenticate cache (auth.c): per process, keyed by SHA-256 of the
-// presented secret; entries live at most ttl_ms (<= 1000), so a revoked
-// key, a role change or a suspension is seen everywhere within a second.
+// presented secret. Entries live long (ttl_ms, minutes) because the change
+// feed (feed.c) evicts what changed; the cache answers only while the feed
+// was read completely within stale_ms (<= 1000), so a revoked key, a role
+// change or a suspension is seen everywhere within a second even when the
+// feed is stuck (then the database answers).
+
+#define TENANTS_CACHE_TTL_MAX INT64_C(3600000)
 
 typedef struct tenants_principal {
 	int kind; // PrincipalKind
 	char tenant_id[37];
 	char user_id[37];
 	char api_key_id[37];
+	char cred_id[37]; // the session's or API key's id
 	int role;
 	char scopes[512]; // comma-separated
 	bool platform_admin;
@@ -138,23 +144,76 @@ typedef struct tenants_principal {
 	int32_t rate_limit;
 } tenants_principal;
 
+// What a change-feed row evicts: every entry whose tenant, user and
+// credential equal the non-empty fields ("" matches anything; all empty
+// evicts everything).
+typedef struct tenants_change {
+	char tenant_id[37];
+	char user_id[37];
+	char cred_id[37];
+} tenants_change;
+
 typedef struct tenants_cache tenants_cache;
 
-tenants_cache *tenants_cache_new(size_t max_entries, int64_t ttl_ms);
+int64_t tenants_mono_ms(void);
+
+tenants_cache *tenants_cache_new(size_t max_entries, int64_t ttl_ms,
+                                 int64_t stale_ms);
 void tenants_cache_free(tenants_cache *c);
-// Copies the entry for hash into *p when present and fresh.
+// Copies the entry for hash into *p when present, unexpired, and the feed
+// is fresh (read within stale_ms).
 bool tenants_cache_get(tenants_cache *c, const uint8_t hash[TENANTS_HASH_LEN],
                        tenants_principal *p);
+// True when get may answer at all (the feed is fresh).
+bool tenants_cache_usable(tenants_cache *c);
+// The eviction generation: read it before the database lookup and pass it
+// to put, which stores nothing when an eviction ran in between.
+uint64_t tenants_cache_gen(tenants_cache *c);
 // Stores p for at most the cache's ttl and never past expires_ms (Unix ms;
 // 0: none).
 void tenants_cache_put(tenants_cache *c, const uint8_t hash[TENANTS_HASH_LEN],
-                       const tenants_principal *p, int64_t expires_ms);
+                       const tenants_principal *p, int64_t expires_ms,
+                       uint64_t gen);
 void tenants_cache_drop(tenants_cache *c, const uint8_t hash[TENANTS_HASH_LEN]);
-// Drops every entry of a tenant (suspension), or of a user when user_id is
-// not NULL.
+// Drops every entry of a tenant (suspension), or of a user in it when
+// user_id is not NULL.
 void tenants_cache_drop_tenant(tenants_cache *c, const char *tenant_id,
                                const char *user_id);
+// Evicts what n changes name (one pass); returns the entries dropped.
+size_t tenants_cache_apply(tenants_cache *c, const tenants_change *ch,
+                           size_t n);
+void tenants_cache_flush(tenants_cache *c);
+// The feed has been applied completely up to a read that started at
+// as_of_ms (tenants_mono_ms()).
+void tenants_cache_fresh(tenants_cache *c, int64_t as_of_ms);
 size_t tenants_cache_size(tenants_cache *c);
+
+// ---------------------------------------------------------------------------
+// The change feed's poller (feed.c): a thread with its own database
+// connection reading tenants.auth_changes every interval_ms, evicting what
+// changed and marking the cache fresh.
+
+typedef struct tenants_feed tenants_feed;
+
+int tenants_feed_start(tenants_feed **out, const char *database_url,
+                       tenants_cache *cache, int64_t interval_ms);
+void tenants_feed_stop(tenants_feed *f);
+
+// The poller's bookkeeping, separate from the thread so tests can drive
+// it: the xmin of the last snapshot read and the rows already applied that
+// a later read may return again.
+typedef struct tenants_feed_seen {
+	uint64_t xmin; // 0: nothing read yet
+	int64_t *seq;  // sorted
+	uint64_t *xid;
+	size_t n, cap;
+} tenants_feed_seen;
+
+// One read of the feed through db: evicts what is new and marks the cache
+// fresh. Returns PL_OK or the database's status (the cache then goes stale
+// by itself).
+int tenants_feed_poll(tenants_feed_seen *seen, pl_db *db, tenants_cache *c);
+void tenants_feed_seen_free(tenants_feed_seen *seen);
 
 // ---------------------------------------------------------------------------
 // The service's state (call->arg)
@@ -168,7 +227,11 @@ typedef struct tenants_state {
 	unsigned long long pw_ops;
 	size_t pw_mem;
 	int64_t session_ttl_ms;
-	int64_t cache_ttl_ms;
+	int64_t cache_ttl_ms;   // entries' lifetime in this process
+	int64_t cache_stale_ms; // the feed's allowed lag
+	int64_t poll_ms;        // the feed's polling interval
+	int32_t caller_ttl_ms;  // Authenticate's cache_ttl_ms: 1000 - stale
+	tenants_feed *feed;
 	int64_t login_max_failures;
 	int64_t login_window_ms;
 	char *database_url;

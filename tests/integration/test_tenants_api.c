@@ -48,6 +48,10 @@ setup(void **state)
 	if (rc == 0) {
 		if (svch_start(&f.h, &f.pg, &tenants_service_def, 4, env) != 0)
 			return -1;
+		// The Authenticate cache's change feed (svch does not start
+		// it); test_tenants_revocation covers it in depth.
+		if (tenants_service_def.start(f.h.arg) != PL_OK)
+			return -1;
 		f.up = true;
 	}
 	*state = &f;
@@ -58,8 +62,10 @@ static int
 teardown(void **state)
 {
 	fx *f = *state;
-	if (f->up)
+	if (f->up) {
+		tenants_service_def.stop(f->h.arg);
 		svch_stop(&f->h);
+	}
 	pgh_stop(&f->pg);
 	return 0;
 }

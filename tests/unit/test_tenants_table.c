@@ -60,7 +60,7 @@ test_permission_matrix(void **state)
 			if (strcmp(e->name, name) == 0)
 				m = e;
 		assert_non_null(m);
-		pl_access want;
+		pl_access want = PL_CALLER_PUBLIC;
 		if (strncmp(access, "public", 6) == 0)
 			want = PL_CALLER_PUBLIC;
 		else if (strncmp(access, "service", 7) == 0)
@@ -264,7 +264,7 @@ test_validation(void **state)
 static void
 test_cache_expiry(void **state)
 {
-	tenants_cache *c = tenants_cache_new(1000, 100);
+	tenants_cache *c = tenants_cache_new(1000, 100, 800);
 	tenants_principal p = { .kind = 3, .role = 2 }, q;
 	uint8_t h[TENANTS_HASH_LEN] = { 1, 2, 3 };
 	uint8_t h2[TENANTS_HASH_LEN] = { 9 };
@@ -272,23 +272,123 @@ test_cache_expiry(void **state)
 	(void)state;
 	snprintf(p.tenant_id, sizeof(p.tenant_id), "t1");
 	snprintf(p.user_id, sizeof(p.user_id), "u1");
-	tenants_cache_put(c, h, &p, 0);
+	tenants_cache_fresh(c, tenants_mono_ms());
+	tenants_cache_put(c, h, &p, 0, tenants_cache_gen(c));
 	assert_true(tenants_cache_get(c, h, &q));
 	assert_int_equal(q.role, 2);
 	assert_false(tenants_cache_get(c, h2, &q));
 	usleep(150 * 1000);
+	tenants_cache_fresh(c, tenants_mono_ms());
 	assert_false(tenants_cache_get(c, h, &q)); // expired after the TTL
-	tenants_cache_put(c, h, &p, 0);
+	tenants_cache_put(c, h, &p, 0, tenants_cache_gen(c));
 	tenants_cache_drop_tenant(c, "t1", "u1");
 	assert_false(tenants_cache_get(c, h, &q));
-	tenants_cache_put(c, h, &p, 0);
+	tenants_cache_put(c, h, &p, 0, tenants_cache_gen(c));
 	tenants_cache_drop(c, h);
 	assert_false(tenants_cache_get(c, h, &q));
+	// Never past the credential's own expiry.
+	tenants_cache_put(c, h, &p, 1, tenants_cache_gen(c));
+	assert_false(tenants_cache_get(c, h, &q));
 	tenants_cache_free(c);
-	// The TTL is capped at one second whatever is asked.
-	c = tenants_cache_new(10, 60000);
-	tenants_cache_put(c, h, &p, 0);
+	// The TTL is capped at an hour whatever is asked.
+	c = tenants_cache_new(10, INT64_C(1) << 40, 800);
+	tenants_cache_put(c, h, &p, 0, tenants_cache_gen(c));
 	assert_int_equal(tenants_cache_size(c), 1);
+	tenants_cache_free(c);
+}
+
+// The cache answers only while the feed is fresh (stale_ms).
+static void
+test_cache_staleness(void **state)
+{
+	tenants_cache *c = tenants_cache_new(1000, 60000, 100);
+	tenants_principal p = { .kind = 3, .role = 2 }, q;
+	uint8_t h[TENANTS_HASH_LEN] = { 4 };
+
+	(void)state;
+	snprintf(p.tenant_id, sizeof(p.tenant_id), "t1");
+	tenants_cache_put(c, h, &p, 0, tenants_cache_gen(c));
+	assert_int_equal(tenants_cache_size(c), 1);
+	assert_false(tenants_cache_usable(c)); // never read the feed
+	assert_false(tenants_cache_get(c, h, &q));
+	tenants_cache_fresh(c, tenants_mono_ms());
+	assert_true(tenants_cache_get(c, h, &q));
+	usleep(150 * 1000); // the feed is late: the database answers
+	assert_false(tenants_cache_usable(c));
+	assert_false(tenants_cache_get(c, h, &q));
+	tenants_cache_fresh(c, tenants_mono_ms());
+	assert_true(tenants_cache_get(c, h, &q));
+	tenants_cache_free(c);
+	// stale_ms 0 turns the cache off.
+	c = tenants_cache_new(1000, 60000, 0);
+	tenants_cache_fresh(c, tenants_mono_ms());
+	tenants_cache_put(c, h, &p, 0, tenants_cache_gen(c));
+	assert_false(tenants_cache_get(c, h, &q));
+	tenants_cache_free(c);
+}
+
+static void
+put3(tenants_cache *c, uint8_t tag, const char *t, const char *u, const char *k)
+{
+	tenants_principal p = { .kind = 3, .role = 1 };
+	uint8_t h[TENANTS_HASH_LEN] = { tag, 0x5a, tag };
+	snprintf(p.tenant_id, sizeof(p.tenant_id), "%s", t);
+	snprintf(p.user_id, sizeof(p.user_id), "%s", u);
+	snprintf(p.cred_id, sizeof(p.cred_id), "%s", k);
+	tenants_cache_put(c, h, &p, 0, tenants_cache_gen(c));
+}
+
+static bool
+has(tenants_cache *c, uint8_t tag)
+{
+	tenants_principal q;
+	uint8_t h[TENANTS_HASH_LEN] = { tag, 0x5a, tag };
+	return tenants_cache_get(c, h, &q);
+}
+
+// Feed rows evict exactly what they name; a put whose read started before
+// an eviction stores nothing (the read may be what was evicted).
+static void
+test_cache_apply(void **state)
+{
+	tenants_cache *c = tenants_cache_new(100000, 60000, 1000);
+	tenants_change ch[2];
+	uint64_t gen;
+
+	(void)state;
+	tenants_cache_fresh(c, tenants_mono_ms());
+	put3(c, 1, "tA", "u1", "k1");
+	put3(c, 2, "tA", "u1", "s2");
+	put3(c, 3, "tA", "u2", "s3");
+	put3(c, 4, "tB", "u1", "s4");
+	put3(c, 5, "tB", "u3", "k5");
+	assert_int_equal(tenants_cache_size(c), 5);
+	memset(ch, 0, sizeof(ch));
+	snprintf(ch[0].tenant_id, 37, "tA"); // a credential
+	snprintf(ch[0].cred_id, 37, "s2");
+	assert_int_equal(tenants_cache_apply(c, ch, 1), 1);
+	assert_false(has(c, 2));
+	assert_true(has(c, 1) && has(c, 3) && has(c, 4) && has(c, 5));
+	memset(ch, 0, sizeof(ch));
+	snprintf(ch[0].user_id, 37, "u1");   // a user, every tenant
+	snprintf(ch[1].tenant_id, 37, "tZ"); // another tenant: nothing
+	assert_int_equal(tenants_cache_apply(c, ch, 2), 2);
+	assert_false(has(c, 1) || has(c, 4));
+	assert_true(has(c, 3) && has(c, 5));
+	memset(ch, 0, sizeof(ch));
+	snprintf(ch[0].tenant_id, 37, "tB"); // a tenant
+	assert_int_equal(tenants_cache_apply(c, ch, 1), 1);
+	assert_false(has(c, 5));
+	assert_true(has(c, 3));
+	// The race: read before an eviction, stored after it.
+	gen = tenants_cache_gen(c);
+	tenants_cache_apply(c, ch, 1);
+	tenants_principal p = { .kind = 3 };
+	uint8_t h[TENANTS_HASH_LEN] = { 77 };
+	tenants_cache_put(c, h, &p, 0, gen);
+	assert_false(tenants_cache_get(c, h, &p));
+	tenants_cache_flush(c);
+	assert_int_equal(tenants_cache_size(c), 0);
 	tenants_cache_free(c);
 }
 
@@ -302,6 +402,8 @@ main(void)
 		cmocka_unit_test(test_seal_open_rotate),
 		cmocka_unit_test(test_validation),
 		cmocka_unit_test(test_cache_expiry),
+		cmocka_unit_test(test_cache_staleness),
+		cmocka_unit_test(test_cache_apply),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
