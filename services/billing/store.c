@@ -474,59 +474,61 @@ billing_store_plans_list(pl_call *call, pl_db *db, bool internal, bool archived,
 
 // Subscriptions -------------------------------------------------------------
 
-#define SUB_COLS                                                                                                                                                                                                                                      \
-	"s.id, s.tenant_id, s.plan_id, p.code, s.status, " TS(                                                                                                                                                                                        \
-	        "s.current_"                                                                                                                                                                                                                          \
-	        "period_start_"                                                                                                                                                                                                                       \
-	        "at") ", " TS("s.current_period_end_at") ", " TS("s.trial_"                                                                                                                                                                           \
-	                                                         "end_at") ","                                                                                                                                                                        \
-	                                                                   " "                                                                                                                                                                        \
-	                                                                   "s"                                                                                                                                                                        \
-	                                                                   "."                                                                                                                                                                        \
-	                                                                   "c"                                                                                                                                                                        \
-	                                                                   "a"                                                                                                                                                                        \
-	                                                                   "n"                                                                                                                                                                        \
-	                                                                   "c"                                                                                                                                                                        \
-	                                                                   "e"                                                                                                                                                                        \
-	                                                                   "l"                                                                                                                                                                        \
-	                                                                   "_"                                                                                                                                                                        \
-	                                                                   "a"                                                                                                                                                                        \
-	                                                                   "t"                                                                                                                                                                        \
-	                                                                   "_"                                                                                                                                                                        \
-	                                                                   "p"                                                                                                                                                                        \
-	                                                                   "e"                                                                                                                                                                        \
-	                                                                   "r"                                                                                                                                                                        \
-	                                                                   "i"                                                                                                                                                                        \
-	                                                                   "o"                                                                                                                                                                        \
-	                                                                   "d"                                                                                                                                                                        \
-	                                                                   "_"                                                                                                                                                                        \
-	                                                                   "e"                                                                                                                                                                        \
-	                                                                   "n"                                                                                                                                                                        \
-	                                                                   "d"                                                                                                                                                                        \
-	                                                                   ","                                                                                                                                                                        \
-	                                                                   " " TS("s.canceled_at") ", " TS("s.past_due_since_at") ", "                                                                                                                \
-	                                                                                                                          "s.provider_"                                                                                                       \
-	                                                                                                                          "customer_id,"                                                                                                      \
-	                                                                                                                          " s.provider_"                                                                                                      \
-	                                                                                                                          "subscription"                                                                                                      \
-	                                                                                                                          "_id, " TS("s"                                                                                                      \
-	                                                                                                                                     "."                                                                                                      \
-	                                                                                                                                     "s"                                                                                                      \
-	                                                                                                                                     "t"                                                                                                      \
-	                                                                                                                                     "a"                                                                                                      \
-	                                                                                                                                     "r"                                                                                                      \
-	                                                                                                                                     "t"                                                                                                      \
-	                                                                                                                                     "e"                                                                                                      \
-	                                                                                                                                     "d"                                                                                                      \
-	                                                                                                                                     "_"                                                                                                      \
-	                                                                                                                                     "a"                                                                                                      \
-	                                                                                                                                     "t") ", " TS("s.created_at") ", " TS("s.updated_at") ", " EP("s.current_period_start_at") ", " EP("s."   \
-	                                                                                                                                                                                                                                       "curr" \
-	                                                                                                                                                                                                                                       "ent_" \
-	                                                                                                                                                                                                                                       "peri" \
-	                                                                                                                                                                                                                                       "od_"  \
-	                                                                                                                                                                                                                                       "end_" \
-	                                                                                                                                                                                                                                       "at") ", " EP("s.trial_end_at") ", " EP("s.anchor_date::timestamp AT TIME ZONE 'UTC'") ", " EP("s.canceled_at") ", s.period_plan_id"
+#define SUB_COLS                                                                                                                                                                                                           \
+	"s.id, s.tenant_id, s.plan_id, p.code, s.status, " TS(                                                                                                                                                             \
+	        "s.current_"                                                                                                                                                                                               \
+	        "period_start_"                                                                                                                                                                                            \
+	        "at") ", " TS("s.current_period_end_at") ", " TS("s.trial_"                                                                                                                                                \
+	                                                         "end_at") ","                                                                                                                                             \
+	                                                                   " "                                                                                                                                             \
+	                                                                   "s"                                                                                                                                             \
+	                                                                   "."                                                                                                                                             \
+	                                                                   "c"                                                                                                                                             \
+	                                                                   "a"                                                                                                                                             \
+	                                                                   "n"                                                                                                                                             \
+	                                                                   "c"                                                                                                                                             \
+	                                                                   "e"                                                                                                                                             \
+	                                                                   "l"                                                                                                                                             \
+	                                                                   "_"                                                                                                                                             \
+	                                                                   "a"                                                                                                                                             \
+	                                                                   "t"                                                                                                                                             \
+	                                                                   "_"                                                                                                                                             \
+	                                                                   "p"                                                                                                                                             \
+	                                                                   "e"                                                                                                                                             \
+	                                                                   "r"                                                                                                                                             \
+	                                                                   "i"                                                                                                                                             \
+	                                                                   "o"                                                                                                                                             \
+	                                                                   "d"                                                                                                                                             \
+	                                                                   "_"                                                                                                                                             \
+	                                                                   "e"                                                                                                                                             \
+	                                                                   "n"                                                                                                                                             \
+	                                                                   "d"                                                                                                                                             \
+	                                                                   ","                                                                                                                                             \
+	                                                                   " " TS("s.canceled_at") ", " TS(                                                                                                                \
+	                                                                           "s.past_due_since_at") ", "                                                                                                             \
+	                                                                                                  "s.provider_"                                                                                                    \
+	                                                                                                  "customer_id,"                                                                                                   \
+	                                                                                                  " s.provider_"                                                                                                   \
+	                                                                                                  "subscription"                                                                                                   \
+	                                                                                                  "_id, " TS(                                                                                                      \
+	                                                                                                          "s"                                                                                                      \
+	                                                                                                          "."                                                                                                      \
+	                                                                                                          "s"                                                                                                      \
+	                                                                                                          "t"                                                                                                      \
+	                                                                                                          "a"                                                                                                      \
+	                                                                                                          "r"                                                                                                      \
+	                                                                                                          "t"                                                                                                      \
+	                                                                                                          "e"                                                                                                      \
+	                                                                                                          "d"                                                                                                      \
+	                                                                                                          "_"                                                                                                      \
+	                                                                                                          "a"                                                                                                      \
+	                                                                                                          "t") ", " TS("s.created_at") ", " TS("s.updated_at") ", " EP("s.current_period_start_at") ", " EP("s."   \
+	                                                                                                                                                                                                            "curr" \
+	                                                                                                                                                                                                            "ent_" \
+	                                                                                                                                                                                                            "peri" \
+	                                                                                                                                                                                                            "od_"  \
+	                                                                                                                                                                                                            "end_" \
+	                                                                                                                                                                                                            "at") ", " EP("s.trial_end_at") ", " EP("s.anchor_date::timestamp AT TIME ZONE 'UTC'") ", " EP("s.canceled_at") ", s.period_plan_id"
 #define SUB_NCOLS 22
 
 // What the store needs besides the proto fields.
@@ -686,29 +688,9 @@ billing_store_usage(pl_call *call, pl_db *db, const char *tenant,
 
 // Reservation ---------------------------------------------------------------
 
-int
-billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
-                      int64_t amount, const char *key, bool emit,
-                      billing_reserve_result *out)
+static void
+reserve_row(const PGresult *r, billing_reserve_result *out)
 {
-	char id[PL_UUID_STRLEN + 1], amt[24];
-	PGresult *r;
-	int rc;
-
-	pl_uuid7_str(id);
-	snprintf(amt, sizeof(amt), "%" PRId64, amount);
-	r = EXEC(db,
-	         "SELECT outcome, reservation_id, remaining_day, "
-	         "remaining_month, "
-	         "overage, replayed, refusal, day_limit, month_limit FROM "
-	         "billing.reserve_usage($1, $2, $3, $4, $5, $6)",
-	         tenant, metric, amt, key, id, emit ? "t" : "f");
-	if ((rc = pl_db_result_status(r)) != PL_OK || PQntuples(r) != 1) {
-		const char *m = r ? PQresultErrorMessage(r) : "no connection";
-		pl_error("could not reserve usage: %s", m);
-		PQclear(r);
-		return rc != PL_OK ? rc : PL_INTERNAL;
-	}
 	memset(out, 0, sizeof(*out));
 	snprintf(out->outcome, sizeof(out->outcome), "%s", PQgetvalue(r, 0, 0));
 	snprintf(out->reservation_id, sizeof(out->reservation_id), "%s",
@@ -720,8 +702,106 @@ billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
 	snprintf(out->refusal, sizeof(out->refusal), "%s", PQgetvalue(r, 0, 6));
 	out->day_limit = icol(r, 0, 7);
 	out->month_limit = icol(r, 0, 8);
-	PQclear(r);
-	return PL_OK;
+}
+
+// Runs the statement `name` (sql) prepared on db's connection: the hot path
+// skips parsing and planning its outer statement on every call. A statement
+// is prepared the first time a thread meets a connection; a connection that
+// lost it (a reconnect at the same address) answers 26000 and gets it again.
+// Inside a transaction, or when preparing fails, it is run unprepared.
+static PGresult *
+exec_prepared(pl_db *db, const char *name, const char *sql, int n,
+              const char *const *params)
+{
+	static _Thread_local PGconn *prepared_on;
+	PGconn *c;
+	PGresult *r;
+
+	if (pl_db_in_tx(db) || (c = pl_db_conn(db)) == NULL)
+		return pl_db_exec(db, sql, n, params);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		const char *st;
+		if (c != prepared_on) {
+			r = PQprepare(c, name, sql, n, NULL);
+			st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+			if (PQresultStatus(r) != PGRES_COMMAND_OK &&
+			    (st == NULL || strcmp(st, "42P05") != 0)) {
+				PQclear(r);
+				return pl_db_exec(db, sql, n, params);
+			}
+			PQclear(r);
+			prepared_on = c;
+		}
+		r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
+		if (PQstatus(c) != CONNECTION_OK) {
+			// Lost: let pl_db_exec reconnect and retry it.
+			PQclear(r);
+			prepared_on = NULL;
+			return pl_db_exec(db, sql, n, params);
+		}
+		st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+		if (st == NULL || strcmp(st, "26000") != 0)
+			return r;
+		PQclear(r);
+		prepared_on = NULL;
+	}
+	return pl_db_exec(db, sql, n, params);
+}
+
+#define RESERVE_SQL                                                            \
+	"SELECT outcome, reservation_id, remaining_day, remaining_month, "     \
+	"overage, replayed, refusal, day_limit, month_limit FROM "             \
+	"billing.reserve_usage($1, $2, $3, $4, $5, $6)"
+
+// One round trip for a new key: billing.reserve_usage (002_fast_reserve.sql)
+// decides and stores the answer. A key already used makes it fail with a
+// unique violation that changed nothing; the stored answer is then read with
+// billing.reserve_replay. If that finds no row (the key's row was pruned in
+// between), reserving is tried once more.
+int
+billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
+                      int64_t amount, const char *key, bool emit,
+                      billing_reserve_result *out)
+{
+	char id[PL_UUID_STRLEN + 1], amt[24];
+	PGresult *r;
+	int rc;
+
+	snprintf(amt, sizeof(amt), "%" PRId64, amount);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		pl_uuid7_str(id);
+		r = exec_prepared(db, "billing_reserve", RESERVE_SQL, 6,
+		                  (const char *const[]){ tenant, metric, amt,
+		                                         key, id,
+		                                         emit ? "t" : "f" });
+		rc = pl_db_result_status(r);
+		if (rc == PL_ALREADY_EXISTS) {
+			PQclear(r);
+			r = EXEC(db,
+			         "SELECT outcome, reservation_id, "
+			         "remaining_day, remaining_month, overage, "
+			         "replayed, refusal, day_limit, month_limit "
+			         "FROM billing.reserve_replay($1, $2, $3, $4)",
+			         tenant, metric, amt, key);
+			rc = pl_db_result_status(r);
+			if (rc == PL_OK && PQntuples(r) == 1 &&
+			    strcmp(PQgetvalue(r, 0, 0), "not_found") == 0) {
+				PQclear(r);
+				continue;
+			}
+		}
+		if (rc != PL_OK || PQntuples(r) != 1) {
+			pl_error("could not reserve usage: %s",
+			         r ? PQresultErrorMessage(r) : "no connection");
+			PQclear(r);
+			return rc != PL_OK ? rc : PL_INTERNAL;
+		}
+		reserve_row(r, out);
+		PQclear(r);
+		return PL_OK;
+	}
+	pl_error("could not reserve usage: key %s neither new nor stored", key);
+	return PL_ABORTED;
 }
 
 int

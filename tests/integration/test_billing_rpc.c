@@ -686,6 +686,94 @@ test_reserve_basics(void **state)
 	        nres);
 }
 
+// The replay paths of the one-round-trip reservation (002): a used key is
+// answered from its stored row whatever happened since (a restart of the
+// database, which also drops the prepared statement; a canceled
+// subscription), another metric or amount on it is ALREADY_EXISTS, and a
+// replay never counts again.
+static void
+test_reserve_replays_and_restart(void **state)
+{
+	Parley__Billing__V1__ReserveUsageResponse *r = NULL, *r2 = NULL;
+	Parley__Billing__V1__CancelSubscriptionRequest cin =
+	        PARLEY__BILLING__V1__CANCEL_SUBSCRIPTION_REQUEST__INIT;
+	Parley__Billing__V1__CancelSubscriptionResponse *cout = NULL;
+	pl_rpc_result res;
+	char t[PL_UUID_STRLEN + 1], q[256];
+	pl_principal o;
+	(void)state;
+	NEED_PG();
+
+	create_plan("replays", 0, 100, 1000, -1);
+	new_tenant(t, "replays");
+	assert_int_equal(reserve(t, 1, 5, "a", &r, NULL), PL_OK);
+	assert_false(r->replayed);
+	assert_int_equal(r->remaining_day, 95);
+	assert_int_equal(reserve(t, 1, 5, "a", &r2, NULL), PL_OK);
+	assert_true(r2->replayed);
+	assert_string_equal(r2->reservation_id, r->reservation_id);
+	assert_int_equal(r2->remaining_day, 95);
+	assert_int_equal(reserve(t, 1, 6, "a", NULL, &res), PL_ALREADY_EXISTS);
+	assert_int_equal(reserve(t, 2, 5, "a", NULL, &res), PL_ALREADY_EXISTS);
+	// Refused by the committed counters (no lock taken): stored as a
+	// refusal and answered the same way later.
+	assert_int_equal(reserve(t, 1, 96, "big", NULL, &res),
+	                 PL_RESOURCE_EXHAUSTED);
+	assert_non_null(strstr(res.message, "remaining today: 95"));
+
+	// The server restarts: every connection and prepared statement is
+	// gone. New keys and replays keep working (more calls than workers,
+	// so every worker meets its new connection).
+	assert_int_equal(pgh_restart(&pg), 0);
+	for (int i = 0; i < 8; i++) {
+		char k[16];
+		snprintf(k, sizeof(k), "r-%d", i);
+		int rc = reserve(t, 1, 1, k, NULL, &res);
+		if (rc == PL_UNAVAILABLE) // a lost connection may fail once
+			rc = reserve(t, 1, 1, k, NULL, &res);
+		assert_int_equal(rc, PL_OK);
+	}
+	for (int i = 0; i < 8; i++) {
+		char k[16];
+		snprintf(k, sizeof(k), "r-%d", i);
+		assert_int_equal(reserve(t, 1, 1, k, &r2, NULL), PL_OK);
+		assert_true(r2->replayed);
+	}
+	assert_int_equal(reserve(t, 1, 5, "a", &r2, NULL), PL_OK);
+	assert_true(r2->replayed);
+
+	// Canceled now: new keys are refused and store nothing; a used key
+	// keeps its stored answer.
+	o = owner(t);
+	assert_int_equal(
+	        call(M("CancelSubscription"), &o, &cin,
+	             &parley__billing__v1__cancel_subscription_response__descriptor,
+	             (void **)&cout, NULL),
+	        PL_OK);
+	assert_int_equal(reserve(t, 1, 1, "late", NULL, &res),
+	                 PL_FAILED_PRECONDITION);
+	assert_int_equal(reserve(t, 1, 5, "a", &r2, NULL), PL_OK);
+	assert_true(r2->replayed);
+	assert_int_equal(reserve(t, 1, 96, "big", NULL, &res),
+	                 PL_RESOURCE_EXHAUSTED);
+
+	snprintf(q, sizeof(q),
+	         "SELECT used FROM billing.usage_counters WHERE tenant_id = "
+	         "'%s' AND period_kind = 'day'",
+	         t);
+	assert_int_equal(sql_int(q), 5 + 8);
+	snprintf(q, sizeof(q),
+	         "SELECT used FROM billing.usage_counters WHERE tenant_id = "
+	         "'%s' AND period_kind = 'month'",
+	         t);
+	assert_int_equal(sql_int(q), 5 + 8);
+	snprintf(q, sizeof(q),
+	         "SELECT count(*) FROM billing.usage_reservations WHERE "
+	         "tenant_id = '%s'",
+	         t);
+	assert_int_equal(sql_int(q), 1 + 1 + 8);
+}
+
 static void
 test_month_refusal_leaves_no_day_increment(void **state)
 {
@@ -1203,7 +1291,7 @@ test_periods_agree_with_sql(void **state)
 		        billing_days_from_civil(2023, 12, ad) * BILLING_DAY_S;
 		for (int64_t t = anchor; t < anchor + 800 * BILLING_DAY_S;
 		     t += 3 * BILLING_DAY_S + 7919) {
-			char a[32], at[32], q[256];
+			char a[32], at[32], q[512];
 			int64_t s, e, ss, se;
 			PGresult *r;
 			billing_format_time(anchor * 1000, a);
@@ -1211,13 +1299,18 @@ test_periods_agree_with_sql(void **state)
 			snprintf(q, sizeof(q),
 			         "SELECT extract(epoch FROM "
 			         "period_start)::bigint, "
-			         "extract(epoch FROM period_end)::bigint FROM "
+			         "extract(epoch FROM period_end)::bigint, "
+			         "extract(epoch FROM billing.month_start("
+			         "'%.10s'::date, '%s'))::bigint FROM "
 			         "billing.month_period('%.10s'::date, '%s')",
-			         a, at);
+			         a, at, a, at);
 			r = PQexec(c, q);
 			assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
 			ss = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 			se = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+			// ReserveUsage's inlined expression (002) agrees too.
+			assert_int_equal(strtoll(PQgetvalue(r, 0, 2), NULL, 10),
+			                 ss);
 			PQclear(r);
 			billing_month_period(anchor, t, &s, &e);
 			assert_int_equal(s, ss);
@@ -1235,6 +1328,7 @@ main(void)
 		cmocka_unit_test(test_subscription_lifecycle),
 		cmocka_unit_test(test_reserve_basics),
 		cmocka_unit_test(test_month_refusal_leaves_no_day_increment),
+		cmocka_unit_test(test_reserve_replays_and_restart),
 		cmocka_unit_test(test_change_plan_and_invoice),
 		cmocka_unit_test(test_webhooks),
 		cmocka_unit_test(test_deliver_events),

@@ -4,8 +4,20 @@
 // over-admissions (allowed answers beyond what the counters hold or beyond
 // the limit; must be 0).
 //
+// Beside each ReserveUsage figure it prints two ceilings measured in the
+// same process on the same machine, so the cost of each layer is visible:
+//   health  Health/Check over the same RPC client and server (no database):
+//           what the RPC runtime alone can do;
+//   sql     the service's own store call (billing_store_reserve, the same
+//           SQL statement) from W threads with one connection each, no RPC:
+//           what PostgreSQL alone can do for this statement.
+// Every measurement runs --repeat times (default 3) and the median is
+// printed; (b) uses a fresh hot tenant for every run.
+//
 // usage: bench_billing [--seconds S] [--threads N] [--workers W]
-//                      [--hot-limit L]
+//                      [--hot-limit L] [--repeat R] [--hold S]
+//   --hold S  keeps the cluster up S seconds after the runs and prints its
+//             URL (for EXPLAIN, pgbench or perf by hand).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -19,7 +31,9 @@
 #include <libpq-fe.h>
 
 #include "billing.h"
+#include "parley/rpc/v1/health.pb-c.h"
 #include "pgh.h"
+#include "pl/db.h"
 #include "pl/id.h"
 #include "pl/log.h"
 
@@ -28,8 +42,10 @@
 
 static double seconds = 5.0;
 static int threads = 16;
-static int workers = 4;
+static int workers = 8;
 static int64_t hot_limit = 5000;
+static int repeat = 3;
+static int hold;
 static char db_url[PGH_URL_MAX];
 
 static int
@@ -76,41 +92,77 @@ static pl_rpc_client *cli;
 static char (*tenants)[PL_UUID_STRLEN + 1];
 static int n_tenants;
 static atomic_bool stop;
+static int run_seq; // in every key: each run's keys are new
+
+enum mode { MODE_RESERVE, MODE_HEALTH, MODE_SQL };
 
 typedef struct thr {
 	int idx;
+	enum mode mode;
 	long calls, allowed, refused, errors;
 	int64_t *lat;
 	size_t n_lat, cap_lat;
 } thr;
 
+// One call of the run's kind; returns its status.
+static int
+one_call(thr *t, pl_arena *a, pl_db *db, unsigned *seed)
+{
+	pl_principal svc = PARLEY__RPC__V1__PRINCIPAL__INIT;
+	pl_rpc_opts o = { .principal = &svc };
+	const char *tenant = tenants[rand_r(seed) % (unsigned)n_tenants];
+	char key[64];
+
+	svc.kind = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE;
+	snprintf(key, sizeof(key), "b-%d-%d-%ld", run_seq, t->idx, t->calls);
+	if (t->mode == MODE_HEALTH) {
+		Parley__Rpc__V1__HealthCheckRequest in =
+		        PARLEY__RPC__V1__HEALTH_CHECK_REQUEST__INIT;
+		Parley__Rpc__V1__HealthCheckResponse *out = NULL;
+		return pl_rpc_call(
+		        cli, "/parley.rpc.v1.Health/Check", &in.base,
+		        &parley__rpc__v1__health_check_response__descriptor,
+		        (void **)&out, a, &o, NULL);
+	}
+	if (t->mode == MODE_SQL) {
+		billing_reserve_result r;
+		int rc = billing_store_reserve(db, tenant, "messages", 1, key,
+		                               false, &r);
+		if (rc != PL_OK)
+			return rc;
+		if (strcmp(r.outcome, "ok") == 0)
+			return PL_OK;
+		return strcmp(r.outcome, "exhausted") == 0
+		               ? PL_RESOURCE_EXHAUSTED
+		               : PL_INTERNAL;
+	}
+	Parley__Billing__V1__ReserveUsageRequest in =
+	        PARLEY__BILLING__V1__RESERVE_USAGE_REQUEST__INIT;
+	Parley__Billing__V1__ReserveUsageResponse *out = NULL;
+	in.tenant_id = (char *)tenant;
+	in.metric = PARLEY__BILLING__V1__METRIC__METRIC_MESSAGES;
+	in.amount = 1;
+	in.idempotency_key = key;
+	return pl_rpc_call(
+	        cli, M("ReserveUsage"), &in.base,
+	        &parley__billing__v1__reserve_usage_response__descriptor,
+	        (void **)&out, a, &o, NULL);
+}
+
 static void *
 client_main(void *arg)
 {
 	thr *t = arg;
-	pl_principal svc = PARLEY__RPC__V1__PRINCIPAL__INIT;
-	pl_rpc_opts o = { .principal = &svc };
 	pl_arena a;
+	pl_db *db = NULL;
 	unsigned seed = (unsigned)t->idx * 7919u + 1;
 
-	svc.kind = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE;
+	if (t->mode == MODE_SQL && (db = pl_db_open(db_url)) == NULL)
+		return NULL;
 	pl_arena_init(&a, 0, 0);
 	while (!atomic_load(&stop)) {
-		Parley__Billing__V1__ReserveUsageRequest in =
-		        PARLEY__BILLING__V1__RESERVE_USAGE_REQUEST__INIT;
-		Parley__Billing__V1__ReserveUsageResponse *out = NULL;
-		char key[64];
 		int64_t t0 = pl_now_ns();
-		int rc;
-		snprintf(key, sizeof(key), "b-%d-%ld", t->idx, t->calls);
-		in.tenant_id = tenants[rand_r(&seed) % n_tenants];
-		in.metric = PARLEY__BILLING__V1__METRIC__METRIC_MESSAGES;
-		in.amount = 1;
-		in.idempotency_key = key;
-		rc = pl_rpc_call(
-		        cli, M("ReserveUsage"), &in.base,
-		        &parley__billing__v1__reserve_usage_response__descriptor,
-		        (void **)&out, &a, &o, NULL);
+		int rc = one_call(t, &a, db, &seed);
 		t->calls++;
 		if (rc == PL_OK)
 			t->allowed++;
@@ -119,13 +171,19 @@ client_main(void *arg)
 		else
 			t->errors++;
 		if (t->n_lat == t->cap_lat) {
-			t->cap_lat = t->cap_lat ? t->cap_lat * 2 : 4096;
-			t->lat = realloc(t->lat, t->cap_lat * sizeof(*t->lat));
+			size_t cap = t->cap_lat ? t->cap_lat * 2 : 4096;
+			int64_t *l = realloc(t->lat, cap * sizeof(*l));
+			if (l == NULL)
+				break;
+			t->lat = l;
+			t->cap_lat = cap;
 		}
 		t->lat[t->n_lat++] = pl_now_ns() - t0;
 		pl_arena_reset(&a);
 	}
 	pl_arena_fini(&a);
+	if (db != NULL)
+		pl_db_close(db);
 	return NULL;
 }
 
@@ -136,51 +194,76 @@ cmp_i64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-// Runs the clients for `seconds`; returns allowed answers.
-static long
-run(const char *label)
+typedef struct result {
+	double rate, p50_us, p99_us;
+	long calls, allowed, refused, errors;
+} result;
+
+// Runs n clients of one kind for `seconds`.
+static result
+run(const char *label, enum mode mode, int n_thr)
 {
 	pthread_t th[256];
 	thr ts[256];
-	long calls = 0, allowed = 0, refused = 0, errors = 0;
+	result res = { 0 };
 	int64_t *all;
 	size_t n = 0;
 	int64_t t0;
 	double el;
 
 	memset(ts, 0, sizeof(ts));
+	run_seq++;
 	atomic_store(&stop, false);
 	t0 = pl_now_ns();
-	for (int i = 0; i < threads; i++) {
+	for (int i = 0; i < n_thr; i++) {
 		ts[i].idx = i;
+		ts[i].mode = mode;
 		pthread_create(&th[i], NULL, client_main, &ts[i]);
 	}
 	usleep((useconds_t)(seconds * 1e6));
 	atomic_store(&stop, true);
-	for (int i = 0; i < threads; i++) {
+	for (int i = 0; i < n_thr; i++) {
 		pthread_join(th[i], NULL);
-		calls += ts[i].calls;
-		allowed += ts[i].allowed;
-		refused += ts[i].refused;
-		errors += ts[i].errors;
+		res.calls += ts[i].calls;
+		res.allowed += ts[i].allowed;
+		res.refused += ts[i].refused;
+		res.errors += ts[i].errors;
 		n += ts[i].n_lat;
 	}
 	el = (double)(pl_now_ns() - t0) / 1e9;
 	all = malloc((n + 1) * sizeof(*all));
 	n = 0;
-	for (int i = 0; i < threads; i++) {
+	for (int i = 0; i < n_thr; i++) {
 		memcpy(all + n, ts[i].lat, ts[i].n_lat * sizeof(*all));
 		n += ts[i].n_lat;
 		free(ts[i].lat);
 	}
 	qsort(all, n, sizeof(*all), cmp_i64);
-	printf("%-22s %9.0f calls/s  p50 %6.0f us  p99 %6.0f us  "
-	       "(%ld calls: %ld allowed, %ld refused, %ld errors)\n",
-	       label, (double)calls / el, n ? all[n / 2] / 1e3 : 0.0,
-	       n ? all[n * 99 / 100] / 1e3 : 0.0, calls, allowed, refused,
-	       errors);
+	res.rate = (double)res.calls / el;
+	res.p50_us = n ? (double)all[n / 2] / 1e3 : 0.0;
+	res.p99_us = n ? (double)all[n * 99 / 100] / 1e3 : 0.0;
+	printf("  %-26s %8.0f calls/s  p50 %6.0f us  p99 %6.0f us  "
+	       "(%ld calls: %ld ok, %ld refused, %ld errors)\n",
+	       label, res.rate, res.p50_us, res.p99_us, res.calls, res.allowed,
+	       res.refused, res.errors);
+	fflush(stdout);
 	free(all);
-	return allowed;
+	return res;
+}
+
+static int
+cmp_res(const void *a, const void *b)
+{
+	double x = ((const result *)a)->rate, y = ((const result *)b)->rate;
+	return x < y ? -1 : x > y;
+}
+
+// The run with the median rate of n.
+static result
+median(result *r, int n)
+{
+	qsort(r, (size_t)n, sizeof(*r), cmp_res);
+	return r[n / 2];
 }
 
 static long long
@@ -256,8 +339,8 @@ main(int argc, char **argv)
 	pl_rpc_client_config cc = { 0 };
 	void *arg = NULL;
 	pl_service_cfg cfg = { 0 };
-	long allowed;
-	long long counted, overs = 0;
+	long long counted, month, overs = 0;
+	bool mismatch = false;
 
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (strcmp(argv[i], "--seconds") == 0)
@@ -268,9 +351,17 @@ main(int argc, char **argv)
 			workers = atoi(argv[i + 1]);
 		else if (strcmp(argv[i], "--hot-limit") == 0)
 			hot_limit = atoll(argv[i + 1]);
+		else if (strcmp(argv[i], "--repeat") == 0)
+			repeat = atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--hold") == 0)
+			hold = atoi(argv[i + 1]);
 	}
 	if (threads < 1 || threads > 256)
 		threads = 16;
+	if (workers < 1 || workers > 256)
+		workers = 8;
+	if (repeat < 1 || repeat > 16)
+		repeat = 3;
 	pl_log_init("bench", PL_LOG_WARN);
 	if (pgh_start(&pg) != 0) {
 		fprintf(stderr, "bench_billing: no PostgreSQL\n");
@@ -334,33 +425,92 @@ main(int argc, char **argv)
 
 	// (a) 1,000 distinct tenants.
 	make_tenants(1000, "bench");
-	allowed = run("(a) 1,000 tenants");
-	counted = sql_int(admin_url, "SELECT coalesce(sum(used), 0) FROM "
-	                             "billing.usage_counters WHERE "
-	                             "period_kind = 'day'");
-	if (counted != allowed)
-		overs += counted > allowed ? counted - allowed : 0;
-	printf("    counters %lld = allowed %ld: %s\n", counted, allowed,
-	       counted == allowed ? "ok" : "MISMATCH");
+	{
+		result h[16], r[16], d[16], m;
+		long total = 0;
+		printf("(a) 1,000 tenants\n");
+		for (int k = 0; k < repeat; k++) {
+			h[k] = run("health (RPC runtime)", MODE_HEALTH,
+			           threads);
+			r[k] = run("ReserveUsage (RPC)", MODE_RESERVE, threads);
+			d[k] = run("reserve SQL (no RPC)", MODE_SQL, workers);
+			total += r[k].allowed + d[k].allowed;
+		}
+		m = median(h, repeat);
+		printf("  median health              %8.0f calls/s\n", m.rate);
+		m = median(d, repeat);
+		printf("  median reserve SQL         %8.0f calls/s\n", m.rate);
+		m = median(r, repeat);
+		printf("  median ReserveUsage        %8.0f calls/s  p50 %.0f "
+		       "us  "
+		       "p99 %.0f us  target 10000\n",
+		       m.rate, m.p50_us, m.p99_us);
+		counted =
+		        sql_int(admin_url, "SELECT coalesce(sum(used), 0) FROM "
+		                           "billing.usage_counters WHERE "
+		                           "period_kind = 'day'");
+		month = sql_int(admin_url, "SELECT coalesce(sum(used), 0) FROM "
+		                           "billing.usage_counters WHERE "
+		                           "period_kind = 'month'");
+		if (counted > total)
+			overs += counted - total;
+		printf("  counters day %lld month %lld = allowed %ld: %s\n",
+		       counted, month, total,
+		       counted == total && month == total ? "ok" : "MISMATCH");
+		if (counted != total || month != total)
+			mismatch = true;
+	}
 
-	// (b) one hot tenant with a daily limit.
-	free(tenants);
-	make_tenants(1, "hot");
-	allowed = run("(b) one hot tenant");
-	snprintf(q, sizeof(q),
-	         "SELECT coalesce(sum(used), 0) FROM billing.usage_counters "
-	         "WHERE "
-	         "tenant_id = '%s' AND period_kind = 'day'",
-	         tenants[0]);
-	counted = sql_int(admin_url, q);
-	if (counted != allowed)
-		overs += counted > allowed ? counted - allowed
-		                           : allowed - counted;
-	if (counted > hot_limit)
-		overs += counted - hot_limit;
-	printf("    counter %lld, allowed %ld, limit %lld\n", counted, allowed,
-	       (long long)hot_limit);
-	printf("over-admissions: %lld\n", overs);
+	// (b) one hot tenant with a daily limit: a fresh one for every run.
+	{
+		result r[16], d[16], m;
+		printf("(b) one hot tenant, day limit %lld\n",
+		       (long long)hot_limit);
+		for (int k = 0; k < 2 * repeat; k++) {
+			result x;
+			long long c;
+			free(tenants);
+			make_tenants(1, "hot");
+			if (k % 2 == 0)
+				x = r[k / 2] = run("ReserveUsage (RPC)",
+				                   MODE_RESERVE, threads);
+			else
+				x = d[k / 2] = run("reserve SQL (no RPC)",
+				                   MODE_SQL, workers);
+			snprintf(
+			        q, sizeof(q),
+			        "SELECT coalesce(sum(used), 0) FROM "
+			        "billing.usage_counters WHERE tenant_id = '%s' "
+			        "AND period_kind = 'day'",
+			        tenants[0]);
+			c = sql_int(admin_url, q);
+			if (c > x.allowed)
+				overs += c - x.allowed;
+			if (c > hot_limit)
+				overs += c - hot_limit;
+			if (x.allowed > hot_limit)
+				overs += x.allowed - hot_limit;
+			if (c != x.allowed)
+				mismatch = true;
+			printf("    counter %lld, allowed %ld, limit %lld\n", c,
+			       x.allowed, (long long)hot_limit);
+		}
+		m = median(d, repeat);
+		printf("  median reserve SQL         %8.0f calls/s\n", m.rate);
+		m = median(r, repeat);
+		printf("  median ReserveUsage        %8.0f calls/s  p50 %.0f "
+		       "us  "
+		       "p99 %.0f us  target 3000\n",
+		       m.rate, m.p50_us, m.p99_us);
+	}
+	printf("over-admissions: %lld%s\n", overs,
+	       mismatch ? " (counters and answers disagree)" : "");
+	if (hold > 0) {
+		printf("holding the cluster %d s: admin %s service %s\n", hold,
+		       admin_url, db_url);
+		fflush(stdout);
+		sleep((unsigned)hold);
+	}
 
 	free(tenants);
 	pl_rpc_client_close(cli);
@@ -369,5 +519,5 @@ main(int argc, char **argv)
 	billing_service_def.fini(arg);
 	pl_cfg_free(billing_service_def.cfg);
 	pgh_stop(&pg);
-	return overs == 0 ? 0 : 2;
+	return overs == 0 && !mismatch ? 0 : 2;
 }
