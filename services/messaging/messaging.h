@@ -1,0 +1,468 @@
+// The messaging service, core part (issue 6): provider webhooks, contacts,
+// conversations, messages, delivery, statuses, human takeover, web chat.
+#ifndef MESSAGING_H
+#define MESSAGING_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley/agents/v1/agents.pb-c.h"
+#include "parley/billing/v1/billing.pb-c.h"
+#include "parley/messaging/v1/messaging.pb-c.h"
+#include "parley/tenants/v1/tenants.pb-c.h"
+#include "pl/arena.h"
+#include "pl/db.h"
+#include "pl/httpc.h"
+#include "pl/migrate.h"
+#include "pl/outbox.h"
+#include "pl/rpc.h"
+#include "pl/service.h"
+
+extern const pl_service_def messaging_service_def;
+extern const pl_rpc_service messaging_rpc_service;
+extern const pl_migration messaging_migrations[];
+extern const size_t messaging_n_migrations;
+
+#define MSG_SCHEMA        "messaging"
+#define MSG_N_MIGRATIONS  1
+#define MSG_MAX_BODY      (1024 * 1024) // webhook bodies
+#define MSG_MAX_TEXT      (64 * 1024)   // inbound text
+#define MSG_MAX_SEND_TEXT 4096          // outbound text (WhatsApp's limit)
+
+// ---------------------------------------------------------------------------
+// Enum names as stored (index = proto enum value; "" for UNSPECIFIED).
+
+extern const char *const msg_status_names[8];
+extern const char *const msg_type_names[12];
+extern const char *const msg_direction_names[3];
+extern const char *const msg_sender_names[5];
+extern const char *const conv_status_names[4];
+extern const char *const conv_owner_names[3];
+extern const char *const conv_stage_names[7];
+extern const char *const intent_level_names[4];
+extern const char *const sentiment_names[4];
+extern const char *const ext_kind_names[4];
+
+// Index of name in names[0..n) or 0 when none.
+int msg_enum_from_name(const char *const *names, int n, const char *name);
+
+// Ranks of statuses: received < queued < sent < delivered < read < played;
+// failed is terminal. True when `next` may replace `cur`.
+bool messaging_status_advances(int cur, int next);
+
+// ---------------------------------------------------------------------------
+// Phones (phone.c)
+
+#define MSG_PHONE_MAX 20
+
+// Normalizes any written phone ("+55 (11) 98765-4321", "0055...",
+// "5511987654321") to E.164 into out; false when it is not 8..15 digits.
+bool messaging_phone_normalize(const char *raw, char out[MSG_PHONE_MAX]);
+
+// The forms a lookup must try: the number itself and, for a Brazilian
+// mobile, the same with or without the ninth digit. Returns 1 or 2.
+int messaging_phone_variants(const char *e164, char a[MSG_PHONE_MAX],
+                             char b[MSG_PHONE_MAX]);
+
+// ---------------------------------------------------------------------------
+// Provider adapters (webhook.c): signature and parsing, no I/O.
+
+// Checks "sha256=<hex>" (X-Hub-Signature-256) against HMAC-SHA256 of the
+// raw body under secret, in constant time.
+bool messaging_wa_signature_ok(const char *header, const char *secret,
+                               const uint8_t *body, size_t len);
+
+typedef enum msg_item_kind {
+	MSG_ITEM_MESSAGE = 1,
+	MSG_ITEM_STATUS = 2,
+} msg_item_kind;
+
+// One message or status found in a webhook body; strings in the arena.
+typedef struct msg_item {
+	msg_item_kind kind;
+	// both
+	const char *provider_message_id;
+	const char *routing_key; // phone_number_id (WhatsApp), "to" (Infobip)
+	// messages
+	const char *external_id;
+	int external_id_kind; // Parley__Messaging__V1__ExternalIdKind
+	const char *phone_raw;
+	const char *business_user_id;
+	const char *parent_user_id;
+	const char *contact_name;
+	const char *profile_json;
+	int type; // MessageType
+	const char *text;
+	const char *media_url;
+	const char *media_mime_type;
+	const char *provider_created_at; // RFC 3339 or NULL
+	const char *metadata_json;
+	// statuses
+	int status; // MessageStatus
+	const char *at;
+	const char *error_code;
+	const char *error_text;
+} msg_item;
+
+typedef struct msg_items {
+	msg_item *v;
+	size_t n;
+} msg_items;
+
+// Parses a body of the channel type (1 WhatsApp Cloud, 2 Infobip) into
+// items. Returns PL_OK, or PL_INVALID_ARGUMENT with err saying what is wrong
+// (not JSON, not the provider's shape).
+int messaging_parse_webhook(int channel_type, const uint8_t *body, size_t len,
+                            pl_arena *a, msg_items *out, char *err,
+                            size_t errlen);
+
+// ---------------------------------------------------------------------------
+// Outbound requests and answers (provider.c), no I/O.
+
+typedef struct msg_send {
+	int channel_type;
+	const char *api_base_url;
+	const char *phone_number_id; // WhatsApp
+	const char *sender_number;   // Infobip
+	const char *access_token;
+	const char *to; // external id
+	int to_kind;    // ExternalIdKind
+	int type;       // MessageType
+	const char *text;
+	const char *media_url;
+} msg_send;
+
+// Builds URL, headers and JSON body (malloc'd into the arena).
+int messaging_build_send(const msg_send *s, pl_arena *a, const char **url,
+                         const char ***headers, char **body);
+
+typedef enum msg_send_verdict {
+	MSG_SEND_OK = 0,        // provider id in *provider_id
+	MSG_SEND_RETRY = 1,     // transient: timeout, 429, 5xx, throughput
+	MSG_SEND_PERMANENT = 2, // 4xx: failed, error code and text set
+} msg_send_verdict;
+
+// Classifies an answer (http 0 = no answer) and extracts the provider id
+// or the provider's error code and text.
+msg_send_verdict messaging_classify_send(int channel_type, long http,
+                                         const char *body, pl_arena *a,
+                                         const char **provider_id,
+                                         const char **err_code,
+                                         const char **err_text);
+
+// Capped exponential back-off with full jitter for retry n (1-based),
+// honouring retry_after_ms (-1 none).
+int64_t messaging_backoff_ms(int n, int64_t base, int64_t cap,
+                             int64_t retry_after_ms);
+
+// ---------------------------------------------------------------------------
+// Peers (peers.c): tenants, billing, agents; each may be off (no URL).
+
+typedef struct msg_channel {
+	char tenant_id[40];
+	char channel_id[40];
+	int type; // ChannelType
+	int tenant_status;
+	int status; // ChannelStatus
+	char agent_id[40];
+	char phone_number_id[64];
+	char sender_number[64];
+	char api_base_url[256];
+	int send_rate;
+	char access_token[512];
+	char app_secret[256];
+	char verify_token[256];
+	int64_t expires_ns;
+} msg_channel;
+
+typedef struct msg_peers msg_peers;
+
+int messaging_peers_open(msg_peers **out, const char *tenants_url,
+                         const char *billing_url, const char *agents_url,
+                         const char *secret, int64_t cache_ms);
+void messaging_peers_close(msg_peers *p);
+
+// The channel with its credentials (cached briefly). PL_NOT_FOUND when
+// tenants does not know it; PL_UNAVAILABLE when tenants is off or down.
+int messaging_peers_channel(msg_peers *p, const char *channel_id, int type,
+                            const char *tenant_id, const pl_call *parent,
+                            msg_channel *out);
+
+// Forgets the cached channel (tests, credential changes).
+void messaging_peers_forget(msg_peers *p, const char *channel_id);
+
+// billing.ReserveUsage(messages, 1, key). PL_OK allowed (also when billing
+// is off), PL_RESOURCE_EXHAUSTED refused, other codes: could not ask.
+int messaging_peers_reserve(msg_peers *p, const char *tenant_id,
+                            const char *key, char *why, size_t whylen);
+
+// agents.Reply. PL_OK with *out in arena; PL_FAILED_PRECONDITION /
+// PL_NOT_FOUND when the agent cannot answer; PL_UNAVAILABLE when off.
+int messaging_peers_reply(msg_peers *p,
+                          const Parley__Agents__V1__ReplyRequest *in,
+                          pl_arena *a, Parley__Agents__V1__ReplyResponse **out);
+
+bool messaging_peers_has_agents(const msg_peers *p);
+
+// ---------------------------------------------------------------------------
+// The service's state (def->init) and background workers (workers.c).
+
+typedef struct msg_workers msg_workers;
+
+typedef struct msg_service {
+	char *database_url;
+	msg_peers *peers;
+	msg_workers *workers;
+	pl_outbox_relay *relay;
+	pl_rpc_client *analytics;
+	// config
+	int64_t inbox_workers, reply_workers, delivery_workers;
+	int64_t retry_base_ms, retry_max_ms, max_attempts;
+	int64_t send_timeout_ms, send_rate, poll_ms, window_ms;
+	// wakes the workers when work arrives in this process
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t kick;
+} msg_service;
+
+void messaging_kick(msg_service *s);
+
+int messaging_workers_start(msg_service *s);
+void messaging_workers_stop(msg_service *s);
+
+// One pass of each worker kind on the caller's connection (tests, bench):
+// returns the number of rows handled.
+int messaging_inbox_once(msg_service *s, pl_db *db, pl_arena *a);
+int messaging_reply_once(msg_service *s, pl_db *db, pl_arena *a);
+int messaging_deliver_once(msg_service *s, pl_db *db, pl_httpc *http,
+                           pl_arena *a);
+
+// ---------------------------------------------------------------------------
+// Store (store.c): every SQL statement. Rows come back as protobuf messages
+// in the arena.
+
+typedef Parley__Messaging__V1__Contact msg_contact_pb;
+typedef Parley__Messaging__V1__Conversation msg_conv_pb;
+typedef Parley__Messaging__V1__Message msg_message_pb;
+
+// Inbox.
+int messaging_store_inbox_add(pl_db *db, const char *tenant_id,
+                              const char *channel_id, const char *channel_type,
+                              const uint8_t *body, size_t len,
+                              const char *source_ip, char id_out[40],
+                              bool *duplicate);
+
+typedef struct msg_inbox_row {
+	char tenant_id[40], id[40], channel_id[40];
+	int channel_type;
+	uint8_t *body; // arena
+	size_t len;
+} msg_inbox_row;
+
+// Claims the oldest due inbox row under a lease; 1 claimed, 0 none, <0
+// error status negated.
+int messaging_store_inbox_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
+                                msg_inbox_row *row);
+int messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
+                               const char *error);
+
+// Phase A of an inbound message: contact, conversation, message, event, all
+// in one transaction. duplicate: the provider id was seen (nothing new).
+typedef struct msg_ingest {
+	const char *tenant_id;
+	const char *channel_id;
+	int channel_type;
+	const char *agent_id; // the channel's agent, for new conversations
+	const msg_item *item;
+	bool reply_wanted; // reply_state pending (else done)
+} msg_ingest;
+
+int messaging_store_ingest(pl_db *db, const msg_ingest *in, pl_arena *a,
+                           msg_message_pb **msg, bool *duplicate);
+
+// Applies a status forward-only, or keeps it when the id is unknown.
+int messaging_store_apply_status(pl_db *db, const char *tenant_id,
+                                 const char *channel_id, const msg_item *st,
+                                 pl_arena *a, bool *applied, bool *deferred,
+                                 msg_message_pb **msg);
+
+// Reply worker: claims the oldest pending inbound message whose
+// conversation has no earlier pending one.
+typedef struct msg_pending {
+	char tenant_id[40], message_id[40], conversation_id[40], channel_id[40],
+	        contact_id[40];
+	char provider_message_id[256];
+	char owner[8];
+	char agent_id[40];
+	char contact_name[256], contact_phone[MSG_PHONE_MAX],
+	        contact_language[36];
+	char *text; // arena
+	char created_at[40];
+} msg_pending;
+
+int messaging_store_reply_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
+                                msg_pending *p);
+
+// Recent turns of the conversation (oldest first), before message_id.
+int messaging_store_history(pl_db *db, const msg_pending *p, int max,
+                            pl_arena *a,
+                            Parley__Agents__V1__HistoryTurn ***turns,
+                            size_t *n);
+
+typedef struct msg_reply_result {
+	const char *outcome; // "replied", "handoff", "human_owned", ...
+	const char *text;    // the reply; NULL: none
+	const char *agent_id;
+	bool handoff;
+	const char *handoff_reason;
+	const char *metadata_json; // captured lead, proposed actions, intent
+	const char *limit_why;     // quota refusal
+} msg_reply_result;
+
+// Finishes the bot's turn in one transaction: reply stored and queued,
+// handoff applied, events, the inbound message marked done.
+int messaging_store_reply_finish(pl_db *db, const msg_pending *p,
+                                 const msg_reply_result *r, pl_arena *a,
+                                 char reply_id_out[40]);
+
+// Delivery.
+typedef struct msg_delivery {
+	char tenant_id[40], id[40], message_id[40], channel_id[40];
+	int attempts;
+	int type;
+	char *text, *media_url;
+	char to[256];
+	int to_kind;
+} msg_delivery;
+
+int messaging_store_delivery_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
+                                   msg_delivery *d);
+// Marks the message sent with its provider id (and applies statuses kept
+// for that id).
+int messaging_store_delivery_sent(pl_db *db, const msg_delivery *d,
+                                  const char *provider_id);
+int messaging_store_delivery_retry(pl_db *db, const msg_delivery *d,
+                                   int64_t delay_ms, const char *error);
+int messaging_store_delivery_failed(pl_db *db, const msg_delivery *d,
+                                    const char *code, const char *text);
+
+// Outbound message from a person or the API: stored QUEUED with a delivery.
+typedef struct msg_outbound {
+	const char *tenant_id;
+	const char *conversation_id;
+	const char *sender; // "human", "system"
+	const char *user_id;
+	int type;
+	const char *text;
+	const char *media_url;
+	const char *media_mime_type;
+	const char *metadata_json;
+	const char *idempotency_key;
+	bool take_over; // a person's reply on a bot conversation takes it
+	bool check_window;
+} msg_outbound;
+
+int messaging_store_send(pl_call *call, pl_db *db, const msg_outbound *o,
+                         msg_message_pb **msg, msg_conv_pb **conv);
+
+// Reads.
+int messaging_store_get_conversation(pl_call *call, pl_db *db,
+                                     const char *tenant_id, const char *id,
+                                     msg_conv_pb **out);
+int messaging_store_get_contact(pl_call *call, pl_db *db, const char *tenant_id,
+                                const char *id, msg_contact_pb **out);
+int messaging_store_get_message(pl_call *call, pl_db *db, const char *tenant_id,
+                                const char *id, msg_message_pb **out);
+
+// Conversation state changes: op is "takeover", "handback", "state",
+// "close", "reopen".
+typedef struct msg_conv_change {
+	const char *op;
+	const char *user_id;
+	const char *stage, *intent_level, *sentiment; // NULL: leave
+} msg_conv_change;
+
+int messaging_store_conv_change(pl_call *call, pl_db *db, const char *tenant_id,
+                                const char *id, const msg_conv_change *c,
+                                msg_conv_pb **out);
+
+typedef struct msg_conv_filter {
+	const char *status, *owner, *assigned, *stage, *channel, *contact,
+	        *agent, *intent, *sentiment;
+	bool unassigned;
+} msg_conv_filter;
+
+int messaging_store_list_conversations(pl_call *call, pl_db *db,
+                                       const char *tenant_id,
+                                       const msg_conv_filter *f,
+                                       const char *after, int limit,
+                                       msg_conv_pb ***out, size_t *n,
+                                       char **next);
+
+int messaging_store_list_messages(pl_call *call, pl_db *db,
+                                  const char *tenant_id, const char *conv_id,
+                                  bool newest_first, const char *after,
+                                  int limit, msg_message_pb ***out, size_t *n,
+                                  char **next);
+
+typedef struct msg_contact_filter {
+	const char *channel, *tag, *phone_a, *phone_b, *query;
+	int opt_out;
+} msg_contact_filter;
+
+int messaging_store_list_contacts(pl_call *call, pl_db *db,
+                                  const char *tenant_id,
+                                  const msg_contact_filter *f,
+                                  const char *after, int limit,
+                                  msg_contact_pb ***out, size_t *n,
+                                  char **next);
+
+typedef struct msg_contact_in {
+	const char *channel_id;
+	const char *external_id;
+	const char *kind;
+	const char *phone, *phone_raw;
+	const char *name, *language;
+	const char *tags_literal;  // text[] literal, NULL: leave
+	const char *custom_fields; // JSON object, NULL: leave
+	int opted_out;             // -1 leave, 0 clear, 1 set
+	bool set_name, set_language;
+} msg_contact_in;
+
+int messaging_store_create_contact(pl_call *call, pl_db *db,
+                                   const char *tenant_id,
+                                   const msg_contact_in *c,
+                                   msg_contact_pb **out);
+int messaging_store_update_contact(pl_call *call, pl_db *db,
+                                   const char *tenant_id, const char *id,
+                                   const msg_contact_in *c,
+                                   msg_contact_pb **out);
+
+// Web chat.
+int messaging_store_webchat_start(pl_call *call, pl_db *db,
+                                  const char *tenant_id, const char *channel_id,
+                                  const char *agent_id,
+                                  const char *visitor_name, const char *domain,
+                                  const char *ip, char session_id[40],
+                                  char **token, msg_conv_pb **conv,
+                                  char **expires);
+// Finds the session behind a token ("<session id>.<secret>"), checking
+// the secret in constant time. PL_UNAUTHENTICATED when it does not match.
+int messaging_store_webchat_session(pl_call *call, pl_db *db,
+                                    const char *channel_id, const char *token,
+                                    char tenant_id[40], char contact_id[40],
+                                    char session_id[40]);
+
+// Rows with id > cursor of the contact's conversations, oldest first.
+int messaging_store_webchat_poll(pl_call *call, pl_db *db,
+                                 const char *tenant_id, const char *contact_id,
+                                 const char *cursor, int limit,
+                                 msg_message_pb ***out, size_t *n);
+
+// A cursor (base64url of text) and back.
+char *messaging_cursor_encode(pl_arena *a, const char *s);
+char *messaging_cursor_decode(pl_arena *a, const char *tok);
+
+#endif

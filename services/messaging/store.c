@@ -1,0 +1,2354 @@
+// Every SQL statement of the messaging service. Tenant work runs in
+// pl_db_tx with the tenant set for row-level security and an explicit
+// tenant_id filter; the few cross-tenant statements (the workers' claims,
+// web-chat session lookup by id) run with tenant "*" and say so.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "pl/id.h"
+#include "pl/log.h"
+#include "messaging.h"
+
+#define TS(x) "messaging.fmt_ts(" x ")"
+
+#define CONTACT_COLS                                                           \
+	"k.id, k.channel_id, k.external_id, k.external_id_kind, "              \
+	"coalesce(k.phone,''), coalesce(k.phone_raw,''), "                     \
+	"coalesce(k.business_user_id,''), coalesce(k.parent_user_id,''), "     \
+	"k.name, k.language, k.profile::text, array_to_json(k.tags)::text, "   \
+	"k.custom_fields::text, " TS("k.opted_out_at") ", " TS(                \
+	        "k.created_at") ", " TS("k.updated_at")
+#define CONTACT_NCOLS 16
+
+#define CONV_COLS                                                                                            \
+	"c.id, c.contact_id, c.channel_id, coalesce(c.agent_id::text,''), "                                  \
+	"c.status, c.owner, coalesce(c.assigned_user_id::text,''), c.stage, "                                \
+	"coalesce(c.intent_level,''), coalesce(c.sentiment,''), "                                            \
+	"c.handoff_reason, c.message_count, " TS("c.last_inbound_at") ", " TS("c.last_outbound_at") ", " TS( \
+	        "c.last_bot_message_at") ", " TS("c.last_inbound_at + "                                      \
+	                                         "interval '24 hours'") ","                                  \
+	                                                                " " TS("c.closed_at") ", " TS(       \
+	                                                                        "c.created_at") ", " TS("c.updated_at")
+#define CONV_NCOLS 19
+
+#define MSG_COLS                                                                                                                                       \
+	"m.id, m.conversation_id, m.channel_id, m.direction, m.sender, "                                                                               \
+	"coalesce(m.sender_user_id::text,''), m.type, m.text, m.media_url, "                                                                           \
+	"m.media_mime_type, coalesce(m.provider_message_id,''), "                                                                                      \
+	"m.status, " TS("m.queued_at") ", " TS("m.sent_at") ", " TS(                                                                                   \
+	        "m."                                                                                                                                   \
+	        "delivere"                                                                                                                             \
+	        "d_at") ", " TS("m.read_at") ", " TS("m.played_at") ", " TS("m.failed_at") ", "                                                        \
+	                                                                                   "m.error_code, "                                            \
+	                                                                                   "m.error_text, " TS(                                        \
+	                                                                                           "m.provider_"                                       \
+	                                                                                           "created_at") ", "                                  \
+	                                                                                                         "m.metadata::text, "                  \
+	                                                                                                         "coalesce(m.agent_id::text,''), " TS( \
+	                                                                                                                 "m.created_at")
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+typedef struct q1 {
+	const char *sql;
+	int n;
+	const char *const *p;
+	PGresult *res;
+} q1;
+
+static int
+q1_fn(pl_db *db, void *arg)
+{
+	q1 *q = arg;
+
+	PQclear(q->res);
+	q->res = pl_db_exec(db, q->sql, q->n, q->p);
+	return pl_db_result_status(q->res);
+}
+
+// One statement in a transaction for tenant; *res is the caller's to clear.
+static int
+tq(pl_db *db, const char *tenant, const char *sql, int n, const char *const *p,
+   PGresult **res)
+{
+	q1 q = { sql, n, p, NULL };
+	int rv = pl_db_tx(db, tenant, q1_fn, &q);
+
+	*res = q.res;
+	return rv;
+}
+
+static int
+fail(pl_call *call, PGresult *r, int rv, const char *what)
+{
+	if (call == NULL) {
+		if (r != NULL)
+			pl_warn("could not %s: %s", what,
+			        PQresultErrorMessage(r));
+		return rv;
+	}
+	if (r != NULL && PQresultStatus(r) == PGRES_FATAL_ERROR)
+		return pl_db_call_error(call, r, what);
+	return pl_call_error(call, rv, "could not %s", what);
+}
+
+static char *
+v(pl_arena *a, PGresult *r, int row, int col)
+{
+	return pl_arena_strdup(a, PQgetvalue(r, row, col));
+}
+
+static Parley__Rpc__V1__Json *
+jv(pl_arena *a, PGresult *r, int row, int col)
+{
+	Parley__Rpc__V1__Json *j = pl_arena_zalloc(a, sizeof(*j));
+
+	if (j == NULL)
+		return NULL;
+	parley__rpc__v1__json__init(j);
+	j->text = v(a, r, row, col);
+	return j;
+}
+
+static int
+en(const char *const *names, int n, PGresult *r, int row, int col)
+{
+	return msg_enum_from_name(names, n, PQgetvalue(r, row, col));
+}
+
+static msg_contact_pb *
+contact_row(pl_arena *a, PGresult *r, int row, int c0)
+{
+	msg_contact_pb *k = pl_arena_zalloc(a, sizeof(*k));
+	json_t *tags;
+	size_t i;
+	json_t *t;
+
+	if (k == NULL)
+		return NULL;
+	parley__messaging__v1__contact__init(k);
+	k->id = v(a, r, row, c0 + 0);
+	k->channel_id = v(a, r, row, c0 + 1);
+	k->external_id = v(a, r, row, c0 + 2);
+	k->external_id_kind = en(ext_kind_names, 4, r, row, c0 + 3);
+	k->phone = v(a, r, row, c0 + 4);
+	k->phone_raw = v(a, r, row, c0 + 5);
+	k->business_user_id = v(a, r, row, c0 + 6);
+	k->parent_user_id = v(a, r, row, c0 + 7);
+	k->name = v(a, r, row, c0 + 8);
+	k->language = v(a, r, row, c0 + 9);
+	k->profile = jv(a, r, row, c0 + 10);
+	tags = json_loads(PQgetvalue(r, row, c0 + 11), 0, NULL);
+	if (json_is_array(tags) && json_array_size(tags) > 0) {
+		k->tags = pl_arena_zalloc(a, json_array_size(tags) *
+		                                     sizeof(char *));
+		json_array_foreach(tags, i, t) k->tags[k->n_tags++] =
+		        pl_arena_strdup(a, json_string_value(t));
+	}
+	json_decref(tags);
+	k->custom_fields = jv(a, r, row, c0 + 12);
+	k->opted_out_at = v(a, r, row, c0 + 13);
+	k->created_at = v(a, r, row, c0 + 14);
+	k->updated_at = v(a, r, row, c0 + 15);
+	return k;
+}
+
+static msg_conv_pb *
+conv_row(pl_arena *a, PGresult *r, int row, bool with_contact)
+{
+	msg_conv_pb *c = pl_arena_zalloc(a, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	parley__messaging__v1__conversation__init(c);
+	c->id = v(a, r, row, 0);
+	c->contact_id = v(a, r, row, 1);
+	c->channel_id = v(a, r, row, 2);
+	c->agent_id = v(a, r, row, 3);
+	c->status = en(conv_status_names, 4, r, row, 4);
+	c->owner = en(conv_owner_names, 3, r, row, 5);
+	c->assigned_user_id = v(a, r, row, 6);
+	c->stage = en(conv_stage_names, 7, r, row, 7);
+	c->intent_level = en(intent_level_names, 4, r, row, 8);
+	c->sentiment = en(sentiment_names, 4, r, row, 9);
+	c->handoff_reason = v(a, r, row, 10);
+	c->message_count = strtoll(PQgetvalue(r, row, 11), NULL, 10);
+	c->last_inbound_at = v(a, r, row, 12);
+	c->last_outbound_at = v(a, r, row, 13);
+	c->last_bot_message_at = v(a, r, row, 14);
+	c->window_expires_at = v(a, r, row, 15);
+	c->closed_at = v(a, r, row, 16);
+	c->created_at = v(a, r, row, 17);
+	c->updated_at = v(a, r, row, 18);
+	if (with_contact)
+		c->contact = contact_row(a, r, row, CONV_NCOLS);
+	return c;
+}
+
+static msg_message_pb *
+msg_row(pl_arena *a, PGresult *r, int row)
+{
+	msg_message_pb *m = pl_arena_zalloc(a, sizeof(*m));
+
+	if (m == NULL)
+		return NULL;
+	parley__messaging__v1__message__init(m);
+	m->id = v(a, r, row, 0);
+	m->conversation_id = v(a, r, row, 1);
+	m->channel_id = v(a, r, row, 2);
+	m->direction = en(msg_direction_names, 3, r, row, 3);
+	m->sender = en(msg_sender_names, 5, r, row, 4);
+	m->sender_user_id = v(a, r, row, 5);
+	m->type = en(msg_type_names, 12, r, row, 6);
+	m->text = v(a, r, row, 7);
+	m->media_url = v(a, r, row, 8);
+	m->media_mime_type = v(a, r, row, 9);
+	m->provider_message_id = v(a, r, row, 10);
+	m->status = en(msg_status_names, 8, r, row, 11);
+	m->queued_at = v(a, r, row, 12);
+	m->sent_at = v(a, r, row, 13);
+	m->delivered_at = v(a, r, row, 14);
+	m->read_at = v(a, r, row, 15);
+	m->played_at = v(a, r, row, 16);
+	m->failed_at = v(a, r, row, 17);
+	m->error_code = v(a, r, row, 18);
+	m->error_text = v(a, r, row, 19);
+	m->provider_created_at = v(a, r, row, 20);
+	m->metadata = jv(a, r, row, 21);
+	m->agent_id = v(a, r, row, 22);
+	m->created_at = v(a, r, row, 23);
+	return m;
+}
+
+static const char *
+nz(const char *s)
+{
+	return (s != NULL && s[0] != '\0') ? s : NULL;
+}
+
+static int
+exec_ok(pl_db *db, const char *sql, int n, const char *const *p, PGresult **out)
+{
+	PGresult *r = pl_db_exec(db, sql, n, p);
+	int rv = pl_db_result_status(r);
+
+	if (rv != PL_OK) {
+		pl_warn("messaging sql failed: %s",
+		        r ? PQresultErrorMessage(r) : "no connection");
+	}
+	if (out != NULL && rv == PL_OK)
+		*out = r;
+	else
+		PQclear(r);
+	return rv;
+}
+
+static int
+event(pl_db *db, const char *tenant, const char *type, const char *dims,
+      const char *payload)
+{
+	static const char *const dests[] = { "analytics", NULL };
+	pl_outbox_event ev = { 0 };
+
+	ev.tenant_id = tenant;
+	ev.type = type;
+	ev.dimensions_json = dims;
+	ev.payload_json = payload;
+	return pl_outbox_add(db, MSG_SCHEMA, dests, &ev, NULL);
+}
+
+// JSON text built safely (values escaped by jansson); NULL on failure.
+static char *
+jpack(pl_arena *a, json_t *o)
+{
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	char *r = s ? pl_arena_strdup(a, s) : NULL;
+
+	free(s);
+	json_decref(o);
+	return r;
+}
+
+// ---------------------------------------------------------------------------
+// Inbox
+
+typedef struct inbox_add {
+	const char *p[7];
+	char *id;
+	bool dup;
+} inbox_add;
+
+static int
+inbox_add_fn(pl_db *db, void *arg)
+{
+	inbox_add *x = arg;
+	PGresult *r = NULL;
+	int rv;
+
+	x->dup = false;
+	rv = exec_ok(db,
+	             "INSERT INTO messaging.inbox (tenant_id, id, channel_id, "
+	             "channel_type, body, body_sha256, source_ip) VALUES ($1, "
+	             "$2, $3, $4, decode($5, 'base64'), sha256(decode($5, "
+	             "'base64')), $6) ON CONFLICT (tenant_id, channel_id, "
+	             "body_sha256) DO NOTHING RETURNING id",
+	             6, x->p, &r);
+	if (rv != PL_OK)
+		return rv;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		x->dup = true;
+		const char *q[3] = { x->p[0], x->p[2], x->p[4] };
+		rv = exec_ok(db,
+		             "SELECT id FROM messaging.inbox WHERE tenant_id = "
+		             "$1 AND channel_id = $2 AND body_sha256 = "
+		             "sha256(decode($3, 'base64'))",
+		             3, q, &r);
+		if (rv != PL_OK)
+			return rv;
+		if (PQntuples(r) == 1)
+			snprintf(x->id, 40, "%s", PQgetvalue(r, 0, 0));
+	}
+	PQclear(r);
+	return PL_OK;
+}
+
+int
+messaging_store_inbox_add(pl_db *db, const char *tenant_id,
+                          const char *channel_id, const char *channel_type,
+                          const uint8_t *body, size_t len,
+                          const char *source_ip, char id_out[40],
+                          bool *duplicate)
+{
+	size_t b64len =
+	        sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
+	char *b64 = malloc(b64len);
+	inbox_add x = { 0 };
+	int rv;
+
+	if (b64 == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	sodium_bin2base64(b64, b64len, body, len,
+	                  sodium_base64_VARIANT_ORIGINAL);
+	pl_uuid7_str(id_out);
+	x.p[0] = tenant_id;
+	x.p[1] = id_out;
+	x.p[2] = channel_id;
+	x.p[3] = channel_type;
+	x.p[4] = b64;
+	x.p[5] = source_ip ? source_ip : "";
+	x.id = id_out;
+	rv = pl_db_tx(db, tenant_id, inbox_add_fn, &x);
+	*duplicate = x.dup;
+	free(b64);
+	return rv;
+}
+
+typedef struct inbox_claim {
+	const char *p[1];
+	pl_arena *a;
+	msg_inbox_row *row;
+	int got;
+} inbox_claim;
+
+static int
+inbox_claim_fn(pl_db *db, void *arg)
+{
+	inbox_claim *x = arg;
+	PGresult *r = NULL;
+	int rv;
+
+	x->got = 0;
+	rv = exec_ok(
+	        db,
+	        "UPDATE messaging.inbox i SET lease_until = now() + $1::int * "
+	        "interval '1 millisecond', attempts = attempts + 1 WHERE "
+	        "(i.tenant_id, i.id) = (SELECT tenant_id, id FROM "
+	        "messaging.inbox WHERE processed_at IS NULL AND (lease_until "
+	        "IS NULL OR lease_until < now()) ORDER BY received_at LIMIT 1 "
+	        "FOR UPDATE SKIP LOCKED) RETURNING i.tenant_id, i.id, "
+	        "i.channel_id, i.channel_type, encode(i.body, 'base64')",
+	        1, x->p, &r);
+	if (rv != PL_OK)
+		return rv;
+	if (PQntuples(r) == 1) {
+		const char *b64 = PQgetvalue(r, 0, 4);
+		size_t cap = strlen(b64) + 1, bl = 0;
+		msg_inbox_row *row = x->row;
+		snprintf(row->tenant_id, 40, "%s", PQgetvalue(r, 0, 0));
+		snprintf(row->id, 40, "%s", PQgetvalue(r, 0, 1));
+		snprintf(row->channel_id, 40, "%s", PQgetvalue(r, 0, 2));
+		row->channel_type = atoi(PQgetvalue(r, 0, 3));
+		row->body = pl_arena_alloc(x->a, cap);
+		if (row->body == NULL ||
+		    sodium_base642bin(row->body, cap, b64, strlen(b64), "\n",
+		                      &bl, NULL,
+		                      sodium_base64_VARIANT_ORIGINAL) != 0) {
+			PQclear(r);
+			return PL_INTERNAL;
+		}
+		row->len = bl;
+		x->got = 1;
+	}
+	PQclear(r);
+	return PL_OK;
+}
+
+int
+messaging_store_inbox_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
+                            msg_inbox_row *row)
+{
+	char lease[24];
+	inbox_claim x = { { lease }, a, row, 0 };
+	int rv;
+
+	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
+	// Service-level: claims across tenants (tenant "*").
+	rv = pl_db_tx(db, "*", inbox_claim_fn, &x);
+	return rv != PL_OK ? -rv : x.got;
+}
+
+int
+messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
+                           const char *error)
+{
+	const char *p[3] = { row->tenant_id, row->id, error };
+	PGresult *r = NULL;
+	int rv = tq(db, row->tenant_id,
+	            "UPDATE messaging.inbox SET processed_at = now(), "
+	            "last_error = $3, lease_until = NULL WHERE tenant_id = $1 "
+	            "AND id = $2",
+	            3, p, &r);
+	PQclear(r);
+	return rv;
+}
+
+// ---------------------------------------------------------------------------
+// Ingest (phase A)
+
+typedef struct ingest {
+	const msg_ingest *in;
+	pl_arena *a;
+	msg_message_pb *msg;
+	bool dup;
+} ingest;
+
+static int
+ingest_fn(pl_db *db, void *arg)
+{
+	ingest *x = arg;
+	const msg_ingest *in = x->in;
+	const msg_item *it = in->item;
+	char phone[MSG_PHONE_MAX] = "", contact_id[40], conv_id[40], msg_id[40],
+	     new_conv[40];
+	const char *kind =
+	        ext_kind_names[it->external_id_kind > 0 &&
+	                                       it->external_id_kind < 4
+	                               ? it->external_id_kind
+	                               : 1];
+	const char *type =
+	        msg_type_names[it->type > 0 && it->type < 12 ? it->type : 11];
+	PGresult *r = NULL;
+	int rv;
+
+	x->dup = false;
+	x->msg = NULL;
+	{
+		// Serialize everything about one sender: creation of the
+		// contact and conversation, and the duplicate check.
+		const char *p[1] = { pl_arena_printf(
+			x->a, "%s|%s|%s", in->tenant_id, in->channel_id,
+			it->external_id) };
+		if ((rv = exec_ok(db,
+		                  "SELECT "
+		                  "pg_advisory_xact_lock(hashtextextended($1, "
+		                  "0))",
+		                  1, p, NULL)) != PL_OK)
+			return rv;
+	}
+	{
+		const char *p[3] = { in->tenant_id, in->channel_id,
+			             it->provider_message_id };
+		if ((rv = exec_ok(
+		             db,
+		             "SELECT " MSG_COLS " FROM messaging.messages m "
+		             "WHERE m.tenant_id = $1 AND m.channel_id = $2 "
+		             "AND m.provider_message_id = $3",
+		             3, p, &r)) != PL_OK)
+			return rv;
+		if (PQntuples(r) == 1) {
+			x->dup = true;
+			x->msg = msg_row(x->a, r, 0);
+			PQclear(r);
+			return PL_OK;
+		}
+		PQclear(r);
+	}
+	if (it->phone_raw != NULL)
+		messaging_phone_normalize(it->phone_raw, phone);
+	contact_id[0] = '\0';
+	if (nz(it->business_user_id)) {
+		// A contact first seen by its business-scoped id keeps it when
+		// the phone becomes visible, and the other way round.
+		const char *p[3] = { in->tenant_id, in->channel_id,
+			             it->business_user_id };
+		if ((rv = exec_ok(db,
+		                  "SELECT id FROM messaging.contacts WHERE "
+		                  "tenant_id = $1 AND channel_id = $2 AND "
+		                  "business_user_id = $3 LIMIT 1",
+		                  3, p, &r)) != PL_OK)
+			return rv;
+		if (PQntuples(r) == 1)
+			snprintf(contact_id, 40, "%s", PQgetvalue(r, 0, 0));
+		PQclear(r);
+	}
+	{
+		char nid[40];
+		const char *p[12];
+		pl_uuid7_str(nid);
+		p[0] = in->tenant_id;
+		p[1] = contact_id[0] ? contact_id : nid;
+		p[2] = in->channel_id;
+		p[3] = it->external_id;
+		p[4] = kind;
+		p[5] = phone[0] ? phone : NULL;
+		p[6] = nz(it->phone_raw);
+		p[7] = nz(it->business_user_id);
+		p[8] = nz(it->parent_user_id);
+		p[9] = it->contact_name ? it->contact_name : "";
+		p[10] = nz(it->profile_json);
+		p[11] = contact_id[0] ? "1" : NULL;
+		rv = exec_ok(
+		        db,
+		        "INSERT INTO messaging.contacts AS k (tenant_id, id, "
+		        "channel_id, external_id, external_id_kind, phone, "
+		        "phone_raw, business_user_id, parent_user_id, name, "
+		        "profile) SELECT $1::uuid, $2::uuid, $3::uuid, "
+		        "$4::text, "
+		        "$5::text, $6::text, $7::text, $8::text, $9::text, "
+		        "$10::text, "
+
+		        "coalesce($11::jsonb, '{}') WHERE $12::text IS NULL ON "
+		        "CONFLICT (tenant_id, channel_id, external_id) DO "
+		        "UPDATE "
+		        "SET name = CASE WHEN EXCLUDED.name <> '' THEN "
+		        "EXCLUDED.name ELSE k.name END, business_user_id = "
+		        "coalesce(EXCLUDED.business_user_id, "
+		        "k.business_user_id), "
+		        "parent_user_id = coalesce(EXCLUDED.parent_user_id, "
+		        "k.parent_user_id), profile = CASE WHEN $11::jsonb IS "
+		        "NULL "
+		        "THEN k.profile ELSE EXCLUDED.profile END, updated_at "
+		        "= "
+		        "now() RETURNING id",
+		        12, p, &r);
+		if (rv != PL_OK)
+			return rv;
+		if (PQntuples(r) == 1)
+			snprintf(contact_id, 40, "%s", PQgetvalue(r, 0, 0));
+		PQclear(r);
+		if (p[11] != NULL) {
+			// Known by business id: refresh what the provider said.
+			const char *u[6] = { in->tenant_id, contact_id, p[9],
+				             p[5],          p[6],       p[8] };
+			rv = exec_ok(
+			        db,
+			        "UPDATE messaging.contacts k SET name = CASE "
+			        "WHEN $3 <> '' THEN $3 ELSE k.name END, phone "
+			        "= coalesce(k.phone, $4), phone_raw = "
+			        "coalesce(k.phone_raw, $5), parent_user_id = "
+			        "coalesce($6, k.parent_user_id), updated_at = "
+			        "now() WHERE tenant_id = $1 AND id = $2",
+			        6, u, NULL);
+			if (rv != PL_OK)
+				return rv;
+		}
+	}
+	{
+		const char *p[2] = { in->tenant_id, contact_id };
+		if ((rv = exec_ok(
+		             db,
+		             "SELECT id FROM messaging.conversations WHERE "
+		             "tenant_id = $1 AND contact_id = $2 AND status "
+		             "<> 'closed' FOR UPDATE",
+		             2, p, &r)) != PL_OK)
+			return rv;
+		new_conv[0] = '\0';
+		if (PQntuples(r) == 1) {
+			snprintf(conv_id, 40, "%s", PQgetvalue(r, 0, 0));
+		} else {
+			const char *q[5];
+			pl_uuid7_str(conv_id);
+			q[0] = in->tenant_id;
+			q[1] = conv_id;
+			q[2] = contact_id;
+			q[3] = in->channel_id;
+			q[4] = nz(in->agent_id);
+			PQclear(r);
+			r = NULL;
+			if ((rv = exec_ok(
+			             db,
+			             "INSERT INTO messaging.conversations "
+			             "(tenant_id, id, contact_id, channel_id, "
+			             "agent_id) VALUES ($1, $2, $3, $4, $5)",
+			             5, q, NULL)) != PL_OK)
+				return rv;
+			snprintf(new_conv, 40, "%s", conv_id);
+		}
+		PQclear(r);
+	}
+	{
+		const char *p[12];
+		pl_uuid7_str(msg_id);
+		p[0] = in->tenant_id;
+		p[1] = msg_id;
+		p[2] = conv_id;
+		p[3] = in->channel_id;
+		p[4] = type;
+		p[5] = it->text ? it->text : "";
+		p[6] = it->media_url ? it->media_url : "";
+		p[7] = it->media_mime_type ? it->media_mime_type : "";
+		p[8] = it->provider_message_id;
+		p[9] = nz(it->provider_created_at);
+		p[10] = nz(it->metadata_json);
+		p[11] = in->reply_wanted ? "pending" : "done";
+		if ((rv = exec_ok(
+		             db,
+		             "INSERT INTO messaging.messages (tenant_id, id, "
+		             "conversation_id, channel_id, direction, sender, "
+		             "type, text, media_url, media_mime_type, "
+		             "provider_message_id, status, "
+		             "provider_created_at, metadata, reply_state) "
+		             "VALUES ($1, $2, $3, $4, 'inbound', 'contact', "
+		             "$5, $6, $7, $8, $9, 'received', $10, "
+		             "coalesce($11::jsonb, '{}'), $12)",
+		             12, p, NULL)) != PL_OK)
+			return rv;
+		if ((rv = exec_ok(
+		             db,
+		             "UPDATE messaging.conversations SET "
+		             "last_inbound_at = now(), last_activity_at = "
+		             "now(), message_count = message_count + 1, "
+		             "updated_at = now() WHERE tenant_id = $1 AND id "
+		             "= $2",
+		             2, (const char *const[]){ p[0], p[2] }, NULL)) !=
+		    PL_OK)
+			return rv;
+	}
+	{
+		json_t *d = json_pack("{s:s, s:s, s:s}", "channel_id",
+		                      in->channel_id, "conversation_id",
+		                      conv_id, "contact_id", contact_id);
+		char *dims = jpack(x->a, d);
+		static const char *const ctype[] = { "", "whatsapp_cloud",
+			                             "infobip", "webchat" };
+		char *pay = jpack(
+		        x->a,
+		        json_pack("{s:s, s:s, s:s}", "message_id", msg_id,
+		                  "type", type, "channel_type",
+		                  ctype[in->channel_type >= 0 &&
+		                                        in->channel_type < 4
+		                                ? in->channel_type
+		                                : 0]));
+		if (new_conv[0] &&
+		    (rv = event(db, in->tenant_id, "conversation.started", dims,
+		                "{}")) != PL_OK)
+			return rv;
+		if ((rv = event(db, in->tenant_id, "message.received", dims,
+		                pay)) != PL_OK)
+			return rv;
+	}
+	{
+		const char *p[2] = { in->tenant_id, msg_id };
+		if ((rv = exec_ok(db,
+		                  "SELECT " MSG_COLS
+		                  " FROM messaging.messages m "
+		                  "WHERE m.tenant_id = $1 AND m.id = $2",
+		                  2, p, &r)) != PL_OK)
+			return rv;
+		x->msg = msg_row(x->a, r, 0);
+		PQclear(r);
+	}
+	return PL_OK;
+}
+
+int
+messaging_store_ingest(pl_db *db, const msg_ingest *in, pl_arena *a,
+                       msg_message_pb **msg, bool *duplicate)
+{
+	ingest x = { in, a, NULL, false };
+	int rv = pl_db_tx(db, in->tenant_id, ingest_fn, &x);
+
+	*msg = x.msg;
+	*duplicate = x.dup;
+	return rv;
+}
+
+// ---------------------------------------------------------------------------
+// Statuses
+
+static const char *
+status_col(int st)
+{
+	switch (st) {
+	case 3:
+		return "sent_at";
+	case 4:
+		return "delivered_at";
+	case 5:
+		return "read_at";
+	case 6:
+		return "played_at";
+	case 7:
+		return "failed_at";
+	default:
+		return NULL;
+	}
+}
+
+// Applies one status to the message (tenant, id) whose current status is
+// cur; called inside a transaction.
+static int
+apply_one(pl_db *db, const char *tenant, const char *id, int cur, int st,
+          const char *at, const char *code, const char *text, bool *applied)
+{
+	char sql[512];
+	const char *col = status_col(st);
+	bool adv = messaging_status_advances(cur, st);
+	const char *p[6] = {
+		tenant,          id, msg_status_names[st], at, code ? code : "",
+		text ? text : ""
+	};
+	int rv;
+
+	*applied = adv;
+	if (col == NULL)
+		return PL_OK;
+	if (!adv && (cur == 7 || st == 7))
+		return PL_OK;
+	// col is one of the fixed names above, never input.
+	snprintf(sql, sizeof(sql),
+	         "UPDATE messaging.messages SET status = CASE WHEN %s THEN $3 "
+	         "ELSE status END, %s = coalesce(%s, coalesce($4::timestamptz, "
+	         "now())), error_code = CASE WHEN $3 = 'failed' THEN $5 ELSE "
+	         "error_code END, error_text = CASE WHEN $3 = 'failed' THEN $6 "
+	         "ELSE error_text END WHERE tenant_id = $1 AND id = $2",
+	         adv ? "true" : "false", col, col);
+	rv = exec_ok(db, sql, 6, p, NULL);
+	if (rv == PL_OK && adv) {
+		char pay[256];
+		snprintf(pay, sizeof(pay),
+		         "{\"message_id\":\"%s\",\"status\":\"%s\","
+		         "\"previous_status\":\"%s\"}",
+		         id, msg_status_names[st], msg_status_names[cur]);
+		rv = event(db, tenant, "message.status", NULL, pay);
+	}
+	return rv;
+}
+
+typedef struct status_x {
+	const char *tenant, *channel;
+	const msg_item *st;
+	pl_arena *a;
+	bool applied, deferred;
+	msg_message_pb *msg;
+} status_x;
+
+static int
+status_fn(pl_db *db, void *arg)
+{
+	status_x *x = arg;
+	const char *p[3] = { x->tenant, x->channel,
+		             x->st->provider_message_id };
+	PGresult *r = NULL;
+	int rv;
+
+	x->applied = x->deferred = false;
+	x->msg = NULL;
+	if ((rv = exec_ok(db,
+	                  "SELECT m.id, m.status FROM messaging.messages m "
+	                  "WHERE m.tenant_id = $1 AND m.channel_id = $2 AND "
+	                  "m.provider_message_id = $3 FOR UPDATE",
+	                  3, p, &r)) != PL_OK)
+		return rv;
+	if (PQntuples(r) == 0) {
+		char id[40];
+		const char *q[8] = { x->tenant,
+			             id,
+			             x->channel,
+			             x->st->provider_message_id,
+			             msg_status_names[x->st->status],
+			             nz(x->st->at),
+			             x->st->error_code ? x->st->error_code : "",
+			             x->st->error_text ? x->st->error_text
+			                               : "" };
+		PQclear(r);
+		pl_uuid7_str(id);
+		x->deferred = true;
+		return exec_ok(
+		        db,
+		        "INSERT INTO messaging.pending_statuses "
+		        "(tenant_id, id, channel_id, provider_message_id, "
+		        "status, at, error_code, error_text) VALUES ($1, "
+		        "$2, $3, $4, $5, coalesce($6::timestamptz, now()), "
+		        "$7, $8)",
+		        8, q, NULL);
+	}
+	{
+		char id[40];
+		int cur = msg_enum_from_name(msg_status_names, 8,
+		                             PQgetvalue(r, 0, 1));
+		snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
+		PQclear(r);
+		if ((rv = apply_one(db, x->tenant, id, cur, x->st->status,
+		                    nz(x->st->at), x->st->error_code,
+		                    x->st->error_text, &x->applied)) != PL_OK)
+			return rv;
+		{
+			const char *q[2] = { x->tenant, id };
+			if ((rv = exec_ok(db,
+			                  "SELECT " MSG_COLS
+			                  " FROM messaging.messages m WHERE "
+			                  "m.tenant_id = $1 AND m.id = $2",
+			                  2, q, &r)) != PL_OK)
+				return rv;
+			x->msg = msg_row(x->a, r, 0);
+			PQclear(r);
+		}
+	}
+	return PL_OK;
+}
+
+int
+messaging_store_apply_status(pl_db *db, const char *tenant_id,
+                             const char *channel_id, const msg_item *st,
+                             pl_arena *a, bool *applied, bool *deferred,
+                             msg_message_pb **msg)
+{
+	status_x x = { tenant_id, channel_id, st, a, false, false, NULL };
+	int rv = pl_db_tx(db, tenant_id, status_fn, &x);
+
+	*applied = x.applied;
+	*deferred = x.deferred;
+	if (msg)
+		*msg = x.msg;
+	return rv;
+}
+
+// Applies statuses kept for provider id; inside a transaction.
+static int
+apply_pending(pl_db *db, const char *tenant, const char *channel,
+              const char *pid, const char *msg_id)
+{
+	const char *p[3] = { tenant, channel, pid };
+	PGresult *r = NULL;
+	int rv;
+
+	if ((rv = exec_ok(db,
+	                  "DELETE FROM messaging.pending_statuses WHERE "
+	                  "tenant_id = $1 AND channel_id = $2 AND "
+	                  "provider_message_id = $3 RETURNING status, "
+	                  "at::text, error_code, error_text",
+	                  3, p, &r)) != PL_OK)
+		return rv;
+	for (int i = 0; i < PQntuples(r) && rv == PL_OK; i++) {
+		const char *q[2] = { tenant, msg_id };
+		PGresult *s = NULL;
+		bool applied;
+		int cur;
+		rv = exec_ok(db,
+		             "SELECT status FROM messaging.messages WHERE "
+		             "tenant_id = $1 AND id = $2",
+		             2, q, &s);
+		if (rv != PL_OK)
+			break;
+		cur = msg_enum_from_name(msg_status_names, 8,
+		                         PQgetvalue(s, 0, 0));
+		PQclear(s);
+		rv = apply_one(db, tenant, msg_id, cur,
+		               msg_enum_from_name(msg_status_names, 8,
+		                                  PQgetvalue(r, i, 0)),
+		               PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+		               PQgetvalue(r, i, 3), &applied);
+	}
+	PQclear(r);
+	return rv;
+}
+
+// ---------------------------------------------------------------------------
+// Reply (phase B)
+
+typedef struct reply_claim {
+	const char *p[1];
+	pl_arena *a;
+	msg_pending *pd;
+	int got;
+} reply_claim;
+
+static int
+reply_claim_fn(pl_db *db, void *arg)
+{
+	reply_claim *x = arg;
+	msg_pending *pd = x->pd;
+	PGresult *r = NULL;
+	int rv;
+
+	x->got = 0;
+	// The oldest pending message whose conversation has no earlier one
+	// still pending (leased or not): one at a time, in order.
+	rv = exec_ok(
+	        db,
+	        "UPDATE messaging.messages m SET reply_lease_until = now() + "
+	        "$1::int * interval '1 millisecond' WHERE (m.tenant_id, m.id) "
+	        "= (SELECT p.tenant_id, p.id FROM messaging.messages p WHERE "
+	        "p.reply_state = 'pending' AND (p.reply_lease_until IS NULL OR "
+	        "p.reply_lease_until < now()) AND NOT EXISTS (SELECT 1 FROM "
+	        "messaging.messages e WHERE e.tenant_id = p.tenant_id AND "
+	        "e.conversation_id = p.conversation_id AND e.reply_state = "
+	        "'pending' AND (e.created_at, e.id) < (p.created_at, p.id)) "
+	        "ORDER BY p.created_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+	        "RETURNING m.tenant_id, m.id, m.conversation_id, m.channel_id, "
+	        "coalesce(m.provider_message_id, ''), m.text, "
+	        "messaging.fmt_ts(m.created_at)",
+	        1, x->p, &r);
+	if (rv != PL_OK)
+		return rv;
+	if (PQntuples(r) == 1) {
+		snprintf(pd->tenant_id, 40, "%s", PQgetvalue(r, 0, 0));
+		snprintf(pd->message_id, 40, "%s", PQgetvalue(r, 0, 1));
+		snprintf(pd->conversation_id, 40, "%s", PQgetvalue(r, 0, 2));
+		snprintf(pd->channel_id, 40, "%s", PQgetvalue(r, 0, 3));
+		snprintf(pd->provider_message_id, 256, "%s",
+		         PQgetvalue(r, 0, 4));
+		pd->text = v(x->a, r, 0, 5);
+		snprintf(pd->created_at, 40, "%s", PQgetvalue(r, 0, 6));
+		x->got = 1;
+	}
+	PQclear(r);
+	if (x->got) {
+		const char *q[2] = { pd->tenant_id, pd->conversation_id };
+		if ((rv = exec_ok(
+		             db,
+		             "SELECT c.owner, coalesce(c.agent_id::text, ''), "
+		             "k.id, k.name, coalesce(k.phone, ''), k.language "
+		             "FROM messaging.conversations c JOIN "
+		             "messaging.contacts k ON k.tenant_id = "
+		             "c.tenant_id AND k.id = c.contact_id WHERE "
+		             "c.tenant_id = $1 AND c.id = $2",
+		             2, q, &r)) != PL_OK)
+			return rv;
+		snprintf(pd->owner, sizeof(pd->owner), "%s",
+		         PQgetvalue(r, 0, 0));
+		snprintf(pd->agent_id, 40, "%s", PQgetvalue(r, 0, 1));
+		snprintf(pd->contact_id, 40, "%s", PQgetvalue(r, 0, 2));
+		snprintf(pd->contact_name, sizeof(pd->contact_name), "%s",
+		         PQgetvalue(r, 0, 3));
+		snprintf(pd->contact_phone, sizeof(pd->contact_phone), "%s",
+		         PQgetvalue(r, 0, 4));
+		snprintf(pd->contact_language, sizeof(pd->contact_language),
+		         "%s", PQgetvalue(r, 0, 5));
+		PQclear(r);
+	}
+	return PL_OK;
+}
+
+int
+messaging_store_reply_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
+                            msg_pending *p)
+{
+	char lease[24];
+	reply_claim x = { { lease }, a, p, 0 };
+	int rv;
+
+	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
+	// Service-level: the reply queue spans tenants (tenant "*").
+	rv = pl_db_tx(db, "*", reply_claim_fn, &x);
+	return rv != PL_OK ? -rv : x.got;
+}
+
+int
+messaging_store_history(pl_db *db, const msg_pending *pd, int max, pl_arena *a,
+                        Parley__Agents__V1__HistoryTurn ***turns, size_t *n)
+{
+	char lim[16];
+	const char *p[4] = { pd->tenant_id, pd->conversation_id, pd->message_id,
+		             lim };
+	PGresult *r = NULL;
+	int rv, rows;
+
+	snprintf(lim, sizeof(lim), "%d", max);
+	*turns = NULL;
+	*n = 0;
+	rv = tq(db, pd->tenant_id,
+	        "SELECT direction, text, messaging.fmt_ts(created_at) FROM "
+	        "(SELECT direction, text, created_at, id FROM "
+	        "messaging.messages WHERE tenant_id = $1 AND conversation_id = "
+	        "$2 AND id < $3 AND text <> '' ORDER BY id DESC LIMIT $4::int) "
+	        "h ORDER BY id",
+	        4, p, &r);
+	if (rv != PL_OK) {
+		PQclear(r);
+		return rv;
+	}
+	rows = PQntuples(r);
+	if (rows > 0)
+		*turns = pl_arena_zalloc(a, (size_t)rows * sizeof(**turns));
+	for (int i = 0; i < rows && *turns; i++) {
+		Parley__Agents__V1__HistoryTurn *t =
+		        pl_arena_zalloc(a, sizeof(*t));
+		if (t == NULL)
+			break;
+		parley__agents__v1__history_turn__init(t);
+		t->role =
+		        strcmp(PQgetvalue(r, i, 0), "inbound") == 0
+		                ? PARLEY__AGENTS__V1__MESSAGE_ROLE__MESSAGE_ROLE_USER
+		                : PARLEY__AGENTS__V1__MESSAGE_ROLE__MESSAGE_ROLE_ASSISTANT;
+		t->content = v(a, r, i, 1);
+		t->at = v(a, r, i, 2);
+		(*turns)[(*n)++] = t;
+	}
+	PQclear(r);
+	return PL_OK;
+}
+
+// Queues an outbound message with its delivery; inside a transaction.
+static int
+queue_outbound(pl_db *db, const char *tenant, const char *conv,
+               const char *channel, const char *sender, const char *user,
+               const char *agent, const char *type, const char *text,
+               const char *media_url, const char *mime, const char *meta,
+               const char *idem, char id_out[40])
+{
+	char did[40];
+	const char *p[13];
+	int rv;
+
+	pl_uuid7_str(id_out);
+	pl_uuid7_str(did);
+	p[0] = tenant;
+	p[1] = id_out;
+	p[2] = conv;
+	p[3] = channel;
+	p[4] = sender;
+	p[5] = nz(user);
+	p[6] = nz(agent);
+	p[7] = type;
+	p[8] = text ? text : "";
+	p[9] = media_url ? media_url : "";
+	p[10] = mime ? mime : "";
+	p[11] = nz(meta);
+	p[12] = nz(idem);
+	if ((rv = exec_ok(
+	             db,
+	             "INSERT INTO messaging.messages (tenant_id, id, "
+	             "conversation_id, channel_id, direction, sender, "
+	             "sender_user_id, agent_id, type, text, media_url, "
+	             "media_mime_type, status, queued_at, metadata, "
+	             "idempotency_key) VALUES ($1, $2, $3, $4, 'outbound', "
+	             "$5, $6, $7, $8, $9, $10, $11, 'queued', now(), "
+	             "coalesce($12::jsonb, '{}'), $13)",
+	             13, p, NULL)) != PL_OK)
+		return rv;
+	{
+		const char *q[4] = { tenant, did, id_out, channel };
+		if ((rv = exec_ok(
+		             db,
+		             "INSERT INTO messaging.deliveries (tenant_id, "
+		             "id, message_id, channel_id) VALUES ($1, $2, "
+		             "$3, $4)",
+		             4, q, NULL)) != PL_OK)
+			return rv;
+	}
+	{
+		const char *q[3] = { tenant, conv, sender };
+		rv = exec_ok(
+		        db,
+		        "UPDATE messaging.conversations SET message_count = "
+		        "message_count + 1, last_activity_at = now(), "
+		        "updated_at = now(), last_bot_message_at = CASE WHEN "
+		        "$3 = 'bot' THEN now() ELSE last_bot_message_at END "
+		        "WHERE tenant_id = $1 AND id = $2",
+		        3, q, NULL);
+	}
+	return rv;
+}
+
+typedef struct reply_fin {
+	const msg_pending *pd;
+	const msg_reply_result *r;
+	pl_arena *a;
+	char *reply_id;
+} reply_fin;
+
+static int
+reply_fin_fn(pl_db *db, void *arg)
+{
+	reply_fin *x = arg;
+	const msg_pending *pd = x->pd;
+	const msg_reply_result *rr = x->r;
+	const char *p[2] = { pd->tenant_id, pd->message_id };
+	const char *outcome = rr->outcome;
+	char *dims;
+	PGresult *r = NULL;
+	int rv;
+
+	x->reply_id[0] = '\0';
+	if ((rv = exec_ok(db,
+	                  "SELECT reply_state FROM messaging.messages WHERE "
+	                  "tenant_id = $1 AND id = $2 FOR UPDATE",
+	                  2, p, &r)) != PL_OK)
+		return rv;
+	if (PQntuples(r) != 1 || strcmp(PQgetvalue(r, 0, 0), "pending") != 0) {
+		PQclear(r); // finished by another worker: nothing new
+		return PL_OK;
+	}
+	PQclear(r);
+	{
+		const char *q[2] = { pd->tenant_id, pd->conversation_id };
+		if ((rv = exec_ok(
+		             db,
+		             "SELECT owner FROM messaging.conversations WHERE "
+		             "tenant_id = $1 AND id = $2 FOR UPDATE",
+		             2, q, &r)) != PL_OK)
+			return rv;
+		// A person took it over while the agent was thinking: the
+		// bot stays silent.
+		if (rr->text != NULL &&
+		    strcmp(PQgetvalue(r, 0, 0), "human") == 0)
+			outcome = "human_owned";
+		PQclear(r);
+	}
+	dims = jpack(x->a,
+	             json_pack("{s:s, s:s, s:s}", "channel_id", pd->channel_id,
+	                       "conversation_id", pd->conversation_id,
+	                       "contact_id", pd->contact_id));
+	if (strcmp(outcome, "human_owned") != 0 && rr->text != NULL &&
+	    rr->text[0] != '\0') {
+		if ((rv = queue_outbound(db, pd->tenant_id, pd->conversation_id,
+		                         pd->channel_id, "bot", NULL,
+		                         rr->agent_id, "text", rr->text, NULL,
+		                         NULL, NULL, NULL, x->reply_id)) !=
+		    PL_OK)
+			return rv;
+	}
+	if (strcmp(outcome, "human_owned") != 0 && rr->handoff) {
+		const char *q[3] = { pd->tenant_id, pd->conversation_id,
+			             rr->handoff_reason ? rr->handoff_reason
+			                                : "" };
+		if ((rv = exec_ok(
+		             db,
+		             "UPDATE messaging.conversations SET owner = "
+		             "'human', status = 'pending', handoff_reason = "
+		             "$3, updated_at = now() WHERE tenant_id = $1 AND "
+		             "id = $2",
+		             3, q, NULL)) != PL_OK)
+			return rv;
+		if ((rv = event(db, pd->tenant_id, "conversation.handoff", dims,
+		                jpack(x->a, json_pack("{s:s, s:s}", "reason",
+		                                      q[2], "by", "bot")))) !=
+		    PL_OK)
+			return rv;
+	}
+	if (rr->limit_why != NULL &&
+	    (rv = event(db, pd->tenant_id, "limit.reached", dims,
+	                jpack(x->a,
+	                      json_pack("{s:s, s:s, s:s}", "metric", "messages",
+	                                "limit", rr->limit_why, "message_id",
+	                                pd->message_id)))) != PL_OK)
+		return rv;
+	{
+		const char *q[4] = { pd->tenant_id, pd->message_id, outcome,
+			             nz(rr->metadata_json) };
+		rv = exec_ok(
+		        db,
+		        "UPDATE messaging.messages SET reply_state = 'done', "
+		        "reply_outcome = $3, reply_lease_until = NULL, "
+		        "metadata = metadata || coalesce($4::jsonb, '{}') "
+		        "WHERE tenant_id = $1 AND id = $2",
+		        4, q, NULL);
+	}
+	return rv;
+}
+
+int
+messaging_store_reply_finish(pl_db *db, const msg_pending *p,
+                             const msg_reply_result *r, pl_arena *a,
+                             char reply_id_out[40])
+{
+	reply_fin x = { p, r, a, reply_id_out };
+
+	return pl_db_tx(db, p->tenant_id, reply_fin_fn, &x);
+}
+
+// ---------------------------------------------------------------------------
+// Deliveries
+
+typedef struct del_claim {
+	const char *p[1];
+	pl_arena *a;
+	msg_delivery *d;
+	int got;
+} del_claim;
+
+static int
+del_claim_fn(pl_db *db, void *arg)
+{
+	del_claim *x = arg;
+	msg_delivery *d = x->d;
+	PGresult *r = NULL;
+	int rv;
+
+	x->got = 0;
+	// The claim pushes next_attempt_at past the send's time budget: a
+	// lease, so a replica that dies mid-send is retried later.
+	rv = exec_ok(
+	        db,
+	        "UPDATE messaging.deliveries d SET next_attempt_at = now() "
+	        "+ $1::int * interval '1 millisecond', attempts = attempts "
+	        "+ 1 WHERE (d.tenant_id, d.id) = (SELECT tenant_id, id "
+	        "FROM messaging.deliveries WHERE done_at IS NULL AND "
+	        "next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1 "
+	        "FOR UPDATE SKIP LOCKED) RETURNING d.tenant_id, d.id, "
+	        "d.message_id, d.channel_id, d.attempts",
+	        1, x->p, &r);
+	if (rv != PL_OK)
+		return rv;
+	if (PQntuples(r) == 1) {
+		snprintf(d->tenant_id, 40, "%s", PQgetvalue(r, 0, 0));
+		snprintf(d->id, 40, "%s", PQgetvalue(r, 0, 1));
+		snprintf(d->message_id, 40, "%s", PQgetvalue(r, 0, 2));
+		snprintf(d->channel_id, 40, "%s", PQgetvalue(r, 0, 3));
+		d->attempts = atoi(PQgetvalue(r, 0, 4));
+		x->got = 1;
+	}
+	PQclear(r);
+	if (x->got) {
+		const char *q[2] = { d->tenant_id, d->message_id };
+		if ((rv = exec_ok(
+		             db,
+		             "SELECT m.type, m.text, m.media_url, "
+		             "k.external_id, k.external_id_kind FROM "
+		             "messaging.messages m JOIN "
+		             "messaging.conversations c ON c.tenant_id = "
+		             "m.tenant_id AND c.id = m.conversation_id JOIN "
+		             "messaging.contacts k ON k.tenant_id = "
+		             "c.tenant_id AND k.id = c.contact_id WHERE "
+		             "m.tenant_id = $1 AND m.id = $2",
+		             2, q, &r)) != PL_OK)
+			return rv;
+		d->type = msg_enum_from_name(msg_type_names, 12,
+		                             PQgetvalue(r, 0, 0));
+		d->text = v(x->a, r, 0, 1);
+		d->media_url = v(x->a, r, 0, 2);
+		snprintf(d->to, sizeof(d->to), "%s", PQgetvalue(r, 0, 3));
+		d->to_kind = msg_enum_from_name(ext_kind_names, 4,
+		                                PQgetvalue(r, 0, 4));
+		PQclear(r);
+	}
+	return PL_OK;
+}
+
+int
+messaging_store_delivery_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
+                               msg_delivery *d)
+{
+	char lease[24];
+	del_claim x = { { lease }, a, d, 0 };
+	int rv;
+
+	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
+	// Service-level: the delivery queue spans tenants (tenant "*").
+	rv = pl_db_tx(db, "*", del_claim_fn, &x);
+	return rv != PL_OK ? -rv : x.got;
+}
+
+typedef struct del_sent {
+	const msg_delivery *d;
+	const char *pid;
+} del_sent;
+
+static int
+del_sent_fn(pl_db *db, void *arg)
+{
+	del_sent *x = arg;
+	const msg_delivery *d = x->d;
+	const char *p[4] = { d->tenant_id, d->message_id, x->pid, d->id };
+	PGresult *r = NULL;
+	char sender[16] = "", conv[40] = "", pay[256];
+	int rv;
+
+	if ((rv = exec_ok(db,
+	                  "UPDATE messaging.messages SET provider_message_id = "
+	                  "$3, status = CASE WHEN "
+	                  "messaging.status_rank(status) < 3 THEN 'sent' ELSE "
+	                  "status END, sent_at = coalesce(sent_at, now()) "
+	                  "WHERE tenant_id = $1 AND id = $2 RETURNING sender, "
+	                  "conversation_id",
+	                  3, p, &r)) != PL_OK)
+		return rv;
+	if (PQntuples(r) == 1) {
+		snprintf(sender, sizeof(sender), "%s", PQgetvalue(r, 0, 0));
+		snprintf(conv, sizeof(conv), "%s", PQgetvalue(r, 0, 1));
+	}
+	PQclear(r);
+	{
+		const char *q[2] = { d->tenant_id, d->id };
+		if ((rv = exec_ok(
+		             db,
+		             "UPDATE messaging.deliveries SET done_at = "
+		             "now(), last_error = NULL WHERE tenant_id = $1 "
+		             "AND id = $2",
+		             2, q, NULL)) != PL_OK)
+			return rv;
+	}
+	{
+		const char *q[2] = { d->tenant_id, conv };
+		if ((rv = exec_ok(
+		             db,
+		             "UPDATE messaging.conversations SET "
+		             "last_outbound_at = now(), updated_at = now() "
+		             "WHERE tenant_id = $1 AND id = $2",
+		             2, q, NULL)) != PL_OK)
+			return rv;
+	}
+	snprintf(pay, sizeof(pay),
+	         "{\"message_id\":\"%s\",\"sender\":\"%s\",\"type\":\"text\"}",
+	         d->message_id, sender);
+	if ((rv = event(db, d->tenant_id, "message.sent", NULL, pay)) != PL_OK)
+		return rv;
+	return apply_pending(db, d->tenant_id, d->channel_id, x->pid,
+	                     d->message_id);
+}
+
+int
+messaging_store_delivery_sent(pl_db *db, const msg_delivery *d,
+                              const char *provider_id)
+{
+	del_sent x = { d, provider_id };
+
+	return pl_db_tx(db, d->tenant_id, del_sent_fn, &x);
+}
+
+int
+messaging_store_delivery_retry(pl_db *db, const msg_delivery *d,
+                               int64_t delay_ms, const char *error)
+{
+	char ms[24];
+	const char *p[4] = { d->tenant_id, d->id, ms, error };
+	PGresult *r = NULL;
+	int rv;
+
+	snprintf(ms, sizeof(ms), "%lld", (long long)delay_ms);
+	rv = tq(db, d->tenant_id,
+	        "UPDATE messaging.deliveries SET next_attempt_at = now() + "
+	        "$3::int * interval '1 millisecond', last_error = $4 WHERE "
+	        "tenant_id = $1 AND id = $2",
+	        4, p, &r);
+	PQclear(r);
+	return rv;
+}
+
+typedef struct del_failed {
+	const msg_delivery *d;
+	const char *code, *text;
+} del_failed;
+
+static int
+del_failed_fn(pl_db *db, void *arg)
+{
+	del_failed *x = arg;
+	const msg_delivery *d = x->d;
+	const char *p[4] = { d->tenant_id, d->message_id, x->code, x->text };
+	char pay[320];
+	int rv;
+
+	if ((rv = exec_ok(db,
+	                  "UPDATE messaging.messages SET status = 'failed', "
+	                  "failed_at = now(), error_code = $3, error_text = $4 "
+	                  "WHERE tenant_id = $1 AND id = $2",
+	                  4, p, NULL)) != PL_OK)
+		return rv;
+	{
+		const char *q[3] = { d->tenant_id, d->id, x->text };
+		if ((rv = exec_ok(
+		             db,
+		             "UPDATE messaging.deliveries SET done_at = "
+		             "now(), last_error = $3 WHERE tenant_id = $1 AND "
+		             "id = $2",
+		             3, q, NULL)) != PL_OK)
+			return rv;
+	}
+	snprintf(pay, sizeof(pay),
+	         "{\"message_id\":\"%s\",\"status\":\"failed\","
+	         "\"previous_status\":\"queued\"}",
+	         d->message_id);
+	return event(db, d->tenant_id, "message.status", NULL, pay);
+}
+
+int
+messaging_store_delivery_failed(pl_db *db, const msg_delivery *d,
+                                const char *code, const char *text)
+{
+	del_failed x = { d, code ? code : "", text ? text : "" };
+
+	return pl_db_tx(db, d->tenant_id, del_failed_fn, &x);
+}
+
+// ---------------------------------------------------------------------------
+// Reads for handlers
+
+#define CONV_FROM                                                              \
+	" FROM messaging.conversations c JOIN messaging.contacts k ON "        \
+	"k.tenant_id = c.tenant_id AND k.id = c.contact_id "
+
+static int
+get_conv_in(pl_db *db, pl_arena *a, const char *tenant, const char *id,
+            msg_conv_pb **out)
+{
+	const char *p[2] = { tenant, id };
+	PGresult *r = NULL;
+	int rv = exec_ok(db,
+	                 "SELECT " CONV_COLS ", " CONTACT_COLS CONV_FROM
+	                 "WHERE c.tenant_id = $1 AND c.id = $2",
+	                 2, p, &r);
+
+	if (rv != PL_OK)
+		return rv;
+	*out = PQntuples(r) == 1 ? conv_row(a, r, 0, true) : NULL;
+	PQclear(r);
+	return *out ? PL_OK : PL_NOT_FOUND;
+}
+
+static int
+get_msg_in(pl_db *db, pl_arena *a, const char *tenant, const char *id,
+           msg_message_pb **out)
+{
+	const char *p[2] = { tenant, id };
+	PGresult *r = NULL;
+	int rv = exec_ok(db,
+	                 "SELECT " MSG_COLS " FROM messaging.messages m WHERE "
+	                 "m.tenant_id = $1 AND m.id = $2",
+	                 2, p, &r);
+
+	if (rv != PL_OK)
+		return rv;
+	*out = PQntuples(r) == 1 ? msg_row(a, r, 0) : NULL;
+	PQclear(r);
+	return *out ? PL_OK : PL_NOT_FOUND;
+}
+
+typedef struct get_x {
+	const char *tenant, *id;
+	pl_arena *a;
+	void *out;
+	int kind; // 0 conv, 1 msg, 2 contact
+} get_x;
+
+static int
+get_fn(pl_db *db, void *arg)
+{
+	get_x *x = arg;
+
+	if (x->kind == 0)
+		return get_conv_in(db, x->a, x->tenant, x->id,
+		                   (msg_conv_pb **)&x->out);
+	if (x->kind == 1)
+		return get_msg_in(db, x->a, x->tenant, x->id,
+		                  (msg_message_pb **)&x->out);
+	{
+		const char *p[2] = { x->tenant, x->id };
+		PGresult *r = NULL;
+		int rv = exec_ok(db,
+		                 "SELECT " CONTACT_COLS
+		                 " FROM messaging.contacts "
+		                 "k WHERE k.tenant_id = $1 AND k.id = $2",
+		                 2, p, &r);
+		if (rv != PL_OK)
+			return rv;
+		x->out = PQntuples(r) == 1 ? contact_row(x->a, r, 0, 0) : NULL;
+		PQclear(r);
+		return x->out ? PL_OK : PL_NOT_FOUND;
+	}
+}
+
+static int
+get_any(pl_call *call, pl_db *db, const char *tenant, const char *id, int kind,
+        void **out, const char *what)
+{
+	get_x x = { tenant, id, call->arena, NULL, kind };
+	int rv;
+
+	if (!pl_uuid_valid(id))
+		return pl_call_error(call, PL_NOT_FOUND, "%s %s not found",
+		                     what, id);
+	rv = pl_db_tx(db, tenant, get_fn, &x);
+	if (rv == PL_NOT_FOUND)
+		return pl_call_error(call, rv, "%s %s not found", what, id);
+	if (rv != PL_OK)
+		return pl_call_error(call, rv, "could not read %s", what);
+	*out = x.out;
+	return PL_OK;
+}
+
+int
+messaging_store_get_conversation(pl_call *call, pl_db *db,
+                                 const char *tenant_id, const char *id,
+                                 msg_conv_pb **out)
+{
+	return get_any(call, db, tenant_id, id, 0, (void **)out,
+	               "conversation");
+}
+
+int
+messaging_store_get_message(pl_call *call, pl_db *db, const char *tenant_id,
+                            const char *id, msg_message_pb **out)
+{
+	return get_any(call, db, tenant_id, id, 1, (void **)out, "message");
+}
+
+int
+messaging_store_get_contact(pl_call *call, pl_db *db, const char *tenant_id,
+                            const char *id, msg_contact_pb **out)
+{
+	return get_any(call, db, tenant_id, id, 2, (void **)out, "contact");
+}
+
+// ---------------------------------------------------------------------------
+// Outbound from people and the API
+
+typedef struct send_x {
+	pl_call *call;
+	const msg_outbound *o;
+	msg_message_pb *msg;
+	msg_conv_pb *conv;
+} send_x;
+
+static int
+send_fn(pl_db *db, void *arg)
+{
+	send_x *x = arg;
+	const msg_outbound *o = x->o;
+	pl_call *call = x->call;
+	PGresult *r = NULL;
+	char id[40], channel[40], owner[8], status[8];
+	bool window_ok, webchat;
+	int rv;
+
+	if (o->idempotency_key != NULL) {
+		const char *p[2] = { o->tenant_id, o->idempotency_key };
+		if ((rv = exec_ok(db,
+		                  "SELECT m.id FROM messaging.messages m WHERE "
+		                  "m.tenant_id = $1 AND m.idempotency_key = $2",
+		                  2, p, &r)) != PL_OK)
+			return rv;
+		if (PQntuples(r) == 1) {
+			snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
+			PQclear(r);
+			goto answer;
+		}
+		PQclear(r);
+	}
+	{
+		const char *p[2] = { o->tenant_id, o->conversation_id };
+		if ((rv = exec_ok(
+		             db,
+		             "SELECT c.channel_id, c.owner, c.status, "
+		             "coalesce(c.last_inbound_at > now() - interval "
+		             "'24 hours', false), k.external_id_kind = "
+		             "'webchat_session' FROM "
+		             "messaging.conversations c JOIN "
+		             "messaging.contacts k ON k.tenant_id = "
+		             "c.tenant_id AND k.id = c.contact_id WHERE "
+		             "c.tenant_id = $1 AND c.id = $2 FOR UPDATE OF c",
+		             2, p, &r)) != PL_OK)
+			return rv;
+		if (PQntuples(r) != 1) {
+			PQclear(r);
+			return pl_call_error(call, PL_NOT_FOUND,
+			                     "conversation %s not found",
+			                     o->conversation_id);
+		}
+		snprintf(channel, sizeof(channel), "%s", PQgetvalue(r, 0, 0));
+		snprintf(owner, sizeof(owner), "%s", PQgetvalue(r, 0, 1));
+		snprintf(status, sizeof(status), "%s", PQgetvalue(r, 0, 2));
+		window_ok = PQgetvalue(r, 0, 3)[0] == 't';
+		webchat = PQgetvalue(r, 0, 4)[0] == 't';
+		PQclear(r);
+	}
+	if (strcmp(status, "closed") == 0)
+		return pl_call_error(
+		        call, PL_FAILED_PRECONDITION,
+		        "conversation %s is closed: reopen it first",
+		        o->conversation_id);
+	if (o->check_window && !webchat && !window_ok)
+		return pl_call_error(
+		        call, PL_FAILED_PRECONDITION,
+		        "the contact's last message is older than 24 hours: a "
+		        "free-form message cannot be sent, a template is "
+		        "needed");
+	if (o->take_over && strcmp(owner, "bot") == 0) {
+		const char *p[3] = { o->tenant_id, o->conversation_id,
+			             nz(o->user_id) };
+		if ((rv = exec_ok(
+		             db,
+		             "UPDATE messaging.conversations SET owner = "
+		             "'human', assigned_user_id = $3, status = "
+		             "'open', updated_at = now() WHERE tenant_id = $1 "
+		             "AND id = $2",
+		             3, p, NULL)) != PL_OK)
+			return rv;
+		if ((rv = event(
+		             db, o->tenant_id, "conversation.handoff", NULL,
+		             "{\"reason\":\"human_reply\",\"by\":\"user\"}")) !=
+		    PL_OK)
+			return rv;
+	}
+	if ((rv = queue_outbound(db, o->tenant_id, o->conversation_id, channel,
+	                         o->sender, o->user_id, NULL,
+	                         msg_type_names[o->type], o->text, o->media_url,
+	                         o->media_mime_type, o->metadata_json,
+	                         o->idempotency_key, id)) != PL_OK)
+		return rv;
+answer:
+	if ((rv = get_msg_in(db, call->arena, o->tenant_id, id, &x->msg)) !=
+	    PL_OK)
+		return rv;
+	return get_conv_in(db, call->arena, o->tenant_id,
+	                   x->msg->conversation_id, &x->conv);
+}
+
+int
+messaging_store_send(pl_call *call, pl_db *db, const msg_outbound *o,
+                     msg_message_pb **msg, msg_conv_pb **conv)
+{
+	send_x x = { call, o, NULL, NULL };
+	int rv;
+
+	if (!pl_uuid_valid(o->conversation_id))
+		return pl_call_error(call, PL_NOT_FOUND,
+		                     "conversation %s not found",
+		                     o->conversation_id);
+	rv = pl_db_tx(pl_call_db(call), o->tenant_id, send_fn, &x);
+	(void)db;
+	if (rv != PL_OK) {
+		if (call->code == PL_OK)
+			return pl_call_error(call, rv,
+			                     "could not queue the message");
+		return rv;
+	}
+	*msg = x.msg;
+	*conv = x.conv;
+	return PL_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Conversation state
+
+typedef struct chg_x {
+	pl_call *call;
+	const char *tenant, *id;
+	const msg_conv_change *c;
+	msg_conv_pb *out;
+} chg_x;
+
+static int
+chg_fn(pl_db *db, void *arg)
+{
+	chg_x *x = arg;
+	const msg_conv_change *c = x->c;
+	pl_call *call = x->call;
+	msg_conv_pb *before;
+	char *dims, *pay = NULL;
+	const char *type = NULL;
+	int rv;
+
+	if ((rv = get_conv_in(db, call->arena, x->tenant, x->id, &before)) !=
+	    PL_OK) {
+		if (rv == PL_NOT_FOUND)
+			return pl_call_error(
+			        call, rv, "conversation %s not found", x->id);
+		return rv;
+	}
+	{
+		const char *p[2] = { x->tenant, x->id };
+		if ((rv = exec_ok(db,
+		                  "SELECT 1 FROM messaging.conversations WHERE "
+		                  "tenant_id = $1 AND id = $2 FOR UPDATE",
+		                  2, p, NULL)) != PL_OK)
+			return rv;
+	}
+	dims = jpack(call->arena,
+	             json_pack("{s:s, s:s, s:s}", "channel_id",
+	                       before->channel_id, "conversation_id", x->id,
+	                       "contact_id", before->contact_id));
+	if (strcmp(c->op, "takeover") == 0 || strcmp(c->op, "handback") == 0) {
+		bool take = c->op[0] == 't';
+		const char *p[3] = { x->tenant, x->id,
+			             take ? c->user_id : NULL };
+		if (before->status == 3)
+			return pl_call_error(call, PL_FAILED_PRECONDITION,
+			                     "conversation %s is closed",
+			                     x->id);
+		rv = exec_ok(
+		        db,
+		        take ? "UPDATE messaging.conversations SET owner = "
+		               "'human', assigned_user_id = $3, status = "
+		               "'open', updated_at = now() WHERE tenant_id = "
+		               "$1 AND id = $2"
+		             : "UPDATE messaging.conversations SET owner = "
+		               "'bot', assigned_user_id = $3, status = 'open', "
+		               "handoff_reason = '', updated_at = now() WHERE "
+		               "tenant_id = $1 AND id = $2 AND $3::uuid IS "
+		               "NULL",
+		        3, p, NULL);
+		type = take ? "conversation.handoff"
+		            : "conversation.handed_back";
+		pay = take ? "{\"reason\":\"takeover\",\"by\":\"user\"}" : "{}";
+	} else if (strcmp(c->op, "state") == 0) {
+		const char *p[5] = { x->tenant, x->id, c->stage,
+			             c->intent_level, c->sentiment };
+		rv = exec_ok(
+		        db,
+		        "UPDATE messaging.conversations SET stage = "
+		        "coalesce($3, stage), intent_level = coalesce($4, "
+		        "intent_level), sentiment = coalesce($5, sentiment), "
+		        "updated_at = now() WHERE tenant_id = $1 AND id = $2",
+		        5, p, NULL);
+		type = "conversation.state_changed";
+		pay = jpack(
+		        call->arena,
+		        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "stage",
+		                  c->stage ? c->stage
+		                           : conv_stage_names[before->stage],
+		                  "intent_level",
+		                  c->intent_level
+		                          ? c->intent_level
+		                          : intent_level_names
+		                                    [before->intent_level],
+		                  "sentiment",
+		                  c->sentiment
+		                          ? c->sentiment
+		                          : sentiment_names[before->sentiment],
+		                  "previous_stage",
+		                  conv_stage_names[before->stage],
+		                  "previous_intent_level",
+		                  intent_level_names[before->intent_level],
+		                  "previous_sentiment",
+		                  sentiment_names[before->sentiment]));
+	} else if (strcmp(c->op, "close") == 0) {
+		const char *p[2] = { x->tenant, x->id };
+		if (before->status == 3)
+			goto answer; // closing twice changes nothing
+		rv = exec_ok(db,
+		             "UPDATE messaging.conversations SET status = "
+		             "'closed', closed_at = now(), updated_at = now() "
+		             "WHERE tenant_id = $1 AND id = $2",
+		             2, p, NULL);
+		type = "conversation.closed";
+		pay = before->owner == 2 || before->assigned_user_id[0]
+		              ? "{\"handed_over\":true}"
+		              : "{\"handed_over\":false}";
+	} else {
+		const char *p[2] = { x->tenant, x->id };
+		PGresult *r = NULL;
+		if (before->status != 3)
+			goto answer;
+		rv = exec_ok(
+		        db,
+		        "SELECT 1 FROM messaging.conversations WHERE "
+		        "tenant_id = $1 AND contact_id = (SELECT contact_id "
+		        "FROM messaging.conversations WHERE tenant_id = $1 "
+		        "AND id = $2) AND status <> 'closed'",
+		        2, p, &r);
+		if (rv != PL_OK)
+			return rv;
+		if (PQntuples(r) > 0) {
+			PQclear(r);
+			return pl_call_error(call, PL_FAILED_PRECONDITION,
+			                     "the contact has another open "
+			                     "conversation: close it first");
+		}
+		PQclear(r);
+		rv = exec_ok(
+		        db,
+		        "UPDATE messaging.conversations SET status = 'open', "
+		        "closed_at = NULL, updated_at = now() WHERE "
+		        "tenant_id = $1 AND id = $2",
+		        2, p, NULL);
+		type = "conversation.reopened";
+		pay = "{}";
+	}
+	if (rv != PL_OK)
+		return rv;
+	if (type != NULL &&
+	    (rv = event(db, x->tenant, type, dims, pay)) != PL_OK)
+		return rv;
+answer:
+	return get_conv_in(db, call->arena, x->tenant, x->id, &x->out);
+}
+
+int
+messaging_store_conv_change(pl_call *call, pl_db *db, const char *tenant_id,
+                            const char *id, const msg_conv_change *c,
+                            msg_conv_pb **out)
+{
+	chg_x x = { call, tenant_id, id, c, NULL };
+	int rv;
+
+	if (!pl_uuid_valid(id))
+		return pl_call_error(call, PL_NOT_FOUND,
+		                     "conversation %s not found", id);
+	rv = pl_db_tx(db, tenant_id, chg_fn, &x);
+	if (rv != PL_OK) {
+		if (call->code == PL_OK)
+			return pl_call_error(call, rv,
+			                     "could not change conversation %s",
+			                     id);
+		return rv;
+	}
+	*out = x.out;
+	return PL_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Lists
+
+char *
+messaging_cursor_encode(pl_arena *a, const char *s)
+{
+	size_t n = strlen(s);
+	size_t cap = sodium_base64_encoded_len(
+	        n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	char *out = pl_arena_alloc(a, cap);
+
+	if (out != NULL)
+		sodium_bin2base64(out, cap, (const unsigned char *)s, n,
+		                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	return out;
+}
+
+char *
+messaging_cursor_decode(pl_arena *a, const char *tok)
+{
+	size_t n = strlen(tok), bl = 0;
+	char *out;
+
+	if (n == 0 || n > 512)
+		return NULL;
+	out = pl_arena_alloc(a, n + 1);
+	if (out == NULL ||
+	    sodium_base642bin((unsigned char *)out, n, tok, n, NULL, &bl, NULL,
+	                      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+		return NULL;
+	out[bl] = '\0';
+	return out;
+}
+
+int
+messaging_store_list_conversations(pl_call *call, pl_db *db,
+                                   const char *tenant_id,
+                                   const msg_conv_filter *f, const char *after,
+                                   int limit, msg_conv_pb ***out, size_t *n,
+                                   char **next)
+{
+	char lim[16], *ts = NULL, *id = NULL;
+	const char *p[14];
+	PGresult *r = NULL;
+	int rv, rows;
+
+	if (after != NULL) {
+		char *bar = strchr(after, '|');
+		if (bar == NULL || !pl_uuid_valid(bar + 1))
+			return pl_call_violation(call, "page.page_token",
+			                         "is not a valid page token");
+		ts = pl_arena_strndup(call->arena, after,
+		                      (size_t)(bar - after));
+		id = bar + 1;
+	}
+	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	p[0] = tenant_id;
+	p[1] = f->status;
+	p[2] = f->owner;
+	p[3] = f->assigned;
+	p[4] = f->stage;
+	p[5] = f->channel;
+	p[6] = f->contact;
+	p[7] = f->agent;
+	p[8] = f->intent;
+	p[9] = f->sentiment;
+	p[10] = f->unassigned ? "t" : "f";
+	p[11] = ts;
+	p[12] = id;
+	p[13] = lim;
+	rv = tq(db, tenant_id,
+	        "SELECT " CONV_COLS ", " CONTACT_COLS
+	        ", to_char(c.last_activity_at AT TIME ZONE 'UTC', "
+	        "'YYYY-MM-DD\"T\"HH24:MI:SS.US')" CONV_FROM
+	        "WHERE c.tenant_id = $1 AND ($2::text IS NULL OR c.status = "
+	        "$2) "
+	        "AND ($3::text IS NULL OR c.owner = $3) AND ($4::uuid IS NULL "
+	        "OR c.assigned_user_id = $4) AND ($5::text IS NULL OR c.stage "
+	        "= "
+	        "$5) AND ($6::uuid IS NULL OR c.channel_id = $6) AND ($7::uuid "
+	        "IS NULL OR c.contact_id = $7) AND ($8::uuid IS NULL OR "
+	        "c.agent_id = $8) AND ($9::text IS NULL OR c.intent_level = "
+	        "$9) "
+	        "AND ($10::text IS NULL OR c.sentiment = $10) AND (NOT "
+	        "$11::bool OR c.assigned_user_id IS NULL) AND ($12::text IS "
+	        "NULL OR (c.last_activity_at, c.id) < (($12::timestamp AT TIME "
+	        "ZONE 'UTC'), $13::uuid)) ORDER BY c.last_activity_at DESC, "
+	        "c.id DESC LIMIT $14::int",
+	        14, p, &r);
+	if (rv != PL_OK) {
+		rv = fail(call, r, rv, "list conversations");
+		PQclear(r);
+		return rv;
+	}
+	rows = PQntuples(r);
+	*n = 0;
+	*next = NULL;
+	*out = pl_arena_zalloc(call->arena, (size_t)(rows + 1) * sizeof(**out));
+	for (int i = 0; i < rows && i < limit; i++)
+		(*out)[(*n)++] = conv_row(call->arena, r, i, true);
+	if (rows > limit) {
+		int last = limit - 1;
+		*next = messaging_cursor_encode(
+		        call->arena,
+		        pl_arena_printf(
+		                call->arena, "%s|%s",
+		                PQgetvalue(r, last, CONV_NCOLS + CONTACT_NCOLS),
+		                PQgetvalue(r, last, 0)));
+	}
+	PQclear(r);
+	return PL_OK;
+}
+
+int
+messaging_store_list_messages(pl_call *call, pl_db *db, const char *tenant_id,
+                              const char *conv_id, bool newest_first,
+                              const char *after, int limit,
+                              msg_message_pb ***out, size_t *n, char **next)
+{
+	char lim[16];
+	const char *p[4] = { tenant_id, conv_id, after, lim };
+	PGresult *r = NULL;
+	msg_conv_pb *conv;
+	int rv, rows;
+
+	if (after != NULL && !pl_uuid_valid(after))
+		return pl_call_violation(call, "page.page_token",
+		                         "is not a valid page token");
+	if ((rv = messaging_store_get_conversation(call, db, tenant_id, conv_id,
+	                                           &conv)) != PL_OK)
+		return rv;
+	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	rv = tq(db, tenant_id,
+	        newest_first
+	                ? "SELECT " MSG_COLS " FROM messaging.messages m WHERE "
+	                  "m.tenant_id = $1 AND m.conversation_id = $2 AND "
+	                  "($3::uuid IS NULL OR m.id < $3) ORDER BY m.id DESC "
+	                  "LIMIT $4::int"
+	                : "SELECT " MSG_COLS " FROM messaging.messages m WHERE "
+	                  "m.tenant_id = $1 AND m.conversation_id = $2 AND "
+	                  "($3::uuid IS NULL OR m.id > $3) ORDER BY m.id LIMIT "
+	                  "$4::int",
+	        4, p, &r);
+	if (rv != PL_OK) {
+		rv = fail(call, r, rv, "list messages");
+		PQclear(r);
+		return rv;
+	}
+	rows = PQntuples(r);
+	*n = 0;
+	*next = NULL;
+	*out = pl_arena_zalloc(call->arena, (size_t)(rows + 1) * sizeof(**out));
+	for (int i = 0; i < rows && i < limit; i++)
+		(*out)[(*n)++] = msg_row(call->arena, r, i);
+	if (rows > limit)
+		*next = messaging_cursor_encode(call->arena,
+		                                PQgetvalue(r, limit - 1, 0));
+	PQclear(r);
+	return PL_OK;
+}
+
+int
+messaging_store_list_contacts(pl_call *call, pl_db *db, const char *tenant_id,
+                              const msg_contact_filter *f, const char *after,
+                              int limit, msg_contact_pb ***out, size_t *n,
+                              char **next)
+{
+	char lim[16];
+	const char *p[9];
+	PGresult *r = NULL;
+	int rv, rows;
+
+	if (after != NULL && !pl_uuid_valid(after))
+		return pl_call_violation(call, "page.page_token",
+		                         "is not a valid page token");
+	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	p[0] = tenant_id;
+	p[1] = f->channel;
+	p[2] = f->tag;
+	p[3] = f->phone_a;
+	p[4] = f->phone_b ? f->phone_b : f->phone_a;
+	p[5] = f->query;
+	p[6] = f->opt_out == 1 ? "in" : f->opt_out == 2 ? "out" : NULL;
+	p[7] = after;
+	p[8] = lim;
+	rv = tq(db, tenant_id,
+	        "SELECT " CONTACT_COLS " FROM messaging.contacts k WHERE "
+	        "k.tenant_id = $1 AND ($2::uuid IS NULL OR k.channel_id = $2) "
+	        "AND ($3::text IS NULL OR $3 = ANY (k.tags)) AND ($4::text IS "
+	        "NULL OR k.phone IN ($4, $5)) AND ($6::text IS NULL OR "
+	        "strpos(lower(k.name), lower($6)) > 0 OR "
+	        "strpos(coalesce(k.phone, "
+	        "''), $6) > 0 OR strpos(k.external_id, $6) > 0) AND ($7::text "
+	        "IS NULL OR ($7 = 'in') = (k.opted_out_at IS NULL)) AND "
+	        "($8::uuid IS NULL OR k.id < $8) ORDER BY k.id DESC LIMIT "
+	        "$9::int",
+	        9, p, &r);
+	if (rv != PL_OK) {
+		rv = fail(call, r, rv, "list contacts");
+		PQclear(r);
+		return rv;
+	}
+	rows = PQntuples(r);
+	*n = 0;
+	*next = NULL;
+	*out = pl_arena_zalloc(call->arena, (size_t)(rows + 1) * sizeof(**out));
+	for (int i = 0; i < rows && i < limit; i++)
+		(*out)[(*n)++] = contact_row(call->arena, r, i, 0);
+	if (rows > limit)
+		*next = messaging_cursor_encode(call->arena,
+		                                PQgetvalue(r, limit - 1, 0));
+	PQclear(r);
+	return PL_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Contacts
+
+typedef struct contact_x {
+	pl_call *call;
+	const char *tenant, *id;
+	const msg_contact_in *c;
+	msg_contact_pb *out;
+} contact_x;
+
+static int
+contact_read(pl_db *db, contact_x *x, const char *id)
+{
+	get_x g = { x->tenant, id, x->call->arena, NULL, 2 };
+	int rv = get_fn(db, &g);
+
+	x->out = g.out;
+	return rv;
+}
+
+static int
+create_contact_fn(pl_db *db, void *arg)
+{
+	contact_x *x = arg;
+	const msg_contact_in *c = x->c;
+	char id[40];
+	const char *p[10];
+	int rv;
+
+	pl_uuid7_str(id);
+	p[0] = x->tenant;
+	p[1] = id;
+	p[2] = c->channel_id;
+	p[3] = c->external_id;
+	p[4] = c->kind;
+	p[5] = c->phone;
+	p[6] = c->phone_raw;
+	p[7] = c->name ? c->name : "";
+	p[8] = c->language ? c->language : "";
+	p[9] = c->tags_literal ? c->tags_literal : "{}";
+	{
+		const char *q[11];
+		memcpy(q, p, sizeof(p));
+		q[10] = c->custom_fields ? c->custom_fields : "{}";
+		if ((rv = exec_ok(
+		             db,
+		             "INSERT INTO messaging.contacts (tenant_id, id, "
+		             "channel_id, external_id, external_id_kind, "
+		             "phone, phone_raw, name, language, tags, "
+		             "custom_fields) VALUES ($1, $2, $3, $4, $5, $6, "
+		             "$7, $8, $9, $10::text[], $11::jsonb) ON CONFLICT "
+		             "DO NOTHING RETURNING id",
+		             11, q, NULL)) != PL_OK)
+			return rv;
+	}
+	rv = contact_read(db, x, id);
+	if (rv == PL_NOT_FOUND)
+		return pl_call_error(
+		        x->call, PL_ALREADY_EXISTS,
+		        "a contact with this address already exists "
+		        "on the channel");
+	return rv;
+}
+
+int
+messaging_store_create_contact(pl_call *call, pl_db *db, const char *tenant_id,
+                               const msg_contact_in *c, msg_contact_pb **out)
+{
+	contact_x x = { call, tenant_id, NULL, c, NULL };
+	int rv = pl_db_tx(db, tenant_id, create_contact_fn, &x);
+
+	if (rv != PL_OK)
+		return call->code
+		               ? rv
+		               : pl_call_error(call, rv,
+		                               "could not create the contact");
+	*out = x.out;
+	return PL_OK;
+}
+
+static int
+update_contact_fn(pl_db *db, void *arg)
+{
+	contact_x *x = arg;
+	const msg_contact_in *c = x->c;
+	const char *p[8] = {
+		x->tenant,
+		x->id,
+		c->set_name ? (c->name ? c->name : "") : NULL,
+		c->set_language ? (c->language ? c->language : "") : NULL,
+		c->tags_literal,
+		c->custom_fields,
+		c->opted_out < 0 ? NULL : (c->opted_out ? "1" : "0"),
+		NULL
+	};
+	PGresult *r = NULL;
+	int rv;
+
+	if ((rv = exec_ok(db,
+	                  "UPDATE messaging.contacts SET name = coalesce($3, "
+	                  "name), language = coalesce($4, language), tags = "
+	                  "coalesce($5::text[], tags), custom_fields = "
+	                  "coalesce($6::jsonb, custom_fields), opted_out_at = "
+	                  "CASE $7::text WHEN '1' THEN coalesce(opted_out_at, "
+	                  "now()) WHEN '0' THEN NULL ELSE opted_out_at END, "
+	                  "updated_at = now() WHERE tenant_id = $1 AND id = $2 "
+	                  "RETURNING id",
+	                  7, p, &r)) != PL_OK)
+		return rv;
+	rv = PQntuples(r) == 1 ? PL_OK : PL_NOT_FOUND;
+	PQclear(r);
+	if (rv != PL_OK)
+		return pl_call_error(x->call, rv, "contact %s not found",
+		                     x->id);
+	return contact_read(db, x, x->id);
+}
+
+int
+messaging_store_update_contact(pl_call *call, pl_db *db, const char *tenant_id,
+                               const char *id, const msg_contact_in *c,
+                               msg_contact_pb **out)
+{
+	contact_x x = { call, tenant_id, id, c, NULL };
+	int rv;
+
+	if (!pl_uuid_valid(id))
+		return pl_call_error(call, PL_NOT_FOUND, "contact %s not found",
+		                     id);
+	rv = pl_db_tx(db, tenant_id, update_contact_fn, &x);
+	if (rv != PL_OK)
+		return call->code
+		               ? rv
+		               : pl_call_error(call, rv,
+		                               "could not update the contact");
+	*out = x.out;
+	return PL_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Web chat
+
+typedef struct wc_x {
+	pl_call *call;
+	const char *tenant, *channel, *agent, *name, *domain, *ip;
+	char *sid, *token, *expires;
+	msg_conv_pb *conv;
+} wc_x;
+
+static int
+wc_start_fn(pl_db *db, void *arg)
+{
+	wc_x *x = arg;
+	char contact[40], conv[40];
+	unsigned char secret[32], hash[32];
+	char hex[65];
+	PGresult *r = NULL;
+	int rv;
+
+	pl_uuid7_str(x->sid);
+	pl_uuid7_str(contact);
+	pl_uuid7_str(conv);
+	randombytes_buf(secret, sizeof(secret));
+	sodium_bin2hex(hex, sizeof(hex), secret, sizeof(secret));
+	crypto_hash_sha256(hash, (unsigned char *)hex, 64);
+	x->token = pl_arena_printf(x->call->arena, "%s.%s", x->sid, hex);
+	{
+		const char *p[5] = { x->tenant, contact, x->channel, x->sid,
+			             x->name ? x->name : "" };
+		if ((rv = exec_ok(
+		             db,
+		             "INSERT INTO messaging.contacts (tenant_id, id, "
+		             "channel_id, external_id, external_id_kind, name) "
+		             "VALUES ($1, $2, $3, $4, 'webchat_session', $5)",
+		             5, p, NULL)) != PL_OK)
+			return rv;
+	}
+	{
+		const char *p[5] = { x->tenant, conv, contact, x->channel,
+			             nz(x->agent) };
+		if ((rv = exec_ok(
+		             db,
+		             "INSERT INTO messaging.conversations (tenant_id, "
+		             "id, contact_id, channel_id, agent_id) VALUES "
+		             "($1, $2, $3, $4, $5)",
+		             5, p, NULL)) != PL_OK)
+			return rv;
+	}
+	{
+		char hhex[65];
+		const char *p[7] = {
+			x->tenant,         x->sid, x->channel,
+			contact,           hhex,   x->domain ? x->domain : "",
+			x->ip ? x->ip : ""
+		};
+		sodium_bin2hex(hhex, sizeof(hhex), hash, sizeof(hash));
+		if ((rv = exec_ok(
+		             db,
+		             "INSERT INTO messaging.webchat_sessions "
+		             "(tenant_id, id, channel_id, contact_id, "
+		             "token_hash, website_domain, client_ip, "
+		             "expires_at) VALUES ($1, $2, $3, $4, "
+		             "decode($5, 'hex'), $6, $7, now() + interval '24 "
+		             "hours') RETURNING messaging.fmt_ts(expires_at)",
+		             7, p, &r)) != PL_OK)
+			return rv;
+		x->expires = v(x->call->arena, r, 0, 0);
+		PQclear(r);
+	}
+	return get_conv_in(db, x->call->arena, x->tenant, conv, &x->conv);
+}
+
+int
+messaging_store_webchat_start(pl_call *call, pl_db *db, const char *tenant_id,
+                              const char *channel_id, const char *agent_id,
+                              const char *visitor_name, const char *domain,
+                              const char *ip, char session_id[40], char **token,
+                              msg_conv_pb **conv, char **expires)
+{
+	wc_x x = { call, tenant_id,  channel_id, agent_id, visitor_name, domain,
+		   ip,   session_id, NULL,       NULL,     NULL };
+	int rv = pl_db_tx(db, tenant_id, wc_start_fn, &x);
+
+	if (rv != PL_OK)
+		return pl_call_error(call, rv,
+		                     "could not start the web-chat session");
+	*token = x.token;
+	*conv = x.conv;
+	*expires = x.expires;
+	return PL_OK;
+}
+
+int
+messaging_store_webchat_session(pl_call *call, pl_db *db,
+                                const char *channel_id, const char *token,
+                                char tenant_id[40], char contact_id[40],
+                                char session_id[40])
+{
+	const char *dot = token ? strchr(token, '.') : NULL;
+	unsigned char hash[32];
+	char sid[40];
+	const char *p[1] = { sid };
+	PGresult *r = NULL;
+	bool ok = false;
+	int rv;
+
+	if (dot == NULL || dot - token != 36 || strlen(dot + 1) != 64)
+		return pl_call_error(call, PL_UNAUTHENTICATED,
+		                     "the web-chat session token is not valid");
+	memcpy(sid, token, 36);
+	sid[36] = '\0';
+	if (!pl_uuid_valid(sid))
+		return pl_call_error(call, PL_UNAUTHENTICATED,
+		                     "the web-chat session token is not valid");
+	crypto_hash_sha256(hash, (const unsigned char *)dot + 1, 64);
+	// Service-level: the widget names only its session (tenant "*").
+	rv = tq(db, "*",
+	        "SELECT tenant_id, contact_id, channel_id, token_hash, "
+	        "expires_at > now() FROM messaging.webchat_sessions WHERE id = "
+	        "$1",
+	        1, p, &r);
+	if (rv != PL_OK) {
+		rv = fail(call, r, rv, "read the web-chat session");
+		PQclear(r);
+		return rv;
+	}
+	if (PQntuples(r) == 1) {
+		size_t hl = 0;
+		unsigned char *stored = PQunescapeBytea(
+		        (const unsigned char *)PQgetvalue(r, 0, 3), &hl);
+		ok = stored != NULL && hl == 32 &&
+		     sodium_memcmp(stored, hash, 32) == 0 &&
+		     strcmp(PQgetvalue(r, 0, 2), channel_id) == 0 &&
+		     PQgetvalue(r, 0, 4)[0] == 't';
+		PQfreemem(stored);
+		snprintf(tenant_id, 40, "%s", PQgetvalue(r, 0, 0));
+		snprintf(contact_id, 40, "%s", PQgetvalue(r, 0, 1));
+		snprintf(session_id, 40, "%s", sid);
+	}
+	PQclear(r);
+	if (!ok)
+		return pl_call_error(
+		        call, PL_UNAUTHENTICATED,
+		        "the web-chat session token is not valid or "
+		        "has expired");
+	return PL_OK;
+}
+
+int
+messaging_store_webchat_poll(pl_call *call, pl_db *db, const char *tenant_id,
+                             const char *contact_id, const char *cursor,
+                             int limit, msg_message_pb ***out, size_t *n)
+{
+	char lim[16];
+	const char *p[4] = { tenant_id, contact_id, nz(cursor), lim };
+	PGresult *r = NULL;
+	int rv, rows;
+
+	if (p[2] != NULL && !pl_uuid_valid(p[2]))
+		return pl_call_violation(call, "cursor",
+		                         "is not a valid cursor");
+	snprintf(lim, sizeof(lim), "%d", limit);
+	rv = tq(db, tenant_id,
+	        "SELECT " MSG_COLS " FROM messaging.messages m JOIN "
+	        "messaging.conversations c ON c.tenant_id = m.tenant_id AND "
+	        "c.id = m.conversation_id WHERE m.tenant_id = $1 AND "
+	        "c.contact_id = $2 AND ($3::uuid IS NULL OR m.id > $3) ORDER "
+	        "BY "
+	        "m.id LIMIT $4::int",
+	        4, p, &r);
+	if (rv != PL_OK) {
+		rv = fail(call, r, rv, "poll messages");
+		PQclear(r);
+		return rv;
+	}
+	rows = PQntuples(r);
+	*n = 0;
+	*out = pl_arena_zalloc(call->arena, (size_t)(rows + 1) * sizeof(**out));
+	for (int i = 0; i < rows; i++)
+		(*out)[(*n)++] = msg_row(call->arena, r, i);
+	PQclear(r);
+	return PL_OK;
+}

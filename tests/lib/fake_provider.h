@@ -1,0 +1,45 @@
+// A fake WhatsApp Cloud + Infobip provider on loopback (pl_httpd). It
+// records every request and answers from a script: each queued reply is
+// used once, in order; with the queue empty it answers 200 with a fresh id
+// ({"messages":[{"id":"wamid.fake-N"}]} or Infobip's messageId).
+#ifndef FAKE_PROVIDER_H
+#define FAKE_PROVIDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct fake_provider fake_provider;
+
+typedef struct fp_reply {
+	int status;        // HTTP status
+	const char *body;  // copied; NULL: "{}"
+	int retry_after_s; // > 0: a Retry-After header
+	int delay_ms;      // wait before answering (timeouts)
+} fp_reply;
+
+// Starts on 127.0.0.1, an ephemeral port. Returns 0 or -1.
+int fake_provider_start(fake_provider **out);
+void fake_provider_stop(fake_provider *f);
+
+// "http://127.0.0.1:PORT" (valid until stop).
+const char *fake_provider_url(const fake_provider *f);
+
+// Queues one reply.
+void fake_provider_script(fake_provider *f, const fp_reply *r);
+
+// Forgets recorded requests and queued replies.
+void fake_provider_reset(fake_provider *f);
+
+// Requests received so far.
+int fake_provider_count(fake_provider *f);
+
+// Waits until at least n requests arrived or timeout_ms passed; returns the
+// count.
+int fake_provider_wait(fake_provider *f, int n, int timeout_ms);
+
+// Copies request i (0-based): path, Authorization header, body (malloc'd,
+// caller frees; may be NULL). Returns false when there is no such request.
+bool fake_provider_request(fake_provider *f, int i, char *path, size_t pathlen,
+                           char *auth, size_t authlen, char **body);
+
+#endif
