@@ -87,6 +87,67 @@ bool analytics_event_check(const analytics_event_pb *e, int64_t now_us,
                            json_t **payload, int64_t *us, const char **field,
                            char *msg, size_t msglen);
 
+// Intake grouping (intake.c): what one batch adds, grouped in C.
+
+// monthly_usage counters, in this order.
+enum {
+	ANALYTICS_MU_MESSAGES_IN,
+	ANALYTICS_MU_MESSAGES_OUT,
+	ANALYTICS_MU_CONVERSATIONS,
+	ANALYTICS_MU_AI_REPLIES,
+	ANALYTICS_MU_AI_TOKENS,
+	ANALYTICS_MU_CAMPAIGN_SENT,
+	ANALYTICS_MU_QUOTA_REFUSALS,
+	ANALYTICS_MU_N
+};
+
+// Days are days since 1970-01-01; tenant is an index into the batch's
+// tenants sorted by their 16 bytes (so index order is uuid order).
+typedef struct analytics_roll {
+	int32_t tenant, day;
+	const char *metric, *dk, *dv;
+	int64_t v;
+} analytics_roll;
+
+typedef struct analytics_contact {
+	int32_t tenant, day; // day: the month's first day for monthly rows
+	uint8_t contact[16];
+} analytics_contact;
+
+typedef struct analytics_month {
+	int32_t tenant, month;
+	int64_t c[ANALYTICS_MU_N];
+} analytics_month;
+
+typedef struct analytics_agg {
+	pl_arena arena; // the rolls' strings
+	analytics_roll *rolls;
+	size_t n_rolls, cap_rolls;
+	uint32_t *slots; // hash index over rolls (index + 1; 0 empty)
+	size_t n_slots;
+	analytics_contact *dc, *mc;
+	size_t n_dc, cap_dc, n_mc, cap_mc;
+	analytics_month *months;
+	size_t n_months, cap_months;
+	int32_t cur_tenant, cur_day;
+	bool oom;
+} analytics_agg;
+
+void analytics_agg_init(analytics_agg *a);
+void analytics_agg_reset(analytics_agg *a);
+void analytics_agg_fini(analytics_agg *a);
+// Adds one stored event: its rollup increments on its local day, its
+// contact (16 bytes, NULL if none) and its monthly usage.
+void analytics_agg_event(analytics_agg *a, int32_t tenant, int32_t day,
+                         const char *type,
+                         const Parley__Rpc__V1__EventDimensions *dims,
+                         json_t *payload, const uint8_t *contact);
+// Sorts rolls into write order, removes duplicate contacts, merges months.
+// False when out of memory.
+bool analytics_agg_finish(analytics_agg *a);
+// The first day of the month holding day (days since 1970-01-01).
+int32_t analytics_month_of_day(int32_t day);
+
 // Metrics (metrics.c).
 
 // The rollup metric behind a proto Metric ("messages_in"); NULL for

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "analytics.h"
+#include "pl/id.h"
 #include "pl/log.h"
 
 // A growable string for array literals.
@@ -68,15 +69,6 @@ sb_elem(sbuf *b, const char *s)
 	b->p[b->n] = '\0';
 }
 
-static void
-sb_int(sbuf *b, int64_t v)
-{
-	char t[32];
-	snprintf(t, sizeof(t), "%lld", (long long)v);
-	sb_raw(b, b->count++ == 0 ? "{" : ",", 1);
-	sb_raw(b, t, strlen(t));
-}
-
 // Closes the literal ("{}" when empty); NULL when out of memory.
 static const char *
 sb_done(sbuf *b)
@@ -134,86 +126,268 @@ analytics_store_forget_partitions(void)
 	pthread_mutex_unlock(&months_mu);
 }
 
-static const char track_sql[] =
-        "WITH ev AS ("
-        " SELECT * FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[],"
-        "  $5::timestamptz[], $6::text[], $7::uuid[], $8::uuid[], $9::uuid[],"
-        "  $10::uuid[], $11::uuid[], $12::uuid[], $13::jsonb[], $14::int[],"
-        "  $15::text[], $16::bigint[])"
-        "  AS u(idx, id, tenant_id, type, occurred_at, source, channel_id,"
-        "   agent_id, campaign_id, conversation_id, contact_id, user_id, "
-        "payload,"
-        "   version, frt_kind, frt_ms)"
-        "), ins AS ("
-        " INSERT INTO analytics.events AS e (tenant_id, occurred_at, id, type,"
+// Track writes a batch with three statements in one transaction, each
+// taking its rows as binary arrays (PostgreSQL's array wire format: no text
+// to build or parse, uuids as 16 bytes, times as integers):
+//   1. the local day of every (tenant, 15-minute UTC slot) of the batch
+//      whose tenant has a time zone other than UTC;
+//   2. the events, ON CONFLICT DO NOTHING (replays), counting what was new;
+//   3. what the new events add, grouped in C (intake.c): one row per
+//      (tenant, day, metric, dimension), the distinct contacts per day and
+//      per month, response times and one monthly_usage row per (tenant,
+//      month).
+// Time-zone offsets and their changes fall on whole quarter hours for
+// every zone since 2000 (events before 2000 are refused), so every instant
+// of a 15-minute UTC slot has the same local day.
+
+#define OID_INT4        23
+#define OID_INT8        20
+#define OID_TEXT        25
+#define OID_DATE        1082
+#define OID_TIMESTAMPTZ 1184
+#define OID_UUID        2950
+#define OID_JSONB       3802
+
+#define PG_EPOCH_DAYS 10957 // 2000-01-01 - 1970-01-01
+#define PG_EPOCH_US   (946684800LL * 1000000)
+#define SLOT_US       (900LL * 1000000)
+#define DAY_US        (86400LL * 1000000)
+
+// A one-dimensional array in binary format.
+typedef struct barr {
+	char *p;
+	size_t n, cap;
+	int32_t count;
+	bool hasnull, oom;
+	uint32_t oid;
+} barr;
+
+static void
+ba_reserve(barr *b, size_t more)
+{
+	if (b->oom || b->n + more <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 4096;
+	while (cap < b->n + more)
+		cap *= 2;
+	char *np = realloc(b->p, cap);
+	if (np == NULL) {
+		b->oom = true;
+		return;
+	}
+	b->p = np;
+	b->cap = cap;
+}
+
+static void
+put32(char *p, uint32_t v)
+{
+	p[0] = (char)(v >> 24);
+	p[1] = (char)(v >> 16);
+	p[2] = (char)(v >> 8);
+	p[3] = (char)v;
+}
+
+static void
+ba_init(barr *b, uint32_t oid)
+{
+	memset(b, 0, sizeof(*b));
+	b->oid = oid;
+	ba_reserve(b, 20);
+	b->n = 20; // the header, written by ba_done
+}
+
+// Appends one element of len bytes (data NULL: SQL NULL). pre, when not
+// 0, is a byte put before the data (jsonb's version).
+static void
+ba_put(barr *b, const void *data, size_t len, int pre)
+{
+	size_t total = len + (pre ? 1 : 0);
+	ba_reserve(b, 4 + total);
+	if (b->oom)
+		return;
+	b->count++;
+	if (data == NULL) {
+		put32(b->p + b->n, 0xffffffffu);
+		b->n += 4;
+		b->hasnull = true;
+		return;
+	}
+	put32(b->p + b->n, (uint32_t)total);
+	b->n += 4;
+	if (pre)
+		b->p[b->n++] = (char)pre;
+	memcpy(b->p + b->n, data, len);
+	b->n += len;
+}
+
+static void
+ba_text(barr *b, const char *s)
+{
+	ba_put(b, s, s != NULL ? strlen(s) : 0, 0);
+}
+
+static void
+ba_i32(barr *b, int32_t v)
+{
+	char t[4];
+	put32(t, (uint32_t)v);
+	ba_put(b, t, 4, 0);
+}
+
+static void
+ba_i64(barr *b, int64_t v)
+{
+	char t[8];
+	put32(t, (uint32_t)((uint64_t)v >> 32));
+	put32(t + 4, (uint32_t)v);
+	ba_put(b, t, 8, 0);
+}
+
+static void
+ba_uuid(barr *b, const char *s)
+{
+	uint8_t u[16];
+	if (s == NULL || s[0] == '\0' || !pl_uuid_parse(s, u))
+		ba_put(b, NULL, 0, 0);
+	else
+		ba_put(b, u, 16, 0);
+}
+
+// Unix microseconds as timestamptz; days since 1970 as date.
+static void
+ba_ts(barr *b, int64_t us)
+{
+	ba_i64(b, us - PG_EPOCH_US);
+}
+
+static void
+ba_date(barr *b, int32_t day)
+{
+	ba_i32(b, day - PG_EPOCH_DAYS);
+}
+
+// Writes the header; the array and its length, or NULL when out of memory.
+static const char *
+ba_done(barr *b, int *len)
+{
+	if (b->oom)
+		return NULL;
+	if (b->count == 0) {
+		put32(b->p, 0);
+		put32(b->p + 4, 0);
+		put32(b->p + 8, b->oid);
+		*len = 12;
+		return b->p;
+	}
+	put32(b->p, 1);
+	put32(b->p + 4, b->hasnull ? 1 : 0);
+	put32(b->p + 8, b->oid);
+	put32(b->p + 12, (uint32_t)b->count);
+	put32(b->p + 16, 1);
+	*len = (int)b->n;
+	return b->p;
+}
+
+static void
+ba_free(barr *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+// Runs sql with every parameter a binary array (parameters only, like
+// pl_db_exec; the arrays are values, never SQL text). Inside pl_db_tx.
+static PGresult *
+exec_arrays(pl_db *db, const char *sql, barr *a, int n, pl_call *call, int *rc)
+{
+	const char *v[32];
+	int len[32], fmt[32];
+	PGconn *conn;
+
+	for (int i = 0; i < n; i++) {
+		fmt[i] = 1;
+		if ((v[i] = ba_done(&a[i], &len[i])) == NULL) {
+			*rc = pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+			                    "out of memory");
+			return NULL;
+		}
+	}
+	if ((conn = pl_db_conn(db)) == NULL) {
+		*rc = pl_call_error(call, PL_UNAVAILABLE,
+		                    "the database is unavailable");
+		return NULL;
+	}
+	PGresult *r = PQexecParams(conn, sql, n, NULL, v, len, fmt, 0);
+	*rc = pl_db_result_status(r);
+	return r;
+}
+
+static const char zones_sql[] =
+        "SELECT s.ti, s.slot, ((to_timestamp(s.slot * 900) AT TIME ZONE"
+        "  z.time_zone)::date - date '1970-01-01')"
+        " FROM unnest($2::int[], $3::bigint[]) AS s(ti, slot)"
+        " JOIN (SELECT t.ti, ts.time_zone"
+        "  FROM unnest($1::uuid[]) WITH ORDINALITY AS t(tenant_id, ti)"
+        "  JOIN analytics.tenant_settings ts ON ts.tenant_id = t.tenant_id"
+        "  WHERE ts.time_zone <> 'UTC') z ON z.ti = s.ti";
+
+static const char events_sql[] =
+        "WITH ins AS ("
+        " INSERT INTO analytics.events (tenant_id, occurred_at, id, type,"
         "  source, channel_id, agent_id, campaign_id, conversation_id,"
         "  contact_id, user_id, payload, version)"
-        " SELECT tenant_id, occurred_at, id, type, source, channel_id, "
-        "agent_id,"
-        "  campaign_id, conversation_id, contact_id, user_id, payload, version"
-        " FROM ev ON CONFLICT DO NOTHING"
-        " RETURNING e.tenant_id, e.occurred_at, e.id"
-        "), nev AS ("
-        " SELECT ev.*, (ev.occurred_at AT TIME ZONE"
-        "   coalesce(ts.time_zone, 'UTC'))::date AS day"
-        " FROM ins JOIN ev ON ev.tenant_id = ins.tenant_id"
-        "  AND ev.occurred_at = ins.occurred_at AND ev.id = ins.id"
-        " LEFT JOIN analytics.tenant_settings ts ON ts.tenant_id = ev.tenant_id"
-        "), dd AS ("
-        " SELECT n.tenant_id, n.day, d.metric, d.dk, d.dv, sum(d.v)::bigint AS "
-        "v"
-        " FROM unnest($17::int[], $18::text[], $19::text[], $20::text[],"
-        "  $21::bigint[]) AS d(idx, metric, dk, dv, v)"
-        " JOIN nev n ON n.idx = d.idx"
-        " GROUP BY 1, 2, 3, 4, 5"
-        "), roll AS ("
+        " SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[],"
+        "  $4::text[], $5::text[], $6::uuid[], $7::uuid[], $8::uuid[],"
+        "  $9::uuid[], $10::uuid[], $11::uuid[], $12::jsonb[], $13::int[])"
+        " ON CONFLICT DO NOTHING RETURNING 1"
+        ") SELECT count(*) FROM ins";
+
+// After a conflict: which rows of the batch this transaction wrote.
+static const char mine_sql[] =
+        "SELECT u.i FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[])"
+        "  WITH ORDINALITY AS u(tenant_id, occurred_at, id, i)"
+        " JOIN analytics.events e ON e.tenant_id = u.tenant_id"
+        "  AND e.occurred_at = u.occurred_at AND e.id = u.id"
+        " WHERE e.xmin::text::bigint"
+        "  = pg_current_xact_id()::text::bigint % 4294967296";
+
+static const char rollups_sql[] =
+        "WITH roll AS ("
         " INSERT INTO analytics.daily_rollups AS r (tenant_id, dim_key,"
         "  dim_value, day, metric, value)"
-        " SELECT tenant_id, dk, dv, day, metric, v FROM dd"
-        " ORDER BY 1, 2, 3, 4, 5"
+        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[],"
+        "  $4::date[], $5::text[], $6::bigint[])"
         " ON CONFLICT (tenant_id, dim_key, dim_value, day, metric)"
         " DO UPDATE SET value = r.value + EXCLUDED.value"
         "), dc AS ("
         " INSERT INTO analytics.daily_contacts (tenant_id, day, contact_id)"
-        " SELECT DISTINCT tenant_id, day, contact_id FROM nev"
-        " WHERE contact_id IS NOT NULL"
-        "  AND type IN ('message.received', 'message.sent')"
-        " ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING"
-        "), mc AS ("
-        " INSERT INTO analytics.monthly_contacts (tenant_id, month, contact_id)"
-        " SELECT DISTINCT tenant_id, date_trunc('month', day)::date, contact_id"
-        " FROM nev WHERE contact_id IS NOT NULL"
-        "  AND type IN ('message.received', 'message.sent')"
-        " ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING"
-        " RETURNING tenant_id, month"
-        "), rt AS ("
-        " INSERT INTO analytics.response_times (tenant_id, kind, occurred_at,"
-        "  event_id, ms, channel_id, agent_id, campaign_id)"
-        " SELECT tenant_id, frt_kind, occurred_at, id, frt_ms, channel_id,"
-        "  agent_id, campaign_id FROM nev WHERE frt_kind IS NOT NULL"
+        " SELECT * FROM unnest($7::uuid[], $8::date[], $9::uuid[])"
         " ON CONFLICT DO NOTHING"
-        "), mu AS ("
-        " INSERT INTO analytics.monthly_usage AS m (tenant_id, month,"
+        "), mc AS ("
+        " INSERT INTO analytics.monthly_contacts (tenant_id, month, "
+        "contact_id)"
+        " SELECT * FROM unnest($10::uuid[], $11::date[], $12::uuid[])"
+        " ON CONFLICT DO NOTHING RETURNING tenant_id, month"
+        "), rt AS ("
+        " INSERT INTO analytics.response_times (tenant_id, kind, "
+        "occurred_at,"
+        "  event_id, ms, channel_id, agent_id, campaign_id)"
+        " SELECT * FROM unnest($13::uuid[], $14::text[], $15::timestamptz[],"
+        "  $16::uuid[], $17::bigint[], $18::uuid[], $19::uuid[], $20::uuid[])"
+        " ON CONFLICT DO NOTHING"
+        "), mcn AS ("
+        " SELECT tenant_id, month, count(*) AS n FROM mc GROUP BY 1, 2"
+        ") INSERT INTO analytics.monthly_usage AS m (tenant_id, month,"
         "  messages_in, messages_out, conversations, unique_contacts,"
         "  ai_replies, ai_tokens, campaign_sent, quota_refusals)"
-        " SELECT tenant_id, month, sum(mi), sum(mo), sum(cv), sum(uc), sum(ar),"
-        "  sum(tk), sum(cs), sum(qr) FROM ("
-        "  SELECT tenant_id, date_trunc('month', day)::date AS month,"
-        "   coalesce(sum(v) FILTER (WHERE metric = 'messages_in'), 0) mi,"
-        "   coalesce(sum(v) FILTER (WHERE metric = 'messages_out'), 0) mo,"
-        "   coalesce(sum(v) FILTER (WHERE metric = 'conversations_started'), "
-        "0) cv,"
-        "   0 uc,"
-        "   coalesce(sum(v) FILTER (WHERE metric = 'ai_replies'), 0) ar,"
-        "   coalesce(sum(v) FILTER (WHERE metric IN ('ai_tokens_in',"
-        "    'ai_tokens_out')), 0) tk,"
-        "   coalesce(sum(v) FILTER (WHERE metric = 'campaign_sent'), 0) cs,"
-        "   coalesce(sum(v) FILTER (WHERE metric = 'quota_refusals'), 0) qr"
-        "  FROM dd WHERE dk = '' GROUP BY 1, 2"
-        "  UNION ALL"
-        "  SELECT tenant_id, month, 0, 0, 0, count(*), 0, 0, 0, 0 FROM mc"
-        "  GROUP BY 1, 2) x"
-        " GROUP BY 1, 2 ORDER BY 1, 2"
+        " SELECT u.tenant_id, u.month, u.mi, u.mo, u.cv, coalesce(mcn.n, 0),"
+        "  u.ar, u.tk, u.cs, u.qr"
+        " FROM unnest($21::uuid[], $22::date[], $23::bigint[], $24::bigint[],"
+        "  $25::bigint[], $26::bigint[], $27::bigint[], $28::bigint[],"
+        "  $29::bigint[]) AS u(tenant_id, month, mi, mo, cv, ar, tk, cs, qr)"
+        " LEFT JOIN mcn ON mcn.tenant_id = u.tenant_id AND mcn.month = u.month"
+        " ORDER BY 1, 2"
         " ON CONFLICT (tenant_id, month) DO UPDATE SET"
         "  messages_in = m.messages_in + EXCLUDED.messages_in,"
         "  messages_out = m.messages_out + EXCLUDED.messages_out,"
@@ -223,38 +397,35 @@ static const char track_sql[] =
         "  ai_tokens = m.ai_tokens + EXCLUDED.ai_tokens,"
         "  campaign_sent = m.campaign_sent + EXCLUDED.campaign_sent,"
         "  quota_refusals = m.quota_refusals + EXCLUDED.quota_refusals,"
-        "  updated_at = now()"
-        ")"
-        " SELECT count(*) FROM ins";
+        "  updated_at = now()";
 
-#define NCOLS  16
-#define NDCOLS 5
+// One event's place in the batch: its tenant and 15-minute slot.
+typedef struct slot_key {
+	uint8_t tenant[16];
+	int64_t slot;
+	size_t ev;
+} slot_key;
 
 typedef struct track_arg {
 	analytics_event_pb **ev;
 	json_t **payloads;
 	const int64_t *us;
 	size_t n;
-	bool *skip; // not stored: duplicate or too old
+	bool *skip; // not stored: duplicate, too old, or already there
 	bool *old;  // before the retention window
 	int accepted;
 	int ignored; // before the retention window
 	pl_call *call;
-	sbuf d[NDCOLS];
-	int cur_idx;
+	// Per event: tenant index and local day. Per batch: the distinct
+	// tenants (sorted) and (tenant, slot) pairs.
+	int32_t *ti, *day;
+	slot_key *keys;
+	uint8_t (*tenants)[16];
+	size_t n_tenants;
+	size_t *sent; // events sent in statement 2, in order
+	size_t n_sent;
+	analytics_agg agg;
 } track_arg;
-
-static void
-delta_emit(void *arg, const char *metric, const char *dk, const char *dv,
-           int64_t v)
-{
-	track_arg *t = arg;
-	sb_int(&t->d[0], t->cur_idx);
-	sb_elem(&t->d[1], metric);
-	sb_elem(&t->d[2], dk);
-	sb_elem(&t->d[3], dv);
-	sb_int(&t->d[4], v);
-}
 
 static int
 cmp_id(const void *a, const void *b, void *arg)
@@ -263,6 +434,16 @@ cmp_id(const void *a, const void *b, void *arg)
 	size_t i = *(const size_t *)a, j = *(const size_t *)b;
 	int c = strcasecmp(ev[i]->id, ev[j]->id);
 	return c != 0 ? c : (i < j ? -1 : i > j);
+}
+
+static int
+cmp_slot(const void *a, const void *b)
+{
+	const slot_key *x = a, *y = b;
+	int c = memcmp(x->tenant, y->tenant, 16);
+	if (c != 0)
+		return c;
+	return x->slot < y->slot ? -1 : x->slot > y->slot;
 }
 
 // Learns time zones first so that the batch's own events use them.
@@ -300,73 +481,336 @@ learn_tenants(pl_db *db, track_arg *t)
 	return PL_OK;
 }
 
-// Makes sure every month of the batch has a partition; events of months
-// before the retention window are skipped.
+// The months of the batch that have no partition known to this process,
+// each once (at most 64).
 static int
-ensure_months(pl_db *db, track_arg *t)
+missing_months(track_arg *t, int32_t *months, size_t *n)
 {
-	int32_t checked[64];
-	bool ok[64];
-	size_t nc = 0;
-
+	*n = 0;
 	for (size_t i = 0; i < t->n; i++) {
 		int32_t m = analytics_utc_month(t->us[i]);
 		size_t k;
 		if (month_known(m))
 			continue;
-		for (k = 0; k < nc && checked[k] != m; k++)
+		for (k = 0; k < *n && months[k] != m; k++)
 			;
-		if (k == nc) {
-			char day[16];
-			int64_t us = (int64_t)m * 86400 * 1000000;
-			char ts[32];
-			if (nc == sizeof(checked) / sizeof(checked[0]))
-				return pl_call_error(
-				        t->call, PL_INVALID_ARGUMENT,
-				        "a batch may span at most 64 months");
-			analytics_time_format_us(us, ts);
-			snprintf(day, sizeof(day), "%.10s", ts);
-			const char *p[1] = { day };
-			PGresult *r = pl_db_exec(
-			        db,
-			        "SELECT analytics.ensure_partition($1::date)",
-			        1, p);
-			int rc = pl_db_result_status(r);
-			if (rc != PL_OK) {
-				rc = pl_db_call_error(t->call, r,
-				                      "create a partition");
-				PQclear(r);
-				return rc;
-			}
-			checked[nc] = m;
-			ok[nc] = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-			PQclear(r);
-			nc++;
-		}
-		if (!ok[k]) {
-			t->old[i] = true;
-			t->ignored++;
-		}
+		if (k < *n)
+			continue;
+		if (*n == 64)
+			return pl_call_error(
+			        t->call, PL_INVALID_ARGUMENT,
+			        "a batch may span at most 64 months");
+		months[(*n)++] = m;
 	}
 	return PL_OK;
 }
 
+typedef struct month_arg {
+	int32_t month;
+	bool ok;
+	pl_call *call;
+} month_arg;
+
 static int
 ensure_tx(pl_db *db, void *arg)
 {
-	track_arg *t = arg;
+	month_arg *m = arg;
+	char day[16], ts[32];
+	analytics_time_format_us((int64_t)m->month * DAY_US, ts);
+	snprintf(day, sizeof(day), "%.10s", ts);
+	const char *p[1] = { day };
+	PGresult *r = pl_db_exec(
+	        db, "SELECT analytics.ensure_partition($1::date)", 1, p);
+	int rc = pl_db_result_status(r);
+	if (rc != PL_OK)
+		rc = pl_db_call_error(m->call, r, "create a partition");
+	else
+		m->ok = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	PQclear(r);
+	return rc;
+}
+
+// Makes sure every month of the batch has a partition, each in its own
+// short transaction (two batches making two months in one transaction each
+// could deadlock on the parent); events of months before the retention
+// window are marked old.
+static int
+ensure_months(pl_db *db, track_arg *t)
+{
+	int32_t months[64];
+	size_t n;
+	int rc;
+
 	t->ignored = 0;
 	for (size_t i = 0; i < t->n; i++)
 		t->old[i] = false;
-	return ensure_months(db, t);
+	if ((rc = missing_months(t, months, &n)) != PL_OK || n == 0)
+		return rc;
+	for (size_t k = 0; k < n; k++) {
+		// A service-level operation: partitions are not tenant data.
+		month_arg m = { months[k], false, t->call };
+		if ((rc = pl_db_tx(db, "*", ensure_tx, &m)) != PL_OK)
+			return rc;
+		if (m.ok)
+			continue;
+		for (size_t i = 0; i < t->n; i++)
+			if (analytics_utc_month(t->us[i]) == months[k]) {
+				t->old[i] = true;
+				t->ignored++;
+			}
+	}
+	return PL_OK;
+}
+
+// Tenant indexes and (tenant, slot) pairs of the events not skipped.
+static void
+index_tenants(track_arg *t, size_t *n_keys)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->skip[i])
+			continue;
+		// Checked as a UUID by analytics_event_check.
+		pl_uuid_parse(t->ev[i]->tenant_id, t->keys[n].tenant);
+		t->keys[n].slot = t->us[i] / SLOT_US;
+		t->keys[n].ev = i;
+		n++;
+	}
+	qsort(t->keys, n, sizeof(*t->keys), cmp_slot);
+	t->n_tenants = 0;
+	for (size_t k = 0; k < n; k++) {
+		if (t->n_tenants == 0 || memcmp(t->tenants[t->n_tenants - 1],
+		                                t->keys[k].tenant, 16) != 0)
+			memcpy(t->tenants[t->n_tenants++], t->keys[k].tenant,
+			       16);
+		size_t e = t->keys[k].ev;
+		t->ti[e] = (int32_t)t->n_tenants - 1;
+		t->day[e] = (int32_t)(t->us[e] / DAY_US);
+	}
+	*n_keys = n;
+}
+
+// Statement 1: local days of tenants that are not on UTC.
+static int
+local_days(pl_db *db, track_arg *t, size_t n_keys)
+{
+	barr a[3];
+	int rc;
+
+	ba_init(&a[0], OID_UUID);
+	ba_init(&a[1], OID_INT4);
+	ba_init(&a[2], OID_INT8);
+	for (size_t i = 0; i < t->n_tenants; i++)
+		ba_put(&a[0], t->tenants[i], 16, 0);
+	for (size_t k = 0; k < n_keys; k++) {
+		if (k > 0 && cmp_slot(&t->keys[k - 1], &t->keys[k]) == 0)
+			continue;
+		ba_i32(&a[1], t->ti[t->keys[k].ev] + 1); // ordinality
+		ba_i64(&a[2], t->keys[k].slot);
+	}
+	PGresult *r = exec_arrays(db, zones_sql, a, 3, t->call, &rc);
+	if (r != NULL && rc != PL_OK)
+		rc = pl_db_call_error(t->call, r, "read time zones");
+	if (rc == PL_OK) {
+		// keys are in (tenant index, slot) order: binary search.
+		for (int row = 0; row < PQntuples(r); row++) {
+			int32_t ti = atoi(PQgetvalue(r, row, 0)) - 1;
+			int64_t slot = strtoll(PQgetvalue(r, row, 1), NULL, 10);
+			int32_t day = atoi(PQgetvalue(r, row, 2));
+			size_t lo = 0, hi = n_keys;
+			while (lo < hi) {
+				size_t mid = lo + (hi - lo) / 2;
+				int32_t mt = t->ti[t->keys[mid].ev];
+				if (mt < ti ||
+				    (mt == ti && t->keys[mid].slot < slot))
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			for (; lo < n_keys && t->ti[t->keys[lo].ev] == ti &&
+			       t->keys[lo].slot == slot;
+			     lo++)
+				t->day[t->keys[lo].ev] = day;
+		}
+	}
+	PQclear(r);
+	for (int i = 0; i < 3; i++)
+		ba_free(&a[i]);
+	return rc;
+}
+
+// Statement 2: the events; marks those that were already there as skipped.
+static int
+insert_events(pl_db *db, track_arg *t)
+{
+	barr a[13];
+	static const uint32_t oids[13] = { OID_UUID, OID_TIMESTAMPTZ, OID_UUID,
+		                           OID_TEXT, OID_TEXT,        OID_UUID,
+		                           OID_UUID, OID_UUID,        OID_UUID,
+		                           OID_UUID, OID_UUID,        OID_JSONB,
+		                           OID_INT4 };
+	int rc;
+
+	for (int i = 0; i < 13; i++)
+		ba_init(&a[i], oids[i]);
+	t->n_sent = 0;
+	for (size_t i = 0; i < t->n; i++) {
+		analytics_event_pb *e = t->ev[i];
+		const Parley__Rpc__V1__EventDimensions *d = e->dimensions;
+		const char *pl;
+		if (t->skip[i])
+			continue;
+		t->sent[t->n_sent++] = i;
+		ba_put(&a[0], t->tenants[t->ti[i]], 16, 0);
+		ba_ts(&a[1], t->us[i]);
+		ba_uuid(&a[2], e->id);
+		ba_text(&a[3], e->type);
+		ba_text(&a[4], e->source != NULL ? e->source : "");
+		ba_uuid(&a[5], d ? d->channel_id : NULL);
+		ba_uuid(&a[6], d ? d->agent_id : NULL);
+		ba_uuid(&a[7], d ? d->campaign_id : NULL);
+		ba_uuid(&a[8], d ? d->conversation_id : NULL);
+		ba_uuid(&a[9], d ? d->contact_id : NULL);
+		ba_uuid(&a[10], d ? d->user_id : NULL);
+		pl = e->payload != NULL && nz(e->payload->text)
+		             ? e->payload->text
+		             : "{}";
+		ba_put(&a[11], pl, strlen(pl), 1); // jsonb version 1
+		ba_i32(&a[12], e->version > 0 ? e->version : 1);
+	}
+	t->accepted = 0;
+	if (t->n_sent == 0) {
+		rc = PL_OK;
+		goto out;
+	}
+	PGresult *r = exec_arrays(db, events_sql, a, 13, t->call, &rc);
+	if (r != NULL && rc != PL_OK)
+		rc = pl_db_call_error(t->call, r, "store events");
+	if (rc == PL_OK)
+		t->accepted = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (rc != PL_OK || (size_t)t->accepted == t->n_sent)
+		goto out;
+	// Some were there already (replays): find the rows this
+	// transaction wrote; the others add nothing.
+	r = exec_arrays(db, mine_sql, a, 3, t->call, &rc);
+	if (r != NULL && rc != PL_OK)
+		rc = pl_db_call_error(t->call, r, "find the new events");
+	if (rc == PL_OK) {
+		bool *mine = calloc(t->n_sent, sizeof(bool));
+		if (mine == NULL) {
+			rc = pl_call_error(t->call, PL_RESOURCE_EXHAUSTED,
+			                   "out of memory");
+		} else {
+			for (int row = 0; row < PQntuples(r); row++) {
+				long k = atol(PQgetvalue(r, row, 0)) - 1;
+				if (k >= 0 && (size_t)k < t->n_sent)
+					mine[k] = true;
+			}
+			for (size_t k = 0; k < t->n_sent; k++)
+				if (!mine[k])
+					t->skip[t->sent[k]] = true;
+			free(mine);
+		}
+	}
+	PQclear(r);
+out:
+	for (int i = 0; i < 13; i++)
+		ba_free(&a[i]);
+	return rc;
+}
+
+// Statement 3: what the new events add.
+static int
+write_rollups(pl_db *db, track_arg *t)
+{
+	analytics_agg *g = &t->agg;
+	barr a[29];
+	static const uint32_t oids[29] = {
+		OID_UUID, OID_TEXT, OID_TEXT, OID_DATE, OID_TEXT,
+		OID_INT8, OID_UUID, OID_DATE, OID_UUID, OID_UUID,
+		OID_DATE, OID_UUID, OID_UUID, OID_TEXT, OID_TIMESTAMPTZ,
+		OID_UUID, OID_INT8, OID_UUID, OID_UUID, OID_UUID,
+		OID_UUID, OID_DATE, OID_INT8, OID_INT8, OID_INT8,
+		OID_INT8, OID_INT8, OID_INT8, OID_INT8
+	};
+	int rc = PL_OK;
+
+	analytics_agg_reset(g);
+	for (int i = 0; i < 29; i++)
+		ba_init(&a[i], oids[i]);
+	for (size_t i = 0; i < t->n; i++) {
+		analytics_event_pb *e = t->ev[i];
+		const Parley__Rpc__V1__EventDimensions *d = e->dimensions;
+		uint8_t contact[16];
+		const char *kind;
+		int64_t ms;
+		if (t->skip[i])
+			continue;
+		bool has_contact = d != NULL && nz(d->contact_id) &&
+		                   pl_uuid_parse(d->contact_id, contact);
+		analytics_agg_event(g, t->ti[i], t->day[i], e->type, d,
+		                    t->payloads[i],
+		                    has_contact ? contact : NULL);
+		if (analytics_response_time(e->type, t->payloads[i], &kind,
+		                            &ms)) {
+			ba_put(&a[12], t->tenants[t->ti[i]], 16, 0);
+			ba_text(&a[13], kind);
+			ba_ts(&a[14], t->us[i]);
+			ba_uuid(&a[15], e->id);
+			ba_i64(&a[16], ms);
+			ba_uuid(&a[17], d ? d->channel_id : NULL);
+			ba_uuid(&a[18], d ? d->agent_id : NULL);
+			ba_uuid(&a[19], d ? d->campaign_id : NULL);
+		}
+	}
+	if (!analytics_agg_finish(g)) {
+		rc = pl_call_error(t->call, PL_RESOURCE_EXHAUSTED,
+		                   "out of memory");
+		goto out;
+	}
+	if (g->n_months == 0)
+		goto out; // nothing new
+	for (size_t k = 0; k < g->n_rolls; k++) {
+		const analytics_roll *r = &g->rolls[k];
+		ba_put(&a[0], t->tenants[r->tenant], 16, 0);
+		ba_text(&a[1], r->dk);
+		ba_text(&a[2], r->dv);
+		ba_date(&a[3], r->day);
+		ba_text(&a[4], r->metric);
+		ba_i64(&a[5], r->v);
+	}
+	for (size_t k = 0; k < g->n_dc; k++) {
+		ba_put(&a[6], t->tenants[g->dc[k].tenant], 16, 0);
+		ba_date(&a[7], g->dc[k].day);
+		ba_put(&a[8], g->dc[k].contact, 16, 0);
+	}
+	for (size_t k = 0; k < g->n_mc; k++) {
+		ba_put(&a[9], t->tenants[g->mc[k].tenant], 16, 0);
+		ba_date(&a[10], g->mc[k].day);
+		ba_put(&a[11], g->mc[k].contact, 16, 0);
+	}
+	for (size_t k = 0; k < g->n_months; k++) {
+		ba_put(&a[20], t->tenants[g->months[k].tenant], 16, 0);
+		ba_date(&a[21], g->months[k].month);
+		for (int c = 0; c < ANALYTICS_MU_N; c++)
+			ba_i64(&a[22 + c], g->months[k].c[c]);
+	}
+	PGresult *r = exec_arrays(db, rollups_sql, a, 29, t->call, &rc);
+	if (r != NULL && rc != PL_OK)
+		rc = pl_db_call_error(t->call, r, "update the rollups");
+	PQclear(r);
+out:
+	for (int i = 0; i < 29; i++)
+		ba_free(&a[i]);
+	return rc;
 }
 
 static int
 track_tx(pl_db *db, void *arg)
 {
 	track_arg *t = arg;
-	sbuf c[NCOLS];
-	const char *p[NCOLS + NDCOLS];
+	size_t n_keys;
 	int rc;
 
 	for (size_t i = 0; i < t->n; i++)
@@ -386,79 +830,19 @@ track_tx(pl_db *db, void *arg)
 				t->skip[ord[i]] = true;
 		free(ord);
 	}
+	t->accepted = 0;
 	if ((rc = learn_tenants(db, t)) != PL_OK)
 		return rc;
-
-	memset(c, 0, sizeof(c));
-	memset(t->d, 0, sizeof(t->d));
-	for (size_t i = 0; i < t->n; i++) {
-		analytics_event_pb *e = t->ev[i];
-		const Parley__Rpc__V1__EventDimensions *d = e->dimensions;
-		char ts[32], ver[16];
-		const char *kind = NULL;
-		int64_t ms = 0;
-		if (t->skip[i])
-			continue;
-		analytics_time_format_us(t->us[i], ts);
-		snprintf(ver, sizeof(ver), "%d",
-		         e->version > 0 ? e->version : 1);
-		sb_int(&c[0], (int64_t)i);
-		sb_elem(&c[1], e->id);
-		sb_elem(&c[2], e->tenant_id);
-		sb_elem(&c[3], e->type);
-		sb_elem(&c[4], ts);
-		sb_elem(&c[5], e->source != NULL ? e->source : "");
-		sb_elem(&c[6], d ? nz(d->channel_id) : NULL);
-		sb_elem(&c[7], d ? nz(d->agent_id) : NULL);
-		sb_elem(&c[8], d ? nz(d->campaign_id) : NULL);
-		sb_elem(&c[9], d ? nz(d->conversation_id) : NULL);
-		sb_elem(&c[10], d ? nz(d->contact_id) : NULL);
-		sb_elem(&c[11], d ? nz(d->user_id) : NULL);
-		sb_elem(&c[12], e->payload != NULL && nz(e->payload->text)
-		                        ? e->payload->text
-		                        : "{}");
-		sb_elem(&c[13], ver);
-		if (analytics_response_time(e->type, t->payloads[i], &kind,
-		                            &ms)) {
-			sb_elem(&c[14], kind);
-			sb_int(&c[15], ms);
-		} else {
-			sb_elem(&c[14], NULL);
-			sb_elem(&c[15], NULL);
-		}
-		t->cur_idx = (int)i;
-		analytics_map_event(e->type, d, t->payloads[i], delta_emit, t);
-	}
-	rc = PL_OK;
-	if (c[0].count == 0) {
-		t->accepted = 0;
-		goto out_free;
-	}
-	for (int i = 0; i < NCOLS; i++)
-		if ((p[i] = sb_done(&c[i])) == NULL)
-			rc = PL_RESOURCE_EXHAUSTED;
-	for (int i = 0; i < NDCOLS; i++)
-		if ((p[NCOLS + i] = sb_done(&t->d[i])) == NULL)
-			rc = PL_RESOURCE_EXHAUSTED;
-	if (rc != PL_OK) {
-		pl_call_error(t->call, rc, "out of memory");
-		goto out_free;
-	}
-	PGresult *r = pl_db_exec(db, track_sql, NCOLS + NDCOLS, p);
-	rc = pl_db_result_status(r);
-	if (rc != PL_OK) {
-		rc = pl_db_call_error(t->call, r, "store events");
-		PQclear(r);
-		goto out_free;
-	}
-	t->accepted = atoi(PQgetvalue(r, 0, 0));
-	PQclear(r);
-out_free:
-	for (int i = 0; i < NCOLS; i++)
-		sb_free(&c[i]);
-	for (int i = 0; i < NDCOLS; i++)
-		sb_free(&t->d[i]);
-	return rc;
+	index_tenants(t, &n_keys);
+	if (n_keys == 0)
+		return PL_OK;
+	if ((rc = local_days(db, t, n_keys)) != PL_OK)
+		return rc;
+	if ((rc = insert_events(db, t)) != PL_OK)
+		return rc;
+	if (t->accepted == 0)
+		return PL_OK;
+	return write_rollups(db, t);
 }
 
 int
@@ -466,6 +850,7 @@ analytics_store_track(pl_db *db, analytics_event_pb **ev, json_t **payloads,
                       const int64_t *us, size_t n, int *accepted, pl_call *call)
 {
 	track_arg t = { 0 };
+	size_t m = n ? n : 1;
 	int rc;
 
 	t.ev = ev;
@@ -473,33 +858,45 @@ analytics_store_track(pl_db *db, analytics_event_pb **ev, json_t **payloads,
 	t.us = us;
 	t.n = n;
 	t.call = call;
-	t.skip = calloc(n ? n : 1, sizeof(bool));
-	t.old = calloc(n ? n : 1, sizeof(bool));
-	if (t.skip == NULL || t.old == NULL) {
-		free(t.skip);
-		free(t.old);
-		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
-		                     "out of memory");
+	t.skip = calloc(m, sizeof(bool));
+	t.old = calloc(m, sizeof(bool));
+	t.ti = calloc(m, sizeof(int32_t));
+	t.day = calloc(m, sizeof(int32_t));
+	t.keys = calloc(m, sizeof(slot_key));
+	t.tenants = calloc(m, 16);
+	t.sent = calloc(m, sizeof(size_t));
+	analytics_agg_init(&t.agg);
+	if (t.skip == NULL || t.old == NULL || t.ti == NULL || t.day == NULL ||
+	    t.keys == NULL || t.tenants == NULL || t.sent == NULL) {
+		rc = pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                   "out of memory");
+		goto out;
 	}
-	// Missing partitions are made first, in their own short transaction,
-	// so the DDL's locks are not held while the batch is written (two
-	// batches making two months would otherwise deadlock on the parent).
-	// A batch carries many tenants: the service-level tenant "*" (the
-	// rows still each carry their own tenant_id).
-	rc = pl_db_tx(db, "*", ensure_tx, &t);
+	// Missing partitions are made first, in their own short
+	// transactions, so the DDL's locks are not held while the batch is
+	// written. A batch carries many tenants: the service-level tenant
+	// "*" (the rows still each carry their own tenant_id).
+	rc = ensure_months(db, &t);
 	if (rc == PL_OK)
 		rc = pl_db_tx(db, "*", track_tx, &t);
 	if (rc == PL_OK) {
 		for (size_t i = 0; i < n; i++)
-			if (!t.skip[i])
+			if (!t.old[i])
 				month_remember(analytics_utc_month(us[i]));
 		*accepted = t.accepted;
 	} else {
 		// A partition another replica detached: look again next time.
 		analytics_store_forget_partitions();
 	}
+out:
+	analytics_agg_fini(&t.agg);
 	free(t.skip);
 	free(t.old);
+	free(t.ti);
+	free(t.day);
+	free(t.keys);
+	free(t.tenants);
+	free(t.sent);
 	return rc;
 }
 

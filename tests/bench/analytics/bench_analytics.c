@@ -2,7 +2,10 @@
 // raw COPY of the same rows into a same-shaped table; (b) Summary over 30
 // days and TimeSeries by hour over 7 days, p95, on the data of (a) spread
 // over 90 days and 100 tenants.
-//   bench_analytics [--events N] [--queries Q]
+//   bench_analytics [--events N] [--queries Q] [--clients C] [--workers W]
+// C client threads (default 4) send batches to W service workers (default
+// 2). BENCH_EXPLAIN=1 logs the plans of statements over 20 ms
+// (auto_explain, EXPLAIN ANALYZE) to /tmp/an_explain.log.
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +50,7 @@ typedef struct gen {
 	Parley__Rpc__V1__EventDimensions d[BATCH];
 	Parley__Rpc__V1__Json j[BATCH];
 	char id[BATCH][37], at[BATCH][32], contact[BATCH][37];
+	char line[BATCH * 300];
 } gen;
 
 static void
@@ -98,14 +102,22 @@ sender(void *arg)
 		if (first >= n_events)
 			break;
 		fill(g, first, &seed);
-		pthread_mutex_lock(&mu);
-		for (int i = 0; i < BATCH; i++)
-			fprintf(copyf,
+		// The same rows for the COPY that follows, built here and
+		// written at once.
+		size_t len = 0;
+		for (int i = 0; i < BATCH; i++) {
+			int w = snprintf(
+			        g->line + len, sizeof(g->line) - len,
 			        "%s\t%s\t%s\t%s\tbench\t%s\t\\N\t\\N\t\\N\t%"
 			        "s\t\\N\t%s\t1\n",
 			        g->ev[i].tenant_id, g->ev[i].occurred_at,
 			        g->ev[i].id, g->ev[i].type, g->d[i].channel_id,
 			        g->d[i].contact_id, g->j[i].text);
+			if (w > 0 && (size_t)w < sizeof(g->line) - len)
+				len += (size_t)w;
+		}
+		pthread_mutex_lock(&mu);
+		fwrite(g->line, 1, len, copyf);
 		pthread_mutex_unlock(&mu);
 		Parley__Analytics__V1__TrackRequest in =
 		        PARLEY__ANALYTICS__V1__TRACK_REQUEST__INIT;
@@ -144,22 +156,48 @@ int
 main(int argc, char **argv)
 {
 	static pgh pg;
-	int queries = 200;
+	int queries = 200, clients = 4, workers = 2;
 	n_events = 200000;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--events") == 0 && i + 1 < argc)
 			n_events = atol(argv[++i]);
 		else if (strcmp(argv[i], "--queries") == 0 && i + 1 < argc)
 			queries = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc)
+			clients = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
+			workers = atoi(argv[++i]);
 	}
 	n_events = (n_events + BATCH - 1) / BATCH * BATCH;
 	if (pgh_start(&pg) != 0) {
 		fprintf(stderr, "no PostgreSQL\n");
 		return 1;
 	}
+	// The same server for the RPC intake and the COPY: room for the
+	// indexes of a few million events, no commit waits, no checkpoint
+	// storm in the middle of a run.
+	pgh_exec(&pg, "ALTER SYSTEM SET shared_buffers = '512MB'");
+	pgh_exec(&pg, "ALTER SYSTEM SET max_wal_size = '8GB'");
+	pgh_exec(&pg, "ALTER SYSTEM SET checkpoint_timeout = '30min'");
+	if (pgh_restart(&pg) != 0) {
+		fprintf(stderr, "could not restart PostgreSQL\n");
+		return 1;
+	}
 	pgh_exec(&pg, "ALTER SYSTEM SET synchronous_commit = off");
+	if (getenv("BENCH_EXPLAIN") != NULL) {
+		pgh_exec(&pg, "ALTER SYSTEM SET session_preload_libraries ="
+		              " 'auto_explain'");
+		pgh_exec(&pg, "SELECT pg_reload_conf()");
+		pgh_exec(&pg,
+		         "ALTER SYSTEM SET auto_explain.log_min_duration = 20");
+		pgh_exec(&pg, "ALTER SYSTEM SET auto_explain.log_analyze = on");
+	}
 	pgh_exec(&pg, "SELECT pg_reload_conf()");
-	if (svch_start(&h, &pg, &analytics_service_def, 2, NULL) != 0)
+	if (clients < 1 || clients > 32 || workers < 1 || workers > 32) {
+		fprintf(stderr, "--clients and --workers: 1..32\n");
+		return 1;
+	}
+	if (svch_start(&h, &pg, &analytics_service_def, workers, NULL) != 0)
 		return 1;
 	now_us = analytics_now_us();
 	for (int t = 0; t < TENANTS; t++) {
@@ -170,11 +208,11 @@ main(int argc, char **argv)
 
 	// (a) intake over RPC.
 	double t0 = now_s();
-	pthread_t th[2];
-	for (int i = 0; i < 2; i++)
+	pthread_t th[32];
+	for (int i = 0; i < clients; i++)
 		pthread_create(&th[i], NULL, sender,
 		               (void *)(uintptr_t)(i + 1));
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < clients; i++)
 		pthread_join(th[i], NULL);
 	double rpc_s = now_s() - t0;
 
@@ -221,8 +259,9 @@ main(int argc, char **argv)
 	r = PQexec(c, "SELECT 0, count(*) FROM analytics.events");
 	printf("events stored: %s of %ld\n", PQgetvalue(r, 0, 1), n_events);
 	PQclear(r);
-	printf("(a) intake over RPC: %ld events in %.2f s = %.0f events/s\n",
-	       n_events, rpc_s, n_events / rpc_s);
+	printf("(a) intake over RPC: %ld events in %.2f s = %.0f events/s"
+	       " (batches of %d, %d clients, %d workers)\n",
+	       n_events, rpc_s, n_events / rpc_s, BATCH, clients, workers);
 	printf("    raw COPY:        %ld rows in %.2f s = %.0f rows/s\n",
 	       n_events, copy_s, n_events / copy_s);
 	printf("    ratio RPC/COPY:  %.2f (targets: >= 50000 events/s, >= "
@@ -294,6 +333,13 @@ main(int argc, char **argv)
 	free(lat);
 	fclose(copyf);
 	svch_stop(&h);
+	if (getenv("BENCH_EXPLAIN") != NULL) {
+		char cmd[200];
+		snprintf(cmd, sizeof(cmd),
+		         "cp %s/server.log /tmp/an_explain.log", pg.dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not copy the server log\n");
+	}
 	pgh_stop(&pg);
 	return 0;
 }
