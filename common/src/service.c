@@ -243,7 +243,6 @@ out_srv:
 	if (def->fini != NULL)
 		def->fini(st.arg);
 out_cfg:
-	free(own_db);
 	if (def->cfg != NULL)
 		pl_cfg_free(def->cfg);
 	pl_cfg_free(common);

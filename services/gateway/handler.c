@@ -612,6 +612,14 @@ gw_handle(const pl_http_req *req, pl_http_resp *resp, void *arg)
 		preflight(&x);
 		goto out;
 	}
+	// The liveness probe (Kubernetes, the local runner): not part of the
+	// API, so not in the route table or the OpenAPI document.
+	if (strcmp(req->path, "/healthz") == 0 &&
+	    (strcmp(req->method, "GET") == 0 ||
+	     strcmp(req->method, "HEAD") == 0)) {
+		pl_http_resp_set(resp, 200, "text/plain", "ok\n", 3);
+		goto out;
+	}
 	r = gw_route_find(req->method, req->path, x.params, &x.n_params, allow,
 	                  sizeof(allow));
 	if (r == NULL) {
