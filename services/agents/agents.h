@@ -58,6 +58,8 @@ typedef Parley__Agents__V1__CheckpointWrite ag_write;
 #define AG_MAX_QUERY   4096  // SearchKnowledge
 #define AG_MAX_JSON    65536 // voice settings, checkpoint json...
 
+typedef struct agents_cache agents_cache;
+
 // The service's state (call->arg).
 typedef struct agents_ctx {
 	uint8_t cred_key[32];
@@ -71,6 +73,7 @@ typedef struct agents_ctx {
 	pl_rpc_client *analytics; // NULL: events wait in the outbox
 	pl_outbox_relay *relay;
 	char *database_url;
+	agents_cache *cache; // retrieval indexes, shared by the workers
 } agents_ctx;
 
 // ---------------------------------------------------------------------------
@@ -88,6 +91,9 @@ char *agents_text_normalize(pl_arena *a, const char *s);
 // Spanish dropped, duplicates dropped, at most 32) joined with " or " for
 // websearch_to_tsquery; "" when none. In arena.
 char *agents_text_terms(pl_arena *a, const char *norm);
+
+// True for an English or Spanish stop word (w[0..n), normalised).
+bool agents_stop_word(const char *w, size_t n);
 
 // When the normalised text contains one of the keywords as whole words
 // (keywords normalised the same way), returns that keyword; else NULL.
@@ -166,6 +172,58 @@ int agents_llm_parse(pl_arena *a, const char *body, size_t len,
 // Page tokens: base64url of a cursor text; decode returns NULL on garbage.
 char *agents_token_encode(pl_arena *a, const char *cursor);
 char *agents_token_decode(pl_arena *a, const char *token);
+
+// ---------------------------------------------------------------------------
+// index.c: the retrieval index of one knowledge base and the cache of them.
+
+typedef struct agents_index agents_index;
+
+// One active entry, as the index is built from it (copied).
+typedef struct agents_ix_src {
+	const char *id, *question, *answer, *intent;
+	const char *question_norm, *keywords_norm, *answer_norm;
+} agents_ix_src;
+
+// A match: pointers into the index (valid while a reference is held).
+typedef struct agents_ix_hit {
+	const char *id, *question, *answer, *intent;
+	double score; // 0..1
+} agents_ix_hit;
+
+// Builds an index (one reference) of n entries at content version
+// version; NULL when out of memory.
+agents_index *agents_index_build(const agents_ix_src *src, size_t n,
+                                 int64_t version);
+agents_index *agents_index_ref(agents_index *ix);
+void agents_index_release(agents_index *ix);
+int64_t agents_index_version(const agents_index *ix);
+size_t agents_index_size(const agents_index *ix);
+
+// The best k entries for the normalised query (agents_text_normalize),
+// best first (ties by id), into out; returns how many. Scratch memory from
+// a; the index is only read (any number of threads at once).
+size_t agents_index_search(const agents_index *ix, pl_arena *a,
+                           const char *qnorm, size_t k, agents_ix_hit *out);
+
+// At most max indexes, least recently used evicted.
+agents_cache *agents_cache_new(size_t max);
+void agents_cache_free(agents_cache *c);
+
+// A reference to the cached index of (tenant, kb) at content version
+// version or newer, or NULL.
+agents_index *agents_cache_get(agents_cache *c, const char *tenant,
+                               const char *kb, int64_t version);
+
+// Caches ix (taking its own reference) unless a newer one is there.
+void agents_cache_put(agents_cache *c, const char *tenant, const char *kb,
+                      agents_index *ix);
+
+// Held around a build, so that workers missing together build once.
+void agents_cache_build_lock(agents_cache *c);
+void agents_cache_build_unlock(agents_cache *c);
+
+// How many indexes were installed (builds), for tests.
+long agents_cache_builds(agents_cache *c);
 
 // ---------------------------------------------------------------------------
 // reply.c

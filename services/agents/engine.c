@@ -290,8 +290,8 @@ static const char *const stop_words[] = {
 	NULL,
 };
 
-static bool
-is_stop_word(const char *w, size_t n)
+bool
+agents_stop_word(const char *w, size_t n)
 {
 	for (size_t i = 0; stop_words[i] != NULL; i++) {
 		if (strlen(stop_words[i]) == n &&
@@ -317,7 +317,7 @@ agents_text_terms(pl_arena *a, const char *norm)
 		size_t n = e ? (size_t)(e - p) : strlen(p);
 		bool dup = false;
 
-		if (n > 0 && !is_stop_word(p, n)) {
+		if (n > 0 && !agents_stop_word(p, n)) {
 			for (size_t k = 0; k < nterms; k++)
 				dup = dup || (lens[k] == n &&
 				              memcmp(starts[k], p, n) == 0);

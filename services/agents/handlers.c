@@ -9,6 +9,7 @@
 #include "pl/cfg.h"
 #include "pl/id.h"
 #include "pl/log.h"
+#include "agents_migrations.h"
 #include "store.h"
 
 // ---------------------------------------------------------------------------
@@ -2442,6 +2443,7 @@ static const pl_rpc_service *const agents_services[] = {
 // The service's own configuration (read by the runner before init).
 static char *cfg_cred_key, *cfg_cred_kid, *cfg_billing_url, *cfg_analytics_url;
 static int64_t cfg_llm_timeout, cfg_llm_max, cfg_min_score, cfg_idle;
+static int64_t cfg_index_kbs;
 
 static const pl_cfg_entry agents_cfg_table[] = {
 	{ "PARLEY_CREDENTIALS_KEY", PL_CFG_SECRET, "", 0, 0, &cfg_cred_key,
@@ -2454,6 +2456,9 @@ static const pl_cfg_entry agents_cfg_table[] = {
 	  &cfg_llm_max, "largest LLM response accepted, in bytes" },
 	{ "PARLEY_RETRIEVAL_MIN_SCORE_PCT", PL_CFG_INT, "30", 1, 100,
 	  &cfg_min_score, "retrieval answers only above this score (%)" },
+	{ "PARLEY_RETRIEVAL_INDEXES", PL_CFG_INT, "256", 1, 100000,
+	  &cfg_index_kbs,
+	  "knowledge-base indexes kept in memory (least recently used go)" },
 	{ "PARLEY_SESSION_INACTIVITY", PL_CFG_DURATION, "24h", 1000,
 	  31536000000, &cfg_idle, "a session expires after this idle time" },
 	{ "PARLEY_BILLING_URL", PL_CFG_STRING, "", 0, 0, &cfg_billing_url,
@@ -2493,6 +2498,14 @@ agents_init(const pl_service_cfg *cfg, void **arg)
 	ctx->min_score = (cfg_min_score > 0 ? cfg_min_score : 30) / 100.0;
 	ctx->session_idle_ms = cfg_idle > 0 ? cfg_idle : 86400000;
 	ctx->database_url = strdup(cfg->database_url);
+	ctx->cache = agents_cache_new(
+	        (size_t)(cfg_index_kbs > 0 ? cfg_index_kbs : 256));
+	if (ctx->database_url == NULL || ctx->cache == NULL) {
+		agents_cache_free(ctx->cache);
+		free(ctx->database_url);
+		free(ctx);
+		return PL_INTERNAL;
+	}
 	cc.secret = cfg->secret;
 	cc.service = "agents";
 	if (cfg_billing_url != NULL && cfg_billing_url[0] != '\0') {
@@ -2557,6 +2570,7 @@ agents_fini(void *arg)
 	if (ctx->analytics)
 		pl_rpc_client_close(ctx->analytics);
 	free(ctx->database_url);
+	agents_cache_free(ctx->cache);
 	sodium_memzero(ctx->cred_key, sizeof(ctx->cred_key));
 	free(ctx);
 }
@@ -2566,9 +2580,7 @@ const pl_service_def agents_service_def = {
 	.schema = "agents",
 	.services = agents_services,
 	.migrations = agents_migrations,
-	// agents_n_migrations is not a constant expression; a unit test
-	// checks that this count matches the embedded files.
-	.n_migrations = 1,
+	.n_migrations = AGENTS_N_MIGRATIONS,
 	.default_listen = "tcp://127.0.0.1:7103",
 	.default_ops_port = 9103,
 	.cfg = agents_cfg_table,

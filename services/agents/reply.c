@@ -23,8 +23,6 @@ typedef struct reply_tx {
 	char answer_id[PL_UUID_STRLEN + 1];
 } reply_tx;
 
-static const char *const analytics_dest[] = { "analytics", NULL };
-
 int
 agents_reply_check(pl_call *call, const ag_reply_req *in)
 {
@@ -226,32 +224,194 @@ reason_text(int r)
 	}
 }
 
-static int
-reply_fn(pl_db *db, void *arg)
+// Parses the bases' content versions ([[id, version], ...]).
+static size_t
+kb_versions(pl_arena *a, const char *text, char ***ids, int64_t **vers)
 {
-	reply_tx *t = arg;
+	json_t *j = json_loads(text, 0, NULL);
+	size_t n = json_array_size(j), o = 0;
+
+	*ids = pl_arena_alloc(a, sizeof(**ids) * (n + 1));
+	*vers = pl_arena_alloc(a, sizeof(**vers) * (n + 1));
+	for (size_t i = 0; *ids != NULL && *vers != NULL && i < n; i++) {
+		json_t *e = json_array_get(j, i);
+		const char *id = json_string_value(json_array_get(e, 0));
+
+		if (id == NULL)
+			continue;
+		(*ids)[o] = pl_arena_strdup(a, id);
+		(*vers)[o++] = json_integer_value(json_array_get(e, 1));
+	}
+	json_decref(j);
+	return *ids != NULL && *vers != NULL ? o : 0;
+}
+
+// The index of base kb at content version ver or newer: from the cache,
+// else built from the base's entries (one statement) and cached. NULL
+// with the call's error set on failure.
+static agents_index *
+kb_index(reply_tx *t, pl_db *db, const char *kb, int64_t ver)
+{
+	agents_cache *c = t->ctx->cache;
+	const char *tenant = t->in->tenant_id;
+	agents_index *ix = agents_cache_get(c, tenant, kb, ver);
+	PGresult *r;
+	agents_ix_src *src;
+	size_t n = 0;
+
+	if (ix != NULL)
+		return ix;
+	agents_cache_build_lock(c);
+	// Another worker may have built it while this one waited.
+	if ((ix = agents_cache_get(c, tenant, kb, ver)) != NULL) {
+		agents_cache_build_unlock(c);
+		return ix;
+	}
+	r = agents_store_kb_entries(db, tenant, kb);
+	if (!agents_store_ok(r)) {
+		agents_cache_build_unlock(c);
+		pl_db_call_error(t->call, r, "load the knowledge base");
+		PQclear(r);
+		return NULL;
+	}
+	src = malloc(sizeof(*src) * ((size_t)PQntuples(r) + 1));
+	for (int i = 0; src != NULL && i < PQntuples(r); i++) {
+		if (PQgetisnull(r, i, 1))
+			continue;
+		src[n++] = (agents_ix_src){
+			PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+			PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
+			PQgetvalue(r, i, 5), PQgetvalue(r, i, 6),
+			PQgetvalue(r, i, 7),
+		};
+	}
+	// The version read with the entries (one snapshot), which may be
+	// newer than the one the reply saw.
+	if (src != NULL)
+		ix = agents_index_build(
+		        src, n,
+		        PQntuples(r) > 0 ? atoll(PQgetvalue(r, 0, 0)) : ver);
+	free(src);
+	PQclear(r);
+	if (ix == NULL) {
+		agents_cache_build_unlock(c);
+		pl_call_error(t->call, PL_RESOURCE_EXHAUSTED,
+		              "could not index knowledge base %s", kb);
+		return NULL;
+	}
+	agents_cache_put(c, tenant, kb, ix);
+	agents_cache_build_unlock(c);
+	pl_info("indexed knowledge base %s of tenant %s: %zu entries, "
+	        "version %lld",
+	        kb, tenant, n, (long long)agents_index_version(ix));
+	return ix;
+}
+
+static int
+cmp_hit(const void *x, const void *y)
+{
+	const agents_ix_hit *a = x, *b = y;
+
+	if (a->score != b->score)
+		return a->score > b->score ? -1 : 1;
+	return strcmp(a->id, b->id);
+}
+
+// Retrieval over the agent's bases: the best k entries (strings copied
+// into the call's arena), best first. Returns a status (error set).
+static int
+retrieve(reply_tx *t, pl_db *db, const char *kbv, const char *norm, size_t k,
+         agents_ix_hit **hits, size_t *n)
+{
+	pl_arena *a = t->call->arena;
+	char **ids;
+	int64_t *vers;
+	size_t nkb = kb_versions(a, kbv, &ids, &vers), o = 0;
+	agents_ix_hit *all = pl_arena_alloc(a, sizeof(*all) * (nkb * k + 1));
+
+	*n = 0;
+	*hits = all;
+	if (all == NULL)
+		return pl_call_error(t->call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	for (size_t i = 0; i < nkb; i++) {
+		agents_index *ix = kb_index(t, db, ids[i], vers[i]);
+		size_t m;
+
+		if (ix == NULL)
+			return t->call->code != PL_OK ? t->call->code
+			                              : PL_INTERNAL;
+		m = agents_index_search(ix, a, norm, k, all + o);
+		for (size_t j = 0; j < m; j++) {
+			all[o + j].id = pl_arena_strdup(a, all[o + j].id);
+			all[o + j].question =
+			        pl_arena_strdup(a, all[o + j].question);
+			all[o + j].answer =
+			        pl_arena_strdup(a, all[o + j].answer);
+			all[o + j].intent =
+			        pl_arena_strdup(a, all[o + j].intent);
+		}
+		o += m;
+		agents_index_release(ix);
+	}
+	if (nkb > 1)
+		qsort(all, o, sizeof(*all), cmp_hit);
+	*n = o < k ? o : k;
+	return PL_OK;
+}
+
+// The reply's transaction: opened by agents_store_reply_open, committed
+// by agents_store_reply_commit (two round trips in all, pipelined with
+// BEGIN and COMMIT); not pl_db_tx, which would add three more.
+static int
+reply_fn(pl_db *db, reply_tx *t)
+{
 	pl_call *call = t->call;
 	pl_arena *a = call->arena;
 	const ag_reply_req *in = t->in;
 	ag_reply_resp *out = t->out;
 	const char *tenant = in->tenant_id;
-	PGresult *r = NULL, *s = NULL;
+	PGresult *r = NULL;
 	agents_cfg cfg;
 	char session_id[PL_UUID_STRLEN + 1], user_id[PL_UUID_STRLEN + 1];
-	char idle[32], *norm, *terms, *kbj, *termsj;
-	const char *kw, *fallback, *p[22];
+	char event_id[PL_UUID_STRLEN + 1];
+	char idle[32], *norm, *kbv;
+	const char *kw, *fallback, *p[27], *bp[11];
 	const uint8_t *ct = NULL;
-	size_t ctlen = 0, nres;
+	size_t ctlen = 0, nres = 0;
 	int bot_turns = 0, rv, k, version;
 	agents_found_lead lead;
 	agents_ctx_entry *ents = NULL;
+	agents_ix_hit *hits = NULL;
 	double best = 0;
-	json_t *jkb, *jterms, *cpatch, *lpatch, *payload;
+	json_t *cpatch, *lpatch, *payload;
 	char *llm_err = NULL, *kid;
 
 	// Reset what a retried transaction may have set.
 	parley__agents__v1__reply_response__init(out);
-	r = agents_store_reply_version(db, tenant, in->agent_id);
+	snprintf(idle, sizeof(idle), "%lld",
+	         (long long)t->ctx->session_idle_ms);
+	pl_uuid7_str(session_id);
+	bp[0] = tenant;
+	bp[1] = in->agent_id;
+	bp[2] = in->session_key;
+	bp[3] = in->message_id[0] ? in->message_id : NULL;
+	bp[4] = idle;
+	bp[5] = session_id;
+	bp[6] = in->channel_id;
+	bp[7] = in->conversation_id;
+	bp[8] = in->contact ? in->contact->id : "";
+	bp[9] = in->website_domain;
+	bp[10] = in->client_ip;
+	// BEGIN and step one in one round trip; the transaction stays open
+	// (with the session lock) until step two and COMMIT, also one round
+	// trip. agents_reply ends it on every other way out.
+	r = agents_store_reply_open(db, bp);
+	if (r == NULL) {
+		rv = pl_call_error(call, PL_UNAVAILABLE,
+		                   "could not reach the database");
+		goto out_clear;
+	}
 	if (!agents_store_ok(r)) {
 		rv = pl_db_call_error(call, r, "load the agent");
 		goto out_clear;
@@ -266,102 +426,42 @@ reply_fn(pl_db *db, void *arg)
 		                   "agent %s is archived", in->agent_id);
 		goto out_clear;
 	}
-	if (PQgetisnull(r, 0, 2)) {
+	if (PQgetisnull(r, 0, 2) || PQntuples(r) != 2) {
 		rv = pl_call_error(call, PL_FAILED_PRECONDITION,
 		                   "agent %s has no published version",
 		                   in->agent_id);
+		goto out_clear;
+	}
+	if (!PQgetisnull(r, 1, 26)) {
+		rv = replay(t, PQgetvalue(r, 1, 26));
 		goto out_clear;
 	}
 	version = atoi(PQgetvalue(r, 0, 1));
 	agents_store_cfg_read(a, r, 0, 3, &cfg);
 	ct = agents_store_bytea(a, r, 0, 23, &ctlen);
 	kid = agents_store_str(a, r, 0, 24);
-	if ((rv = agents_store_reply_lock(db, tenant, in->session_key)) !=
-	    PL_OK) {
-		rv = pl_call_error(call, rv, "could not lock the session");
-		goto out_clear;
-	}
-	snprintf(idle, sizeof(idle), "%lld",
-	         (long long)t->ctx->session_idle_ms);
-	s = agents_store_reply_session(
-	        db, tenant, in->session_key,
-	        in->message_id[0] ? in->message_id : NULL, idle);
-	if (!agents_store_ok(s) || PQntuples(s) != 1) {
-		rv = pl_db_call_error(call, s, "load the session");
-		goto out_clear;
-	}
-	if (!PQgetisnull(s, 0, 0)) {
-		rv = replay(t, PQgetvalue(s, 0, 0));
-		goto out_clear;
-	}
-	if (!PQgetisnull(s, 0, 1) && PQgetvalue(s, 0, 4)[0] != 't') {
-		snprintf(session_id, sizeof(session_id), "%s",
-		         PQgetvalue(s, 0, 1));
-		bot_turns = atoi(PQgetvalue(s, 0, 2));
-	} else {
-		const char *sp[10];
-
-		if (!PQgetisnull(s, 0, 1) &&
-		    (rv = agents_store_session_expire(
-		             db, tenant, PQgetvalue(s, 0, 1))) != PL_OK) {
-			rv = pl_call_error(call, rv,
-			                   "could not expire the session");
-			goto out_clear;
-		}
-		pl_uuid7_str(session_id);
-		sp[0] = tenant;
-		sp[1] = session_id;
-		sp[2] = in->agent_id;
-		sp[3] = in->session_key;
-		sp[4] = in->channel_id;
-		sp[5] = in->conversation_id;
-		sp[6] = in->contact ? in->contact->id : "";
-		sp[7] = in->website_domain;
-		sp[8] = in->client_ip;
-		sp[9] = "{}";
-		if ((rv = agents_store_session_insert(db, sp)) != PL_OK) {
-			rv = pl_call_error(call, rv,
-			                   "could not start a session");
-			goto out_clear;
-		}
-	}
+	kbv = agents_store_str(a, r, 0, 25);
+	snprintf(session_id, sizeof(session_id), "%s", PQgetvalue(r, 1, 27));
+	bot_turns = atoi(PQgetvalue(r, 1, 28));
 
 	// Retrieval: always, since it is also the LLM's context and fallback.
 	norm = agents_text_normalize(a, in->text);
-	terms = agents_text_terms(a, norm);
-	jterms = json_array();
-	for (const char *q = terms; q && *q;) {
-		const char *e = strstr(q, " or ");
-		size_t n = e ? (size_t)(e - q) : strlen(q);
-		json_array_append_new(jterms, json_stringn(q, n));
-		q += n + (e ? 4 : 0);
-	}
-	termsj = dump(a, jterms);
-	jkb = json_array();
-	for (size_t i = 0; i < cfg.n_kb_ids; i++)
-		json_array_append_new(jkb, json_string(cfg.kb_ids[i]));
-	kbj = dump(a, jkb);
 	k = cfg.llm->context_entries > 0 ? cfg.llm->context_entries : 5;
 	if (cfg.engine != AG_ENGINE_OPENAI)
 		k = 1;
-	PQclear(r);
-	r = agents_store_search(db, tenant, kbj, norm, terms, termsj, k, 0);
-	if (!agents_store_ok(r)) {
-		rv = pl_db_call_error(call, r, "search the knowledge base");
+	if ((rv = retrieve(t, db, kbv, norm, (size_t)k, &hits, &nres)) != PL_OK)
 		goto out_clear;
-	}
-	nres = (size_t)PQntuples(r);
 	if (nres > 0)
-		best = atof(PQgetvalue(r, 0, 11));
+		best = hits[0].score;
 	fallback = cfg.fallback_message[0]
 	                   ? cfg.fallback_message
 	                   : agents_default_fallback(cfg.language);
 	out->engine = AG_ENGINE_RETRIEVAL;
 	out->confidence = best;
 	if (nres > 0 && best >= t->ctx->min_score) {
-		out->reply_text = agents_store_str(a, r, 0, 3);
-		out->intent = agents_store_str(a, r, 0, 5);
-		out->knowledge_entry_id = agents_store_str(a, r, 0, 0);
+		out->reply_text = (char *)hits[0].answer;
+		out->intent = (char *)hits[0].intent;
+		out->knowledge_entry_id = (char *)hits[0].id;
 	} else {
 		out->reply_text = (char *)fallback;
 		out->fallback = true;
@@ -375,8 +475,8 @@ reply_fn(pl_db *db, void *arg)
 
 		ents = pl_arena_zalloc(a, sizeof(*ents) * (nres + 1));
 		for (size_t i = 0; ents != NULL && i < nres; i++) {
-			ents[i].question = PQgetvalue(r, (int)i, 2);
-			ents[i].answer = PQgetvalue(r, (int)i, 3);
+			ents[i].question = hits[i].question;
+			ents[i].answer = hits[i].answer;
 		}
 		if (llm_call(t, &cfg, ct, ctlen, kid, ents, ents ? nres : 0, &o,
 		             &llm_err) == PL_OK) {
@@ -493,12 +593,42 @@ reply_fn(pl_db *db, void *arg)
 		json_object_set_new(lpatch, "phone",
 		                    json_string(out->captured->phone));
 
+	payload = json_pack("{s:i, s:i, s:i, s:s, s:s, s:s, s:f, s:b, s:s, "
+	                    "s:b, s:i}",
+	                    "tokens_in", out->tokens_in, "tokens_out",
+	                    out->tokens_out, "latency_ms", out->latency_ms,
+	                    "engine", agents_engine_text(out->engine), "model",
+	                    out->model, "intent", out->intent, "confidence",
+	                    out->confidence, "handoff", out->handoff,
+	                    "handoff_reason", reason_text(out->handoff_reason),
+	                    "fallback", out->fallback, "version", version);
+	if (out->error[0])
+		json_object_set_new(payload, "llm_error",
+		                    json_string(out->error));
 	{
-		char *reply_json = pl_json_dump_pb(&out->base, NULL);
-		char ti[16], to[16], lat[16], conf[32], turns[16];
+		// The whole answer is kept only for replays, which need a
+		// message_id.
+		char *reply_json = in->message_id[0]
+		                           ? pl_json_dump_pb(&out->base, NULL)
+		                           : NULL;
+		char ti[16], to[16], lat[16], conf[32], turns[16], touch[32];
+		int64_t tm = t->ctx->session_idle_ms / 10;
+		json_t *dims = json_pack("{s:s}", "agent_id", in->agent_id);
 
+		if (in->channel_id[0])
+			json_object_set_new(dims, "channel_id",
+			                    json_string(in->channel_id));
+		if (in->conversation_id[0])
+			json_object_set_new(dims, "conversation_id",
+			                    json_string(in->conversation_id));
+		if (in->contact && in->contact->id[0])
+			json_object_set_new(dims, "contact_id",
+			                    json_string(in->contact->id));
 		pl_uuid7_str(user_id);
 		pl_uuid7_str(t->answer_id);
+		pl_uuid7_str(event_id);
+		snprintf(touch, sizeof(touch), "%lld",
+		         (long long)(tm < 60000 ? tm : 60000));
 		snprintf(ti, sizeof(ti), "%d", out->tokens_in);
 		snprintf(to, sizeof(to), "%d", out->tokens_out);
 		snprintf(lat, sizeof(lat), "%d", out->latency_ms);
@@ -527,55 +657,34 @@ reply_fn(pl_db *db, void *arg)
 		p[18] = dump(a, cpatch);
 		p[19] = dump(a, lpatch);
 		p[20] = in->agent_id;
-		p[21] = "t";
+		// The agent.replied event for analytics (the outbox row
+		// pl_outbox_add would write), in the same statement.
+		p[21] = event_id;
+		p[22] = "analytics";
+		p[23] = "agent.replied";
+		p[24] = dump(a, dims);
+		p[25] = dump(a, payload);
+		p[26] = touch;
 		free(reply_json);
-		if ((rv = agents_store_reply_record(db, p)) != PL_OK) {
-			rv = pl_call_error(call, rv,
-			                   "could not record the reply");
+		if (!agents_store_reply_in_tx(db)) {
+			rv = pl_call_error(call, PL_UNAVAILABLE,
+			                   "the database connection was lost");
 			goto out_clear;
 		}
-	}
-
-	payload = json_pack("{s:i, s:i, s:i, s:s, s:s, s:s, s:f, s:b, s:s, "
-	                    "s:b, s:i}",
-	                    "tokens_in", out->tokens_in, "tokens_out",
-	                    out->tokens_out, "latency_ms", out->latency_ms,
-	                    "engine", agents_engine_text(out->engine), "model",
-	                    out->model, "intent", out->intent, "confidence",
-	                    out->confidence, "handoff", out->handoff,
-	                    "handoff_reason", reason_text(out->handoff_reason),
-	                    "fallback", out->fallback, "version", version);
-	if (out->error[0])
-		json_object_set_new(payload, "llm_error",
-		                    json_string(out->error));
-	{
-		pl_outbox_event ev = { 0 };
-		json_t *dims = json_pack("{s:s}", "agent_id", in->agent_id);
-
-		if (in->channel_id[0])
-			json_object_set_new(dims, "channel_id",
-			                    json_string(in->channel_id));
-		if (in->conversation_id[0])
-			json_object_set_new(dims, "conversation_id",
-			                    json_string(in->conversation_id));
-		if (in->contact && in->contact->id[0])
-			json_object_set_new(dims, "contact_id",
-			                    json_string(in->contact->id));
-		ev.tenant_id = tenant;
-		ev.type = "agent.replied";
-		ev.payload_json = dump(a, payload);
-		ev.dimensions_json = dump(a, dims);
-		if ((rv = pl_outbox_add(db, "agents", analytics_dest, &ev,
-		                        NULL)) != PL_OK) {
-			rv = pl_call_error(call, rv,
-			                   "could not record the event");
+		PQclear(r);
+		if ((rv = agents_store_reply_commit(db, p, &r)) != PL_OK) {
+			if (r != NULL)
+				rv = pl_db_call_error(call, r,
+				                      "record the reply");
+			else
+				rv = pl_call_error(
+				        call, rv, "could not record the reply");
 			goto out_clear;
 		}
 	}
 	rv = PL_OK;
 out_clear:
 	PQclear(r);
-	PQclear(s);
 	return rv;
 }
 
@@ -620,7 +729,8 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 	t.in = in;
 	t.out = out;
 	t.t0 = pl_now_ns();
-	rv = pl_db_tx(pl_call_db(call), in->tenant_id, reply_fn, &t);
+	rv = reply_fn(pl_call_db(call), &t);
+	agents_store_reply_end(pl_call_db(call)); // ROLLBACK unless committed
 	if (rv != PL_OK) {
 		if (call->code == PL_OK)
 			return pl_call_error(call, rv, "could not reply");

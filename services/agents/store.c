@@ -43,7 +43,9 @@
 #define ENTRY_COLS                                                             \
 	"e.id, e.knowledge_base_id, e.question, e.answer, "                    \
 	"array_to_json(e.keywords)::text, e.intent, e.is_active, "             \
-	"e.usage_count, coalesce(e.external_id, ''), " TS(                     \
+	"e.usage_count + coalesce((SELECT u.usage_count FROM "                 \
+	"agents.knowledge_usage u WHERE u.tenant_id = e.tenant_id AND "        \
+	"u.entry_id = e.id), 0), coalesce(e.external_id, ''), " TS(            \
 	        "e.created_at") ", " TS("e.updated_at")
 #define ENTRY_N 11
 
@@ -920,129 +922,142 @@ agents_store_search(pl_db *db, const char *tenant, const char *kb_json,
 // ---------------------------------------------------------------------------
 // Reply
 
-// $1 tenant, $2 agent: the agent's status and its latest published
-// version's configuration (NULLs when none), the key ciphertext and id.
-PGresult *
-agents_store_reply_version(pl_db *db, const char *tenant, const char *agent)
+// Runs s1 then s2 in one round trip (libpq pipeline mode) on the worker's
+// connection: *r1 and *r2 get their results (NULL when none came; s2's
+// is PGRES_PIPELINE_ABORTED when s1 failed). Returns PL_OK when both
+// results arrived, else UNAVAILABLE (the connection is left out of
+// pipeline mode when it can be).
+static int
+pipe2(pl_db *db, const char *s1, int n1, const char *const *p1, const char *s2,
+      int n2, const char *const *p2, PGresult **r1, PGresult **r2)
 {
-	const char *p[] = { tenant, agent };
+	PGconn *c = pl_db_conn(db);
+	PGresult **out[2] = { r1, r2 }, *res;
+	int rv = PL_OK;
+
+	*r1 = *r2 = NULL;
+	if (c == NULL || !PQenterPipelineMode(c))
+		return PL_UNAVAILABLE;
+	if (!PQsendQueryParams(c, s1, n1, NULL, p1, NULL, NULL, 0) ||
+	    !PQsendQueryParams(c, s2, n2, NULL, p2, NULL, NULL, 0) ||
+	    !PQpipelineSync(c))
+		rv = PL_UNAVAILABLE;
+	for (int q = 0; rv == PL_OK && q < 2; q++) {
+		// Each statement's results end with a NULL.
+		while ((res = PQgetResult(c)) != NULL) {
+			if (*out[q] == NULL)
+				*out[q] = res;
+			else
+				PQclear(res);
+		}
+		if (*out[q] == NULL)
+			rv = PL_UNAVAILABLE;
+	}
+	// The sync point.
+	while (rv == PL_OK && (res = PQgetResult(c)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+
+		PQclear(res);
+		if (st == PGRES_PIPELINE_SYNC)
+			break;
+		if (st == PGRES_FATAL_ERROR && PQstatus(c) == CONNECTION_BAD) {
+			rv = PL_UNAVAILABLE;
+			break;
+		}
+	}
+	if (!PQexitPipelineMode(c))
+		rv = PL_UNAVAILABLE;
+	return rv;
+}
+
+// BEGIN and step one of a reply in one round trip: the reply's
+// transaction stays open on the connection (agents_store_reply_end ends
+// it). Returns reply_begin's result, NULL when the connection failed.
+PGresult *
+agents_store_reply_open(pl_db *db, const char *const p[11])
+{
+	PGresult *rb = NULL, *r = NULL;
+
+	pipe2(db, "BEGIN", 0, NULL,
+	      "SELECT * FROM agents.reply_begin($1, $2, $3, $4, $5, $6, $7, "
+	      "$8, $9, $10, $11)",
+	      11, p, &rb, &r);
+	if (!agents_store_ok(rb)) {
+		PQclear(r);
+		r = NULL;
+	}
+	PQclear(rb);
+	return r;
+}
+
+// Step two and COMMIT in one round trip. Returns a status (the commit's,
+// or the first failure's with its result in *err for pl_db_call_error).
+int
+agents_store_reply_commit(pl_db *db, const char *const p[27], PGresult **err)
+{
+	PGresult *rf = NULL, *rc = NULL;
+	int rv;
+
+	*err = NULL;
+	rv = pipe2(db,
+	           "SELECT agents.reply_finish($1, $2, $3, $4, $5, $6, $7, $8, "
+	           "$9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, "
+	           "$21, $22, $23, $24, $25, $26, $27)",
+	           27, p, "COMMIT", 0, NULL, &rf, &rc);
+	if (rv == PL_OK && !agents_store_ok(rf)) {
+		*err = rf;
+		rf = NULL;
+		rv = pl_db_result_status(*err);
+	} else if (rv == PL_OK && !agents_store_ok(rc)) {
+		*err = rc;
+		rc = NULL;
+		rv = pl_db_result_status(*err);
+	} else if (rv == PL_OK && strcmp(PQcmdStatus(rc), "COMMIT") != 0) {
+		rv = PL_ABORTED; // COMMIT of a failed transaction rolls back
+	}
+	PQclear(rf);
+	PQclear(rc);
+	return rv;
+}
+
+// Ends whatever transaction the reply left open (ROLLBACK); a no-op
+// when there is none.
+void
+agents_store_reply_end(pl_db *db)
+{
+	PGconn *c = pl_db_conn(db);
+
+	if (c != NULL && PQtransactionStatus(c) != PQTRANS_IDLE &&
+	    PQtransactionStatus(c) != PQTRANS_UNKNOWN)
+		PQclear(PQexec(c, "ROLLBACK"));
+}
+
+// True while the reply's transaction is open and healthy.
+bool
+agents_store_reply_in_tx(pl_db *db)
+{
+	PGconn *c = pl_db_conn(db);
+
+	return c != NULL && PQtransactionStatus(c) == PQTRANS_INTRANS;
+}
+
+// The base's content version and its active entries in one statement (one
+// snapshot): row 0 may have NULL entry columns when the base is empty; no
+// row when the base does not exist.
+PGresult *
+agents_store_kb_entries(pl_db *db, const char *tenant, const char *kb)
+{
+	const char *p[] = { tenant, kb };
 
 	return pl_db_exec(
 	        db,
-	        "SELECT a.status, a.version, v.id, v.engine, v.llm_provider, "
-	        "v.llm_base_url, v.llm_model, v.llm_temperature, "
-	        "v.llm_max_tokens, "
-	        "v.llm_timeout_ms, v.llm_context_entries, v.llm_api_key_ct IS "
-	        "NOT "
-	        "NULL, v.system_prompt, v.greeting, v.fallback_message, "
-	        "array_to_json(v.knowledge_base_ids)::text, "
-	        "array_to_json(v.handoff_keywords)::text, "
-	        "v.handoff_confidence_threshold, v.max_bot_turns, v.language, "
-	        "v.voice_provider, v.voice_id, v.voice_settings::text, "
-	        "v.llm_api_key_ct, coalesce(v.llm_api_key_kid, '') FROM "
-	        "agents.agents a LEFT JOIN agents.agent_versions v ON "
-	        "v.tenant_id "
-	        "= a.tenant_id AND v.agent_id = a.id AND v.version = a.version "
-	        "WHERE a.tenant_id = $1 AND a.id = $2",
+	        "SELECT b.content_version, e.id, e.question, e.answer, "
+	        "e.intent, e.question_norm, e.keywords_norm, e.answer_norm "
+	        "FROM agents.knowledge_bases b LEFT JOIN "
+	        "agents.knowledge_entries e ON e.tenant_id = b.tenant_id AND "
+	        "e.knowledge_base_id = b.id AND e.is_active WHERE "
+	        "b.tenant_id = $1 AND b.id = $2 ORDER BY e.id",
 	        2, p);
-}
-
-int
-agents_store_reply_lock(pl_db *db, const char *tenant, const char *key)
-{
-	const char *p[] = { tenant, key };
-
-	return pl_db_command(db,
-	                     "SELECT pg_advisory_xact_lock(hashtextextended($1 "
-	                     "|| '/' || $2, "
-	                     "0))",
-	                     2, p);
-}
-
-// The earlier answer to message $3 (when given), then the active session
-// for key $2 with whether it is idle past $4 ms.
-PGresult *
-agents_store_reply_session(pl_db *db, const char *tenant, const char *key,
-                           const char *message_id, const char *idle_ms)
-{
-	const char *p[] = { tenant, key, message_id, idle_ms };
-
-	return pl_db_exec(
-	        db,
-	        "SELECT (SELECT m.reply::text FROM agents.agent_messages m "
-	        "WHERE "
-	        "m.tenant_id = $1 AND m.message_id = $3 AND m.role = "
-	        "'assistant' "
-	        "AND $3::text IS NOT NULL), s.id, s.bot_turns, "
-	        "s.context::text, "
-	        "s.last_activity_at < now() - $4::bigint * interval '1 "
-	        "millisecond' FROM (SELECT 1) x LEFT JOIN "
-	        "agents.agent_sessions s "
-	        "ON s.tenant_id = $1 AND s.session_key = $2 AND s.status = "
-	        "'active'",
-	        4, p);
-}
-
-int
-agents_store_session_expire(pl_db *db, const char *tenant, const char *id)
-{
-	const char *p[] = { tenant, id };
-
-	return pl_db_command(db,
-	                     "UPDATE agents.agent_sessions SET status = "
-	                     "'expired', ended_at = "
-	                     "now() WHERE tenant_id = $1 AND id = $2",
-	                     2, p);
-}
-
-int
-agents_store_session_insert(pl_db *db, const char *const p[10])
-{
-	return pl_db_command(
-	        db,
-	        "INSERT INTO agents.agent_sessions (tenant_id, id, agent_id, "
-	        "session_key, channel_id, conversation_id, contact_id, "
-	        "website_domain, client_ip, context) VALUES ($1, $2, $3, $4, "
-	        "$5, "
-	        "$6, $7, $8, $9, $10::jsonb)",
-	        10, p);
-}
-
-// Records one exchange: the user's message, the answer (with the whole
-// ReplyResponse for replays), the session's counters and memory, and the
-// answering entry's usage count.
-int
-agents_store_reply_record(pl_db *db, const char *const p[22])
-{
-	// $1 tenant, $2 session, $3 user msg id, $4 text, $5 assistant msg
-	// id, $6 reply text, $7 tokens in, $8 tokens out, $9 latency, $10
-	// model, $11 engine, $12 intent, $13 confidence, $14 message_id,
-	// $15 reply JSON, $16 error, $17 entry id, $18 bot_turns after,
-	// $19 context patch (jsonb object), $20 captured patch, $21 agent,
-	// $22 with an answer row ('t'/'f').
-	return pl_db_command(
-	        db,
-	        "WITH m AS (INSERT INTO agents.agent_messages (tenant_id, id, "
-	        "session_id, role, content, tokens_in, tokens_out, latency_ms, "
-	        "model, engine, intent, confidence, message_id, reply, error) "
-	        "SELECT $1::uuid, $3::uuid, $2::uuid, 'user', $4, 0, 0, 0, '', "
-	        "'', '', 0::float8, NULL::text, NULL::jsonb, '' UNION ALL "
-	        "SELECT "
-	        "$1::uuid, $5::uuid, $2::uuid, 'assistant', $6, $7::int, "
-	        "$8::int, $9::int, $10, $11, $12, $13::float8, $14, "
-	        "$15::jsonb, "
-	        "$16 WHERE $22::bool), s AS (UPDATE agents.agent_sessions SET "
-	        "message_count = message_count + CASE WHEN $22::bool THEN 2 "
-	        "ELSE 1 "
-	        "END, bot_turns = $18::int, agent_id = $21, last_activity_at = "
-	        "now(), context = jsonb_set(context || $19::jsonb, "
-	        "'{captured}', "
-	        "coalesce(context -> 'captured', '{}') || $20::jsonb) WHERE "
-	        "tenant_id = $1 AND id = $2) UPDATE agents.knowledge_entries "
-	        "SET "
-	        "usage_count = usage_count + 1 WHERE tenant_id = $1 AND id = "
-	        "$17::uuid",
-	        22, p);
 }
 
 // ---------------------------------------------------------------------------

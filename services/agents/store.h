@@ -99,15 +99,13 @@ PGresult *agents_store_search(pl_db *db, const char *tenant,
                               const char *terms, const char *terms_json,
                               int limit, double min_score);
 
-PGresult *agents_store_reply_version(pl_db *db, const char *tenant,
-                                     const char *agent);
-int agents_store_reply_lock(pl_db *db, const char *tenant, const char *key);
-PGresult *agents_store_reply_session(pl_db *db, const char *tenant,
-                                     const char *key, const char *message_id,
-                                     const char *idle_ms);
-int agents_store_session_expire(pl_db *db, const char *tenant, const char *id);
-int agents_store_session_insert(pl_db *db, const char *const p[10]);
-int agents_store_reply_record(pl_db *db, const char *const p[22]);
+PGresult *agents_store_reply_open(pl_db *db, const char *const p[11]);
+int agents_store_reply_commit(pl_db *db, const char *const p[27],
+                              PGresult **err);
+void agents_store_reply_end(pl_db *db);
+bool agents_store_reply_in_tx(pl_db *db);
+PGresult *agents_store_kb_entries(pl_db *db, const char *tenant,
+                                  const char *kb);
 
 PGresult *agents_store_session_get(pl_db *db, const char *tenant,
                                    const char *id, const char *key);

@@ -1,14 +1,24 @@
 // Reply with the retrieval engine over a 10,000-entry knowledge base, 16
 // concurrent clients over tcp loopback, on its own PostgreSQL cluster.
-// Prints replies/s and latency percentiles.
-//   bench_agents [seconds=10] [clients=16] [workers=4]
+//   bench_agents [seconds=10] [clients=16] [workers=4] [runs=3]
+// Prints, in one process:
+//   engine  the in-process index alone: build time over the 10,000 entries
+//           and the latency of one search (single thread, 20,000 queries)
+//   cold    the first Reply (it builds the index)
+//   reply   Reply: replies/s and latency percentiles, `runs` times, then
+//           the median run
+//   health  Health/Check over the same clients and server right after
+//           each Reply run: the RPC runtime's ceiling on this machine now
 #include <pthread.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
+
 #include "agents.h"
+#include "parley/rpc/v1/health.pb-c.h"
 #include "pgh.h"
 #include "pl/id.h"
 #include "svch.h"
@@ -32,7 +42,8 @@ static const char *verbs[] = { "price of", "warranty for", "colors of",
 static char tenant[37], agent[37], addr[64];
 static svch h;
 static volatile int stop_flag;
-static int seconds = 10, nclients = 16, nworkers = 4;
+static int seconds = 10, nclients = 16, nworkers = 4, nruns = 3;
+static int mode; // 0 Reply, 1 Health
 
 typedef struct cli {
 	int id;
@@ -83,9 +94,22 @@ client(void *arg)
 		op.principal = &svc;
 		t0 = pl_now_ns();
 		pl_rpc_result res = { 0 };
-		if (pl_rpc_call(rc, M("Reply"), &r.base,
-		                &parley__agents__v1__reply_response__descriptor,
-		                (void **)&o, &a, &op, &res) != PL_OK) {
+		int st;
+		if (mode == 1) {
+			Parley__Rpc__V1__HealthCheckRequest hin =
+			        PARLEY__RPC__V1__HEALTH_CHECK_REQUEST__INIT;
+			Parley__Rpc__V1__HealthCheckResponse *hout = NULL;
+			st = pl_rpc_call(
+			        rc, "/parley.rpc.v1.Health/Check", &hin.base,
+			        &parley__rpc__v1__health_check_response__descriptor,
+			        (void **)&hout, &a, &op, &res);
+		} else {
+			st = pl_rpc_call(
+			        rc, M("Reply"), &r.base,
+			        &parley__agents__v1__reply_response__descriptor,
+			        (void **)&o, &a, &op, &res);
+		}
+		if (st != PL_OK) {
 			if (c->errors++ == 0)
 				fprintf(stderr, "reply: %s %s\n",
 				        pl_status_name(res.code), res.message);
@@ -130,6 +154,189 @@ worker_fini(void *arg, void *state)
 	free(state);
 }
 
+typedef struct run_result {
+	double rate, p50, p99, max;
+	long errors;
+} run_result;
+
+static int
+cmp_run(const void *x, const void *y)
+{
+	const run_result *a = x, *b = y;
+	return a->rate < b->rate ? -1 : a->rate > b->rate;
+}
+
+// One timed run of nclients clients in the current mode.
+static run_result
+run_clients(void)
+{
+	pthread_t th[64];
+	cli cs[64];
+	int64_t *all;
+	size_t total = 0, at = 0;
+	run_result rr = { 0 };
+
+	memset(cs, 0, sizeof(cs));
+	stop_flag = 0;
+	for (int i = 0; i < nclients; i++) {
+		cs[i].id = i;
+		pthread_create(&th[i], NULL, client, &cs[i]);
+	}
+	sleep((unsigned)seconds);
+	stop_flag = 1;
+	for (int i = 0; i < nclients; i++) {
+		pthread_join(th[i], NULL);
+		total += (size_t)cs[i].n;
+		rr.errors += cs[i].errors;
+	}
+	all = malloc((total + 1) * sizeof(int64_t));
+	for (int i = 0; i < nclients; i++) {
+		memcpy(all + at, cs[i].lat, (size_t)cs[i].n * sizeof(int64_t));
+		at += (size_t)cs[i].n;
+		free(cs[i].lat);
+	}
+	qsort(all, total, sizeof(int64_t), cmp64);
+	if (total > 0) {
+		rr.rate = (double)total / seconds;
+		rr.p50 = all[total / 2] / 1e6;
+		rr.p99 = all[(size_t)(total * 0.99)] / 1e6;
+		rr.max = all[total - 1] / 1e6;
+	}
+	free(all);
+	return rr;
+}
+
+// The index alone, in this process: build over the same entries, then
+// single-threaded searches of the bench's questions.
+static void
+engine_bench(void)
+{
+	agents_ix_src *src = calloc(NENT, sizeof(*src));
+	char(*qs)[160] = calloc(NENT, 160);
+	int64_t *lat = calloc(20000, sizeof(int64_t)), t0, build;
+	pl_arena a;
+	agents_index *ix;
+	unsigned seed = 42;
+	long hits = 0;
+
+	pl_arena_init(&a, 0, 0);
+	for (int i = 0; i < NENT; i++) {
+		question(&seed, i, qs[i], 160);
+		src[i].id = pl_arena_printf(&a, "%08d", i);
+		src[i].question = qs[i];
+		src[i].answer = "Here is what we know about it.";
+		src[i].intent = "product_info";
+		src[i].question_norm = agents_text_normalize(&a, qs[i]);
+		src[i].keywords_norm = "product info";
+		src[i].answer_norm = agents_text_normalize(&a, src[i].answer);
+	}
+	t0 = pl_now_ns();
+	ix = agents_index_build(src, NENT, 1);
+	build = pl_now_ns() - t0;
+	for (int i = 0; ix != NULL && i < 20000; i++) {
+		pl_arena q;
+		agents_ix_hit hit;
+		char text[160];
+		int n = rand_r(&seed) % NENT;
+
+		question(&seed, n, text, sizeof(text));
+		pl_arena_init(&q, 0, 0);
+		t0 = pl_now_ns();
+		if (agents_index_search(ix, &q, agents_text_normalize(&q, text),
+		                        1, &hit) == 1 &&
+		    strcmp(hit.id, src[n].id) == 0)
+			hits++;
+		lat[i] = pl_now_ns() - t0;
+		pl_arena_fini(&q);
+	}
+	qsort(lat, 20000, sizeof(int64_t), cmp64);
+	printf("engine: build %.1f ms for %d entries; search (normalise + "
+	       "score) p50 %.1f us  p99 %.1f us  max %.1f us; exact entry "
+	       "first %ld/20000\n",
+	       build / 1e6, NENT, lat[10000] / 1e3, lat[19800] / 1e3,
+	       lat[19999] / 1e3, hits);
+	agents_index_release(ix);
+	pl_arena_fini(&a);
+	free(src);
+	free(qs);
+	free(lat);
+}
+
+// The first Reply after start: it builds the base's index.
+// Where the database's time goes: the reply functions' mean time per call
+// (pg_stat_user_functions, track_functions = all) since the last reset.
+static void
+db_times(const char *what)
+{
+	PGconn *c = PQconnectdb(h.admin_url);
+	PGresult *r = PQexec(c, "SELECT p.funcname, p.calls, "
+	                        "round((p.total_time / greatest(p.calls, "
+	                        "1))::numeric * 1000, 1), "
+	                        "round((p.self_time / greatest(p.calls, "
+	                        "1))::numeric * 1000, 1) FROM "
+	                        "pg_stat_user_functions p WHERE p.schemaname "
+	                        "= 'agents' ORDER BY 1");
+
+	if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+		printf("%s db:", what);
+		for (int i = 0; i < PQntuples(r); i++)
+			printf("  %s %s calls, %s us/call (self %s)",
+			       PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+			       PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
+		printf("\n");
+	}
+	PQclear(r);
+	r = PQexec(c, "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, "
+	              "n_dead_tup FROM pg_stat_user_tables WHERE schemaname = "
+	              "'agents' AND n_tup_ins + n_tup_upd > 0 ORDER BY 1");
+	if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+		printf("%s tables (inserted/updated/HOT/dead):", what);
+		for (int i = 0; i < PQntuples(r); i++)
+			printf("  %s %s/%s/%s/%s", PQgetvalue(r, i, 0),
+			       PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+			       PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
+		printf("\n");
+	}
+	PQclear(r);
+	PQclear(PQexec(c, "SELECT pg_stat_reset()"));
+	PQfinish(c);
+}
+
+static void
+cold_reply(void)
+{
+	pl_rpc_client *rc = NULL;
+	pl_rpc_client_config cc = { 0 };
+	pl_principal svc = svch_service();
+	ag_reply_req r = PARLEY__AGENTS__V1__REPLY_REQUEST__INIT;
+	ag_reply_resp *o = NULL;
+	pl_rpc_opts op = { 0 };
+	pl_arena a;
+	int64_t t0;
+
+	cc.urls = addr;
+	cc.secret = SVCH_SECRET;
+	cc.service = "bench";
+	cc.timeout_ms = 10000;
+	if (pl_rpc_client_open(&rc, &cc) != PL_OK)
+		return;
+	pl_arena_init(&a, 0, 0);
+	r.tenant_id = tenant;
+	r.agent_id = agent;
+	r.session_key = "cold";
+	r.text = "what is the price of the red shirt";
+	op.principal = &svc;
+	t0 = pl_now_ns();
+	if (pl_rpc_call(rc, M("Reply"), &r.base,
+	                &parley__agents__v1__reply_response__descriptor,
+	                (void **)&o, &a, &op, NULL) == PL_OK)
+		printf("cold: first Reply (loads and indexes the base) %.1f "
+		       "ms\n",
+		       (pl_now_ns() - t0) / 1e6);
+	pl_arena_fini(&a);
+	pl_rpc_client_close(rc);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -138,10 +345,6 @@ main(int argc, char **argv)
 	pl_rpc_server_config rc = { 0 };
 	pl_principal p;
 	char user[37];
-	pthread_t th[64];
-	cli cs[64];
-	int64_t *all;
-	size_t total = 0, errors = 0, at = 0;
 
 	if (argc > 1)
 		seconds = atoi(argv[1]);
@@ -149,6 +352,8 @@ main(int argc, char **argv)
 		nclients = atoi(argv[2]);
 	if (argc > 3)
 		nworkers = atoi(argv[3]);
+	if (argc > 4)
+		nruns = atoi(argv[4]);
 	if (nclients < 1 || nclients > 64)
 		nclients = 16;
 	if (pgh_start(&pg) != 0) {
@@ -156,6 +361,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	pgh_exec(&pg, "ALTER SYSTEM SET synchronous_commit = off");
+	pgh_exec(&pg, "ALTER SYSTEM SET track_functions = 'all'");
 	pgh_exec(&pg, "SELECT pg_reload_conf()");
 	if (svch_start(&h, &pg, &agents_service_def, 2, NULL) != 0)
 		return 1;
@@ -219,6 +425,7 @@ main(int argc, char **argv)
 			return 1;
 	}
 	pgh_exec_url(h.admin_url, "ANALYZE");
+	engine_bench();
 	snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d",
 	         27000 + getpid() % 3000);
 	rc.name = "agents";
@@ -235,34 +442,40 @@ main(int argc, char **argv)
 		fprintf(stderr, "bench_agents: cannot listen on %s\n", addr);
 		return 1;
 	}
-	memset(cs, 0, sizeof(cs));
-	for (int i = 0; i < nclients; i++) {
-		cs[i].id = i;
-		pthread_create(&th[i], NULL, client, &cs[i]);
+	cold_reply();
+	{
+		run_result rr[16], hr[16];
+
+		if (nruns < 1 || nruns > 16)
+			nruns = 3;
+		printf("agents Reply (retrieval, %d entries): %d clients, %d "
+		       "workers, %d s x %d runs over %s\n",
+		       NENT, nclients, nworkers, seconds, nruns, addr);
+		for (int i = 0; i < nruns; i++) {
+			mode = 0;
+			db_times("setup");
+			rr[i] = run_clients();
+			db_times("reply");
+			mode = 1;
+			hr[i] = run_clients();
+			printf("run %d: reply  %6.0f/s  errors %ld  p50 %6.2f "
+			       "ms  "
+			       "p99 %7.2f ms  max %7.2f ms\n",
+			       i + 1, rr[i].rate, rr[i].errors, rr[i].p50,
+			       rr[i].p99, rr[i].max);
+			printf("run %d: health %6.0f/s  errors %ld  p50 %6.2f "
+			       "ms  "
+			       "p99 %7.2f ms  max %7.2f ms\n",
+			       i + 1, hr[i].rate, hr[i].errors, hr[i].p50,
+			       hr[i].p99, hr[i].max);
+		}
+		qsort(rr, (size_t)nruns, sizeof(rr[0]), cmp_run);
+		qsort(hr, (size_t)nruns, sizeof(hr[0]), cmp_run);
+		printf("median: reply %.0f/s p99 %.2f ms | health %.0f/s p99 "
+		       "%.2f ms (runs sorted by rate; the middle one)\n",
+		       rr[nruns / 2].rate, rr[nruns / 2].p99,
+		       hr[nruns / 2].rate, hr[nruns / 2].p99);
 	}
-	sleep((unsigned)seconds);
-	stop_flag = 1;
-	for (int i = 0; i < nclients; i++) {
-		pthread_join(th[i], NULL);
-		total += (size_t)cs[i].n;
-		errors += (size_t)cs[i].errors;
-	}
-	all = malloc((total + 1) * sizeof(int64_t));
-	for (int i = 0; i < nclients; i++) {
-		memcpy(all + at, cs[i].lat, (size_t)cs[i].n * sizeof(int64_t));
-		at += (size_t)cs[i].n;
-		free(cs[i].lat);
-	}
-	qsort(all, total, sizeof(int64_t), cmp64);
-	printf("agents Reply (retrieval, %d entries): %d clients, %d workers, "
-	       "%d s over %s\n",
-	       NENT, nclients, nworkers, seconds, addr);
-	if (total > 0)
-		printf("replies/s %.0f  errors %zu  p50 %.2f ms  p99 %.2f ms  "
-		       "max %.2f ms\n",
-		       (double)total / seconds, errors, all[total / 2] / 1e6,
-		       all[(size_t)(total * 0.99)] / 1e6, all[total - 1] / 1e6);
-	free(all);
 	pl_rpc_server_close(srv);
 	svch_stop(&h);
 	pgh_stop(&pg);
