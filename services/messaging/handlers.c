@@ -12,6 +12,7 @@
 #include "pl/id.h"
 #include "pl/log.h"
 #include "messaging.h"
+#include "engage.h"
 
 #define M(x) Parley__Messaging__V1__##x
 #define E(x) PARLEY__MESSAGING__V1__##x
@@ -147,7 +148,7 @@ handle_webhook(pl_call *call, const void *inp, void *outp)
 	if (rv != PL_OK)
 		return pl_call_error(call, rv, "could not store the webhook");
 	if (!dup)
-		messaging_kick(s);
+		messaging_kick_kind(s, MSG_WORK_INBOX);
 	out->inbox_id = pl_arena_strdup(call->arena, id);
 	out->duplicate = dup;
 	return PL_OK;
@@ -258,7 +259,7 @@ ingest_inbound(pl_call *call, const void *inp, void *outp)
 	if (rv != PL_OK)
 		return pl_call_error(call, rv, "could not store the message");
 	if (!dup)
-		messaging_kick(svc(call));
+		messaging_kick_kind(svc(call), MSG_WORK_REPLY);
 	out->message = m;
 	out->duplicate = dup;
 	out->outcome = dup ? E(REPLY_OUTCOME__REPLY_OUTCOME_DUPLICATE)
@@ -439,7 +440,7 @@ wc_post(pl_call *call, const void *inp, void *outp)
 	if (rv != PL_OK)
 		return pl_call_error(call, rv, "could not store the message");
 	if (!dup)
-		messaging_kick(svc(call));
+		messaging_kick_kind(svc(call), MSG_WORK_REPLY);
 	out->message = m;
 	return PL_OK;
 }
@@ -604,6 +605,8 @@ send_message(pl_call *call, const void *inp, void *outp)
 	                   : E(MESSAGE_TYPE__MESSAGE_TYPE_TEXT);
 	int rv;
 
+	if (type == E(MESSAGE_TYPE__MESSAGE_TYPE_TEMPLATE))
+		return engage_send_template(call, inp, outp); // engagement
 	if ((rv = check_outbound(call, type, in->text, in->media_url)) != PL_OK)
 		return rv;
 	if (conv == NULL && nz(in->contact_id)) {
@@ -660,7 +663,7 @@ send_message(pl_call *call, const void *inp, void *outp)
 	rv = messaging_store_send(call, pl_call_db(call), &o, &out->message,
 	                          &out->conversation);
 	if (rv == PL_OK)
-		messaging_kick(svc(call));
+		messaging_kick_kind(svc(call), MSG_WORK_DELIVERY);
 	return rv;
 }
 
@@ -698,7 +701,7 @@ send_human_reply(pl_call *call, const void *inp, void *outp)
 	rv = messaging_store_send(call, pl_call_db(call), &o, &out->message,
 	                          &out->conversation);
 	if (rv == PL_OK)
-		messaging_kick(svc(call));
+		messaging_kick_kind(svc(call), MSG_WORK_DELIVERY);
 	return rv;
 }
 
@@ -1084,47 +1087,53 @@ static const pl_rpc_method messaging_methods[] = {
 	{ "GetContact", get_contact, VIEWER("contacts:read"), 0 },
 	{ "ListContacts", list_contacts, VIEWER("contacts:read"), 0 },
 	{ "UpdateContact", update_contact, AGENT("contacts:write"), 0 },
-	{ "GetMessagingSettings", not_yet, VIEWER("settings:read"), 0 },
-	{ "UpdateMessagingSettings", not_yet, ADMIN("settings:write"), 0 },
-	{ "CreateTemplate", not_yet, ADMIN("templates:write"), 0 },
-	{ "UpdateTemplate", not_yet, ADMIN("templates:write"), 0 },
-	{ "GetTemplate", not_yet, VIEWER("templates:read"), 0 },
-	{ "ListTemplates", not_yet, VIEWER("templates:read"), 0 },
-	{ "DeleteTemplate", not_yet, ADMIN("templates:write"), 0 },
-	{ "SetTemplateStatus", not_yet, ADMIN("templates:write"), 0 },
-	{ "CreateCampaign", not_yet, ADMIN("campaigns:write"), 0 },
-	{ "UpdateCampaign", not_yet, ADMIN("campaigns:write"), 0 },
-	{ "GetCampaign", not_yet, VIEWER("campaigns:read"), 0 },
-	{ "ListCampaigns", not_yet, VIEWER("campaigns:read"), 0 },
-	{ "DeleteCampaign", not_yet, ADMIN("campaigns:write"), 0 },
-	{ "ScheduleCampaign", not_yet, ADMIN("campaigns:write"), 0 },
-	{ "StartCampaign", not_yet, ADMIN("campaigns:write"), 0 },
-	{ "PauseCampaign", not_yet, ADMIN("campaigns:write"), 0 },
-	{ "ResumeCampaign", not_yet, ADMIN("campaigns:write"), 0 },
-	{ "CancelCampaign", not_yet, ADMIN("campaigns:write"), 0 },
-	{ "GetCampaignStats", not_yet, VIEWER("campaigns:read"), 0 },
-	{ "ListCampaignRecipients", not_yet, VIEWER("campaigns:read"), 0 },
+	{ "GetMessagingSettings", eg_get_settings, VIEWER("settings:read"), 0 },
+	{ "UpdateMessagingSettings", eg_update_settings,
+	  ADMIN("settings:write"), 0 },
+	{ "CreateTemplate", eg_create_template, ADMIN("templates:write"), 0 },
+	{ "UpdateTemplate", eg_update_template, ADMIN("templates:write"), 0 },
+	{ "GetTemplate", eg_get_template, VIEWER("templates:read"), 0 },
+	{ "ListTemplates", eg_list_templates, VIEWER("templates:read"), 0 },
+	{ "DeleteTemplate", eg_delete_template, ADMIN("templates:write"), 0 },
+	{ "SetTemplateStatus", eg_set_template_status, ADMIN("templates:write"),
+	  0 },
+	{ "CreateCampaign", eg_create_campaign, ADMIN("campaigns:write"), 0 },
+	{ "UpdateCampaign", eg_update_campaign, ADMIN("campaigns:write"), 0 },
+	{ "GetCampaign", eg_get_campaign, VIEWER("campaigns:read"), 0 },
+	{ "ListCampaigns", eg_list_campaigns, VIEWER("campaigns:read"), 0 },
+	{ "DeleteCampaign", eg_delete_campaign, ADMIN("campaigns:write"), 0 },
+	{ "ScheduleCampaign", eg_schedule_campaign, ADMIN("campaigns:write"),
+	  0 },
+	{ "StartCampaign", eg_start_campaign, ADMIN("campaigns:write"), 0 },
+	{ "PauseCampaign", eg_pause_campaign, ADMIN("campaigns:write"), 0 },
+	{ "ResumeCampaign", eg_resume_campaign, ADMIN("campaigns:write"), 0 },
+	{ "CancelCampaign", eg_cancel_campaign, ADMIN("campaigns:write"), 0 },
+	{ "GetCampaignStats", eg_get_campaign_stats, VIEWER("campaigns:read"),
+	  0 },
+	{ "ListCampaignRecipients", eg_list_campaign_recipients,
+	  VIEWER("campaigns:read"), 0 },
 	{ "CreateFollowupRule", not_yet, ADMIN("followups:write"), 0 },
 	{ "UpdateFollowupRule", not_yet, ADMIN("followups:write"), 0 },
 	{ "GetFollowupRule", not_yet, VIEWER("followups:read"), 0 },
 	{ "ListFollowupRules", not_yet, VIEWER("followups:read"), 0 },
 	{ "DeleteFollowupRule", not_yet, ADMIN("followups:write"), 0 },
-	{ "CreateLead", not_yet, AGENT("leads:write"), 0 },
-	{ "UpdateLead", not_yet, AGENT("leads:write"), 0 },
-	{ "GetLead", not_yet, VIEWER("leads:read"), 0 },
-	{ "ListLeads", not_yet, VIEWER("leads:read"), 0 },
-	{ "DeleteLead", not_yet, ADMIN("leads:write"), 0 },
-	{ "CreateOrder", not_yet, AGENT("orders:write"), 0 },
-	{ "UpdateOrder", not_yet, AGENT("orders:write"), 0 },
-	{ "GetOrder", not_yet, VIEWER("orders:read"), 0 },
-	{ "ListOrders", not_yet, VIEWER("orders:read"), 0 },
-	{ "DeleteOrder", not_yet, ADMIN("orders:write"), 0 },
-	{ "UpdateOrderStatus", not_yet, AGENT("orders:write"), 0 },
-	{ "CreateAction", not_yet, PL_CALLER_SERVICE, NULL, 0 },
-	{ "ListActions", not_yet, VIEWER("actions:read"), 0 },
-	{ "GetAction", not_yet, VIEWER("actions:read"), 0 },
-	{ "ApproveAction", not_yet, AGENT("actions:write"), 0 },
-	{ "RejectAction", not_yet, AGENT("actions:write"), 0 },
+	{ "CreateLead", eg_create_lead, AGENT("leads:write"), 0 },
+	{ "UpdateLead", eg_update_lead, AGENT("leads:write"), 0 },
+	{ "GetLead", eg_get_lead, VIEWER("leads:read"), 0 },
+	{ "ListLeads", eg_list_leads, VIEWER("leads:read"), 0 },
+	{ "DeleteLead", eg_delete_lead, ADMIN("leads:write"), 0 },
+	{ "CreateOrder", eg_create_order, AGENT("orders:write"), 0 },
+	{ "UpdateOrder", eg_update_order, AGENT("orders:write"), 0 },
+	{ "GetOrder", eg_get_order, VIEWER("orders:read"), 0 },
+	{ "ListOrders", eg_list_orders, VIEWER("orders:read"), 0 },
+	{ "DeleteOrder", eg_delete_order, ADMIN("orders:write"), 0 },
+	{ "UpdateOrderStatus", eg_update_order_status, AGENT("orders:write"),
+	  0 },
+	{ "CreateAction", eg_create_action, PL_CALLER_SERVICE, NULL, 0 },
+	{ "ListActions", eg_list_actions, VIEWER("actions:read"), 0 },
+	{ "GetAction", eg_get_action, VIEWER("actions:read"), 0 },
+	{ "ApproveAction", eg_approve_action, AGENT("actions:write"), 0 },
+	{ "RejectAction", eg_reject_action, AGENT("actions:write"), 0 },
 	{ "CreateWebhookEndpoint", not_yet, ADMIN("webhooks:write"), 0 },
 	{ "UpdateWebhookEndpoint", not_yet, ADMIN("webhooks:write"), 0 },
 	{ "GetWebhookEndpoint", not_yet, ADMIN("webhooks:read"), 0 },
@@ -1133,11 +1142,15 @@ static const pl_rpc_method messaging_methods[] = {
 	{ "RotateWebhookSecret", not_yet, ADMIN("webhooks:write"), 0 },
 	{ "ListWebhookDeliveries", not_yet, ADMIN("webhooks:read"), 0 },
 	{ "RedeliverWebhook", not_yet, ADMIN("webhooks:write"), 0 },
-	NY("ImportContacts"),
-	NY("ImportConversations"),
-	NY("ImportOrders"),
-	NY("ImportCampaigns"),
-	NY("GetImportSummary"),
+	{ "ImportContacts", messaging_import_contacts, PL_CALLER_SERVICE, NULL,
+	  0 },
+	{ "ImportConversations", messaging_import_conversations,
+	  PL_CALLER_SERVICE, NULL, 0 },
+	{ "ImportOrders", messaging_import_orders, PL_CALLER_SERVICE, NULL, 0 },
+	{ "ImportCampaigns", messaging_import_campaigns, PL_CALLER_SERVICE,
+	  NULL, 0 },
+	{ "GetImportSummary", messaging_import_summary, PL_CALLER_SERVICE, NULL,
+	  0 },
 	{ NULL, NULL, 0, NULL, 0 },
 };
 
@@ -1158,7 +1171,7 @@ static char *cfg_tenants_url, *cfg_billing_url, *cfg_agents_url,
         *cfg_analytics_url;
 static int64_t cfg_inbox_workers, cfg_reply_workers, cfg_delivery_workers,
         cfg_retry_base, cfg_retry_max, cfg_max_attempts, cfg_send_timeout,
-        cfg_send_rate, cfg_poll, cfg_cache;
+        cfg_send_rate, cfg_poll, cfg_cache, cfg_lease;
 
 static const pl_cfg_entry messaging_cfg[] = {
 	{ "PARLEY_TENANTS_URL", PL_CFG_STRING, "", 0, 0, &cfg_tenants_url,
@@ -1187,8 +1200,12 @@ static const pl_cfg_entry messaging_cfg[] = {
 	  &cfg_send_rate, "messages per second per channel (default)" },
 	{ "PARLEY_MESSAGING_POLL", PL_CFG_DURATION, "200ms", 1, 60000,
 	  &cfg_poll, "workers' poll interval when idle" },
-	{ "PARLEY_MESSAGING_CHANNEL_CACHE", PL_CFG_DURATION, "30s", 0, 3600000,
+	{ "PARLEY_MESSAGING_CHANNEL_CACHE", PL_CFG_DURATION, "1s", 0, 3600000,
 	  &cfg_cache, "how long channel credentials are kept in memory" },
+	{ "PARLEY_MESSAGING_LEASE", PL_CFG_DURATION, "60s", 100, 3600000,
+	  &cfg_lease,
+	  "a claimed inbox row or reply is retried after this long (longer "
+	  "than an agent's answer)" },
 	{ NULL, 0, NULL, 0, 0, NULL, NULL },
 };
 
@@ -1206,6 +1223,8 @@ messaging_init(const pl_service_cfg *cfg, void **arg)
 	}
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
+	for (int k = 0; k < 3; k++)
+		pthread_cond_init(&s->cvk[k], NULL);
 	s->database_url = strdup(cfg->database_url ? cfg->database_url : "");
 	s->inbox_workers = cfg_inbox_workers;
 	s->reply_workers = cfg_reply_workers;
@@ -1216,6 +1235,7 @@ messaging_init(const pl_service_cfg *cfg, void **arg)
 	s->send_timeout_ms = cfg_send_timeout;
 	s->send_rate = cfg_send_rate;
 	s->poll_ms = cfg_poll;
+	s->lease_ms = cfg_lease;
 	rv = messaging_peers_open(&s->peers, cfg_tenants_url, cfg_billing_url,
 	                          cfg_agents_url, cfg->secret, cfg_cache);
 	if (rv == PL_OK && nz(cfg_analytics_url)) {
@@ -1287,6 +1307,8 @@ messaging_fini(void *arg)
 		pl_rpc_client_close(s->analytics);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
+	for (int k = 0; k < 3; k++)
+		pthread_cond_destroy(&s->cvk[k]);
 	free(s->database_url);
 	free(s);
 }
@@ -1298,7 +1320,7 @@ const pl_service_def messaging_service_def = {
 	.migrations = messaging_migrations,
 	// A constant (messaging_n_migrations is not one in C);
 	// unit_messaging_table checks that the two agree.
-	.n_migrations = MSG_N_MIGRATIONS,
+	.n_migrations = MESSAGING_N_MIGRATIONS,
 	.default_listen = "tcp://127.0.0.1:7104",
 	.default_ops_port = 9104,
 	.cfg = messaging_cfg,

@@ -25,8 +25,8 @@ extern const pl_rpc_service messaging_rpc_service;
 extern const pl_migration messaging_migrations[];
 extern const size_t messaging_n_migrations;
 
-#define MSG_SCHEMA        "messaging"
-#define MSG_N_MIGRATIONS  1
+#define MSG_SCHEMA "messaging"
+#include "messaging_migrations.h"       // MESSAGING_N_MIGRATIONS
 #define MSG_MAX_BODY      (1024 * 1024) // webhook bodies
 #define MSG_MAX_TEXT      (64 * 1024)   // inbound text
 #define MSG_MAX_SEND_TEXT 4096          // outbound text (WhatsApp's limit)
@@ -186,12 +186,12 @@ void messaging_peers_close(msg_peers *p);
 
 // The channel with its credentials (cached briefly). PL_NOT_FOUND when
 // tenants does not know it; PL_UNAVAILABLE when tenants is off or down.
+void messaging_peers_forget(msg_peers *p, const char *channel_id);
 int messaging_peers_channel(msg_peers *p, const char *channel_id, int type,
                             const char *tenant_id, const pl_call *parent,
                             msg_channel *out);
 
 // Forgets the cached channel (tests, credential changes).
-void messaging_peers_forget(msg_peers *p, const char *channel_id);
 
 // billing.ReserveUsage(messages, 1, key). PL_OK allowed (also when billing
 // is off), PL_RESOURCE_EXHAUSTED refused, other codes: could not ask.
@@ -221,13 +221,27 @@ typedef struct msg_service {
 	int64_t inbox_workers, reply_workers, delivery_workers;
 	int64_t retry_base_ms, retry_max_ms, max_attempts;
 	int64_t send_timeout_ms, send_rate, poll_ms, window_ms;
+	int64_t lease_ms; // inbox and reply claims (a dead worker's work waits
+	                  // this long)
 	// wakes the workers when work arrives in this process
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	uint64_t kick;
+	// per worker kind (msg_work): only the kind that has work is woken
+	pthread_cond_t cvk[3];
+	uint64_t kickk[3];
 } msg_service;
 
+typedef enum msg_work {
+	MSG_WORK_INBOX = 0,
+	MSG_WORK_REPLY = 1,
+	MSG_WORK_DELIVERY = 2,
+} msg_work;
+
+// Wakes every worker (work of any kind arrived in this process).
 void messaging_kick(msg_service *s);
+// Wakes the workers of one kind.
+void messaging_kick_kind(msg_service *s, msg_work kind);
 
 int messaging_workers_start(msg_service *s);
 void messaging_workers_stop(msg_service *s);
@@ -268,6 +282,14 @@ int messaging_store_inbox_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
 int messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
                                const char *error);
 
+// The inbox fast path, inside the caller's transaction (opened with tenant
+// "*"): locks the oldest due row (1, 0 none, <0 status negated), switches
+// the transaction's tenant, marks the row done.
+int messaging_store_inbox_lock_next(pl_db *db, pl_arena *a, msg_inbox_row *row);
+int messaging_store_tx_tenant(pl_db *db, const char *tenant_id);
+int messaging_store_inbox_done_tx(pl_db *db, const msg_inbox_row *row,
+                                  const char *error);
+
 // Phase A of an inbound message: contact, conversation, message, event, all
 // in one transaction. duplicate: the provider id was seen (nothing new).
 typedef struct msg_ingest {
@@ -281,6 +303,12 @@ typedef struct msg_ingest {
 
 int messaging_store_ingest(pl_db *db, const msg_ingest *in, pl_arena *a,
                            msg_message_pb **msg, bool *duplicate);
+// The same inside the caller's transaction (tenant set).
+int messaging_store_ingest_tx(pl_db *db, const msg_ingest *in, pl_arena *a,
+                              msg_message_pb **msg, bool *duplicate);
+int messaging_store_apply_status_tx(pl_db *db, const char *tenant_id,
+                                    const char *channel_id, const msg_item *st,
+                                    pl_arena *a);
 
 // Applies a status forward-only, or keeps it when the id is unknown.
 int messaging_store_apply_status(pl_db *db, const char *tenant_id,
@@ -302,6 +330,8 @@ typedef struct msg_pending {
 	char created_at[40];
 } msg_pending;
 
+int messaging_store_reply_retry_in(pl_db *db, const char *tenant_id,
+                                   const char *message_id, int64_t ms);
 int messaging_store_reply_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
                                 msg_pending *p);
 
@@ -464,5 +494,14 @@ int messaging_store_webchat_poll(pl_call *call, pl_db *db,
 // A cursor (base64url of text) and back.
 char *messaging_cursor_encode(pl_arena *a, const char *s);
 char *messaging_cursor_decode(pl_arena *a, const char *tok);
+
+// ---------------------------------------------------------------------------
+// Legacy import (import.c, issue 10): the bulk RPCs, idempotent by legacy id.
+
+int messaging_import_contacts(pl_call *call, const void *in, void *out);
+int messaging_import_conversations(pl_call *call, const void *in, void *out);
+int messaging_import_orders(pl_call *call, const void *in, void *out);
+int messaging_import_campaigns(pl_call *call, const void *in, void *out);
+int messaging_import_summary(pl_call *call, const void *in, void *out);
 
 #endif

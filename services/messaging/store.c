@@ -12,6 +12,7 @@
 #include "pl/id.h"
 #include "pl/log.h"
 #include "messaging.h"
+#include "engage.h"
 
 #define TS(x) "messaging.fmt_ts(" x ")"
 
@@ -428,6 +429,74 @@ messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
 	return rv;
 }
 
+// The inbox fast path: the caller's transaction (tenant "*") locks the
+// oldest due row, switches to the row's tenant, ingests every item and marks
+// the row done, all in one transaction: the row lock is the lease (a crash
+// rolls everything back and frees the row), one commit instead of three.
+int
+messaging_store_inbox_lock_next(pl_db *db, pl_arena *a, msg_inbox_row *row)
+{
+	PGresult *r = NULL;
+	const char *b64;
+	size_t cap, bl = 0;
+	int rv;
+
+	// Service-level: the inbox spans tenants (tenant "*").
+	rv = exec_ok(db,
+	             "SELECT tenant_id, id, channel_id, channel_type, "
+	             "encode(body, 'base64') FROM messaging.inbox WHERE "
+	             "processed_at IS NULL AND (lease_until IS NULL OR "
+	             "lease_until < now()) ORDER BY received_at LIMIT 1 FOR "
+	             "UPDATE SKIP LOCKED",
+	             0, NULL, &r);
+	if (rv != PL_OK)
+		return -rv;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		return 0;
+	}
+	snprintf(row->tenant_id, 40, "%s", PQgetvalue(r, 0, 0));
+	snprintf(row->id, 40, "%s", PQgetvalue(r, 0, 1));
+	snprintf(row->channel_id, 40, "%s", PQgetvalue(r, 0, 2));
+	row->channel_type = atoi(PQgetvalue(r, 0, 3));
+	b64 = PQgetvalue(r, 0, 4);
+	cap = strlen(b64) + 1;
+	row->body = pl_arena_alloc(a, cap);
+	if (row->body == NULL ||
+	    sodium_base642bin(row->body, cap, b64, strlen(b64), "\n", &bl, NULL,
+	                      sodium_base64_VARIANT_ORIGINAL) != 0) {
+		PQclear(r);
+		return -PL_INTERNAL;
+	}
+	row->len = bl;
+	PQclear(r);
+	return 1;
+}
+
+int
+messaging_store_tx_tenant(pl_db *db, const char *tenant_id)
+{
+	const char *p[1] = { tenant_id };
+
+	return exec_ok(db,
+	               "SELECT set_config('" PL_DB_TENANT_SETTING "', $1, "
+	               "true)",
+	               1, p, NULL);
+}
+
+int
+messaging_store_inbox_done_tx(pl_db *db, const msg_inbox_row *row,
+                              const char *error)
+{
+	const char *p[3] = { row->tenant_id, row->id, error };
+
+	return exec_ok(db,
+	               "UPDATE messaging.inbox SET processed_at = now(), "
+	               "attempts = attempts + 1, last_error = $3, lease_until "
+	               "= NULL WHERE tenant_id = $1 AND id = $2",
+	               3, p, NULL);
+}
+
 // ---------------------------------------------------------------------------
 // Ingest (phase A)
 
@@ -639,6 +708,10 @@ ingest_fn(pl_db *db, void *arg)
 		             2, (const char *const[]){ p[0], p[2] }, NULL)) !=
 		    PL_OK)
 			return rv;
+		if ((rv = engage_on_inbound(db, in->tenant_id, contact_id,
+		                            conv_id, in->channel_id, msg_id,
+		                            it->text)) != PL_OK)
+			return rv; // opt-out keywords (engagement)
 	}
 	{
 		json_t *d = json_pack("{s:s, s:s, s:s}", "channel_id",
@@ -675,6 +748,18 @@ ingest_fn(pl_db *db, void *arg)
 		PQclear(r);
 	}
 	return PL_OK;
+}
+
+int
+messaging_store_ingest_tx(pl_db *db, const msg_ingest *in, pl_arena *a,
+                          msg_message_pb **msg, bool *duplicate)
+{
+	ingest x = { in, a, NULL, false };
+	int rv = ingest_fn(db, &x);
+
+	*msg = x.msg;
+	*duplicate = x.dup;
+	return rv;
 }
 
 int
@@ -825,6 +910,16 @@ status_fn(pl_db *db, void *arg)
 }
 
 int
+messaging_store_apply_status_tx(pl_db *db, const char *tenant_id,
+                                const char *channel_id, const msg_item *st,
+                                pl_arena *a)
+{
+	status_x x = { tenant_id, channel_id, st, a, false, false, NULL };
+
+	return status_fn(db, &x);
+}
+
+int
 messaging_store_apply_status(pl_db *db, const char *tenant_id,
                              const char *channel_id, const msg_item *st,
                              pl_arena *a, bool *applied, bool *deferred,
@@ -955,6 +1050,37 @@ reply_claim_fn(pl_db *db, void *arg)
 		PQclear(r);
 	}
 	return PL_OK;
+}
+
+// Shortens a claimed message's lease so it is tried again in ms (a peer
+// that could not be asked may answer in a moment; the whole lease would
+// keep the customer waiting).
+typedef struct retry_arg {
+	const char *p[3];
+} retry_arg;
+
+static int
+retry_fn(pl_db *db, void *arg)
+{
+	retry_arg *x = arg;
+	return pl_db_command(
+	        db,
+	        "UPDATE messaging.messages SET reply_lease_until = "
+	        "now() + $3::int * interval '1 millisecond' WHERE "
+	        "tenant_id = $1 AND id = $2 AND reply_state = "
+	        "'pending'",
+	        3, x->p);
+}
+
+int
+messaging_store_reply_retry_in(pl_db *db, const char *tenant_id,
+                               const char *message_id, int64_t ms)
+{
+	char when[24];
+	retry_arg x = { { tenant_id, message_id, when } };
+
+	snprintf(when, sizeof(when), "%lld", (long long)ms);
+	return pl_db_tx(db, tenant_id, retry_fn, &x);
 }
 
 int
@@ -1172,6 +1298,10 @@ reply_fin_fn(pl_db *db, void *arg)
 		        "WHERE tenant_id = $1 AND id = $2",
 		        4, q, NULL);
 	}
+	if (rv == PL_OK) // leads and proposed actions (engagement)
+		rv = engage_on_reply(db, pd->tenant_id, pd->contact_id,
+		                     pd->conversation_id, pd->message_id,
+		                     rr->agent_id, rr->metadata_json);
 	return rv;
 }
 

@@ -13,8 +13,8 @@
 
 #include "pl/log.h"
 #include "messaging.h"
+#include "engage.h"
 
-#define LEASE_MS    60000
 #define MAX_THREADS 32
 #define RATE_SLOTS  128
 
@@ -45,11 +45,27 @@ messaging_kick(msg_service *s)
 	pthread_mutex_lock(&s->mu);
 	s->kick++;
 	pthread_cond_broadcast(&s->cv);
+	for (int k = 0; k < 3; k++) {
+		s->kickk[k]++;
+		pthread_cond_broadcast(&s->cvk[k]);
+	}
 	pthread_mutex_unlock(&s->mu);
 }
 
+void
+messaging_kick_kind(msg_service *s, msg_work kind)
+{
+	pthread_mutex_lock(&s->mu);
+	s->kickk[kind]++;
+	// One waiting worker is enough: it loops while it finds work.
+	pthread_cond_signal(&s->cvk[kind]);
+	pthread_mutex_unlock(&s->mu);
+}
+
+// Sleeps until work of this kind is announced in this process or the poll
+// interval passes (work queued by other replicas is found by polling).
 static void
-idle(msg_service *s, uint64_t seen)
+idle(msg_service *s, int kind, uint64_t seen)
 {
 	struct timespec ts;
 
@@ -58,16 +74,104 @@ idle(msg_service *s, uint64_t seen)
 	ts.tv_sec += s->poll_ms / 1000 + ts.tv_nsec / 1000000000L;
 	ts.tv_nsec %= 1000000000L;
 	pthread_mutex_lock(&s->mu);
-	if (s->kick == seen)
-		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+	while (s->kickk[kind] == seen && !s->workers->stop)
+		if (pthread_cond_timedwait(&s->cvk[kind], &s->mu, &ts) != 0)
+			break;
 	pthread_mutex_unlock(&s->mu);
 }
 
 // ---------------------------------------------------------------------------
 // Inbox
 
+// The fast path: one transaction per inbox row (see
+// messaging_store_inbox_lock_next). A row whose transaction fails is handed
+// to the leased path below, which retries it item by item after the lease.
+typedef struct inbox_tx {
+	msg_service *s;
+	pl_arena *a;
+	msg_inbox_row row;
+	int got;
+	int done;
+} inbox_tx;
+
+static int
+inbox_tx_fn(pl_db *db, void *arg)
+{
+	inbox_tx *x = arg;
+	msg_items items;
+	msg_channel ch;
+	char err[256] = "";
+	int rv;
+
+	x->done = 0;
+	x->got = messaging_store_inbox_lock_next(db, x->a, &x->row);
+	if (x->got <= 0)
+		return x->got < 0 ? -x->got : PL_OK;
+	if ((rv = messaging_store_tx_tenant(db, x->row.tenant_id)) != PL_OK)
+		return rv;
+	if (messaging_parse_webhook(x->row.channel_type, x->row.body,
+	                            x->row.len, x->a, &items, err,
+	                            sizeof(err)) != PL_OK)
+		return messaging_store_inbox_done_tx(db, &x->row, err);
+	// Cached (channel cache); a miss asks tenants with the row locked.
+	if (messaging_peers_channel(x->s->peers, x->row.channel_id,
+	                            x->row.channel_type, x->row.tenant_id, NULL,
+	                            &ch) != PL_OK)
+		memset(&ch, 0, sizeof(ch));
+	for (size_t i = 0; i < items.n; i++) {
+		msg_item *it = &items.v[i];
+		if (it->kind == MSG_ITEM_MESSAGE) {
+			msg_ingest in = { x->row.tenant_id,
+				          x->row.channel_id,
+				          x->row.channel_type,
+				          ch.agent_id,
+				          it,
+				          true };
+			msg_message_pb *m;
+			bool dup;
+			if (it->text && strlen(it->text) > MSG_MAX_TEXT)
+				((char *)it->text)[MSG_MAX_TEXT] = '\0';
+			rv = messaging_store_ingest_tx(db, &in, x->a, &m, &dup);
+		} else {
+			rv = messaging_store_apply_status_tx(
+			        db, x->row.tenant_id, x->row.channel_id, it,
+			        x->a);
+		}
+		if (rv != PL_OK)
+			return rv;
+		x->done++;
+	}
+	return messaging_store_inbox_done_tx(db, &x->row, NULL);
+}
+
+static int inbox_leased(msg_service *s, pl_db *db, pl_arena *a);
+
 int
 messaging_inbox_once(msg_service *s, pl_db *db, pl_arena *a)
+{
+	inbox_tx x;
+	int rv;
+
+	memset(&x, 0, sizeof(x));
+	x.s = s;
+	x.a = a;
+	// Service-level: the inbox spans tenants (tenant "*"); the
+	// transaction switches to the row's tenant before its work.
+	rv = pl_db_tx(db, "*", inbox_tx_fn, &x);
+	if (rv == PL_OK) {
+		if (x.done > 0)
+			messaging_kick_kind(s, MSG_WORK_REPLY);
+		return x.got;
+	}
+	pl_warn("inbox row %s failed in one transaction (%s); retrying it "
+	        "item by item",
+	        x.got > 0 ? x.row.id : "?", pl_status_name(rv));
+	return inbox_leased(s, db, a) < 0 ? -rv : 1;
+}
+
+// The leased path: claim under a lease, one transaction per item.
+static int
+inbox_leased(msg_service *s, pl_db *db, pl_arena *a)
 {
 	msg_inbox_row row;
 	msg_items items;
@@ -75,7 +179,7 @@ messaging_inbox_once(msg_service *s, pl_db *db, pl_arena *a)
 	char err[256] = "";
 	int got, rv, done = 0;
 
-	got = messaging_store_inbox_claim(db, LEASE_MS, a, &row);
+	got = messaging_store_inbox_claim(db, s->lease_ms, a, &row);
 	if (got <= 0)
 		return got;
 	rv = messaging_parse_webhook(row.channel_type, row.body, row.len, a,
@@ -118,7 +222,7 @@ messaging_inbox_once(msg_service *s, pl_db *db, pl_arena *a)
 	}
 	messaging_store_inbox_done(db, &row, NULL);
 	if (done > 0)
-		messaging_kick(s);
+		messaging_kick_kind(s, MSG_WORK_REPLY);
 	return 1;
 }
 
@@ -194,12 +298,12 @@ messaging_reply_once(msg_service *s, pl_db *db, pl_arena *a)
 {
 	msg_pending pd;
 	msg_reply_result rr = { 0 };
-	msg_channel ch;
+	msg_channel ch = { 0 };
 	char reply_id[40], why[256];
 	int got, rv;
 
 	memset(&pd, 0, sizeof(pd));
-	got = messaging_store_reply_claim(db, LEASE_MS, a, &pd);
+	got = messaging_store_reply_claim(db, s->lease_ms, a, &pd);
 	if (got <= 0)
 		return got;
 	rr.outcome = "no_agent";
@@ -215,9 +319,12 @@ messaging_reply_once(msg_service *s, pl_db *db, pl_arena *a)
 		goto finish;
 	}
 	if (rv != PL_OK) {
-		// Billing could not be asked: try again after the lease.
+		// Billing could not be asked, or has no subscription yet (a
+		// tenant's first message can beat its trial): try again soon.
 		pl_warn("could not reserve usage for message %s: %s",
 		        pd.message_id, pl_status_name(rv));
+		messaging_store_reply_retry_in(db, pd.tenant_id, pd.message_id,
+		                               1000);
 		return 1;
 	}
 	if (strcmp(pd.owner, "human") == 0) {
@@ -226,7 +333,15 @@ messaging_reply_once(msg_service *s, pl_db *db, pl_arena *a)
 	}
 	if (messaging_peers_channel(s->peers, pd.channel_id, 0, pd.tenant_id,
 	                            NULL, &ch) == PL_OK &&
-	    ch.agent_id[0] != '\0')
+	    ch.agent_id[0] == '\0') {
+		// A cached "no agent" may predate the agent's attachment: ask
+		// tenants once more before leaving the customer unanswered.
+		messaging_peers_forget(s->peers, pd.channel_id);
+		if (messaging_peers_channel(s->peers, pd.channel_id, 0,
+		                            pd.tenant_id, NULL, &ch) != PL_OK)
+			ch.agent_id[0] = '\0';
+	}
+	if (ch.agent_id[0] != '\0')
 		snprintf(pd.agent_id, sizeof(pd.agent_id), "%s", ch.agent_id);
 	if (pd.agent_id[0] == '\0' || !messaging_peers_has_agents(s->peers) ||
 	    pd.text == NULL || pd.text[0] == '\0') {
@@ -281,7 +396,7 @@ finish:
 		pl_warn("could not finish message %s: %s", pd.message_id,
 		        pl_status_name(rv));
 	else if (reply_id[0])
-		messaging_kick(s);
+		messaging_kick_kind(s, MSG_WORK_DELIVERY);
 	return 1;
 }
 
@@ -387,7 +502,8 @@ deliver_one(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 	snd.type = d.type;
 	snd.text = d.text;
 	snd.media_url = d.media_url;
-	if (messaging_build_send(&snd, a, &url, &headers, &body) != PL_OK) {
+	if (engage_build_send(db, &d, &snd, a, &url, &headers, &body) !=
+	    PL_OK) {
 		messaging_store_delivery_failed(db, &d, "unsupported",
 		                                "this channel cannot send it");
 		return 1;
@@ -455,7 +571,7 @@ worker_main(void *arg)
 		uint64_t seen;
 		int n;
 		pthread_mutex_lock(&s->mu);
-		seen = s->kick;
+		seen = s->kickk[ta->kind];
 		pthread_mutex_unlock(&s->mu);
 		pl_arena_reset(&a);
 		if (ta->kind == 0)
@@ -465,7 +581,7 @@ worker_main(void *arg)
 		else
 			n = deliver_one(s, db, http, &a, w);
 		if (n <= 0 && !w->stop)
-			idle(s, seen);
+			idle(s, ta->kind, seen);
 	}
 	pl_arena_fini(&a);
 	if (http)
@@ -495,7 +611,7 @@ messaging_workers_start(msg_service *s)
 				break;
 			w->nth++;
 		}
-	return PL_OK;
+	return engage_start(s); // campaign senders (engagement)
 }
 
 void
@@ -505,6 +621,7 @@ messaging_workers_stop(msg_service *s)
 
 	if (w == NULL)
 		return;
+	engage_stop(s); // campaign senders (engagement)
 	w->stop = true;
 	messaging_kick(s);
 	for (int i = 0; i < w->nth; i++)

@@ -1,0 +1,271 @@
+// Benchmark: a 50,000-recipient campaign with no rate limit to the fake
+// provider (real PostgreSQL, the service's own sender threads and delivery
+// workers). Prints the time to enqueue every recipient (campaign
+// completed) and to deliver every message, and messages per second.
+// Target on 2 cores: >= 1,000 messages/s.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "engage.h"
+#include "fake_provider.h"
+#include "pgh.h"
+#include "pl/id.h"
+#include "svch.h"
+
+#define T1   "0190b000-0000-7000-8000-000000000001"
+#define U1   "0190b000-0000-7000-8000-0000000000a1"
+#define C_WA "0190b000-0000-7000-8000-0000000000c1"
+#define M(x) Parley__Messaging__V1__##x
+#define MS   "/parley.messaging.v1.Messaging/"
+
+static pgh pg;
+static svch h;
+static fake_provider *fp;
+static pl_rpc_server *peers;
+
+static volatile bool billing_refuse;
+static volatile int reserved;
+
+// ---------------------------------------------------------------------------
+// Fake peers: tenants (one WhatsApp channel of T1), billing.
+
+static int
+peer_handler(pl_call *call, const void *inp, void *outp)
+{
+	const char *m = strrchr(call->method, '/') + 1;
+
+	if (strcmp(m, "ResolveChannel") == 0 ||
+	    strcmp(m, "GetChannelSecrets") == 0) {
+		Parley__Tenants__V1__Channel *ch =
+		        pl_arena_zalloc(call->arena, sizeof(*ch));
+		parley__tenants__v1__channel__init(ch);
+		ch->id = C_WA;
+		ch->type = 1;
+		ch->status =
+		        PARLEY__TENANTS__V1__CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE;
+		ch->api_base_url = (char *)fake_provider_url(fp);
+		ch->phone_number_id = "1122334455667";
+		if (m[0] == 'R') {
+			Parley__Tenants__V1__ResolveChannelResponse *o = outp;
+			o->tenant_id = T1;
+			o->channel = ch;
+		} else {
+			Parley__Tenants__V1__GetChannelSecretsResponse *o =
+			        outp;
+			o->channel = ch;
+			o->access_token = "tok";
+			o->app_secret = "s";
+		}
+		(void)inp;
+		return PL_OK;
+	}
+	if (strcmp(m, "GetEntitlements") == 0) {
+		Parley__Billing__V1__GetEntitlementsResponse *o = outp;
+		Parley__Billing__V1__Features *f =
+		        pl_arena_zalloc(call->arena, sizeof(*f));
+		parley__billing__v1__features__init(f);
+		f->campaigns = true;
+		o->active = true;
+		o->features = f;
+		return PL_OK;
+	}
+	if (strcmp(m, "ReserveUsage") == 0) {
+		const Parley__Billing__V1__ReserveUsageRequest *in = inp;
+		if (billing_refuse &&
+		    in->metric == PARLEY__BILLING__V1__METRIC__METRIC_MESSAGES)
+			return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+			                     "messages_per_day");
+		if (in->metric == PARLEY__BILLING__V1__METRIC__METRIC_MESSAGES)
+			__sync_fetch_and_add(&reserved, (int)in->amount);
+		return PL_OK;
+	}
+	return pl_call_error(call, PL_UNIMPLEMENTED, "fake peer: %s", m);
+}
+
+static pl_rpc_service psvc[2];
+static const pl_rpc_service *psvcs[3];
+
+static int
+start_peers(void)
+{
+	pl_rpc_server_config c = { 0 };
+	psvc[0].desc = &parley__tenants__v1__tenants__descriptor;
+	psvc[1].desc = &parley__billing__v1__billing__descriptor;
+	for (int i = 0; i < 2; i++) {
+		const ProtobufCServiceDescriptor *d = psvc[i].desc;
+		pl_rpc_method *t = calloc(d->n_methods + 1, sizeof(*t));
+		for (unsigned j = 0; j < d->n_methods; j++) {
+			t[j].name = d->methods[j].name;
+			t[j].handler = peer_handler;
+			t[j].access = PL_CALLER_PUBLIC;
+		}
+		psvc[i].methods = t;
+		psvcs[i] = &psvc[i];
+	}
+	c.name = "fake-peers";
+	c.listen = "inproc://engage-peers";
+	c.workers = 4;
+	c.secret = SVCH_SECRET;
+	if (pl_rpc_server_open(&peers, &c, psvcs) != PL_OK)
+		return -1;
+	return pl_rpc_server_start(peers) == PL_OK ? 0 : -1;
+}
+
+static const char *const env[] = {
+	"PARLEY_TENANTS_URL=inproc://engage-peers",
+	"PARLEY_BILLING_URL=inproc://engage-peers",
+	"PARLEY_SERVICE_SECRET=" SVCH_SECRET,
+	"PARLEY_MESSAGING_POLL=20ms",
+	"PARLEY_MESSAGING_SEND_RATE=100000",
+	"PARLEY_MESSAGING_DELIVERY_WORKERS=8",
+	"PARLEY_MESSAGING_CHANNEL_CACHE=60s",
+	"PARLEY_MESSAGING_CAMPAIGN_SENDERS=2",
+	NULL,
+};
+
+static long
+sqlv(const char *sql)
+{
+	PGconn *c = PQconnectdb(h.admin_url);
+	PGresult *r = PQexec(c, sql);
+	long v = -1;
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+		v = atol(PQgetvalue(r, 0, 0));
+	else if (PQresultStatus(r) == PGRES_COMMAND_OK)
+		v = 0;
+	else
+		fprintf(stderr, "sql: %s\n", PQerrorMessage(c));
+	PQclear(r);
+	PQfinish(c);
+	return v;
+}
+
+int
+main(int argc, char **argv)
+{
+	int n = argc > 1 ? atoi(argv[1]) : 50000;
+	pl_principal p = svch_user(T1, U1, PARLEY__RPC__V1__ROLE__ROLE_ADMIN);
+	pl_rpc_opts o = { 0 };
+	M(CreateTemplateRequest)
+	tq = PARLEY__MESSAGING__V1__CREATE_TEMPLATE_REQUEST__INIT;
+	M(CreateTemplateResponse) *tr = NULL;
+	M(SetTemplateStatusRequest)
+	sq = PARLEY__MESSAGING__V1__SET_TEMPLATE_STATUS_REQUEST__INIT;
+	M(CreateCampaignRequest)
+	cq = PARLEY__MESSAGING__V1__CREATE_CAMPAIGN_REQUEST__INIT;
+	M(CreateCampaignResponse) *cr = NULL;
+	M(StartCampaignRequest)
+	st = PARLEY__MESSAGING__V1__START_CAMPAIGN_REQUEST__INIT;
+	M(ParameterBinding) b = PARLEY__MESSAGING__V1__PARAMETER_BINDING__INIT;
+	M(ParameterBinding) * bs[1] = { &b };
+	Parley__Rpc__V1__Json comp = PARLEY__RPC__V1__JSON__INIT;
+	void *out = NULL;
+	char sql[1024], sent_sql[512];
+	int64_t t0, t_enq = 0;
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	if (pgh_start(&pg) != 0) {
+		fprintf(stderr, "bench_campaigns: no PostgreSQL\n");
+		return 1;
+	}
+	for (int i = 0; env[i]; i++)
+		putenv((char *)env[i]);
+	putenv("PARLEY_LOG_LEVEL=warn");
+	if (fake_provider_start(&fp) != 0 || start_peers() != 0 ||
+	    svch_start(&h, &pg, &messaging_service_def, 2, env) != 0 ||
+	    messaging_service_def.start(h.arg) != PL_OK) {
+		fprintf(stderr, "bench_campaigns: could not start\n");
+		return 1;
+	}
+	o.principal = &p;
+	comp.text = "{\"body\":{\"text\":\"Hello {{1}}, spring sale!\"}}";
+	tq.channel_id = C_WA;
+	tq.name = "bench";
+	tq.language = "en_US";
+	tq.category = 1;
+	tq.components = &comp;
+	if (pl_rpc_call(
+	            h.cli, MS "CreateTemplate", &tq.base,
+	            &parley__messaging__v1__create_template_response__descriptor,
+	            (void **)&tr, &h.arena, &o, NULL) != PL_OK)
+		return 1;
+	sq.id = tr->id;
+	sq.status = 3;
+	pl_rpc_call(
+	        h.cli, MS "SetTemplateStatus", &sq.base,
+	        &parley__messaging__v1__set_template_status_response__descriptor,
+	        &out, &h.arena, &o, NULL);
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO messaging.contacts (tenant_id, id, channel_id, "
+	         "external_id, external_id_kind, name) SELECT '%s', "
+	         "gen_random_uuid(), '%s', (5511900000000 + g)::text, 'phone', "
+	         "'n' || g FROM generate_series(1, %d) g",
+	         T1, C_WA, n);
+	sqlv(sql);
+	cq.name = "bench";
+	cq.channel_id = C_WA;
+	cq.template_id = tr->id;
+	b.index = 1;
+	b.contact_field = "name";
+	cq.parameters = bs;
+	cq.n_parameters = 1;
+	if (pl_rpc_call(
+	            h.cli, MS "CreateCampaign", &cq.base,
+	            &parley__messaging__v1__create_campaign_response__descriptor,
+	            (void **)&cr, &h.arena, &o, NULL) != PL_OK)
+		return 1;
+	st.id = cr->id;
+	t0 = pl_now_ns();
+	if (pl_rpc_call(
+	            h.cli, MS "StartCampaign", &st.base,
+	            &parley__messaging__v1__start_campaign_response__descriptor,
+	            &out, &h.arena, &o, NULL) != PL_OK)
+		return 1;
+	printf("recipients written at start: %.2f s\n",
+	       (double)(pl_now_ns() - t0) / 1e9);
+	snprintf(sql, sizeof(sql),
+	         "SELECT (status = 'completed')::int FROM messaging.campaigns "
+	         "WHERE id = '%s'",
+	         cr->id);
+	{
+		char q2[512];
+		snprintf(q2, sizeof(q2),
+		         "SELECT count(*) FROM messaging.messages WHERE "
+		         "metadata->>'campaign_id' = '%s' AND status = 'sent'",
+		         cr->id);
+		strcpy(sent_sql, q2);
+	}
+	for (;;) {
+		// Answered by the provider (the fake records only 1,024).
+		int got = (int)sqlv(sent_sql);
+		if (t_enq == 0 && sqlv(sql) == 1)
+			t_enq = pl_now_ns();
+		if (got >= n || pl_now_ns() - t0 > 600 * 1000000000LL)
+			break;
+		usleep(50000);
+		if (getenv("BENCH_VERBOSE"))
+			fprintf(stderr, "%.1f s: %d delivered\n",
+			        (double)(pl_now_ns() - t0) / 1e9, got);
+	}
+	{
+		double secs = (double)(pl_now_ns() - t0) / 1e9;
+		int got = (int)sqlv(sent_sql);
+		printf("campaign: %d recipients, enqueued in %.2f s, %d "
+		       "delivered "
+		       "to the provider in %.2f s: %.0f messages/s (target >= "
+		       "1000)\n",
+		       n, t_enq ? (double)(t_enq - t0) / 1e9 : -1.0, got, secs,
+		       got / secs);
+	}
+	svch_stop(&h);
+	pl_rpc_server_close(peers);
+	for (int i = 0; i < 2; i++)
+		free((void *)psvc[i].methods);
+	fake_provider_stop(fp);
+	pgh_stop(&pg);
+	return 0;
+}
