@@ -14,7 +14,7 @@ PKGS_BUILD=(
 PKGS_TEST=(
 	postgresql-15 postgresql-contrib
 	clang libclang-rt-14-dev clang-format
-	curl procps docker-compose jq python3
+	curl procps docker-compose jq python3 chromium chromium-driver
 )
 # Only for the benchmarks' gRPC baseline; skipped with PARLEY_NO_BENCH_DEPS=1.
 PKGS_BENCH=(libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler)

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -219,6 +220,10 @@ stack_start(stack *s, const char *const *env)
 		envp[ne] = buf[ne];                                            \
 		ne++;                                                          \
 	} while (0)
+	// The caller's settings first: getenv() takes the first match, so
+	// they override the defaults below.
+	for (int i = 0; env != NULL && env[i] != NULL && ne < 64; i++)
+		ENV("%s", env[i]);
 	ENV("PATH=/usr/bin:/bin");
 	ENV("PARLEY_SERVICE_SECRET=%s", s->secret);
 	ENV("PARLEY_CREDENTIALS_KEY=%s", s->cred_key);
@@ -235,8 +240,6 @@ stack_start(stack *s, const char *const *env)
 		ENV("PARLEY_%s_URL=tcp://127.0.0.1:%d", up,
 		    s->procs[i].rpc_port);
 	}
-	for (int i = 0; env != NULL && env[i] != NULL && ne < 80; i++)
-		ENV("%s", env[i]);
 	base = ne;
 #undef ENV
 
@@ -275,9 +278,12 @@ stack_start(stack *s, const char *const *env)
 			fprintf(stderr, "stack: could not start %s\n", p->name);
 			return -2;
 		}
-		snprintf(
-		        url, sizeof(url), "http://127.0.0.1:%d/%s", p->ops_port,
-		        strcmp(p->name, "gateway") == 0 ? "healthz" : "readyz");
+		// The gateway has no ops endpoints: its public OpenAPI
+		// document answers once it serves HTTP.
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/%s",
+		         p->ops_port,
+		         strcmp(p->name, "gateway") == 0 ? "v1/openapi.json"
+		                                         : "readyz");
 		if (wait_ready(p->pid, url) != 0) {
 			fprintf(stderr, "stack: %s did not become ready\n",
 			        p->name);
@@ -330,20 +336,61 @@ stack_peak_rss_kb(pid_t pid)
 	return kb;
 }
 
+// One keep-alive client per calling thread, closed when the thread ends
+// (or by stack_http_release).
+static pthread_key_t http_key;
+static pthread_once_t http_once = PTHREAD_ONCE_INIT;
+
+static void
+http_client_free(void *c)
+{
+	pl_httpc_close(c);
+}
+
+static void
+http_key_init(void)
+{
+	pthread_key_create(&http_key, http_client_free);
+}
+
+void
+stack_http_release(void)
+{
+	pl_httpc *c;
+	pthread_once(&http_once, http_key_init);
+	if ((c = pthread_getspecific(http_key)) != NULL) {
+		pthread_setspecific(http_key, NULL);
+		pl_httpc_close(c);
+	}
+}
+
 int
 stack_http(stack *s, const char *method, const char *path, const char *bearer,
            const char *body, const char *const *headers, long *status,
            char **out)
 {
-	static __thread pl_httpc *c;
+	return stack_http_n(s, method, path, bearer, body,
+	                    body ? strlen(body) : 0, headers, status, out);
+}
+
+int
+stack_http_n(stack *s, const char *method, const char *path, const char *bearer,
+             const char *body, size_t body_len, const char *const *headers,
+             long *status, char **out)
+{
+	pl_httpc *c;
 	pl_httpc_req req = { 0 };
 	pl_httpc_resp resp;
 	const char *hdrs[24];
 	char auth[512], url[1024];
 	int n = 0, rv;
 
-	if (c == NULL && (c = pl_httpc_open()) == NULL)
-		return -1;
+	pthread_once(&http_once, http_key_init);
+	if ((c = pthread_getspecific(http_key)) == NULL) {
+		if ((c = pl_httpc_open()) == NULL)
+			return -1;
+		pthread_setspecific(http_key, c);
+	}
 	snprintf(url, sizeof(url), "%s%s", s->base_url, path);
 	if (bearer != NULL) {
 		snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
@@ -359,7 +406,7 @@ stack_http(stack *s, const char *method, const char *path, const char *bearer,
 	req.url = url;
 	req.headers = hdrs;
 	req.body = body;
-	req.body_len = body ? strlen(body) : 0;
+	req.body_len = body_len;
 	req.timeout_ms = 30000;
 	req.max_response = 16u << 20;
 	rv = pl_httpc_do(c, &req, &resp);

@@ -35,7 +35,9 @@ typedef struct stack {
 } stack;
 
 // Starts everything whose binary exists under the build tree; env adds
-// "NAME=value" settings (NULL-terminated list or NULL) to every process.
+// "NAME=value" settings (NULL-terminated list or NULL) to every process;
+// they override the stack's defaults (PARLEY_LOG_LEVEL=warn, ...), not the
+// per-process addresses.
 // Returns 0, -1 when PostgreSQL or a binary is missing (skip), -2 when
 // something failed to start (its log is printed).
 int stack_start(stack *s, const char *const *env);
@@ -61,5 +63,14 @@ long stack_peak_rss_kb(pid_t pid);
 int stack_http(stack *s, const char *method, const char *path,
                const char *bearer, const char *body, const char *const *headers,
                long *status, char **out);
+
+// Same with a body of body_len bytes (need not be NUL-terminated or text).
+int stack_http_n(stack *s, const char *method, const char *path,
+                 const char *bearer, const char *body, size_t body_len,
+                 const char *const *headers, long *status, char **out);
+
+// Closes the calling thread's keep-alive client now (it is also closed
+// when the thread exits). The next stack_http opens a new one.
+void stack_http_release(void);
 
 #endif

@@ -1,0 +1,402 @@
+// Issue 9's end-to-end benchmark: the whole stack on this machine
+// (tests/lib/stack), a built-in retrieval agent, signed WhatsApp webhooks
+// posted through the gateway by a load generator at fixed rates, and a
+// provider receiver on loopback that timestamps each reply. Prints, per
+// rate: messages posted and answered, msgs/s sustained, p50/p99 from the
+// POST to the provider receiving the reply; then each process's peak RSS;
+// then GET /v1/conversations?limit=20 with an API key, req/s.
+//
+//   bench_e2e [seconds per rate = 5] [rates = 200,500,1000,0 (0 = max)]
+//             [load threads = 8]
+//
+// Every message comes from its own sender, so a reply names its message
+// ("to"). Traffic stays on 127.0.0.1; every loop is bounded in time.
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "pl/httpd.h"
+#include "stack.h"
+
+#define MAX_MSGS (1 << 20)
+#define PNID     "190000000001"
+#define SECRET   "bench-app-secret"
+#define ANSWER   "We are open every day from 9am to 10pm."
+
+static stack S;
+static int64_t *t_post, *t_recv; // ns, by message index
+static atomic_int next_msg;
+static atomic_int received;
+static char channel_id[64];
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+// The provider: records when the reply to message i ("to": 34<9 digits>)
+// arrives.
+static void
+provider(const pl_http_req *req, pl_http_resp *resp, void *arg)
+{
+	static atomic_int ids;
+	char buf[96];
+	json_t *j = req->body ? json_loads(req->body, 0, NULL) : NULL;
+	const char *to = json_string_value(json_object_get(j, "to"));
+	(void)arg;
+	if (to != NULL && strlen(to) == 11) {
+		long i = atol(to + 2);
+		if (i >= 0 && i < MAX_MSGS && t_recv[i] == 0) {
+			t_recv[i] = now_ns();
+			atomic_fetch_add(&received, 1);
+		}
+	}
+	json_decref(j);
+	snprintf(buf, sizeof(buf), "{\"messages\":[{\"id\":\"wamid.b-%d\"}]}",
+	         atomic_fetch_add(&ids, 1));
+	pl_http_resp_set(resp, 200, "application/json", buf, strlen(buf));
+}
+
+static json_t *
+must(long want, const char *method, const char *path, const char *token,
+     const char *body)
+{
+	long st = 0;
+	char *out = NULL;
+	json_t *j;
+	if (stack_http(&S, method, path, token, body, NULL, &st, &out) != 0 ||
+	    st != want) {
+		fprintf(stderr, "%s %s: HTTP %ld (want %ld): %.400s\n", method,
+		        path, st, want, out ? out : "");
+		exit(1);
+	}
+	j = out ? json_loads(out, 0, NULL) : NULL;
+	free(out);
+	return j ? j : json_object();
+}
+
+static const char *
+jstr(json_t *j, const char *k1, const char *k2)
+{
+	j = json_object_get(j, k1);
+	if (k2)
+		j = json_object_get(j, k2);
+	return json_is_string(j) ? json_string_value(j) : "";
+}
+
+// ---------------------------------------------------------------------------
+// Load
+
+typedef struct load {
+	double rate; // msgs/s for this thread; 0: as fast as it can
+	int64_t end_ns;
+	long errors;
+} load;
+
+static void
+post_one(load *l, int i)
+{
+	char body[1024], path[128], sig[96], hex[65], from[16];
+	unsigned char mac[32];
+	const char *hdrs[2] = { sig, NULL };
+	long st = 0;
+	int n;
+	snprintf(from, sizeof(from), "34%09d", i);
+	n = snprintf(
+	        body, sizeof(body),
+	        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
+	        "\"1\",\"changes\":[{\"value\":{\"messaging_product\":"
+	        "\"whatsapp\",\"metadata\":{\"display_phone_number\":"
+	        "\"15550001111\",\"phone_number_id\":\"" PNID "\"},"
+	        "\"contacts\":[{\"profile\":{\"name\":\"Bench\"},\"wa_id\":"
+	        "\"%s\"}],\"messages\":[{\"from\":\"%s\",\"id\":"
+	        "\"wamid.bench-%d\",\"timestamp\":\"%ld\",\"text\":{\"body\":"
+	        "\"what are your opening hours?\"},\"type\":\"text\"}]},"
+	        "\"field\":\"messages\"}]}]}",
+	        from, from, i, (long)time(NULL));
+	{
+		crypto_auth_hmacsha256_state s;
+		crypto_auth_hmacsha256_init(&s, (const unsigned char *)SECRET,
+		                            strlen(SECRET));
+		crypto_auth_hmacsha256_update(&s, (unsigned char *)body,
+		                              (size_t)n);
+		crypto_auth_hmacsha256_final(&s, mac);
+	}
+	sodium_bin2hex(hex, sizeof(hex), mac, sizeof(mac));
+	snprintf(sig, sizeof(sig), "X-Hub-Signature-256: sha256=%s", hex);
+	snprintf(path, sizeof(path), "/v1/webhooks/whatsapp/%s", channel_id);
+	t_post[i] = now_ns();
+	if (stack_http_n(&S, "POST", path, NULL, body, (size_t)n, hdrs, &st,
+	                 NULL) != 0 ||
+	    st != 200)
+		l->errors++;
+}
+
+static void *
+load_main(void *arg)
+{
+	load *l = arg;
+	int64_t start = now_ns(), k = 0;
+	while (now_ns() < l->end_ns) {
+		int i;
+		if (l->rate > 0) {
+			int64_t due = start + (int64_t)(k * 1e9 / l->rate);
+			int64_t now = now_ns();
+			if (due > now)
+				usleep((useconds_t)((due - now) / 1000));
+		}
+		if ((i = atomic_fetch_add(&next_msg, 1)) >= MAX_MSGS)
+			break;
+		post_one(l, i);
+		k++;
+	}
+	stack_http_release();
+	return NULL;
+}
+
+static int
+cmp64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void
+run_rate(double rate, int seconds, int threads)
+{
+	pthread_t th[64];
+	load l[64];
+	int first = atomic_load(&next_msg), last, n, got = 0;
+	int64_t start = now_ns(), end = start + (int64_t)seconds * 1000000000,
+	        last_recv = 0, drain;
+	int64_t *lat;
+	long errors = 0;
+
+	for (int i = 0; i < threads; i++) {
+		l[i].rate = rate / threads;
+		l[i].end_ns = end;
+		l[i].errors = 0;
+		pthread_create(&th[i], NULL, load_main, &l[i]);
+	}
+	for (int i = 0; i < threads; i++) {
+		pthread_join(th[i], NULL);
+		errors += l[i].errors;
+	}
+	last = atomic_load(&next_msg);
+	if (last > MAX_MSGS)
+		last = MAX_MSGS;
+	n = last - first;
+	// Drain: up to 30 s for the replies still in flight.
+	drain = now_ns() + 30LL * 1000000000;
+	while (now_ns() < drain) {
+		got = 0;
+		for (int i = first; i < last; i++)
+			got += t_recv[i] != 0;
+		if (got >= n - errors)
+			break;
+		usleep(50000);
+	}
+	lat = calloc((size_t)n + 1, sizeof(*lat));
+	got = 0;
+	for (int i = first; i < last; i++)
+		if (t_recv[i] != 0) {
+			lat[got++] = t_recv[i] - t_post[i];
+			if (t_recv[i] > last_recv)
+				last_recv = t_recv[i];
+		}
+	qsort(lat, (size_t)got, sizeof(*lat), cmp64);
+	{
+		char label[16];
+		snprintf(label, sizeof(label), "%.0f", rate);
+		printf("rate %-5s: posted %6d (%.0f/s, %ld errors), answered "
+		       "%6d, sustained %7.0f msgs/s, p50 %7.1f ms, p99 %7.1f "
+		       "ms\n",
+		       rate > 0 ? label : "max", n, n / (double)seconds, errors,
+		       got, got > 0 ? got / ((last_recv - start) / 1e9) : 0.0,
+		       got ? lat[got / 2] / 1e6 : 0.0,
+		       got ? lat[(int)(got * 0.99)] / 1e6 : 0.0);
+	}
+	fflush(stdout);
+	free(lat);
+}
+
+// ---------------------------------------------------------------------------
+// GET /v1/conversations?limit=20 with an API key
+
+typedef struct reader {
+	const char *key;
+	int64_t end_ns;
+	long ok, bad;
+} reader;
+
+static void *
+reader_main(void *arg)
+{
+	reader *r = arg;
+	while (now_ns() < r->end_ns) {
+		long st = 0;
+		char *out = NULL;
+		if (stack_http(&S, "GET", "/v1/conversations?limit=20", r->key,
+		               NULL, NULL, &st, &out) == 0 &&
+		    st == 200)
+			r->ok++;
+		else
+			r->bad++;
+		free(out);
+	}
+	stack_http_release();
+	return NULL;
+}
+
+int
+main(int argc, char **argv)
+{
+	int seconds = argc > 1 ? atoi(argv[1]) : 5;
+	const char *rates = argc > 2 ? argv[2] : "200,500,1000,0";
+	int threads = argc > 3 ? atoi(argv[3]) : 8;
+	const char *env[] = { "PARLEY_PLATFORM_ADMIN_EMAILS=admin@bench.test",
+		              "PARLEY_TENANTS_PWHASH_OPSLIMIT=1",
+		              "PARLEY_TENANTS_PWHASH_MEMLIMIT=65536",
+		              "PARLEY_API_KEY_RPS=1000000",
+		              "PARLEY_MESSAGING_SEND_RATE=100000",
+		              "PARLEY_LOG_LEVEL=error",
+		              NULL };
+	pl_httpd *prov = NULL;
+	pl_httpd_config pc = { 0 };
+	char token[256], admin[256], agent[64], path[256], body[1024], key[256],
+	        *list, *save = NULL, *r;
+	json_t *j;
+	int rc;
+
+	if (threads < 1 || threads > 64 || seconds < 1) {
+		fprintf(stderr,
+		        "usage: bench_e2e [seconds] [rates] [threads]\n");
+		return 2;
+	}
+	if (sodium_init() < 0)
+		return 1;
+	t_post = calloc(MAX_MSGS, sizeof(*t_post));
+	t_recv = calloc(MAX_MSGS, sizeof(*t_recv));
+	pc.bind = "127.0.0.1";
+	pc.threads = 4;
+	if (pl_httpd_start(&prov, &pc, provider, NULL) != 0)
+		return 1;
+	if ((rc = stack_start(&S, env)) != 0) {
+		fprintf(stderr, "stack_start: %d\n", rc);
+		return 1;
+	}
+
+	// A platform admin makes an unlimited public plan; the tenant takes it.
+	j = must(
+	        201, "POST", "/v1/signup", NULL,
+	        "{\"tenant_name\":\"Bench Ops\",\"email\":\"admin@bench.test\","
+	        "\"password\":\"Bench-pass-2024\",\"full_name\":\"Ops\"}");
+	snprintf(admin, sizeof(admin), "%s", jstr(j, "token", NULL));
+	json_decref(j);
+	json_decref(
+	        must(201, "POST", "/v1/admin/plans", admin,
+	             "{\"code\":\"bench\",\"name\":\"Bench\",\"currency\":"
+	             "\"USD\",\"interval\":\"month\",\"is_public\":true,"
+	             "\"limits\":{\"messages_per_day\":-1,"
+	             "\"messages_per_month\":-1,\"campaigns_per_day\":-1,"
+	             "\"campaigns_per_month\":-1,\"agents\":-1,\"seats\":-1,"
+	             "\"knowledge_entries\":-1,\"ai_tokens_per_month\":-1},"
+	             "\"features\":{\"api_access\":true}}"));
+	j = must(201, "POST", "/v1/signup", NULL,
+	         "{\"tenant_name\":\"Bench "
+	         "Pizza\",\"email\":\"owner@bench.test\","
+	         "\"password\":\"Bench-pass-2024\",\"full_name\":\"Owner\"}");
+	snprintf(token, sizeof(token), "%s", jstr(j, "token", NULL));
+	json_decref(j);
+	for (int i = 0; i < 400; i++) {
+		long st = 0;
+		char *out = NULL;
+		stack_http(&S, "GET", "/v1/billing/subscription", token, NULL,
+		           NULL, &st, &out);
+		free(out);
+		if (st == 200)
+			break;
+		usleep(50000);
+	}
+	json_decref(must(200, "POST", "/v1/billing/subscription/change-plan",
+	                 token, "{\"plan_code\":\"bench\"}"));
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"whatsapp_cloud\",\"name\":\"Bench\","
+	         "\"phone_number_id\":\"" PNID "\",\"access_token\":\"tok\","
+	         "\"app_secret\":\"" SECRET "\",\"verify_token\":\"v\","
+	         "\"api_base_url\":\"http://127.0.0.1:%u\","
+	         "\"send_rate_per_second\":1000}",
+	         pl_httpd_port(prov));
+	j = must(201, "POST", "/v1/channels", token, body);
+	snprintf(channel_id, sizeof(channel_id), "%s", jstr(j, "id", NULL));
+	json_decref(j);
+	j = must(201, "POST", "/v1/agents", token, "{\"name\":\"Bench bot\"}");
+	snprintf(agent, sizeof(agent), "%s", jstr(j, "id", NULL));
+	json_decref(j);
+	snprintf(path, sizeof(path), "/v1/agents/%s/knowledge", agent);
+	json_decref(must(201, "POST", path, token,
+	                 "{\"entries\":[{\"question\":\"What are your opening "
+	                 "hours?\",\"answer\":\"" ANSWER "\",\"keywords\":"
+	                 "[\"hours\",\"open\"]},{\"question\":\"Do you "
+	                 "deliver?\",\"answer\":\"Yes.\",\"keywords\":"
+	                 "[\"deliver\"]}]}"));
+	snprintf(path, sizeof(path), "/v1/agents/%s/publish", agent);
+	json_decref(must(200, "POST", path, token, NULL));
+	snprintf(path, sizeof(path), "/v1/channels/%s", channel_id);
+	snprintf(body, sizeof(body), "{\"agent_id\":\"%s\"}", agent);
+	json_decref(must(200, "PATCH", path, token, body));
+
+	printf("bench_e2e: %d s per rate, %d load threads, stack at %s\n",
+	       seconds, threads, S.base_url);
+	list = strdup(rates);
+	for (r = strtok_r(list, ",", &save); r != NULL;
+	     r = strtok_r(NULL, ",", &save))
+		run_rate(atof(r), seconds, threads);
+	free(list);
+
+	printf("peak RSS (VmHWM):\n");
+	for (int i = 0; i < S.n; i++)
+		printf("  %-10s %6ld KiB\n", S.procs[i].name,
+		       stack_peak_rss_kb(S.procs[i].pid));
+
+	j = must(201, "POST", "/v1/api-keys", token,
+	         "{\"name\":\"bench\",\"scopes\":[\"conversations:read\"]}");
+	snprintf(key, sizeof(key), "%s", jstr(j, "key", NULL));
+	json_decref(j);
+	{
+		pthread_t th[64];
+		reader rd[64];
+		long ok = 0, bad = 0;
+		int64_t start = now_ns();
+		for (int i = 0; i < threads; i++) {
+			rd[i].key = key;
+			rd[i].end_ns = start + (int64_t)seconds * 1000000000;
+			rd[i].ok = rd[i].bad = 0;
+			pthread_create(&th[i], NULL, reader_main, &rd[i]);
+		}
+		for (int i = 0; i < threads; i++) {
+			pthread_join(th[i], NULL);
+			ok += rd[i].ok;
+			bad += rd[i].bad;
+		}
+		printf("GET /v1/conversations?limit=20 (API key, %d clients): "
+		       "%.0f req/s, %ld non-200\n",
+		       threads, ok / ((now_ns() - start) / 1e9), bad);
+	}
+	stack_http_release();
+	rc = stack_stop(&S);
+	pl_httpd_stop(prov);
+	free(t_post);
+	free(t_recv);
+	return rc == 0 ? 0 : 1;
+}
