@@ -25,7 +25,7 @@ extern const size_t analytics_n_migrations;
 typedef Parley__Rpc__V1__Event analytics_event_pb;
 typedef Parley__Analytics__V1__Kpis analytics_kpis_pb;
 
-#define ANALYTICS_N_MIGRATIONS   1
+#include "analytics_migrations.h" // ANALYTICS_N_MIGRATIONS
 #define ANALYTICS_MAX_BATCH      5000
 #define ANALYTICS_MAX_PAYLOAD    65536
 #define ANALYTICS_FUTURE_US      (5LL * 60 * 1000000)

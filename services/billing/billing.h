@@ -15,7 +15,7 @@
 extern const pl_service_def billing_service_def;
 
 // How many files migrations/ holds (the definition needs a constant).
-#define BILLING_N_MIGRATIONS 2
+#include "billing_migrations.h" // BILLING_N_MIGRATIONS
 extern const pl_migration billing_migrations[];
 extern const size_t billing_n_migrations;
 

@@ -23,7 +23,7 @@ extern const size_t tenants_n_migrations;
 
 // The number of files in migrations/ (the definition needs a constant;
 // test_tenants_table checks it against tenants_n_migrations).
-#define TENANTS_N_MIGRATIONS 2
+#include "tenants_migrations.h" // TENANTS_N_MIGRATIONS
 
 // The nil uuid: the tenant of platform-level audit entries.
 #define TENANTS_NIL_UUID "00000000-0000-0000-0000-000000000000"
