@@ -319,7 +319,7 @@ static long
 wait_for(const char *sql, long want)
 {
 	long v = -1;
-	for (int i = 0; i < 400; i++) {
+	for (int i = 0; i < 1500; i++) { // ~30 s: ASan and a loaded CI
 		v = sqlv(sql, NULL, 0);
 		if (v == want)
 			break;
