@@ -460,14 +460,20 @@ post_webhook_n(const tenant *t, const char *body, size_t len,
                const char *secret, char **raw)
 {
 	char path[256], sig[96];
-	const char *hdrs[2] = { NULL, NULL };
+	const char *hdrs[3] = { NULL, NULL, NULL };
+	int nh = 0;
 	resp r;
 	long st;
 	snprintf(path, sizeof(path), "/v1/webhooks/whatsapp/%s", t->channel_id);
 	if (secret != NULL) {
 		signature(secret, body, len, sig);
-		hdrs[0] = sig;
+		hdrs[nh++] = sig;
 	}
+	// A large upload waits for the server's go-ahead, as curl does by
+	// default: the gateway refuses an oversized body before it is sent,
+	// instead of closing the connection under a client still writing.
+	if (len > (1u << 20))
+		hdrs[nh++] = "Expect: 100-continue";
 	r = call_h("POST", path, NULL, body, len, hdrs);
 	st = r.status;
 	if (raw != NULL) {
