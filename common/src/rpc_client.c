@@ -1,6 +1,8 @@
-// The RPC client: a REQ socket dialing one or more replicas; each call takes
-// a context from a pool, sends and receives through one aio whose callback
-// chains the receive after the send, so the calling thread sleeps once.
+// The RPC client: a pool of stream connections to one or more replicas.
+// A call takes an idle connection (round robin over the replicas), or dials
+// a new one up to the per-replica limit, writes its request frame and reads
+// the reply on the same connection; nng wakes the calling thread directly
+// when the reply arrives. Safe to share between threads.
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,7 +10,6 @@
 #include <string.h>
 
 #include <nng/nng.h>
-#include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
 #include <sodium.h>
@@ -16,111 +17,206 @@
 #include "pl/id.h"
 #include "pl/log.h"
 #include "pl/rpc.h"
+#include "rpc_internal.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_ATTEMPTS   3
-#define DEFAULT_CONNS      2
+#define DEFAULT_CONNS      64
 #define MAX_REPLY          (64u << 20)
+#define DOWN_NS            (50LL * 1000000) // a refused replica rests
 
-// A pooled context with two aios that have no callbacks: nng completes
-// such an aio by waking its waiter directly, where a callback would cost a
-// hop through nng's task queue and then another to wake the caller.
-typedef struct slot {
-	pl_rpc_client *c;
-	nng_ctx ctx;
-	nng_aio *saio;     // the request's send
-	nng_aio *raio;     // the reply's receive
-	struct slot *next; // free list
-} slot;
+typedef struct cconn {
+	pl_wire w;
+	int rep;            // replica index
+	bool reused;        // served a call before this one
+	struct cconn *next; // idle list
+} cconn;
+
+typedef struct replica {
+	char *url; // for nng's stream API
+	nng_stream_dialer *d;
+	cconn *idle; // idle connections (LIFO)
+	int n;       // connections open or being dialed
+	int64_t down_until;
+} replica;
 
 struct pl_rpc_client {
-	nng_socket sock;
 	nng_tls_config *tls;
 	char *service;
 	char *secret;
 	size_t secret_len;
 	int64_t timeout_ms;
 	int attempts;
+	int max_conns; // per replica
+	replica *reps;
+	int n_reps;
 	pthread_mutex_t mtx;
-	slot *free_slots;
-	slot **all; // every slot made, for close
-	size_t n_all, cap_all;
+	pthread_cond_t cv; // a connection went idle or closed
+	unsigned rr;
 	_Atomic uint64_t next_id;
-	_Atomic int pipes; // live connections
+	_Atomic bool ever_connected;
 };
 
 static void
-pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+conn_free(cconn *k)
 {
-	pl_rpc_client *c = arg;
-	(void)p;
-	if (ev == NNG_PIPE_EV_ADD_POST)
-		atomic_fetch_add(&c->pipes, 1);
-	else if (ev == NNG_PIPE_EV_REM_POST)
-		atomic_fetch_sub(&c->pipes, 1);
+	pl_wire_fini(&k->w);
+	free(k);
 }
 
-static slot *
-slot_get(pl_rpc_client *c)
-{
-	slot *s;
-
-	pthread_mutex_lock(&c->mtx);
-	if ((s = c->free_slots) != NULL) {
-		c->free_slots = s->next;
-		pthread_mutex_unlock(&c->mtx);
-		return s;
-	}
-	if (c->n_all == c->cap_all) {
-		size_t n = c->cap_all ? c->cap_all * 2 : 16;
-		slot **na = realloc(c->all, n * sizeof(*na));
-		if (na == NULL) {
-			pthread_mutex_unlock(&c->mtx);
-			return NULL;
-		}
-		c->all = na;
-		c->cap_all = n;
-	}
-	if ((s = calloc(1, sizeof(*s))) == NULL) {
-		pthread_mutex_unlock(&c->mtx);
-		return NULL;
-	}
-	s->c = c;
-	if (nng_aio_alloc(&s->saio, NULL, NULL) != 0 ||
-	    nng_aio_alloc(&s->raio, NULL, NULL) != 0 ||
-	    nng_ctx_open(&s->ctx, c->sock) != 0) {
-		if (s->saio)
-			nng_aio_free(s->saio);
-		if (s->raio)
-			nng_aio_free(s->raio);
-		free(s);
-		pthread_mutex_unlock(&c->mtx);
-		return NULL;
-	}
-	c->all[c->n_all++] = s;
-	pthread_mutex_unlock(&c->mtx);
-	return s;
-}
-
+// Gives back a connection: idle when it may serve again, else closed.
 static void
-slot_put(pl_rpc_client *c, slot *s)
+conn_put(pl_rpc_client *c, cconn *k, bool keep)
 {
 	pthread_mutex_lock(&c->mtx);
-	s->next = c->free_slots;
-	c->free_slots = s;
+	if (keep) {
+		k->reused = true;
+		k->next = c->reps[k->rep].idle;
+		c->reps[k->rep].idle = k;
+	} else {
+		c->reps[k->rep].n--;
+	}
+	pthread_cond_signal(&c->cv);
 	pthread_mutex_unlock(&c->mtx);
+	if (!keep)
+		conn_free(k);
 }
 
-// Starts one dialer to url; a replica that is down now is dialed again in
-// the background until it comes up. Returns an nng error.
-static int
-dial(pl_rpc_client *c, const pl_rpc_client_config *cfg, const char *url)
+// Dials replica r (its slot is already counted); NULL on failure, with
+// the replica resting a moment.
+static cconn *
+conn_dial(pl_rpc_client *c, int r, int64_t deadline)
 {
-	nng_dialer d;
-	int rv = nng_dialer_create(&d, c->sock, url);
+	replica *rp = &c->reps[r];
+	nng_aio *aio = NULL;
+	cconn *k = calloc(1, sizeof(*k));
+	int64_t left = (deadline - pl_now_ns()) / 1000000;
+	int rv = k == NULL ? NNG_ENOMEM : nng_aio_alloc(&aio, NULL, NULL);
 
-	if (rv == 0 && strncmp(url, "tls+", 4) == 0) {
-		if (c->tls == NULL) {
+	if (rv == 0) {
+		nng_aio_set_timeout(aio, (nng_duration)(left > 0 ? left : 1));
+		nng_stream_dialer_dial(rp->d, aio);
+		nng_aio_wait(aio);
+		rv = nng_aio_result(aio);
+	}
+	if (rv == 0 &&
+	    (rv = pl_wire_init(&k->w, nng_aio_get_output(aio, 0))) != 0)
+		nng_stream_free(nng_aio_get_output(aio, 0));
+	if (aio != NULL)
+		nng_aio_free(aio);
+	pthread_mutex_lock(&c->mtx);
+	if (rv != 0) {
+		rp->n--;
+		if (rv != NNG_ETIMEDOUT)
+			rp->down_until = pl_now_ns() + DOWN_NS;
+		pthread_cond_signal(&c->cv);
+	}
+	pthread_mutex_unlock(&c->mtx);
+	if (rv != 0) {
+		free(k);
+		return NULL;
+	}
+	k->rep = r;
+	atomic_store(&c->ever_connected, true);
+	return k;
+}
+
+// Takes a connection before deadline: an idle one of the next replica in
+// turn, a new one to it, or any idle one; waits when every replica is at
+// its limit or resting. NULL when the deadline passes.
+static cconn *
+conn_get(pl_rpc_client *c, int64_t deadline)
+{
+	pthread_mutex_lock(&c->mtx);
+	for (;;) {
+		int64_t now = pl_now_ns(), wake = deadline;
+		int r0 = (int)(c->rr++ % (unsigned)c->n_reps);
+		if (now >= deadline)
+			break;
+		for (int i = 0; i < c->n_reps; i++) {
+			int r = (r0 + i) % c->n_reps;
+			replica *rp = &c->reps[r];
+			cconn *k = rp->idle;
+			if (k != NULL) {
+				rp->idle = k->next;
+				pthread_mutex_unlock(&c->mtx);
+				return k;
+			}
+			if (rp->down_until > now) {
+				if (rp->down_until < wake)
+					wake = rp->down_until;
+				continue;
+			}
+			if (rp->n < c->max_conns) {
+				rp->n++;
+				pthread_mutex_unlock(&c->mtx);
+				if ((k = conn_dial(c, r, deadline)) != NULL)
+					return k;
+				pthread_mutex_lock(&c->mtx);
+				goto again;
+			}
+		}
+		{
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			int64_t ns = wake - now;
+			ts.tv_sec += ns / 1000000000;
+			ts.tv_nsec += ns % 1000000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&c->cv, &c->mtx, &ts);
+		}
+	again:;
+	}
+	pthread_mutex_unlock(&c->mtx);
+	return NULL;
+}
+
+int
+pl_rpc_client_open(pl_rpc_client **out, const pl_rpc_client_config *cfg)
+{
+	pl_rpc_client *c;
+	char *urls, *save = NULL;
+	int n = 1;
+
+	*out = NULL;
+	if (cfg->urls == NULL || cfg->secret == NULL || cfg->secret[0] == 0)
+		return PL_INVALID_ARGUMENT;
+	if (sodium_init() < 0)
+		return PL_INTERNAL;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	pthread_mutex_init(&c->mtx, NULL);
+	pthread_cond_init(&c->cv, NULL);
+	c->service = strdup(cfg->service ? cfg->service : "");
+	c->secret = strdup(cfg->secret);
+	c->secret_len = strlen(cfg->secret);
+	c->timeout_ms =
+	        cfg->timeout_ms > 0 ? cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
+	c->attempts = cfg->attempts > 0 ? cfg->attempts : DEFAULT_ATTEMPTS;
+	c->max_conns = cfg->conns > 0 ? cfg->conns : DEFAULT_CONNS;
+	atomic_init(&c->next_id, 1);
+	atomic_init(&c->ever_connected, false);
+	for (const char *p = cfg->urls; *p; p++)
+		n += *p == ',';
+	c->reps = calloc((size_t)n, sizeof(*c->reps));
+	urls = strdup(cfg->urls);
+	if (c->service == NULL || c->secret == NULL || c->reps == NULL ||
+	    urls == NULL) {
+		free(urls);
+		pl_rpc_client_close(c);
+		return PL_RESOURCE_EXHAUSTED;
+	}
+	for (char *u = strtok_r(urls, ", ", &save); u != NULL;
+	     u = strtok_r(NULL, ", ", &save)) {
+		replica *rp = &c->reps[c->n_reps];
+		char url[512];
+		int rv = 0;
+		if (pl_wire_url(u, url, sizeof(url)) != 0)
+			rv = NNG_EADDRINVAL;
+		if (rv == 0 && strncmp(u, "tls+", 4) == 0 && c->tls == NULL) {
 			rv = nng_tls_config_alloc(&c->tls, NNG_TLS_MODE_CLIENT);
 			if (rv == 0 && cfg->tls_ca != NULL) {
 				rv = nng_tls_config_ca_file(c->tls,
@@ -135,82 +231,20 @@ dial(pl_rpc_client *c, const pl_rpc_client_config *cfg, const char *url)
 			}
 		}
 		if (rv == 0)
-			rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, c->tls);
-	}
-	if (rv == 0)
-		rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
-	return rv;
-}
-
-int
-pl_rpc_client_open(pl_rpc_client **out, const pl_rpc_client_config *cfg)
-{
-	pl_rpc_client *c;
-	char *urls, *save = NULL;
-	int rv, n = 0, nconns;
-
-	*out = NULL;
-	if (cfg->urls == NULL || cfg->secret == NULL || cfg->secret[0] == 0)
-		return PL_INVALID_ARGUMENT;
-	if (sodium_init() < 0)
-		return PL_INTERNAL;
-	if ((c = calloc(1, sizeof(*c))) == NULL)
-		return PL_RESOURCE_EXHAUSTED;
-	pthread_mutex_init(&c->mtx, NULL);
-	c->service = strdup(cfg->service ? cfg->service : "");
-	c->secret = strdup(cfg->secret);
-	c->secret_len = strlen(cfg->secret);
-	c->timeout_ms =
-	        cfg->timeout_ms > 0 ? cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
-	c->attempts = cfg->attempts > 0 ? cfg->attempts : DEFAULT_ATTEMPTS;
-	atomic_init(&c->next_id, 1);
-	atomic_init(&c->pipes, 0);
-	if (c->service == NULL || c->secret == NULL) {
-		pl_rpc_client_close(c);
-		return PL_RESOURCE_EXHAUSTED;
-	}
-	if ((rv = nng_req0_open(&c->sock)) != 0) {
-		free(c->service);
-		sodium_memzero(c->secret, c->secret_len);
-		free(c->secret);
-		pthread_mutex_destroy(&c->mtx);
-		free(c);
-		return PL_UNAVAILABLE;
-	}
-	// nng's own timed re-send would repeat calls that are not idempotent;
-	// retries are decided per call instead.
-	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME,
-	                  NNG_DURATION_INFINITE);
-	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, MAX_REPLY);
-	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 10);
-	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 1000);
-	nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, pipe_cb, c);
-	nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, pipe_cb, c);
-
-	if ((urls = strdup(cfg->urls)) == NULL) {
-		pl_rpc_client_close(c);
-		return PL_RESOURCE_EXHAUSTED;
-	}
-	// Several connections per replica: a connection carries one message at
-	// a time each way, so concurrent calls would queue behind each other on
-	// one; REQ spreads calls over every ready connection.
-	nconns = cfg->conns > 0 ? (cfg->conns > 16 ? 16 : cfg->conns)
-	                        : DEFAULT_CONNS;
-	for (char *u = strtok_r(urls, ", ", &save); u != NULL;
-	     u = strtok_r(NULL, ", ", &save)) {
-		for (int k = 0; k < nconns; k++) {
-			if ((rv = dial(c, cfg, u)) != 0) {
-				pl_error("could not dial %s: %s", u,
-				         nng_strerror(rv));
-				free(urls);
-				pl_rpc_client_close(c);
-				return PL_INVALID_ARGUMENT;
-			}
+			rv = pl_wire_dialer(&rp->d, url, c->tls);
+		if (rv != 0 || (rp->url = strdup(url)) == NULL) {
+			pl_error("could not dial %s: %s", u,
+			         nng_strerror(rv ? rv : NNG_ENOMEM));
+			free(urls);
+			if (rp->d != NULL)
+				nng_stream_dialer_free(rp->d);
+			pl_rpc_client_close(c);
+			return PL_INVALID_ARGUMENT;
 		}
-		n++;
+		c->n_reps++;
 	}
 	free(urls);
-	if (n == 0) {
+	if (c->n_reps == 0) {
 		pl_rpc_client_close(c);
 		return PL_INVALID_ARGUMENT;
 	}
@@ -223,16 +257,19 @@ pl_rpc_client_close(pl_rpc_client *c)
 {
 	if (c == NULL)
 		return;
-	for (size_t i = 0; i < c->n_all; i++)
-		nng_aio_stop(c->all[i]->saio), nng_aio_stop(c->all[i]->raio);
-	nng_close(c->sock);
-	for (size_t i = 0; i < c->n_all; i++) {
-		slot *s = c->all[i];
-		nng_aio_free(s->saio);
-		nng_aio_free(s->raio);
-		free(s);
+	// Calls still running on this client are the caller's error.
+	for (int i = 0; i < c->n_reps; i++) {
+		replica *rp = &c->reps[i];
+		while (rp->idle != NULL) {
+			cconn *k = rp->idle;
+			rp->idle = k->next;
+			conn_free(k);
+		}
+		if (rp->d != NULL)
+			nng_stream_dialer_free(rp->d);
+		free(rp->url);
 	}
-	free(c->all);
+	free(c->reps);
 	if (c->tls)
 		nng_tls_config_free(c->tls);
 	if (c->secret) {
@@ -240,47 +277,43 @@ pl_rpc_client_close(pl_rpc_client *c)
 		free(c->secret);
 	}
 	free(c->service);
+	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mtx);
 	free(c);
 }
 
-// One exchange on a slot: returns the nng error, the reply in *reply.
-static int
-exchange(pl_rpc_client *c, slot *s, const uint8_t *req, size_t len,
-         int64_t deadline, nng_msg **reply)
+// True when no replica has been reached, or every one is resting after a
+// refused dial.
+static bool
+all_down(pl_rpc_client *c)
 {
-	nng_msg *m;
-	int64_t left = (deadline - pl_now_ns()) / 1000000;
+	int64_t now = pl_now_ns();
+	bool down = true;
+
+	if (!atomic_load(&c->ever_connected))
+		return true;
+	pthread_mutex_lock(&c->mtx);
+	for (int i = 0; i < c->n_reps && down; i++)
+		down = c->reps[i].down_until > now;
+	pthread_mutex_unlock(&c->mtx);
+	return down;
+}
+
+// One exchange on a connection: the nng error, or 0 with the reply frame in
+// *reply (valid until the connection's next use). *got is set when any
+// byte of the reply arrived.
+static int
+exchange(cconn *k, uint8_t *frame, size_t len, int64_t deadline,
+         const uint8_t **reply, size_t *rlen, bool *got)
+{
 	int rv;
 
-	(void)c;
-	*reply = NULL;
-	if (left <= 0)
-		return NNG_ETIMEDOUT;
-	if ((rv = nng_msg_alloc(&m, len)) != 0)
+	*got = false;
+	if ((rv = pl_wire_send(&k->w, frame, len, deadline)) != 0)
 		return rv;
-	memcpy(nng_msg_body(m), req, len);
-	nng_aio_set_msg(s->saio, m);
-	nng_aio_set_timeout(s->saio, (nng_duration)left);
-	nng_ctx_send(s->ctx, s->saio);
-	// With a connection ready, REQ hands the request over inside the send
-	// call, so this wait rarely sleeps. (The receive cannot be posted
-	// before: nng 1.5 asserts when a queued send times out under it.)
-	nng_aio_wait(s->saio);
-	if ((rv = nng_aio_result(s->saio)) != 0) {
-		nng_msg_free(nng_aio_get_msg(s->saio));
-		nng_aio_set_msg(s->saio, NULL);
-		return rv;
-	}
-	left = (deadline - pl_now_ns()) / 1000000;
-	if (left <= 0)
-		return NNG_ETIMEDOUT;
-	nng_aio_set_timeout(s->raio, (nng_duration)left);
-	nng_ctx_recv(s->ctx, s->raio);
-	nng_aio_wait(s->raio);
-	if ((rv = nng_aio_result(s->raio)) == 0)
-		*reply = nng_aio_get_msg(s->raio);
-	return rv;
+	rv = pl_wire_recv(&k->w, MAX_REPLY, MAX_REPLY, deadline, reply, rlen,
+	                  got);
+	return rv == PL_WIRE_TOOBIG ? NNG_EMSGSIZE : rv;
 }
 
 static int
@@ -310,9 +343,8 @@ pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
 	int64_t now = pl_now_ns(), deadline;
 	uint8_t *buf;
 	size_t len;
-	bool retry;
+	bool retry, stale_retried = false;
 	int attempt, rv = PL_UNAVAILABLE;
-	slot *s;
 	char trace[PL_UUID_STRLEN + 1];
 
 	if (opts == NULL)
@@ -361,12 +393,12 @@ pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
 
 	retry = opts->idempotent ||
 	        (opts->idempotency_key && opts->idempotency_key[0]);
-	if ((s = slot_get(c)) == NULL)
-		return fail(res, arena, PL_RESOURCE_EXHAUSTED,
-		            "could not call %s: out of memory", method);
 
 	for (attempt = 1;; attempt++) {
-		nng_msg *reply;
+		const uint8_t *reply;
+		size_t rlen;
+		bool got, stale;
+		cconn *k;
 		int e;
 		int64_t left = (deadline - pl_now_ns()) / 1000000;
 
@@ -378,20 +410,30 @@ pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
 		req.timeout_ms =
 		        (uint32_t)(left > UINT32_MAX ? UINT32_MAX : left);
 		len = parley__rpc__v1__request__get_packed_size(&req);
-		if ((buf = pl_arena_alloc(arena, len)) == NULL) {
+		if ((buf = pl_arena_alloc(arena, len + 4)) == NULL) {
 			rv = fail(res, arena, PL_RESOURCE_EXHAUSTED,
 			          "request to %s too large", method);
 			break;
 		}
-		parley__rpc__v1__request__pack(&req, buf);
-		e = exchange(c, s, buf, len, deadline, &reply);
+		parley__rpc__v1__request__pack(&req, buf + 4);
+		if ((k = conn_get(c, deadline)) == NULL) {
+			rv = all_down(c) ? PL_UNAVAILABLE
+			                 : PL_DEADLINE_EXCEEDED;
+			fail(res, arena, rv,
+			     rv == PL_UNAVAILABLE
+			             ? "no replica reachable for %s"
+			             : "deadline exceeded calling %s",
+			     method);
+			break;
+		}
+		e = exchange(k, buf, len + 4, deadline, &reply, &rlen, &got);
 		if (e == 0) {
 			resp = parley__rpc__v1__response__unpack(
-			        pl_arena_pb(arena), nng_msg_len(reply),
-			        nng_msg_body(reply));
-			nng_msg_free(reply);
-			// nng's context pairs replies with requests; the id is
-			// a second check (0: the server could not read ours).
+			        pl_arena_pb(arena), rlen, reply);
+			conn_put(c, k, resp != NULL);
+			// One call at a time per connection pairs replies with
+			// requests; the id is a second check (0: the server
+			// could not read ours).
 			if (resp == NULL ||
 			    (resp->request_id != req.request_id &&
 			     resp->request_id != 0)) {
@@ -401,18 +443,24 @@ pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
 			}
 			rv = (int)resp->code;
 		} else if (e == NNG_ETIMEDOUT) {
-			rv = atomic_load(&c->pipes) == 0 ? PL_UNAVAILABLE
-			                                 : PL_DEADLINE_EXCEEDED;
-			fail(res, arena, rv,
-			     rv == PL_UNAVAILABLE
-			             ? "no replica reachable for %s"
-			             : "deadline exceeded calling %s",
-			     method);
+			conn_put(c, k, false);
+			rv = fail(res, arena, PL_DEADLINE_EXCEEDED,
+			          "deadline exceeded calling %s", method);
 			break;
 		} else {
+			// A kept connection that the server closed while idle
+			// (a restart) fails before any reply byte: the request
+			// was not served, so it goes again on a fresh one.
+			stale = k->reused && !got;
+			conn_put(c, k, false);
 			rv = fail(res, arena, PL_UNAVAILABLE,
 			          "transport failure calling %s", method);
 			resp = NULL;
+			if (stale && !stale_retried) {
+				stale_retried = true;
+				attempt--;
+				continue;
+			}
 		}
 		if (rv != PL_UNAVAILABLE || !retry || attempt >= c->attempts)
 			break;
@@ -427,7 +475,6 @@ pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
 			nng_msleep((nng_duration)ms);
 		}
 	}
-	slot_put(c, s);
 
 	if (resp != NULL && res != NULL) {
 		res->code = (int)resp->code;
@@ -445,4 +492,53 @@ pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
 			            method);
 	}
 	return rv;
+}
+
+int
+pl_rpc_raw_exchange(const char *url, const void *req, size_t len,
+                    int64_t timeout_ms, uint8_t **reply, size_t *reply_len)
+{
+	char u[512];
+	nng_stream_dialer *d = NULL;
+	nng_aio *aio = NULL;
+	pl_wire w = { 0 };
+	uint8_t *frame = malloc(len + 4);
+	const uint8_t *r;
+	int64_t deadline = pl_now_ns() + timeout_ms * 1000000;
+	bool got;
+	int rv;
+
+	*reply = NULL;
+	*reply_len = 0;
+	if (frame == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	memcpy(frame + 4, req, len);
+	rv = pl_wire_url(url, u, sizeof(u)) != 0 ? NNG_EADDRINVAL
+	                                         : pl_wire_dialer(&d, u, NULL);
+	if (rv == 0 && (rv = nng_aio_alloc(&aio, NULL, NULL)) == 0) {
+		nng_aio_set_timeout(aio, (nng_duration)timeout_ms);
+		nng_stream_dialer_dial(d, aio);
+		nng_aio_wait(aio);
+		if ((rv = nng_aio_result(aio)) == 0 &&
+		    (rv = pl_wire_init(&w, nng_aio_get_output(aio, 0))) != 0)
+			nng_stream_free(nng_aio_get_output(aio, 0));
+	}
+	if (rv == 0)
+		rv = pl_wire_send(&w, frame, len + 4, deadline);
+	if (rv == 0)
+		rv = pl_wire_recv(&w, MAX_REPLY, MAX_REPLY, deadline, &r,
+		                  reply_len, &got);
+	if (rv == 0 && (*reply = malloc(*reply_len ? *reply_len : 1)) != NULL)
+		memcpy(*reply, r, *reply_len);
+	pl_wire_fini(&w);
+	if (aio != NULL)
+		nng_aio_free(aio);
+	if (d != NULL)
+		nng_stream_dialer_free(d);
+	free(frame);
+	if (rv == 0 && *reply == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	return rv == 0               ? PL_OK
+	       : rv == NNG_ETIMEDOUT ? PL_DEADLINE_EXCEEDED
+	                             : PL_UNAVAILABLE;
 }

@@ -1,12 +1,13 @@
-// The RPC server: nng REP contexts receive asynchronously and hand requests
-// to a fixed pool of worker threads, which dispatch through the services'
-// handler tables and send replies asynchronously.
+// The RPC server: one thread per connection reads a request frame, borrows
+// a worker state (a database connection and such) from a fixed pool,
+// dispatches through the services' handler tables, and writes the reply.
 //
-// Why this shape: nng's aio callbacks must not block, while handlers block on
-// libpq. Blocking nng_recv in each worker costs two extra thread wake-ups per
-// call (receive and send completion), which is where raw blocking REQ/REP
-// loses against gRPC. Here a worker wakes once per request, and under load a
-// worker takes the next queued request without sleeping at all.
+// Why this shape: the reading thread is the one nng's poller wakes when the
+// bytes arrive, and it runs the call itself, so a call costs two wake-ups on
+// the server (none when requests are already waiting), against about ten
+// through nng's REQ/REP task queues. Handlers may block (libpq, libcurl):
+// only their own connection waits. The pool bounds the database
+// connections; a connection thread without a request holds nothing.
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -19,7 +20,6 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
-#include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
 #include <sodium.h>
@@ -32,8 +32,12 @@
 #define DEFAULT_WORKERS     4
 #define DEFAULT_MAX_MSG     (4u << 20)
 #define DEFAULT_ARENA_LIMIT (64u << 20)
-// Past max_msg plus this, nng drops the connection instead of delivering.
-#define RECV_GRACE (1u << 20)
+// Requests up to this are read and answered INVALID_ARGUMENT past
+// max_msg; a longer frame closes the connection.
+#define DROP_MAX (256u << 20)
+// A started frame must arrive, and a reply be taken, within this.
+#define IO_BUDGET_NS (30LL * 1000000000LL)
+#define MAX_CONNS    4096
 
 static const uint64_t latency_bounds_us[PL_RPC_NBUCKETS - 1] = {
 	50,    100,   250,   500,    1000,   2500,    5000,
@@ -48,27 +52,30 @@ typedef struct method_ent {
 	pl_rpc_metrics metrics;
 } method_ent;
 
-typedef enum { CTX_IDLE, CTX_RECV, CTX_QUEUED, CTX_SEND } ctx_state;
-
-typedef struct srv_ctx {
-	pl_rpc_server *s;
-	nng_ctx ctx;
-	nng_aio *aio;
-	ctx_state state;
-	nng_msg *msg;         // request while queued
-	int64_t t_recv;       // when the request arrived (monotonic ns)
-	struct srv_ctx *next; // work queue link
-} srv_ctx;
-
 typedef struct worker {
-	pl_rpc_server *s;
-	int idx;
-	pthread_t thr;
 	pl_arena arena;
 	void *state;
-	int init_rv;
-	bool booted;
+	int idx;
+	struct worker *next; // free list
 } worker;
+
+typedef struct conn {
+	pl_rpc_server *s;
+	pl_wire w;
+	pthread_t thr;
+	uint8_t *out; // reply frame buffer
+	size_t out_cap;
+	bool idle;   // waiting for a request: stop may close it
+	bool exited; // the thread has finished: join and free
+	struct conn *next;
+} conn;
+
+typedef struct acceptor {
+	pl_rpc_server *s;
+	nng_stream_listener *l;
+	pthread_t thr;
+	bool running;
+} acceptor;
 
 struct pl_rpc_server {
 	pl_rpc_server_config cfg;
@@ -77,21 +84,19 @@ struct pl_rpc_server {
 	uint8_t secret_hash[crypto_generichash_BYTES];
 	method_ent *methods;
 	size_t n_methods;
-	nng_socket sock;
-	bool sock_open;
-	nng_listener *listeners;
-	size_t n_listeners;
+	acceptor *acceptors;
+	size_t n_acceptors;
 	nng_tls_config *tls;
-	srv_ctx *ctxs;
-	int n_ctxs;
 	worker *workers;
 	int n_workers;
-	// Work queue and shutdown, under mtx.
+	// Worker pool, connections and shutdown, under mtx.
 	pthread_mutex_t mtx;
-	pthread_cond_t work_cv;
-	pthread_cond_t idle_cv;
-	srv_ctx *q_head, *q_tail;
-	int busy; // contexts QUEUED or SEND (in flight)
+	pthread_cond_t work_cv; // a worker state came back
+	pthread_cond_t idle_cv; // a connection thread exited
+	worker *free_workers;
+	conn *conns;
+	int n_conns;
+	int busy; // calls being served
 	bool stopping;
 	bool started;
 	bool stopped;
@@ -330,19 +335,13 @@ secret_ok(pl_rpc_server *s, const ProtobufCBinaryData *b)
 	return sodium_memcmp(h, s->secret_hash, sizeof(h)) == 0;
 }
 
-// Encodes resp into a new nng message (or a malloc'd buffer when bufp).
+// Encodes resp into a malloc'd buffer.
 static int
-encode_reply(const Parley__Rpc__V1__Response *resp, nng_msg **msgp,
-             uint8_t **bufp, size_t *lenp)
+encode_reply(const Parley__Rpc__V1__Response *resp, uint8_t **bufp,
+             size_t *lenp)
 {
 	size_t n = parley__rpc__v1__response__get_packed_size(resp);
 
-	if (msgp != NULL) {
-		if (nng_msg_alloc(msgp, n) != 0)
-			return -1;
-		parley__rpc__v1__response__pack(resp, nng_msg_body(*msgp));
-		return 0;
-	}
 	*bufp = malloc(n ? n : 1);
 	if (*bufp == NULL)
 		return -1;
@@ -483,7 +482,7 @@ pl_rpc_server_dispatch(pl_rpc_server *s, void *worker, pl_arena *arena,
 	Parley__Rpc__V1__Response resp = PARLEY__RPC__V1__RESPONSE__INIT;
 
 	dispatch(s, worker, arena, req, len, pl_now_ns(), &resp);
-	if (encode_reply(&resp, NULL, reply, reply_len) != 0)
+	if (encode_reply(&resp, reply, reply_len) != 0)
 		return PL_RESOURCE_EXHAUSTED;
 	return (int)resp.code;
 }
@@ -641,10 +640,6 @@ pl_rpc_server_open(pl_rpc_server **out, const pl_rpc_server_config *cfg,
 	s->cfg.secret = NULL; // only its hash is kept
 	if (s->cfg.workers <= 0)
 		s->cfg.workers = DEFAULT_WORKERS;
-	if (s->cfg.contexts <= 0)
-		s->cfg.contexts = 4 * s->cfg.workers;
-	if (s->cfg.contexts < s->cfg.workers)
-		s->cfg.contexts = s->cfg.workers;
 	if (s->cfg.max_msg == 0)
 		s->cfg.max_msg = DEFAULT_MAX_MSG;
 	if (s->cfg.arena_limit == 0)
@@ -681,152 +676,208 @@ out_free:
 	return PL_RESOURCE_EXHAUSTED;
 }
 
-// Work queue.
+// Connections.
+
+// Takes a worker state, waiting for one to come back when all are busy.
+static worker *
+worker_take(pl_rpc_server *s)
+{
+	worker *w;
+
+	pthread_mutex_lock(&s->mtx);
+	while ((w = s->free_workers) == NULL)
+		pthread_cond_wait(&s->work_cv, &s->mtx);
+	s->free_workers = w->next;
+	pthread_mutex_unlock(&s->mtx);
+	return w;
+}
 
 static void
-enqueue(pl_rpc_server *s, srv_ctx *c)
+worker_give(pl_rpc_server *s, worker *w)
 {
 	pthread_mutex_lock(&s->mtx);
-	c->next = NULL;
-	if (s->q_tail)
-		s->q_tail->next = c;
-	else
-		s->q_head = c;
-	s->q_tail = c;
+	w->next = s->free_workers;
+	s->free_workers = w;
 	pthread_cond_signal(&s->work_cv);
 	pthread_mutex_unlock(&s->mtx);
 }
 
-static void
-ctx_done(pl_rpc_server *s, srv_ctx *c)
+// Runs one request and writes its reply frame into c->out; returns the
+// frame's length, or 0 when out of memory (the connection is dropped).
+static size_t
+serve(conn *c, const uint8_t *req, size_t len, bool too_big, int64_t t_recv)
 {
-	// A call finished sending; re-arm unless stopping.
-	pthread_mutex_lock(&s->mtx);
-	s->busy--;
-	if (s->stopping) {
-		c->state = CTX_IDLE;
-		pthread_cond_broadcast(&s->idle_cv);
-		pthread_mutex_unlock(&s->mtx);
-		return;
-	}
-	c->state = CTX_RECV;
-	pthread_mutex_unlock(&s->mtx);
-	nng_ctx_recv(c->ctx, c->aio);
-}
-
-static void
-ctx_cb(void *arg)
-{
-	srv_ctx *c = arg;
 	pl_rpc_server *s = c->s;
-	int rv = nng_aio_result(c->aio);
-
-	switch (c->state) {
-	case CTX_RECV:
-		if (rv != 0) {
-			pthread_mutex_lock(&s->mtx);
-			if (s->stopping || rv == NNG_ECLOSED ||
-			    rv == NNG_ECANCELED) {
-				c->state = CTX_IDLE;
-				pthread_cond_broadcast(&s->idle_cv);
-				pthread_mutex_unlock(&s->mtx);
-				return;
-			}
-			pthread_mutex_unlock(&s->mtx);
-			nng_ctx_recv(c->ctx, c->aio);
-			return;
-		}
-		c->msg = nng_aio_get_msg(c->aio);
-		c->t_recv = pl_now_ns();
-		pthread_mutex_lock(&s->mtx);
-		c->state = CTX_QUEUED;
-		s->busy++;
-		pthread_mutex_unlock(&s->mtx);
-		enqueue(s, c);
-		return;
-	case CTX_SEND:
-		if (rv != 0) {
-			nng_msg *m = nng_aio_get_msg(c->aio);
-			if (m != NULL)
-				nng_msg_free(m);
-			nng_aio_set_msg(c->aio, NULL);
-		}
-		ctx_done(s, c);
-		return;
-	default:
-		return;
-	}
-}
-
-static void
-handle(worker *w, srv_ctx *c)
-{
-	pl_rpc_server *s = w->s;
 	Parley__Rpc__V1__Response resp = PARLEY__RPC__V1__RESPONSE__INIT;
-	nng_msg *reply = NULL;
+	worker *w = worker_take(s);
+	size_t n;
 
 	pl_arena_reset(&w->arena);
-	dispatch(s, w->state, &w->arena, nng_msg_body(c->msg),
-	         nng_msg_len(c->msg), c->t_recv, &resp);
-	nng_msg_free(c->msg);
-	c->msg = NULL;
-	if (encode_reply(&resp, &reply, NULL, NULL) != 0) {
-		// Out of memory: drop the reply; the client times out.
-		pl_error("could not allocate a reply");
-		ctx_done(s, c);
-		return;
+	if (too_big) {
+		// Read and dropped: answer as dispatch answers a long request.
+		pl_call call = { .arena = &w->arena };
+		pl_call_error(&call, PL_INVALID_ARGUMENT,
+		              "request of %zu bytes exceeds the limit of %zu",
+		              len, s->cfg.max_msg);
+		resp.code = (Parley__Rpc__V1__Code)call.code;
+		resp.message = call.message ? call.message : "";
+		pl_rpc_metrics_observe(&s->unknown_metrics, call.code,
+		                       pl_now_ns() - t_recv);
+	} else {
+		dispatch(s, w->state, &w->arena, req, len, t_recv, &resp);
 	}
-	c->state = CTX_SEND;
-	nng_aio_set_msg(c->aio, reply);
-	nng_ctx_send(c->ctx, c->aio);
+	n = parley__rpc__v1__response__get_packed_size(&resp) + 4;
+	if (n > c->out_cap || (c->out_cap > (1u << 20) && n <= PL_WIRE_BUF)) {
+		uint8_t *b = malloc(n > PL_WIRE_BUF ? n : PL_WIRE_BUF);
+		if (b == NULL) {
+			worker_give(s, w);
+			pl_error("could not allocate a reply");
+			return 0;
+		}
+		free(c->out);
+		c->out = b;
+		c->out_cap = n > PL_WIRE_BUF ? n : PL_WIRE_BUF;
+	}
+	parley__rpc__v1__response__pack(&resp, c->out + 4);
+	worker_give(s, w);
+	return n;
 }
 
 static void *
-worker_main(void *arg)
+conn_main(void *arg)
 {
-	worker *w = arg;
-	pl_rpc_server *s = w->s;
+	conn *c = arg;
+	pl_rpc_server *s = c->s;
 
 	for (;;) {
-		srv_ctx *c;
+		const uint8_t *req;
+		size_t len, n;
+		bool got = false, stop;
+		int rv;
+
 		pthread_mutex_lock(&s->mtx);
-		while (s->q_head == NULL && !(s->stopping && s->busy == 0))
-			pthread_cond_wait(&s->work_cv, &s->mtx);
-		c = s->q_head;
-		if (c == NULL) {
-			pthread_mutex_unlock(&s->mtx);
-			break;
-		}
-		s->q_head = c->next;
-		if (s->q_head == NULL)
-			s->q_tail = NULL;
+		stop = s->stopping;
+		c->idle = !stop;
 		pthread_mutex_unlock(&s->mtx);
-		handle(w, c);
+		if (stop)
+			break;
+		// No deadline while idle; pl_rpc_server_stop closes idle
+		// connections. A started frame gets IO_BUDGET_NS (below).
+		rv = pl_wire_recv(&c->w, s->cfg.max_msg, DROP_MAX, 0, &req,
+		                  &len, &got);
+		pthread_mutex_lock(&s->mtx);
+		c->idle = false;
+		if (rv == 0 || rv == PL_WIRE_TOOBIG)
+			s->busy++;
+		pthread_mutex_unlock(&s->mtx);
+		if (rv != 0 && rv != PL_WIRE_TOOBIG)
+			break; // closed, reset, or a frame too long to drop
+		n = serve(c, req, len, rv == PL_WIRE_TOOBIG, pl_now_ns());
+		rv = n == 0 ? NNG_ENOMEM
+		            : pl_wire_send(&c->w, c->out, n,
+		                           pl_now_ns() + IO_BUDGET_NS);
+		pthread_mutex_lock(&s->mtx);
+		s->busy--;
+		pthread_mutex_unlock(&s->mtx);
+		if (rv != 0)
+			break;
 	}
+	pthread_mutex_lock(&s->mtx);
+	c->idle = false;
+	c->exited = true;
+	s->n_conns--;
+	pthread_cond_broadcast(&s->idle_cv);
+	pthread_mutex_unlock(&s->mtx);
 	return NULL;
 }
 
-// Per-worker state must be made on the worker's own thread (libpq
-// connections are not to be shared), but before any call is served.
-static void *
-worker_boot(void *arg)
+// Joins and frees connections whose threads have ended (under mtx).
+static void
+reap_conns(pl_rpc_server *s, bool all)
 {
-	worker *w = arg;
-	pl_rpc_server *s = w->s;
+	conn **pp = &s->conns;
 
-	w->init_rv = PL_OK;
-	if (s->cfg.worker_init != NULL)
-		w->init_rv = s->cfg.worker_init(s->cfg.worker_arg, w->idx,
-		                                &w->state);
-	pthread_mutex_lock(&s->mtx);
-	w->booted = true;
-	pthread_cond_broadcast(&s->idle_cv);
-	pthread_mutex_unlock(&s->mtx);
-	if (w->init_rv != PL_OK)
+	while (*pp != NULL) {
+		conn *c = *pp;
+		if (!c->exited && !all) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		pthread_mutex_unlock(&s->mtx);
+		pthread_join(c->thr, NULL);
+		pl_wire_fini(&c->w);
+		free(c->out);
+		free(c);
+		pthread_mutex_lock(&s->mtx);
+	}
+}
+
+static void *
+accept_main(void *arg)
+{
+	acceptor *a = arg;
+	pl_rpc_server *s = a->s;
+	nng_aio *aio;
+
+	if (nng_aio_alloc(&aio, NULL, NULL) != 0) {
+		pl_error("%s: could not accept connections: out of memory",
+		         s->name);
 		return NULL;
-	worker_main(w);
-	if (s->cfg.worker_fini != NULL)
-		s->cfg.worker_fini(s->cfg.worker_arg, w->state);
+	}
+	for (;;) {
+		nng_stream *st;
+		conn *c;
+		int rv;
+
+		nng_stream_listener_accept(a->l, aio);
+		nng_aio_wait(aio);
+		rv = nng_aio_result(aio);
+		pthread_mutex_lock(&s->mtx);
+		if (s->stopping) {
+			pthread_mutex_unlock(&s->mtx);
+			if (rv == 0)
+				nng_stream_free(nng_aio_get_output(aio, 0));
+			break;
+		}
+		reap_conns(s, false);
+		pthread_mutex_unlock(&s->mtx);
+		if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+			break;
+		if (rv != 0) {
+			// Out of descriptors or such: do not spin.
+			pl_warn("%s: accept failed: %s", s->name,
+			        nng_strerror(rv));
+			nng_msleep(10);
+			continue;
+		}
+		st = nng_aio_get_output(aio, 0);
+		c = calloc(1, sizeof(*c));
+		if (c == NULL || pl_wire_init(&c->w, st) != 0) {
+			free(c);
+			nng_stream_free(st);
+			continue;
+		}
+		c->s = s;
+		pthread_mutex_lock(&s->mtx);
+		if (s->stopping || s->n_conns >= MAX_CONNS) {
+			pthread_mutex_unlock(&s->mtx);
+			pl_wire_fini(&c->w);
+			free(c);
+			continue;
+		}
+		if (pthread_create(&c->thr, NULL, conn_main, c) != 0) {
+			pthread_mutex_unlock(&s->mtx);
+			pl_wire_fini(&c->w);
+			free(c);
+			continue;
+		}
+		s->n_conns++;
+		c->next = s->conns;
+		s->conns = c;
+		pthread_mutex_unlock(&s->mtx);
+	}
+	nng_aio_free(aio);
 	return NULL;
 }
 
@@ -860,39 +911,37 @@ listen_all(pl_rpc_server *s)
 		return PL_RESOURCE_EXHAUSTED;
 	for (const char *p = s->listen; *p; p++)
 		cap += *p == ',';
-	s->listeners = calloc(cap, sizeof(*s->listeners));
-	if (s->listeners == NULL) {
+	s->acceptors = calloc(cap, sizeof(*s->acceptors));
+	if (s->acceptors == NULL) {
 		free(urls);
 		return PL_RESOURCE_EXHAUSTED;
 	}
 	for (char *u = strtok_r(urls, ", ", &save); u != NULL;
 	     u = strtok_r(NULL, ", ", &save)) {
-		nng_listener l;
-		int e = nng_listener_create(&l, s->sock, u);
-		if (e == 0 && strncmp(u, "tls+", 4) == 0) {
-			if (s->tls == NULL) {
-				e = nng_tls_config_alloc(&s->tls,
-				                         NNG_TLS_MODE_SERVER);
-				if (e == 0 && s->cfg.tls_cert && s->cfg.tls_key)
-					e = nng_tls_config_cert_key_file(
-					        s->tls, s->cfg.tls_cert, NULL);
-			}
-			if (e == 0)
-				e = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG,
-				                         s->tls);
+		acceptor *a = &s->acceptors[s->n_acceptors];
+		char url[512];
+		int e = 0;
+		if (pl_wire_url(u, url, sizeof(url)) != 0)
+			e = NNG_EADDRINVAL;
+		if (e == 0 && strncmp(u, "tls+", 4) == 0 && s->tls == NULL) {
+			e = nng_tls_config_alloc(&s->tls, NNG_TLS_MODE_SERVER);
+			if (e == 0 && s->cfg.tls_cert && s->cfg.tls_key)
+				e = nng_tls_config_cert_key_file(
+				        s->tls, s->cfg.tls_cert, NULL);
 		}
 		if (e == 0)
-			e = nng_listener_start(l, 0);
+			e = pl_wire_listener(&a->l, url, s->tls);
 		if (e != 0) {
 			pl_error("could not listen on %s: %s", u,
 			         nng_strerror(e));
 			rv = nng_status(e);
 			break;
 		}
-		s->listeners[s->n_listeners++] = l;
+		a->s = s;
+		s->n_acceptors++;
 	}
 	free(urls);
-	if (rv == PL_OK && s->n_listeners == 0) {
+	if (rv == PL_OK && s->n_acceptors == 0) {
 		pl_error("no address to listen on");
 		rv = PL_INVALID_ARGUMENT;
 	}
@@ -907,62 +956,38 @@ pl_rpc_server_start(pl_rpc_server *s)
 	if (s->started)
 		return PL_FAILED_PRECONDITION;
 	s->started = true;
-	if ((rv = nng_rep0_open(&s->sock)) != 0)
-		return nng_status(rv);
-	s->sock_open = true;
-	nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ,
-	                    s->cfg.max_msg + RECV_GRACE);
 
-	// Workers first, each making its state on its own thread.
+	// Worker states first (each is used by one call at a time, from
+	// whichever connection thread runs it).
 	s->workers = calloc((size_t)s->cfg.workers, sizeof(*s->workers));
 	if (s->workers == NULL)
 		return PL_RESOURCE_EXHAUSTED;
 	for (int i = 0; i < s->cfg.workers; i++) {
 		worker *w = &s->workers[i];
-		w->s = s;
 		w->idx = i;
 		pl_arena_init(&w->arena, 0, s->cfg.arena_limit);
-		if (pthread_create(&w->thr, NULL, worker_boot, w) != 0) {
-			pl_arena_fini(&w->arena);
-			break;
-		}
 		s->n_workers++;
-	}
-	pthread_mutex_lock(&s->mtx);
-	for (int i = 0; i < s->n_workers; i++)
-		while (!s->workers[i].booted)
-			pthread_cond_wait(&s->idle_cv, &s->mtx);
-	pthread_mutex_unlock(&s->mtx);
-	rv = s->n_workers == s->cfg.workers ? PL_OK : PL_RESOURCE_EXHAUSTED;
-	for (int i = 0; i < s->n_workers && rv == PL_OK; i++)
-		if (s->workers[i].init_rv != PL_OK) {
+		rv = PL_OK;
+		if (s->cfg.worker_init != NULL)
+			rv = s->cfg.worker_init(s->cfg.worker_arg, i,
+			                        &w->state);
+		if (rv != PL_OK) {
 			pl_error("worker %d could not start: %s", i,
-			         pl_status_name(s->workers[i].init_rv));
-			rv = s->workers[i].init_rv;
+			         pl_status_name(rv));
+			w->state = NULL;
+			w->idx = -1; // nothing to finish
+			return rv;
 		}
-	if (rv != PL_OK)
-		return rv;
-
-	s->ctxs = calloc((size_t)s->cfg.contexts, sizeof(*s->ctxs));
-	if (s->ctxs == NULL)
-		return PL_RESOURCE_EXHAUSTED;
-	for (int i = 0; i < s->cfg.contexts; i++) {
-		srv_ctx *c = &s->ctxs[i];
-		c->s = s;
-		if (nng_aio_alloc(&c->aio, ctx_cb, c) != 0)
-			return PL_RESOURCE_EXHAUSTED;
-		if (nng_ctx_open(&c->ctx, s->sock) != 0) {
-			nng_aio_free(c->aio);
-			c->aio = NULL;
-			return PL_RESOURCE_EXHAUSTED;
-		}
-		s->n_ctxs++;
+		w->next = s->free_workers;
+		s->free_workers = w;
 	}
 	if ((rv = listen_all(s)) != PL_OK)
 		return rv;
-	for (int i = 0; i < s->n_ctxs; i++) {
-		s->ctxs[i].state = CTX_RECV;
-		nng_ctx_recv(s->ctxs[i].ctx, s->ctxs[i].aio);
+	for (size_t i = 0; i < s->n_acceptors; i++) {
+		acceptor *a = &s->acceptors[i];
+		if (pthread_create(&a->thr, NULL, accept_main, a) != 0)
+			return PL_RESOURCE_EXHAUSTED;
+		a->running = true;
 	}
 	pl_info("%s listening on %s with %d workers", s->name, s->listen,
 	        s->n_workers);
@@ -979,36 +1004,27 @@ pl_rpc_server_stop(pl_rpc_server *s)
 	pthread_mutex_lock(&s->mtx);
 	s->stopping = true;
 	pthread_mutex_unlock(&s->mtx);
-	// Closing a listener would close its connections too, and with them
-	// the replies still to be sent: stop receiving instead, and close the
-	// socket once in-flight calls have answered. Requests left unread go
-	// back to the clients' REQ sockets, which resend them to a replica.
-	// Cancel receives that hold no request; queued and running calls go on.
-	for (int i = 0; i < s->n_ctxs; i++)
-		nng_aio_cancel(s->ctxs[i].aio);
+	// Stop accepting; then close the connections that wait for a request.
+	// Those inside a call finish it, send the reply, and close.
+	for (size_t i = 0; i < s->n_acceptors; i++)
+		nng_stream_listener_close(s->acceptors[i].l);
+	for (size_t i = 0; i < s->n_acceptors; i++)
+		if (s->acceptors[i].running) {
+			pthread_join(s->acceptors[i].thr, NULL);
+			s->acceptors[i].running = false;
+		}
 	pthread_mutex_lock(&s->mtx);
-	for (;;) {
-		bool waiting = s->busy > 0;
-		for (int i = 0; i < s->n_ctxs && !waiting; i++)
-			waiting = s->ctxs[i].state == CTX_RECV;
-		if (!waiting)
-			break;
+	for (conn *c = s->conns; c != NULL; c = c->next)
+		if (c->idle)
+			nng_stream_close(c->w.s);
+	while (s->n_conns > 0)
 		pthread_cond_wait(&s->idle_cv, &s->mtx);
-	}
-	pthread_cond_broadcast(&s->work_cv);
+	reap_conns(s, true);
 	pthread_mutex_unlock(&s->mtx);
 	for (int i = 0; i < s->n_workers; i++)
-		pthread_join(s->workers[i].thr, NULL);
-	// Replies handed to a pipe are written asynchronously; give them a
-	// moment before the socket (and its pipes) go.
-	if (s->n_ctxs > 0)
-		nng_msleep(50);
-	for (int i = 0; i < s->n_ctxs; i++)
-		nng_aio_stop(s->ctxs[i].aio);
-	if (s->sock_open) {
-		nng_close(s->sock);
-		s->sock_open = false;
-	}
+		if (s->cfg.worker_fini != NULL && s->workers[i].idx >= 0)
+			s->cfg.worker_fini(s->cfg.worker_arg,
+			                   s->workers[i].state);
 	pl_info("%s stopped", s->name);
 }
 
@@ -1019,19 +1035,14 @@ pl_rpc_server_close(pl_rpc_server *s)
 		return;
 	if (s->started)
 		pl_rpc_server_stop(s);
-	for (int i = 0; i < s->n_ctxs; i++) {
-		nng_ctx_close(s->ctxs[i].ctx);
-		nng_aio_free(s->ctxs[i].aio);
-	}
-	free(s->ctxs);
 	for (int i = 0; i < s->n_workers; i++)
 		pl_arena_fini(&s->workers[i].arena);
 	free(s->workers);
-	free(s->listeners);
+	for (size_t i = 0; i < s->n_acceptors; i++)
+		nng_stream_listener_free(s->acceptors[i].l);
+	free(s->acceptors);
 	if (s->tls)
 		nng_tls_config_free(s->tls);
-	if (s->sock_open)
-		nng_close(s->sock);
 	for (size_t i = 0; i < s->n_methods; i++)
 		free((char *)s->methods[i].full);
 	free(s->methods);

@@ -15,8 +15,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/req.h>
 
 #include "echo_service.h"
 #include "parley/rpc/v1/health.pb-c.h"
@@ -387,26 +385,18 @@ test_wrong_secret(void **state)
 	pl_rpc_client_close(bad);
 }
 
-// Sends raw bytes with a plain REQ socket and decodes the reply.
+// Sends raw bytes as one frame and decodes the reply.
 static Parley__Rpc__V1__Response *
 raw_call(const char *url, const void *data, size_t len, pl_arena *a)
 {
-	nng_socket s;
-	nng_msg *m;
+	uint8_t *reply;
+	size_t n;
 	Parley__Rpc__V1__Response *r;
 
-	assert_int_equal(nng_req0_open(&s), 0);
-	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 3000);
-	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 3000);
-	assert_int_equal(nng_dial(s, url, NULL, 0), 0);
-	assert_int_equal(nng_msg_alloc(&m, len), 0);
-	memcpy(nng_msg_body(m), data, len);
-	assert_int_equal(nng_sendmsg(s, m, 0), 0);
-	assert_int_equal(nng_recvmsg(s, &m, 0), 0);
-	r = parley__rpc__v1__response__unpack(pl_arena_pb(a), nng_msg_len(m),
-	                                      nng_msg_body(m));
-	nng_msg_free(m);
-	nng_close(s);
+	assert_int_equal(pl_rpc_raw_exchange(url, data, len, 3000, &reply, &n),
+	                 PL_OK);
+	r = parley__rpc__v1__response__unpack(pl_arena_pb(a), n, reply);
+	free(reply);
 	return r;
 }
 

@@ -1,14 +1,15 @@
 // Parley's gRPC-style RPC over nng (DESIGN §2).
 //
 // A server binds one or more protobuf-c service descriptors to handler
-// tables, listens on nng URLs (inproc://, ipc://, tcp://, tls+tcp://), and
-// runs a fixed pool of worker threads. nng contexts receive asynchronously;
-// their callbacks only queue the request, and workers (which may block on
-// libpq or libcurl) unpack the envelope, check the caller, dispatch, and
-// send the reply asynchronously.
+// tables and listens on URLs (inproc://, ipc://, tcp://, tls+tcp://) with
+// nng's byte streams. Each connection has a thread that reads a request
+// frame (4-byte big-endian length + the protobuf envelope), borrows one of
+// a fixed pool of worker states (a database connection and such), unpacks
+// the envelope, checks the caller, dispatches, and writes the reply frame.
 //
-// A client dials one or several replicas with a REQ socket; every call uses
-// its own context, so a client is safe to share between threads.
+// A client keeps a pool of connections to one or several replicas (one
+// call at a time on each, more dialed on demand up to a limit), so it is
+// safe to share between threads.
 #ifndef PL_RPC_H
 #define PL_RPC_H
 
@@ -104,16 +105,17 @@ int64_t pl_now_ns(void);
 typedef struct pl_rpc_server_config {
 	const char *name;     // "billing": logs, metrics, Health
 	const char *listen;   // comma-separated nng URLs
-	int workers;          // worker threads (0: 4)
-	int contexts;         // receiving contexts (0: 4 x workers)
+	int workers;          // worker states: calls served at once (0: 4)
+	int contexts;         // unused (kept for configurations that set it)
 	size_t max_msg;       // larger requests: INVALID_ARGUMENT (0: 4 MiB)
 	size_t arena_limit;   // per call (0: 64 MiB)
 	const char *secret;   // shared service secret; required
 	const char *tls_cert; // PEM files for tls+tcp:// (optional)
 	const char *tls_key;
-	// Per-worker state, e.g. a database connection; called on the worker
-	// thread with worker_arg. init returns 0 or a status that fails
-	// pl_rpc_server_start.
+	// Per-worker state, e.g. a database connection, made at start with
+	// worker_arg. A state serves one call at a time, but not always from
+	// the same thread: keep nothing about it in thread-local storage.
+	// init returns 0 or a status that fails pl_rpc_server_start.
 	int (*worker_init)(void *worker_arg, int idx, void **state);
 	void (*worker_fini)(void *worker_arg, void *state);
 	// Readiness for Health and /readyz (NULL: always ready); state is a
@@ -168,7 +170,7 @@ typedef struct pl_rpc_client_config {
 	const char *service; // this program's name, sent as principal.service
 	int64_t timeout_ms;  // default per-call budget (0: 5000)
 	int attempts;        // for retryable calls (0: 3)
-	int conns;           // connections per replica (0: 2)
+	int conns;           // most connections per replica (0: 64)
 	const char *tls_ca;  // CA file for tls+tcp:// (optional)
 } pl_rpc_client_config;
 
@@ -199,5 +201,11 @@ int pl_rpc_call(pl_rpc_client *c, const char *method,
                 const ProtobufCMessage *in,
                 const ProtobufCMessageDescriptor *out_desc, void **out,
                 pl_arena *arena, const pl_rpc_opts *opts, pl_rpc_result *res);
+
+// Sends raw bytes as one request frame on a new connection to url and
+// returns the reply frame's bytes (malloc'd, caller frees). For tests and
+// tools that speak the wire without the envelope helpers.
+int pl_rpc_raw_exchange(const char *url, const void *req, size_t len,
+                        int64_t timeout_ms, uint8_t **reply, size_t *reply_len);
 
 #endif

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,7 +42,41 @@ typedef struct result {
 	double p50_us, p99_us;
 	long calls;
 	long errors;
+	double cpu_us; // CPU (user+sys) of client and server per call, us
 } result;
+
+// CPU time in microseconds: this process (every thread), its reaped
+// children, or another process by /proc/<pid>/stat (utime + stime).
+static double
+cpu_self_us(int who)
+{
+	struct rusage ru;
+	getrusage(who, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+	       ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
+
+static double
+cpu_pid_us(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	// Fields 14 and 15, counted after the command's closing parenthesis.
+	if ((p = strrchr(buf, ')')) == NULL ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+	           &ut, &st) != 2)
+		return 0;
+	return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+}
 
 static int
 cmp_i64(const void *a, const void *b)
@@ -196,6 +231,7 @@ typedef struct client_arg {
 	int64_t *lat;       // latencies, ns
 	long cap, n;
 	long errors;
+	long n_all; // every call, warm-up included
 	int64_t t_end;
 	int64_t t_warm;
 } client_arg;
@@ -254,6 +290,7 @@ client_main(void *arg)
 			c->errors++;
 			continue;
 		}
+		c->n_all++;
 		if (t0 < c->t_warm)
 			continue;
 		if (c->n == c->cap) {
@@ -273,8 +310,10 @@ client_main(void *arg)
 }
 
 static result
-run_clients(const char *kind, const char *url, int nclients)
+run_clients(const char *kind, const char *url, int nclients, pid_t srv)
 {
+	double cpu0 = cpu_self_us(RUSAGE_SELF) + cpu_pid_us(srv);
+	long n_all = 0;
 	client_arg c[64];
 	pthread_t t[64];
 	nng_socket sock;
@@ -318,8 +357,12 @@ run_clients(const char *kind, const char *url, int nclients)
 	for (int i = 0; i < nclients; i++) {
 		pthread_join(t[i], NULL);
 		total += c[i].n;
+		n_all += c[i].n_all;
 		r.errors += c[i].errors;
 	}
+	if (n_all > 0)
+		r.cpu_us = (cpu_self_us(RUSAGE_SELF) + cpu_pid_us(srv) - cpu0) /
+		           (double)n_all;
 	all = malloc((size_t)(total ? total : 1) * sizeof(int64_t));
 	total = 0;
 	for (int i = 0; i < nclients; i++) {
@@ -358,6 +401,7 @@ run_grpc(const char *addr, int nclients)
 	pid_t srv;
 	char cmd[1024], line[512], ready[64] = { 0 };
 	FILE *p;
+	double cpu0 = cpu_self_us(RUSAGE_CHILDREN);
 
 	if (pipe(pfd) != 0)
 		exit(1);
@@ -375,7 +419,8 @@ run_grpc(const char *addr, int nclients)
 		goto out;
 	}
 	snprintf(cmd, sizeof(cmd),
-	         "%s client %s --clients %d --seconds %g --payload %d",
+	         "%s client %s --clients %d --seconds %g --payload %d "
+	         "--warmup-ms 300",
 	         grpc_bin, addr, nclients, seconds, payload);
 	if ((p = popen(cmd, "r")) == NULL)
 		goto out;
@@ -395,14 +440,19 @@ out:
 	close(pfd[0]);
 	kill(srv, SIGTERM);
 	waitpid(srv, NULL, 0);
+	// Client and server processes, reaped: their start and the warm-up
+	// are in it too, so the figure is an estimate from calls/s.
+	if (r.calls_per_s > 0)
+		r.cpu_us = (cpu_self_us(RUSAGE_CHILDREN) - cpu0) /
+		           (r.calls_per_s * (seconds + 0.3));
 	return r;
 }
 
 static void
 print_row(const char *transport, const char *impl, int n, result r)
 {
-	printf("%-5s %-7s %7d %12.0f %9.1f %9.1f %8ld\n", transport, impl, n,
-	       r.calls_per_s, r.p50_us, r.p99_us, r.errors);
+	printf("%-5s %-7s %7d %12.0f %9.1f %9.1f %10.1f %8ld\n", transport,
+	       impl, n, r.calls_per_s, r.p50_us, r.p99_us, r.cpu_us, r.errors);
 	fflush(stdout);
 }
 
@@ -473,8 +523,9 @@ main(int argc, char **argv)
 	printf("payload %d bytes, %.1f s per point (after 0.3 s warm-up), "
 	       "Parley server workers %d, %ld cores\n",
 	       payload, seconds, workers, sysconf(_SC_NPROCESSORS_ONLN));
-	printf("%-5s %-7s %7s %12s %9s %9s %8s\n", "trans", "impl", "clients",
-	       "calls/s", "p50_us", "p99_us", "errors");
+	printf("%-5s %-7s %7s %12s %9s %9s %10s %8s\n", "trans", "impl",
+	       "clients", "calls/s", "p50_us", "p99_us", "cpu_us/call",
+	       "errors");
 	for (int t = 0; t < 2; t++) {
 		for (int k = 0; k < 3; k++) {
 			const char *impl = k == 0   ? "nng"
@@ -506,9 +557,10 @@ main(int argc, char **argv)
 			if (k < 2)
 				pid = spawn_server(impl, url, 16);
 			for (int c = 0; c < 3; c++) {
-				res[t][k][c] = k == 2 ? run_grpc(url, counts[c])
-				                      : run_clients(impl, url,
-				                                    counts[c]);
+				res[t][k][c] =
+				        k == 2 ? run_grpc(url, counts[c])
+				               : run_clients(impl, url,
+				                             counts[c], pid);
 				print_row(tnames[t], impl, counts[c],
 				          res[t][k][c]);
 			}
@@ -545,6 +597,11 @@ main(int argc, char **argv)
 				               ? " (target >= 1.0 over tcp)"
 				               : "");
 		}
+		if (gr[2].cpu_us > 0 && pa[2].cpu_us > 0)
+			printf("%s  CPU per call, 16 clients: parley/grpc = "
+			       "%.2f "
+			       "(less load-sensitive than calls/s)\n",
+			       tnames[t], pa[2].cpu_us / gr[2].cpu_us);
 	}
 	return 0;
 }

@@ -14,7 +14,7 @@
 //               answers: the database path every call
 //
 //	bench_tenants [seconds=5] [keys=10000] [threads=16] [workers=4]
-//	              [rounds=3] [conns=2]
+//	              [rounds=3] [conns=0: the client default]
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -276,7 +276,7 @@ main(int argc, char **argv)
 {
 	static pgh pg;
 	static svch h;
-	int nthreads = 16, workers = 4, rounds = 3, conns = 2;
+	int nthreads = 16, workers = 4, rounds = 3, conns = 0;
 	pl_rpc_client_config cc = { 0 };
 	char addr[64], prefix[16];
 	uint8_t hash[TENANTS_HASH_LEN];
@@ -361,7 +361,7 @@ main(int argc, char **argv)
 	}
 	printf("%d keys, %d clients, %d workers, %d conns, %d x %ds rounds, "
 	       "%s\n",
-	       nkeys, nthreads, workers, conns ? conns : 2, rounds, seconds,
+	       nkeys, nthreads, workers, conns ? conns : 64, rounds, seconds,
 	       addr);
 
 	phase(PH_HEALTH, rounds, nthreads);
