@@ -1160,5 +1160,24 @@ pl_rpc_server_metrics(pl_rpc_server *s)
 	append(&buf, &len, &cap,
 	       "# TYPE parley_up gauge\nparley_up{service=\"%s\"} 1\n",
 	       s->name);
+	pthread_mutex_lock(&s->mtx);
+	append(&buf, &len, &cap,
+	       "# TYPE parley_rpc_in_flight gauge\n"
+	       "parley_rpc_in_flight{service=\"%s\"} %d\n"
+	       "# TYPE parley_rpc_connections gauge\n"
+	       "parley_rpc_connections{service=\"%s\"} %d\n",
+	       s->name, s->busy, s->name, s->n_conns);
+	pthread_mutex_unlock(&s->mtx);
 	return buf;
+}
+
+int
+pl_rpc_server_in_flight(pl_rpc_server *s)
+{
+	int n;
+
+	pthread_mutex_lock(&s->mtx);
+	n = s->busy;
+	pthread_mutex_unlock(&s->mtx);
+	return n;
 }

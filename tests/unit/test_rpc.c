@@ -15,7 +15,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-
 #include "echo_service.h"
 #include "parley/rpc/v1/health.pb-c.h"
 #include "pl/log.h"
@@ -539,7 +538,11 @@ test_stop_with_calls_in_flight(void **state)
 		s[i].cli = f->cli;
 		pthread_create(&t[i], NULL, slow_main, &s[i]);
 	}
-	usleep(100 * 1000); // all four are inside the handler now
+	// Stop once all four are inside the handler (connections are dialed
+	// on demand, so that can take a while under a sanitizer).
+	for (int i = 0; i < 500 && pl_rpc_server_in_flight(f->srv) < 4; i++)
+		usleep(10 * 1000);
+	assert_int_equal(pl_rpc_server_in_flight(f->srv), 4);
 	pl_rpc_server_stop(f->srv);
 	for (int i = 0; i < 4; i++) {
 		pthread_join(t[i], NULL);

@@ -150,6 +150,8 @@ void pl_rpc_server_close(pl_rpc_server *s);
 // caller frees it.
 char *pl_rpc_server_metrics(pl_rpc_server *s);
 
+// Calls read and not yet answered.
+int pl_rpc_server_in_flight(pl_rpc_server *s);
 // The server's readiness as Health would answer it.
 bool pl_rpc_server_ready(pl_rpc_server *s);
 
