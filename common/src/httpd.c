@@ -30,6 +30,7 @@ struct pl_httpd {
 	pl_http_handler handler;
 	void *arg;
 	size_t max_body;
+	bool handle_too_large;
 };
 
 // The state of one request, from its headers to its completion.
@@ -228,8 +229,9 @@ run_handler(pl_httpd *d, struct MHD_Connection *conn, const char *url,
 	client_ip(conn, rq->remote_ip, sizeof(rq->remote_ip));
 	req.method = method;
 	req.path = url;
-	req.body = rq->len > 0 ? rq->body : NULL;
-	req.body_len = rq->len;
+	req.too_large = rq->too_large;
+	req.body = rq->len > 0 && !rq->too_large ? rq->body : NULL;
+	req.body_len = rq->too_large ? 0 : rq->len;
 	req.remote_ip = rq->remote_ip;
 	req.conn_ = conn;
 
@@ -315,6 +317,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			// Refused before the body is read (and before any
 			// "100 Continue"); MHD then closes the connection.
 			rq->too_large = true;
+			if (d->handle_too_large)
+				return run_handler(d, conn, url, method, rq);
 			return queue_static(conn, MHD_HTTP_CONTENT_TOO_LARGE,
 			                    too_large_msg);
 		}
@@ -347,7 +351,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		return MHD_YES;
 	}
 
-	if (rq->too_large) {
+	if (rq->too_large && !d->handle_too_large) {
 		return queue_static(conn, MHD_HTTP_CONTENT_TOO_LARGE,
 		                    too_large_msg);
 	}
@@ -432,6 +436,7 @@ pl_httpd_start(pl_httpd **out, const pl_httpd_config *cfg, pl_http_handler h,
 	d->handler = h;
 	d->arg = arg;
 	d->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
+	d->handle_too_large = cfg->handle_too_large;
 
 	// MHD_USE_ERROR_LOG stays off: MHD's messages may quote requests.
 	d->mhd = MHD_start_daemon(

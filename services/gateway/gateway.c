@@ -174,6 +174,7 @@ gw_start(gw *g)
 		.port = (uint16_t)g->cfg.port,
 		.threads = (int)g->cfg.threads,
 		.max_body = (size_t)g->cfg.max_body,
+		.handle_too_large = true,
 		.timeout_s = (int)g->cfg.timeout_s,
 	};
 

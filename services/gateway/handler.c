@@ -642,7 +642,7 @@ gw_handle(const pl_http_req *req, pl_http_resp *resp, void *arg)
 	}
 	x.route = r;
 	cors(&x, (r->flags & GW_ANY_ORIGIN) != 0);
-	if (req->body_len > (size_t)x.g->cfg.max_body) {
+	if (req->too_large || req->body_len > (size_t)x.g->cfg.max_body) {
 		gw_reply_error(&x, PL_INVALID_ARGUMENT,
 		               "request body too large", NULL, 0);
 		resp->status = 413;

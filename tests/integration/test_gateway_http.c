@@ -764,6 +764,10 @@ test_bad_input(void **state)
 	body[big] = '\0';
 	assert_int_equal(req(&r, "POST", "/v1/signup", NULL, body, big, NULL),
 	                 413);
+	// In the API's own error format, with the request id.
+	assert_string_equal(err_code(&r), "INVALID_ARGUMENT");
+	assert_non_null(strstr(jstr(&r, "error", "message"), "too large"));
+	assert_non_null(hget(&r, "X-Request-Id"));
 	hfree(&r);
 	free(body);
 	assert_int_equal(jreq(&r, "GET", "/v1/nowhere", "tok-a", NULL), 404);

@@ -15,6 +15,7 @@ typedef struct pl_http_req {
 	const char *body;   // NUL-terminated copy; NULL when empty
 	size_t body_len;
 	const char *remote_ip; // "127.0.0.1"
+	bool too_large;        // body past max_body, not read (see config)
 	void *conn_;           // internal
 } pl_http_req;
 
@@ -51,6 +52,10 @@ typedef struct pl_httpd_config {
 	size_t max_body;    // 0: 1 MiB; larger bodies get 413
 	int timeout_s;      // idle connection timeout (0: 30)
 	unsigned max_conns; // 0: 1024
+	// Past max_body the wrapper answers a plain-text 413 itself; with
+	// this set it calls the handler instead, with too_large set and no
+	// body, so the answer can be in the application's own format.
+	bool handle_too_large;
 } pl_httpd_config;
 
 typedef struct pl_httpd pl_httpd;
