@@ -75,9 +75,9 @@ sb_elem(sbuf *b, const char *s)
 	"remaining_month, "                                                    \
 	"overage, replayed, refusal, day_limit, month_limit FROM "             \
 	"billing.reserve_batch($1::uuid[], $2::text[], $3::bigint[], "         \
-	"$4::text[], $5::uuid[], $6::int[], $7::int[], $8)"
+	"$4::text[], $5::uuid[], $6::int[], $7)"
 
-enum { A_TENANT, A_METRIC, A_AMOUNT, A_KEY, A_ID, A_GROUP, A_DUP, A_N };
+enum { A_TENANT, A_METRIC, A_AMOUNT, A_KEY, A_ID, A_DUP, A_N };
 
 static void
 one_by_one(pl_db *db, billing_reserve_item *const *items, size_t n, bool emit)
@@ -95,12 +95,12 @@ billing_store_reserve_batch(pl_db *db, billing_reserve_item *const *items,
                             size_t n, bool emit)
 {
 	static _Thread_local PGconn *prepared_on;
-	int group[BILLING_MAX_BATCH], dup[BILLING_MAX_BATCH];
+	int dup[BILLING_MAX_BATCH];
 	char ids[BILLING_MAX_BATCH][PL_UUID_STRLEN + 1];
 	sbuf a[A_N];
 	const char *params[A_N + 1];
 	PGresult *r = NULL;
-	int rc = PL_INTERNAL, n_groups = 0;
+	int rc = PL_INTERNAL;
 
 	if (n == 0)
 		return 0;
@@ -108,23 +108,14 @@ billing_store_reserve_batch(pl_db *db, billing_reserve_item *const *items,
 		one_by_one(db, items, n, emit);
 		return (int)n;
 	}
-	// Groups (distinct tenant + metric, numbered in order of first
-	// appearance) and earlier items with the same (tenant, key).
+	// The first earlier item with the same (tenant, key), 1-based (0:
+	// none): answered as a replay of it.
 	for (size_t i = 0; i < n; i++) {
-		group[i] = 0;
 		dup[i] = 0;
-		for (size_t j = 0; j < i; j++) {
-			if (strcmp(items[j]->tenant, items[i]->tenant) != 0)
-				continue;
-			if (group[i] == 0 &&
-			    strcmp(items[j]->metric, items[i]->metric) == 0)
-				group[i] = group[j];
-			if (dup[i] == 0 &&
-			    strcmp(items[j]->key, items[i]->key) == 0)
+		for (size_t j = 0; j < i && dup[i] == 0; j++)
+			if (strcmp(items[j]->key, items[i]->key) == 0 &&
+			    strcmp(items[j]->tenant, items[i]->tenant) == 0)
 				dup[i] = (int)j + 1;
-		}
-		if (group[i] == 0)
-			group[i] = ++n_groups;
 	}
 	memset(a, 0, sizeof(a));
 	for (int k = 0; k < A_N; k++)
@@ -141,8 +132,6 @@ billing_store_reserve_batch(pl_db *db, billing_reserve_item *const *items,
 		sb_str(&a[A_AMOUNT], num);
 		sb_elem(&a[A_KEY], items[i]->key);
 		sb_str(&a[A_ID], ids[i]);
-		snprintf(num, sizeof(num), "%d", group[i]);
-		sb_str(&a[A_GROUP], num);
 		snprintf(num, sizeof(num), "%d", dup[i]);
 		sb_str(&a[A_DUP], num);
 	}

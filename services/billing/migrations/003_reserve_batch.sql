@@ -1,58 +1,73 @@
 -- billing 003: ReserveUsage in batches (group commit; issue 4's benchmark).
 --
 -- The service gathers the ReserveUsage calls that arrive while the previous
--- batch runs and decides them all with ONE call of billing.reserve_batch,
+-- batch runs and decides them all with ONE call of billing.reserve_batch:
 -- one round trip and one commit (README "ReserveUsage"). The rules are
 -- those of 002, applied to the items in their order as if they had been
 -- called one after another:
 --
---   * every counter row the batch may change is locked first, in one
---     statement, in (tenant, metric, period_kind) order: concurrent batches
---     (other replicas) and the one-call function (002, which locks day then
---     month of one tenant) take them in the same order;
+--   * per distinct (tenant, metric) of the batch, one statement reads the
+--     subscription and plan limits and locks the day and month counter rows
+--     (created first when missing), in (tenant, metric, period_kind) order:
+--     concurrent batches (other replicas) and the one-call function of 002
+--     (day then month of one tenant) lock in the same order;
 --   * then the stored answers of the batch's keys are read (under those
---     locks a concurrent call with the same key has committed, so it is
---     seen);
---   * the items are decided in order against the locked values: a hot
---     tenant's reservations are admitted one after another until its limit;
---     an item whose (tenant, key) appeared earlier in the batch is answered
---     as a replay of that earlier one (p_dup), exactly as a retry after it;
---   * the counters get one UPDATE per row, the reservations one INSERT; if a
---     key was nevertheless taken meanwhile (a racer that never locked the
---     counters, e.g. a refusal of 002), the whole batch is rolled back with
---     unique_violation and the service runs it again (it then replays).
+--     locks a concurrent call with the same key that took them has
+--     committed, so it is seen);
+--   * fast path: no key stored, no key twice, and every group's total fits
+--     its limits: everything is admitted, running sums per group give each
+--     item its remaining day/month and overage (one UPDATE, one INSERT);
+--   * otherwise the items are decided one after another against the
+--     locked values: a hot tenant's reservations are admitted in order
+--     until its limit; an item whose (tenant, key) appeared earlier in the
+--     batch (p_dup: the 1-based index of that earlier item) is answered as
+--     a replay of it, exactly as a retry after it would be;
+--   * a key taken meanwhile by a call that did not wait on these locks (a
+--     refusal of 002 takes none) makes the reservations' INSERT fail with
+--     unique_violation: the whole batch is rolled back, counters included,
+--     and the service runs it again (it then replays).
 --
 -- The batch crosses tenants, so it sets the '*' tenant for row-level
 -- security, as DeliverEvents and the periodic job do; it touches only the
 -- rows of the (tenant, key) pairs it is given.
 
 CREATE FUNCTION billing.reserve_batch(p_tenants uuid[], p_metrics text[],
-	p_amounts bigint[], p_keys text[], p_ids uuid[], p_group int[],
-	p_dup int[], p_emit_refusal boolean)
+	p_amounts bigint[], p_keys text[], p_ids uuid[], p_dup int[],
+	p_emit_refusal boolean)
 RETURNS TABLE (ord int, outcome text, reservation_id uuid,
 	remaining_day bigint, remaining_month bigint, overage bigint,
 	replayed boolean, refusal text, day_limit bigint, month_limit bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Every statement below reads or writes a few rows by primary key; on a
+-- small table the planner would rather hash a sequential scan.
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+AS $$
 DECLARE
 	n          int := coalesce(array_length(p_tenants, 1), 0);
 	v_day      timestamptz := date_trunc('day', now() AT TIME ZONE 'UTC')
 	                          AT TIME ZONE 'UTC';
-	-- Groups: one per distinct (tenant, metric), numbered by the caller
-	-- (p_group) from 1 in order of first appearance.
-	g_t        uuid[] := '{}';
-	g_m        text[] := '{}';
-	g_n        int := 0;
+	-- Groups: one per distinct (tenant, metric), in (tenant, metric)
+	-- order (the order their counter rows are locked in).
+	g_n        int;
+	g_t        uuid[];
+	g_m        text[];
 	g_status   text[];
 	g_dlim     bigint[];
 	g_mlim     bigint[];
 	g_over     bigint[];
 	g_mstart   timestamptz[];
-	g_dhave    boolean[];
-	g_mhave    boolean[];
 	g_dused    bigint[];
 	g_mused    bigint[];
 	g_dadd     bigint[];
 	g_madd     bigint[];
+	grp        int[];
+	-- Counter rows to add to: (tenant, metric, kind, start, amount).
+	k_n        int;
+	k_t        uuid[];
+	k_m        text[];
+	k_kind     text[];
+	k_start    timestamptz[];
+	k_add      bigint[];
 	-- Stored answers of the batch's keys (index: item).
 	s_found    boolean[];
 	s_metric   text[];
@@ -76,21 +91,14 @@ DECLARE
 	o_store    boolean[];
 	o_dstart   timestamptz[];
 	o_mstart   timestamptz[];
-	k_n        int := 0;
-	k_g        int[] := '{}';
-	k_t        uuid[] := '{}';
-	k_m        text[] := '{}';
-	k_kind     text[] := '{}';
-	k_start    timestamptz[] := '{}';
-	k_add      bigint[] := '{}';
 	r          record;
 	gi         int;
 	j          int;
 	v_has_day  boolean;
 	v_amt      bigint;
-	v_cnt      int;
-	v_stored   int := 0;
-	v_missing  boolean := false;
+	v_missing  boolean;
+	v_fast     boolean;
+	v_stored   boolean := false;
 BEGIN
 	IF n = 0 THEN
 		RETURN;
@@ -99,114 +107,121 @@ BEGIN
 	   OR array_length(p_amounts, 1) IS DISTINCT FROM n
 	   OR array_length(p_keys, 1) IS DISTINCT FROM n
 	   OR array_length(p_ids, 1) IS DISTINCT FROM n
-	   OR array_length(p_group, 1) IS DISTINCT FROM n
 	   OR array_length(p_dup, 1) IS DISTINCT FROM n THEN
 		RAISE invalid_parameter_value USING MESSAGE =
 			'reserve_batch: arrays of different lengths';
 	END IF;
 	PERFORM set_config('parley.tenant_id', '*', true);
 
-	FOR i IN 1 .. n LOOP
-		gi := p_group[i];
-		IF gi IS NULL OR gi < 1 OR gi > g_n + 1 THEN
-			RAISE invalid_parameter_value USING MESSAGE =
-				'reserve_batch: bad group number';
-		END IF;
-		IF gi > g_n THEN
-			g_n := gi;
-			g_t[gi] := p_tenants[i];
-			g_m[gi] := p_metrics[i];
-		ELSIF g_t[gi] <> p_tenants[i] OR g_m[gi] <> p_metrics[i] THEN
-			RAISE invalid_parameter_value USING MESSAGE =
-				'reserve_batch: group of another tenant or metric';
-		END IF;
-	END LOOP;
-
-	-- Subscriptions, limits, billing month and whether the counter rows
-	-- exist (an unlocked look: only to create the missing ones).
-	SELECT array_agg(s.status ORDER BY g.i),
-	       array_agg(CASE g.m WHEN 'messages' THEN p.limit_messages_per_day
-	                          WHEN 'campaigns' THEN p.limit_campaigns_per_day
-	                          ELSE -1 END ORDER BY g.i),
-	       array_agg(CASE g.m WHEN 'messages' THEN p.limit_messages_per_month
-	                          WHEN 'campaigns' THEN p.limit_campaigns_per_month
-	                          ELSE p.limit_ai_tokens_per_month END
-	                 ORDER BY g.i),
-	       array_agg(CASE g.m WHEN 'messages' THEN p.overage_messages_per_1000
-	                          WHEN 'campaigns' THEN p.overage_campaigns_per_1000
-	                          ELSE p.overage_ai_tokens_per_1000 END
-	                 ORDER BY g.i),
-	       array_agg(billing.month_start(s.anchor_date, now()) ORDER BY g.i),
-	       array_agg(EXISTS (SELECT 1 FROM billing.usage_counters c
-	                          WHERE c.tenant_id = g.t AND c.metric = g.m
-	                            AND c.period_kind = 'day'
-	                            AND c.period_start = v_day) ORDER BY g.i),
-	       array_agg(EXISTS (SELECT 1 FROM billing.usage_counters c
-	                          WHERE c.tenant_id = g.t AND c.metric = g.m
-	                            AND c.period_kind = 'month'
-	                            AND c.period_start =
-	                                billing.month_start(s.anchor_date, now()))
-	                 ORDER BY g.i)
-	  INTO g_status, g_dlim, g_mlim, g_over, g_mstart, g_dhave, g_mhave
-	  FROM unnest(g_t, g_m) WITH ORDINALITY AS g(t, m, i)
-	  LEFT JOIN billing.subscriptions s ON s.tenant_id = g.t
-	  LEFT JOIN billing.plans p ON p.id = s.plan_id;
-
-	-- The counter rows of active subscriptions: created when missing,
-	-- then locked in (tenant, metric, period_kind) order.
-	FOR k IN 1 .. g_n LOOP
-		IF g_status[k] IN ('trialing', 'active', 'past_due') THEN
-			IF g_m[k] <> 'ai_tokens' THEN
-				k_n := k_n + 1;
-				k_g[k_n] := k;
-				k_t[k_n] := g_t[k];
-				k_m[k_n] := g_m[k];
-				k_kind[k_n] := 'day';
-				k_start[k_n] := v_day;
-				v_missing := v_missing OR NOT g_dhave[k];
-			END IF;
-			k_n := k_n + 1;
-			k_g[k_n] := k;
-			k_t[k_n] := g_t[k];
-			k_m[k_n] := g_m[k];
-			k_kind[k_n] := 'month';
-			k_start[k_n] := g_mstart[k];
-			v_missing := v_missing OR NOT g_mhave[k];
-		END IF;
-	END LOOP;
-	IF v_missing THEN
-		INSERT INTO billing.usage_counters (tenant_id, metric,
-			period_kind, period_start, used)
-		SELECT x.t, x.m, x.kind, x.start, 0
-		  FROM unnest(k_t, k_m, k_kind, k_start) AS x(t, m, kind, start)
-		 ORDER BY x.t, x.m, x.kind
-		ON CONFLICT DO NOTHING;
-	END IF;
-	g_dused := array_fill(0::bigint, ARRAY[g_n]);
-	g_mused := array_fill(0::bigint, ARRAY[g_n]);
-	g_dadd := array_fill(0::bigint, ARRAY[g_n]);
-	g_madd := array_fill(0::bigint, ARRAY[g_n]);
-	IF k_n > 0 THEN
-		FOR r IN SELECT x.g, c.period_kind, c.used
-		           FROM billing.usage_counters c
-		           JOIN unnest(k_g, k_t, k_m, k_kind, k_start)
-		                AS x(g, t, m, kind, start)
-		             ON c.tenant_id = x.t AND c.metric = x.m
-		            AND c.period_kind = x.kind
-		            AND c.period_start = x.start
-		          ORDER BY c.tenant_id, c.metric, c.period_kind
-		            FOR UPDATE OF c
+	-- Per group: subscription, limits, billing month, and the counter
+	-- rows of an active subscription, locked in (tenant, metric, day,
+	-- month) order. Missing counter rows are created, then locked.
+	FOR attempt IN 1 .. 2 LOOP
+		g_n := 0;
+		k_n := 0;
+		v_missing := false;
+		v_fast := true;
+		FOR r IN
+			SELECT q.t, q.m, q.total, sp.status, sp.dlim, sp.mlim,
+			       sp.over, sp.mstart, cd.used AS dused,
+			       cm.used AS mused
+			  FROM (SELECT u.t, u.m, sum(u.a)::bigint AS total
+			          FROM unnest(p_tenants, p_metrics, p_amounts)
+			               AS u(t, m, a)
+			         GROUP BY u.t, u.m
+			         ORDER BY u.t, u.m
+			        OFFSET 0) q
+			  LEFT JOIN LATERAL (
+				SELECT s.status,
+				       CASE q.m WHEN 'messages' THEN p.limit_messages_per_day
+				                WHEN 'campaigns' THEN p.limit_campaigns_per_day
+				                ELSE -1 END AS dlim,
+				       CASE q.m WHEN 'messages' THEN p.limit_messages_per_month
+				                WHEN 'campaigns' THEN p.limit_campaigns_per_month
+				                ELSE p.limit_ai_tokens_per_month END AS mlim,
+				       CASE q.m WHEN 'messages' THEN p.overage_messages_per_1000
+				                WHEN 'campaigns' THEN p.overage_campaigns_per_1000
+				                ELSE p.overage_ai_tokens_per_1000 END AS over,
+				       billing.month_start(s.anchor_date, now()) AS mstart
+				  FROM billing.subscriptions s
+				  JOIN billing.plans p ON p.id = s.plan_id
+				 WHERE s.tenant_id = q.t
+				OFFSET 0) sp ON true
+			  LEFT JOIN LATERAL (
+				SELECT c.used FROM billing.usage_counters c
+				 WHERE c.tenant_id = q.t AND c.metric = q.m
+				   AND c.period_kind = 'day' AND c.period_start = v_day
+				   AND q.m <> 'ai_tokens'
+				   AND sp.status IN ('trialing', 'active', 'past_due')
+				   FOR UPDATE) cd ON true
+			  LEFT JOIN LATERAL (
+				SELECT c.used FROM billing.usage_counters c
+				 WHERE c.tenant_id = q.t AND c.metric = q.m
+				   AND c.period_kind = 'month'
+				   AND c.period_start = sp.mstart
+				   AND sp.status IN ('trialing', 'active', 'past_due')
+				   FOR UPDATE) cm ON true
 		LOOP
-			IF r.period_kind = 'day' THEN
-				g_dused[r.g] := r.used;
+			g_n := g_n + 1;
+			g_t[g_n] := r.t;
+			g_m[g_n] := r.m;
+			g_status[g_n] := r.status;
+			g_dlim[g_n] := r.dlim;
+			g_mlim[g_n] := r.mlim;
+			g_over[g_n] := r.over;
+			g_mstart[g_n] := r.mstart;
+			g_dused[g_n] := coalesce(r.dused, 0);
+			g_mused[g_n] := coalesce(r.mused, 0);
+			IF r.status IN ('trialing', 'active', 'past_due') THEN
+				IF (r.m <> 'ai_tokens' AND r.dused IS NULL)
+				   OR r.mused IS NULL THEN
+					v_missing := true;
+				END IF;
+				IF r.m <> 'ai_tokens' THEN
+					k_n := k_n + 1;
+					k_t[k_n] := r.t;
+					k_m[k_n] := r.m;
+					k_kind[k_n] := 'day';
+					k_start[k_n] := v_day;
+					k_add[k_n] := r.total;
+				END IF;
+				k_n := k_n + 1;
+				k_t[k_n] := r.t;
+				k_m[k_n] := r.m;
+				k_kind[k_n] := 'month';
+				k_start[k_n] := r.mstart;
+				k_add[k_n] := r.total;
+				-- Fast path: everything the batch asks of this
+				-- group fits.
+				v_fast := v_fast
+				      AND (r.m = 'ai_tokens' OR r.dlim < 0
+				           OR r.dused + r.total <= r.dlim)
+				      AND (r.mlim < 0 OR r.over IS NOT NULL
+				           OR r.mused + r.total <= r.mlim);
 			ELSE
-				g_mused[r.g] := r.used;
+				v_fast := false;
 			END IF;
 		END LOOP;
-	END IF;
+		EXIT WHEN NOT v_missing;
+		IF attempt = 2 THEN
+			RAISE object_not_in_prerequisite_state USING MESSAGE =
+				'reserve_batch: counter rows vanished';
+		END IF;
+		INSERT INTO billing.usage_counters (tenant_id, metric,
+			period_kind, period_start, used)
+		SELECT x.t, x.m, k.kind,
+		       CASE k.kind WHEN 'day' THEN v_day ELSE x.ms END, 0
+		  FROM unnest(g_t[1:g_n], g_m[1:g_n], g_status[1:g_n],
+		              g_mstart[1:g_n]) AS x(t, m, st, ms)
+		 CROSS JOIN (VALUES ('day'), ('month')) AS k(kind)
+		 WHERE x.st IN ('trialing', 'active', 'past_due')
+		   AND (k.kind = 'month' OR x.m <> 'ai_tokens')
+		 ORDER BY x.t, x.m, k.kind
+		ON CONFLICT DO NOTHING;
+	END LOOP;
 
-	-- Stored answers (read under the counter locks).
-	s_found := array_fill(false, ARRAY[n]);
+	-- Stored answers (read under the counter locks: a concurrent call
+	-- with the same key that took them has committed).
 	FOR r IN SELECT x.i::int AS i, u.metric, u.amount, u.allowed, u.id,
 	                u.remaining_day, u.remaining_month, u.overage,
 	                u.refusal
@@ -214,6 +229,10 @@ BEGIN
 	           JOIN billing.usage_reservations u
 	             ON u.tenant_id = x.t AND u.idempotency_key = x.key
 	LOOP
+		IF NOT v_stored THEN
+			s_found := array_fill(false, ARRAY[n]);
+			v_stored := true;
+		END IF;
 		s_found[r.i] := true;
 		s_metric[r.i] := r.metric;
 		s_amount[r.i] := r.amount;
@@ -225,12 +244,77 @@ BEGIN
 		s_refusal[r.i] := r.refusal;
 	END LOOP;
 
-	-- The decisions, item after item.
+	IF v_fast AND NOT v_stored AND 0 = ALL (p_dup) THEN
+		-- Every item is new and admitted: running sums per group give
+		-- each its remaining day/month and overage.
+		UPDATE billing.usage_counters c SET used = c.used + x.add
+		  FROM unnest(k_t[1:k_n], k_m[1:k_n], k_kind[1:k_n],
+		              k_start[1:k_n], k_add[1:k_n])
+		       AS x(t, m, kind, start, add)
+		 WHERE c.tenant_id = x.t AND c.metric = x.m
+		   AND c.period_kind = x.kind AND c.period_start = x.start;
+		RETURN QUERY
+		WITH y AS (
+			SELECT u.i::int AS i, u.t, u.m, u.a, u.key, u.id, g.dlim,
+			       g.mlim, g.over, g.ms, u.m <> 'ai_tokens' AS has_day,
+			       g.du + (sum(u.a) OVER w)::bigint AS dafter,
+			       g.mu + (sum(u.a) OVER w)::bigint AS mafter
+			  FROM unnest(p_tenants, p_metrics, p_amounts, p_keys, p_ids)
+			       WITH ORDINALITY AS u(t, m, a, key, id, i)
+			  JOIN unnest(g_t[1:g_n], g_m[1:g_n], g_dlim[1:g_n],
+			              g_mlim[1:g_n], g_over[1:g_n],
+			              g_mstart[1:g_n], g_dused[1:g_n],
+			              g_mused[1:g_n])
+			       AS g(t, m, dlim, mlim, over, ms, du, mu)
+			    ON g.t = u.t AND g.m = u.m
+			WINDOW w AS (PARTITION BY u.t, u.m ORDER BY u.i)),
+		z AS (
+			SELECT y.*,
+			       CASE WHEN NOT y.has_day OR y.dlim < 0 THEN -1
+			            ELSE greatest(y.dlim - y.dafter, 0) END AS rday,
+			       CASE WHEN y.mlim < 0 THEN -1
+			            ELSE greatest(y.mlim - y.mafter, 0) END AS rmon,
+			       CASE WHEN y.over IS NOT NULL AND y.mlim >= 0
+			            THEN greatest(y.mafter - y.mlim, 0)
+			               - greatest(y.mafter - y.a - y.mlim, 0)
+			            ELSE 0 END AS ov
+			  FROM y),
+		ins AS (
+			INSERT INTO billing.usage_reservations (tenant_id, id,
+				idempotency_key, metric, amount, allowed, refusal,
+				remaining_day, remaining_month, overage, day_start,
+				month_start)
+			SELECT z.t, z.id, z.key, z.m, z.a, true, '', z.rday,
+			       z.rmon, z.ov,
+			       CASE WHEN z.has_day THEN v_day END, z.ms
+			  FROM z)
+		SELECT z.i, 'ok'::text, z.id, z.rday, z.rmon, z.ov, false,
+		       ''::text, z.dlim, z.mlim
+		  FROM z;
+		RETURN;
+	END IF;
+
+	-- The general case, item after item: replays, refusals, a limit
+	-- reached inside the batch.
+	SELECT array_agg(g.k::int ORDER BY u.i) INTO grp
+	  FROM unnest(p_tenants, p_metrics) WITH ORDINALITY AS u(t, m, i)
+	  JOIN unnest(g_t[1:g_n], g_m[1:g_n]) WITH ORDINALITY AS g(t, m, k)
+	    ON g.t = u.t AND g.m = u.m;
+	IF NOT v_stored THEN
+		s_found := array_fill(false, ARRAY[n]);
+	END IF;
+	g_dadd := array_fill(0::bigint, ARRAY[g_n]);
+	g_madd := array_fill(0::bigint, ARRAY[g_n]);
 	o_store := array_fill(false, ARRAY[n]);
 	o_repl := array_fill(false, ARRAY[n]);
 	FOR i IN 1 .. n LOOP
-		gi := p_group[i];
+		gi := grp[i];
 		j := p_dup[i];
+		IF j IS NOT NULL AND j > 0 AND (j >= i
+		   OR p_tenants[j] <> p_tenants[i] OR p_keys[j] <> p_keys[i]) THEN
+			RAISE invalid_parameter_value USING MESSAGE =
+				'reserve_batch: p_dup names another key';
+		END IF;
 		IF s_found[i] THEN
 			o_outcome[i] := CASE WHEN s_metric[i] <> p_metrics[i]
 			                       OR s_amount[i] <> p_amounts[i]
@@ -243,7 +327,7 @@ BEGIN
 			o_over[i] := s_over[i];
 			o_refusal[i] := s_refusal[i];
 			o_repl[i] := true;
-		ELSIF j IS NOT NULL AND j > 0 AND j < i AND o_store[j] THEN
+		ELSIF j > 0 AND o_store[j] THEN
 			-- The same (tenant, key) earlier in this batch: what a
 			-- retry after it would be answered.
 			o_outcome[i] := CASE WHEN p_metrics[j] <> p_metrics[i]
@@ -302,11 +386,9 @@ BEGIN
 			             END;
 			o_id[i] := p_ids[i];
 			o_store[i] := true;
-			v_stored := v_stored + 1;
 		END IF;
 	END LOOP;
 
-	-- One UPDATE for the counters that moved.
 	k_n := 0;
 	FOR k IN 1 .. g_n LOOP
 		IF g_dadd[k] <> 0 THEN
@@ -336,37 +418,26 @@ BEGIN
 	END IF;
 
 	-- The answers, written once. A key taken meanwhile by a call that did
-	-- not wait on our locks: everything is rolled back and the service
-	-- runs the batch again, which then replays it.
-	IF v_stored > 0 THEN
-		INSERT INTO billing.usage_reservations (tenant_id, id,
-			idempotency_key, metric, amount, allowed, refusal,
-			remaining_day, remaining_month, overage, day_start,
-			month_start)
-		SELECT p_tenants[x.i], p_ids[x.i], p_keys[x.i], p_metrics[x.i],
-		       p_amounts[x.i], o_outcome[x.i] = 'ok', o_refusal[x.i],
-		       o_rday[x.i], o_rmon[x.i], o_over[x.i], o_dstart[x.i],
-		       o_mstart[x.i]
+	-- not wait on our locks fails here (unique_violation): everything is
+	-- rolled back and the service runs the batch again, which replays it.
+	INSERT INTO billing.usage_reservations (tenant_id, id,
+		idempotency_key, metric, amount, allowed, refusal,
+		remaining_day, remaining_month, overage, day_start, month_start)
+	SELECT p_tenants[x.i], p_ids[x.i], p_keys[x.i], p_metrics[x.i],
+	       p_amounts[x.i], o_outcome[x.i] = 'ok', o_refusal[x.i],
+	       o_rday[x.i], o_rmon[x.i], o_over[x.i], o_dstart[x.i],
+	       o_mstart[x.i]
+	  FROM unnest(o_store) WITH ORDINALITY AS x(store, i)
+	 WHERE x.store;
+	IF p_emit_refusal THEN
+		INSERT INTO billing.outbox (id, destination, tenant_id, type,
+			payload)
+		SELECT p_ids[x.i], 'analytics', p_tenants[x.i], 'usage.refused',
+		       jsonb_build_object('metric', p_metrics[x.i],
+		                          'amount', p_amounts[x.i],
+		                          'limit', o_refusal[x.i])
 		  FROM unnest(o_store) WITH ORDINALITY AS x(store, i)
-		 WHERE x.store
-		ON CONFLICT (tenant_id, idempotency_key) DO NOTHING;
-		GET DIAGNOSTICS v_cnt = ROW_COUNT;
-		IF v_cnt <> v_stored THEN
-			RAISE unique_violation USING MESSAGE =
-				'reserve_batch: an idempotency key was taken '
-				'concurrently';
-		END IF;
-		IF p_emit_refusal THEN
-			INSERT INTO billing.outbox (id, destination, tenant_id,
-				type, payload)
-			SELECT p_ids[x.i], 'analytics', p_tenants[x.i],
-			       'usage.refused',
-			       jsonb_build_object('metric', p_metrics[x.i],
-			                          'amount', p_amounts[x.i],
-			                          'limit', o_refusal[x.i])
-			  FROM unnest(o_store) WITH ORDINALITY AS x(store, i)
-			 WHERE x.store AND o_outcome[x.i] = 'exhausted';
-		END IF;
+		 WHERE x.store AND o_outcome[x.i] = 'exhausted';
 	END IF;
 
 	RETURN QUERY
