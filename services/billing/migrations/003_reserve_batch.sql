@@ -6,14 +6,13 @@
 -- those of 002, applied to the items in their order as if they had been
 -- called one after another:
 --
---   * per distinct (tenant, metric) of the batch, one statement reads the
---     subscription and plan limits and locks the day and month counter rows
---     (created first when missing), in (tenant, metric, period_kind) order:
---     concurrent batches (other replicas) and the one-call function of 002
---     (day then month of one tenant) lock in the same order;
---   * then the stored answers of the batch's keys are read (under those
---     locks a concurrent call with the same key that took them has
---     committed, so it is seen);
+--   * the stored answers of the batch's keys are read first: those items
+--     are replays and ask nothing of the counters;
+--   * per distinct (tenant, metric) of the other items, one statement reads
+--     the subscription and plan limits and locks the day and month counter
+--     rows (created first when missing), in (tenant, metric, period_kind)
+--     order: concurrent batches (other replicas) and the one-call function
+--     of 002 (day then month of one tenant) lock in the same order;
 --   * fast path: no key stored, no key twice, and every group's total fits
 --     its limits: everything is admitted, running sums per group give each
 --     item its remaining day/month and overage (one UPDATE, one INSERT);
@@ -39,8 +38,11 @@ RETURNS TABLE (ord int, outcome text, reservation_id uuid,
 	replayed boolean, refusal text, day_limit bigint, month_limit bigint)
 LANGUAGE plpgsql
 -- Every statement below reads or writes a few rows by primary key; on a
--- small table the planner would rather hash a sequential scan.
+-- small table the planner would rather hash a sequential scan. Generic
+-- plans: each connection plans these statements once, not on every call
+-- (the batch leader's connection changes from batch to batch).
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	n          int := coalesce(array_length(p_tenants, 1), 0);
@@ -113,6 +115,31 @@ BEGIN
 	END IF;
 	PERFORM set_config('parley.tenant_id', '*', true);
 
+	-- Stored answers: those items are replays and ask nothing of the
+	-- counters. (A call with the same key committing after this read
+	-- makes the reservations' INSERT below fail: the batch is run again.)
+	FOR r IN SELECT x.i::int AS i, u.metric, u.amount, u.allowed, u.id,
+	                u.remaining_day, u.remaining_month, u.overage,
+	                u.refusal
+	           FROM unnest(p_tenants, p_keys) WITH ORDINALITY AS x(t, key, i)
+	           JOIN billing.usage_reservations u
+	             ON u.tenant_id = x.t AND u.idempotency_key = x.key
+	LOOP
+		IF NOT v_stored THEN
+			s_found := array_fill(false, ARRAY[n]);
+			v_stored := true;
+		END IF;
+		s_found[r.i] := true;
+		s_metric[r.i] := r.metric;
+		s_amount[r.i] := r.amount;
+		s_allowed[r.i] := r.allowed;
+		s_id[r.i] := r.id;
+		s_rday[r.i] := r.remaining_day;
+		s_rmon[r.i] := r.remaining_month;
+		s_over[r.i] := r.overage;
+		s_refusal[r.i] := r.refusal;
+	END LOOP;
+
 	-- Per group: subscription, limits, billing month, and the counter
 	-- rows of an active subscription, locked in (tenant, metric, day,
 	-- month) order. Missing counter rows are created, then locked.
@@ -127,7 +154,8 @@ BEGIN
 			       cm.used AS mused
 			  FROM (SELECT u.t, u.m, sum(u.a)::bigint AS total
 			          FROM unnest(p_tenants, p_metrics, p_amounts)
-			               AS u(t, m, a)
+			               WITH ORDINALITY AS u(t, m, a, i)
+			         WHERE NOT v_stored OR NOT s_found[u.i]
 			         GROUP BY u.t, u.m
 			         ORDER BY u.t, u.m
 			        OFFSET 0) q
@@ -220,30 +248,6 @@ BEGIN
 		ON CONFLICT DO NOTHING;
 	END LOOP;
 
-	-- Stored answers (read under the counter locks: a concurrent call
-	-- with the same key that took them has committed).
-	FOR r IN SELECT x.i::int AS i, u.metric, u.amount, u.allowed, u.id,
-	                u.remaining_day, u.remaining_month, u.overage,
-	                u.refusal
-	           FROM unnest(p_tenants, p_keys) WITH ORDINALITY AS x(t, key, i)
-	           JOIN billing.usage_reservations u
-	             ON u.tenant_id = x.t AND u.idempotency_key = x.key
-	LOOP
-		IF NOT v_stored THEN
-			s_found := array_fill(false, ARRAY[n]);
-			v_stored := true;
-		END IF;
-		s_found[r.i] := true;
-		s_metric[r.i] := r.metric;
-		s_amount[r.i] := r.amount;
-		s_allowed[r.i] := r.allowed;
-		s_id[r.i] := r.id;
-		s_rday[r.i] := r.remaining_day;
-		s_rmon[r.i] := r.remaining_month;
-		s_over[r.i] := r.overage;
-		s_refusal[r.i] := r.refusal;
-	END LOOP;
-
 	IF v_fast AND NOT v_stored AND 0 = ALL (p_dup) THEN
 		-- Every item is new and admitted: running sums per group give
 		-- each its remaining day/month and overage.
@@ -298,7 +302,7 @@ BEGIN
 	-- reached inside the batch.
 	SELECT array_agg(g.k::int ORDER BY u.i) INTO grp
 	  FROM unnest(p_tenants, p_metrics) WITH ORDINALITY AS u(t, m, i)
-	  JOIN unnest(g_t[1:g_n], g_m[1:g_n]) WITH ORDINALITY AS g(t, m, k)
+	  LEFT JOIN unnest(g_t[1:g_n], g_m[1:g_n]) WITH ORDINALITY AS g(t, m, k)
 	    ON g.t = u.t AND g.m = u.m;
 	IF NOT v_stored THEN
 		s_found := array_fill(false, ARRAY[n]);
