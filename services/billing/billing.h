@@ -3,9 +3,12 @@
 #ifndef BILLING_H
 #define BILLING_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <libpq-fe.h>
 
 #include "parley/billing/v1/billing.pb-c.h"
 #include "pl/migrate.h"
@@ -145,6 +148,67 @@ enum {
 	PARLEY__BILLING__V1__BILLING_INTERVAL__BILLING_INTERVAL_##x
 
 // ---------------------------------------------------------------------------
+// reserve.c: ReserveUsage in batches (group commit).
+
+typedef struct billing_reserve_result {
+	char outcome[24]; // ok, exhausted, conflict, no_subscription, inactive
+	char reservation_id[40];
+	int64_t remaining_day, remaining_month, overage;
+	bool replayed;
+	char refusal[40];
+	int64_t day_limit, month_limit;
+} billing_reserve_result;
+
+// One ReserveUsage waiting for its answer. The caller fills tenant (a
+// valid uuid), metric (a name from billing_metric_name), amount and key;
+// rc (PL_OK or the store's error) and res come back.
+typedef struct billing_reserve_item {
+	const char *tenant;
+	const char *metric;
+	const char *key;
+	int64_t amount;
+	int rc;
+	billing_reserve_result res;
+	// The batcher's, under its mutex.
+	struct billing_reserve_item *next;
+	pthread_cond_t cv;
+	bool done;
+} billing_reserve_item;
+
+// Gathers concurrent ReserveUsage calls: a call that finds no batch
+// running leads one with every call queued (up to max_batch, itself
+// included) on its own connection; the others sleep until their answer is
+// there, and the first of those still queued leads the next batch.
+typedef struct billing_batcher {
+	pthread_mutex_t mtx;
+	billing_reserve_item *head, *tail;
+	int running;     // batches being run now
+	int max_running; // 1: one batch at a time per replica
+	int max_batch;   // 1: no batching (the one-call path, 002)
+	bool emit;       // usage.refused to analytics (outbox)
+	uint64_t batches, items, fallbacks; // counters, under mtx
+} billing_batcher;
+
+#define BILLING_MAX_BATCH 256
+
+void billing_batcher_init(billing_batcher *b, int max_batch, int max_running,
+                          bool emit);
+void billing_batcher_fini(billing_batcher *b);
+
+// Decides item through b (db: the caller's own connection, used when the
+// caller leads a batch). Returns item->rc.
+int billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *item);
+
+// Decides n items (n <= BILLING_MAX_BATCH) with one call of
+// billing.reserve_batch (003), in their order, as if called one after
+// another; sets every item's rc and res. A batch the database refuses as a
+// whole (an error in one item) is decided again item by item with
+// billing_store_reserve, so only that item fails. Returns the number of
+// items that were decided one by one (0 normally).
+int billing_store_reserve_batch(pl_db *db, billing_reserve_item *const *items,
+                                size_t n, bool emit);
+
+// ---------------------------------------------------------------------------
 // The service's state (call->arg).
 
 typedef struct billing_state {
@@ -160,23 +224,29 @@ typedef struct billing_state {
 	pl_rpc_client *tenants;
 	pl_outbox_relay *relay;
 	struct billing_jobs *jobs;
+	billing_batcher batcher;
 } billing_state;
 
 // ---------------------------------------------------------------------------
 // store.c: every SQL statement.
 
-typedef struct billing_reserve_result {
-	char outcome[24]; // ok, exhausted, conflict, no_subscription, inactive
-	char reservation_id[40];
-	int64_t remaining_day, remaining_month, overage;
-	bool replayed;
-	char refusal[40];
-	int64_t day_limit, month_limit;
-} billing_reserve_result;
-
+// One reservation alone: billing.reserve_usage (002), then
+// billing.reserve_replay for a used key.
 int billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
                           int64_t amount, const char *key, bool emit,
                           billing_reserve_result *out);
+
+// Fills out from row `row` of r, columns col..col+8 (outcome,
+// reservation_id, remaining_day, remaining_month, overage, replayed,
+// refusal, day_limit, month_limit).
+void billing_reserve_row(const PGresult *r, int row, int col,
+                         billing_reserve_result *out);
+
+// Runs sql prepared as `name` on db's connection; *slot is the caller's
+// thread-local record of the connection it was prepared on.
+PGresult *billing_exec_prepared(pl_db *db, PGconn **slot, const char *name,
+                                const char *sql, int n,
+                                const char *const *params);
 
 int billing_store_release(pl_db *db, const char *tenant, const char *key,
                           int64_t amount, bool *found, int64_t *released,

@@ -653,7 +653,8 @@ reserve_usage(pl_call *call, const void *vin, void *vout)
 	reserve_out *out = vout;
 	billing_state *st = state(call);
 	const char *metric, *key = in->idempotency_key;
-	billing_reserve_result r;
+	billing_reserve_item it;
+	const billing_reserve_result *r = &it.res;
 	int rc;
 
 	if (!pl_uuid_valid(in->tenant_id))
@@ -668,39 +669,41 @@ reserve_usage(pl_call *call, const void *vin, void *vout)
 		key = call->idempotency_key;
 	if ((rc = check_text(call, "idempotency_key", key, MAX_KEY, true)))
 		return rc;
-	if ((rc = billing_store_reserve(pl_call_db(call), in->tenant_id, metric,
-	                                in->amount, key, st->emit_analytics,
-	                                &r)))
+	it.tenant = in->tenant_id;
+	it.metric = metric;
+	it.key = key;
+	it.amount = in->amount;
+	if ((rc = billing_reserve(&st->batcher, pl_call_db(call), &it)))
 		return pl_call_error(call, rc, "could not reserve usage");
-	if (strcmp(r.outcome, "ok") == 0) {
+	if (strcmp(r->outcome, "ok") == 0) {
 		out->reservation_id =
-		        pl_arena_strdup(call->arena, r.reservation_id);
-		out->remaining_day = r.remaining_day;
-		out->remaining_month = r.remaining_month;
-		out->overage = r.overage;
-		out->replayed = r.replayed;
+		        pl_arena_strdup(call->arena, r->reservation_id);
+		out->remaining_day = r->remaining_day;
+		out->remaining_month = r->remaining_month;
+		out->overage = r->overage;
+		out->replayed = r->replayed;
 		return PL_OK;
 	}
-	if (strcmp(r.outcome, "exhausted") == 0)
+	if (strcmp(r->outcome, "exhausted") == 0)
 		return pl_call_error(
 		        call, PL_RESOURCE_EXHAUSTED,
 		        "could not reserve %" PRId64 " %s: limit %s reached "
 		        "(remaining today: %s, remaining this month: %s)%s",
-		        in->amount, metric, r.refusal,
-		        remaining_text(call->arena, r.remaining_day),
-		        remaining_text(call->arena, r.remaining_month),
-		        r.replayed ? " [replayed]" : "");
-	if (strcmp(r.outcome, "conflict") == 0)
+		        in->amount, metric, r->refusal,
+		        remaining_text(call->arena, r->remaining_day),
+		        remaining_text(call->arena, r->remaining_month),
+		        r->replayed ? " [replayed]" : "");
+	if (strcmp(r->outcome, "conflict") == 0)
 		return pl_call_error(call, PL_ALREADY_EXISTS,
 		                     "idempotency key was already used for "
 		                     "another reservation");
-	if (strcmp(r.outcome, "no_subscription") == 0)
+	if (strcmp(r->outcome, "no_subscription") == 0)
 		return pl_call_error(
 		        call, PL_FAILED_PRECONDITION,
 		        "could not reserve usage: tenant has no subscription");
 	return pl_call_error(call, PL_FAILED_PRECONDITION,
 	                     "could not reserve usage: the subscription is %s",
-	                     r.refusal);
+	                     r->refusal);
 }
 
 static int
@@ -1044,6 +1047,8 @@ static int64_t cfg_job_interval;
 static int64_t cfg_ttl_days;
 static char *cfg_analytics_url;
 static char *cfg_tenants_url;
+static int64_t cfg_reserve_batch;
+static int64_t cfg_reserve_parallel;
 
 static const pl_cfg_entry billing_cfg[] = {
 	{ "PARLEY_PAYMENT_WEBHOOK_SECRET", PL_CFG_SECRET, "", 0, 0,
@@ -1059,6 +1064,12 @@ static const pl_cfg_entry billing_cfg[] = {
 	  "analytics service (empty: no events to it)" },
 	{ "PARLEY_TENANTS_URL", PL_CFG_STRING, "", 0, 0, &cfg_tenants_url,
 	  "tenants service (empty: no events to it)" },
+	{ "PARLEY_BILLING_RESERVE_BATCH", PL_CFG_INT, "64", 1,
+	  BILLING_MAX_BATCH, &cfg_reserve_batch,
+	  "most ReserveUsage calls decided by one statement (1: one each)" },
+	{ "PARLEY_BILLING_RESERVE_PARALLEL", PL_CFG_INT, "1", 1, 64,
+	  &cfg_reserve_parallel,
+	  "ReserveUsage batches run at once by one replica" },
 	{ NULL, 0, NULL, 0, 0, NULL, NULL },
 };
 
@@ -1112,6 +1123,8 @@ billing_init(const pl_service_cfg *cfg, void **arg)
 	} else {
 		pl_info("PARLEY_TENANTS_URL not set: no events to tenants");
 	}
+	billing_batcher_init(&st->batcher, (int)cfg_reserve_batch,
+	                     (int)cfg_reserve_parallel, st->emit_analytics);
 	if (st->webhook_secret[0] == '\0')
 		pl_info("PARLEY_PAYMENT_WEBHOOK_SECRET not set: payment "
 		        "webhooks refused");
@@ -1180,6 +1193,7 @@ billing_fini(void *arg)
 		pl_rpc_client_close(st->analytics);
 	if (st->tenants)
 		pl_rpc_client_close(st->tenants);
+	billing_batcher_fini(&st->batcher);
 	sodium_memzero(st->webhook_secret, strlen(st->webhook_secret));
 	free(st->webhook_secret);
 	free(st->database_url);

@@ -688,32 +688,36 @@ billing_store_usage(pl_call *call, pl_db *db, const char *tenant,
 
 // Reservation ---------------------------------------------------------------
 
-static void
-reserve_row(const PGresult *r, billing_reserve_result *out)
+void
+billing_reserve_row(const PGresult *r, int row, int col,
+                    billing_reserve_result *out)
 {
 	memset(out, 0, sizeof(*out));
-	snprintf(out->outcome, sizeof(out->outcome), "%s", PQgetvalue(r, 0, 0));
+	snprintf(out->outcome, sizeof(out->outcome), "%s",
+	         PQgetvalue(r, row, col));
 	snprintf(out->reservation_id, sizeof(out->reservation_id), "%s",
-	         PQgetvalue(r, 0, 1));
-	out->remaining_day = icol(r, 0, 2);
-	out->remaining_month = icol(r, 0, 3);
-	out->overage = icol(r, 0, 4);
-	out->replayed = bcol(r, 0, 5);
-	snprintf(out->refusal, sizeof(out->refusal), "%s", PQgetvalue(r, 0, 6));
-	out->day_limit = icol(r, 0, 7);
-	out->month_limit = icol(r, 0, 8);
+	         PQgetvalue(r, row, col + 1));
+	out->remaining_day = icol(r, row, col + 2);
+	out->remaining_month = icol(r, row, col + 3);
+	out->overage = icol(r, row, col + 4);
+	out->replayed = bcol(r, row, col + 5);
+	snprintf(out->refusal, sizeof(out->refusal), "%s",
+	         PQgetvalue(r, row, col + 6));
+	out->day_limit = icol(r, row, col + 7);
+	out->month_limit = icol(r, row, col + 8);
 }
 
 // Runs the statement `name` (sql) prepared on db's connection: the hot path
 // skips parsing and planning its outer statement on every call. A statement
-// is prepared the first time a thread meets a connection; a connection that
+// is prepared the first time a thread meets a connection (*slot: the
+// connection the caller's thread last prepared it on); a connection that
 // lost it (a reconnect at the same address) answers 26000 and gets it again.
 // Inside a transaction, or when preparing fails, it is run unprepared.
-static PGresult *
-exec_prepared(pl_db *db, const char *name, const char *sql, int n,
-              const char *const *params)
+PGresult *
+billing_exec_prepared(pl_db *db, PGconn **slot, const char *name,
+                      const char *sql, int n, const char *const *params)
 {
-	static _Thread_local PGconn *prepared_on;
+	PGconn **prepared_on = slot;
 	PGconn *c;
 	PGresult *r;
 
@@ -721,7 +725,7 @@ exec_prepared(pl_db *db, const char *name, const char *sql, int n,
 		return pl_db_exec(db, sql, n, params);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		const char *st;
-		if (c != prepared_on) {
+		if (c != *prepared_on) {
 			r = PQprepare(c, name, sql, n, NULL);
 			st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 			if (PQresultStatus(r) != PGRES_COMMAND_OK &&
@@ -730,20 +734,20 @@ exec_prepared(pl_db *db, const char *name, const char *sql, int n,
 				return pl_db_exec(db, sql, n, params);
 			}
 			PQclear(r);
-			prepared_on = c;
+			*prepared_on = c;
 		}
 		r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
 		if (PQstatus(c) != CONNECTION_OK) {
 			// Lost: let pl_db_exec reconnect and retry it.
 			PQclear(r);
-			prepared_on = NULL;
+			*prepared_on = NULL;
 			return pl_db_exec(db, sql, n, params);
 		}
 		st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 		if (st == NULL || strcmp(st, "26000") != 0)
 			return r;
 		PQclear(r);
-		prepared_on = NULL;
+		*prepared_on = NULL;
 	}
 	return pl_db_exec(db, sql, n, params);
 }
@@ -763,6 +767,7 @@ billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
                       int64_t amount, const char *key, bool emit,
                       billing_reserve_result *out)
 {
+	static _Thread_local PGconn *prepared_on;
 	char id[PL_UUID_STRLEN + 1], amt[24];
 	PGresult *r;
 	int rc;
@@ -770,10 +775,10 @@ billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
 	snprintf(amt, sizeof(amt), "%" PRId64, amount);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		pl_uuid7_str(id);
-		r = exec_prepared(db, "billing_reserve", RESERVE_SQL, 6,
-		                  (const char *const[]){ tenant, metric, amt,
-		                                         key, id,
-		                                         emit ? "t" : "f" });
+		r = billing_exec_prepared(
+		        db, &prepared_on, "billing_reserve", RESERVE_SQL, 6,
+		        (const char *const[]){ tenant, metric, amt, key, id,
+		                               emit ? "t" : "f" });
 		rc = pl_db_result_status(r);
 		if (rc == PL_ALREADY_EXISTS) {
 			PQclear(r);
@@ -796,7 +801,7 @@ billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
 			PQclear(r);
 			return rc != PL_OK ? rc : PL_INTERNAL;
 		}
-		reserve_row(r, out);
+		billing_reserve_row(r, 0, 0, out);
 		PQclear(r);
 		return PL_OK;
 	}

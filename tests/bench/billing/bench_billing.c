@@ -4,18 +4,24 @@
 // over-admissions (allowed answers beyond what the counters hold or beyond
 // the limit; must be 0).
 //
-// Beside each ReserveUsage figure it prints two ceilings measured in the
-// same process on the same machine, so the cost of each layer is visible:
+// Every ReserveUsage figure is printed twice: batched (the service's
+// default: concurrent calls decided together by billing.reserve_batch, 003)
+// and one by one (PARLEY_BILLING_RESERVE_BATCH=1: billing.reserve_usage of
+// 002, the baseline), measured in the same run. Beside them, two ceilings
+// measured in the same process on the same machine:
 //   health  Health/Check over the same RPC client and server (no database):
 //           what the RPC runtime alone can do;
-//   sql     the service's own store call (billing_store_reserve, the same
-//           SQL statement) from W threads with one connection each, no RPC:
-//           what PostgreSQL alone can do for this statement.
+//   sql     the service's batcher and store (billing_reserve, the same SQL)
+//           called from N threads with one connection each, no RPC.
+// Each run also prints CPU per call, which does not depend on the load of
+// the machine: of this process (clients + service, getrusage) and of the
+// PostgreSQL cluster (its processes' /proc times), and the mean batch size.
 // Every measurement runs --repeat times (default 3) and the median is
 // printed; (b) uses a fresh hot tenant for every run.
 //
 // usage: bench_billing [--seconds S] [--threads N] [--workers W]
 //                      [--hot-limit L] [--repeat R] [--hold S]
+//                      [--batch B] [--parallel P]
 //   --hold S  keeps the cluster up S seconds after the runs and prints its
 //             URL (for EXPLAIN, pgbench or perf by hand).
 #include <arpa/inet.h>
@@ -25,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -42,7 +49,12 @@
 
 static double seconds = 5.0;
 static int threads = 16;
-static int workers = 8;
+static int workers = 16;
+static int batch = 64;
+static int parallel = 1;
+static billing_state *svc_state;
+static char pg_dir[64];
+static pl_db *sql_dbs[256]; // MODE_SQL's connections, kept warm across runs
 static int64_t hot_limit = 5000;
 static int repeat = 3;
 static int hold;
@@ -96,6 +108,82 @@ static int run_seq; // in every key: each run's keys are new
 
 enum mode { MODE_RESERVE, MODE_HEALTH, MODE_SQL };
 
+// CPU seconds of the PostgreSQL cluster: the postmaster (with its reaped
+// children) and its live children, from /proc.
+static double
+pg_cpu(void)
+{
+	char path[160], buf[1024];
+	long tck = sysconf(_SC_CLK_TCK);
+	unsigned long long sum = 0;
+	FILE *f;
+	long pm = -1;
+
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", pg_dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0.0;
+	if (fscanf(f, "%ld", &pm) != 1)
+		pm = -1;
+	fclose(f);
+	if (pm <= 0)
+		return 0.0;
+	for (int pass = 0; pass < 2; pass++) {
+		// pass 0: the postmaster; pass 1: its children.
+		char kids[4096] = "";
+		if (pass == 1) {
+			snprintf(path, sizeof(path),
+			         "/proc/%ld/task/%ld/children", pm, pm);
+			if ((f = fopen(path, "r")) == NULL)
+				break;
+			if (fgets(kids, sizeof(kids), f) == NULL)
+				kids[0] = '\0';
+			fclose(f);
+		} else {
+			snprintf(kids, sizeof(kids), "%ld", pm);
+		}
+		for (char *t = strtok(kids, " \n"); t;
+		     t = strtok(NULL, " \n")) {
+			unsigned long long ut, st, cut, cst;
+			char *p;
+			snprintf(path, sizeof(path), "/proc/%s/stat", t);
+			if ((f = fopen(path, "r")) == NULL)
+				continue;
+			if (fgets(buf, sizeof(buf), f) == NULL)
+				buf[0] = '\0';
+			fclose(f);
+			if ((p = strrchr(buf, ')')) == NULL)
+				continue;
+			// Fields after the name: state is field 3; utime 14.
+			if (sscanf(p + 2,
+			           "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+			           "%*u %llu %llu %llu %llu",
+			           &ut, &st, &cut, &cst) != 4)
+				continue;
+			sum += ut + st + (pass == 0 ? cut + cst : 0);
+		}
+	}
+	return (double)sum / (double)tck;
+}
+
+static double
+self_cpu(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void
+batch_counts(uint64_t *batches, uint64_t *items)
+{
+	billing_batcher *b = &svc_state->batcher;
+	pthread_mutex_lock(&b->mtx);
+	*batches = b->batches;
+	*items = b->items;
+	pthread_mutex_unlock(&b->mtx);
+}
+
 typedef struct thr {
 	int idx;
 	enum mode mode;
@@ -125,14 +213,17 @@ one_call(thr *t, pl_arena *a, pl_db *db, unsigned *seed)
 		        (void **)&out, a, &o, NULL);
 	}
 	if (t->mode == MODE_SQL) {
-		billing_reserve_result r;
-		int rc = billing_store_reserve(db, tenant, "messages", 1, key,
-		                               false, &r);
+		billing_reserve_item it = { 0 };
+		it.tenant = tenant;
+		it.metric = "messages";
+		it.amount = 1;
+		it.key = key;
+		int rc = billing_reserve(&svc_state->batcher, db, &it);
 		if (rc != PL_OK)
 			return rc;
-		if (strcmp(r.outcome, "ok") == 0)
+		if (strcmp(it.res.outcome, "ok") == 0)
 			return PL_OK;
-		return strcmp(r.outcome, "exhausted") == 0
+		return strcmp(it.res.outcome, "exhausted") == 0
 		               ? PL_RESOURCE_EXHAUSTED
 		               : PL_INTERNAL;
 	}
@@ -157,8 +248,12 @@ client_main(void *arg)
 	pl_db *db = NULL;
 	unsigned seed = (unsigned)t->idx * 7919u + 1;
 
-	if (t->mode == MODE_SQL && (db = pl_db_open(db_url)) == NULL)
-		return NULL;
+	if (t->mode == MODE_SQL) {
+		if (sql_dbs[t->idx] == NULL)
+			sql_dbs[t->idx] = pl_db_open(db_url);
+		if ((db = sql_dbs[t->idx]) == NULL)
+			return NULL;
+	}
 	pl_arena_init(&a, 0, 0);
 	while (!atomic_load(&stop)) {
 		int64_t t0 = pl_now_ns();
@@ -182,8 +277,6 @@ client_main(void *arg)
 		pl_arena_reset(&a);
 	}
 	pl_arena_fini(&a);
-	if (db != NULL)
-		pl_db_close(db);
 	return NULL;
 }
 
@@ -196,6 +289,7 @@ cmp_i64(const void *a, const void *b)
 
 typedef struct result {
 	double rate, p50_us, p99_us;
+	double self_us, pg_us, per_batch; // per call; items per batch
 	long calls, allowed, refused, errors;
 } result;
 
@@ -209,11 +303,15 @@ run(const char *label, enum mode mode, int n_thr)
 	int64_t *all;
 	size_t n = 0;
 	int64_t t0;
-	double el;
+	double el, c_self, c_pg;
+	uint64_t b0, i0, b1, i1;
 
 	memset(ts, 0, sizeof(ts));
 	run_seq++;
 	atomic_store(&stop, false);
+	batch_counts(&b0, &i0);
+	c_self = self_cpu();
+	c_pg = pg_cpu();
 	t0 = pl_now_ns();
 	for (int i = 0; i < n_thr; i++) {
 		ts[i].idx = i;
@@ -231,6 +329,10 @@ run(const char *label, enum mode mode, int n_thr)
 		n += ts[i].n_lat;
 	}
 	el = (double)(pl_now_ns() - t0) / 1e9;
+	usleep(200000); // let the backends' times reach /proc
+	c_self = self_cpu() - c_self;
+	c_pg = pg_cpu() - c_pg;
+	batch_counts(&b1, &i1);
 	all = malloc((n + 1) * sizeof(*all));
 	n = 0;
 	for (int i = 0; i < n_thr; i++) {
@@ -242,10 +344,18 @@ run(const char *label, enum mode mode, int n_thr)
 	res.rate = (double)res.calls / el;
 	res.p50_us = n ? (double)all[n / 2] / 1e3 : 0.0;
 	res.p99_us = n ? (double)all[n * 99 / 100] / 1e3 : 0.0;
+	if (res.calls > 0) {
+		res.self_us = c_self * 1e6 / (double)res.calls;
+		res.pg_us = c_pg * 1e6 / (double)res.calls;
+	}
+	res.per_batch = b1 > b0 ? (double)(i1 - i0) / (double)(b1 - b0) : 0.0;
 	printf("  %-26s %8.0f calls/s  p50 %6.0f us  p99 %6.0f us  "
-	       "(%ld calls: %ld ok, %ld refused, %ld errors)\n",
+	       "(%ld calls: %ld ok, %ld refused, %ld errors)\n"
+	       "  %-26s cpu/call: this process %4.0f us, postgres %4.0f us; "
+	       "%.1f calls per batch\n",
 	       label, res.rate, res.p50_us, res.p99_us, res.calls, res.allowed,
-	       res.refused, res.errors);
+	       res.refused, res.errors, "", res.self_us, res.pg_us,
+	       res.per_batch);
 	fflush(stdout);
 	free(all);
 	return res;
@@ -294,16 +404,16 @@ make_tenants(int n, const char *plan)
 	pl_arena_init(&a, 0, 0);
 	tenants = calloc((size_t)n, sizeof(*tenants));
 	n_tenants = n;
-	for (int i = 0; i < n; i += 250) {
+	for (int i = 0; i < n; i += 100) {
 		Parley__Billing__V1__DeliverEventsRequest in =
 		        PARLEY__BILLING__V1__DELIVER_EVENTS_REQUEST__INIT;
 		Parley__Billing__V1__DeliverEventsResponse *out = NULL;
-		Parley__Rpc__V1__Event ev[250], *evs[250];
+		Parley__Rpc__V1__Event ev[100], *evs[100];
 		Parley__Rpc__V1__Json pay = PARLEY__RPC__V1__JSON__INIT;
-		char ids[250][PL_UUID_STRLEN + 1];
+		char ids[100][PL_UUID_STRLEN + 1];
 		int k = 0;
 		pay.text = payload;
-		for (; k < 250 && i + k < n; k++) {
+		for (; k < 100 && i + k < n; k++) {
 			parley__rpc__v1__event__init(&ev[k]);
 			pl_uuid7_str(tenants[i + k]);
 			pl_uuid7_str(ids[k]);
@@ -355,11 +465,19 @@ main(int argc, char **argv)
 			repeat = atoi(argv[i + 1]);
 		else if (strcmp(argv[i], "--hold") == 0)
 			hold = atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--batch") == 0)
+			batch = atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--parallel") == 0)
+			parallel = atoi(argv[i + 1]);
 	}
+	if (batch < 2 || batch > BILLING_MAX_BATCH)
+		batch = 64;
+	if (parallel < 1 || parallel > 64)
+		parallel = 1;
 	if (threads < 1 || threads > 256)
 		threads = 16;
 	if (workers < 1 || workers > 256)
-		workers = 8;
+		workers = 16;
 	if (repeat < 1 || repeat > 16)
 		repeat = 3;
 	pl_log_init("bench", PL_LOG_WARN);
@@ -367,6 +485,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "bench_billing: no PostgreSQL\n");
 		return 1;
 	}
+	snprintf(pg_dir, sizeof(pg_dir), "%s", pg.dir);
 	if (pgh_create_db(&pg, "billing_bench", admin_url, sizeof(admin_url)) ||
 	    pgh_exec_url(
 	            admin_url,
@@ -402,6 +521,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "bench_billing: init failed\n");
 		return 1;
 	}
+	svc_state = arg;
+	svc_state->batcher.max_running = parallel;
 	rc.name = "billing";
 	rc.listen = listen;
 	rc.workers = workers;
@@ -417,34 +538,74 @@ main(int argc, char **argv)
 	cc.urls = listen;
 	cc.secret = SECRET;
 	cc.service = "bench";
+	cc.timeout_ms = 60000; // a loaded machine: setup must not time out
 	if (pl_rpc_client_open(&cli, &cc) != PL_OK)
 		return 1;
 	printf("bench_billing: %d client threads, %d server workers, %.1f s "
-	       "per run, tcp loopback, %ld cores online\n",
-	       threads, workers, seconds, sysconf(_SC_NPROCESSORS_ONLN));
+	       "per run, tcp loopback, %ld cores online; batches of up to %d, "
+	       "%d at a time\n",
+	       threads, workers, seconds, sysconf(_SC_NPROCESSORS_ONLN), batch,
+	       parallel);
 
 	// (a) 1,000 distinct tenants.
 	make_tenants(1000, "bench");
 	{
-		result h[16], r[16], d[16], m;
+		result h[16], r[16], o[16], d[16], m;
 		long total = 0;
 		printf("(a) 1,000 tenants\n");
+		// Warm-up (not in the medians): every connection compiles the
+		// functions and plans their statements once (tens of ms of
+		// PostgreSQL CPU each); a batch leader's connection changes
+		// from batch to batch, so run until there were several
+		// batches per worker.
+		for (int k = 0; k < 8; k++) {
+			uint64_t b0, i0, b1, i1;
+			batch_counts(&b0, &i0);
+			svc_state->batcher.max_batch = batch;
+			total += run("warm-up batched", MODE_RESERVE, threads)
+			                 .allowed;
+			total += run("warm-up SQL", MODE_SQL, threads).allowed;
+			batch_counts(&b1, &i1);
+			if (b1 - b0 >= (uint64_t)(4 * (workers + threads)))
+				break;
+		}
+		svc_state->batcher.max_batch = 1;
+		total += run("warm-up one by one", MODE_RESERVE, threads)
+		                 .allowed;
 		for (int k = 0; k < repeat; k++) {
 			h[k] = run("health (RPC runtime)", MODE_HEALTH,
 			           threads);
-			r[k] = run("ReserveUsage (RPC)", MODE_RESERVE, threads);
-			d[k] = run("reserve SQL (no RPC)", MODE_SQL, workers);
-			total += r[k].allowed + d[k].allowed;
+			svc_state->batcher.max_batch = batch;
+			r[k] = run("ReserveUsage batched", MODE_RESERVE,
+			           threads);
+			svc_state->batcher.max_batch = 1;
+			o[k] = run("ReserveUsage one by one", MODE_RESERVE,
+			           threads);
+			svc_state->batcher.max_batch = batch;
+			d[k] = run("reserve SQL batched, no RPC", MODE_SQL,
+			           threads);
+			total += r[k].allowed + o[k].allowed + d[k].allowed;
 		}
 		m = median(h, repeat);
-		printf("  median health              %8.0f calls/s\n", m.rate);
+		printf("  median health              %8.0f calls/s  cpu/call "
+		       "%.0f us\n",
+		       m.rate, m.self_us);
 		m = median(d, repeat);
-		printf("  median reserve SQL         %8.0f calls/s\n", m.rate);
+		printf("  median reserve SQL         %8.0f calls/s  postgres "
+		       "%.0f us/call\n",
+		       m.rate, m.pg_us);
+		m = median(o, repeat);
+		printf("  median one by one (002)    %8.0f calls/s  p50 %.0f "
+		       "us  "
+		       "p99 %.0f us  cpu/call %.0f + postgres %.0f us\n",
+		       m.rate, m.p50_us, m.p99_us, m.self_us, m.pg_us);
 		m = median(r, repeat);
 		printf("  median ReserveUsage        %8.0f calls/s  p50 %.0f "
 		       "us  "
-		       "p99 %.0f us  target 10000\n",
-		       m.rate, m.p50_us, m.p99_us);
+		       "p99 %.0f us  cpu/call %.0f + postgres %.0f us  "
+		       "%.1f per batch  target 10000\n",
+		       m.rate, m.p50_us, m.p99_us, m.self_us, m.pg_us,
+		       m.per_batch);
 		counted =
 		        sql_int(admin_url, "SELECT coalesce(sum(used), 0) FROM "
 		                           "billing.usage_counters WHERE "
@@ -463,7 +624,7 @@ main(int argc, char **argv)
 
 	// (b) one hot tenant with a daily limit: a fresh one for every run.
 	{
-		result r[16], d[16], m;
+		result r[16], o[16], m;
 		printf("(b) one hot tenant, day limit %lld\n",
 		       (long long)hot_limit);
 		for (int k = 0; k < 2 * repeat; k++) {
@@ -471,12 +632,16 @@ main(int argc, char **argv)
 			long long c;
 			free(tenants);
 			make_tenants(1, "hot");
-			if (k % 2 == 0)
-				x = r[k / 2] = run("ReserveUsage (RPC)",
+			if (k % 2 == 0) {
+				svc_state->batcher.max_batch = batch;
+				x = r[k / 2] = run("ReserveUsage batched",
 				                   MODE_RESERVE, threads);
-			else
-				x = d[k / 2] = run("reserve SQL (no RPC)",
-				                   MODE_SQL, workers);
+			} else {
+				svc_state->batcher.max_batch = 1;
+				x = o[k / 2] = run("ReserveUsage one by one",
+				                   MODE_RESERVE, threads);
+				svc_state->batcher.max_batch = batch;
+			}
 			snprintf(
 			        q, sizeof(q),
 			        "SELECT coalesce(sum(used), 0) FROM "
@@ -495,13 +660,18 @@ main(int argc, char **argv)
 			printf("    counter %lld, allowed %ld, limit %lld\n", c,
 			       x.allowed, (long long)hot_limit);
 		}
-		m = median(d, repeat);
-		printf("  median reserve SQL         %8.0f calls/s\n", m.rate);
+		m = median(o, repeat);
+		printf("  median one by one (002)    %8.0f calls/s  p50 %.0f "
+		       "us  "
+		       "p99 %.0f us  cpu/call %.0f + postgres %.0f us\n",
+		       m.rate, m.p50_us, m.p99_us, m.self_us, m.pg_us);
 		m = median(r, repeat);
 		printf("  median ReserveUsage        %8.0f calls/s  p50 %.0f "
 		       "us  "
-		       "p99 %.0f us  target 3000\n",
-		       m.rate, m.p50_us, m.p99_us);
+		       "p99 %.0f us  cpu/call %.0f + postgres %.0f us  "
+		       "%.1f per batch  target 3000\n",
+		       m.rate, m.p50_us, m.p99_us, m.self_us, m.pg_us,
+		       m.per_batch);
 	}
 	printf("over-admissions: %lld%s\n", overs,
 	       mismatch ? " (counters and answers disagree)" : "");
@@ -512,6 +682,9 @@ main(int argc, char **argv)
 		sleep((unsigned)hold);
 	}
 
+	for (int i = 0; i < 256; i++)
+		if (sql_dbs[i] != NULL)
+			pl_db_close(sql_dbs[i]);
 	free(tenants);
 	pl_rpc_client_close(cli);
 	pl_rpc_server_close(srv);

@@ -1,0 +1,283 @@
+// ReserveUsage in batches (issue 4's benchmark; README "ReserveUsage").
+//
+// The calls that arrive while a batch runs are gathered and decided by the
+// next batch with one call of billing.reserve_batch (003): one round trip
+// and one commit for all of them. There is no thread of its own: the first
+// call that finds no batch running leads one on its worker's connection,
+// and hands the lead to the first call still queued when it is done.
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "billing.h"
+#include "pl/db.h"
+#include "pl/id.h"
+#include "pl/log.h"
+
+// Array literals ------------------------------------------------------------
+
+typedef struct sbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+} sbuf;
+
+static void
+sb_put(sbuf *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		char *p;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		if ((p = realloc(b->p, cap)) == NULL) {
+			b->oom = true;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void
+sb_str(sbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
+
+// An element of a text[] literal: quoted, with " and \ escaped.
+static void
+sb_elem(sbuf *b, const char *s)
+{
+	sb_put(b, "\"", 1);
+	for (const char *p = s; *p; p++) {
+		size_t run = strcspn(p, "\"\\");
+		sb_put(b, p, run);
+		p += run;
+		if (*p == '\0')
+			break;
+		sb_put(b, "\\", 1);
+		sb_put(b, p, 1);
+	}
+	sb_put(b, "\"", 1);
+}
+
+// The batch -----------------------------------------------------------------
+
+#define BATCH_SQL                                                              \
+	"SELECT ord, outcome, reservation_id, remaining_day, "                 \
+	"remaining_month, "                                                    \
+	"overage, replayed, refusal, day_limit, month_limit FROM "             \
+	"billing.reserve_batch($1::uuid[], $2::text[], $3::bigint[], "         \
+	"$4::text[], $5::uuid[], $6::int[], $7)"
+
+enum { A_TENANT, A_METRIC, A_AMOUNT, A_KEY, A_ID, A_DUP, A_N };
+
+static void
+one_by_one(pl_db *db, billing_reserve_item *const *items, size_t n, bool emit)
+{
+	for (size_t i = 0; i < n; i++) {
+		billing_reserve_item *it = items[i];
+		it->rc = billing_store_reserve(db, it->tenant, it->metric,
+		                               it->amount, it->key, emit,
+		                               &it->res);
+	}
+}
+
+int
+billing_store_reserve_batch(pl_db *db, billing_reserve_item *const *items,
+                            size_t n, bool emit)
+{
+	static _Thread_local PGconn *prepared_on;
+	int dup[BILLING_MAX_BATCH];
+	char ids[BILLING_MAX_BATCH][PL_UUID_STRLEN + 1];
+	sbuf a[A_N];
+	const char *params[A_N + 1];
+	PGresult *r = NULL;
+	int rc = PL_INTERNAL;
+
+	if (n == 0)
+		return 0;
+	if (n > BILLING_MAX_BATCH) {
+		one_by_one(db, items, n, emit);
+		return (int)n;
+	}
+	// The first earlier item with the same (tenant, key), 1-based (0:
+	// none): answered as a replay of it.
+	for (size_t i = 0; i < n; i++) {
+		dup[i] = 0;
+		for (size_t j = 0; j < i && dup[i] == 0; j++)
+			if (strcmp(items[j]->key, items[i]->key) == 0 &&
+			    strcmp(items[j]->tenant, items[i]->tenant) == 0)
+				dup[i] = (int)j + 1;
+	}
+	memset(a, 0, sizeof(a));
+	for (int k = 0; k < A_N; k++)
+		sb_put(&a[k], "{", 1);
+	for (size_t i = 0; i < n; i++) {
+		char num[24];
+		const char *sep = i ? "," : "";
+		for (int k = 0; k < A_N; k++)
+			sb_str(&a[k], sep);
+		pl_uuid7_str(ids[i]);
+		sb_elem(&a[A_TENANT], items[i]->tenant);
+		sb_elem(&a[A_METRIC], items[i]->metric);
+		snprintf(num, sizeof(num), "%" PRId64, items[i]->amount);
+		sb_str(&a[A_AMOUNT], num);
+		sb_elem(&a[A_KEY], items[i]->key);
+		sb_str(&a[A_ID], ids[i]);
+		snprintf(num, sizeof(num), "%d", dup[i]);
+		sb_str(&a[A_DUP], num);
+	}
+	for (int k = 0; k < A_N; k++) {
+		sb_put(&a[k], "}", 1);
+		params[k] = a[k].p;
+		if (a[k].oom)
+			goto out_oom;
+	}
+	params[A_N] = emit ? "t" : "f";
+
+	// A key taken concurrently (23505), a deadlock or a serialization
+	// failure rolled everything back: run it again (it then replays).
+	for (int attempt = 0; attempt < 3; attempt++) {
+		PQclear(r);
+		r = billing_exec_prepared(db, &prepared_on,
+		                          "billing_reserve_batch", BATCH_SQL,
+		                          A_N + 1, params);
+		rc = pl_db_result_status(r);
+		if (rc != PL_ALREADY_EXISTS && rc != PL_ABORTED)
+			break;
+	}
+	if (rc == PL_OK && PQntuples(r) == (int)n) {
+		bool seen[BILLING_MAX_BATCH] = { false };
+		bool ok = true;
+		for (int row = 0; row < (int)n; row++) {
+			long o = strtol(PQgetvalue(r, row, 0), NULL, 10);
+			if (o < 1 || o > (long)n || seen[o - 1]) {
+				ok = false;
+				break;
+			}
+			seen[o - 1] = true;
+			billing_reserve_row(r, row, 1, &items[o - 1]->res);
+			items[o - 1]->rc = PL_OK;
+		}
+		if (ok) {
+			PQclear(r);
+			for (int k = 0; k < A_N; k++)
+				free(a[k].p);
+			return 0;
+		}
+		rc = PL_INTERNAL;
+	}
+	if (rc == PL_UNAVAILABLE) {
+		// No database: every item fails alike (one by one would only
+		// wait for the connection n times).
+		pl_error("could not reserve usage: %s",
+		         r ? PQresultErrorMessage(r) : "no connection");
+		PQclear(r);
+		for (int k = 0; k < A_N; k++)
+			free(a[k].p);
+		for (size_t i = 0; i < n; i++)
+			items[i]->rc = rc;
+		return 0;
+	}
+	pl_warn("reserve batch of %zu refused (%s): deciding them one by one",
+	        n, r ? PQresultErrorMessage(r) : pl_status_name(rc));
+	PQclear(r);
+	for (int k = 0; k < A_N; k++)
+		free(a[k].p);
+	one_by_one(db, items, n, emit);
+	return (int)n;
+
+out_oom:
+	for (int k = 0; k < A_N; k++)
+		free(a[k].p);
+	for (size_t i = 0; i < n; i++)
+		items[i]->rc = PL_RESOURCE_EXHAUSTED;
+	return 0;
+}
+
+// The batcher ---------------------------------------------------------------
+
+void
+billing_batcher_init(billing_batcher *b, int max_batch, int max_running,
+                     bool emit)
+{
+	memset(b, 0, sizeof(*b));
+	pthread_mutex_init(&b->mtx, NULL);
+	b->max_batch = max_batch < 1                   ? 1
+	               : max_batch > BILLING_MAX_BATCH ? BILLING_MAX_BATCH
+	                                               : max_batch;
+	b->max_running = max_running < 1 ? 1 : max_running;
+	b->emit = emit;
+}
+
+void
+billing_batcher_fini(billing_batcher *b)
+{
+	pthread_mutex_destroy(&b->mtx);
+}
+
+int
+billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
+{
+	billing_reserve_item *batch[BILLING_MAX_BATCH];
+
+	if (b->max_batch <= 1) {
+		it->rc = billing_store_reserve(db, it->tenant, it->metric,
+		                               it->amount, it->key, b->emit,
+		                               &it->res);
+		return it->rc;
+	}
+	pthread_cond_init(&it->cv, NULL);
+	it->done = false;
+	it->next = NULL;
+	pthread_mutex_lock(&b->mtx);
+	if (b->tail)
+		b->tail->next = it;
+	else
+		b->head = it;
+	b->tail = it;
+	while (!it->done) {
+		size_t n = 0;
+		int fell;
+		if (b->running >= b->max_running) {
+			pthread_cond_wait(&it->cv, &b->mtx);
+			continue;
+		}
+		// Lead: take what is queued, in order.
+		while (b->head != NULL && n < (size_t)b->max_batch) {
+			batch[n++] = b->head;
+			b->head = b->head->next;
+		}
+		if (b->head == NULL)
+			b->tail = NULL;
+		b->running++;
+		pthread_mutex_unlock(&b->mtx);
+
+		fell = billing_store_reserve_batch(db, batch, n, b->emit);
+
+		pthread_mutex_lock(&b->mtx);
+		b->running--;
+		b->batches++;
+		b->items += n;
+		b->fallbacks += (uint64_t)fell;
+		for (size_t i = 0; i < n; i++) {
+			batch[i]->done = true;
+			if (batch[i] != it)
+				pthread_cond_signal(&batch[i]->cv);
+		}
+		// The first call still queued leads the next batch.
+		if (b->head != NULL && b->head != it)
+			pthread_cond_signal(&b->head->cv);
+	}
+	pthread_mutex_unlock(&b->mtx);
+	pthread_cond_destroy(&it->cv);
+	return it->rc;
+}
