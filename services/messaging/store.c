@@ -249,6 +249,20 @@ exec_ok(pl_db *db, const char *sql, int n, const char *const *p, PGresult **out)
 	return rv;
 }
 
+// A statement that is its own transaction (a batch function), tried again
+// when the database aborts it for a deadlock or a serialization failure:
+// nothing of it was committed.
+static int
+exec_batch(pl_db *db, const char *sql, int n, const char *const *p,
+           PGresult **out)
+{
+	int rv = PL_ABORTED;
+
+	for (int i = 0; i < 3 && rv == PL_ABORTED; i++)
+		rv = exec_ok(db, sql, n, p, out);
+	return rv;
+}
+
 static int
 event(pl_db *db, const char *tenant, const char *type, const char *dims,
       const char *payload)
@@ -964,10 +978,10 @@ messaging_store_reply_claim_batch(pl_db *db, int max, int64_t lease_ms,
 	snprintf(hist, sizeof(hist), "%d", history);
 	// One statement, its own transaction (service level: the queue
 	// spans tenants; the function says so).
-	rv = exec_ok(db,
-	             "SELECT * FROM messaging.reply_claim($1::int, $2::int, "
-	             "$3::int)",
-	             3, p, &r);
+	rv = exec_batch(db,
+	                "SELECT * FROM messaging.reply_claim($1::int, $2::int, "
+	                "$3::int)",
+	                3, p, &r);
 	if (rv != PL_OK)
 		return rv;
 	nt = PQntuples(r);
@@ -1055,8 +1069,19 @@ reply_batch_fn(pl_db *db, void *arg)
 	json_t *res;
 	int rv;
 
-	if ((rv = exec_ok(db, "SELECT messaging.reply_finish($1::jsonb)::text",
-	                  1, p, &r)) != PL_OK)
+	// In pl_db_tx (engagement hooks) a deadlock is retried by the whole
+	// transaction; alone, by exec_batch.
+	rv = pl_db_in_tx(db) ? exec_ok(db,
+	                               "SELECT "
+	                               "messaging.reply_finish($1::jsonb)::"
+	                               "text",
+	                               1, p, &r)
+	                     : exec_batch(db,
+	                                  "SELECT "
+	                                  "messaging.reply_finish($1::jsonb)::"
+	                                  "text",
+	                                  1, p, &r);
+	if (rv != PL_OK)
 		return rv;
 	res = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
 	PQclear(r);
@@ -1152,12 +1177,13 @@ messaging_store_delivery_claim_batch(pl_db *db, int max, int64_t lease_ms,
 	// One statement, its own transaction (service level: the queue spans
 	// tenants). The claim pushes next_attempt_at past the send's budget:
 	// a lease, so a replica that dies mid-send is retried later.
-	rv = exec_ok(db,
-	             "SELECT tenant_id, id, message_id, channel_id, attempts, "
-	             "conversation_id, type, text, media_url, external_id, "
-	             "external_id_kind FROM messaging.delivery_claim($1::int, "
-	             "$2::int)",
-	             2, p, &r);
+	rv = exec_batch(
+	        db,
+	        "SELECT tenant_id, id, message_id, channel_id, attempts, "
+	        "conversation_id, type, text, media_url, external_id, "
+	        "external_id_kind FROM messaging.delivery_claim($1::int, "
+	        "$2::int)",
+	        2, p, &r);
 	if (rv != PL_OK)
 		return rv;
 	nt = PQntuples(r);
@@ -1219,8 +1245,8 @@ messaging_store_delivery_done_batch(pl_db *db, const msg_delivery *d,
 		return PL_RESOURCE_EXHAUSTED;
 	p[0] = text;
 	// One statement, its own transaction.
-	rv = exec_ok(db, "SELECT messaging.delivery_done($1::jsonb)", 1, p,
-	             NULL);
+	rv = exec_batch(db, "SELECT messaging.delivery_done($1::jsonb)", 1, p,
+	                NULL);
 	free(text);
 	return rv;
 }

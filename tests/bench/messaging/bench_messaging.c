@@ -13,6 +13,14 @@
 //         while webhooks are posted as fast as --senders threads can)
 //   rate: at --rate msgs/s offered, p50/p99 from posting the webhook to the
 //         provider receiving the reply, and the acknowledgement p50/p99
+//   cost: per message answered, measured around each rate run (load does
+//         not change them): PostgreSQL transactions (pg_stat_database
+//         xact_commit + xact_rollback of the service's database), the CPU
+//         time of every PostgreSQL process (/proc, utime + stime), and the
+//         CPU time of this process (the service, its fake peers and the
+//         provider: getrusage); then one run at --rate with
+//         log_statement = all counts the statements (round trips) per
+//         message in the server's log.
 //
 // usage: bench_messaging [--seconds S] [--rate R] [--senders N]
 //                        [--contacts C] [--repeat R] [--skip-max]
@@ -23,6 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -404,6 +414,123 @@ median(double *v, int n)
 }
 
 // ---------------------------------------------------------------------------
+// Per-message costs
+
+// Transactions of the service's database so far (committed + rolled back).
+// Backends report their counters when idle (at most 1 s late): callers
+// wait for the system to be idle first.
+static long long
+db_xacts(void)
+{
+	PGconn *c = PQconnectdb(pg.url);
+	long long n = -1;
+
+	if (PQstatus(c) == CONNECTION_OK) {
+		PGresult *r = PQexec(c, "SELECT xact_commit + xact_rollback "
+		                        "FROM pg_stat_database WHERE datname = "
+		                        "'messaging_0'");
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+			n = atoll(PQgetvalue(r, 0, 0));
+		PQclear(r);
+	}
+	PQfinish(c);
+	return n;
+}
+
+// CPU seconds of the postmaster and all its children (utime + stime).
+static double
+pg_cpu_s(void)
+{
+	char path[160], buf[1024];
+	long pm = -1;
+	double ticks = (double)sysconf(_SC_CLK_TCK), total = 0;
+	DIR *d;
+	struct dirent *e;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", pg.dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	if (fscanf(f, "%ld", &pm) != 1)
+		pm = -1;
+	fclose(f);
+	if (pm <= 0 || (d = opendir("/proc")) == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		long pid = atol(e->d_name), ppid;
+		unsigned long ut, st;
+		char *p;
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+		fclose(f);
+		// after "pid (comm)": state ppid pgrp session tty tpgid flags
+		// minflt cminflt majflt cmajflt utime stime
+		if (p == NULL ||
+		    sscanf(p + 2,
+		           "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+		           "%lu %lu",
+		           &ppid, &ut, &st) != 3)
+			continue;
+		if (pid == pm || ppid == pm)
+			total += (double)(ut + st) / ticks;
+	}
+	closedir(d);
+	return total;
+}
+
+static double
+self_cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+typedef struct cost_snap {
+	long long xacts;
+	double pg_cpu, self_cpu;
+} cost_snap;
+
+static cost_snap
+cost_now(void)
+{
+	cost_snap c;
+
+	usleep(1200000); // idle backends report their counters
+	c.xacts = db_xacts();
+	c.pg_cpu = pg_cpu_s();
+	c.self_cpu = self_cpu_s();
+	return c;
+}
+
+// Lines of the server's log so far that are statements (log_statement =
+// all: "statement: ..." for simple queries, "execute ..." for extended
+// ones).
+static long
+log_statements(void)
+{
+	char path[160], line[512];
+	long n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/server.log", pg.dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "LOG:  statement: ") ||
+		    strstr(line, "LOG:  execute "))
+			n++;
+	fclose(f);
+	return n;
+}
+
+// ---------------------------------------------------------------------------
 // pgbench: 1-row inserts, 8 clients, against the same cluster.
 
 static double
@@ -476,6 +603,7 @@ main(int argc, char **argv)
 	};
 	pl_httpd_config hc = { 0 };
 	double tps[16], sus[16], p50[16], p99[16], a50[16], a99[16], ceiling;
+	double cx[16], cpg[16], cself[16], stmts = -1;
 	int errors = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -554,7 +682,20 @@ main(int argc, char **argv)
 		fflush(stdout);
 	}
 	for (int i = 0; i < repeat; i++) {
+		cost_snap c0 = cost_now(), c1;
 		result r = run(rate);
+		c1 = cost_now();
+		cx[i] = r.answered ? (double)(c1.xacts - c0.xacts) / r.answered
+		                   : -1;
+		cpg[i] = r.answered ? (c1.pg_cpu - c0.pg_cpu) * 1e3 / r.answered
+		                    : -1;
+		cself[i] = r.answered ? (c1.self_cpu - c0.self_cpu) * 1e3 /
+		                                r.answered
+		                      : -1;
+		printf("  cost run %d: per message answered: %.2f "
+		       "transactions, "
+		       "PostgreSQL CPU %.3f ms, service+fakes CPU %.3f ms\n",
+		       i + 1, cx[i], cpg[i], cself[i]);
 		p50[i] = r.p50;
 		p99[i] = r.p99;
 		a50[i] = r.ack50;
@@ -566,6 +707,24 @@ main(int argc, char **argv)
 		       i + 1, r.offered, r.answered, r.sent, r.p50, r.p99,
 		       r.ack50, r.ack99);
 		fflush(stdout);
+	}
+	// Statements per message: one run with every statement logged.
+	if (pgh_exec(&pg, "ALTER SYSTEM SET log_statement = 'all'; SELECT "
+	                  "pg_reload_conf()") == 0) {
+		long l0, l1;
+		result r;
+		usleep(500000);
+		l0 = log_statements();
+		r = run(rate);
+		usleep(1200000);
+		l1 = log_statements();
+		pgh_exec(&pg, "ALTER SYSTEM RESET log_statement; SELECT "
+		              "pg_reload_conf()");
+		if (l0 >= 0 && l1 >= 0 && r.answered > 0)
+			stmts = (double)(l1 - l0) / r.answered;
+		printf("  statements run: %ld statements for %d messages "
+		       "answered\n",
+		       l1 - l0, r.answered);
 	}
 	for (int i = 0; i < repeat; i++) {
 		tps[i] = pgbench_tps();
@@ -590,6 +749,15 @@ main(int argc, char **argv)
 	printf("  pgbench 1-row inserts:      %8.0f tx/s (8 clients, same "
 	       "cluster)\n",
 	       ceiling);
+	printf("  per message answered (at %d msgs/s, whole path incl. idle "
+	       "polling):\n",
+	       rate);
+	printf("    SQL statements (round trips): %6.2f\n", stmts);
+	printf("    transactions (commits):       %6.2f\n", median(cx, repeat));
+	printf("    PostgreSQL CPU:               %6.3f ms\n",
+	       median(cpg, repeat));
+	printf("    service + fakes CPU:          %6.3f ms (this process)\n",
+	       median(cself, repeat));
 	printf("  webhook errors: %d\n", errors);
 	svch_stop(&hm);
 	pl_rpc_server_close(peers);
