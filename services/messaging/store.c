@@ -1230,6 +1230,7 @@ messaging_store_delivery_done_batch(pl_db *db, const msg_delivery *d,
 		ok = o != NULL && jput(o, "t", d[i].tenant_id) &&
 		     jput(o, "did", d[i].id) &&
 		     jput(o, "mid", d[i].message_id) &&
+		     jput(o, "cv", d[i].conversation_id) &&
 		     jput(o, "ch", d[i].channel_id) && jput(o, "r", kinds[k]) &&
 		     jput(o, "pid", res[i].provider_id) && jput(o, "ms", ms) &&
 		     jput(o, "code", res[i].code);

@@ -117,12 +117,32 @@ DECLARE
   v_cur text;
   v_dims jsonb;
   v_kw boolean;
+  v_n bigint;
   v_ws text := E' \t\n\r\v\f';
   k record;
 BEGIN
   PERFORM pg_advisory_xact_lock(h)
      FROM (SELECT DISTINCT hashtextextended((i->>'t') || '|' || (i->>'ch') || '|' || (i->>'ext'), 0) AS h
              FROM jsonb_array_elements(p->'items') i WHERE i->>'k' = 'm' ORDER BY 1) s;
+  -- The open conversations of those senders, locked in one order, as
+  -- reply_finish and delivery_done lock theirs, before any other row: the
+  -- three batch statements never deadlock on each other.
+  WITH snd AS (
+    SELECT DISTINCT (i->>'t')::uuid AS t, (i->>'ch')::uuid AS ch, i->>'ext' AS ext,
+           i->>'bu' AS bu
+      FROM jsonb_array_elements(p->'items') i WHERE i->>'k' = 'm'),
+  who AS (
+    SELECT ct.tenant_id, ct.id FROM messaging.contacts ct
+      JOIN snd ON ct.tenant_id = snd.t AND ct.channel_id = snd.ch AND ct.external_id = snd.ext
+    UNION
+    SELECT ct.tenant_id, ct.id FROM messaging.contacts ct
+      JOIN snd ON ct.tenant_id = snd.t AND ct.channel_id = snd.ch AND ct.business_user_id = snd.bu),
+  l AS (
+    SELECT c.id FROM messaging.conversations c
+      JOIN who ON c.tenant_id = who.tenant_id AND c.contact_id = who.id
+     WHERE c.status <> 'closed'
+     ORDER BY c.tenant_id, c.id FOR UPDATE OF c)
+  SELECT count(*) INTO v_n FROM l;
   FOR it IN SELECT * FROM jsonb_array_elements(p->'items') LOOP
     v_t := (it->>'t')::uuid;
     v_ch := (it->>'ch')::uuid;
@@ -324,7 +344,15 @@ DECLARE
   v_outcome text;
   v_rid uuid;
   v_dims jsonb;
+  v_n bigint;
 BEGIN
+  -- The batch's conversations locked first, in one order (see
+  -- ingest_batch).
+  PERFORM set_config('parley.tenant_id', '*', true);
+  SELECT count(*) INTO v_n FROM (
+    SELECT c.id FROM messaging.conversations c
+      JOIN jsonb_to_recordset(p) AS x(t uuid, cv uuid) ON c.tenant_id = x.t AND c.id = x.cv
+     ORDER BY c.tenant_id, c.id FOR UPDATE OF c) l;
   FOR it IN SELECT * FROM jsonb_array_elements(p) LOOP
     v_t := (it->>'t')::uuid;
     PERFORM set_config('parley.tenant_id', v_t::text, true);
@@ -416,8 +444,8 @@ BEGIN
 END
 $$;
 
--- The results of a batch of sends. p: [{t, did, mid, ch, r, pid, ms, code,
--- text}] with r one of
+-- The results of a batch of sends. p: [{t, did, mid, cv, ch, r, pid, ms,
+-- code, text}] with r one of
 --   sent   the message sent with its provider id (statuses kept for that id
 --          applied), the conversation's last outbound time, message.sent
 --   retry  the next attempt in ms, last_error = text
@@ -432,8 +460,17 @@ DECLARE
   v_sender text;
   v_conv uuid;
   v_cur text;
+  v_n bigint;
   ps record;
 BEGIN
+  -- The batch's conversations locked first, in one order (see
+  -- ingest_batch).
+  PERFORM set_config('parley.tenant_id', '*', true);
+  SELECT count(*) INTO v_n FROM (
+    SELECT c.id FROM messaging.conversations c
+      JOIN jsonb_to_recordset(p) AS x(t uuid, cv uuid, r text) ON c.tenant_id = x.t AND c.id = x.cv
+     WHERE x.r = 'sent'
+     ORDER BY c.tenant_id, c.id FOR UPDATE OF c) l;
   FOR it IN SELECT * FROM jsonb_array_elements(p) LOOP
     v_t := (it->>'t')::uuid;
     v_mid := (it->>'mid')::uuid;

@@ -492,20 +492,71 @@ self_cpu_s(void)
 	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
+// The batch functions of migration 005 (track_functions = pl): calls and
+// total time of each.
+#define NFN 6
+static const char *const fn_names[NFN] = { "inbox_add",      "ingest_batch",
+	                                   "reply_claim",    "reply_finish",
+	                                   "delivery_claim", "delivery_done" };
+
 typedef struct cost_snap {
 	long long xacts;
 	double pg_cpu, self_cpu;
+	int answered;
+	double fn_ms[NFN];
+	long long fn_calls[NFN];
 } cost_snap;
 
+static void
+fn_stats(cost_snap *c)
+{
+	char url[PGH_URL_MAX];
+	PGconn *k;
+
+	memset(c->fn_ms, 0, sizeof(c->fn_ms));
+	memset(c->fn_calls, 0, sizeof(c->fn_calls));
+	if (pgh_url(&pg, "postgres", "messaging_0", url, sizeof(url)) != 0)
+		return;
+	k = PQconnectdb(url);
+	if (PQstatus(k) == CONNECTION_OK) {
+		PGresult *r = PQexec(k, "SELECT funcname, calls, total_time "
+		                        "FROM pg_stat_user_functions WHERE "
+		                        "schemaname = 'messaging'");
+		for (int i = 0;
+		     PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r);
+		     i++)
+			for (int f = 0; f < NFN; f++)
+				if (strcmp(PQgetvalue(r, i, 0), fn_names[f]) ==
+				    0) {
+					c->fn_calls[f] =
+					        atoll(PQgetvalue(r, i, 1));
+					c->fn_ms[f] = atof(PQgetvalue(r, i, 2));
+				}
+		PQclear(r);
+	}
+	PQfinish(k);
+}
+
+// Waits until no reply has arrived for 1.5 s (the work posted so far is
+// done, up to 60 s), then reads the counters.
 static cost_snap
 cost_now(void)
 {
 	cost_snap c;
+	int last = -1;
 
+	for (int quiet = 0, i = 0; quiet < 15 && i < 600; i++) {
+		int n = atomic_load(&received);
+		quiet = n == last ? quiet + 1 : 0;
+		last = n;
+		usleep(100000);
+	}
 	usleep(1200000); // idle backends report their counters
+	c.answered = atomic_load(&received);
 	c.xacts = db_xacts();
 	c.pg_cpu = pg_cpu_s();
 	c.self_cpu = self_cpu_s();
+	fn_stats(&c);
 	return c;
 }
 
@@ -604,6 +655,7 @@ main(int argc, char **argv)
 	pl_httpd_config hc = { 0 };
 	double tps[16], sus[16], p50[16], p99[16], a50[16], a99[16], ceiling;
 	double cx[16], cpg[16], cself[16], stmts = -1;
+	double fms[NFN][16], fcalls[NFN][16];
 	int errors = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -659,6 +711,10 @@ main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr, "cluster %s (database messaging_0)\n", pg.url);
+	// Time spent in each batch function (pg_stat_user_functions).
+	if (pgh_exec(&pg, "ALTER SYSTEM SET track_functions = 'pl'") != 0 ||
+	    pgh_exec(&pg, "SELECT pg_reload_conf()") != 0)
+		fprintf(stderr, "track_functions not set\n");
 	printf("messaging bench: %.0f s runs, %d senders, %d contacts, "
 	       "repeat %d; PostgreSQL: pgh cluster (fsync=off, "
 	       "synchronous_commit=on)\n",
@@ -685,13 +741,20 @@ main(int argc, char **argv)
 		cost_snap c0 = cost_now(), c1;
 		result r = run(rate);
 		c1 = cost_now();
-		cx[i] = r.answered ? (double)(c1.xacts - c0.xacts) / r.answered
-		                   : -1;
-		cpg[i] = r.answered ? (c1.pg_cpu - c0.pg_cpu) * 1e3 / r.answered
-		                    : -1;
-		cself[i] = r.answered ? (c1.self_cpu - c0.self_cpu) * 1e3 /
-		                                r.answered
-		                      : -1;
+		// Per reply that reached the provider in the window (a
+		// backlog left by the max runs is drained before c0).
+		int na = c1.answered - c0.answered;
+		cx[i] = na > 0 ? (double)(c1.xacts - c0.xacts) / na : -1;
+		cpg[i] = na > 0 ? (c1.pg_cpu - c0.pg_cpu) * 1e3 / na : -1;
+		cself[i] = na > 0 ? (c1.self_cpu - c0.self_cpu) * 1e3 / na : -1;
+		for (int f = 0; f < NFN; f++) {
+			fms[f][i] =
+			        na > 0 ? (c1.fn_ms[f] - c0.fn_ms[f]) / na : -1;
+			fcalls[f][i] = na > 0 ? (double)(c1.fn_calls[f] -
+			                                 c0.fn_calls[f]) /
+			                                na
+			                      : -1;
+		}
 		printf("  cost run %d: per message answered: %.2f "
 		       "transactions, "
 		       "PostgreSQL CPU %.3f ms, service+fakes CPU %.3f ms\n",
@@ -709,8 +772,8 @@ main(int argc, char **argv)
 		fflush(stdout);
 	}
 	// Statements per message: one run with every statement logged.
-	if (pgh_exec(&pg, "ALTER SYSTEM SET log_statement = 'all'; SELECT "
-	                  "pg_reload_conf()") == 0) {
+	if (pgh_exec(&pg, "ALTER SYSTEM SET log_statement = 'all'") == 0 &&
+	    pgh_exec(&pg, "SELECT pg_reload_conf()") == 0) {
 		long l0, l1;
 		result r;
 		usleep(500000);
@@ -718,8 +781,8 @@ main(int argc, char **argv)
 		r = run(rate);
 		usleep(1200000);
 		l1 = log_statements();
-		pgh_exec(&pg, "ALTER SYSTEM RESET log_statement; SELECT "
-		              "pg_reload_conf()");
+		pgh_exec(&pg, "ALTER SYSTEM RESET log_statement");
+		pgh_exec(&pg, "SELECT pg_reload_conf()");
 		if (l0 >= 0 && l1 >= 0 && r.answered > 0)
 			stmts = (double)(l1 - l0) / r.answered;
 		printf("  statements run: %ld statements for %d messages "
@@ -758,6 +821,11 @@ main(int argc, char **argv)
 	       median(cpg, repeat));
 	printf("    service + fakes CPU:          %6.3f ms (this process)\n",
 	       median(cself, repeat));
+	printf("  per message, by batch function (calls, ms inside "
+	       "PostgreSQL):\n");
+	for (int f = 0; f < NFN; f++)
+		printf("    %-15s %6.3f calls %7.3f ms\n", fn_names[f],
+		       median(fcalls[f], repeat), median(fms[f], repeat));
 	printf("  webhook errors: %d\n", errors);
 	svch_stop(&hm);
 	pl_rpc_server_close(peers);
