@@ -1171,7 +1171,8 @@ static char *cfg_tenants_url, *cfg_billing_url, *cfg_agents_url,
         *cfg_analytics_url;
 static int64_t cfg_inbox_workers, cfg_reply_workers, cfg_delivery_workers,
         cfg_retry_base, cfg_retry_max, cfg_max_attempts, cfg_send_timeout,
-        cfg_send_rate, cfg_poll, cfg_cache, cfg_lease;
+        cfg_send_rate, cfg_poll, cfg_cache, cfg_lease, cfg_batch,
+        cfg_call_threads;
 
 static const pl_cfg_entry messaging_cfg[] = {
 	{ "PARLEY_TENANTS_URL", PL_CFG_STRING, "", 0, 0, &cfg_tenants_url,
@@ -1206,6 +1207,12 @@ static const pl_cfg_entry messaging_cfg[] = {
 	  &cfg_lease,
 	  "a claimed inbox row or reply is retried after this long (longer "
 	  "than an agent's answer)" },
+	{ "PARLEY_MESSAGING_BATCH", PL_CFG_INT, "64", 1, 1000, &cfg_batch,
+	  "rows an inbox, reply or delivery worker claims at once" },
+	{ "PARLEY_MESSAGING_CALL_THREADS", PL_CFG_INT, "8", 0, 32,
+	  &cfg_call_threads,
+	  "threads making a batch's agent, billing and provider calls "
+	  "concurrently (0: one after the other)" },
 	{ NULL, 0, NULL, 0, 0, NULL, NULL },
 };
 
@@ -1236,6 +1243,8 @@ messaging_init(const pl_service_cfg *cfg, void **arg)
 	s->send_rate = cfg_send_rate;
 	s->poll_ms = cfg_poll;
 	s->lease_ms = cfg_lease;
+	s->batch = cfg_batch;
+	s->call_threads = cfg_call_threads;
 	rv = messaging_peers_open(&s->peers, cfg_tenants_url, cfg_billing_url,
 	                          cfg_agents_url, cfg->secret, cfg_cache);
 	if (rv == PL_OK && nz(cfg_analytics_url)) {

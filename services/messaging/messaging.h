@@ -223,6 +223,8 @@ typedef struct msg_service {
 	int64_t send_timeout_ms, send_rate, poll_ms, window_ms;
 	int64_t lease_ms; // inbox and reply claims (a dead worker's work waits
 	                  // this long)
+	int64_t batch;    // rows a worker claims at once (each stage)
+	int64_t call_threads; // agent/billing/provider calls in flight
 	// wakes the workers when work arrives in this process
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -282,13 +284,13 @@ int messaging_store_inbox_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
 int messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
                                const char *error);
 
-// The inbox fast path, inside the caller's transaction (opened with tenant
-// "*"): locks the oldest due row (1, 0 none, <0 status negated), switches
-// the transaction's tenant, marks the row done.
-int messaging_store_inbox_lock_next(pl_db *db, pl_arena *a, msg_inbox_row *row);
+// The inbox batch, inside the caller's transaction (opened with tenant
+// "*"): locks up to max due rows, oldest first (SKIP LOCKED; the locks are
+// the lease). *rows in the arena.
+int messaging_store_inbox_lock_batch(pl_db *db, int max, pl_arena *a,
+                                     msg_inbox_row **rows, size_t *n);
+// Sets the transaction's tenant (row-level security).
 int messaging_store_tx_tenant(pl_db *db, const char *tenant_id);
-int messaging_store_inbox_done_tx(pl_db *db, const msg_inbox_row *row,
-                                  const char *error);
 
 // Phase A of an inbound message: contact, conversation, message, event, all
 // in one transaction. duplicate: the provider id was seen (nothing new).
@@ -303,12 +305,23 @@ typedef struct msg_ingest {
 
 int messaging_store_ingest(pl_db *db, const msg_ingest *in, pl_arena *a,
                            msg_message_pb **msg, bool *duplicate);
-// The same inside the caller's transaction (tenant set).
-int messaging_store_ingest_tx(pl_db *db, const msg_ingest *in, pl_arena *a,
-                              msg_message_pb **msg, bool *duplicate);
-int messaging_store_apply_status_tx(pl_db *db, const char *tenant_id,
-                                    const char *channel_id, const msg_item *st,
-                                    pl_arena *a);
+
+// What the batch made of one message item (statuses leave it zeroed).
+typedef struct msg_ingested {
+	char message_id[40], conversation_id[40], contact_id[40];
+	bool duplicate;
+	bool keyword; // engage_on_inbound was run for it
+} msg_ingested;
+
+// Items (messages and statuses, in arrival order, any tenants) and the
+// inbox rows they came from (marked done, with errors[i] when not NULL), in
+// ONE statement (messaging.ingest_batch), inside the caller's transaction;
+// opt-out keywords then go through engage_on_inbound in the same
+// transaction. out has n entries.
+int messaging_store_ingest_batch_tx(pl_db *db, const msg_ingest *in, size_t n,
+                                    const msg_inbox_row *rows,
+                                    const char *const *errors, size_t nrows,
+                                    pl_arena *a, msg_ingested *out);
 
 // Applies a status forward-only, or keeps it when the id is unknown.
 int messaging_store_apply_status(pl_db *db, const char *tenant_id,
@@ -328,18 +341,19 @@ typedef struct msg_pending {
 	        contact_language[36];
 	char *text; // arena
 	char created_at[40];
+	// Recent turns of the conversation before it, oldest first (arena).
+	Parley__Agents__V1__HistoryTurn **history;
+	size_t n_history;
 } msg_pending;
 
 int messaging_store_reply_retry_in(pl_db *db, const char *tenant_id,
                                    const char *message_id, int64_t ms);
-int messaging_store_reply_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
-                                msg_pending *p);
-
-// Recent turns of the conversation (oldest first), before message_id.
-int messaging_store_history(pl_db *db, const msg_pending *p, int max,
-                            pl_arena *a,
-                            Parley__Agents__V1__HistoryTurn ***turns,
-                            size_t *n);
+// Claims up to max pending messages (each the oldest pending one of its
+// conversation) under a lease, with up to `history` turns each: one
+// statement, its own transaction. *out in the arena.
+int messaging_store_reply_claim_batch(pl_db *db, int max, int64_t lease_ms,
+                                      int history, pl_arena *a,
+                                      msg_pending **out, size_t *n);
 
 typedef struct msg_reply_result {
 	const char *outcome; // "replied", "handoff", "human_owned", ...
@@ -351,15 +365,19 @@ typedef struct msg_reply_result {
 	const char *limit_why;     // quota refusal
 } msg_reply_result;
 
-// Finishes the bot's turn in one transaction: reply stored and queued,
-// handoff applied, events, the inbound message marked done.
-int messaging_store_reply_finish(pl_db *db, const msg_pending *p,
-                                 const msg_reply_result *r, pl_arena *a,
-                                 char reply_id_out[40]);
+// Finishes n bot turns in one transaction (one statement unless the
+// engagement hooks have leads or actions to record): each reply stored and
+// queued, handoffs applied, events, the inbound messages marked done (a
+// message finished before is left alone). reply_ids[i]: the queued reply's
+// id or "".
+int messaging_store_reply_finish_batch(pl_db *db, msg_pending *const *pd,
+                                       const msg_reply_result *rr, size_t n,
+                                       char (*reply_ids)[40]);
 
 // Delivery.
 typedef struct msg_delivery {
-	char tenant_id[40], id[40], message_id[40], channel_id[40];
+	char tenant_id[40], id[40], message_id[40], channel_id[40],
+	        conversation_id[40];
 	int attempts;
 	int type;
 	char *text, *media_url;
@@ -367,16 +385,29 @@ typedef struct msg_delivery {
 	int to_kind;
 } msg_delivery;
 
-int messaging_store_delivery_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
-                                   msg_delivery *d);
-// Marks the message sent with its provider id (and applies statuses kept
-// for that id).
-int messaging_store_delivery_sent(pl_db *db, const msg_delivery *d,
-                                  const char *provider_id);
-int messaging_store_delivery_retry(pl_db *db, const msg_delivery *d,
-                                   int64_t delay_ms, const char *error);
-int messaging_store_delivery_failed(pl_db *db, const msg_delivery *d,
-                                    const char *code, const char *text);
+// Claims up to max due deliveries, oldest first, with what to send, under
+// a lease of lease_ms: one statement, its own transaction.
+int messaging_store_delivery_claim_batch(pl_db *db, int max, int64_t lease_ms,
+                                         pl_arena *a, msg_delivery **out,
+                                         size_t *n);
+
+typedef enum msg_delivery_outcome {
+	MSG_DELIVERY_SENT = 0,   // provider_id: statuses kept for it applied
+	MSG_DELIVERY_RETRY = 1,  // next attempt in delay_ms, text = last error
+	MSG_DELIVERY_FAILED = 2, // the provider's code and text
+} msg_delivery_outcome;
+
+typedef struct msg_delivery_result {
+	int kind; // msg_delivery_outcome
+	const char *provider_id;
+	int64_t delay_ms;
+	const char *code, *text;
+} msg_delivery_result;
+
+// Records n results in one statement (its own transaction).
+int messaging_store_delivery_done_batch(pl_db *db, const msg_delivery *d,
+                                        const msg_delivery_result *res,
+                                        size_t n);
 
 // Outbound message from a person or the API: stored QUEUED with a delivery.
 typedef struct msg_outbound {

@@ -249,6 +249,20 @@ exec_ok(pl_db *db, const char *sql, int n, const char *const *p, PGresult **out)
 	return rv;
 }
 
+// A statement that is its own transaction (a batch function), tried again
+// when the database aborts it for a deadlock or a serialization failure:
+// nothing of it was committed.
+static int
+exec_batch(pl_db *db, const char *sql, int n, const char *const *p,
+           PGresult **out)
+{
+	int rv = PL_ABORTED;
+
+	for (int i = 0; i < 3 && rv == PL_ABORTED; i++)
+		rv = exec_ok(db, sql, n, p, out);
+	return rv;
+}
+
 static int
 event(pl_db *db, const char *tenant, const char *type, const char *dims,
       const char *payload)
@@ -278,47 +292,6 @@ jpack(pl_arena *a, json_t *o)
 // ---------------------------------------------------------------------------
 // Inbox
 
-typedef struct inbox_add {
-	const char *p[7];
-	char *id;
-	bool dup;
-} inbox_add;
-
-static int
-inbox_add_fn(pl_db *db, void *arg)
-{
-	inbox_add *x = arg;
-	PGresult *r = NULL;
-	int rv;
-
-	x->dup = false;
-	rv = exec_ok(db,
-	             "INSERT INTO messaging.inbox (tenant_id, id, channel_id, "
-	             "channel_type, body, body_sha256, source_ip) VALUES ($1, "
-	             "$2, $3, $4, decode($5, 'base64'), sha256(decode($5, "
-	             "'base64')), $6) ON CONFLICT (tenant_id, channel_id, "
-	             "body_sha256) DO NOTHING RETURNING id",
-	             6, x->p, &r);
-	if (rv != PL_OK)
-		return rv;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		x->dup = true;
-		const char *q[3] = { x->p[0], x->p[2], x->p[4] };
-		rv = exec_ok(db,
-		             "SELECT id FROM messaging.inbox WHERE tenant_id = "
-		             "$1 AND channel_id = $2 AND body_sha256 = "
-		             "sha256(decode($3, 'base64'))",
-		             3, q, &r);
-		if (rv != PL_OK)
-			return rv;
-		if (PQntuples(r) == 1)
-			snprintf(x->id, 40, "%s", PQgetvalue(r, 0, 0));
-	}
-	PQclear(r);
-	return PL_OK;
-}
-
 int
 messaging_store_inbox_add(pl_db *db, const char *tenant_id,
                           const char *channel_id, const char *channel_type,
@@ -328,26 +301,36 @@ messaging_store_inbox_add(pl_db *db, const char *tenant_id,
 {
 	size_t b64len =
 	        sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
-	char *b64 = malloc(b64len);
-	inbox_add x = { 0 };
+	char *b64 = malloc(b64len), id[40];
+	const char *p[6];
+	PGresult *r = NULL;
 	int rv;
 
+	*duplicate = false;
 	if (b64 == NULL)
 		return PL_RESOURCE_EXHAUSTED;
 	sodium_bin2base64(b64, b64len, body, len,
 	                  sodium_base64_VARIANT_ORIGINAL);
-	pl_uuid7_str(id_out);
-	x.p[0] = tenant_id;
-	x.p[1] = id_out;
-	x.p[2] = channel_id;
-	x.p[3] = channel_type;
-	x.p[4] = b64;
-	x.p[5] = source_ip ? source_ip : "";
-	x.id = id_out;
-	rv = pl_db_tx(db, tenant_id, inbox_add_fn, &x);
-	*duplicate = x.dup;
+	pl_uuid7_str(id);
+	p[0] = tenant_id;
+	p[1] = id;
+	p[2] = channel_id;
+	p[3] = channel_type;
+	p[4] = b64;
+	p[5] = source_ip ? source_ip : "";
+	// One statement, its own transaction (the function sets the tenant):
+	// one round trip, one commit.
+	rv = exec_ok(db,
+	             "SELECT o_id, o_duplicate FROM messaging.inbox_add($1, "
+	             "$2, $3, $4, $5, $6)",
+	             6, p, &r);
 	free(b64);
-	return rv;
+	if (rv != PL_OK)
+		return rv;
+	snprintf(id_out, 40, "%s", PQgetvalue(r, 0, 0));
+	*duplicate = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+	PQclear(r);
+	return PL_OK;
 }
 
 typedef struct inbox_claim {
@@ -429,50 +412,6 @@ messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
 	return rv;
 }
 
-// The inbox fast path: the caller's transaction (tenant "*") locks the
-// oldest due row, switches to the row's tenant, ingests every item and marks
-// the row done, all in one transaction: the row lock is the lease (a crash
-// rolls everything back and frees the row), one commit instead of three.
-int
-messaging_store_inbox_lock_next(pl_db *db, pl_arena *a, msg_inbox_row *row)
-{
-	PGresult *r = NULL;
-	const char *b64;
-	size_t cap, bl = 0;
-	int rv;
-
-	// Service-level: the inbox spans tenants (tenant "*").
-	rv = exec_ok(db,
-	             "SELECT tenant_id, id, channel_id, channel_type, "
-	             "encode(body, 'base64') FROM messaging.inbox WHERE "
-	             "processed_at IS NULL AND (lease_until IS NULL OR "
-	             "lease_until < now()) ORDER BY received_at LIMIT 1 FOR "
-	             "UPDATE SKIP LOCKED",
-	             0, NULL, &r);
-	if (rv != PL_OK)
-		return -rv;
-	if (PQntuples(r) != 1) {
-		PQclear(r);
-		return 0;
-	}
-	snprintf(row->tenant_id, 40, "%s", PQgetvalue(r, 0, 0));
-	snprintf(row->id, 40, "%s", PQgetvalue(r, 0, 1));
-	snprintf(row->channel_id, 40, "%s", PQgetvalue(r, 0, 2));
-	row->channel_type = atoi(PQgetvalue(r, 0, 3));
-	b64 = PQgetvalue(r, 0, 4);
-	cap = strlen(b64) + 1;
-	row->body = pl_arena_alloc(a, cap);
-	if (row->body == NULL ||
-	    sodium_base642bin(row->body, cap, b64, strlen(b64), "\n", &bl, NULL,
-	                      sodium_base64_VARIANT_ORIGINAL) != 0) {
-		PQclear(r);
-		return -PL_INTERNAL;
-	}
-	row->len = bl;
-	PQclear(r);
-	return 1;
-}
-
 int
 messaging_store_tx_tenant(pl_db *db, const char *tenant_id)
 {
@@ -484,21 +423,245 @@ messaging_store_tx_tenant(pl_db *db, const char *tenant_id)
 	               1, p, NULL);
 }
 
-int
-messaging_store_inbox_done_tx(pl_db *db, const msg_inbox_row *row,
-                              const char *error)
-{
-	const char *p[3] = { row->tenant_id, row->id, error };
+// ---------------------------------------------------------------------------
+// The inbox worker's batch (migration 005)
 
-	return exec_ok(db,
-	               "UPDATE messaging.inbox SET processed_at = now(), "
-	               "attempts = attempts + 1, last_error = $3, lease_until "
-	               "= NULL WHERE tenant_id = $1 AND id = $2",
-	               3, p, NULL);
+int
+messaging_store_inbox_lock_batch(pl_db *db, int max, pl_arena *a,
+                                 msg_inbox_row **rows, size_t *n)
+{
+	char lim[16];
+	const char *p[1] = { lim };
+	PGresult *r = NULL;
+	int rv, nt;
+
+	*rows = NULL;
+	*n = 0;
+	snprintf(lim, sizeof(lim), "%d", max > 0 ? max : 1);
+	// Service-level: the inbox spans tenants (the caller's transaction
+	// runs with tenant "*"). The row locks are the lease: a crash rolls
+	// the batch back and frees the rows.
+	rv = exec_ok(db,
+	             "SELECT tenant_id, id, channel_id, channel_type, "
+	             "encode(body, 'base64') FROM messaging.inbox WHERE "
+	             "processed_at IS NULL AND (lease_until IS NULL OR "
+	             "lease_until < now()) ORDER BY received_at LIMIT "
+	             "$1::int FOR UPDATE SKIP LOCKED",
+	             1, p, &r);
+	if (rv != PL_OK)
+		return rv;
+	nt = PQntuples(r);
+	if (nt > 0)
+		*rows = pl_arena_zalloc(a, (size_t)nt * sizeof(**rows));
+	for (int i = 0; i < nt && *rows != NULL; i++) {
+		msg_inbox_row *row = &(*rows)[*n];
+		const char *b64 = PQgetvalue(r, i, 4);
+		size_t cap = strlen(b64) + 1, bl = 0;
+		snprintf(row->tenant_id, 40, "%s", PQgetvalue(r, i, 0));
+		snprintf(row->id, 40, "%s", PQgetvalue(r, i, 1));
+		snprintf(row->channel_id, 40, "%s", PQgetvalue(r, i, 2));
+		row->channel_type = atoi(PQgetvalue(r, i, 3));
+		row->body = pl_arena_alloc(a, cap);
+		if (row->body == NULL ||
+		    sodium_base642bin(row->body, cap, b64, strlen(b64), "\n",
+		                      &bl, NULL,
+		                      sodium_base64_VARIANT_ORIGINAL) != 0) {
+			PQclear(r);
+			return PL_INTERNAL;
+		}
+		row->len = bl;
+		(*n)++;
+	}
+	PQclear(r);
+	return nt > 0 && *rows == NULL ? PL_RESOURCE_EXHAUSTED : PL_OK;
+}
+
+// Sets key to a string (omitted when NULL or empty); false when the value
+// is not valid UTF-8.
+static bool
+jput(json_t *o, const char *key, const char *val)
+{
+	json_t *s;
+
+	if (val == NULL || val[0] == '\0')
+		return true;
+	if ((s = json_string(val)) == NULL)
+		return false;
+	json_object_set_new(o, key, s);
+	return true;
+}
+
+// An embedded JSON object given as text (omitted when absent or not an
+// object).
+static void
+jput_obj(json_t *o, const char *key, const char *text)
+{
+	json_t *v = text && text[0] ? json_loads(text, 0, NULL) : NULL;
+
+	if (json_is_object(v))
+		json_object_set_new(o, key, v);
+	else
+		json_decref(v);
+}
+
+// One item as messaging.ingest_batch takes it; NULL on bad input.
+static json_t *
+ingest_item_json(const msg_ingest *in)
+{
+	const msg_item *it = in->item;
+	json_t *o = json_object();
+	char id[40], num[16], phone[MSG_PHONE_MAX] = "";
+	bool ok = o != NULL;
+
+	ok = ok && jput(o, "t", in->tenant_id) &&
+	     jput(o, "ch", in->channel_id) &&
+	     jput(o, "pid", it->provider_message_id);
+	if (ok && it->kind == MSG_ITEM_STATUS) {
+		int st = it->status > 0 && it->status < 8 ? it->status : 0;
+		pl_uuid7_str(id);
+		ok = jput(o, "k", "s") && jput(o, "sid", id) &&
+		     jput(o, "st", msg_status_names[st]) &&
+		     jput(o, "at", it->at) && jput(o, "ec", it->error_code) &&
+		     jput(o, "et", it->error_text);
+	} else if (ok) {
+		const char *kind =
+		        ext_kind_names[it->external_id_kind > 0 &&
+		                                       it->external_id_kind < 4
+		                               ? it->external_id_kind
+		                               : 1];
+		const char *type =
+		        msg_type_names[it->type > 0 && it->type < 12 ? it->type
+		                                                     : 11];
+		if (it->phone_raw != NULL)
+			messaging_phone_normalize(it->phone_raw, phone);
+		snprintf(num, sizeof(num), "%d", in->channel_type);
+		ok = jput(o, "k", "m") && jput(o, "cht", num) &&
+		     jput(o, "ag", in->agent_id) &&
+		     jput(o, "ext", it->external_id) && jput(o, "kind", kind) &&
+		     jput(o, "ph", phone) && jput(o, "phr", it->phone_raw) &&
+		     jput(o, "bu", it->business_user_id) &&
+		     jput(o, "pu", it->parent_user_id) &&
+		     jput(o, "nm", it->contact_name) && jput(o, "ty", type) &&
+		     jput(o, "tx", it->text) && jput(o, "mu", it->media_url) &&
+		     jput(o, "mm", it->media_mime_type) &&
+		     jput(o, "pc", it->provider_created_at);
+		// New rows' ids, monotonic in this process: a batch keeps its
+		// arrival order.
+		pl_uuid7_str(id);
+		ok = ok && jput(o, "mid", id);
+		pl_uuid7_str(id);
+		ok = ok && jput(o, "kid", id);
+		pl_uuid7_str(id);
+		ok = ok && jput(o, "vid", id);
+		jput_obj(o, "pr", it->profile_json);
+		jput_obj(o, "md", it->metadata_json);
+		json_object_set_new(o, "rw", json_boolean(in->reply_wanted));
+	}
+	if (!ok ||
+	    (it->kind == MSG_ITEM_STATUS && it->provider_message_id == NULL) ||
+	    (it->kind == MSG_ITEM_MESSAGE && it->external_id == NULL)) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static void
+uuid_from(char out[40], json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	snprintf(out, 40, "%s", s ? s : "");
+}
+
+int
+messaging_store_ingest_batch_tx(pl_db *db, const msg_ingest *in, size_t n,
+                                const msg_inbox_row *rows,
+                                const char *const *errors, size_t nrows,
+                                pl_arena *a, msg_ingested *out)
+{
+	json_t *p = json_object(), *items = json_array(), *inbox = json_array();
+	json_t *res = NULL;
+	char *text = NULL;
+	const char *params[1];
+	PGresult *r = NULL;
+	size_t k = 0;
+	int rv = PL_OK;
+
+	(void)a;
+	if (p == NULL || items == NULL || inbox == NULL) {
+		json_decref(p);
+		json_decref(items);
+		json_decref(inbox);
+		return PL_RESOURCE_EXHAUSTED;
+	}
+	json_object_set_new(p, "items", items);
+	json_object_set_new(p, "inbox", inbox);
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = ingest_item_json(&in[i]);
+		memset(&out[i], 0, sizeof(out[i]));
+		if (o == NULL) {
+			rv = PL_INVALID_ARGUMENT;
+			goto done;
+		}
+		json_array_append_new(items, o);
+	}
+	for (size_t i = 0; i < nrows; i++) {
+		json_t *o = json_pack("{s:s, s:s}", "t", rows[i].tenant_id,
+		                      "id", rows[i].id);
+		if (o != NULL && errors != NULL && errors[i] != NULL)
+			jput(o, "err", errors[i]);
+		json_array_append_new(inbox, o);
+	}
+	text = json_dumps(p, JSON_COMPACT);
+	if (text == NULL) {
+		rv = PL_RESOURCE_EXHAUSTED;
+		goto done;
+	}
+	params[0] = text;
+	if ((rv = exec_ok(db, "SELECT messaging.ingest_batch($1::jsonb)::text",
+	                  1, params, &r)) != PL_OK)
+		goto done;
+	res = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
+	PQclear(r);
+	// One result per message item, in order.
+	for (size_t i = 0; i < n; i++) {
+		json_t *o;
+		if (in[i].item->kind != MSG_ITEM_MESSAGE)
+			continue;
+		o = json_array_get(res, k++);
+		if (o == NULL) {
+			rv = PL_INTERNAL;
+			goto done;
+		}
+		uuid_from(out[i].message_id, o, "mid");
+		uuid_from(out[i].conversation_id, o, "cv");
+		uuid_from(out[i].contact_id, o, "ct");
+		out[i].duplicate = json_is_true(json_object_get(o, "dup"));
+		out[i].keyword = json_is_true(json_object_get(o, "kw"));
+	}
+	// Opt-out/opt-in keywords (engagement), in the same transaction and
+	// under the message's tenant.
+	for (size_t i = 0; i < n && rv == PL_OK; i++) {
+		if (!out[i].keyword || out[i].duplicate)
+			continue;
+		rv = messaging_store_tx_tenant(db, in[i].tenant_id);
+		if (rv == PL_OK)
+			rv = engage_on_inbound(
+			        db, in[i].tenant_id, out[i].contact_id,
+			        out[i].conversation_id, in[i].channel_id,
+			        out[i].message_id, in[i].item->text);
+	}
+done:
+	free(text);
+	json_decref(res);
+	json_decref(p);
+	return rv;
 }
 
 // ---------------------------------------------------------------------------
-// Ingest (phase A)
+// Ingest of one message (IngestInbound, web chat, the inbox's leased path):
+// the batch function with one item.
 
 typedef struct ingest {
 	const msg_ingest *in;
@@ -511,255 +674,29 @@ static int
 ingest_fn(pl_db *db, void *arg)
 {
 	ingest *x = arg;
-	const msg_ingest *in = x->in;
-	const msg_item *it = in->item;
-	char phone[MSG_PHONE_MAX] = "", contact_id[40], conv_id[40], msg_id[40],
-	     new_conv[40];
-	const char *kind =
-	        ext_kind_names[it->external_id_kind > 0 &&
-	                                       it->external_id_kind < 4
-	                               ? it->external_id_kind
-	                               : 1];
-	const char *type =
-	        msg_type_names[it->type > 0 && it->type < 12 ? it->type : 11];
+	msg_ingested o;
 	PGresult *r = NULL;
 	int rv;
 
 	x->dup = false;
 	x->msg = NULL;
+	if ((rv = messaging_store_ingest_batch_tx(db, x->in, 1, NULL, NULL, 0,
+	                                          x->a, &o)) != PL_OK)
+		return rv;
+	x->dup = o.duplicate;
 	{
-		// Serialize everything about one sender: creation of the
-		// contact and conversation, and the duplicate check.
-		const char *p[1] = { pl_arena_printf(
-			x->a, "%s|%s|%s", in->tenant_id, in->channel_id,
-			it->external_id) };
-		if ((rv = exec_ok(db,
-		                  "SELECT "
-		                  "pg_advisory_xact_lock(hashtextextended($1, "
-		                  "0))",
-		                  1, p, NULL)) != PL_OK)
-			return rv;
-	}
-	{
-		const char *p[3] = { in->tenant_id, in->channel_id,
-			             it->provider_message_id };
-		if ((rv = exec_ok(
-		             db,
-		             "SELECT " MSG_COLS " FROM messaging.messages m "
-		             "WHERE m.tenant_id = $1 AND m.channel_id = $2 "
-		             "AND m.provider_message_id = $3",
-		             3, p, &r)) != PL_OK)
-			return rv;
-		if (PQntuples(r) == 1) {
-			x->dup = true;
-			x->msg = msg_row(x->a, r, 0);
-			PQclear(r);
-			return PL_OK;
-		}
-		PQclear(r);
-	}
-	if (it->phone_raw != NULL)
-		messaging_phone_normalize(it->phone_raw, phone);
-	contact_id[0] = '\0';
-	if (nz(it->business_user_id)) {
-		// A contact first seen by its business-scoped id keeps it when
-		// the phone becomes visible, and the other way round.
-		const char *p[3] = { in->tenant_id, in->channel_id,
-			             it->business_user_id };
-		if ((rv = exec_ok(db,
-		                  "SELECT id FROM messaging.contacts WHERE "
-		                  "tenant_id = $1 AND channel_id = $2 AND "
-		                  "business_user_id = $3 LIMIT 1",
-		                  3, p, &r)) != PL_OK)
-			return rv;
-		if (PQntuples(r) == 1)
-			snprintf(contact_id, 40, "%s", PQgetvalue(r, 0, 0));
-		PQclear(r);
-	}
-	{
-		char nid[40];
-		const char *p[12];
-		pl_uuid7_str(nid);
-		p[0] = in->tenant_id;
-		p[1] = contact_id[0] ? contact_id : nid;
-		p[2] = in->channel_id;
-		p[3] = it->external_id;
-		p[4] = kind;
-		p[5] = phone[0] ? phone : NULL;
-		p[6] = nz(it->phone_raw);
-		p[7] = nz(it->business_user_id);
-		p[8] = nz(it->parent_user_id);
-		p[9] = it->contact_name ? it->contact_name : "";
-		p[10] = nz(it->profile_json);
-		p[11] = contact_id[0] ? "1" : NULL;
-		rv = exec_ok(
-		        db,
-		        "INSERT INTO messaging.contacts AS k (tenant_id, id, "
-		        "channel_id, external_id, external_id_kind, phone, "
-		        "phone_raw, business_user_id, parent_user_id, name, "
-		        "profile) SELECT $1::uuid, $2::uuid, $3::uuid, "
-		        "$4::text, "
-		        "$5::text, $6::text, $7::text, $8::text, $9::text, "
-		        "$10::text, "
-
-		        "coalesce($11::jsonb, '{}') WHERE $12::text IS NULL ON "
-		        "CONFLICT (tenant_id, channel_id, external_id) DO "
-		        "UPDATE "
-		        "SET name = CASE WHEN EXCLUDED.name <> '' THEN "
-		        "EXCLUDED.name ELSE k.name END, business_user_id = "
-		        "coalesce(EXCLUDED.business_user_id, "
-		        "k.business_user_id), "
-		        "parent_user_id = coalesce(EXCLUDED.parent_user_id, "
-		        "k.parent_user_id), profile = CASE WHEN $11::jsonb IS "
-		        "NULL "
-		        "THEN k.profile ELSE EXCLUDED.profile END, updated_at "
-		        "= "
-		        "now() RETURNING id",
-		        12, p, &r);
-		if (rv != PL_OK)
-			return rv;
-		if (PQntuples(r) == 1)
-			snprintf(contact_id, 40, "%s", PQgetvalue(r, 0, 0));
-		PQclear(r);
-		if (p[11] != NULL) {
-			// Known by business id: refresh what the provider said.
-			const char *u[6] = { in->tenant_id, contact_id, p[9],
-				             p[5],          p[6],       p[8] };
-			rv = exec_ok(
-			        db,
-			        "UPDATE messaging.contacts k SET name = CASE "
-			        "WHEN $3 <> '' THEN $3 ELSE k.name END, phone "
-			        "= coalesce(k.phone, $4), phone_raw = "
-			        "coalesce(k.phone_raw, $5), parent_user_id = "
-			        "coalesce($6, k.parent_user_id), updated_at = "
-			        "now() WHERE tenant_id = $1 AND id = $2",
-			        6, u, NULL);
-			if (rv != PL_OK)
-				return rv;
-		}
-	}
-	{
-		const char *p[2] = { in->tenant_id, contact_id };
-		if ((rv = exec_ok(
-		             db,
-		             "SELECT id FROM messaging.conversations WHERE "
-		             "tenant_id = $1 AND contact_id = $2 AND status "
-		             "<> 'closed' FOR UPDATE",
-		             2, p, &r)) != PL_OK)
-			return rv;
-		new_conv[0] = '\0';
-		if (PQntuples(r) == 1) {
-			snprintf(conv_id, 40, "%s", PQgetvalue(r, 0, 0));
-		} else {
-			const char *q[5];
-			pl_uuid7_str(conv_id);
-			q[0] = in->tenant_id;
-			q[1] = conv_id;
-			q[2] = contact_id;
-			q[3] = in->channel_id;
-			q[4] = nz(in->agent_id);
-			PQclear(r);
-			r = NULL;
-			if ((rv = exec_ok(
-			             db,
-			             "INSERT INTO messaging.conversations "
-			             "(tenant_id, id, contact_id, channel_id, "
-			             "agent_id) VALUES ($1, $2, $3, $4, $5)",
-			             5, q, NULL)) != PL_OK)
-				return rv;
-			snprintf(new_conv, 40, "%s", conv_id);
-		}
-		PQclear(r);
-	}
-	{
-		const char *p[12];
-		pl_uuid7_str(msg_id);
-		p[0] = in->tenant_id;
-		p[1] = msg_id;
-		p[2] = conv_id;
-		p[3] = in->channel_id;
-		p[4] = type;
-		p[5] = it->text ? it->text : "";
-		p[6] = it->media_url ? it->media_url : "";
-		p[7] = it->media_mime_type ? it->media_mime_type : "";
-		p[8] = it->provider_message_id;
-		p[9] = nz(it->provider_created_at);
-		p[10] = nz(it->metadata_json);
-		p[11] = in->reply_wanted ? "pending" : "done";
-		if ((rv = exec_ok(
-		             db,
-		             "INSERT INTO messaging.messages (tenant_id, id, "
-		             "conversation_id, channel_id, direction, sender, "
-		             "type, text, media_url, media_mime_type, "
-		             "provider_message_id, status, "
-		             "provider_created_at, metadata, reply_state) "
-		             "VALUES ($1, $2, $3, $4, 'inbound', 'contact', "
-		             "$5, $6, $7, $8, $9, 'received', $10, "
-		             "coalesce($11::jsonb, '{}'), $12)",
-		             12, p, NULL)) != PL_OK)
-			return rv;
-		if ((rv = exec_ok(
-		             db,
-		             "UPDATE messaging.conversations SET "
-		             "last_inbound_at = now(), last_activity_at = "
-		             "now(), message_count = message_count + 1, "
-		             "updated_at = now() WHERE tenant_id = $1 AND id "
-		             "= $2",
-		             2, (const char *const[]){ p[0], p[2] }, NULL)) !=
-		    PL_OK)
-			return rv;
-		if ((rv = engage_on_inbound(db, in->tenant_id, contact_id,
-		                            conv_id, in->channel_id, msg_id,
-		                            it->text)) != PL_OK)
-			return rv; // opt-out keywords (engagement)
-	}
-	{
-		json_t *d = json_pack("{s:s, s:s, s:s}", "channel_id",
-		                      in->channel_id, "conversation_id",
-		                      conv_id, "contact_id", contact_id);
-		char *dims = jpack(x->a, d);
-		static const char *const ctype[] = { "", "whatsapp_cloud",
-			                             "infobip", "webchat" };
-		char *pay = jpack(
-		        x->a,
-		        json_pack("{s:s, s:s, s:s}", "message_id", msg_id,
-		                  "type", type, "channel_type",
-		                  ctype[in->channel_type >= 0 &&
-		                                        in->channel_type < 4
-		                                ? in->channel_type
-		                                : 0]));
-		if (new_conv[0] &&
-		    (rv = event(db, in->tenant_id, "conversation.started", dims,
-		                "{}")) != PL_OK)
-			return rv;
-		if ((rv = event(db, in->tenant_id, "message.received", dims,
-		                pay)) != PL_OK)
-			return rv;
-	}
-	{
-		const char *p[2] = { in->tenant_id, msg_id };
+		const char *p[2] = { x->in->tenant_id, o.message_id };
 		if ((rv = exec_ok(db,
 		                  "SELECT " MSG_COLS
 		                  " FROM messaging.messages m "
 		                  "WHERE m.tenant_id = $1 AND m.id = $2",
 		                  2, p, &r)) != PL_OK)
 			return rv;
-		x->msg = msg_row(x->a, r, 0);
+		if (PQntuples(r) == 1)
+			x->msg = msg_row(x->a, r, 0);
 		PQclear(r);
 	}
-	return PL_OK;
-}
-
-int
-messaging_store_ingest_tx(pl_db *db, const msg_ingest *in, pl_arena *a,
-                          msg_message_pb **msg, bool *duplicate)
-{
-	ingest x = { in, a, NULL, false };
-	int rv = ingest_fn(db, &x);
-
-	*msg = x.msg;
-	*duplicate = x.dup;
-	return rv;
+	return x->msg != NULL ? PL_OK : PL_INTERNAL;
 }
 
 int
@@ -910,16 +847,6 @@ status_fn(pl_db *db, void *arg)
 }
 
 int
-messaging_store_apply_status_tx(pl_db *db, const char *tenant_id,
-                                const char *channel_id, const msg_item *st,
-                                pl_arena *a)
-{
-	status_x x = { tenant_id, channel_id, st, a, false, false, NULL };
-
-	return status_fn(db, &x);
-}
-
-int
 messaging_store_apply_status(pl_db *db, const char *tenant_id,
                              const char *channel_id, const msg_item *st,
                              pl_arena *a, bool *applied, bool *deferred,
@@ -935,122 +862,8 @@ messaging_store_apply_status(pl_db *db, const char *tenant_id,
 	return rv;
 }
 
-// Applies statuses kept for provider id; inside a transaction.
-static int
-apply_pending(pl_db *db, const char *tenant, const char *channel,
-              const char *pid, const char *msg_id)
-{
-	const char *p[3] = { tenant, channel, pid };
-	PGresult *r = NULL;
-	int rv;
-
-	if ((rv = exec_ok(db,
-	                  "DELETE FROM messaging.pending_statuses WHERE "
-	                  "tenant_id = $1 AND channel_id = $2 AND "
-	                  "provider_message_id = $3 RETURNING status, "
-	                  "at::text, error_code, error_text",
-	                  3, p, &r)) != PL_OK)
-		return rv;
-	for (int i = 0; i < PQntuples(r) && rv == PL_OK; i++) {
-		const char *q[2] = { tenant, msg_id };
-		PGresult *s = NULL;
-		bool applied;
-		int cur;
-		rv = exec_ok(db,
-		             "SELECT status FROM messaging.messages WHERE "
-		             "tenant_id = $1 AND id = $2",
-		             2, q, &s);
-		if (rv != PL_OK)
-			break;
-		cur = msg_enum_from_name(msg_status_names, 8,
-		                         PQgetvalue(s, 0, 0));
-		PQclear(s);
-		rv = apply_one(db, tenant, msg_id, cur,
-		               msg_enum_from_name(msg_status_names, 8,
-		                                  PQgetvalue(r, i, 0)),
-		               PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
-		               PQgetvalue(r, i, 3), &applied);
-	}
-	PQclear(r);
-	return rv;
-}
-
 // ---------------------------------------------------------------------------
 // Reply (phase B)
-
-typedef struct reply_claim {
-	const char *p[1];
-	pl_arena *a;
-	msg_pending *pd;
-	int got;
-} reply_claim;
-
-static int
-reply_claim_fn(pl_db *db, void *arg)
-{
-	reply_claim *x = arg;
-	msg_pending *pd = x->pd;
-	PGresult *r = NULL;
-	int rv;
-
-	x->got = 0;
-	// The oldest pending message whose conversation has no earlier one
-	// still pending (leased or not): one at a time, in order.
-	rv = exec_ok(
-	        db,
-	        "UPDATE messaging.messages m SET reply_lease_until = now() + "
-	        "$1::int * interval '1 millisecond' WHERE (m.tenant_id, m.id) "
-	        "= (SELECT p.tenant_id, p.id FROM messaging.messages p WHERE "
-	        "p.reply_state = 'pending' AND (p.reply_lease_until IS NULL OR "
-	        "p.reply_lease_until < now()) AND NOT EXISTS (SELECT 1 FROM "
-	        "messaging.messages e WHERE e.tenant_id = p.tenant_id AND "
-	        "e.conversation_id = p.conversation_id AND e.reply_state = "
-	        "'pending' AND (e.created_at, e.id) < (p.created_at, p.id)) "
-	        "ORDER BY p.created_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
-	        "RETURNING m.tenant_id, m.id, m.conversation_id, m.channel_id, "
-	        "coalesce(m.provider_message_id, ''), m.text, "
-	        "messaging.fmt_ts(m.created_at)",
-	        1, x->p, &r);
-	if (rv != PL_OK)
-		return rv;
-	if (PQntuples(r) == 1) {
-		snprintf(pd->tenant_id, 40, "%s", PQgetvalue(r, 0, 0));
-		snprintf(pd->message_id, 40, "%s", PQgetvalue(r, 0, 1));
-		snprintf(pd->conversation_id, 40, "%s", PQgetvalue(r, 0, 2));
-		snprintf(pd->channel_id, 40, "%s", PQgetvalue(r, 0, 3));
-		snprintf(pd->provider_message_id, 256, "%s",
-		         PQgetvalue(r, 0, 4));
-		pd->text = v(x->a, r, 0, 5);
-		snprintf(pd->created_at, 40, "%s", PQgetvalue(r, 0, 6));
-		x->got = 1;
-	}
-	PQclear(r);
-	if (x->got) {
-		const char *q[2] = { pd->tenant_id, pd->conversation_id };
-		if ((rv = exec_ok(
-		             db,
-		             "SELECT c.owner, coalesce(c.agent_id::text, ''), "
-		             "k.id, k.name, coalesce(k.phone, ''), k.language "
-		             "FROM messaging.conversations c JOIN "
-		             "messaging.contacts k ON k.tenant_id = "
-		             "c.tenant_id AND k.id = c.contact_id WHERE "
-		             "c.tenant_id = $1 AND c.id = $2",
-		             2, q, &r)) != PL_OK)
-			return rv;
-		snprintf(pd->owner, sizeof(pd->owner), "%s",
-		         PQgetvalue(r, 0, 0));
-		snprintf(pd->agent_id, 40, "%s", PQgetvalue(r, 0, 1));
-		snprintf(pd->contact_id, 40, "%s", PQgetvalue(r, 0, 2));
-		snprintf(pd->contact_name, sizeof(pd->contact_name), "%s",
-		         PQgetvalue(r, 0, 3));
-		snprintf(pd->contact_phone, sizeof(pd->contact_phone), "%s",
-		         PQgetvalue(r, 0, 4));
-		snprintf(pd->contact_language, sizeof(pd->contact_language),
-		         "%s", PQgetvalue(r, 0, 5));
-		PQclear(r);
-	}
-	return PL_OK;
-}
 
 // Shortens a claimed message's lease so it is tried again in ms (a peer
 // that could not be asked may answer in a moment; the whole lease would
@@ -1081,65 +894,6 @@ messaging_store_reply_retry_in(pl_db *db, const char *tenant_id,
 
 	snprintf(when, sizeof(when), "%lld", (long long)ms);
 	return pl_db_tx(db, tenant_id, retry_fn, &x);
-}
-
-int
-messaging_store_reply_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
-                            msg_pending *p)
-{
-	char lease[24];
-	reply_claim x = { { lease }, a, p, 0 };
-	int rv;
-
-	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
-	// Service-level: the reply queue spans tenants (tenant "*").
-	rv = pl_db_tx(db, "*", reply_claim_fn, &x);
-	return rv != PL_OK ? -rv : x.got;
-}
-
-int
-messaging_store_history(pl_db *db, const msg_pending *pd, int max, pl_arena *a,
-                        Parley__Agents__V1__HistoryTurn ***turns, size_t *n)
-{
-	char lim[16];
-	const char *p[4] = { pd->tenant_id, pd->conversation_id, pd->message_id,
-		             lim };
-	PGresult *r = NULL;
-	int rv, rows;
-
-	snprintf(lim, sizeof(lim), "%d", max);
-	*turns = NULL;
-	*n = 0;
-	rv = tq(db, pd->tenant_id,
-	        "SELECT direction, text, messaging.fmt_ts(created_at) FROM "
-	        "(SELECT direction, text, created_at, id FROM "
-	        "messaging.messages WHERE tenant_id = $1 AND conversation_id = "
-	        "$2 AND id < $3 AND text <> '' ORDER BY id DESC LIMIT $4::int) "
-	        "h ORDER BY id",
-	        4, p, &r);
-	if (rv != PL_OK) {
-		PQclear(r);
-		return rv;
-	}
-	rows = PQntuples(r);
-	if (rows > 0)
-		*turns = pl_arena_zalloc(a, (size_t)rows * sizeof(**turns));
-	for (int i = 0; i < rows && *turns; i++) {
-		Parley__Agents__V1__HistoryTurn *t =
-		        pl_arena_zalloc(a, sizeof(*t));
-		if (t == NULL)
-			break;
-		parley__agents__v1__history_turn__init(t);
-		t->role =
-		        strcmp(PQgetvalue(r, i, 0), "inbound") == 0
-		                ? PARLEY__AGENTS__V1__MESSAGE_ROLE__MESSAGE_ROLE_USER
-		                : PARLEY__AGENTS__V1__MESSAGE_ROLE__MESSAGE_ROLE_ASSISTANT;
-		t->content = v(a, r, i, 1);
-		t->at = v(a, r, i, 2);
-		(*turns)[(*n)++] = t;
-	}
-	PQclear(r);
-	return PL_OK;
 }
 
 // Queues an outbound message with its delivery; inside a transaction.
@@ -1204,329 +958,298 @@ queue_outbound(pl_db *db, const char *tenant, const char *conv,
 	return rv;
 }
 
-typedef struct reply_fin {
-	const msg_pending *pd;
-	const msg_reply_result *r;
-	pl_arena *a;
-	char *reply_id;
-} reply_fin;
+// ---------------------------------------------------------------------------
+// The bot's turn in batches (migration 005)
+
+int
+messaging_store_reply_claim_batch(pl_db *db, int max, int64_t lease_ms,
+                                  int history, pl_arena *a, msg_pending **out,
+                                  size_t *n)
+{
+	char lim[16], lease[24], hist[16];
+	const char *p[3] = { lim, lease, hist };
+	PGresult *r = NULL;
+	int rv, nt;
+
+	*out = NULL;
+	*n = 0;
+	snprintf(lim, sizeof(lim), "%d", max > 0 ? max : 1);
+	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
+	snprintf(hist, sizeof(hist), "%d", history);
+	// One statement, its own transaction (service level: the queue
+	// spans tenants; the function says so).
+	rv = exec_batch(db,
+	                "SELECT * FROM messaging.reply_claim($1::int, $2::int, "
+	                "$3::int)",
+	                3, p, &r);
+	if (rv != PL_OK)
+		return rv;
+	nt = PQntuples(r);
+	if (nt > 0 &&
+	    (*out = pl_arena_zalloc(a, (size_t)nt * sizeof(**out))) == NULL) {
+		PQclear(r);
+		return PL_RESOURCE_EXHAUSTED;
+	}
+	for (int i = 0; i < nt; i++) {
+		msg_pending *pd = &(*out)[i];
+		json_t *h, *t;
+		size_t j;
+		snprintf(pd->tenant_id, 40, "%s", PQgetvalue(r, i, 0));
+		snprintf(pd->message_id, 40, "%s", PQgetvalue(r, i, 1));
+		snprintf(pd->conversation_id, 40, "%s", PQgetvalue(r, i, 2));
+		snprintf(pd->channel_id, 40, "%s", PQgetvalue(r, i, 3));
+		snprintf(pd->provider_message_id, 256, "%s",
+		         PQgetvalue(r, i, 4));
+		pd->text = v(a, r, i, 5);
+		snprintf(pd->created_at, 40, "%s", PQgetvalue(r, i, 6));
+		snprintf(pd->owner, sizeof(pd->owner), "%s",
+		         PQgetvalue(r, i, 7));
+		snprintf(pd->agent_id, 40, "%s", PQgetvalue(r, i, 8));
+		snprintf(pd->contact_id, 40, "%s", PQgetvalue(r, i, 9));
+		snprintf(pd->contact_name, sizeof(pd->contact_name), "%s",
+		         PQgetvalue(r, i, 10));
+		snprintf(pd->contact_phone, sizeof(pd->contact_phone), "%s",
+		         PQgetvalue(r, i, 11));
+		snprintf(pd->contact_language, sizeof(pd->contact_language),
+		         "%s", PQgetvalue(r, i, 12));
+		h = json_loads(PQgetvalue(r, i, 13), 0, NULL);
+		if (json_array_size(h) > 0)
+			pd->history = pl_arena_zalloc(
+			        a, json_array_size(h) * sizeof(*pd->history));
+		json_array_foreach(h, j, t)
+		{
+			Parley__Agents__V1__HistoryTurn *ht;
+			const char *dir =
+			        json_string_value(json_array_get(t, 0));
+			const char *tx =
+			        json_string_value(json_array_get(t, 1));
+			const char *at =
+			        json_string_value(json_array_get(t, 2));
+			if (pd->history == NULL ||
+			    (ht = pl_arena_zalloc(a, sizeof(*ht))) == NULL)
+				break;
+			parley__agents__v1__history_turn__init(ht);
+			ht->role =
+			        dir && strcmp(dir, "inbound") == 0
+			                ? PARLEY__AGENTS__V1__MESSAGE_ROLE__MESSAGE_ROLE_USER
+			                : PARLEY__AGENTS__V1__MESSAGE_ROLE__MESSAGE_ROLE_ASSISTANT;
+			ht->content = pl_arena_strdup(a, tx ? tx : "");
+			ht->at = pl_arena_strdup(a, at ? at : "");
+			pd->history[pd->n_history++] = ht;
+		}
+		json_decref(h);
+	}
+	*n = (size_t)nt;
+	PQclear(r);
+	return PL_OK;
+}
+
+// True when engage_on_reply has something to do with this metadata.
+static bool
+reply_needs_engage(const char *meta)
+{
+	return meta != NULL && (strstr(meta, "\"captured_lead\"") != NULL ||
+	                        strstr(meta, "\"proposed_actions\"") != NULL);
+}
+
+typedef struct reply_batch {
+	msg_pending *const *pd;
+	const msg_reply_result *rr;
+	size_t n;
+	const char *json;
+	char (*reply_ids)[40];
+} reply_batch;
 
 static int
-reply_fin_fn(pl_db *db, void *arg)
+reply_batch_fn(pl_db *db, void *arg)
 {
-	reply_fin *x = arg;
-	const msg_pending *pd = x->pd;
-	const msg_reply_result *rr = x->r;
-	const char *p[2] = { pd->tenant_id, pd->message_id };
-	const char *outcome = rr->outcome;
-	char *dims;
+	reply_batch *x = arg;
+	const char *p[1] = { x->json };
 	PGresult *r = NULL;
+	json_t *res;
 	int rv;
 
-	x->reply_id[0] = '\0';
-	if ((rv = exec_ok(db,
-	                  "SELECT reply_state FROM messaging.messages WHERE "
-	                  "tenant_id = $1 AND id = $2 FOR UPDATE",
-	                  2, p, &r)) != PL_OK)
+	// In pl_db_tx (engagement hooks) a deadlock is retried by the whole
+	// transaction; alone, by exec_batch.
+	rv = pl_db_in_tx(db) ? exec_ok(db,
+	                               "SELECT "
+	                               "messaging.reply_finish($1::jsonb)::"
+	                               "text",
+	                               1, p, &r)
+	                     : exec_batch(db,
+	                                  "SELECT "
+	                                  "messaging.reply_finish($1::jsonb)::"
+	                                  "text",
+	                                  1, p, &r);
+	if (rv != PL_OK)
 		return rv;
-	if (PQntuples(r) != 1 || strcmp(PQgetvalue(r, 0, 0), "pending") != 0) {
-		PQclear(r); // finished by another worker: nothing new
-		return PL_OK;
-	}
+	res = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
 	PQclear(r);
-	{
-		const char *q[2] = { pd->tenant_id, pd->conversation_id };
-		if ((rv = exec_ok(
-		             db,
-		             "SELECT owner FROM messaging.conversations WHERE "
-		             "tenant_id = $1 AND id = $2 FOR UPDATE",
-		             2, q, &r)) != PL_OK)
-			return rv;
-		// A person took it over while the agent was thinking: the
-		// bot stays silent.
-		if (rr->text != NULL &&
-		    strcmp(PQgetvalue(r, 0, 0), "human") == 0)
-			outcome = "human_owned";
-		PQclear(r);
+	for (size_t i = 0; i < x->n && rv == PL_OK; i++) {
+		json_t *o = json_array_get(res, i);
+		const char *rid = json_string_value(json_object_get(o, "rid"));
+		snprintf(x->reply_ids[i], 40, "%s", rid ? rid : "");
+		// Leads and proposed actions (engagement), for the turns
+		// finished here, under the message's tenant.
+		if (!json_is_true(json_object_get(o, "done")) ||
+		    !reply_needs_engage(x->rr[i].metadata_json))
+			continue;
+		rv = messaging_store_tx_tenant(db, x->pd[i]->tenant_id);
+		if (rv == PL_OK)
+			rv = engage_on_reply(
+			        db, x->pd[i]->tenant_id, x->pd[i]->contact_id,
+			        x->pd[i]->conversation_id, x->pd[i]->message_id,
+			        x->rr[i].agent_id, x->rr[i].metadata_json);
 	}
-	dims = jpack(x->a,
-	             json_pack("{s:s, s:s, s:s}", "channel_id", pd->channel_id,
-	                       "conversation_id", pd->conversation_id,
-	                       "contact_id", pd->contact_id));
-	if (strcmp(outcome, "human_owned") != 0 && rr->text != NULL &&
-	    rr->text[0] != '\0') {
-		if ((rv = queue_outbound(db, pd->tenant_id, pd->conversation_id,
-		                         pd->channel_id, "bot", NULL,
-		                         rr->agent_id, "text", rr->text, NULL,
-		                         NULL, NULL, NULL, x->reply_id)) !=
-		    PL_OK)
-			return rv;
-	}
-	if (strcmp(outcome, "human_owned") != 0 && rr->handoff) {
-		const char *q[3] = { pd->tenant_id, pd->conversation_id,
-			             rr->handoff_reason ? rr->handoff_reason
-			                                : "" };
-		if ((rv = exec_ok(
-		             db,
-		             "UPDATE messaging.conversations SET owner = "
-		             "'human', status = 'pending', handoff_reason = "
-		             "$3, updated_at = now() WHERE tenant_id = $1 AND "
-		             "id = $2",
-		             3, q, NULL)) != PL_OK)
-			return rv;
-		if ((rv = event(db, pd->tenant_id, "conversation.handoff", dims,
-		                jpack(x->a, json_pack("{s:s, s:s}", "reason",
-		                                      q[2], "by", "bot")))) !=
-		    PL_OK)
-			return rv;
-	}
-	if (rr->limit_why != NULL &&
-	    (rv = event(db, pd->tenant_id, "limit.reached", dims,
-	                jpack(x->a,
-	                      json_pack("{s:s, s:s, s:s}", "metric", "messages",
-	                                "limit", rr->limit_why, "message_id",
-	                                pd->message_id)))) != PL_OK)
-		return rv;
-	{
-		const char *q[4] = { pd->tenant_id, pd->message_id, outcome,
-			             nz(rr->metadata_json) };
-		rv = exec_ok(
-		        db,
-		        "UPDATE messaging.messages SET reply_state = 'done', "
-		        "reply_outcome = $3, reply_lease_until = NULL, "
-		        "metadata = metadata || coalesce($4::jsonb, '{}') "
-		        "WHERE tenant_id = $1 AND id = $2",
-		        4, q, NULL);
-	}
-	if (rv == PL_OK) // leads and proposed actions (engagement)
-		rv = engage_on_reply(db, pd->tenant_id, pd->contact_id,
-		                     pd->conversation_id, pd->message_id,
-		                     rr->agent_id, rr->metadata_json);
+	json_decref(res);
 	return rv;
 }
 
 int
-messaging_store_reply_finish(pl_db *db, const msg_pending *p,
-                             const msg_reply_result *r, pl_arena *a,
-                             char reply_id_out[40])
+messaging_store_reply_finish_batch(pl_db *db, msg_pending *const *pd,
+                                   const msg_reply_result *rr, size_t n,
+                                   char (*reply_ids)[40])
 {
-	reply_fin x = { p, r, a, reply_id_out };
+	json_t *arr = json_array();
+	reply_batch x = { pd, rr, n, NULL, reply_ids };
+	bool engage = false, ok = arr != NULL;
+	char *text;
+	int rv;
 
-	return pl_db_tx(db, p->tenant_id, reply_fin_fn, &x);
+	for (size_t i = 0; i < n && ok; i++) {
+		json_t *o = json_object();
+		char rid[40], did[40];
+		reply_ids[i][0] = '\0';
+		pl_uuid7_str(rid);
+		pl_uuid7_str(did);
+		ok = o != NULL && jput(o, "t", pd[i]->tenant_id) &&
+		     jput(o, "mid", pd[i]->message_id) &&
+		     jput(o, "cv", pd[i]->conversation_id) &&
+		     jput(o, "ch", pd[i]->channel_id) &&
+		     jput(o, "ct", pd[i]->contact_id) &&
+		     jput(o, "outcome", rr[i].outcome) &&
+		     jput(o, "text", rr[i].text) &&
+		     jput(o, "agent", rr[i].agent_id) &&
+		     jput(o, "reason", rr[i].handoff_reason) &&
+		     jput(o, "limit", rr[i].limit_why) && jput(o, "rid", rid) &&
+		     jput(o, "did", did);
+		if (o != NULL) {
+			json_object_set_new(o, "handoff",
+			                    json_boolean(rr[i].handoff));
+			jput_obj(o, "meta", rr[i].metadata_json);
+			json_array_append_new(arr, o);
+		}
+		engage = engage || reply_needs_engage(rr[i].metadata_json);
+	}
+	text = ok ? json_dumps(arr, JSON_COMPACT) : NULL;
+	json_decref(arr);
+	if (text == NULL)
+		return ok ? PL_RESOURCE_EXHAUSTED : PL_INVALID_ARGUMENT;
+	x.json = text;
+	if (engage) {
+		// The engagement hooks run in the same transaction.
+		rv = pl_db_tx(db, "*", reply_batch_fn, &x);
+	} else {
+		// One statement, its own transaction: one round trip, one
+		// commit for the whole batch.
+		rv = reply_batch_fn(db, &x);
+	}
+	free(text);
+	return rv;
 }
 
 // ---------------------------------------------------------------------------
-// Deliveries
+// Deliveries in batches (migration 005)
 
-typedef struct del_claim {
-	const char *p[1];
-	pl_arena *a;
-	msg_delivery *d;
-	int got;
-} del_claim;
-
-static int
-del_claim_fn(pl_db *db, void *arg)
+int
+messaging_store_delivery_claim_batch(pl_db *db, int max, int64_t lease_ms,
+                                     pl_arena *a, msg_delivery **out, size_t *n)
 {
-	del_claim *x = arg;
-	msg_delivery *d = x->d;
+	char lim[16], lease[24];
+	const char *p[2] = { lim, lease };
 	PGresult *r = NULL;
-	int rv;
+	int rv, nt;
 
-	x->got = 0;
-	// The claim pushes next_attempt_at past the send's time budget: a
-	// lease, so a replica that dies mid-send is retried later.
-	rv = exec_ok(
+	*out = NULL;
+	*n = 0;
+	snprintf(lim, sizeof(lim), "%d", max > 0 ? max : 1);
+	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
+	// One statement, its own transaction (service level: the queue spans
+	// tenants). The claim pushes next_attempt_at past the send's budget:
+	// a lease, so a replica that dies mid-send is retried later.
+	rv = exec_batch(
 	        db,
-	        "UPDATE messaging.deliveries d SET next_attempt_at = now() "
-	        "+ $1::int * interval '1 millisecond', attempts = attempts "
-	        "+ 1 WHERE (d.tenant_id, d.id) = (SELECT tenant_id, id "
-	        "FROM messaging.deliveries WHERE done_at IS NULL AND "
-	        "next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1 "
-	        "FOR UPDATE SKIP LOCKED) RETURNING d.tenant_id, d.id, "
-	        "d.message_id, d.channel_id, d.attempts",
-	        1, x->p, &r);
+	        "SELECT tenant_id, id, message_id, channel_id, attempts, "
+	        "conversation_id, type, text, media_url, external_id, "
+	        "external_id_kind FROM messaging.delivery_claim($1::int, "
+	        "$2::int)",
+	        2, p, &r);
 	if (rv != PL_OK)
 		return rv;
-	if (PQntuples(r) == 1) {
-		snprintf(d->tenant_id, 40, "%s", PQgetvalue(r, 0, 0));
-		snprintf(d->id, 40, "%s", PQgetvalue(r, 0, 1));
-		snprintf(d->message_id, 40, "%s", PQgetvalue(r, 0, 2));
-		snprintf(d->channel_id, 40, "%s", PQgetvalue(r, 0, 3));
-		d->attempts = atoi(PQgetvalue(r, 0, 4));
-		x->got = 1;
-	}
-	PQclear(r);
-	if (x->got) {
-		const char *q[2] = { d->tenant_id, d->message_id };
-		if ((rv = exec_ok(
-		             db,
-		             "SELECT m.type, m.text, m.media_url, "
-		             "k.external_id, k.external_id_kind FROM "
-		             "messaging.messages m JOIN "
-		             "messaging.conversations c ON c.tenant_id = "
-		             "m.tenant_id AND c.id = m.conversation_id JOIN "
-		             "messaging.contacts k ON k.tenant_id = "
-		             "c.tenant_id AND k.id = c.contact_id WHERE "
-		             "m.tenant_id = $1 AND m.id = $2",
-		             2, q, &r)) != PL_OK)
-			return rv;
-		d->type = msg_enum_from_name(msg_type_names, 12,
-		                             PQgetvalue(r, 0, 0));
-		d->text = v(x->a, r, 0, 1);
-		d->media_url = v(x->a, r, 0, 2);
-		snprintf(d->to, sizeof(d->to), "%s", PQgetvalue(r, 0, 3));
-		d->to_kind = msg_enum_from_name(ext_kind_names, 4,
-		                                PQgetvalue(r, 0, 4));
+	nt = PQntuples(r);
+	if (nt > 0 &&
+	    (*out = pl_arena_zalloc(a, (size_t)nt * sizeof(**out))) == NULL) {
 		PQclear(r);
+		return PL_RESOURCE_EXHAUSTED;
 	}
+	for (int i = 0; i < nt; i++) {
+		msg_delivery *d = &(*out)[i];
+		snprintf(d->tenant_id, 40, "%s", PQgetvalue(r, i, 0));
+		snprintf(d->id, 40, "%s", PQgetvalue(r, i, 1));
+		snprintf(d->message_id, 40, "%s", PQgetvalue(r, i, 2));
+		snprintf(d->channel_id, 40, "%s", PQgetvalue(r, i, 3));
+		d->attempts = atoi(PQgetvalue(r, i, 4));
+		snprintf(d->conversation_id, 40, "%s", PQgetvalue(r, i, 5));
+		d->type = en(msg_type_names, 12, r, i, 6);
+		d->text = v(a, r, i, 7);
+		d->media_url = v(a, r, i, 8);
+		snprintf(d->to, sizeof(d->to), "%s", PQgetvalue(r, i, 9));
+		d->to_kind = en(ext_kind_names, 4, r, i, 10);
+	}
+	*n = (size_t)nt;
+	PQclear(r);
 	return PL_OK;
 }
 
 int
-messaging_store_delivery_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
-                               msg_delivery *d)
+messaging_store_delivery_done_batch(pl_db *db, const msg_delivery *d,
+                                    const msg_delivery_result *res, size_t n)
 {
-	char lease[24];
-	del_claim x = { { lease }, a, d, 0 };
+	static const char *const kinds[] = { "sent", "retry", "failed" };
+	json_t *arr = json_array();
+	bool ok = arr != NULL;
+	const char *p[1];
+	char *text;
 	int rv;
 
-	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
-	// Service-level: the delivery queue spans tenants (tenant "*").
-	rv = pl_db_tx(db, "*", del_claim_fn, &x);
-	return rv != PL_OK ? -rv : x.got;
-}
-
-typedef struct del_sent {
-	const msg_delivery *d;
-	const char *pid;
-} del_sent;
-
-static int
-del_sent_fn(pl_db *db, void *arg)
-{
-	del_sent *x = arg;
-	const msg_delivery *d = x->d;
-	const char *p[4] = { d->tenant_id, d->message_id, x->pid, d->id };
-	PGresult *r = NULL;
-	char sender[16] = "", conv[40] = "", pay[256];
-	int rv;
-
-	if ((rv = exec_ok(db,
-	                  "UPDATE messaging.messages SET provider_message_id = "
-	                  "$3, status = CASE WHEN "
-	                  "messaging.status_rank(status) < 3 THEN 'sent' ELSE "
-	                  "status END, sent_at = coalesce(sent_at, now()) "
-	                  "WHERE tenant_id = $1 AND id = $2 RETURNING sender, "
-	                  "conversation_id",
-	                  3, p, &r)) != PL_OK)
-		return rv;
-	if (PQntuples(r) == 1) {
-		snprintf(sender, sizeof(sender), "%s", PQgetvalue(r, 0, 0));
-		snprintf(conv, sizeof(conv), "%s", PQgetvalue(r, 0, 1));
+	for (size_t i = 0; i < n && ok; i++) {
+		json_t *o = json_object();
+		char ms[24];
+		int k = res[i].kind >= 0 && res[i].kind < 3 ? res[i].kind : 2;
+		snprintf(ms, sizeof(ms), "%lld", (long long)res[i].delay_ms);
+		ok = o != NULL && jput(o, "t", d[i].tenant_id) &&
+		     jput(o, "did", d[i].id) &&
+		     jput(o, "mid", d[i].message_id) &&
+		     jput(o, "cv", d[i].conversation_id) &&
+		     jput(o, "ch", d[i].channel_id) && jput(o, "r", kinds[k]) &&
+		     jput(o, "pid", res[i].provider_id) && jput(o, "ms", ms) &&
+		     jput(o, "code", res[i].code);
+		// The provider's text may be any bytes: keep what is UTF-8.
+		if (ok && !jput(o, "text", res[i].text))
+			jput(o, "text", "(the provider's text is not UTF-8)");
+		if (o != NULL)
+			json_array_append_new(arr, o);
 	}
-	PQclear(r);
-	{
-		const char *q[2] = { d->tenant_id, d->id };
-		if ((rv = exec_ok(
-		             db,
-		             "UPDATE messaging.deliveries SET done_at = "
-		             "now(), last_error = NULL WHERE tenant_id = $1 "
-		             "AND id = $2",
-		             2, q, NULL)) != PL_OK)
-			return rv;
-	}
-	{
-		const char *q[2] = { d->tenant_id, conv };
-		if ((rv = exec_ok(
-		             db,
-		             "UPDATE messaging.conversations SET "
-		             "last_outbound_at = now(), updated_at = now() "
-		             "WHERE tenant_id = $1 AND id = $2",
-		             2, q, NULL)) != PL_OK)
-			return rv;
-	}
-	snprintf(pay, sizeof(pay),
-	         "{\"message_id\":\"%s\",\"sender\":\"%s\",\"type\":\"text\"}",
-	         d->message_id, sender);
-	if ((rv = event(db, d->tenant_id, "message.sent", NULL, pay)) != PL_OK)
-		return rv;
-	return apply_pending(db, d->tenant_id, d->channel_id, x->pid,
-	                     d->message_id);
-}
-
-int
-messaging_store_delivery_sent(pl_db *db, const msg_delivery *d,
-                              const char *provider_id)
-{
-	del_sent x = { d, provider_id };
-
-	return pl_db_tx(db, d->tenant_id, del_sent_fn, &x);
-}
-
-int
-messaging_store_delivery_retry(pl_db *db, const msg_delivery *d,
-                               int64_t delay_ms, const char *error)
-{
-	char ms[24];
-	const char *p[4] = { d->tenant_id, d->id, ms, error };
-	PGresult *r = NULL;
-	int rv;
-
-	snprintf(ms, sizeof(ms), "%lld", (long long)delay_ms);
-	rv = tq(db, d->tenant_id,
-	        "UPDATE messaging.deliveries SET next_attempt_at = now() + "
-	        "$3::int * interval '1 millisecond', last_error = $4 WHERE "
-	        "tenant_id = $1 AND id = $2",
-	        4, p, &r);
-	PQclear(r);
+	text = ok ? json_dumps(arr, JSON_COMPACT) : NULL;
+	json_decref(arr);
+	if (text == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	p[0] = text;
+	// One statement, its own transaction.
+	rv = exec_batch(db, "SELECT messaging.delivery_done($1::jsonb)", 1, p,
+	                NULL);
+	free(text);
 	return rv;
-}
-
-typedef struct del_failed {
-	const msg_delivery *d;
-	const char *code, *text;
-} del_failed;
-
-static int
-del_failed_fn(pl_db *db, void *arg)
-{
-	del_failed *x = arg;
-	const msg_delivery *d = x->d;
-	const char *p[4] = { d->tenant_id, d->message_id, x->code, x->text };
-	char pay[320];
-	int rv;
-
-	if ((rv = exec_ok(db,
-	                  "UPDATE messaging.messages SET status = 'failed', "
-	                  "failed_at = now(), error_code = $3, error_text = $4 "
-	                  "WHERE tenant_id = $1 AND id = $2",
-	                  4, p, NULL)) != PL_OK)
-		return rv;
-	{
-		const char *q[3] = { d->tenant_id, d->id, x->text };
-		if ((rv = exec_ok(
-		             db,
-		             "UPDATE messaging.deliveries SET done_at = "
-		             "now(), last_error = $3 WHERE tenant_id = $1 AND "
-		             "id = $2",
-		             3, q, NULL)) != PL_OK)
-			return rv;
-	}
-	snprintf(pay, sizeof(pay),
-	         "{\"message_id\":\"%s\",\"status\":\"failed\","
-	         "\"previous_status\":\"queued\"}",
-	         d->message_id);
-	return event(db, d->tenant_id, "message.status", NULL, pay);
-}
-
-int
-messaging_store_delivery_failed(pl_db *db, const msg_delivery *d,
-                                const char *code, const char *text)
-{
-	del_failed x = { d, code ? code : "", text ? text : "" };
-
-	return pl_db_tx(db, d->tenant_id, del_failed_fn, &x);
 }
 
 // ---------------------------------------------------------------------------

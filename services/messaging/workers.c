@@ -2,7 +2,9 @@
 // statuses), the bot's turn (billing, agent, reply queued), and delivery
 // to the providers with retries and a per-channel send rate. Each thread
 // owns its connection, HTTP client and arena; work is claimed in the
-// database, so any number of threads and replicas share it.
+// database in batches (one statement per stage and batch, migration 005),
+// so any number of threads and replicas share it; the calls of a batch
+// (billing, agents, providers) run concurrently on a pool of call threads.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,13 @@ typedef struct thr_arg {
 	int kind; // 0 inbox, 1 reply, 2 delivery
 } thr_arg;
 
+typedef struct pool_thr {
+	struct msg_workers *w;
+	pthread_t th;
+} pool_thr;
+
+struct pool_job;
+
 struct msg_workers {
 	msg_service *s;
 	thr_arg args[MAX_THREADS];
@@ -37,6 +46,12 @@ struct msg_workers {
 	volatile bool stop;
 	pthread_mutex_t rmu;
 	rate_slot rate[RATE_SLOTS];
+	// the call pool
+	pthread_mutex_t pmu;
+	pthread_cond_t pcv, pdone;
+	struct pool_job *jobs;
+	pool_thr pool[MAX_THREADS];
+	int npool;
 };
 
 void
@@ -81,67 +96,184 @@ idle(msg_service *s, int kind, uint64_t seen)
 }
 
 // ---------------------------------------------------------------------------
+// Call pool: the agent, billing and provider calls of a batch run
+// concurrently on PARLEY_MESSAGING_CALL_THREADS threads (each with its own
+// HTTP client); the worker that submitted the batch takes items too and
+// returns when all are done. Any number of workers submit at once.
+
+typedef void (*pool_fn)(void *ctx, size_t i, pl_httpc *http);
+
+typedef struct pool_job {
+	pool_fn fn;
+	void *ctx;
+	size_t n, next, done;
+	struct pool_job *link;
+} pool_job;
+
+static pool_job *
+pool_pick(msg_workers *w)
+{
+	for (pool_job *j = w->jobs; j != NULL; j = j->link)
+		if (j->next < j->n)
+			return j;
+	return NULL;
+}
+
+static void *
+pool_main(void *arg)
+{
+	pool_thr *t = arg;
+	msg_workers *w = t->w;
+	pl_httpc *http = pl_httpc_open();
+
+	pthread_mutex_lock(&w->pmu);
+	while (!w->stop) {
+		pool_job *j = pool_pick(w);
+		size_t i;
+		if (j == NULL) {
+			pthread_cond_wait(&w->pcv, &w->pmu);
+			continue;
+		}
+		i = j->next++;
+		pthread_mutex_unlock(&w->pmu);
+		j->fn(j->ctx, i, http);
+		pthread_mutex_lock(&w->pmu);
+		if (++j->done == j->n)
+			pthread_cond_broadcast(&w->pdone);
+	}
+	pthread_mutex_unlock(&w->pmu);
+	if (http != NULL)
+		pl_httpc_close(http);
+	return NULL;
+}
+
+// Runs fn(ctx, i) for i in [0, n) on the pool and the calling thread.
+static void
+pool_run(msg_workers *w, pool_fn fn, void *ctx, size_t n, pl_httpc *http)
+{
+	pool_job j = { fn, ctx, n, 0, 0, NULL };
+
+	if (w == NULL || w->npool == 0 || n <= 1) {
+		for (size_t i = 0; i < n; i++)
+			fn(ctx, i, http);
+		return;
+	}
+	pthread_mutex_lock(&w->pmu);
+	j.link = w->jobs;
+	w->jobs = &j;
+	pthread_cond_broadcast(&w->pcv);
+	while (j.next < j.n) {
+		size_t i = j.next++;
+		pthread_mutex_unlock(&w->pmu);
+		fn(ctx, i, http);
+		pthread_mutex_lock(&w->pmu);
+		j.done++;
+	}
+	while (j.done < j.n)
+		pthread_cond_wait(&w->pdone, &w->pmu);
+	for (pool_job **pp = &w->jobs; *pp != NULL; pp = &(*pp)->link)
+		if (*pp == &j) {
+			*pp = j.link;
+			break;
+		}
+	pthread_mutex_unlock(&w->pmu);
+}
+
+// ---------------------------------------------------------------------------
 // Inbox
 
-// The fast path: one transaction per inbox row (see
-// messaging_store_inbox_lock_next). A row whose transaction fails is handed
-// to the leased path below, which retries it item by item after the lease.
-typedef struct inbox_tx {
+// Cuts text at max bytes without splitting a UTF-8 sequence.
+static void
+cut_utf8(char *text, size_t max)
+{
+	size_t n = strlen(text);
+
+	if (n <= max)
+		return;
+	while (max > 0 && ((unsigned char)text[max] & 0xc0) == 0x80)
+		max--;
+	text[max] = '\0';
+}
+
+// The batch: one transaction (opened as tenant "*") locks up to `batch` due
+// rows (SKIP LOCKED: the locks are the lease, a crash rolls it all back and
+// frees them), parses them, and ingests every item and marks the rows done
+// in one statement. A batch that fails is retried row by row, and a row that
+// fails alone goes to the leased path below (one transaction per item).
+typedef struct inbox_batch {
 	msg_service *s;
 	pl_arena *a;
-	msg_inbox_row row;
-	int got;
-	int done;
-} inbox_tx;
+	int max;
+	size_t nrows, nnew;
+} inbox_batch;
 
 static int
-inbox_tx_fn(pl_db *db, void *arg)
+inbox_batch_fn(pl_db *db, void *arg)
 {
-	inbox_tx *x = arg;
-	msg_items items;
-	msg_channel ch;
-	char err[256] = "";
+	inbox_batch *x = arg;
+	msg_inbox_row *rows;
+	msg_items *items;
+	msg_ingest *in;
+	msg_ingested *out;
+	const char **errs;
+	size_t total = 0, k = 0;
 	int rv;
 
-	x->done = 0;
-	x->got = messaging_store_inbox_lock_next(db, x->a, &x->row);
-	if (x->got <= 0)
-		return x->got < 0 ? -x->got : PL_OK;
-	if ((rv = messaging_store_tx_tenant(db, x->row.tenant_id)) != PL_OK)
+	x->nrows = x->nnew = 0;
+	if ((rv = messaging_store_inbox_lock_batch(db, x->max, x->a, &rows,
+	                                           &x->nrows)) != PL_OK)
 		return rv;
-	if (messaging_parse_webhook(x->row.channel_type, x->row.body,
-	                            x->row.len, x->a, &items, err,
-	                            sizeof(err)) != PL_OK)
-		return messaging_store_inbox_done_tx(db, &x->row, err);
-	// Cached (channel cache); a miss asks tenants with the row locked.
-	if (messaging_peers_channel(x->s->peers, x->row.channel_id,
-	                            x->row.channel_type, x->row.tenant_id, NULL,
-	                            &ch) != PL_OK)
-		memset(&ch, 0, sizeof(ch));
-	for (size_t i = 0; i < items.n; i++) {
-		msg_item *it = &items.v[i];
-		if (it->kind == MSG_ITEM_MESSAGE) {
-			msg_ingest in = { x->row.tenant_id,
-				          x->row.channel_id,
-				          x->row.channel_type,
-				          ch.agent_id,
-				          it,
-				          true };
-			msg_message_pb *m;
-			bool dup;
-			if (it->text && strlen(it->text) > MSG_MAX_TEXT)
-				((char *)it->text)[MSG_MAX_TEXT] = '\0';
-			rv = messaging_store_ingest_tx(db, &in, x->a, &m, &dup);
-		} else {
-			rv = messaging_store_apply_status_tx(
-			        db, x->row.tenant_id, x->row.channel_id, it,
-			        x->a);
+	if (x->nrows == 0)
+		return PL_OK;
+	items = pl_arena_zalloc(x->a, x->nrows * sizeof(*items));
+	errs = pl_arena_zalloc(x->a, x->nrows * sizeof(*errs));
+	if (items == NULL || errs == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	for (size_t r = 0; r < x->nrows; r++) {
+		char err[256] = "";
+		if (messaging_parse_webhook(rows[r].channel_type, rows[r].body,
+		                            rows[r].len, x->a, &items[r], err,
+		                            sizeof(err)) != PL_OK) {
+			errs[r] = pl_arena_strdup(x->a, err);
+			items[r].n = 0;
 		}
-		if (rv != PL_OK)
-			return rv;
-		x->done++;
+		total += items[r].n;
 	}
-	return messaging_store_inbox_done_tx(db, &x->row, NULL);
+	in = pl_arena_zalloc(x->a, (total + 1) * sizeof(*in));
+	out = pl_arena_zalloc(x->a, (total + 1) * sizeof(*out));
+	if (in == NULL || out == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	for (size_t r = 0; r < x->nrows; r++) {
+		msg_channel ch;
+		if (items[r].n == 0)
+			continue;
+		// Cached (channel cache); a miss asks tenants with the rows
+		// locked.
+		if (messaging_peers_channel(x->s->peers, rows[r].channel_id,
+		                            rows[r].channel_type,
+		                            rows[r].tenant_id, NULL,
+		                            &ch) != PL_OK)
+			ch.agent_id[0] = '\0';
+		for (size_t i = 0; i < items[r].n; i++) {
+			msg_item *it = &items[r].v[i];
+			if (it->text != NULL)
+				cut_utf8((char *)it->text, MSG_MAX_TEXT);
+			in[k].tenant_id = rows[r].tenant_id;
+			in[k].channel_id = rows[r].channel_id;
+			in[k].channel_type = rows[r].channel_type;
+			in[k].agent_id = pl_arena_strdup(x->a, ch.agent_id);
+			in[k].item = it;
+			in[k].reply_wanted = true;
+			k++;
+		}
+	}
+	if ((rv = messaging_store_ingest_batch_tx(
+	             db, in, k, rows, errs, x->nrows, x->a, out)) != PL_OK)
+		return rv;
+	for (size_t i = 0; i < k; i++)
+		if (in[i].item->kind == MSG_ITEM_MESSAGE && !out[i].duplicate)
+			x->nnew++;
+	return PL_OK;
 }
 
 static int inbox_leased(msg_service *s, pl_db *db, pl_arena *a);
@@ -149,24 +281,40 @@ static int inbox_leased(msg_service *s, pl_db *db, pl_arena *a);
 int
 messaging_inbox_once(msg_service *s, pl_db *db, pl_arena *a)
 {
-	inbox_tx x;
-	int rv;
+	inbox_batch x = { s, a, (int)s->batch, 0, 0 };
+	size_t tries;
+	int rv, done = 0;
 
-	memset(&x, 0, sizeof(x));
-	x.s = s;
-	x.a = a;
-	// Service-level: the inbox spans tenants (tenant "*"); the
-	// transaction switches to the row's tenant before its work.
-	rv = pl_db_tx(db, "*", inbox_tx_fn, &x);
+	// Service-level: the inbox spans tenants (tenant "*"); the batch
+	// statement works under each item's tenant.
+	rv = pl_db_tx(db, "*", inbox_batch_fn, &x);
 	if (rv == PL_OK) {
-		if (x.done > 0)
+		if (x.nnew > 0)
 			messaging_kick_kind(s, MSG_WORK_REPLY);
-		return x.got;
+		return (int)x.nrows;
 	}
-	pl_warn("inbox row %s failed in one transaction (%s); retrying it "
-	        "item by item",
-	        x.got > 0 ? x.row.id : "?", pl_status_name(rv));
-	return inbox_leased(s, db, a) < 0 ? -rv : 1;
+	pl_warn("an inbox batch of %zu rows failed (%s); retrying row by row",
+	        x.nrows, pl_status_name(rv));
+	tries = x.nrows > 0 ? x.nrows : 1;
+	for (size_t i = 0; i < tries; i++) {
+		inbox_batch one = { s, a, 1, 0, 0 };
+		rv = pl_db_tx(db, "*", inbox_batch_fn, &one);
+		if (rv == PL_OK && one.nrows == 0)
+			break;
+		if (rv == PL_OK) {
+			done++;
+			if (one.nnew > 0)
+				messaging_kick_kind(s, MSG_WORK_REPLY);
+			continue;
+		}
+		pl_warn("inbox row failed in one transaction (%s); retrying "
+		        "it item by item",
+		        pl_status_name(rv));
+		if (inbox_leased(s, db, a) < 0)
+			return -rv;
+		done++;
+	}
+	return done;
 }
 
 // The leased path: claim under a lease, one transaction per item.
@@ -202,8 +350,8 @@ inbox_leased(msg_service *s, pl_db *db, pl_arena *a)
 				          true };
 			msg_message_pb *m;
 			bool dup;
-			if (it->text && strlen(it->text) > MSG_MAX_TEXT)
-				((char *)it->text)[MSG_MAX_TEXT] = '\0';
+			if (it->text != NULL)
+				cut_utf8((char *)it->text, MSG_MAX_TEXT);
 			rv = messaging_store_ingest(db, &in, a, &m, &dup);
 		} else {
 			bool applied, deferred;
@@ -293,60 +441,77 @@ reply_metadata(pl_arena *a, const Parley__Agents__V1__ReplyResponse *rr)
 	return r;
 }
 
-int
-messaging_reply_once(msg_service *s, pl_db *db, pl_arena *a)
-{
-	msg_pending pd;
-	msg_reply_result rr = { 0 };
-	msg_channel ch = { 0 };
-	char reply_id[40], why[256];
-	int got, rv;
+// One message's turn (on a pool thread): quota, owner, agent. Its
+// allocations go to the task's own arena.
+typedef enum reply_next {
+	REPLY_FINISH = 0, // rr is the outcome
+	REPLY_SOON = 1,   // billing could not be asked: try again in a second
+	REPLY_LEASE = 2,  // the agent could not answer: after the lease
+} reply_next;
 
-	memset(&pd, 0, sizeof(pd));
-	got = messaging_store_reply_claim(db, s->lease_ms, a, &pd);
-	if (got <= 0)
-		return got;
-	rr.outcome = "no_agent";
+typedef struct reply_task {
+	msg_service *s;
+	msg_pending *pd;
+	msg_reply_result rr;
+	reply_next next;
+	pl_arena arena;
+} reply_task;
+
+static void
+reply_task_fn(void *ctx, size_t i, pl_httpc *http)
+{
+	reply_task *t = &((reply_task *)ctx)[i];
+	msg_service *s = t->s;
+	msg_pending *pd = t->pd;
+	msg_reply_result *rr = &t->rr;
+	pl_arena *a = &t->arena;
+	msg_channel ch = { 0 };
+	char why[256] = "";
+	int rv;
+
+	(void)http;
+	memset(rr, 0, sizeof(*rr));
+	t->next = REPLY_FINISH;
+	rr->outcome = "no_agent";
 	// The quota first: a refused message is stored but never answered.
-	rv = messaging_peers_reserve(s->peers, pd.tenant_id,
-	                             pd.provider_message_id[0]
-	                                     ? pd.provider_message_id
-	                                     : pd.message_id,
+	rv = messaging_peers_reserve(s->peers, pd->tenant_id,
+	                             pd->provider_message_id[0]
+	                                     ? pd->provider_message_id
+	                                     : pd->message_id,
 	                             why, sizeof(why));
 	if (rv == PL_RESOURCE_EXHAUSTED) {
-		rr.outcome = "quota_exceeded";
-		rr.limit_why = pl_arena_strdup(a, why[0] ? why : "messages");
-		goto finish;
+		rr->outcome = "quota_exceeded";
+		rr->limit_why = pl_arena_strdup(a, why[0] ? why : "messages");
+		return;
 	}
 	if (rv != PL_OK) {
 		// Billing could not be asked, or has no subscription yet (a
 		// tenant's first message can beat its trial): try again soon.
 		pl_warn("could not reserve usage for message %s: %s",
-		        pd.message_id, pl_status_name(rv));
-		messaging_store_reply_retry_in(db, pd.tenant_id, pd.message_id,
-		                               1000);
-		return 1;
+		        pd->message_id, pl_status_name(rv));
+		t->next = REPLY_SOON;
+		return;
 	}
-	if (strcmp(pd.owner, "human") == 0) {
-		rr.outcome = "human_owned";
-		goto finish;
+	if (strcmp(pd->owner, "human") == 0) {
+		rr->outcome = "human_owned";
+		return;
 	}
-	if (messaging_peers_channel(s->peers, pd.channel_id, 0, pd.tenant_id,
+	if (messaging_peers_channel(s->peers, pd->channel_id, 0, pd->tenant_id,
 	                            NULL, &ch) == PL_OK &&
 	    ch.agent_id[0] == '\0') {
 		// A cached "no agent" may predate the agent's attachment: ask
 		// tenants once more before leaving the customer unanswered.
-		messaging_peers_forget(s->peers, pd.channel_id);
-		if (messaging_peers_channel(s->peers, pd.channel_id, 0,
-		                            pd.tenant_id, NULL, &ch) != PL_OK)
+		messaging_peers_forget(s->peers, pd->channel_id);
+		if (messaging_peers_channel(s->peers, pd->channel_id, 0,
+		                            pd->tenant_id, NULL, &ch) != PL_OK)
 			ch.agent_id[0] = '\0';
 	}
 	if (ch.agent_id[0] != '\0')
-		snprintf(pd.agent_id, sizeof(pd.agent_id), "%s", ch.agent_id);
-	if (pd.agent_id[0] == '\0' || !messaging_peers_has_agents(s->peers) ||
-	    pd.text == NULL || pd.text[0] == '\0') {
-		rr.outcome = pd.agent_id[0] ? "no_reply" : "no_agent";
-		goto finish;
+		snprintf(pd->agent_id, sizeof(pd->agent_id), "%s", ch.agent_id);
+	if (pd->agent_id[0] == '\0' || !messaging_peers_has_agents(s->peers) ||
+	    pd->text == NULL || pd->text[0] == '\0') {
+		rr->outcome = pd->agent_id[0] ? "no_reply" : "no_agent";
+		return;
 	}
 	{
 		Parley__Agents__V1__ReplyRequest q =
@@ -354,50 +519,106 @@ messaging_reply_once(msg_service *s, pl_db *db, pl_arena *a)
 		Parley__Agents__V1__ReplyContact c =
 		        PARLEY__AGENTS__V1__REPLY_CONTACT__INIT;
 		Parley__Agents__V1__ReplyResponse *resp = NULL;
-		q.tenant_id = pd.tenant_id;
-		q.agent_id = pd.agent_id;
-		q.session_key = pd.conversation_id;
-		q.channel_id = pd.channel_id;
+		q.tenant_id = pd->tenant_id;
+		q.agent_id = pd->agent_id;
+		q.session_key = pd->conversation_id;
+		q.channel_id = pd->channel_id;
 		q.channel_type = ch.type;
-		q.conversation_id = pd.conversation_id;
-		c.id = pd.contact_id;
-		c.name = pd.contact_name;
-		c.phone = pd.contact_phone;
-		c.language = pd.contact_language;
+		q.conversation_id = pd->conversation_id;
+		c.id = pd->contact_id;
+		c.name = pd->contact_name;
+		c.phone = pd->contact_phone;
+		c.language = pd->contact_language;
 		q.contact = &c;
-		q.text = pd.text;
-		q.message_id = pd.message_id;
-		messaging_store_history(db, &pd, 10, a, &q.history,
-		                        &q.n_history);
+		q.text = pd->text;
+		q.message_id = pd->message_id;
+		q.history = pd->history;
+		q.n_history = pd->n_history;
 		rv = messaging_peers_reply(s->peers, &q, a, &resp);
 		if (rv == PL_FAILED_PRECONDITION || rv == PL_NOT_FOUND) {
-			rr.outcome = "no_agent";
-			goto finish;
+			rr->outcome = "no_agent";
+			return;
 		}
 		if (rv != PL_OK) {
 			pl_warn("agent could not answer message %s: %s",
-			        pd.message_id, pl_status_name(rv));
-			return 1; // retried after the lease
+			        pd->message_id, pl_status_name(rv));
+			t->next = REPLY_LEASE; // retried after the lease
+			return;
 		}
-		rr.agent_id = pd.agent_id;
-		rr.text = resp->reply_text && resp->reply_text[0]
-		                  ? resp->reply_text
-		                  : NULL;
-		rr.handoff = resp->handoff;
-		rr.handoff_reason = handoff_reason_name(resp->handoff_reason);
-		rr.metadata_json = reply_metadata(a, resp);
-		rr.outcome = rr.handoff ? "handoff"
-		             : rr.text  ? "replied"
-		                        : "no_reply";
+		rr->agent_id = pl_arena_strdup(a, pd->agent_id);
+		rr->text = resp->reply_text && resp->reply_text[0]
+		                   ? resp->reply_text
+		                   : NULL;
+		rr->handoff = resp->handoff;
+		rr->handoff_reason = handoff_reason_name(resp->handoff_reason);
+		rr->metadata_json = reply_metadata(a, resp);
+		rr->outcome = rr->handoff ? "handoff"
+		              : rr->text  ? "replied"
+		                          : "no_reply";
 	}
-finish:
-	rv = messaging_store_reply_finish(db, &pd, &rr, a, reply_id);
+}
+
+// The bot's turn for a batch: claim up to `batch` pending messages (one
+// statement), run their turns concurrently on the call pool, finish them in
+// one statement.
+int
+messaging_reply_once(msg_service *s, pl_db *db, pl_arena *a)
+{
+	msg_pending *pds, **fin_pd;
+	msg_reply_result *fin_rr;
+	reply_task *tasks;
+	char(*reply_ids)[40];
+	size_t n = 0, m = 0;
+	bool queued = false;
+	int rv;
+
+	rv = messaging_store_reply_claim_batch(db, (int)s->batch, s->lease_ms,
+	                                       10, a, &pds, &n);
 	if (rv != PL_OK)
-		pl_warn("could not finish message %s: %s", pd.message_id,
-		        pl_status_name(rv));
-	else if (reply_id[0])
+		return -rv;
+	if (n == 0)
+		return 0;
+	tasks = calloc(n, sizeof(*tasks));
+	fin_pd = pl_arena_zalloc(a, n * sizeof(*fin_pd));
+	fin_rr = pl_arena_zalloc(a, n * sizeof(*fin_rr));
+	reply_ids = pl_arena_zalloc(a, n * sizeof(*reply_ids));
+	if (tasks == NULL || fin_pd == NULL || fin_rr == NULL ||
+	    reply_ids == NULL) {
+		free(tasks);
+		return -PL_RESOURCE_EXHAUSTED; // the leases run out
+	}
+	for (size_t i = 0; i < n; i++) {
+		tasks[i].s = s;
+		tasks[i].pd = &pds[i];
+		pl_arena_init(&tasks[i].arena, 0, 16 << 20);
+	}
+	pool_run(s->workers, reply_task_fn, tasks, n, NULL);
+	for (size_t i = 0; i < n; i++) {
+		if (tasks[i].next == REPLY_SOON)
+			messaging_store_reply_retry_in(db, pds[i].tenant_id,
+			                               pds[i].message_id, 1000);
+		if (tasks[i].next != REPLY_FINISH)
+			continue;
+		fin_pd[m] = &pds[i];
+		fin_rr[m] = tasks[i].rr;
+		m++;
+	}
+	if (m > 0) {
+		rv = messaging_store_reply_finish_batch(db, fin_pd, fin_rr, m,
+		                                        reply_ids);
+		if (rv != PL_OK)
+			pl_warn("could not finish %zu bot turns: %s (retried "
+			        "after the lease)",
+			        m, pl_status_name(rv));
+		for (size_t i = 0; i < m && rv == PL_OK; i++)
+			queued = queued || reply_ids[i][0] != '\0';
+	}
+	for (size_t i = 0; i < n; i++)
+		pl_arena_fini(&tasks[i].arena);
+	free(tasks);
+	if (queued)
 		messaging_kick_kind(s, MSG_WORK_DELIVERY);
-	return 1;
+	return (int)n;
 }
 
 // ---------------------------------------------------------------------------
@@ -441,84 +662,49 @@ rate_wait(msg_workers *w, const char *channel, int rate)
 	}
 }
 
-static int
-deliver_one(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
-            msg_workers *w)
-{
-	msg_delivery d;
+// One send (on a pool thread), its result in the task's arena. Deliveries
+// of one conversation in a batch are chained and sent in order by one
+// thread.
+typedef struct del_task {
+	msg_service *s;
+	msg_workers *w;
+	msg_delivery *d;
 	msg_channel ch;
-	msg_send snd = { 0 };
-	const char *url, **headers, *pid, *code, *text;
+	const char *url, **headers;
 	char *body;
+	msg_delivery_result res;
+	bool send; // needs the provider
+	int chain; // next task of the same conversation, or -1
+	bool head; // first of its conversation in the batch
+	pl_arena arena;
+} del_task;
+
+static void
+send_one(del_task *t, pl_httpc *http)
+{
+	msg_service *s = t->s;
+	msg_delivery *d = t->d;
+	pl_arena *a = &t->arena;
 	pl_httpc_req rq = { 0 };
 	pl_httpc_resp rs;
+	const char *pid = NULL, *code = NULL, *text = NULL;
 	msg_send_verdict vd;
-	int got, rv, rate;
+	int rv, rate;
 
-	memset(&d, 0, sizeof(d));
-	got = messaging_store_delivery_claim(db, s->send_timeout_ms + 30000, a,
-	                                     &d);
-	if (got <= 0)
-		return got;
-	rv = messaging_peers_channel(s->peers, d.channel_id, 0, d.tenant_id,
-	                             NULL, &ch);
-	if (rv == PL_NOT_FOUND) {
-		messaging_store_delivery_failed(db, &d, "channel_not_found",
-		                                "the channel no longer exists");
-		return 1;
-	}
-	if (rv != PL_OK) {
-		messaging_store_delivery_retry(
-		        db, &d,
-		        messaging_backoff_ms(d.attempts, s->retry_base_ms,
-		                             s->retry_max_ms, -1),
-		        "channel credentials unavailable");
-		return 1;
-	}
-	if (ch.type ==
-	    PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_WEBCHAT) {
-		// Web chat: stored for the widget to poll; "sent" once stored.
-		char pid_buf[48];
-		snprintf(pid_buf, sizeof(pid_buf), "webchat:%s", d.message_id);
-		messaging_store_delivery_sent(db, &d, pid_buf);
-		return 1;
-	}
-	if (ch.status ==
-	    PARLEY__TENANTS__V1__CHANNEL_STATUS__CHANNEL_STATUS_DISABLED) {
-		messaging_store_delivery_failed(db, &d, "channel_disabled",
-		                                "the channel is disabled");
-		return 1;
-	}
-	rate = ch.send_rate > 0 ? ch.send_rate : (int)s->send_rate;
-	if (w != NULL)
-		rate_wait(w, d.channel_id, rate);
-	snd.channel_type = ch.type;
-	snd.api_base_url = ch.api_base_url;
-	snd.phone_number_id = ch.phone_number_id;
-	snd.sender_number = ch.sender_number;
-	snd.access_token = ch.access_token;
-	snd.to = d.to;
-	snd.to_kind = d.to_kind;
-	snd.type = d.type;
-	snd.text = d.text;
-	snd.media_url = d.media_url;
-	if (engage_build_send(db, &d, &snd, a, &url, &headers, &body) !=
-	    PL_OK) {
-		messaging_store_delivery_failed(db, &d, "unsupported",
-		                                "this channel cannot send it");
-		return 1;
-	}
+	rate = t->ch.send_rate > 0 ? t->ch.send_rate : (int)s->send_rate;
+	if (t->w != NULL)
+		rate_wait(t->w, d->channel_id, rate);
 	rq.method = "POST";
-	rq.url = url;
-	rq.headers = headers;
-	rq.body = body;
-	rq.body_len = strlen(body);
+	rq.url = t->url;
+	rq.headers = t->headers;
+	rq.body = t->body;
+	rq.body_len = strlen(t->body);
 	rq.timeout_ms = s->send_timeout_ms;
 	rq.connect_timeout_ms =
 	        s->send_timeout_ms < 2000 ? s->send_timeout_ms : 2000;
 	rq.attempts = 1; // retries are scheduled here, durably
 	rv = pl_httpc_do(http, &rq, &rs);
-	vd = messaging_classify_send(ch.type, rv == PL_OK ? rs.status : 0,
+	vd = messaging_classify_send(t->ch.type, rv == PL_OK ? rs.status : 0,
 	                             rv == PL_OK ? rs.body : NULL, a, &pid,
 	                             &code, &text);
 	if (rv != PL_OK && rv != PL_DEADLINE_EXCEEDED && rv != PL_UNAVAILABLE) {
@@ -526,31 +712,178 @@ deliver_one(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 		code = "response_too_large";
 		text = "the provider's answer was refused";
 	}
+	memset(&t->res, 0, sizeof(t->res));
 	if (vd == MSG_SEND_OK) {
-		messaging_store_delivery_sent(db, &d, pid);
-	} else if (vd == MSG_SEND_RETRY && d.attempts < s->max_attempts) {
+		t->res.kind = MSG_DELIVERY_SENT;
+		t->res.provider_id = pid;
+	} else if (vd == MSG_SEND_RETRY && d->attempts < s->max_attempts) {
 		int64_t ra = rv == PL_OK ? rs.retry_after_ms : -1;
-		char *err = pl_arena_printf(a, "%s: %s", code,
-		                            rv == PL_OK ? text : rs.error);
-		messaging_store_delivery_retry(
-		        db, &d,
-		        messaging_backoff_ms(d.attempts, s->retry_base_ms,
-		                             s->retry_max_ms, ra),
-		        err);
+		t->res.kind = MSG_DELIVERY_RETRY;
+		t->res.delay_ms = messaging_backoff_ms(
+		        d->attempts, s->retry_base_ms, s->retry_max_ms, ra);
+		t->res.text = pl_arena_printf(a, "%s: %s", code ? code : "",
+		                              rv == PL_OK ? (text ? text : "")
+		                                          : rs.error);
 	} else {
 		if (rv != PL_OK)
 			text = rs.error[0] ? pl_arena_strdup(a, rs.error)
 			                   : text;
-		messaging_store_delivery_failed(db, &d, code, text);
+		t->res.kind = MSG_DELIVERY_FAILED;
+		t->res.code = code;
+		t->res.text = text;
 	}
 	pl_httpc_resp_fini(&rs);
-	return 1;
+}
+
+typedef struct del_batch {
+	del_task *tasks;
+	int *heads;
+} del_batch;
+
+static void
+del_chain_fn(void *ctx, size_t i, pl_httpc *http)
+{
+	del_batch *b = ctx;
+
+	for (int k = b->heads[i]; k >= 0; k = b->tasks[k].chain)
+		send_one(&b->tasks[k], http);
+}
+
+// Decides what needs no provider call (channel gone, credentials
+// unavailable, web chat, disabled) and builds the request of the rest; on
+// the worker's thread (a template costs a statement on its connection).
+static void
+del_prepare(del_task *t, pl_db *db, pl_arena *a)
+{
+	msg_service *s = t->s;
+	msg_delivery *d = t->d;
+	msg_send snd = { 0 };
+	int rv;
+
+	memset(&t->res, 0, sizeof(t->res));
+	t->send = false;
+	rv = messaging_peers_channel(s->peers, d->channel_id, 0, d->tenant_id,
+	                             NULL, &t->ch);
+	if (rv == PL_NOT_FOUND) {
+		t->res.kind = MSG_DELIVERY_FAILED;
+		t->res.code = "channel_not_found";
+		t->res.text = "the channel no longer exists";
+		return;
+	}
+	if (rv != PL_OK) {
+		t->res.kind = MSG_DELIVERY_RETRY;
+		t->res.delay_ms = messaging_backoff_ms(
+		        d->attempts, s->retry_base_ms, s->retry_max_ms, -1);
+		t->res.text = "channel credentials unavailable";
+		return;
+	}
+	if (t->ch.type ==
+	    PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_WEBCHAT) {
+		// Web chat: stored for the widget to poll; "sent" once stored.
+		t->res.kind = MSG_DELIVERY_SENT;
+		t->res.provider_id =
+		        pl_arena_printf(a, "webchat:%s", d->message_id);
+		return;
+	}
+	if (t->ch.status ==
+	    PARLEY__TENANTS__V1__CHANNEL_STATUS__CHANNEL_STATUS_DISABLED) {
+		t->res.kind = MSG_DELIVERY_FAILED;
+		t->res.code = "channel_disabled";
+		t->res.text = "the channel is disabled";
+		return;
+	}
+	snd.channel_type = t->ch.type;
+	snd.api_base_url = t->ch.api_base_url;
+	snd.phone_number_id = t->ch.phone_number_id;
+	snd.sender_number = t->ch.sender_number;
+	snd.access_token = t->ch.access_token;
+	snd.to = d->to;
+	snd.to_kind = d->to_kind;
+	snd.type = d->type;
+	snd.text = d->text;
+	snd.media_url = d->media_url;
+	if (engage_build_send(db, d, &snd, a, &t->url, &t->headers, &t->body) !=
+	    PL_OK) {
+		t->res.kind = MSG_DELIVERY_FAILED;
+		t->res.code = "unsupported";
+		t->res.text = "this channel cannot send it";
+		return;
+	}
+	t->send = true;
+}
+
+// A batch: claim up to `batch` due deliveries (one statement), send them
+// concurrently on the call pool (one conversation's in order), record the
+// results in one statement.
+static int
+deliver_batch(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
+              msg_workers *w)
+{
+	msg_delivery *ds;
+	msg_delivery_result *res;
+	del_task *tasks;
+	del_batch b;
+	size_t n = 0, nh = 0;
+	int rv;
+
+	rv = messaging_store_delivery_claim_batch(
+	        db, (int)s->batch, s->send_timeout_ms + 30000, a, &ds, &n);
+	if (rv != PL_OK)
+		return -rv;
+	if (n == 0)
+		return 0;
+	tasks = calloc(n, sizeof(*tasks));
+	b.heads = pl_arena_zalloc(a, n * sizeof(*b.heads));
+	res = pl_arena_zalloc(a, n * sizeof(*res));
+	if (tasks == NULL || b.heads == NULL || res == NULL) {
+		free(tasks);
+		return -PL_RESOURCE_EXHAUSTED; // the leases run out
+	}
+	b.tasks = tasks;
+	for (size_t i = 0; i < n; i++) {
+		del_task *t = &tasks[i];
+		t->s = s;
+		t->w = w;
+		t->d = &ds[i];
+		t->chain = -1;
+		pl_arena_init(&t->arena, 0, 16 << 20);
+		// Requests are built here, into the worker's arena.
+		del_prepare(t, db, a);
+		if (!t->send)
+			continue;
+		// The claim returns oldest first: chain each conversation's
+		// sends behind its first one.
+		t->head = true;
+		for (size_t j = i; j-- > 0;) {
+			if (!tasks[j].send ||
+			    strcmp(tasks[j].d->conversation_id,
+			           t->d->conversation_id) != 0)
+				continue;
+			tasks[j].chain = (int)i;
+			t->head = false;
+			break;
+		}
+		if (t->head)
+			b.heads[nh++] = (int)i;
+	}
+	pool_run(w, del_chain_fn, &b, nh, http);
+	for (size_t i = 0; i < n; i++)
+		res[i] = tasks[i].res;
+	rv = messaging_store_delivery_done_batch(db, ds, res, n);
+	if (rv != PL_OK)
+		pl_warn("could not record %zu deliveries: %s (sent again after "
+		        "the lease)",
+		        n, pl_status_name(rv));
+	for (size_t i = 0; i < n; i++)
+		pl_arena_fini(&tasks[i].arena);
+	free(tasks);
+	return (int)n;
 }
 
 int
 messaging_deliver_once(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a)
 {
-	return deliver_one(s, db, http, a, s->workers);
+	return deliver_batch(s, db, http, a, s->workers);
 }
 
 // ---------------------------------------------------------------------------
@@ -579,7 +912,7 @@ worker_main(void *arg)
 		else if (ta->kind == 1)
 			n = messaging_reply_once(s, db, &a);
 		else
-			n = deliver_one(s, db, http, &a, w);
+			n = deliver_batch(s, db, http, &a, w);
 		if (n <= 0 && !w->stop)
 			idle(s, ta->kind, seen);
 	}
@@ -601,7 +934,17 @@ messaging_workers_start(msg_service *s)
 		return PL_RESOURCE_EXHAUSTED;
 	w->s = s;
 	pthread_mutex_init(&w->rmu, NULL);
+	pthread_mutex_init(&w->pmu, NULL);
+	pthread_cond_init(&w->pcv, NULL);
+	pthread_cond_init(&w->pdone, NULL);
 	s->workers = w;
+	for (int i = 0; i < (int)s->call_threads && i < MAX_THREADS; i++) {
+		w->pool[w->npool].w = w;
+		if (pthread_create(&w->pool[w->npool].th, NULL, pool_main,
+		                   &w->pool[w->npool]) != 0)
+			break;
+		w->npool++;
+	}
 	for (int k = 0; k < 3; k++)
 		for (int i = 0; i < kinds[k] && w->nth < MAX_THREADS; i++) {
 			w->args[w->nth].w = w;
@@ -626,6 +969,14 @@ messaging_workers_stop(msg_service *s)
 	messaging_kick(s);
 	for (int i = 0; i < w->nth; i++)
 		pthread_join(w->th[i], NULL);
+	pthread_mutex_lock(&w->pmu);
+	pthread_cond_broadcast(&w->pcv);
+	pthread_mutex_unlock(&w->pmu);
+	for (int i = 0; i < w->npool; i++)
+		pthread_join(w->pool[i].th, NULL);
+	pthread_cond_destroy(&w->pcv);
+	pthread_cond_destroy(&w->pdone);
+	pthread_mutex_destroy(&w->pmu);
 	pthread_mutex_destroy(&w->rmu);
 	free(w);
 	s->workers = NULL;

@@ -13,6 +13,14 @@
 //         while webhooks are posted as fast as --senders threads can)
 //   rate: at --rate msgs/s offered, p50/p99 from posting the webhook to the
 //         provider receiving the reply, and the acknowledgement p50/p99
+//   cost: per message answered, measured around each rate run (load does
+//         not change them): PostgreSQL transactions (pg_stat_database
+//         xact_commit + xact_rollback of the service's database), the CPU
+//         time of every PostgreSQL process (/proc, utime + stime), and the
+//         CPU time of this process (the service, its fake peers and the
+//         provider: getrusage); then one run at --rate with
+//         log_statement = all counts the statements (round trips) per
+//         message in the server's log.
 //
 // usage: bench_messaging [--seconds S] [--rate R] [--senders N]
 //                        [--contacts C] [--repeat R] [--skip-max]
@@ -23,6 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -404,6 +414,174 @@ median(double *v, int n)
 }
 
 // ---------------------------------------------------------------------------
+// Per-message costs
+
+// Transactions of the service's database so far (committed + rolled back).
+// Backends report their counters when idle (at most 1 s late): callers
+// wait for the system to be idle first.
+static long long
+db_xacts(void)
+{
+	PGconn *c = PQconnectdb(pg.url);
+	long long n = -1;
+
+	if (PQstatus(c) == CONNECTION_OK) {
+		PGresult *r = PQexec(c, "SELECT xact_commit + xact_rollback "
+		                        "FROM pg_stat_database WHERE datname = "
+		                        "'messaging_0'");
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+			n = atoll(PQgetvalue(r, 0, 0));
+		PQclear(r);
+	}
+	PQfinish(c);
+	return n;
+}
+
+// CPU seconds of the postmaster and all its children (utime + stime).
+static double
+pg_cpu_s(void)
+{
+	char path[160], buf[1024];
+	long pm = -1;
+	double ticks = (double)sysconf(_SC_CLK_TCK), total = 0;
+	DIR *d;
+	struct dirent *e;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", pg.dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	if (fscanf(f, "%ld", &pm) != 1)
+		pm = -1;
+	fclose(f);
+	if (pm <= 0 || (d = opendir("/proc")) == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		long pid = atol(e->d_name), ppid;
+		unsigned long ut, st;
+		char *p;
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+		fclose(f);
+		// after "pid (comm)": state ppid pgrp session tty tpgid flags
+		// minflt cminflt majflt cmajflt utime stime
+		if (p == NULL ||
+		    sscanf(p + 2,
+		           "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+		           "%lu %lu",
+		           &ppid, &ut, &st) != 3)
+			continue;
+		if (pid == pm || ppid == pm)
+			total += (double)(ut + st) / ticks;
+	}
+	closedir(d);
+	return total;
+}
+
+static double
+self_cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+// The batch functions of migration 005 (track_functions = pl): calls and
+// total time of each.
+#define NFN 6
+static const char *const fn_names[NFN] = { "inbox_add",      "ingest_batch",
+	                                   "reply_claim",    "reply_finish",
+	                                   "delivery_claim", "delivery_done" };
+
+typedef struct cost_snap {
+	long long xacts;
+	double pg_cpu, self_cpu;
+	int answered;
+	double fn_ms[NFN];
+	long long fn_calls[NFN];
+} cost_snap;
+
+static void
+fn_stats(cost_snap *c)
+{
+	char url[PGH_URL_MAX];
+	PGconn *k;
+
+	memset(c->fn_ms, 0, sizeof(c->fn_ms));
+	memset(c->fn_calls, 0, sizeof(c->fn_calls));
+	if (pgh_url(&pg, "postgres", "messaging_0", url, sizeof(url)) != 0)
+		return;
+	k = PQconnectdb(url);
+	if (PQstatus(k) == CONNECTION_OK) {
+		PGresult *r = PQexec(k, "SELECT funcname, calls, total_time "
+		                        "FROM pg_stat_user_functions WHERE "
+		                        "schemaname = 'messaging'");
+		for (int i = 0;
+		     PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r);
+		     i++)
+			for (int f = 0; f < NFN; f++)
+				if (strcmp(PQgetvalue(r, i, 0), fn_names[f]) ==
+				    0) {
+					c->fn_calls[f] =
+					        atoll(PQgetvalue(r, i, 1));
+					c->fn_ms[f] = atof(PQgetvalue(r, i, 2));
+				}
+		PQclear(r);
+	}
+	PQfinish(k);
+}
+
+// Waits until no reply has arrived for 1.5 s (the work posted so far is
+// done, up to 60 s), then reads the counters.
+static cost_snap
+cost_now(void)
+{
+	cost_snap c;
+	int last = -1;
+
+	for (int quiet = 0, i = 0; quiet < 15 && i < 600; i++) {
+		int n = atomic_load(&received);
+		quiet = n == last ? quiet + 1 : 0;
+		last = n;
+		usleep(100000);
+	}
+	usleep(1200000); // idle backends report their counters
+	c.answered = atomic_load(&received);
+	c.xacts = db_xacts();
+	c.pg_cpu = pg_cpu_s();
+	c.self_cpu = self_cpu_s();
+	fn_stats(&c);
+	return c;
+}
+
+// Lines of the server's log so far that are statements (log_statement =
+// all: "statement: ..." for simple queries, "execute ..." for extended
+// ones).
+static long
+log_statements(void)
+{
+	char path[160], line[512];
+	long n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/server.log", pg.dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "LOG:  statement: ") ||
+		    strstr(line, "LOG:  execute "))
+			n++;
+	fclose(f);
+	return n;
+}
+
+// ---------------------------------------------------------------------------
 // pgbench: 1-row inserts, 8 clients, against the same cluster.
 
 static double
@@ -476,6 +654,8 @@ main(int argc, char **argv)
 	};
 	pl_httpd_config hc = { 0 };
 	double tps[16], sus[16], p50[16], p99[16], a50[16], a99[16], ceiling;
+	double cx[16], cpg[16], cself[16], stmts = -1;
+	double fms[NFN][16], fcalls[NFN][16];
 	int errors = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -531,6 +711,10 @@ main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr, "cluster %s (database messaging_0)\n", pg.url);
+	// Time spent in each batch function (pg_stat_user_functions).
+	if (pgh_exec(&pg, "ALTER SYSTEM SET track_functions = 'pl'") != 0 ||
+	    pgh_exec(&pg, "SELECT pg_reload_conf()") != 0)
+		fprintf(stderr, "track_functions not set\n");
 	printf("messaging bench: %.0f s runs, %d senders, %d contacts, "
 	       "repeat %d; PostgreSQL: pgh cluster (fsync=off, "
 	       "synchronous_commit=on)\n",
@@ -554,7 +738,27 @@ main(int argc, char **argv)
 		fflush(stdout);
 	}
 	for (int i = 0; i < repeat; i++) {
+		cost_snap c0 = cost_now(), c1;
 		result r = run(rate);
+		c1 = cost_now();
+		// Per reply that reached the provider in the window (a
+		// backlog left by the max runs is drained before c0).
+		int na = c1.answered - c0.answered;
+		cx[i] = na > 0 ? (double)(c1.xacts - c0.xacts) / na : -1;
+		cpg[i] = na > 0 ? (c1.pg_cpu - c0.pg_cpu) * 1e3 / na : -1;
+		cself[i] = na > 0 ? (c1.self_cpu - c0.self_cpu) * 1e3 / na : -1;
+		for (int f = 0; f < NFN; f++) {
+			fms[f][i] =
+			        na > 0 ? (c1.fn_ms[f] - c0.fn_ms[f]) / na : -1;
+			fcalls[f][i] = na > 0 ? (double)(c1.fn_calls[f] -
+			                                 c0.fn_calls[f]) /
+			                                na
+			                      : -1;
+		}
+		printf("  cost run %d: per message answered: %.2f "
+		       "transactions, "
+		       "PostgreSQL CPU %.3f ms, service+fakes CPU %.3f ms\n",
+		       i + 1, cx[i], cpg[i], cself[i]);
 		p50[i] = r.p50;
 		p99[i] = r.p99;
 		a50[i] = r.ack50;
@@ -566,6 +770,24 @@ main(int argc, char **argv)
 		       i + 1, r.offered, r.answered, r.sent, r.p50, r.p99,
 		       r.ack50, r.ack99);
 		fflush(stdout);
+	}
+	// Statements per message: one run with every statement logged.
+	if (pgh_exec(&pg, "ALTER SYSTEM SET log_statement = 'all'") == 0 &&
+	    pgh_exec(&pg, "SELECT pg_reload_conf()") == 0) {
+		long l0, l1;
+		result r;
+		usleep(500000);
+		l0 = log_statements();
+		r = run(rate);
+		usleep(1200000);
+		l1 = log_statements();
+		pgh_exec(&pg, "ALTER SYSTEM RESET log_statement");
+		pgh_exec(&pg, "SELECT pg_reload_conf()");
+		if (l0 >= 0 && l1 >= 0 && r.answered > 0)
+			stmts = (double)(l1 - l0) / r.answered;
+		printf("  statements run: %ld statements for %d messages "
+		       "answered\n",
+		       l1 - l0, r.answered);
 	}
 	for (int i = 0; i < repeat; i++) {
 		tps[i] = pgbench_tps();
@@ -590,6 +812,20 @@ main(int argc, char **argv)
 	printf("  pgbench 1-row inserts:      %8.0f tx/s (8 clients, same "
 	       "cluster)\n",
 	       ceiling);
+	printf("  per message answered (at %d msgs/s, whole path incl. idle "
+	       "polling):\n",
+	       rate);
+	printf("    SQL statements (round trips): %6.2f\n", stmts);
+	printf("    transactions (commits):       %6.2f\n", median(cx, repeat));
+	printf("    PostgreSQL CPU:               %6.3f ms\n",
+	       median(cpg, repeat));
+	printf("    service + fakes CPU:          %6.3f ms (this process)\n",
+	       median(cself, repeat));
+	printf("  per message, by batch function (calls, ms inside "
+	       "PostgreSQL):\n");
+	for (int f = 0; f < NFN; f++)
+		printf("    %-15s %6.3f calls %7.3f ms\n", fn_names[f],
+		       median(fcalls[f], repeat), median(fms[f], repeat));
 	printf("  webhook errors: %d\n", errors);
 	svch_stop(&hm);
 	pl_rpc_server_close(peers);
