@@ -109,6 +109,16 @@ typedef struct analytics_roll {
 	int64_t v;
 } analytics_roll;
 
+// An hourly total: hour is the start of the tenant-local hour in hours
+// since 1970-01-01T00:00Z (local hours start on whole quarter hours of UTC,
+// so hour_q is in quarter hours).
+typedef struct analytics_hour {
+	int32_t tenant;
+	int32_t hour_q; // quarter hours since 1970-01-01T00:00Z
+	const char *metric;
+	int64_t v;
+} analytics_hour;
+
 typedef struct analytics_contact {
 	int32_t tenant, day; // day: the month's first day for monthly rows
 	uint8_t contact[16];
@@ -129,7 +139,11 @@ typedef struct analytics_agg {
 	size_t n_dc, cap_dc, n_mc, cap_mc;
 	analytics_month *months;
 	size_t n_months, cap_months;
-	int32_t cur_tenant, cur_day;
+	analytics_hour *hours;
+	size_t n_hours, cap_hours;
+	uint32_t *hslots; // hash index over hours (index + 1; 0 empty)
+	size_t n_hslots;
+	int32_t cur_tenant, cur_day, cur_hour_q;
 	bool oom;
 } analytics_agg;
 
@@ -137,9 +151,10 @@ void analytics_agg_init(analytics_agg *a);
 void analytics_agg_reset(analytics_agg *a);
 void analytics_agg_fini(analytics_agg *a);
 // Adds one stored event: its rollup increments on its local day, its
-// contact (16 bytes, NULL if none) and its monthly usage.
+// totals in its local hour (hour_q: the hour's start in quarter hours since
+// the epoch), its contact (16 bytes, NULL if none) and its monthly usage.
 void analytics_agg_event(analytics_agg *a, int32_t tenant, int32_t day,
-                         const char *type,
+                         int32_t hour_q, const char *type,
                          const Parley__Rpc__V1__EventDimensions *dims,
                          json_t *payload, const uint8_t *contact);
 // Sorts rolls into write order, removes duplicate contacts, merges months.

@@ -50,8 +50,11 @@ analytics_agg_reset(analytics_agg *a)
 	a->n_dc = 0;
 	a->n_mc = 0;
 	a->n_months = 0;
+	a->n_hours = 0;
 	if (a->slots != NULL)
 		memset(a->slots, 0, a->n_slots * sizeof(*a->slots));
+	if (a->hslots != NULL)
+		memset(a->hslots, 0, a->n_hslots * sizeof(*a->hslots));
 	a->oom = false;
 }
 
@@ -64,6 +67,8 @@ analytics_agg_fini(analytics_agg *a)
 	free(a->dc);
 	free(a->mc);
 	free(a->months);
+	free(a->hours);
+	free(a->hslots);
 	memset(a, 0, sizeof(*a));
 }
 
@@ -130,15 +135,80 @@ rehash(analytics_agg *a)
 	return true;
 }
 
+static uint64_t
+hour_hash(int32_t tenant, int32_t hour_q, const char *metric)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	h ^= (uint64_t)(uint32_t)tenant | (uint64_t)(uint32_t)hour_q << 32;
+	h *= 0x100000001b3ULL;
+	return hash_str(h, metric);
+}
+
+static bool
+rehash_hours(analytics_agg *a)
+{
+	size_t n = a->n_hslots ? a->n_hslots * 2 : 1024;
+	uint32_t *s = calloc(n, sizeof(*s));
+	if (s == NULL)
+		return false;
+	for (size_t i = 0; i < a->n_hours; i++) {
+		const analytics_hour *r = &a->hours[i];
+		size_t k = hour_hash(r->tenant, r->hour_q, r->metric) & (n - 1);
+		while (s[k] != 0)
+			k = (k + 1) & (n - 1);
+		s[k] = (uint32_t)i + 1;
+	}
+	free(a->hslots);
+	a->hslots = s;
+	a->n_hslots = n;
+	return true;
+}
+
+// metric is the arena copy made by add_roll.
 static void
+add_hour(analytics_agg *a, const char *metric, int64_t v)
+{
+	if (a->oom)
+		return;
+	if (a->n_hours * 2 >= a->n_hslots && !rehash_hours(a)) {
+		a->oom = true;
+		return;
+	}
+	size_t mask = a->n_hslots - 1;
+	size_t k = hour_hash(a->cur_tenant, a->cur_hour_q, metric) & mask;
+	while (a->hslots[k] != 0) {
+		analytics_hour *r = &a->hours[a->hslots[k] - 1];
+		if (r->tenant == a->cur_tenant && r->hour_q == a->cur_hour_q &&
+		    strcmp(r->metric, metric) == 0) {
+			r->v += v;
+			return;
+		}
+		k = (k + 1) & mask;
+	}
+	if (!grow((void **)&a->hours, &a->cap_hours, a->n_hours + 1,
+	          sizeof(*a->hours))) {
+		a->oom = true;
+		return;
+	}
+	analytics_hour *r = &a->hours[a->n_hours];
+	r->tenant = a->cur_tenant;
+	r->hour_q = a->cur_hour_q;
+	r->metric = metric;
+	r->v = v;
+	a->hslots[k] = (uint32_t)++a->n_hours;
+}
+
+// Adds v to the row of (metric, dk, dv) on the current tenant and day;
+// returns the row's copy of metric (NULL when out of memory).
+static const char *
 add_roll(analytics_agg *a, const char *metric, const char *dk, const char *dv,
          int64_t v)
 {
 	if (a->oom)
-		return;
+		return NULL;
 	if (a->n_rolls * 2 >= a->n_slots && !rehash(a)) {
 		a->oom = true;
-		return;
+		return NULL;
 	}
 	size_t mask = a->n_slots - 1;
 	size_t k = roll_hash(a->cur_tenant, a->cur_day, metric, dk, dv) & mask;
@@ -148,14 +218,14 @@ add_roll(analytics_agg *a, const char *metric, const char *dk, const char *dv,
 		    strcmp(r->metric, metric) == 0 && strcmp(r->dk, dk) == 0 &&
 		    strcmp(r->dv, dv) == 0) {
 			r->v += v;
-			return;
+			return r->metric;
 		}
 		k = (k + 1) & mask;
 	}
 	if (!grow((void **)&a->rolls, &a->cap_rolls, a->n_rolls + 1,
 	          sizeof(*a->rolls))) {
 		a->oom = true;
-		return;
+		return NULL;
 	}
 	analytics_roll *r = &a->rolls[a->n_rolls];
 	r->tenant = a->cur_tenant;
@@ -166,9 +236,10 @@ add_roll(analytics_agg *a, const char *metric, const char *dk, const char *dv,
 	r->v = v;
 	if (r->metric == NULL || r->dk == NULL || r->dv == NULL) {
 		a->oom = true;
-		return;
+		return NULL;
 	}
 	a->slots[k] = (uint32_t)++a->n_rolls;
+	return r->metric;
 }
 
 // The monthly_usage counter a total feeds, or -1.
@@ -196,7 +267,9 @@ static void
 emit(void *arg, const char *metric, const char *dk, const char *dv, int64_t v)
 {
 	analytics_agg *a = arg;
-	add_roll(a, metric, dk, dv, v);
+	const char *m = add_roll(a, metric, dk, dv, v);
+	if (m != NULL && dk[0] == '\0')
+		add_hour(a, m, v);
 	if (dk[0] == '\0' && a->n_months > 0) {
 		int c = month_counter(metric);
 		if (c >= 0)
@@ -206,7 +279,7 @@ emit(void *arg, const char *metric, const char *dk, const char *dv, int64_t v)
 
 void
 analytics_agg_event(analytics_agg *a, int32_t tenant, int32_t day,
-                    const char *type,
+                    int32_t hour_q, const char *type,
                     const Parley__Rpc__V1__EventDimensions *dims,
                     json_t *payload, const uint8_t *contact)
 {
@@ -241,6 +314,7 @@ analytics_agg_event(analytics_agg *a, int32_t tenant, int32_t day,
 	}
 	a->cur_tenant = tenant;
 	a->cur_day = day;
+	a->cur_hour_q = hour_q;
 	analytics_map_event(type, dims, payload, emit, a);
 }
 
@@ -260,6 +334,18 @@ cmp_roll(const void *x, const void *y)
 	if (a->day != b->day)
 		return a->day < b->day ? -1 : 1;
 	return strcmp(a->metric, b->metric);
+}
+
+static int
+cmp_hour(const void *x, const void *y)
+{
+	const analytics_hour *a = x, *b = y;
+	int c;
+	if (a->tenant != b->tenant)
+		return a->tenant < b->tenant ? -1 : 1;
+	if ((c = strcmp(a->metric, b->metric)) != 0)
+		return c;
+	return a->hour_q < b->hour_q ? -1 : a->hour_q > b->hour_q;
 }
 
 static int
@@ -301,6 +387,7 @@ analytics_agg_finish(analytics_agg *a)
 	if (a->oom)
 		return false;
 	qsort(a->rolls, a->n_rolls, sizeof(*a->rolls), cmp_roll);
+	qsort(a->hours, a->n_hours, sizeof(*a->hours), cmp_hour);
 	a->n_dc = unique_contacts(a->dc, a->n_dc);
 	a->n_mc = unique_contacts(a->mc, a->n_mc);
 	if (a->n_months > 0) {
@@ -316,8 +403,10 @@ analytics_agg_finish(analytics_agg *a)
 		}
 		a->n_months = k + 1;
 	}
-	// The hash index no longer matches the sorted rows.
+	// The hash indexes no longer match the sorted rows.
 	if (a->slots != NULL)
 		memset(a->slots, 0, a->n_slots * sizeof(*a->slots));
+	if (a->hslots != NULL)
+		memset(a->hslots, 0, a->n_hslots * sizeof(*a->hslots));
 	return true;
 }

@@ -152,6 +152,7 @@ analytics_store_forget_partitions(void)
 #define PG_EPOCH_US   (946684800LL * 1000000)
 #define SLOT_US       (900LL * 1000000)
 #define DAY_US        (86400LL * 1000000)
+#define HOUR_US       (3600LL * 1000000)
 
 // A one-dimensional array in binary format.
 typedef struct barr {
@@ -296,15 +297,21 @@ ba_free(barr *b)
 	memset(b, 0, sizeof(*b));
 }
 
+#define EXEC_MAX_ARRAYS 40
+
 // Runs sql with every parameter a binary array (parameters only, like
 // pl_db_exec; the arrays are values, never SQL text). Inside pl_db_tx.
 static PGresult *
 exec_arrays(pl_db *db, const char *sql, barr *a, int n, pl_call *call, int *rc)
 {
-	const char *v[32];
-	int len[32], fmt[32];
+	const char *v[EXEC_MAX_ARRAYS];
+	int len[EXEC_MAX_ARRAYS], fmt[EXEC_MAX_ARRAYS];
 	PGconn *conn;
 
+	if (n > EXEC_MAX_ARRAYS) {
+		*rc = pl_call_error(call, PL_INTERNAL, "too many arrays");
+		return NULL;
+	}
 	for (int i = 0; i < n; i++) {
 		fmt[i] = 1;
 		if ((v[i] = ba_done(&a[i], &len[i])) == NULL) {
@@ -325,7 +332,9 @@ exec_arrays(pl_db *db, const char *sql, barr *a, int n, pl_call *call, int *rc)
 
 static const char zones_sql[] =
         "SELECT s.ti, s.slot, ((to_timestamp(s.slot * 900) AT TIME ZONE"
-        "  z.time_zone)::date - date '1970-01-01')"
+        "  z.time_zone)::date - date '1970-01-01'),"
+        " (extract(epoch FROM date_trunc('hour', to_timestamp(s.slot * 900),"
+        "  z.time_zone))::bigint / 900)"
         " FROM unnest($2::int[], $3::bigint[]) AS s(ti, slot)"
         " JOIN (SELECT t.ti, ts.time_zone"
         "  FROM unnest($1::uuid[]) WITH ORDINALITY AS t(tenant_id, ti)"
@@ -376,6 +385,13 @@ static const char rollups_sql[] =
         " SELECT * FROM unnest($13::uuid[], $14::text[], $15::timestamptz[],"
         "  $16::uuid[], $17::bigint[], $18::uuid[], $19::uuid[], $20::uuid[])"
         " ON CONFLICT DO NOTHING"
+        "), hr AS ("
+        " INSERT INTO analytics.hourly_rollups AS h (tenant_id, metric, hour,"
+        "  value)"
+        " SELECT * FROM unnest($30::uuid[], $31::text[], $32::timestamptz[],"
+        "  $33::bigint[])"
+        " ON CONFLICT (tenant_id, metric, hour)"
+        " DO UPDATE SET value = h.value + EXCLUDED.value"
         "), mcn AS ("
         " SELECT tenant_id, month, count(*) AS n FROM mc GROUP BY 1, 2"
         ") INSERT INTO analytics.monthly_usage AS m (tenant_id, month,"
@@ -418,12 +434,14 @@ typedef struct track_arg {
 	pl_call *call;
 	// Per event: tenant index and local day. Per batch: the distinct
 	// tenants (sorted) and (tenant, slot) pairs.
-	int32_t *ti, *day;
+	int32_t *ti, *day, *hour_q;
 	slot_key *keys;
 	uint8_t (*tenants)[16];
 	size_t n_tenants;
 	size_t *sent; // events sent in statement 2, in order
 	size_t n_sent;
+	bool copy;     // statement 2 by COPY (false: INSERT ON CONFLICT)
+	bool conflict; // the COPY met a stored key
 	analytics_agg agg;
 } track_arg;
 
@@ -586,6 +604,7 @@ index_tenants(track_arg *t, size_t *n_keys)
 		size_t e = t->keys[k].ev;
 		t->ti[e] = (int32_t)t->n_tenants - 1;
 		t->day[e] = (int32_t)(t->us[e] / DAY_US);
+		t->hour_q[e] = (int32_t)(t->us[e] / HOUR_US * 4);
 	}
 	*n_keys = n;
 }
@@ -617,6 +636,7 @@ local_days(pl_db *db, track_arg *t, size_t n_keys)
 			int32_t ti = atoi(PQgetvalue(r, row, 0)) - 1;
 			int64_t slot = strtoll(PQgetvalue(r, row, 1), NULL, 10);
 			int32_t day = atoi(PQgetvalue(r, row, 2));
+			int32_t hq = atoi(PQgetvalue(r, row, 3));
 			size_t lo = 0, hi = n_keys;
 			while (lo < hi) {
 				size_t mid = lo + (hi - lo) / 2;
@@ -629,8 +649,10 @@ local_days(pl_db *db, track_arg *t, size_t n_keys)
 			}
 			for (; lo < n_keys && t->ti[t->keys[lo].ev] == ti &&
 			       t->keys[lo].slot == slot;
-			     lo++)
+			     lo++) {
 				t->day[t->keys[lo].ev] = day;
+				t->hour_q[t->keys[lo].ev] = hq;
+			}
 		}
 	}
 	PQclear(r);
@@ -720,24 +742,241 @@ out:
 	return rc;
 }
 
+// The fast path of statement 2: the events by COPY (binary) straight into
+// their month's partition, which writes pages of rows at once where INSERT
+// writes row by row with a speculative insertion each. COPY FROM is refused
+// on a table with row-level security; the partitions have none of their
+// own (the parent's policies apply to queries through the parent, which is
+// the only way queries read them). Track is a service-level operation (tenant
+// "*") and every row keeps its own tenant_id. A key already stored (a
+// replay) fails the COPY with 23505: *conflict is set and the caller runs
+// the batch again through insert_events, which skips what is there.
+
+// A growable byte buffer for COPY's binary format.
+typedef struct cbuf {
+	char *p;
+	size_t n, cap;
+	bool oom;
+} cbuf;
+
+static void
+cb_raw(cbuf *b, const void *d, size_t len)
+{
+	if (b->oom)
+		return;
+	if (b->n + len > b->cap) {
+		size_t cap = b->cap ? b->cap : 65536;
+		while (cap < b->n + len)
+			cap *= 2;
+		char *np = realloc(b->p, cap);
+		if (np == NULL) {
+			b->oom = true;
+			return;
+		}
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, d, len);
+	b->n += len;
+}
+
+static void
+cb_i16(cbuf *b, int16_t v)
+{
+	char t[2] = { (char)((uint16_t)v >> 8), (char)v };
+	cb_raw(b, t, 2);
+}
+
+static void
+cb_i32(cbuf *b, int32_t v)
+{
+	char t[4];
+	put32(t, (uint32_t)v);
+	cb_raw(b, t, 4);
+}
+
+// One field: its length, then its bytes (data NULL: SQL NULL).
+static void
+cb_field(cbuf *b, const void *data, size_t len)
+{
+	if (data == NULL) {
+		cb_i32(b, -1);
+		return;
+	}
+	cb_i32(b, (int32_t)len);
+	cb_raw(b, data, len);
+}
+
+static void
+cb_uuid(cbuf *b, const char *s)
+{
+	uint8_t u[16];
+	if (s == NULL || s[0] == '\0' || !pl_uuid_parse(s, u))
+		cb_field(b, NULL, 0);
+	else
+		cb_field(b, u, 16);
+}
+
+static void
+cb_i64(cbuf *b, int64_t v)
+{
+	char t[8];
+	put32(t, (uint32_t)((uint64_t)v >> 32));
+	put32(t + 4, (uint32_t)v);
+	cb_field(b, t, 8);
+}
+
+static int
+cmp_month_ev(const void *a, const void *b, void *arg)
+{
+	const int64_t *us = arg;
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	int32_t x = analytics_utc_month(us[i]), y = analytics_utc_month(us[j]);
+	if (x != y)
+		return x < y ? -1 : 1;
+	return i < j ? -1 : i > j;
+}
+
+// COPYs rows [from, to) of t->sent (all of one UTC month) into its
+// partition.
+static int
+copy_month(PGconn *conn, track_arg *t, size_t from, size_t to, cbuf *b,
+           bool *conflict)
+{
+	static const char sig[11] = { 'P',  'G',    'C',  'O',  'P', 'Y',
+		                      '\n', '\377', '\r', '\n', '\0' };
+	char sql[256], month[32];
+	int rc;
+
+	b->n = 0;
+	b->oom = false;
+	cb_raw(b, sig, sizeof(sig));
+	cb_i32(b, 0); // flags
+	cb_i32(b, 0); // header extension
+	for (size_t k = from; k < to; k++) {
+		size_t i = t->sent[k];
+		analytics_event_pb *e = t->ev[i];
+		const Parley__Rpc__V1__EventDimensions *d = e->dimensions;
+		const char *pl = e->payload != NULL && nz(e->payload->text)
+		                         ? e->payload->text
+		                         : "{}";
+		const char *src = e->source != NULL ? e->source : "";
+		size_t pn = strlen(pl);
+		cb_i16(b, 13);
+		cb_field(b, t->tenants[t->ti[i]], 16);
+		cb_i64(b, t->us[i] - PG_EPOCH_US);
+		cb_uuid(b, e->id);
+		cb_field(b, e->type, strlen(e->type));
+		cb_field(b, src, strlen(src));
+		cb_uuid(b, d ? d->channel_id : NULL);
+		cb_uuid(b, d ? d->agent_id : NULL);
+		cb_uuid(b, d ? d->campaign_id : NULL);
+		cb_uuid(b, d ? d->conversation_id : NULL);
+		cb_uuid(b, d ? d->contact_id : NULL);
+		cb_uuid(b, d ? d->user_id : NULL);
+		cb_i32(b, (int32_t)pn + 1); // jsonb: version 1, then the text
+		cb_raw(b, "\1", 1);
+		cb_raw(b, pl, pn);
+		cb_i32(b, 4);
+		cb_i32(b, e->version > 0 ? e->version : 1);
+	}
+	cb_i16(b, -1);
+	if (b->oom)
+		return pl_call_error(t->call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	// The partition's name comes from the month's digits, never from
+	// input: events_pYYYYMM, as ensure_partition names it.
+	analytics_time_format_us(
+	        (int64_t)analytics_utc_month(t->us[t->sent[from]]) * DAY_US,
+	        month);
+	snprintf(sql, sizeof(sql),
+	         "COPY analytics.events_p%.4s%.2s (tenant_id, occurred_at, id,"
+	         " type, source, channel_id, agent_id, campaign_id,"
+	         " conversation_id, contact_id, user_id, payload, version)"
+	         " FROM STDIN (FORMAT binary)",
+	         month, month + 5);
+	PGresult *r = PQexec(conn, sql);
+	if (PQresultStatus(r) != PGRES_COPY_IN) {
+		rc = pl_db_call_error(t->call, r, "store events");
+		PQclear(r);
+		return rc != PL_OK ? rc : PL_INTERNAL;
+	}
+	PQclear(r);
+	if (PQputCopyData(conn, b->p, (int)b->n) != 1 ||
+	    PQputCopyEnd(conn, NULL) != 1)
+		return pl_call_error(t->call, PL_UNAVAILABLE,
+		                     "the database is unavailable");
+	rc = PL_OK;
+	while ((r = PQgetResult(conn)) != NULL) {
+		if (rc == PL_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
+			const char *st =
+			        PQresultErrorField(r, PG_DIAG_SQLSTATE);
+			if (st != NULL && strcmp(st, "23505") == 0) {
+				*conflict = true;
+				rc = PL_ALREADY_EXISTS;
+			} else {
+				rc = pl_db_call_error(t->call, r,
+				                      "store events");
+			}
+		}
+		PQclear(r);
+	}
+	return rc;
+}
+
+static int
+copy_events(pl_db *db, track_arg *t, bool *conflict)
+{
+	PGconn *conn;
+	cbuf b = { 0 };
+	int rc = PL_OK;
+
+	t->n_sent = 0;
+	t->accepted = 0;
+	for (size_t i = 0; i < t->n; i++)
+		if (!t->skip[i])
+			t->sent[t->n_sent++] = i;
+	if (t->n_sent == 0)
+		return PL_OK;
+	if ((conn = pl_db_conn(db)) == NULL)
+		return pl_call_error(t->call, PL_UNAVAILABLE,
+		                     "the database is unavailable");
+	qsort_r(t->sent, t->n_sent, sizeof(*t->sent), cmp_month_ev,
+	        (void *)t->us);
+	for (size_t k = 0; rc == PL_OK && k < t->n_sent;) {
+		int32_t m = analytics_utc_month(t->us[t->sent[k]]);
+		size_t e = k + 1;
+		while (e < t->n_sent &&
+		       analytics_utc_month(t->us[t->sent[e]]) == m)
+			e++;
+		rc = copy_month(conn, t, k, e, &b, conflict);
+		k = e;
+	}
+	free(b.p);
+	if (rc == PL_OK)
+		t->accepted = (int)t->n_sent;
+	return rc;
+}
+
 // Statement 3: what the new events add.
 static int
 write_rollups(pl_db *db, track_arg *t)
 {
 	analytics_agg *g = &t->agg;
-	barr a[29];
-	static const uint32_t oids[29] = {
-		OID_UUID, OID_TEXT, OID_TEXT, OID_DATE, OID_TEXT,
-		OID_INT8, OID_UUID, OID_DATE, OID_UUID, OID_UUID,
-		OID_DATE, OID_UUID, OID_UUID, OID_TEXT, OID_TIMESTAMPTZ,
-		OID_UUID, OID_INT8, OID_UUID, OID_UUID, OID_UUID,
-		OID_UUID, OID_DATE, OID_INT8, OID_INT8, OID_INT8,
-		OID_INT8, OID_INT8, OID_INT8, OID_INT8
+	barr a[33];
+	static const uint32_t oids[33] = {
+		OID_UUID, OID_TEXT,        OID_TEXT, OID_DATE, OID_TEXT,
+		OID_INT8, OID_UUID,        OID_DATE, OID_UUID, OID_UUID,
+		OID_DATE, OID_UUID,        OID_UUID, OID_TEXT, OID_TIMESTAMPTZ,
+		OID_UUID, OID_INT8,        OID_UUID, OID_UUID, OID_UUID,
+		OID_UUID, OID_DATE,        OID_INT8, OID_INT8, OID_INT8,
+		OID_INT8, OID_INT8,        OID_INT8, OID_INT8, OID_UUID,
+		OID_TEXT, OID_TIMESTAMPTZ, OID_INT8
 	};
 	int rc = PL_OK;
 
 	analytics_agg_reset(g);
-	for (int i = 0; i < 29; i++)
+	for (int i = 0; i < 33; i++)
 		ba_init(&a[i], oids[i]);
 	for (size_t i = 0; i < t->n; i++) {
 		analytics_event_pb *e = t->ev[i];
@@ -749,8 +988,8 @@ write_rollups(pl_db *db, track_arg *t)
 			continue;
 		bool has_contact = d != NULL && nz(d->contact_id) &&
 		                   pl_uuid_parse(d->contact_id, contact);
-		analytics_agg_event(g, t->ti[i], t->day[i], e->type, d,
-		                    t->payloads[i],
+		analytics_agg_event(g, t->ti[i], t->day[i], t->hour_q[i],
+		                    e->type, d, t->payloads[i],
 		                    has_contact ? contact : NULL);
 		if (analytics_response_time(e->type, t->payloads[i], &kind,
 		                            &ms)) {
@@ -796,12 +1035,19 @@ write_rollups(pl_db *db, track_arg *t)
 		for (int c = 0; c < ANALYTICS_MU_N; c++)
 			ba_i64(&a[22 + c], g->months[k].c[c]);
 	}
-	PGresult *r = exec_arrays(db, rollups_sql, a, 29, t->call, &rc);
+	for (size_t k = 0; k < g->n_hours; k++) {
+		const analytics_hour *h = &g->hours[k];
+		ba_put(&a[29], t->tenants[h->tenant], 16, 0);
+		ba_text(&a[30], h->metric);
+		ba_ts(&a[31], (int64_t)h->hour_q * SLOT_US);
+		ba_i64(&a[32], h->v);
+	}
+	PGresult *r = exec_arrays(db, rollups_sql, a, 33, t->call, &rc);
 	if (r != NULL && rc != PL_OK)
 		rc = pl_db_call_error(t->call, r, "update the rollups");
 	PQclear(r);
 out:
-	for (int i = 0; i < 29; i++)
+	for (int i = 0; i < 33; i++)
 		ba_free(&a[i]);
 	return rc;
 }
@@ -838,7 +1084,8 @@ track_tx(pl_db *db, void *arg)
 		return PL_OK;
 	if ((rc = local_days(db, t, n_keys)) != PL_OK)
 		return rc;
-	if ((rc = insert_events(db, t)) != PL_OK)
+	rc = t->copy ? copy_events(db, t, &t->conflict) : insert_events(db, t);
+	if (rc != PL_OK)
 		return rc;
 	if (t->accepted == 0)
 		return PL_OK;
@@ -862,12 +1109,14 @@ analytics_store_track(pl_db *db, analytics_event_pb **ev, json_t **payloads,
 	t.old = calloc(m, sizeof(bool));
 	t.ti = calloc(m, sizeof(int32_t));
 	t.day = calloc(m, sizeof(int32_t));
+	t.hour_q = calloc(m, sizeof(int32_t));
 	t.keys = calloc(m, sizeof(slot_key));
 	t.tenants = calloc(m, 16);
 	t.sent = calloc(m, sizeof(size_t));
 	analytics_agg_init(&t.agg);
 	if (t.skip == NULL || t.old == NULL || t.ti == NULL || t.day == NULL ||
-	    t.keys == NULL || t.tenants == NULL || t.sent == NULL) {
+	    t.hour_q == NULL || t.keys == NULL || t.tenants == NULL ||
+	    t.sent == NULL) {
 		rc = pl_call_error(call, PL_RESOURCE_EXHAUSTED,
 		                   "out of memory");
 		goto out;
@@ -877,8 +1126,21 @@ analytics_store_track(pl_db *db, analytics_event_pb **ev, json_t **payloads,
 	// written. A batch carries many tenants: the service-level tenant
 	// "*" (the rows still each carry their own tenant_id).
 	rc = ensure_months(db, &t);
-	if (rc == PL_OK)
+	if (rc == PL_OK) {
+		t.copy = true;
 		rc = pl_db_tx(db, "*", track_tx, &t);
+	}
+	if (rc != PL_OK && (t.conflict || rc == PL_ABORTED)) {
+		// Replays (or deadlocks between batches sharing events): the
+		// slower path that skips what is stored.
+		t.copy = false;
+		t.conflict = false;
+		if (call != NULL) { // what the first attempt may have set
+			call->code = 0;
+			call->message = NULL;
+		}
+		rc = pl_db_tx(db, "*", track_tx, &t);
+	}
 	if (rc == PL_OK) {
 		for (size_t i = 0; i < n; i++)
 			if (!t.old[i])
@@ -894,6 +1156,7 @@ out:
 	free(t.old);
 	free(t.ti);
 	free(t.day);
+	free(t.hour_q);
 	free(t.keys);
 	free(t.tenants);
 	free(t.sent);

@@ -43,6 +43,22 @@ find(const analytics_agg *a, int32_t tenant, int32_t day, const char *metric,
 	return NULL;
 }
 
+// The start of hour h of day d in quarter hours since the epoch (UTC).
+#define H(d, h) ((d)*96 + (h)*4)
+
+static const analytics_hour *
+find_hour(const analytics_agg *a, int32_t tenant, int32_t hour_q,
+          const char *metric)
+{
+	for (size_t i = 0; i < a->n_hours; i++) {
+		const analytics_hour *h = &a->hours[i];
+		if (h->tenant == tenant && h->hour_q == hour_q &&
+		    strcmp(h->metric, metric) == 0)
+			return h;
+	}
+	return NULL;
+}
+
 static void
 test_grouping(void **state)
 {
@@ -63,20 +79,20 @@ test_grouping(void **state)
 		// Tenant 1: three messages in on one day (two contacts, one
 		// twice), one the next day; tenant 0: a bot reply and two
 		// orders, one of them next month.
-		analytics_agg_event(&a, 1, D_2024_02_29, "message.received", &d,
-		                    NULL, c1);
-		analytics_agg_event(&a, 1, D_2024_02_29, "message.received", &d,
-		                    NULL, c1);
-		analytics_agg_event(&a, 1, D_2024_02_29, "message.received", &d,
-		                    NULL, c2);
-		analytics_agg_event(&a, 1, D_2024_03_01, "message.received", &d,
-		                    NULL, c1);
-		analytics_agg_event(&a, 0, D_2024_02_29, "message.sent", NULL,
-		                    bot, c2);
-		analytics_agg_event(&a, 0, D_2024_02_29, "order.created", NULL,
-		                    order, NULL);
-		analytics_agg_event(&a, 0, D_2024_03_01, "order.created", NULL,
-		                    order, NULL);
+		analytics_agg_event(&a, 1, D_2024_02_29, H(D_2024_02_29, 10),
+		                    "message.received", &d, NULL, c1);
+		analytics_agg_event(&a, 1, D_2024_02_29, H(D_2024_02_29, 10),
+		                    "message.received", &d, NULL, c1);
+		analytics_agg_event(&a, 1, D_2024_02_29, H(D_2024_02_29, 11),
+		                    "message.received", &d, NULL, c2);
+		analytics_agg_event(&a, 1, D_2024_03_01, H(D_2024_03_01, 0),
+		                    "message.received", &d, NULL, c1);
+		analytics_agg_event(&a, 0, D_2024_02_29, H(D_2024_02_29, 10),
+		                    "message.sent", NULL, bot, c2);
+		analytics_agg_event(&a, 0, D_2024_02_29, H(D_2024_02_29, 23),
+		                    "order.created", NULL, order, NULL);
+		analytics_agg_event(&a, 0, D_2024_03_01, H(D_2024_03_01, 1),
+		                    "order.created", NULL, order, NULL);
 		assert_true(analytics_agg_finish(&a));
 
 		const analytics_roll *r =
@@ -126,6 +142,37 @@ test_grouping(void **state)
 		assert_int_equal(a.months[2].c[ANALYTICS_MU_MESSAGES_IN], 3);
 		assert_int_equal(a.months[3].month, D_2024_03_01);
 		assert_int_equal(a.months[3].c[ANALYTICS_MU_MESSAGES_IN], 1);
+		// Hourly totals (no dimension rows): tenant 1 messages_in 2
+		// at 10:00 and 1 at 11:00 on Feb 29, 1 at 00:00 on Mar 1.
+		const analytics_hour *h =
+		        find_hour(&a, 1, H(D_2024_02_29, 10), "messages_in");
+		assert_non_null(h);
+		assert_int_equal(h->v, 2);
+		h = find_hour(&a, 1, H(D_2024_02_29, 11), "messages_in");
+		assert_non_null(h);
+		assert_int_equal(h->v, 1);
+		h = find_hour(&a, 1, H(D_2024_03_01, 0), "events");
+		assert_non_null(h);
+		assert_int_equal(h->v, 1);
+		h = find_hour(&a, 0, H(D_2024_02_29, 23), "revenue_minor:BRL");
+		assert_non_null(h);
+		assert_int_equal(h->v, 250);
+		assert_null(
+		        find_hour(&a, 1, H(D_2024_02_29, 12), "messages_in"));
+		// tenant 1: events and messages_in in 3 hours; tenant 0:
+		// events, messages_out, messages_out_bot at 10:00, events,
+		// orders, revenue at 23:00 and at 01:00.
+		assert_int_equal(a.n_hours, 6 + 3 + 3 + 3);
+		for (size_t i = 1; i < a.n_hours; i++) {
+			const analytics_hour *p = &a.hours[i - 1],
+			                     *q = &a.hours[i];
+			int c = p->tenant != q->tenant
+			                ? (p->tenant < q->tenant ? -1 : 1)
+			                : strcmp(p->metric, q->metric);
+			if (c == 0)
+				c = p->hour_q < q->hour_q ? -1 : 1;
+			assert_true(c < 0);
+		}
 	}
 	analytics_agg_fini(&a);
 	json_decref(bot);
@@ -141,6 +188,7 @@ test_many_keys(void **state)
 	analytics_agg_init(&a);
 	for (int i = 0; i < 20000; i++)
 		analytics_agg_event(&a, i % 50, 19000 + (i / 50) % 300,
+		                    (19000 + (i / 50) % 300) * 96 + (i % 7) * 4,
 		                    "lead.created", NULL, NULL, NULL);
 	assert_true(analytics_agg_finish(&a));
 	// events + leads_created per (tenant, day): 50 x 300 keys each.
@@ -149,6 +197,16 @@ test_many_keys(void **state)
 	for (size_t i = 0; i < a.n_rolls; i++)
 		sum += a.rolls[i].v;
 	assert_int_equal(sum, 2 * 20000);
+	// Hourly totals: the same sums, each (tenant, hour, metric) once.
+	sum = 0;
+	for (size_t i = 0; i < a.n_hours; i++)
+		sum += a.hours[i].v;
+	assert_int_equal(sum, 2 * 20000);
+	for (size_t i = 1; i < a.n_hours; i++)
+		assert_true(a.hours[i - 1].tenant < a.hours[i].tenant ||
+		            a.hours[i - 1].hour_q != a.hours[i].hour_q ||
+		            strcmp(a.hours[i - 1].metric, a.hours[i].metric) !=
+		                    0);
 	analytics_agg_fini(&a);
 }
 
