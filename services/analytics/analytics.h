@@ -109,14 +109,19 @@ typedef struct analytics_roll {
 	int64_t v;
 } analytics_roll;
 
-// An hourly total: hour is the start of the tenant-local hour in hours
-// since 1970-01-01T00:00Z (local hours start on whole quarter hours of UTC,
-// so hour_q is in quarter hours).
+// The count metrics kept by hour (hourly_rollups' columns, in this order).
+#define ANALYTICS_HOURLY_N 19
+extern const char *const analytics_hourly_metrics[ANALYTICS_HOURLY_N];
+// The column of a rollup metric name, or -1.
+int analytics_hourly_index(const char *metric);
+
+// The counters of one tenant-local hour. hour_q is the hour's start in
+// quarter hours since 1970-01-01T00:00Z (local hours start on whole
+// quarter hours of UTC in every zone since 2000).
 typedef struct analytics_hour {
 	int32_t tenant;
-	int32_t hour_q; // quarter hours since 1970-01-01T00:00Z
-	const char *metric;
-	int64_t v;
+	int32_t hour_q;
+	int64_t c[ANALYTICS_HOURLY_N];
 } analytics_hour;
 
 typedef struct analytics_contact {
@@ -292,6 +297,14 @@ int analytics_store_series_rollups(pl_db *db, const char *tenant_id,
                                    const char *metrics_literal,
                                    const char *gran, const char *tz,
                                    analytics_point_fn fn, void *arg);
+// Hourly series from hourly_rollups: the sum of columns cols (indexes into
+// analytics_hourly_metrics) for every whole tenant-local hour of the range
+// that starts at or after rollup_epochs.hourly_from. [*a_us, *b_us) is
+// what was served (equal when nothing); the rest is for raw scans.
+int analytics_store_series_hourly(pl_db *db, const analytics_range *r,
+                                  const char *tz, const int *cols,
+                                  size_t n_cols, int64_t *a_us, int64_t *b_us,
+                                  analytics_point_fn fn, void *arg);
 int analytics_store_series_contacts(pl_db *db, const analytics_range *r,
                                     const char *gran, const char *tz,
                                     analytics_point_fn fn, void *arg);

@@ -135,25 +135,56 @@ rehash(analytics_agg *a)
 	return true;
 }
 
+const char *const analytics_hourly_metrics[ANALYTICS_HOURLY_N] = {
+	"messages_in",
+	"messages_out",
+	"messages_out_bot",
+	"messages_out_human",
+	"conversations_started",
+	"conversations_closed",
+	"handoffs",
+	"bot_resolved",
+	"leads_created",
+	"leads_converted",
+	"orders",
+	"campaign_sent",
+	"campaign_delivered",
+	"campaign_read",
+	"campaign_failed",
+	"ai_replies",
+	"ai_tokens_in",
+	"ai_tokens_out",
+	"quota_refusals",
+};
+
+int
+analytics_hourly_index(const char *metric)
+{
+	for (int i = 0; i < ANALYTICS_HOURLY_N; i++)
+		if (strcmp(metric, analytics_hourly_metrics[i]) == 0)
+			return i;
+	return -1;
+}
+
 static uint64_t
-hour_hash(int32_t tenant, int32_t hour_q, const char *metric)
+hour_hash(int32_t tenant, int32_t hour_q)
 {
 	uint64_t h = 0xcbf29ce484222325ULL;
 	h ^= (uint64_t)(uint32_t)tenant | (uint64_t)(uint32_t)hour_q << 32;
 	h *= 0x100000001b3ULL;
-	return hash_str(h, metric);
+	return h ^ (h >> 29);
 }
 
 static bool
 rehash_hours(analytics_agg *a)
 {
-	size_t n = a->n_hslots ? a->n_hslots * 2 : 1024;
+	size_t n = a->n_hslots ? a->n_hslots * 2 : 256;
 	uint32_t *s = calloc(n, sizeof(*s));
 	if (s == NULL)
 		return false;
 	for (size_t i = 0; i < a->n_hours; i++) {
 		const analytics_hour *r = &a->hours[i];
-		size_t k = hour_hash(r->tenant, r->hour_q, r->metric) & (n - 1);
+		size_t k = hour_hash(r->tenant, r->hour_q) & (n - 1);
 		while (s[k] != 0)
 			k = (k + 1) & (n - 1);
 		s[k] = (uint32_t)i + 1;
@@ -164,9 +195,9 @@ rehash_hours(analytics_agg *a)
 	return true;
 }
 
-// metric is the arena copy made by add_roll.
+// Adds v to column col of the current tenant's current hour.
 static void
-add_hour(analytics_agg *a, const char *metric, int64_t v)
+add_hour(analytics_agg *a, int col, int64_t v)
 {
 	if (a->oom)
 		return;
@@ -175,12 +206,11 @@ add_hour(analytics_agg *a, const char *metric, int64_t v)
 		return;
 	}
 	size_t mask = a->n_hslots - 1;
-	size_t k = hour_hash(a->cur_tenant, a->cur_hour_q, metric) & mask;
+	size_t k = hour_hash(a->cur_tenant, a->cur_hour_q) & mask;
 	while (a->hslots[k] != 0) {
 		analytics_hour *r = &a->hours[a->hslots[k] - 1];
-		if (r->tenant == a->cur_tenant && r->hour_q == a->cur_hour_q &&
-		    strcmp(r->metric, metric) == 0) {
-			r->v += v;
+		if (r->tenant == a->cur_tenant && r->hour_q == a->cur_hour_q) {
+			r->c[col] += v;
 			return;
 		}
 		k = (k + 1) & mask;
@@ -191,10 +221,10 @@ add_hour(analytics_agg *a, const char *metric, int64_t v)
 		return;
 	}
 	analytics_hour *r = &a->hours[a->n_hours];
+	memset(r, 0, sizeof(*r));
 	r->tenant = a->cur_tenant;
 	r->hour_q = a->cur_hour_q;
-	r->metric = metric;
-	r->v = v;
+	r->c[col] = v;
 	a->hslots[k] = (uint32_t)++a->n_hours;
 }
 
@@ -267,9 +297,12 @@ static void
 emit(void *arg, const char *metric, const char *dk, const char *dv, int64_t v)
 {
 	analytics_agg *a = arg;
-	const char *m = add_roll(a, metric, dk, dv, v);
-	if (m != NULL && dk[0] == '\0')
-		add_hour(a, m, v);
+	add_roll(a, metric, dk, dv, v);
+	if (dk[0] == '\0') {
+		int col = analytics_hourly_index(metric);
+		if (col >= 0)
+			add_hour(a, col, v);
+	}
 	if (dk[0] == '\0' && a->n_months > 0) {
 		int c = month_counter(metric);
 		if (c >= 0)
@@ -340,11 +373,8 @@ static int
 cmp_hour(const void *x, const void *y)
 {
 	const analytics_hour *a = x, *b = y;
-	int c;
 	if (a->tenant != b->tenant)
 		return a->tenant < b->tenant ? -1 : 1;
-	if ((c = strcmp(a->metric, b->metric)) != 0)
-		return c;
 	return a->hour_q < b->hour_q ? -1 : a->hour_q > b->hour_q;
 }
 

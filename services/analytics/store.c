@@ -297,7 +297,7 @@ ba_free(barr *b)
 	memset(b, 0, sizeof(*b));
 }
 
-#define EXEC_MAX_ARRAYS 40
+#define EXEC_MAX_ARRAYS 64
 
 // Runs sql with every parameter a binary array (parameters only, like
 // pl_db_exec; the arrays are values, never SQL text). Inside pl_db_tx.
@@ -386,12 +386,43 @@ static const char rollups_sql[] =
         "  $16::uuid[], $17::bigint[], $18::uuid[], $19::uuid[], $20::uuid[])"
         " ON CONFLICT DO NOTHING"
         "), hr AS ("
-        " INSERT INTO analytics.hourly_rollups AS h (tenant_id, metric, hour,"
-        "  value)"
-        " SELECT * FROM unnest($30::uuid[], $31::text[], $32::timestamptz[],"
-        "  $33::bigint[])"
-        " ON CONFLICT (tenant_id, metric, hour)"
-        " DO UPDATE SET value = h.value + EXCLUDED.value"
+        " INSERT INTO analytics.hourly_rollups AS h (tenant_id, hour,"
+        "  messages_in, messages_out, messages_out_bot, messages_out_human,"
+        "  conversations_started, conversations_closed, handoffs,"
+        "  bot_resolved, leads_created, leads_converted, orders,"
+        "  campaign_sent, campaign_delivered, campaign_read,"
+        "  campaign_failed, ai_replies, ai_tokens_in, ai_tokens_out,"
+        "  quota_refusals)"
+        " SELECT * FROM unnest($30::uuid[], $31::timestamptz[],"
+        "  $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[],"
+        "  $36::bigint[], $37::bigint[], $38::bigint[], $39::bigint[],"
+        "  $40::bigint[], $41::bigint[], $42::bigint[], $43::bigint[],"
+        "  $44::bigint[], $45::bigint[], $46::bigint[], $47::bigint[],"
+        "  $48::bigint[], $49::bigint[], $50::bigint[])"
+        " ON CONFLICT (tenant_id, hour) DO UPDATE SET"
+        "  messages_in = h.messages_in + EXCLUDED.messages_in,"
+        "  messages_out = h.messages_out + EXCLUDED.messages_out,"
+        "  messages_out_bot = h.messages_out_bot + EXCLUDED.messages_out_bot,"
+        "  messages_out_human = h.messages_out_human"
+        "   + EXCLUDED.messages_out_human,"
+        "  conversations_started = h.conversations_started"
+        "   + EXCLUDED.conversations_started,"
+        "  conversations_closed = h.conversations_closed"
+        "   + EXCLUDED.conversations_closed,"
+        "  handoffs = h.handoffs + EXCLUDED.handoffs,"
+        "  bot_resolved = h.bot_resolved + EXCLUDED.bot_resolved,"
+        "  leads_created = h.leads_created + EXCLUDED.leads_created,"
+        "  leads_converted = h.leads_converted + EXCLUDED.leads_converted,"
+        "  orders = h.orders + EXCLUDED.orders,"
+        "  campaign_sent = h.campaign_sent + EXCLUDED.campaign_sent,"
+        "  campaign_delivered = h.campaign_delivered"
+        "   + EXCLUDED.campaign_delivered,"
+        "  campaign_read = h.campaign_read + EXCLUDED.campaign_read,"
+        "  campaign_failed = h.campaign_failed + EXCLUDED.campaign_failed,"
+        "  ai_replies = h.ai_replies + EXCLUDED.ai_replies,"
+        "  ai_tokens_in = h.ai_tokens_in + EXCLUDED.ai_tokens_in,"
+        "  ai_tokens_out = h.ai_tokens_out + EXCLUDED.ai_tokens_out,"
+        "  quota_refusals = h.quota_refusals + EXCLUDED.quota_refusals"
         "), mcn AS ("
         " SELECT tenant_id, month, count(*) AS n FROM mc GROUP BY 1, 2"
         ") INSERT INTO analytics.monthly_usage AS m (tenant_id, month,"
@@ -963,21 +994,22 @@ static int
 write_rollups(pl_db *db, track_arg *t)
 {
 	analytics_agg *g = &t->agg;
-	barr a[33];
-	static const uint32_t oids[33] = {
-		OID_UUID, OID_TEXT,        OID_TEXT, OID_DATE, OID_TEXT,
-		OID_INT8, OID_UUID,        OID_DATE, OID_UUID, OID_UUID,
-		OID_DATE, OID_UUID,        OID_UUID, OID_TEXT, OID_TIMESTAMPTZ,
-		OID_UUID, OID_INT8,        OID_UUID, OID_UUID, OID_UUID,
-		OID_UUID, OID_DATE,        OID_INT8, OID_INT8, OID_INT8,
-		OID_INT8, OID_INT8,        OID_INT8, OID_INT8, OID_UUID,
-		OID_TEXT, OID_TIMESTAMPTZ, OID_INT8
+	enum { NA = 31 + ANALYTICS_HOURLY_N };
+	barr a[NA];
+	static const uint32_t oids[31] = {
+		OID_UUID,       OID_TEXT, OID_TEXT, OID_DATE, OID_TEXT,
+		OID_INT8,       OID_UUID, OID_DATE, OID_UUID, OID_UUID,
+		OID_DATE,       OID_UUID, OID_UUID, OID_TEXT, OID_TIMESTAMPTZ,
+		OID_UUID,       OID_INT8, OID_UUID, OID_UUID, OID_UUID,
+		OID_UUID,       OID_DATE, OID_INT8, OID_INT8, OID_INT8,
+		OID_INT8,       OID_INT8, OID_INT8, OID_INT8, OID_UUID,
+		OID_TIMESTAMPTZ
 	};
 	int rc = PL_OK;
 
 	analytics_agg_reset(g);
-	for (int i = 0; i < 33; i++)
-		ba_init(&a[i], oids[i]);
+	for (int i = 0; i < NA; i++)
+		ba_init(&a[i], i < 31 ? oids[i] : OID_INT8);
 	for (size_t i = 0; i < t->n; i++) {
 		analytics_event_pb *e = t->ev[i];
 		const Parley__Rpc__V1__EventDimensions *d = e->dimensions;
@@ -1038,16 +1070,16 @@ write_rollups(pl_db *db, track_arg *t)
 	for (size_t k = 0; k < g->n_hours; k++) {
 		const analytics_hour *h = &g->hours[k];
 		ba_put(&a[29], t->tenants[h->tenant], 16, 0);
-		ba_text(&a[30], h->metric);
-		ba_ts(&a[31], (int64_t)h->hour_q * SLOT_US);
-		ba_i64(&a[32], h->v);
+		ba_ts(&a[30], (int64_t)h->hour_q * SLOT_US);
+		for (int c = 0; c < ANALYTICS_HOURLY_N; c++)
+			ba_i64(&a[31 + c], h->c[c]);
 	}
-	PGresult *r = exec_arrays(db, rollups_sql, a, 33, t->call, &rc);
+	PGresult *r = exec_arrays(db, rollups_sql, a, NA, t->call, &rc);
 	if (r != NULL && rc != PL_OK)
 		rc = pl_db_call_error(t->call, r, "update the rollups");
 	PQclear(r);
 out:
-	for (int i = 0; i < 33; i++)
+	for (int i = 0; i < NA; i++)
 		ba_free(&a[i]);
 	return rc;
 }
@@ -1603,6 +1635,68 @@ analytics_store_series_rollups(pl_db *db, const char *tenant_id,
 	                   " AND metric = ANY($6::text[]) GROUP BY 1",
 	                   8, p),
 	        "read rollups by bucket", fn, arg);
+}
+
+int
+analytics_store_series_hourly(pl_db *db, const analytics_range *rg,
+                              const char *tz, const int *cols, size_t n_cols,
+                              int64_t *a_us, int64_t *b_us,
+                              analytics_point_fn fn, void *arg)
+{
+	char t[2][32], sql[1024], expr[256];
+	size_t len = 0;
+	const char *p[4] = { rg->tenant_id, ts_param(rg->start_us, t[0]),
+		             ts_param(rg->end_us, t[1]), tz };
+
+	// The column names come from analytics_hourly_metrics, never from
+	// input.
+	expr[0] = '\0';
+	for (size_t i = 0; i < n_cols; i++) {
+		if (cols[i] < 0 || cols[i] >= ANALYTICS_HOURLY_N)
+			return PL_INTERNAL;
+		int w = snprintf(expr + len, sizeof(expr) - len, "%s%s",
+		                 i ? " + " : "",
+		                 analytics_hourly_metrics[cols[i]]);
+		if (w < 0 || (size_t)w >= sizeof(expr) - len)
+			return PL_INTERNAL;
+		len += (size_t)w;
+	}
+	if (n_cols == 0)
+		return PL_INTERNAL;
+	snprintf(sql, sizeof(sql),
+	         "WITH k AS (SELECT CASE WHEN date_trunc('hour', x, $4::text)"
+	         "  = x THEN x ELSE date_trunc('hour', x, $4::text)"
+	         "  + interval '1 hour' END AS a,"
+	         "  date_trunc('hour', $3::timestamptz, $4::text) AS b"
+	         " FROM (SELECT greatest($2::timestamptz, (SELECT hourly_from"
+	         "  FROM analytics.rollup_epochs)) AS x) s)"
+	         " SELECT 0, (extract(epoch FROM a) * 1000000)::bigint,"
+	         "  (extract(epoch FROM b) * 1000000)::bigint FROM k"
+	         " UNION ALL"
+	         " SELECT 1, (extract(epoch FROM h.hour) * 1000000)::bigint,"
+	         "  (%s)::bigint"
+	         " FROM analytics.hourly_rollups h, k WHERE h.tenant_id ="
+	         "  $1::uuid AND h.hour >= k.a AND h.hour < k.b",
+	         expr);
+	PGresult *r = pl_db_exec(db, sql, 4, p);
+	int rc = failed(r, "read hourly rollups");
+	*a_us = *b_us = rg->end_us;
+	if (rc == PL_OK) {
+		for (int i = 0; i < PQntuples(r); i++) {
+			int64_t x = strtoll(PQgetvalue(r, i, 1), NULL, 10),
+			        y = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+			if (strcmp(PQgetvalue(r, i, 0), "0") == 0) {
+				*a_us = x;
+				*b_us = y;
+			} else {
+				fn(arg, x, y);
+			}
+		}
+		if (*a_us >= *b_us) // no whole hour: all raw
+			*a_us = *b_us = rg->end_us;
+	}
+	PQclear(r);
+	return rc;
 }
 
 int

@@ -1,16 +1,36 @@
 -- analytics 002: hourly totals for TimeSeries by hour.
 --
--- One row per (tenant, metric, tenant-local hour): the totals (dim_key '')
--- of daily_rollups, by hour. `hour` is the instant the local hour starts
--- (date_trunc('hour', occurred_at, time_zone)). Kept up to date by Track in
--- the same statement as daily_rollups.
+-- One row per (tenant, tenant-local hour) holding every count metric of
+-- TimeSeries as a column: the totals (dim_key '') of daily_rollups, by
+-- hour. One row per tenant and hour rather than one per metric: a batch
+-- touches 5 to 15 times fewer rows. `hour` is the instant the local hour
+-- starts (date_trunc('hour', occurred_at, time_zone)). Money metrics (per
+-- currency) are not here: their hourly series are read from raw events.
+-- Kept up to date by Track in the same statement as daily_rollups.
 CREATE TABLE hourly_rollups (
-	tenant_id uuid        NOT NULL,
-	metric    text        NOT NULL,
-	hour      timestamptz NOT NULL,
-	value     bigint      NOT NULL DEFAULT 0,
-	PRIMARY KEY (tenant_id, metric, hour)
-);
+	tenant_id             uuid        NOT NULL,
+	hour                  timestamptz NOT NULL,
+	messages_in           bigint      NOT NULL DEFAULT 0,
+	messages_out          bigint      NOT NULL DEFAULT 0,
+	messages_out_bot      bigint      NOT NULL DEFAULT 0,
+	messages_out_human    bigint      NOT NULL DEFAULT 0,
+	conversations_started bigint      NOT NULL DEFAULT 0,
+	conversations_closed  bigint      NOT NULL DEFAULT 0,
+	handoffs              bigint      NOT NULL DEFAULT 0,
+	bot_resolved          bigint      NOT NULL DEFAULT 0,
+	leads_created         bigint      NOT NULL DEFAULT 0,
+	leads_converted       bigint      NOT NULL DEFAULT 0,
+	orders                bigint      NOT NULL DEFAULT 0,
+	campaign_sent         bigint      NOT NULL DEFAULT 0,
+	campaign_delivered    bigint      NOT NULL DEFAULT 0,
+	campaign_read         bigint      NOT NULL DEFAULT 0,
+	campaign_failed       bigint      NOT NULL DEFAULT 0,
+	ai_replies            bigint      NOT NULL DEFAULT 0,
+	ai_tokens_in          bigint      NOT NULL DEFAULT 0,
+	ai_tokens_out         bigint      NOT NULL DEFAULT 0,
+	quota_refusals        bigint      NOT NULL DEFAULT 0,
+	PRIMARY KEY (tenant_id, hour)
+) WITH (fillfactor = 80); -- room for HOT updates of the counters
 
 ALTER TABLE hourly_rollups ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hourly_rollups FORCE ROW LEVEL SECURITY;
