@@ -373,17 +373,12 @@ static const char rollups_sql[] =
         " INSERT INTO analytics.daily_contacts (tenant_id, day, contact_id)"
         " SELECT * FROM unnest($7::uuid[], $8::date[], $9::uuid[])"
         " ON CONFLICT DO NOTHING"
-        "), mc AS ("
-        " INSERT INTO analytics.monthly_contacts (tenant_id, month, "
-        "contact_id)"
-        " SELECT * FROM unnest($10::uuid[], $11::date[], $12::uuid[])"
-        " ON CONFLICT DO NOTHING RETURNING tenant_id, month"
         "), rt AS ("
         " INSERT INTO analytics.response_times (tenant_id, kind, "
         "occurred_at,"
         "  event_id, ms, channel_id, agent_id, campaign_id)"
-        " SELECT * FROM unnest($13::uuid[], $14::text[], $15::timestamptz[],"
-        "  $16::uuid[], $17::bigint[], $18::uuid[], $19::uuid[], $20::uuid[])"
+        " SELECT * FROM unnest($10::uuid[], $11::text[], $12::timestamptz[],"
+        "  $13::uuid[], $14::bigint[], $15::uuid[], $16::uuid[], $17::uuid[])"
         " ON CONFLICT DO NOTHING"
         "), hr AS ("
         " INSERT INTO analytics.hourly_rollups AS h (tenant_id, hour,"
@@ -393,12 +388,12 @@ static const char rollups_sql[] =
         "  campaign_sent, campaign_delivered, campaign_read,"
         "  campaign_failed, ai_replies, ai_tokens_in, ai_tokens_out,"
         "  quota_refusals)"
-        " SELECT * FROM unnest($30::uuid[], $31::timestamptz[],"
-        "  $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[],"
-        "  $36::bigint[], $37::bigint[], $38::bigint[], $39::bigint[],"
-        "  $40::bigint[], $41::bigint[], $42::bigint[], $43::bigint[],"
-        "  $44::bigint[], $45::bigint[], $46::bigint[], $47::bigint[],"
-        "  $48::bigint[], $49::bigint[], $50::bigint[])"
+        " SELECT * FROM unnest($27::uuid[], $28::timestamptz[],"
+        "  $29::bigint[], $30::bigint[], $31::bigint[], $32::bigint[],"
+        "  $33::bigint[], $34::bigint[], $35::bigint[], $36::bigint[],"
+        "  $37::bigint[], $38::bigint[], $39::bigint[], $40::bigint[],"
+        "  $41::bigint[], $42::bigint[], $43::bigint[], $44::bigint[],"
+        "  $45::bigint[], $46::bigint[], $47::bigint[])"
         " ON CONFLICT (tenant_id, hour) DO UPDATE SET"
         "  messages_in = h.messages_in + EXCLUDED.messages_in,"
         "  messages_out = h.messages_out + EXCLUDED.messages_out,"
@@ -423,23 +418,19 @@ static const char rollups_sql[] =
         "  ai_tokens_in = h.ai_tokens_in + EXCLUDED.ai_tokens_in,"
         "  ai_tokens_out = h.ai_tokens_out + EXCLUDED.ai_tokens_out,"
         "  quota_refusals = h.quota_refusals + EXCLUDED.quota_refusals"
-        "), mcn AS ("
-        " SELECT tenant_id, month, count(*) AS n FROM mc GROUP BY 1, 2"
         ") INSERT INTO analytics.monthly_usage AS m (tenant_id, month,"
-        "  messages_in, messages_out, conversations, unique_contacts,"
-        "  ai_replies, ai_tokens, campaign_sent, quota_refusals)"
-        " SELECT u.tenant_id, u.month, u.mi, u.mo, u.cv, coalesce(mcn.n, 0),"
-        "  u.ar, u.tk, u.cs, u.qr"
-        " FROM unnest($21::uuid[], $22::date[], $23::bigint[], $24::bigint[],"
-        "  $25::bigint[], $26::bigint[], $27::bigint[], $28::bigint[],"
-        "  $29::bigint[]) AS u(tenant_id, month, mi, mo, cv, ar, tk, cs, qr)"
-        " LEFT JOIN mcn ON mcn.tenant_id = u.tenant_id AND mcn.month = u.month"
+        "  messages_in, messages_out, conversations, ai_replies,"
+        "  ai_tokens, campaign_sent, quota_refusals)"
+        " SELECT u.tenant_id, u.month, u.mi, u.mo, u.cv, u.ar, u.tk, u.cs,"
+        "  u.qr"
+        " FROM unnest($18::uuid[], $19::date[], $20::bigint[], $21::bigint[],"
+        "  $22::bigint[], $23::bigint[], $24::bigint[], $25::bigint[],"
+        "  $26::bigint[]) AS u(tenant_id, month, mi, mo, cv, ar, tk, cs, qr)"
         " ORDER BY 1, 2"
         " ON CONFLICT (tenant_id, month) DO UPDATE SET"
         "  messages_in = m.messages_in + EXCLUDED.messages_in,"
         "  messages_out = m.messages_out + EXCLUDED.messages_out,"
         "  conversations = m.conversations + EXCLUDED.conversations,"
-        "  unique_contacts = m.unique_contacts + EXCLUDED.unique_contacts,"
         "  ai_replies = m.ai_replies + EXCLUDED.ai_replies,"
         "  ai_tokens = m.ai_tokens + EXCLUDED.ai_tokens,"
         "  campaign_sent = m.campaign_sent + EXCLUDED.campaign_sent,"
@@ -994,22 +985,24 @@ static int
 write_rollups(pl_db *db, track_arg *t)
 {
 	analytics_agg *g = &t->agg;
-	enum { NA = 31 + ANALYTICS_HOURLY_N };
+	// The arrays, in parameter order: daily rollups (6), daily
+	// contacts (3), response times (8), monthly usage (2 + 7), hourly
+	// rollups (2 + the counters).
+	enum { NA = 28 + ANALYTICS_HOURLY_N };
 	barr a[NA];
-	static const uint32_t oids[31] = {
-		OID_UUID,       OID_TEXT, OID_TEXT, OID_DATE, OID_TEXT,
-		OID_INT8,       OID_UUID, OID_DATE, OID_UUID, OID_UUID,
-		OID_DATE,       OID_UUID, OID_UUID, OID_TEXT, OID_TIMESTAMPTZ,
-		OID_UUID,       OID_INT8, OID_UUID, OID_UUID, OID_UUID,
-		OID_UUID,       OID_DATE, OID_INT8, OID_INT8, OID_INT8,
-		OID_INT8,       OID_INT8, OID_INT8, OID_INT8, OID_UUID,
-		OID_TIMESTAMPTZ
+	static const uint32_t oids[28] = {
+		OID_UUID, OID_TEXT,        OID_TEXT,       OID_DATE, OID_TEXT,
+		OID_INT8, OID_UUID,        OID_DATE,       OID_UUID, OID_UUID,
+		OID_TEXT, OID_TIMESTAMPTZ, OID_UUID,       OID_INT8, OID_UUID,
+		OID_UUID, OID_UUID,        OID_UUID,       OID_DATE, OID_INT8,
+		OID_INT8, OID_INT8,        OID_INT8,       OID_INT8, OID_INT8,
+		OID_INT8, OID_UUID,        OID_TIMESTAMPTZ
 	};
 	int rc = PL_OK;
 
 	analytics_agg_reset(g);
 	for (int i = 0; i < NA; i++)
-		ba_init(&a[i], i < 31 ? oids[i] : OID_INT8);
+		ba_init(&a[i], i < 28 ? oids[i] : OID_INT8);
 	for (size_t i = 0; i < t->n; i++) {
 		analytics_event_pb *e = t->ev[i];
 		const Parley__Rpc__V1__EventDimensions *d = e->dimensions;
@@ -1025,14 +1018,14 @@ write_rollups(pl_db *db, track_arg *t)
 		                    has_contact ? contact : NULL);
 		if (analytics_response_time(e->type, t->payloads[i], &kind,
 		                            &ms)) {
-			ba_put(&a[12], t->tenants[t->ti[i]], 16, 0);
-			ba_text(&a[13], kind);
-			ba_ts(&a[14], t->us[i]);
-			ba_uuid(&a[15], e->id);
-			ba_i64(&a[16], ms);
-			ba_uuid(&a[17], d ? d->channel_id : NULL);
-			ba_uuid(&a[18], d ? d->agent_id : NULL);
-			ba_uuid(&a[19], d ? d->campaign_id : NULL);
+			ba_put(&a[9], t->tenants[t->ti[i]], 16, 0);
+			ba_text(&a[10], kind);
+			ba_ts(&a[11], t->us[i]);
+			ba_uuid(&a[12], e->id);
+			ba_i64(&a[13], ms);
+			ba_uuid(&a[14], d ? d->channel_id : NULL);
+			ba_uuid(&a[15], d ? d->agent_id : NULL);
+			ba_uuid(&a[16], d ? d->campaign_id : NULL);
 		}
 	}
 	if (!analytics_agg_finish(g)) {
@@ -1056,23 +1049,18 @@ write_rollups(pl_db *db, track_arg *t)
 		ba_date(&a[7], g->dc[k].day);
 		ba_put(&a[8], g->dc[k].contact, 16, 0);
 	}
-	for (size_t k = 0; k < g->n_mc; k++) {
-		ba_put(&a[9], t->tenants[g->mc[k].tenant], 16, 0);
-		ba_date(&a[10], g->mc[k].day);
-		ba_put(&a[11], g->mc[k].contact, 16, 0);
-	}
 	for (size_t k = 0; k < g->n_months; k++) {
-		ba_put(&a[20], t->tenants[g->months[k].tenant], 16, 0);
-		ba_date(&a[21], g->months[k].month);
+		ba_put(&a[17], t->tenants[g->months[k].tenant], 16, 0);
+		ba_date(&a[18], g->months[k].month);
 		for (int c = 0; c < ANALYTICS_MU_N; c++)
-			ba_i64(&a[22 + c], g->months[k].c[c]);
+			ba_i64(&a[19 + c], g->months[k].c[c]);
 	}
 	for (size_t k = 0; k < g->n_hours; k++) {
 		const analytics_hour *h = &g->hours[k];
-		ba_put(&a[29], t->tenants[h->tenant], 16, 0);
-		ba_ts(&a[30], (int64_t)h->hour_q * SLOT_US);
+		ba_put(&a[26], t->tenants[h->tenant], 16, 0);
+		ba_ts(&a[27], (int64_t)h->hour_q * SLOT_US);
 		for (int c = 0; c < ANALYTICS_HOURLY_N; c++)
-			ba_i64(&a[31 + c], h->c[c]);
+			ba_i64(&a[28 + c], h->c[c]);
 	}
 	PGresult *r = exec_arrays(db, rollups_sql, a, NA, t->call, &rc);
 	if (r != NULL && rc != PL_OK)
@@ -1767,7 +1755,11 @@ analytics_store_monthly(pl_db *db, const char *tenant_id,
 	        db,
 	        "SELECT to_char(m, 'YYYY-MM'), coalesce(u.messages_in, 0),"
 	        " coalesce(u.messages_out, 0), coalesce(u.conversations, 0),"
-	        " coalesce(u.unique_contacts, 0), coalesce(u.ai_replies, 0),"
+	        " (SELECT count(DISTINCT c.contact_id)"
+	        "  FROM analytics.daily_contacts c WHERE c.tenant_id = $1::uuid"
+	        "  AND c.day >= m::date"
+	        "  AND c.day < (m + interval '1 month')::date),"
+	        " coalesce(u.ai_replies, 0),"
 	        " coalesce(u.ai_tokens, 0), coalesce(u.campaign_sent, 0),"
 	        " coalesce(u.quota_refusals, 0)"
 	        " FROM generate_series($2::date, $3::date, interval '1 month') "

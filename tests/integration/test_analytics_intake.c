@@ -122,7 +122,8 @@ mismatches(void)
 	            " WHERE e.contact_id IS NOT NULL"
 	            "  AND e.type IN ('message.received', 'message.sent'))) x");
 	CHECKED("contacts per day");
-	// Monthly usage: messages and unique contacts per local month.
+	// Monthly usage: messages per local month, and the month's unique
+	// contacts as MonthlyUsage counts them (from daily_contacts).
 	n += scalar("SELECT count(*) FROM ("
 	            " SELECT e.tenant_id, date_trunc('month', e.occurred_at"
 	            "  AT TIME ZONE coalesce(s.time_zone, 'UTC'))::date AS "
@@ -134,7 +135,11 @@ mismatches(void)
 	            " LEFT JOIN analytics.tenant_settings s USING (tenant_id)"
 	            " GROUP BY 1, 2) a"
 	            " FULL JOIN (SELECT tenant_id, month, messages_in AS mi,"
-	            "  unique_contacts AS uc FROM analytics.monthly_usage) b"
+	            "  (SELECT count(DISTINCT c.contact_id)"
+	            "   FROM analytics.daily_contacts c"
+	            "   WHERE c.tenant_id = u.tenant_id AND c.day >= u.month"
+	            "   AND c.day < (u.month + interval '1 month')::date) AS uc"
+	            "  FROM analytics.monthly_usage u) b"
 	            " USING (tenant_id, month)"
 	            " WHERE a.mi IS DISTINCT FROM b.mi"
 	            "  OR a.uc IS DISTINCT FROM b.uc");

@@ -56,3 +56,12 @@ INSERT INTO rollup_epochs (singleton, hourly_from)
 SELECT true, CASE WHEN EXISTS (SELECT 1 FROM events) THEN
 	date_trunc('hour', now() + interval '65 minutes')
 	ELSE '-infinity'::timestamptz END;
+
+-- Track no longer writes monthly_contacts nor monthly_usage.unique_contacts
+-- (one row per contact and month was a fifth of the rows a batch wrote):
+-- MonthlyUsage counts the distinct contacts of daily_contacts over the
+-- tenant-local month, which holds every contact those two ever counted.
+COMMENT ON TABLE monthly_contacts IS
+	'not written since migration 002; MonthlyUsage reads daily_contacts';
+COMMENT ON COLUMN monthly_usage.unique_contacts IS
+	'not maintained since migration 002; MonthlyUsage counts daily_contacts';
