@@ -125,7 +125,7 @@ typedef struct analytics_hour {
 } analytics_hour;
 
 typedef struct analytics_contact {
-	int32_t tenant, day; // day: the month's first day for monthly rows
+	int32_t tenant, day;
 	uint8_t contact[16];
 } analytics_contact;
 
@@ -140,8 +140,8 @@ typedef struct analytics_agg {
 	size_t n_rolls, cap_rolls;
 	uint32_t *slots; // hash index over rolls (index + 1; 0 empty)
 	size_t n_slots;
-	analytics_contact *dc, *mc;
-	size_t n_dc, cap_dc, n_mc, cap_mc;
+	analytics_contact *dc; // contacts per local day
+	size_t n_dc, cap_dc;
 	analytics_month *months;
 	size_t n_months, cap_months;
 	analytics_hour *hours;

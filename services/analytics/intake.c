@@ -1,6 +1,7 @@
 // What one Track batch adds to the rollups, grouped in C: one row per
-// (tenant, local day, metric, dimension), the distinct contacts per day and
-// per month, and the monthly usage counters per (tenant, month). store.c
+// (tenant, local day, metric, dimension), one row of counters per (tenant,
+// local hour), the distinct contacts per day, and the monthly usage
+// counters per (tenant, month). store.c
 // sends the result to PostgreSQL as a few arrays in one statement. Free of
 // SQL and sockets.
 #include <stdlib.h>
@@ -48,7 +49,6 @@ analytics_agg_reset(analytics_agg *a)
 	pl_arena_reset(&a->arena);
 	a->n_rolls = 0;
 	a->n_dc = 0;
-	a->n_mc = 0;
 	a->n_months = 0;
 	a->n_hours = 0;
 	if (a->slots != NULL)
@@ -65,7 +65,6 @@ analytics_agg_fini(analytics_agg *a)
 	free(a->rolls);
 	free(a->slots);
 	free(a->dc);
-	free(a->mc);
 	free(a->months);
 	free(a->hours);
 	free(a->hslots);
@@ -332,18 +331,13 @@ analytics_agg_event(analytics_agg *a, int32_t tenant, int32_t day,
 	if (contact != NULL && (strcmp(type, "message.received") == 0 ||
 	                        strcmp(type, "message.sent") == 0)) {
 		if (!grow((void **)&a->dc, &a->cap_dc, a->n_dc + 1,
-		          sizeof(*a->dc)) ||
-		    !grow((void **)&a->mc, &a->cap_mc, a->n_mc + 1,
-		          sizeof(*a->mc))) {
+		          sizeof(*a->dc))) {
 			a->oom = true;
 			return;
 		}
 		a->dc[a->n_dc].tenant = tenant;
 		a->dc[a->n_dc].day = day;
 		memcpy(a->dc[a->n_dc++].contact, contact, 16);
-		a->mc[a->n_mc].tenant = tenant;
-		a->mc[a->n_mc].day = month;
-		memcpy(a->mc[a->n_mc++].contact, contact, 16);
 	}
 	a->cur_tenant = tenant;
 	a->cur_day = day;
@@ -419,7 +413,6 @@ analytics_agg_finish(analytics_agg *a)
 	qsort(a->rolls, a->n_rolls, sizeof(*a->rolls), cmp_roll);
 	qsort(a->hours, a->n_hours, sizeof(*a->hours), cmp_hour);
 	a->n_dc = unique_contacts(a->dc, a->n_dc);
-	a->n_mc = unique_contacts(a->mc, a->n_mc);
 	if (a->n_months > 0) {
 		size_t k = 0;
 		qsort(a->months, a->n_months, sizeof(*a->months), cmp_month);

@@ -126,19 +126,22 @@ analytics_store_forget_partitions(void)
 	pthread_mutex_unlock(&months_mu);
 }
 
-// Track writes a batch with three statements in one transaction, each
-// taking its rows as binary arrays (PostgreSQL's array wire format: no text
-// to build or parse, uuids as 16 bytes, times as integers):
-//   1. the local day of every (tenant, 15-minute UTC slot) of the batch
-//      whose tenant has a time zone other than UTC;
-//   2. the events, ON CONFLICT DO NOTHING (replays), counting what was new;
+// Track writes a batch with three statements in one transaction, taking
+// its rows in binary (PostgreSQL's array and COPY wire formats: no text to
+// build or parse, uuids as 16 bytes, times as integers):
+//   1. the local day and hour of every (tenant, 15-minute UTC slot) of the
+//      batch whose tenant has a time zone other than UTC;
+//   2. the events: by COPY into their month's partition (copy_events);
+//      when a key is already stored (a replay), the transaction is run
+//      again with INSERT ... ON CONFLICT DO NOTHING, counting what was new
+//      (insert_events);
 //   3. what the new events add, grouped in C (intake.c): one row per
-//      (tenant, day, metric, dimension), the distinct contacts per day and
-//      per month, response times and one monthly_usage row per (tenant,
-//      month).
+//      (tenant, day, metric, dimension), one row of counters per (tenant,
+//      local hour), the distinct contacts per day, response times and one
+//      monthly_usage row per (tenant, month).
 // Time-zone offsets and their changes fall on whole quarter hours for
 // every zone since 2000 (events before 2000 are refused), so every instant
-// of a 15-minute UTC slot has the same local day.
+// of a 15-minute UTC slot has the same local day and local hour.
 
 #define OID_INT4        23
 #define OID_INT8        20
