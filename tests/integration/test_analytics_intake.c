@@ -266,6 +266,39 @@ test_mixed_replay(void **state)
 	pl_arena_reset(&h.arena);
 }
 
+// One batch over three months: one COPY per month's partition (one of
+// them made on demand); then the same batch again with one new event:
+// only that one counts.
+static void
+test_batch_spans_months(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	static batch b;
+	char tenant[37];
+	int acc = -1;
+	int64_t day = 86400LL * 1000000, now = analytics_now_us();
+	long before = scalar("SELECT count(*) FROM analytics.events");
+	pl_uuid7_str(tenant);
+	b.n = 0;
+	for (int i = 0; i < 30; i++)
+		b.ev[b.n++] =
+		        mk(&h.arena, tenant,
+		           now - (i % 3) * 40 * day - (i + 1) * 60000000LL, i);
+	assert_int_equal(track(&h.arena, b.ev, 30, &acc), PL_OK);
+	assert_int_equal(acc, 30);
+	assert_true(scalar("SELECT count(DISTINCT analytics.month_of("
+	                   "occurred_at)) FROM analytics.events") >= 3);
+	b.ev[b.n++] = mk(&h.arena, tenant, now - 81 * day, 30);
+	assert_int_equal(track(&h.arena, b.ev, 31, &acc), PL_OK);
+	assert_int_equal(acc, 1);
+	assert_int_equal(
+	        scalar("SELECT count(*) FROM analytics.events") - before, 31);
+	assert_int_equal(mismatches(), 0);
+	pl_arena_reset(&h.arena);
+}
+
 // Four threads send the same 2,000 events in overlapping batches, in
 // different orders, at once: each event counts once.
 typedef struct racer {
@@ -442,6 +475,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_mixed_replay),
+		cmocka_unit_test(test_batch_spans_months),
 		cmocka_unit_test(test_concurrent_overlap),
 		cmocka_unit_test(test_zones_match_raw),
 	};
