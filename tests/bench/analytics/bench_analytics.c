@@ -646,6 +646,7 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
+	setvbuf(stdout, NULL, _IOLBF, 0); // figures as they come
 	n_events = (n_events + BATCH - 1) / BATCH * BATCH;
 	if (n_events < BATCH || queries < 1 || clients < 1 || clients > 32 ||
 	    workers < 1 || workers > 32) {
