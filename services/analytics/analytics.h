@@ -279,9 +279,10 @@ int analytics_store_unique_contacts(pl_db *db, const analytics_range *r,
                                     const analytics_split *s, bool use_days,
                                     int64_t *out);
 
-// First-response statistics of kind "bot" or "human" over r.
-int analytics_store_frt(pl_db *db, const analytics_range *r, const char *kind,
-                        Parley__Analytics__V1__DurationStats *out);
+// First-response statistics over r, bot and human, in one statement.
+int analytics_store_frt_both(pl_db *db, const analytics_range *r,
+                             Parley__Analytics__V1__DurationStats *bot,
+                             Parley__Analytics__V1__DurationStats *human);
 
 // Bucket starts (Unix µs) of [start, end) by gran in tz.
 int analytics_store_buckets(pl_db *db, const analytics_range *r,

@@ -213,9 +213,7 @@ summary_tx(pl_db *db, void *arg)
 	             a->s.has_days && n_filters(a->r, &fk, &fv) == 0,
 	             &a->contacts)) != PL_OK)
 		return rc;
-	if ((rc = analytics_store_frt(db, a->r, "bot", &a->bot)) != PL_OK)
-		return rc;
-	return analytics_store_frt(db, a->r, "human", &a->human);
+	return analytics_store_frt_both(db, a->r, &a->bot, &a->human);
 }
 
 static A(DurationStats) * dup_stats(pl_arena *arena, const A(DurationStats) * s)

@@ -1516,12 +1516,12 @@ analytics_store_unique_contacts(pl_db *db, const analytics_range *rg,
 }
 
 int
-analytics_store_frt(pl_db *db, const analytics_range *rg, const char *kind,
-                    Parley__Analytics__V1__DurationStats *out)
+analytics_store_frt_both(pl_db *db, const analytics_range *rg,
+                         Parley__Analytics__V1__DurationStats *bot,
+                         Parley__Analytics__V1__DurationStats *human)
 {
 	char t[2][32];
-	const char *p[7] = { rg->tenant_id,
-		             kind,
+	const char *p[6] = { rg->tenant_id,
 		             ts_param(rg->start_us, t[0]),
 		             ts_param(rg->end_us, t[1]),
 		             opt(rg->channel_id),
@@ -1529,19 +1529,26 @@ analytics_store_frt(pl_db *db, const analytics_range *rg, const char *kind,
 		             opt(rg->campaign_id) };
 	PGresult *r = pl_db_exec(
 	        db,
-	        "SELECT count(*),"
-	        " coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY ms), 0),"
-	        " coalesce(percentile_disc(0.9) WITHIN GROUP (ORDER BY ms), 0)"
+	        "SELECT kind, count(*),"
+	        " percentile_disc(0.5) WITHIN GROUP (ORDER BY ms),"
+	        " percentile_disc(0.9) WITHIN GROUP (ORDER BY ms)"
 	        " FROM analytics.response_times WHERE tenant_id = $1::uuid"
-	        " AND kind = $2 AND occurred_at >= $3::timestamptz"
-	        " AND occurred_at < $4::timestamptz" FILTER_SQL(5, 6, 7),
-	        7, p);
+	        " AND occurred_at >= $2::timestamptz"
+	        " AND occurred_at < $3::timestamptz" FILTER_SQL(
+	                4, 5, 6) " GROUP BY 1",
+	        6, p);
 	int rc = failed(r, "compute response times");
-	if (rc == PL_OK) {
-		out->count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-		out->median_ms = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-		out->p90_ms = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
-	}
+	bot->count = bot->median_ms = bot->p90_ms = 0;
+	human->count = human->median_ms = human->p90_ms = 0;
+	if (rc == PL_OK)
+		for (int i = 0; i < PQntuples(r); i++) {
+			Parley__Analytics__V1__DurationStats *d =
+			        strcmp(PQgetvalue(r, i, 0), "bot") == 0 ? bot
+			                                                : human;
+			d->count = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+			d->median_ms = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+			d->p90_ms = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+		}
 	PQclear(r);
 	return rc;
 }
