@@ -109,8 +109,23 @@ typedef struct analytics_roll {
 	int64_t v;
 } analytics_roll;
 
+// The count metrics kept by hour (hourly_rollups' columns, in this order).
+#define ANALYTICS_HOURLY_N 19
+extern const char *const analytics_hourly_metrics[ANALYTICS_HOURLY_N];
+// The column of a rollup metric name, or -1.
+int analytics_hourly_index(const char *metric);
+
+// The counters of one tenant-local hour. hour_q is the hour's start in
+// quarter hours since 1970-01-01T00:00Z (local hours start on whole
+// quarter hours of UTC in every zone since 2000).
+typedef struct analytics_hour {
+	int32_t tenant;
+	int32_t hour_q;
+	int64_t c[ANALYTICS_HOURLY_N];
+} analytics_hour;
+
 typedef struct analytics_contact {
-	int32_t tenant, day; // day: the month's first day for monthly rows
+	int32_t tenant, day;
 	uint8_t contact[16];
 } analytics_contact;
 
@@ -125,11 +140,15 @@ typedef struct analytics_agg {
 	size_t n_rolls, cap_rolls;
 	uint32_t *slots; // hash index over rolls (index + 1; 0 empty)
 	size_t n_slots;
-	analytics_contact *dc, *mc;
-	size_t n_dc, cap_dc, n_mc, cap_mc;
+	analytics_contact *dc; // contacts per local day
+	size_t n_dc, cap_dc;
 	analytics_month *months;
 	size_t n_months, cap_months;
-	int32_t cur_tenant, cur_day;
+	analytics_hour *hours;
+	size_t n_hours, cap_hours;
+	uint32_t *hslots; // hash index over hours (index + 1; 0 empty)
+	size_t n_hslots;
+	int32_t cur_tenant, cur_day, cur_hour_q;
 	bool oom;
 } analytics_agg;
 
@@ -137,9 +156,10 @@ void analytics_agg_init(analytics_agg *a);
 void analytics_agg_reset(analytics_agg *a);
 void analytics_agg_fini(analytics_agg *a);
 // Adds one stored event: its rollup increments on its local day, its
-// contact (16 bytes, NULL if none) and its monthly usage.
+// totals in its local hour (hour_q: the hour's start in quarter hours since
+// the epoch), its contact (16 bytes, NULL if none) and its monthly usage.
 void analytics_agg_event(analytics_agg *a, int32_t tenant, int32_t day,
-                         const char *type,
+                         int32_t hour_q, const char *type,
                          const Parley__Rpc__V1__EventDimensions *dims,
                          json_t *payload, const uint8_t *contact);
 // Sorts rolls into write order, removes duplicate contacts, merges months.
@@ -259,9 +279,10 @@ int analytics_store_unique_contacts(pl_db *db, const analytics_range *r,
                                     const analytics_split *s, bool use_days,
                                     int64_t *out);
 
-// First-response statistics of kind "bot" or "human" over r.
-int analytics_store_frt(pl_db *db, const analytics_range *r, const char *kind,
-                        Parley__Analytics__V1__DurationStats *out);
+// First-response statistics over r, bot and human, in one statement.
+int analytics_store_frt_both(pl_db *db, const analytics_range *r,
+                             Parley__Analytics__V1__DurationStats *bot,
+                             Parley__Analytics__V1__DurationStats *human);
 
 // Bucket starts (Unix µs) of [start, end) by gran in tz.
 int analytics_store_buckets(pl_db *db, const analytics_range *r,
@@ -277,6 +298,14 @@ int analytics_store_series_rollups(pl_db *db, const char *tenant_id,
                                    const char *metrics_literal,
                                    const char *gran, const char *tz,
                                    analytics_point_fn fn, void *arg);
+// Hourly series from hourly_rollups: the sum of columns cols (indexes into
+// analytics_hourly_metrics) for every whole tenant-local hour of the range
+// that starts at or after rollup_epochs.hourly_from. [*a_us, *b_us) is
+// what was served (equal when nothing); the rest is for raw scans.
+int analytics_store_series_hourly(pl_db *db, const analytics_range *r,
+                                  const char *tz, const int *cols,
+                                  size_t n_cols, int64_t *a_us, int64_t *b_us,
+                                  analytics_point_fn fn, void *arg);
 int analytics_store_series_contacts(pl_db *db, const analytics_range *r,
                                     const char *gran, const char *tz,
                                     analytics_point_fn fn, void *arg);

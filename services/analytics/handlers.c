@@ -213,9 +213,7 @@ summary_tx(pl_db *db, void *arg)
 	             a->s.has_days && n_filters(a->r, &fk, &fv) == 0,
 	             &a->contacts)) != PL_OK)
 		return rc;
-	if ((rc = analytics_store_frt(db, a->r, "bot", &a->bot)) != PL_OK)
-		return rc;
-	return analytics_store_frt(db, a->r, "human", &a->human);
+	return analytics_store_frt_both(db, a->r, &a->bot, &a->human);
 }
 
 static A(DurationStats) * dup_stats(pl_arena *arena, const A(DurationStats) * s)
@@ -515,6 +513,27 @@ series_tx(pl_db *db, void *arg)
 		                ? "bot"
 		                : "human",
 		        a->gran, a->s.tz, series_add, a);
+	if (strcmp(a->gran, "hour") == 0 && nf == 0) {
+		// Whole hours from hourly_rollups when every rollup name of
+		// the metric is kept by hour (money is not), the edges raw.
+		int cols[2];
+		size_t k;
+		int64_t ha, hb;
+		for (k = 0; k < a->n_names; k++)
+			if ((cols[k] = analytics_hourly_index(a->names[k])) < 0)
+				break;
+		if (a->n_names > 0 && k == a->n_names) {
+			rc = analytics_store_series_hourly(
+			        db, a->r, a->s.tz, cols, a->n_names, &ha, &hb,
+			        series_add, a);
+			if (rc != PL_OK)
+				return rc;
+			return analytics_store_raw(db, a->r, a->r->start_us, ha,
+			                           hb, a->r->end_us,
+			                           a->types_literal, a->gran,
+			                           a->s.tz, series_raw, a);
+		}
+	}
 	if (strcmp(a->gran, "hour") != 0 && a->s.has_days && nf <= 1) {
 		rc = analytics_store_series_rollups(
 		        db, a->r->tenant_id, fk, fv, a->s.d0, a->s.d1,

@@ -1,6 +1,7 @@
 // What one Track batch adds to the rollups, grouped in C: one row per
-// (tenant, local day, metric, dimension), the distinct contacts per day and
-// per month, and the monthly usage counters per (tenant, month). store.c
+// (tenant, local day, metric, dimension), one row of counters per (tenant,
+// local hour), the distinct contacts per day, and the monthly usage
+// counters per (tenant, month). store.c
 // sends the result to PostgreSQL as a few arrays in one statement. Free of
 // SQL and sockets.
 #include <stdlib.h>
@@ -48,10 +49,12 @@ analytics_agg_reset(analytics_agg *a)
 	pl_arena_reset(&a->arena);
 	a->n_rolls = 0;
 	a->n_dc = 0;
-	a->n_mc = 0;
 	a->n_months = 0;
+	a->n_hours = 0;
 	if (a->slots != NULL)
 		memset(a->slots, 0, a->n_slots * sizeof(*a->slots));
+	if (a->hslots != NULL)
+		memset(a->hslots, 0, a->n_hslots * sizeof(*a->hslots));
 	a->oom = false;
 }
 
@@ -62,8 +65,9 @@ analytics_agg_fini(analytics_agg *a)
 	free(a->rolls);
 	free(a->slots);
 	free(a->dc);
-	free(a->mc);
 	free(a->months);
+	free(a->hours);
+	free(a->hslots);
 	memset(a, 0, sizeof(*a));
 }
 
@@ -130,15 +134,110 @@ rehash(analytics_agg *a)
 	return true;
 }
 
+const char *const analytics_hourly_metrics[ANALYTICS_HOURLY_N] = {
+	"messages_in",
+	"messages_out",
+	"messages_out_bot",
+	"messages_out_human",
+	"conversations_started",
+	"conversations_closed",
+	"handoffs",
+	"bot_resolved",
+	"leads_created",
+	"leads_converted",
+	"orders",
+	"campaign_sent",
+	"campaign_delivered",
+	"campaign_read",
+	"campaign_failed",
+	"ai_replies",
+	"ai_tokens_in",
+	"ai_tokens_out",
+	"quota_refusals",
+};
+
+int
+analytics_hourly_index(const char *metric)
+{
+	for (int i = 0; i < ANALYTICS_HOURLY_N; i++)
+		if (strcmp(metric, analytics_hourly_metrics[i]) == 0)
+			return i;
+	return -1;
+}
+
+static uint64_t
+hour_hash(int32_t tenant, int32_t hour_q)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	h ^= (uint64_t)(uint32_t)tenant | (uint64_t)(uint32_t)hour_q << 32;
+	h *= 0x100000001b3ULL;
+	return h ^ (h >> 29);
+}
+
+static bool
+rehash_hours(analytics_agg *a)
+{
+	size_t n = a->n_hslots ? a->n_hslots * 2 : 256;
+	uint32_t *s = calloc(n, sizeof(*s));
+	if (s == NULL)
+		return false;
+	for (size_t i = 0; i < a->n_hours; i++) {
+		const analytics_hour *r = &a->hours[i];
+		size_t k = hour_hash(r->tenant, r->hour_q) & (n - 1);
+		while (s[k] != 0)
+			k = (k + 1) & (n - 1);
+		s[k] = (uint32_t)i + 1;
+	}
+	free(a->hslots);
+	a->hslots = s;
+	a->n_hslots = n;
+	return true;
+}
+
+// Adds v to column col of the current tenant's current hour.
 static void
+add_hour(analytics_agg *a, int col, int64_t v)
+{
+	if (a->oom)
+		return;
+	if (a->n_hours * 2 >= a->n_hslots && !rehash_hours(a)) {
+		a->oom = true;
+		return;
+	}
+	size_t mask = a->n_hslots - 1;
+	size_t k = hour_hash(a->cur_tenant, a->cur_hour_q) & mask;
+	while (a->hslots[k] != 0) {
+		analytics_hour *r = &a->hours[a->hslots[k] - 1];
+		if (r->tenant == a->cur_tenant && r->hour_q == a->cur_hour_q) {
+			r->c[col] += v;
+			return;
+		}
+		k = (k + 1) & mask;
+	}
+	if (!grow((void **)&a->hours, &a->cap_hours, a->n_hours + 1,
+	          sizeof(*a->hours))) {
+		a->oom = true;
+		return;
+	}
+	analytics_hour *r = &a->hours[a->n_hours];
+	memset(r, 0, sizeof(*r));
+	r->tenant = a->cur_tenant;
+	r->hour_q = a->cur_hour_q;
+	r->c[col] = v;
+	a->hslots[k] = (uint32_t)++a->n_hours;
+}
+
+// Adds v to the row of (metric, dk, dv) on the current tenant and day;
+// returns the row's copy of metric (NULL when out of memory).
+static const char *
 add_roll(analytics_agg *a, const char *metric, const char *dk, const char *dv,
          int64_t v)
 {
 	if (a->oom)
-		return;
+		return NULL;
 	if (a->n_rolls * 2 >= a->n_slots && !rehash(a)) {
 		a->oom = true;
-		return;
+		return NULL;
 	}
 	size_t mask = a->n_slots - 1;
 	size_t k = roll_hash(a->cur_tenant, a->cur_day, metric, dk, dv) & mask;
@@ -148,14 +247,14 @@ add_roll(analytics_agg *a, const char *metric, const char *dk, const char *dv,
 		    strcmp(r->metric, metric) == 0 && strcmp(r->dk, dk) == 0 &&
 		    strcmp(r->dv, dv) == 0) {
 			r->v += v;
-			return;
+			return r->metric;
 		}
 		k = (k + 1) & mask;
 	}
 	if (!grow((void **)&a->rolls, &a->cap_rolls, a->n_rolls + 1,
 	          sizeof(*a->rolls))) {
 		a->oom = true;
-		return;
+		return NULL;
 	}
 	analytics_roll *r = &a->rolls[a->n_rolls];
 	r->tenant = a->cur_tenant;
@@ -166,9 +265,10 @@ add_roll(analytics_agg *a, const char *metric, const char *dk, const char *dv,
 	r->v = v;
 	if (r->metric == NULL || r->dk == NULL || r->dv == NULL) {
 		a->oom = true;
-		return;
+		return NULL;
 	}
 	a->slots[k] = (uint32_t)++a->n_rolls;
+	return r->metric;
 }
 
 // The monthly_usage counter a total feeds, or -1.
@@ -197,6 +297,11 @@ emit(void *arg, const char *metric, const char *dk, const char *dv, int64_t v)
 {
 	analytics_agg *a = arg;
 	add_roll(a, metric, dk, dv, v);
+	if (dk[0] == '\0') {
+		int col = analytics_hourly_index(metric);
+		if (col >= 0)
+			add_hour(a, col, v);
+	}
 	if (dk[0] == '\0' && a->n_months > 0) {
 		int c = month_counter(metric);
 		if (c >= 0)
@@ -206,7 +311,7 @@ emit(void *arg, const char *metric, const char *dk, const char *dv, int64_t v)
 
 void
 analytics_agg_event(analytics_agg *a, int32_t tenant, int32_t day,
-                    const char *type,
+                    int32_t hour_q, const char *type,
                     const Parley__Rpc__V1__EventDimensions *dims,
                     json_t *payload, const uint8_t *contact)
 {
@@ -226,21 +331,17 @@ analytics_agg_event(analytics_agg *a, int32_t tenant, int32_t day,
 	if (contact != NULL && (strcmp(type, "message.received") == 0 ||
 	                        strcmp(type, "message.sent") == 0)) {
 		if (!grow((void **)&a->dc, &a->cap_dc, a->n_dc + 1,
-		          sizeof(*a->dc)) ||
-		    !grow((void **)&a->mc, &a->cap_mc, a->n_mc + 1,
-		          sizeof(*a->mc))) {
+		          sizeof(*a->dc))) {
 			a->oom = true;
 			return;
 		}
 		a->dc[a->n_dc].tenant = tenant;
 		a->dc[a->n_dc].day = day;
 		memcpy(a->dc[a->n_dc++].contact, contact, 16);
-		a->mc[a->n_mc].tenant = tenant;
-		a->mc[a->n_mc].day = month;
-		memcpy(a->mc[a->n_mc++].contact, contact, 16);
 	}
 	a->cur_tenant = tenant;
 	a->cur_day = day;
+	a->cur_hour_q = hour_q;
 	analytics_map_event(type, dims, payload, emit, a);
 }
 
@@ -260,6 +361,15 @@ cmp_roll(const void *x, const void *y)
 	if (a->day != b->day)
 		return a->day < b->day ? -1 : 1;
 	return strcmp(a->metric, b->metric);
+}
+
+static int
+cmp_hour(const void *x, const void *y)
+{
+	const analytics_hour *a = x, *b = y;
+	if (a->tenant != b->tenant)
+		return a->tenant < b->tenant ? -1 : 1;
+	return a->hour_q < b->hour_q ? -1 : a->hour_q > b->hour_q;
 }
 
 static int
@@ -301,8 +411,8 @@ analytics_agg_finish(analytics_agg *a)
 	if (a->oom)
 		return false;
 	qsort(a->rolls, a->n_rolls, sizeof(*a->rolls), cmp_roll);
+	qsort(a->hours, a->n_hours, sizeof(*a->hours), cmp_hour);
 	a->n_dc = unique_contacts(a->dc, a->n_dc);
-	a->n_mc = unique_contacts(a->mc, a->n_mc);
 	if (a->n_months > 0) {
 		size_t k = 0;
 		qsort(a->months, a->n_months, sizeof(*a->months), cmp_month);
@@ -316,8 +426,10 @@ analytics_agg_finish(analytics_agg *a)
 		}
 		a->n_months = k + 1;
 	}
-	// The hash index no longer matches the sorted rows.
+	// The hash indexes no longer match the sorted rows.
 	if (a->slots != NULL)
 		memset(a->slots, 0, a->n_slots * sizeof(*a->slots));
+	if (a->hslots != NULL)
+		memset(a->hslots, 0, a->n_hslots * sizeof(*a->hslots));
 	return true;
 }

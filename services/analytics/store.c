@@ -126,19 +126,22 @@ analytics_store_forget_partitions(void)
 	pthread_mutex_unlock(&months_mu);
 }
 
-// Track writes a batch with three statements in one transaction, each
-// taking its rows as binary arrays (PostgreSQL's array wire format: no text
-// to build or parse, uuids as 16 bytes, times as integers):
-//   1. the local day of every (tenant, 15-minute UTC slot) of the batch
-//      whose tenant has a time zone other than UTC;
-//   2. the events, ON CONFLICT DO NOTHING (replays), counting what was new;
+// Track writes a batch with three statements in one transaction, taking
+// its rows in binary (PostgreSQL's array and COPY wire formats: no text to
+// build or parse, uuids as 16 bytes, times as integers):
+//   1. the local day and hour of every (tenant, 15-minute UTC slot) of the
+//      batch whose tenant has a time zone other than UTC;
+//   2. the events: by COPY into their month's partition (copy_events);
+//      when a key is already stored (a replay), the transaction is run
+//      again with INSERT ... ON CONFLICT DO NOTHING, counting what was new
+//      (insert_events);
 //   3. what the new events add, grouped in C (intake.c): one row per
-//      (tenant, day, metric, dimension), the distinct contacts per day and
-//      per month, response times and one monthly_usage row per (tenant,
-//      month).
+//      (tenant, day, metric, dimension), one row of counters per (tenant,
+//      local hour), the distinct contacts per day, response times and one
+//      monthly_usage row per (tenant, month).
 // Time-zone offsets and their changes fall on whole quarter hours for
 // every zone since 2000 (events before 2000 are refused), so every instant
-// of a 15-minute UTC slot has the same local day.
+// of a 15-minute UTC slot has the same local day and local hour.
 
 #define OID_INT4        23
 #define OID_INT8        20
@@ -152,6 +155,7 @@ analytics_store_forget_partitions(void)
 #define PG_EPOCH_US   (946684800LL * 1000000)
 #define SLOT_US       (900LL * 1000000)
 #define DAY_US        (86400LL * 1000000)
+#define HOUR_US       (3600LL * 1000000)
 
 // A one-dimensional array in binary format.
 typedef struct barr {
@@ -296,15 +300,21 @@ ba_free(barr *b)
 	memset(b, 0, sizeof(*b));
 }
 
+#define EXEC_MAX_ARRAYS 64
+
 // Runs sql with every parameter a binary array (parameters only, like
 // pl_db_exec; the arrays are values, never SQL text). Inside pl_db_tx.
 static PGresult *
 exec_arrays(pl_db *db, const char *sql, barr *a, int n, pl_call *call, int *rc)
 {
-	const char *v[32];
-	int len[32], fmt[32];
+	const char *v[EXEC_MAX_ARRAYS];
+	int len[EXEC_MAX_ARRAYS], fmt[EXEC_MAX_ARRAYS];
 	PGconn *conn;
 
+	if (n > EXEC_MAX_ARRAYS) {
+		*rc = pl_call_error(call, PL_INTERNAL, "too many arrays");
+		return NULL;
+	}
 	for (int i = 0; i < n; i++) {
 		fmt[i] = 1;
 		if ((v[i] = ba_done(&a[i], &len[i])) == NULL) {
@@ -325,7 +335,9 @@ exec_arrays(pl_db *db, const char *sql, barr *a, int n, pl_call *call, int *rc)
 
 static const char zones_sql[] =
         "SELECT s.ti, s.slot, ((to_timestamp(s.slot * 900) AT TIME ZONE"
-        "  z.time_zone)::date - date '1970-01-01')"
+        "  z.time_zone)::date - date '1970-01-01'),"
+        " (extract(epoch FROM date_trunc('hour', to_timestamp(s.slot * 900),"
+        "  z.time_zone))::bigint / 900)"
         " FROM unnest($2::int[], $3::bigint[]) AS s(ti, slot)"
         " JOIN (SELECT t.ti, ts.time_zone"
         "  FROM unnest($1::uuid[]) WITH ORDINALITY AS t(tenant_id, ti)"
@@ -364,35 +376,64 @@ static const char rollups_sql[] =
         " INSERT INTO analytics.daily_contacts (tenant_id, day, contact_id)"
         " SELECT * FROM unnest($7::uuid[], $8::date[], $9::uuid[])"
         " ON CONFLICT DO NOTHING"
-        "), mc AS ("
-        " INSERT INTO analytics.monthly_contacts (tenant_id, month, "
-        "contact_id)"
-        " SELECT * FROM unnest($10::uuid[], $11::date[], $12::uuid[])"
-        " ON CONFLICT DO NOTHING RETURNING tenant_id, month"
         "), rt AS ("
         " INSERT INTO analytics.response_times (tenant_id, kind, "
         "occurred_at,"
         "  event_id, ms, channel_id, agent_id, campaign_id)"
-        " SELECT * FROM unnest($13::uuid[], $14::text[], $15::timestamptz[],"
-        "  $16::uuid[], $17::bigint[], $18::uuid[], $19::uuid[], $20::uuid[])"
+        " SELECT * FROM unnest($10::uuid[], $11::text[], $12::timestamptz[],"
+        "  $13::uuid[], $14::bigint[], $15::uuid[], $16::uuid[], $17::uuid[])"
         " ON CONFLICT DO NOTHING"
-        "), mcn AS ("
-        " SELECT tenant_id, month, count(*) AS n FROM mc GROUP BY 1, 2"
+        "), hr AS ("
+        " INSERT INTO analytics.hourly_rollups AS h (tenant_id, hour,"
+        "  messages_in, messages_out, messages_out_bot, messages_out_human,"
+        "  conversations_started, conversations_closed, handoffs,"
+        "  bot_resolved, leads_created, leads_converted, orders,"
+        "  campaign_sent, campaign_delivered, campaign_read,"
+        "  campaign_failed, ai_replies, ai_tokens_in, ai_tokens_out,"
+        "  quota_refusals)"
+        " SELECT * FROM unnest($27::uuid[], $28::timestamptz[],"
+        "  $29::bigint[], $30::bigint[], $31::bigint[], $32::bigint[],"
+        "  $33::bigint[], $34::bigint[], $35::bigint[], $36::bigint[],"
+        "  $37::bigint[], $38::bigint[], $39::bigint[], $40::bigint[],"
+        "  $41::bigint[], $42::bigint[], $43::bigint[], $44::bigint[],"
+        "  $45::bigint[], $46::bigint[], $47::bigint[])"
+        " ON CONFLICT (tenant_id, hour) DO UPDATE SET"
+        "  messages_in = h.messages_in + EXCLUDED.messages_in,"
+        "  messages_out = h.messages_out + EXCLUDED.messages_out,"
+        "  messages_out_bot = h.messages_out_bot + EXCLUDED.messages_out_bot,"
+        "  messages_out_human = h.messages_out_human"
+        "   + EXCLUDED.messages_out_human,"
+        "  conversations_started = h.conversations_started"
+        "   + EXCLUDED.conversations_started,"
+        "  conversations_closed = h.conversations_closed"
+        "   + EXCLUDED.conversations_closed,"
+        "  handoffs = h.handoffs + EXCLUDED.handoffs,"
+        "  bot_resolved = h.bot_resolved + EXCLUDED.bot_resolved,"
+        "  leads_created = h.leads_created + EXCLUDED.leads_created,"
+        "  leads_converted = h.leads_converted + EXCLUDED.leads_converted,"
+        "  orders = h.orders + EXCLUDED.orders,"
+        "  campaign_sent = h.campaign_sent + EXCLUDED.campaign_sent,"
+        "  campaign_delivered = h.campaign_delivered"
+        "   + EXCLUDED.campaign_delivered,"
+        "  campaign_read = h.campaign_read + EXCLUDED.campaign_read,"
+        "  campaign_failed = h.campaign_failed + EXCLUDED.campaign_failed,"
+        "  ai_replies = h.ai_replies + EXCLUDED.ai_replies,"
+        "  ai_tokens_in = h.ai_tokens_in + EXCLUDED.ai_tokens_in,"
+        "  ai_tokens_out = h.ai_tokens_out + EXCLUDED.ai_tokens_out,"
+        "  quota_refusals = h.quota_refusals + EXCLUDED.quota_refusals"
         ") INSERT INTO analytics.monthly_usage AS m (tenant_id, month,"
-        "  messages_in, messages_out, conversations, unique_contacts,"
-        "  ai_replies, ai_tokens, campaign_sent, quota_refusals)"
-        " SELECT u.tenant_id, u.month, u.mi, u.mo, u.cv, coalesce(mcn.n, 0),"
-        "  u.ar, u.tk, u.cs, u.qr"
-        " FROM unnest($21::uuid[], $22::date[], $23::bigint[], $24::bigint[],"
-        "  $25::bigint[], $26::bigint[], $27::bigint[], $28::bigint[],"
-        "  $29::bigint[]) AS u(tenant_id, month, mi, mo, cv, ar, tk, cs, qr)"
-        " LEFT JOIN mcn ON mcn.tenant_id = u.tenant_id AND mcn.month = u.month"
+        "  messages_in, messages_out, conversations, ai_replies,"
+        "  ai_tokens, campaign_sent, quota_refusals)"
+        " SELECT u.tenant_id, u.month, u.mi, u.mo, u.cv, u.ar, u.tk, u.cs,"
+        "  u.qr"
+        " FROM unnest($18::uuid[], $19::date[], $20::bigint[], $21::bigint[],"
+        "  $22::bigint[], $23::bigint[], $24::bigint[], $25::bigint[],"
+        "  $26::bigint[]) AS u(tenant_id, month, mi, mo, cv, ar, tk, cs, qr)"
         " ORDER BY 1, 2"
         " ON CONFLICT (tenant_id, month) DO UPDATE SET"
         "  messages_in = m.messages_in + EXCLUDED.messages_in,"
         "  messages_out = m.messages_out + EXCLUDED.messages_out,"
         "  conversations = m.conversations + EXCLUDED.conversations,"
-        "  unique_contacts = m.unique_contacts + EXCLUDED.unique_contacts,"
         "  ai_replies = m.ai_replies + EXCLUDED.ai_replies,"
         "  ai_tokens = m.ai_tokens + EXCLUDED.ai_tokens,"
         "  campaign_sent = m.campaign_sent + EXCLUDED.campaign_sent,"
@@ -418,12 +459,14 @@ typedef struct track_arg {
 	pl_call *call;
 	// Per event: tenant index and local day. Per batch: the distinct
 	// tenants (sorted) and (tenant, slot) pairs.
-	int32_t *ti, *day;
+	int32_t *ti, *day, *hour_q;
 	slot_key *keys;
 	uint8_t (*tenants)[16];
 	size_t n_tenants;
 	size_t *sent; // events sent in statement 2, in order
 	size_t n_sent;
+	bool copy;     // statement 2 by COPY (false: INSERT ON CONFLICT)
+	bool conflict; // the COPY met a stored key
 	analytics_agg agg;
 } track_arg;
 
@@ -586,6 +629,7 @@ index_tenants(track_arg *t, size_t *n_keys)
 		size_t e = t->keys[k].ev;
 		t->ti[e] = (int32_t)t->n_tenants - 1;
 		t->day[e] = (int32_t)(t->us[e] / DAY_US);
+		t->hour_q[e] = (int32_t)(t->us[e] / HOUR_US * 4);
 	}
 	*n_keys = n;
 }
@@ -617,6 +661,7 @@ local_days(pl_db *db, track_arg *t, size_t n_keys)
 			int32_t ti = atoi(PQgetvalue(r, row, 0)) - 1;
 			int64_t slot = strtoll(PQgetvalue(r, row, 1), NULL, 10);
 			int32_t day = atoi(PQgetvalue(r, row, 2));
+			int32_t hq = atoi(PQgetvalue(r, row, 3));
 			size_t lo = 0, hi = n_keys;
 			while (lo < hi) {
 				size_t mid = lo + (hi - lo) / 2;
@@ -629,8 +674,10 @@ local_days(pl_db *db, track_arg *t, size_t n_keys)
 			}
 			for (; lo < n_keys && t->ti[t->keys[lo].ev] == ti &&
 			       t->keys[lo].slot == slot;
-			     lo++)
+			     lo++) {
 				t->day[t->keys[lo].ev] = day;
+				t->hour_q[t->keys[lo].ev] = hq;
+			}
 		}
 	}
 	PQclear(r);
@@ -720,25 +767,245 @@ out:
 	return rc;
 }
 
+// The fast path of statement 2: the events by COPY (binary) straight into
+// their month's partition, which writes pages of rows at once where INSERT
+// writes row by row with a speculative insertion each. COPY FROM is refused
+// on a table with row-level security; the partitions have none of their
+// own (the parent's policies apply to queries through the parent, which is
+// the only way queries read them). Track is a service-level operation (tenant
+// "*") and every row keeps its own tenant_id. A key already stored (a
+// replay) fails the COPY with 23505: *conflict is set and the caller runs
+// the batch again through insert_events, which skips what is there.
+
+// A growable byte buffer for COPY's binary format.
+typedef struct cbuf {
+	char *p;
+	size_t n, cap;
+	bool oom;
+} cbuf;
+
+static void
+cb_raw(cbuf *b, const void *d, size_t len)
+{
+	if (b->oom)
+		return;
+	if (b->n + len > b->cap) {
+		size_t cap = b->cap ? b->cap : 65536;
+		while (cap < b->n + len)
+			cap *= 2;
+		char *np = realloc(b->p, cap);
+		if (np == NULL) {
+			b->oom = true;
+			return;
+		}
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, d, len);
+	b->n += len;
+}
+
+static void
+cb_i16(cbuf *b, int16_t v)
+{
+	char t[2] = { (char)((uint16_t)v >> 8), (char)v };
+	cb_raw(b, t, 2);
+}
+
+static void
+cb_i32(cbuf *b, int32_t v)
+{
+	char t[4];
+	put32(t, (uint32_t)v);
+	cb_raw(b, t, 4);
+}
+
+// One field: its length, then its bytes (data NULL: SQL NULL).
+static void
+cb_field(cbuf *b, const void *data, size_t len)
+{
+	if (data == NULL) {
+		cb_i32(b, -1);
+		return;
+	}
+	cb_i32(b, (int32_t)len);
+	cb_raw(b, data, len);
+}
+
+static void
+cb_uuid(cbuf *b, const char *s)
+{
+	uint8_t u[16];
+	if (s == NULL || s[0] == '\0' || !pl_uuid_parse(s, u))
+		cb_field(b, NULL, 0);
+	else
+		cb_field(b, u, 16);
+}
+
+static void
+cb_i64(cbuf *b, int64_t v)
+{
+	char t[8];
+	put32(t, (uint32_t)((uint64_t)v >> 32));
+	put32(t + 4, (uint32_t)v);
+	cb_field(b, t, 8);
+}
+
+static int
+cmp_month_ev(const void *a, const void *b, void *arg)
+{
+	const int64_t *us = arg;
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	int32_t x = analytics_utc_month(us[i]), y = analytics_utc_month(us[j]);
+	if (x != y)
+		return x < y ? -1 : 1;
+	return i < j ? -1 : i > j;
+}
+
+// COPYs rows [from, to) of t->sent (all of one UTC month) into its
+// partition.
+static int
+copy_month(PGconn *conn, track_arg *t, size_t from, size_t to, cbuf *b,
+           bool *conflict)
+{
+	static const char sig[11] = { 'P',  'G',    'C',  'O',  'P', 'Y',
+		                      '\n', '\377', '\r', '\n', '\0' };
+	char sql[256], month[32];
+	int rc;
+
+	b->n = 0;
+	b->oom = false;
+	cb_raw(b, sig, sizeof(sig));
+	cb_i32(b, 0); // flags
+	cb_i32(b, 0); // header extension
+	for (size_t k = from; k < to; k++) {
+		size_t i = t->sent[k];
+		analytics_event_pb *e = t->ev[i];
+		const Parley__Rpc__V1__EventDimensions *d = e->dimensions;
+		const char *pl = e->payload != NULL && nz(e->payload->text)
+		                         ? e->payload->text
+		                         : "{}";
+		const char *src = e->source != NULL ? e->source : "";
+		size_t pn = strlen(pl);
+		cb_i16(b, 13);
+		cb_field(b, t->tenants[t->ti[i]], 16);
+		cb_i64(b, t->us[i] - PG_EPOCH_US);
+		cb_uuid(b, e->id);
+		cb_field(b, e->type, strlen(e->type));
+		cb_field(b, src, strlen(src));
+		cb_uuid(b, d ? d->channel_id : NULL);
+		cb_uuid(b, d ? d->agent_id : NULL);
+		cb_uuid(b, d ? d->campaign_id : NULL);
+		cb_uuid(b, d ? d->conversation_id : NULL);
+		cb_uuid(b, d ? d->contact_id : NULL);
+		cb_uuid(b, d ? d->user_id : NULL);
+		cb_i32(b, (int32_t)pn + 1); // jsonb: version 1, then the text
+		cb_raw(b, "\1", 1);
+		cb_raw(b, pl, pn);
+		cb_i32(b, 4);
+		cb_i32(b, e->version > 0 ? e->version : 1);
+	}
+	cb_i16(b, -1);
+	if (b->oom)
+		return pl_call_error(t->call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	// The partition's name comes from the month's digits, never from
+	// input: events_pYYYYMM, as ensure_partition names it.
+	analytics_time_format_us(
+	        (int64_t)analytics_utc_month(t->us[t->sent[from]]) * DAY_US,
+	        month);
+	snprintf(sql, sizeof(sql),
+	         "COPY analytics.events_p%.4s%.2s (tenant_id, occurred_at, id,"
+	         " type, source, channel_id, agent_id, campaign_id,"
+	         " conversation_id, contact_id, user_id, payload, version)"
+	         " FROM STDIN (FORMAT binary)",
+	         month, month + 5);
+	PGresult *r = PQexec(conn, sql);
+	if (PQresultStatus(r) != PGRES_COPY_IN) {
+		rc = pl_db_call_error(t->call, r, "store events");
+		PQclear(r);
+		return rc != PL_OK ? rc : PL_INTERNAL;
+	}
+	PQclear(r);
+	if (PQputCopyData(conn, b->p, (int)b->n) != 1 ||
+	    PQputCopyEnd(conn, NULL) != 1)
+		return pl_call_error(t->call, PL_UNAVAILABLE,
+		                     "the database is unavailable");
+	rc = PL_OK;
+	while ((r = PQgetResult(conn)) != NULL) {
+		if (rc == PL_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
+			const char *st =
+			        PQresultErrorField(r, PG_DIAG_SQLSTATE);
+			if (st != NULL && strcmp(st, "23505") == 0) {
+				*conflict = true;
+				rc = PL_ALREADY_EXISTS;
+			} else {
+				rc = pl_db_call_error(t->call, r,
+				                      "store events");
+			}
+		}
+		PQclear(r);
+	}
+	return rc;
+}
+
+static int
+copy_events(pl_db *db, track_arg *t, bool *conflict)
+{
+	PGconn *conn;
+	cbuf b = { 0 };
+	int rc = PL_OK;
+
+	t->n_sent = 0;
+	t->accepted = 0;
+	for (size_t i = 0; i < t->n; i++)
+		if (!t->skip[i])
+			t->sent[t->n_sent++] = i;
+	if (t->n_sent == 0)
+		return PL_OK;
+	if ((conn = pl_db_conn(db)) == NULL)
+		return pl_call_error(t->call, PL_UNAVAILABLE,
+		                     "the database is unavailable");
+	qsort_r(t->sent, t->n_sent, sizeof(*t->sent), cmp_month_ev,
+	        (void *)t->us);
+	for (size_t k = 0; rc == PL_OK && k < t->n_sent;) {
+		int32_t m = analytics_utc_month(t->us[t->sent[k]]);
+		size_t e = k + 1;
+		while (e < t->n_sent &&
+		       analytics_utc_month(t->us[t->sent[e]]) == m)
+			e++;
+		rc = copy_month(conn, t, k, e, &b, conflict);
+		k = e;
+	}
+	free(b.p);
+	if (rc == PL_OK)
+		t->accepted = (int)t->n_sent;
+	return rc;
+}
+
 // Statement 3: what the new events add.
 static int
 write_rollups(pl_db *db, track_arg *t)
 {
 	analytics_agg *g = &t->agg;
-	barr a[29];
-	static const uint32_t oids[29] = {
-		OID_UUID, OID_TEXT, OID_TEXT, OID_DATE, OID_TEXT,
-		OID_INT8, OID_UUID, OID_DATE, OID_UUID, OID_UUID,
-		OID_DATE, OID_UUID, OID_UUID, OID_TEXT, OID_TIMESTAMPTZ,
-		OID_UUID, OID_INT8, OID_UUID, OID_UUID, OID_UUID,
-		OID_UUID, OID_DATE, OID_INT8, OID_INT8, OID_INT8,
-		OID_INT8, OID_INT8, OID_INT8, OID_INT8
+	// The arrays, in parameter order: daily rollups (6), daily
+	// contacts (3), response times (8), monthly usage (2 + 7), hourly
+	// rollups (2 + the counters).
+	enum { NA = 28 + ANALYTICS_HOURLY_N };
+	barr a[NA];
+	static const uint32_t oids[28] = {
+		OID_UUID, OID_TEXT,        OID_TEXT,       OID_DATE, OID_TEXT,
+		OID_INT8, OID_UUID,        OID_DATE,       OID_UUID, OID_UUID,
+		OID_TEXT, OID_TIMESTAMPTZ, OID_UUID,       OID_INT8, OID_UUID,
+		OID_UUID, OID_UUID,        OID_UUID,       OID_DATE, OID_INT8,
+		OID_INT8, OID_INT8,        OID_INT8,       OID_INT8, OID_INT8,
+		OID_INT8, OID_UUID,        OID_TIMESTAMPTZ
 	};
 	int rc = PL_OK;
 
 	analytics_agg_reset(g);
-	for (int i = 0; i < 29; i++)
-		ba_init(&a[i], oids[i]);
+	for (int i = 0; i < NA; i++)
+		ba_init(&a[i], i < 28 ? oids[i] : OID_INT8);
 	for (size_t i = 0; i < t->n; i++) {
 		analytics_event_pb *e = t->ev[i];
 		const Parley__Rpc__V1__EventDimensions *d = e->dimensions;
@@ -749,19 +1016,19 @@ write_rollups(pl_db *db, track_arg *t)
 			continue;
 		bool has_contact = d != NULL && nz(d->contact_id) &&
 		                   pl_uuid_parse(d->contact_id, contact);
-		analytics_agg_event(g, t->ti[i], t->day[i], e->type, d,
-		                    t->payloads[i],
+		analytics_agg_event(g, t->ti[i], t->day[i], t->hour_q[i],
+		                    e->type, d, t->payloads[i],
 		                    has_contact ? contact : NULL);
 		if (analytics_response_time(e->type, t->payloads[i], &kind,
 		                            &ms)) {
-			ba_put(&a[12], t->tenants[t->ti[i]], 16, 0);
-			ba_text(&a[13], kind);
-			ba_ts(&a[14], t->us[i]);
-			ba_uuid(&a[15], e->id);
-			ba_i64(&a[16], ms);
-			ba_uuid(&a[17], d ? d->channel_id : NULL);
-			ba_uuid(&a[18], d ? d->agent_id : NULL);
-			ba_uuid(&a[19], d ? d->campaign_id : NULL);
+			ba_put(&a[9], t->tenants[t->ti[i]], 16, 0);
+			ba_text(&a[10], kind);
+			ba_ts(&a[11], t->us[i]);
+			ba_uuid(&a[12], e->id);
+			ba_i64(&a[13], ms);
+			ba_uuid(&a[14], d ? d->channel_id : NULL);
+			ba_uuid(&a[15], d ? d->agent_id : NULL);
+			ba_uuid(&a[16], d ? d->campaign_id : NULL);
 		}
 	}
 	if (!analytics_agg_finish(g)) {
@@ -785,23 +1052,25 @@ write_rollups(pl_db *db, track_arg *t)
 		ba_date(&a[7], g->dc[k].day);
 		ba_put(&a[8], g->dc[k].contact, 16, 0);
 	}
-	for (size_t k = 0; k < g->n_mc; k++) {
-		ba_put(&a[9], t->tenants[g->mc[k].tenant], 16, 0);
-		ba_date(&a[10], g->mc[k].day);
-		ba_put(&a[11], g->mc[k].contact, 16, 0);
-	}
 	for (size_t k = 0; k < g->n_months; k++) {
-		ba_put(&a[20], t->tenants[g->months[k].tenant], 16, 0);
-		ba_date(&a[21], g->months[k].month);
+		ba_put(&a[17], t->tenants[g->months[k].tenant], 16, 0);
+		ba_date(&a[18], g->months[k].month);
 		for (int c = 0; c < ANALYTICS_MU_N; c++)
-			ba_i64(&a[22 + c], g->months[k].c[c]);
+			ba_i64(&a[19 + c], g->months[k].c[c]);
 	}
-	PGresult *r = exec_arrays(db, rollups_sql, a, 29, t->call, &rc);
+	for (size_t k = 0; k < g->n_hours; k++) {
+		const analytics_hour *h = &g->hours[k];
+		ba_put(&a[26], t->tenants[h->tenant], 16, 0);
+		ba_ts(&a[27], (int64_t)h->hour_q * SLOT_US);
+		for (int c = 0; c < ANALYTICS_HOURLY_N; c++)
+			ba_i64(&a[28 + c], h->c[c]);
+	}
+	PGresult *r = exec_arrays(db, rollups_sql, a, NA, t->call, &rc);
 	if (r != NULL && rc != PL_OK)
 		rc = pl_db_call_error(t->call, r, "update the rollups");
 	PQclear(r);
 out:
-	for (int i = 0; i < 29; i++)
+	for (int i = 0; i < NA; i++)
 		ba_free(&a[i]);
 	return rc;
 }
@@ -838,7 +1107,8 @@ track_tx(pl_db *db, void *arg)
 		return PL_OK;
 	if ((rc = local_days(db, t, n_keys)) != PL_OK)
 		return rc;
-	if ((rc = insert_events(db, t)) != PL_OK)
+	rc = t->copy ? copy_events(db, t, &t->conflict) : insert_events(db, t);
+	if (rc != PL_OK)
 		return rc;
 	if (t->accepted == 0)
 		return PL_OK;
@@ -862,12 +1132,14 @@ analytics_store_track(pl_db *db, analytics_event_pb **ev, json_t **payloads,
 	t.old = calloc(m, sizeof(bool));
 	t.ti = calloc(m, sizeof(int32_t));
 	t.day = calloc(m, sizeof(int32_t));
+	t.hour_q = calloc(m, sizeof(int32_t));
 	t.keys = calloc(m, sizeof(slot_key));
 	t.tenants = calloc(m, 16);
 	t.sent = calloc(m, sizeof(size_t));
 	analytics_agg_init(&t.agg);
 	if (t.skip == NULL || t.old == NULL || t.ti == NULL || t.day == NULL ||
-	    t.keys == NULL || t.tenants == NULL || t.sent == NULL) {
+	    t.hour_q == NULL || t.keys == NULL || t.tenants == NULL ||
+	    t.sent == NULL) {
 		rc = pl_call_error(call, PL_RESOURCE_EXHAUSTED,
 		                   "out of memory");
 		goto out;
@@ -877,8 +1149,21 @@ analytics_store_track(pl_db *db, analytics_event_pb **ev, json_t **payloads,
 	// written. A batch carries many tenants: the service-level tenant
 	// "*" (the rows still each carry their own tenant_id).
 	rc = ensure_months(db, &t);
-	if (rc == PL_OK)
+	if (rc == PL_OK) {
+		t.copy = true;
 		rc = pl_db_tx(db, "*", track_tx, &t);
+	}
+	if (rc != PL_OK && (t.conflict || rc == PL_ABORTED)) {
+		// Replays (or deadlocks between batches sharing events): the
+		// slower path that skips what is stored.
+		t.copy = false;
+		t.conflict = false;
+		if (call != NULL) { // what the first attempt may have set
+			call->code = 0;
+			call->message = NULL;
+		}
+		rc = pl_db_tx(db, "*", track_tx, &t);
+	}
 	if (rc == PL_OK) {
 		for (size_t i = 0; i < n; i++)
 			if (!t.old[i])
@@ -894,6 +1179,7 @@ out:
 	free(t.old);
 	free(t.ti);
 	free(t.day);
+	free(t.hour_q);
 	free(t.keys);
 	free(t.tenants);
 	free(t.sent);
@@ -1230,12 +1516,12 @@ analytics_store_unique_contacts(pl_db *db, const analytics_range *rg,
 }
 
 int
-analytics_store_frt(pl_db *db, const analytics_range *rg, const char *kind,
-                    Parley__Analytics__V1__DurationStats *out)
+analytics_store_frt_both(pl_db *db, const analytics_range *rg,
+                         Parley__Analytics__V1__DurationStats *bot,
+                         Parley__Analytics__V1__DurationStats *human)
 {
 	char t[2][32];
-	const char *p[7] = { rg->tenant_id,
-		             kind,
+	const char *p[6] = { rg->tenant_id,
 		             ts_param(rg->start_us, t[0]),
 		             ts_param(rg->end_us, t[1]),
 		             opt(rg->channel_id),
@@ -1243,19 +1529,26 @@ analytics_store_frt(pl_db *db, const analytics_range *rg, const char *kind,
 		             opt(rg->campaign_id) };
 	PGresult *r = pl_db_exec(
 	        db,
-	        "SELECT count(*),"
-	        " coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY ms), 0),"
-	        " coalesce(percentile_disc(0.9) WITHIN GROUP (ORDER BY ms), 0)"
+	        "SELECT kind, count(*),"
+	        " percentile_disc(0.5) WITHIN GROUP (ORDER BY ms),"
+	        " percentile_disc(0.9) WITHIN GROUP (ORDER BY ms)"
 	        " FROM analytics.response_times WHERE tenant_id = $1::uuid"
-	        " AND kind = $2 AND occurred_at >= $3::timestamptz"
-	        " AND occurred_at < $4::timestamptz" FILTER_SQL(5, 6, 7),
-	        7, p);
+	        " AND occurred_at >= $2::timestamptz"
+	        " AND occurred_at < $3::timestamptz" FILTER_SQL(
+	                4, 5, 6) " GROUP BY 1",
+	        6, p);
 	int rc = failed(r, "compute response times");
-	if (rc == PL_OK) {
-		out->count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-		out->median_ms = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-		out->p90_ms = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
-	}
+	bot->count = bot->median_ms = bot->p90_ms = 0;
+	human->count = human->median_ms = human->p90_ms = 0;
+	if (rc == PL_OK)
+		for (int i = 0; i < PQntuples(r); i++) {
+			Parley__Analytics__V1__DurationStats *d =
+			        strcmp(PQgetvalue(r, i, 0), "bot") == 0 ? bot
+			                                                : human;
+			d->count = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+			d->median_ms = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+			d->p90_ms = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+		}
 	PQclear(r);
 	return rc;
 }
@@ -1343,6 +1636,68 @@ analytics_store_series_rollups(pl_db *db, const char *tenant_id,
 }
 
 int
+analytics_store_series_hourly(pl_db *db, const analytics_range *rg,
+                              const char *tz, const int *cols, size_t n_cols,
+                              int64_t *a_us, int64_t *b_us,
+                              analytics_point_fn fn, void *arg)
+{
+	char t[2][32], sql[1024], expr[256];
+	size_t len = 0;
+	const char *p[4] = { rg->tenant_id, ts_param(rg->start_us, t[0]),
+		             ts_param(rg->end_us, t[1]), tz };
+
+	// The column names come from analytics_hourly_metrics, never from
+	// input.
+	expr[0] = '\0';
+	for (size_t i = 0; i < n_cols; i++) {
+		if (cols[i] < 0 || cols[i] >= ANALYTICS_HOURLY_N)
+			return PL_INTERNAL;
+		int w = snprintf(expr + len, sizeof(expr) - len, "%s%s",
+		                 i ? " + " : "",
+		                 analytics_hourly_metrics[cols[i]]);
+		if (w < 0 || (size_t)w >= sizeof(expr) - len)
+			return PL_INTERNAL;
+		len += (size_t)w;
+	}
+	if (n_cols == 0)
+		return PL_INTERNAL;
+	snprintf(sql, sizeof(sql),
+	         "WITH k AS (SELECT CASE WHEN date_trunc('hour', x, $4::text)"
+	         "  = x THEN x ELSE date_trunc('hour', x, $4::text)"
+	         "  + interval '1 hour' END AS a,"
+	         "  date_trunc('hour', $3::timestamptz, $4::text) AS b"
+	         " FROM (SELECT greatest($2::timestamptz, (SELECT hourly_from"
+	         "  FROM analytics.rollup_epochs)) AS x) s)"
+	         " SELECT 0, (extract(epoch FROM a) * 1000000)::bigint,"
+	         "  (extract(epoch FROM b) * 1000000)::bigint FROM k"
+	         " UNION ALL"
+	         " SELECT 1, (extract(epoch FROM h.hour) * 1000000)::bigint,"
+	         "  (%s)::bigint"
+	         " FROM analytics.hourly_rollups h, k WHERE h.tenant_id ="
+	         "  $1::uuid AND h.hour >= k.a AND h.hour < k.b",
+	         expr);
+	PGresult *r = pl_db_exec(db, sql, 4, p);
+	int rc = failed(r, "read hourly rollups");
+	*a_us = *b_us = rg->end_us;
+	if (rc == PL_OK) {
+		for (int i = 0; i < PQntuples(r); i++) {
+			int64_t x = strtoll(PQgetvalue(r, i, 1), NULL, 10),
+			        y = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+			if (strcmp(PQgetvalue(r, i, 0), "0") == 0) {
+				*a_us = x;
+				*b_us = y;
+			} else {
+				fn(arg, x, y);
+			}
+		}
+		if (*a_us >= *b_us) // no whole hour: all raw
+			*a_us = *b_us = rg->end_us;
+	}
+	PQclear(r);
+	return rc;
+}
+
+int
 analytics_store_series_contacts(pl_db *db, const analytics_range *rg,
                                 const char *gran, const char *tz,
                                 analytics_point_fn fn, void *arg)
@@ -1410,7 +1765,11 @@ analytics_store_monthly(pl_db *db, const char *tenant_id,
 	        db,
 	        "SELECT to_char(m, 'YYYY-MM'), coalesce(u.messages_in, 0),"
 	        " coalesce(u.messages_out, 0), coalesce(u.conversations, 0),"
-	        " coalesce(u.unique_contacts, 0), coalesce(u.ai_replies, 0),"
+	        " (SELECT count(DISTINCT c.contact_id)"
+	        "  FROM analytics.daily_contacts c WHERE c.tenant_id = $1::uuid"
+	        "  AND c.day >= m::date"
+	        "  AND c.day < (m + interval '1 month')::date),"
+	        " coalesce(u.ai_replies, 0),"
 	        " coalesce(u.ai_tokens, 0), coalesce(u.campaign_sent, 0),"
 	        " coalesce(u.quota_refusals, 0)"
 	        " FROM generate_series($2::date, $3::date, interval '1 month') "

@@ -43,6 +43,24 @@ find(const analytics_agg *a, int32_t tenant, int32_t day, const char *metric,
 	return NULL;
 }
 
+// The start of hour h of day d in quarter hours since the epoch (UTC).
+#define H(d, h) ((d)*96 + (h)*4)
+
+// The count of metric in the hour, or -1 when the hour has no row.
+static int64_t
+hour_count(const analytics_agg *a, int32_t tenant, int32_t hour_q,
+           const char *metric)
+{
+	int col = analytics_hourly_index(metric);
+	assert_true(col >= 0);
+	for (size_t i = 0; i < a->n_hours; i++) {
+		const analytics_hour *h = &a->hours[i];
+		if (h->tenant == tenant && h->hour_q == hour_q)
+			return h->c[col];
+	}
+	return -1;
+}
+
 static void
 test_grouping(void **state)
 {
@@ -63,20 +81,20 @@ test_grouping(void **state)
 		// Tenant 1: three messages in on one day (two contacts, one
 		// twice), one the next day; tenant 0: a bot reply and two
 		// orders, one of them next month.
-		analytics_agg_event(&a, 1, D_2024_02_29, "message.received", &d,
-		                    NULL, c1);
-		analytics_agg_event(&a, 1, D_2024_02_29, "message.received", &d,
-		                    NULL, c1);
-		analytics_agg_event(&a, 1, D_2024_02_29, "message.received", &d,
-		                    NULL, c2);
-		analytics_agg_event(&a, 1, D_2024_03_01, "message.received", &d,
-		                    NULL, c1);
-		analytics_agg_event(&a, 0, D_2024_02_29, "message.sent", NULL,
-		                    bot, c2);
-		analytics_agg_event(&a, 0, D_2024_02_29, "order.created", NULL,
-		                    order, NULL);
-		analytics_agg_event(&a, 0, D_2024_03_01, "order.created", NULL,
-		                    order, NULL);
+		analytics_agg_event(&a, 1, D_2024_02_29, H(D_2024_02_29, 10),
+		                    "message.received", &d, NULL, c1);
+		analytics_agg_event(&a, 1, D_2024_02_29, H(D_2024_02_29, 10),
+		                    "message.received", &d, NULL, c1);
+		analytics_agg_event(&a, 1, D_2024_02_29, H(D_2024_02_29, 11),
+		                    "message.received", &d, NULL, c2);
+		analytics_agg_event(&a, 1, D_2024_03_01, H(D_2024_03_01, 0),
+		                    "message.received", &d, NULL, c1);
+		analytics_agg_event(&a, 0, D_2024_02_29, H(D_2024_02_29, 10),
+		                    "message.sent", NULL, bot, c2);
+		analytics_agg_event(&a, 0, D_2024_02_29, H(D_2024_02_29, 23),
+		                    "order.created", NULL, order, NULL);
+		analytics_agg_event(&a, 0, D_2024_03_01, H(D_2024_03_01, 1),
+		                    "order.created", NULL, order, NULL);
 		assert_true(analytics_agg_finish(&a));
 
 		const analytics_roll *r =
@@ -112,10 +130,8 @@ test_grouping(void **state)
 			assert_true(c < 0);
 		}
 		// Contacts: tenant 1 has c1, c2 on Feb 29 and c1 on Mar 1;
-		// tenant 0 has c2. Months: tenant 1 c1, c2 in Feb and c1 in
-		// Mar; tenant 0 c2 in Feb.
+		// tenant 0 has c2.
 		assert_int_equal(a.n_dc, 4);
-		assert_int_equal(a.n_mc, 4);
 		assert_int_equal(a.dc[0].tenant, 0);
 		// Monthly usage: (0, Feb), (0, Mar), (1, Feb), (1, Mar).
 		assert_int_equal(a.n_months, 4);
@@ -126,6 +142,44 @@ test_grouping(void **state)
 		assert_int_equal(a.months[2].c[ANALYTICS_MU_MESSAGES_IN], 3);
 		assert_int_equal(a.months[3].month, D_2024_03_01);
 		assert_int_equal(a.months[3].c[ANALYTICS_MU_MESSAGES_IN], 1);
+		// Hourly totals: tenant 1 messages_in 2 at 10:00 and 1 at
+		// 11:00 on Feb 29, 1 at 00:00 on Mar 1; tenant 0 one bot
+		// reply at 10:00 and orders at 23:00 and 01:00 (money is not
+		// kept by hour).
+		assert_int_equal(
+		        hour_count(&a, 1, H(D_2024_02_29, 10), "messages_in"),
+		        2);
+		assert_int_equal(
+		        hour_count(&a, 1, H(D_2024_02_29, 11), "messages_in"),
+		        1);
+		assert_int_equal(
+		        hour_count(&a, 1, H(D_2024_03_01, 0), "messages_in"),
+		        1);
+		assert_int_equal(
+		        hour_count(&a, 1, H(D_2024_02_29, 12), "messages_in"),
+		        -1);
+		assert_int_equal(hour_count(&a, 0, H(D_2024_02_29, 10),
+		                            "messages_out_bot"),
+		                 1);
+		assert_int_equal(
+		        hour_count(&a, 0, H(D_2024_02_29, 10), "messages_in"),
+		        0);
+		assert_int_equal(
+		        hour_count(&a, 0, H(D_2024_02_29, 23), "orders"), 1);
+		assert_int_equal(
+		        hour_count(&a, 0, H(D_2024_03_01, 1), "orders"), 1);
+		assert_int_equal(analytics_hourly_index("revenue_minor:BRL"),
+		                 -1);
+		assert_int_equal(analytics_hourly_index("events"), -1);
+		// One row per (tenant, hour), in (tenant, hour) order.
+		assert_int_equal(a.n_hours, 3 + 3);
+		for (size_t i = 1; i < a.n_hours; i++) {
+			const analytics_hour *p = &a.hours[i - 1],
+			                     *q = &a.hours[i];
+			assert_true(p->tenant < q->tenant ||
+			            (p->tenant == q->tenant &&
+			             p->hour_q < q->hour_q));
+		}
 	}
 	analytics_agg_fini(&a);
 	json_decref(bot);
@@ -141,6 +195,7 @@ test_many_keys(void **state)
 	analytics_agg_init(&a);
 	for (int i = 0; i < 20000; i++)
 		analytics_agg_event(&a, i % 50, 19000 + (i / 50) % 300,
+		                    (19000 + (i / 50) % 300) * 96 + (i % 7) * 4,
 		                    "lead.created", NULL, NULL, NULL);
 	assert_true(analytics_agg_finish(&a));
 	// events + leads_created per (tenant, day): 50 x 300 keys each.
@@ -149,6 +204,17 @@ test_many_keys(void **state)
 	for (size_t i = 0; i < a.n_rolls; i++)
 		sum += a.rolls[i].v;
 	assert_int_equal(sum, 2 * 20000);
+	// Hourly counters: leads_created sums to the events, one row per
+	// (tenant, hour).
+	sum = 0;
+	int col = analytics_hourly_index("leads_created");
+	for (size_t i = 0; i < a.n_hours; i++)
+		sum += a.hours[i].c[col];
+	assert_int_equal(sum, 20000);
+	for (size_t i = 1; i < a.n_hours; i++)
+		assert_true(a.hours[i - 1].tenant < a.hours[i].tenant ||
+		            (a.hours[i - 1].tenant == a.hours[i].tenant &&
+		             a.hours[i - 1].hour_q < a.hours[i].hour_q));
 	analytics_agg_fini(&a);
 }
 
