@@ -138,6 +138,22 @@ rule_fn(pl_call *call, pl_db *db, void *arg)
 	PGresult *r = NULL;
 	int rv;
 
+	if (eg_nz(x->in.template_id)) {
+		// Another tenant's template is as missing as none.
+		const char *p[2] = { tenant, x->in.template_id };
+		if ((rv = eg_exec(call, db,
+		                  "SELECT 1 FROM messaging.templates WHERE "
+		                  "tenant_id = $1 AND id = $2",
+		                  2, p, &r, "read the template")) != PL_OK)
+			return rv;
+		rv = PQntuples(r);
+		PQclear(r);
+		r = NULL;
+		if (rv != 1)
+			return pl_call_error(call, PL_NOT_FOUND,
+			                     "template %s not found",
+			                     x->in.template_id);
+	}
 	snprintf(delay, sizeof(delay), "%d", x->in.delay);
 	snprintf(maxa, sizeof(maxa), "%d",
 	         x->in.max_attempts > 0 ? x->in.max_attempts : 1);
