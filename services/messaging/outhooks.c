@@ -96,6 +96,8 @@ env_ms(const char *name, int64_t def, int64_t lo, int64_t hi)
 		x *= 60000;
 	else if (strcmp(end, "h") == 0)
 		x *= 3600000;
+	else if (strcmp(end, "d") == 0)
+		x *= 86400000;
 	else
 		return def;
 	if (x < (double)lo)
