@@ -381,6 +381,10 @@ engage_start(msg_service *s)
 	for (int i = 0; i < want; i++)
 		if (pthread_create(&g.th[g.nth], NULL, sender_main, s) == 0)
 			g.nth++;
+	// Follow-up scheduler and webhook senders (followups.c, outhooks.c).
+	if (engage_followups_start(s) != PL_OK ||
+	    engage_outhooks_start(s) != PL_OK)
+		return PL_INVALID_ARGUMENT;
 	return PL_OK;
 }
 
@@ -388,6 +392,8 @@ void
 engage_stop(msg_service *s)
 {
 	(void)s;
+	engage_followups_stop();
+	engage_outhooks_stop();
 	g.stop = true;
 	for (int i = 0; i < g.nth; i++)
 		pthread_join(g.th[i], NULL);
@@ -413,9 +419,9 @@ camp_sql(pl_call *call, const char *where)
 }
 
 // Bindings and audience as stored JSON; violations named.
-static int
-bindings_json(pl_call *call, EG_M(ParameterBinding) * *b, size_t n,
-              const char **out)
+int
+eg_bindings_json(pl_call *call, EG_M(ParameterBinding) * *b, size_t n,
+                 const char **out)
 {
 	json_t *arr = json_array();
 	char *s;
@@ -588,8 +594,8 @@ eg_create_campaign(pl_call *call, const void *inp, void *outp)
 	    (rv = eg_need_uuid(call, "template_id", in->template_id)) !=
 	            PL_OK ||
 	    (rv = check_rate(call, in->send_rate_per_second)) != PL_OK ||
-	    (rv = bindings_json(call, in->parameters, in->n_parameters,
-	                        &bind)) != PL_OK ||
+	    (rv = eg_bindings_json(call, in->parameters, in->n_parameters,
+	                           &bind)) != PL_OK ||
 	    (rv = audience_json(call, in->audience, &aud)) != PL_OK)
 		return rv;
 	if (eg_nz(in->scheduled_at) && strlen(in->scheduled_at) > 40)
@@ -821,8 +827,8 @@ eg_update_campaign(pl_call *call, const void *inp, void *outp)
 			x.cc.max_index = in->parameters[i]->index;
 	if (all ? in->n_parameters > 0
 	        : inmask(in->update_mask, in->n_update_mask, "parameters"))
-		if ((rv = bindings_json(call, in->parameters, in->n_parameters,
-		                        &x.p[5])) != PL_OK)
+		if ((rv = eg_bindings_json(call, in->parameters,
+		                           in->n_parameters, &x.p[5])) != PL_OK)
 			return rv;
 	if (all ? in->audience != NULL
 	        : inmask(in->update_mask, in->n_update_mask, "audience"))

@@ -132,6 +132,10 @@ int eg_json_arg(pl_call *call, const char *field,
                 const Parley__Rpc__V1__Json *j, bool array, size_t max,
                 const char *def, const char **out);
 msg_service *eg_svc(pl_call *call);
+// ParameterBinding[] checked (index 1..32 once each, a known contact field,
+// sizes) and written as stored JSON (campaigns.c). Violation else.
+int eg_bindings_json(pl_call *call, EG_M(ParameterBinding) * *b, size_t n,
+                     const char **out);
 
 // SQL text (engage_store.c).
 extern const char EG_SQL_TEMPLATE_JSON[];
@@ -177,6 +181,49 @@ int eg_approve_action(pl_call *call, const void *in, void *out);
 int eg_reject_action(pl_call *call, const void *in, void *out);
 int eg_get_settings(pl_call *call, const void *in, void *out);
 int eg_update_settings(pl_call *call, const void *in, void *out);
+
+// Follow-up rules (followups.c).
+int eg_create_followup_rule(pl_call *call, const void *in, void *out);
+int eg_update_followup_rule(pl_call *call, const void *in, void *out);
+int eg_get_followup_rule(pl_call *call, const void *in, void *out);
+int eg_list_followup_rules(pl_call *call, const void *in, void *out);
+int eg_delete_followup_rule(pl_call *call, const void *in, void *out);
+
+// Outbound webhooks (outhooks.c).
+int eg_create_webhook_endpoint(pl_call *call, const void *in, void *out);
+int eg_update_webhook_endpoint(pl_call *call, const void *in, void *out);
+int eg_get_webhook_endpoint(pl_call *call, const void *in, void *out);
+int eg_list_webhook_endpoints(pl_call *call, const void *in, void *out);
+int eg_delete_webhook_endpoint(pl_call *call, const void *in, void *out);
+int eg_rotate_webhook_secret(pl_call *call, const void *in, void *out);
+int eg_list_webhook_deliveries(pl_call *call, const void *in, void *out);
+int eg_redeliver_webhook(pl_call *call, const void *in, void *out);
+
+// Follow-up scheduler (followups.c): sends the due follow-ups (at most max)
+// on the caller's connection; returns how many were handled (sent,
+// skipped or canceled), -1 on a database error. Tests and the threads use
+// it.
+int engage_followups_once(msg_service *s, pl_db *db, pl_arena *a, int max);
+int engage_followups_start(msg_service *s);
+void engage_followups_stop(void);
+
+// Webhook sender (outhooks.c): one due delivery claimed, signed and sent;
+// returns 1 when one was handled, 0 when none was due, -1 on error.
+int engage_outhooks_once(msg_service *s, pl_db *db, pl_arena *a);
+int engage_outhooks_start(msg_service *s);
+void engage_outhooks_stop(void);
+
+// Standard Webhooks signature "v1,<base64 HMAC-SHA256(id.ts.body)>" with a
+// "whsec_<base64 key>" secret, into out (arena). NULL on a bad secret.
+char *engage_webhook_sign(pl_arena *a, const char *secret, const char *id,
+                          long long ts, const char *body, size_t len);
+
+// SSRF guard: true when url is http(s) without credentials and every
+// address its host resolves to is public or in the operator's allow-list
+// (PARLEY_MESSAGING_WEBHOOK_ALLOW, CIDRs). On success pin (when not NULL,
+// 80 bytes) gets "host:port:address" for CURLOPT_RESOLVE.
+bool engage_webhook_url_ok(const char *url, char *why, size_t whylen, char *pin,
+                           size_t pinlen);
 
 // Campaign sender (campaigns.c): one pass over running and due campaigns on
 // the caller's connection; returns recipients handled (tests, bench).

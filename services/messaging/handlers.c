@@ -1,5 +1,6 @@
 // The messaging service's RPCs and the table that binds them (access as the
-// proto's comments say). Engagement RPCs (issue 7) answer UNIMPLEMENTED.
+// proto's comments say). Engagement RPCs (issue 7) are bound to engage.h's
+// handlers.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1011,50 +1012,9 @@ update_contact(pl_call *call, const void *inp, void *outp)
 	        &c, &out->contact);
 }
 
-// ---------------------------------------------------------------------------
-// Not yet: the engagement issue and the legacy import.
-
-static int
-not_yet(pl_call *call, const void *inp, void *outp)
-{
-	static const struct {
-		const char *key, *what;
-	} m[] = {
-		{ "Campaign", "campaigns" },
-		{ "Template", "templates" },
-		{ "Followup", "follow-ups" },
-		{ "Lead", "leads" },
-		{ "Order", "orders" },
-		{ "Action", "the actions center" },
-		{ "Webhook", "outbound webhooks" },
-		{ "Import", "the legacy import" },
-		{ "MessagingSettings", "messaging settings" },
-	};
-	const char *what = "this method";
-	const char *slash = strrchr(call->method, '/');
-
-	(void)inp;
-	(void)outp;
-	for (size_t i = 0; slash && i < sizeof(m) / sizeof(m[0]); i++)
-		if (strstr(slash, m[i].key) != NULL) {
-			what = m[i].what;
-			break;
-		}
-	return pl_call_error(call, PL_UNIMPLEMENTED, "%s %s not available yet",
-	                     what,
-	                     strcmp(what, "this method") == 0 ||
-	                                     strncmp(what, "the ", 4) == 0
-	                             ? "is"
-	                             : "are");
-}
-
 #define VIEWER(s) PL_ROLE_VIEWER, s
 #define AGENT(s)  PL_ROLE_AGENT, s
 #define ADMIN(s)  PL_ROLE_ADMIN, s
-#define NY(n)                                                                  \
-	{                                                                      \
-		n, not_yet, PL_CALLER_SERVICE, NULL, 0                         \
-	}
 
 static const pl_rpc_method messaging_methods[] = {
 	{ "HandleWebhook", handle_webhook, PL_CALLER_SERVICE, NULL, 0 },
@@ -1112,11 +1072,16 @@ static const pl_rpc_method messaging_methods[] = {
 	  0 },
 	{ "ListCampaignRecipients", eg_list_campaign_recipients,
 	  VIEWER("campaigns:read"), 0 },
-	{ "CreateFollowupRule", not_yet, ADMIN("followups:write"), 0 },
-	{ "UpdateFollowupRule", not_yet, ADMIN("followups:write"), 0 },
-	{ "GetFollowupRule", not_yet, VIEWER("followups:read"), 0 },
-	{ "ListFollowupRules", not_yet, VIEWER("followups:read"), 0 },
-	{ "DeleteFollowupRule", not_yet, ADMIN("followups:write"), 0 },
+	{ "CreateFollowupRule", eg_create_followup_rule,
+	  ADMIN("followups:write"), 0 },
+	{ "UpdateFollowupRule", eg_update_followup_rule,
+	  ADMIN("followups:write"), 0 },
+	{ "GetFollowupRule", eg_get_followup_rule, VIEWER("followups:read"),
+	  0 },
+	{ "ListFollowupRules", eg_list_followup_rules, VIEWER("followups:read"),
+	  0 },
+	{ "DeleteFollowupRule", eg_delete_followup_rule,
+	  ADMIN("followups:write"), 0 },
 	{ "CreateLead", eg_create_lead, AGENT("leads:write"), 0 },
 	{ "UpdateLead", eg_update_lead, AGENT("leads:write"), 0 },
 	{ "GetLead", eg_get_lead, VIEWER("leads:read"), 0 },
@@ -1134,14 +1099,22 @@ static const pl_rpc_method messaging_methods[] = {
 	{ "GetAction", eg_get_action, VIEWER("actions:read"), 0 },
 	{ "ApproveAction", eg_approve_action, AGENT("actions:write"), 0 },
 	{ "RejectAction", eg_reject_action, AGENT("actions:write"), 0 },
-	{ "CreateWebhookEndpoint", not_yet, ADMIN("webhooks:write"), 0 },
-	{ "UpdateWebhookEndpoint", not_yet, ADMIN("webhooks:write"), 0 },
-	{ "GetWebhookEndpoint", not_yet, ADMIN("webhooks:read"), 0 },
-	{ "ListWebhookEndpoints", not_yet, ADMIN("webhooks:read"), 0 },
-	{ "DeleteWebhookEndpoint", not_yet, ADMIN("webhooks:write"), 0 },
-	{ "RotateWebhookSecret", not_yet, ADMIN("webhooks:write"), 0 },
-	{ "ListWebhookDeliveries", not_yet, ADMIN("webhooks:read"), 0 },
-	{ "RedeliverWebhook", not_yet, ADMIN("webhooks:write"), 0 },
+	{ "CreateWebhookEndpoint", eg_create_webhook_endpoint,
+	  ADMIN("webhooks:write"), 0 },
+	{ "UpdateWebhookEndpoint", eg_update_webhook_endpoint,
+	  ADMIN("webhooks:write"), 0 },
+	{ "GetWebhookEndpoint", eg_get_webhook_endpoint, ADMIN("webhooks:read"),
+	  0 },
+	{ "ListWebhookEndpoints", eg_list_webhook_endpoints,
+	  ADMIN("webhooks:read"), 0 },
+	{ "DeleteWebhookEndpoint", eg_delete_webhook_endpoint,
+	  ADMIN("webhooks:write"), 0 },
+	{ "RotateWebhookSecret", eg_rotate_webhook_secret,
+	  ADMIN("webhooks:write"), 0 },
+	{ "ListWebhookDeliveries", eg_list_webhook_deliveries,
+	  ADMIN("webhooks:read"), 0 },
+	{ "RedeliverWebhook", eg_redeliver_webhook, ADMIN("webhooks:write"),
+	  0 },
 	{ "ImportContacts", messaging_import_contacts, PL_CALLER_SERVICE, NULL,
 	  0 },
 	{ "ImportConversations", messaging_import_conversations,

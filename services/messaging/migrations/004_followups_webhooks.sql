@@ -122,6 +122,8 @@ END $$;
 -- channel, then neither; the oldest rule on a tie); an inbound message
 -- cancels it ("replied"), a person's message too ("human"). Follow-ups
 -- themselves are sent with sender "system" and so never restart a chain.
+-- Bot messages older than an hour when written (imported history) schedule
+-- nothing.
 CREATE FUNCTION messaging.followups_on_message() RETURNS trigger
 LANGUAGE plpgsql AS
 $$
@@ -134,6 +136,10 @@ BEGIN
            done_at = now()
      WHERE tenant_id = NEW.tenant_id AND conversation_id = NEW.conversation_id
        AND status = 'pending';
+    RETURN NULL;
+  END IF;
+  -- History written now (the legacy import) is not a live conversation.
+  IF NEW.created_at < now() - interval '1 hour' THEN
     RETURN NULL;
   END IF;
   SELECT id, delay_minutes INTO r FROM messaging.followup_rules
