@@ -1020,6 +1020,57 @@ agents_store_reply_commit(pl_db *db, const char *const p[27], PGresult **err)
 	return rv;
 }
 
+// BEGIN and step one of a group of replies (agents.reply_begin_batch:
+// p[0] the items as JSON, p[1] the inactivity limit in ms) in one round
+// trip; the transaction stays open. NULL when the connection failed.
+PGresult *
+agents_store_reply_group_open(pl_db *db, const char *const p[2])
+{
+	PGresult *rb = NULL, *r = NULL;
+
+	pipe2(db, "BEGIN", 0, NULL,
+	      "SELECT * FROM agents.reply_begin_batch($1::json, $2)", 2, p, &rb,
+	      &r);
+	if (!agents_store_ok(rb)) {
+		PQclear(r);
+		r = NULL;
+	}
+	PQclear(rb);
+	return r;
+}
+
+// Step two of a group (agents.reply_finish_batch: items, sessions, usage
+// as JSON, then the touch interval in ms) and COMMIT in one round trip.
+// Returns a status (the commit's, or the first failure's with its result
+// in *err).
+int
+agents_store_reply_group_commit(pl_db *db, const char *const p[4],
+                                PGresult **err)
+{
+	PGresult *rf = NULL, *rc = NULL;
+	int rv;
+
+	*err = NULL;
+	rv = pipe2(db,
+	           "SELECT agents.reply_finish_batch($1::json, $2::json, "
+	           "$3::json, $4)",
+	           4, p, "COMMIT", 0, NULL, &rf, &rc);
+	if (rv == PL_OK && !agents_store_ok(rf)) {
+		*err = rf;
+		rf = NULL;
+		rv = pl_db_result_status(*err);
+	} else if (rv == PL_OK && !agents_store_ok(rc)) {
+		*err = rc;
+		rc = NULL;
+		rv = pl_db_result_status(*err);
+	} else if (rv == PL_OK && strcmp(PQcmdStatus(rc), "COMMIT") != 0) {
+		rv = PL_ABORTED; // COMMIT of a failed transaction rolls back
+	}
+	PQclear(rf);
+	PQclear(rc);
+	return rv;
+}
+
 // Ends whatever transaction the reply left open (ROLLBACK); a no-op
 // when there is none.
 void
