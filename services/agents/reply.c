@@ -804,18 +804,22 @@ typedef struct group_item {
 	int rv;
 	bool alone;              // an LLM agent: answered alone by its caller
 	int state;               // IT_*, under the queue's mutex
+	pthread_cond_t cv;       // signalled when done, or when to lead
 	struct group_item *next; // queue
 	int arow, srow, rrow;    // rows of the begin result (-1: none)
 	int dup_of;              // an earlier item with the same message id
 	bool composed;           // in the finish
 } group_item;
 
+// Groups answered at once per process: while one waits for PostgreSQL,
+// another runs the engine.
+#define GROUPS_AT_ONCE 2
+
 struct agents_replyq {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
 	group_item *head, *tail;
-	bool running; // a group is being answered
-	int max;      // most replies per group; 0: off
+	int running; // groups being answered
+	int max;     // most replies per group; 0: off
 	agents_replyq_stats st;
 };
 
@@ -827,7 +831,6 @@ agents_replyq_new(int max_group)
 	if (q == NULL)
 		return NULL;
 	pthread_mutex_init(&q->mu, NULL);
-	pthread_cond_init(&q->cv, NULL);
 	q->max = max_group;
 	return q;
 }
@@ -838,7 +841,6 @@ agents_replyq_free(agents_replyq *q)
 	if (q == NULL)
 		return;
 	pthread_mutex_destroy(&q->mu);
-	pthread_cond_destroy(&q->cv);
 	free(q);
 }
 
@@ -1290,10 +1292,11 @@ agents_reply_group(pl_db *db, size_t n, pl_call *const *calls,
 	free(p);
 }
 
-// Leader and followers: a reply joins the queue; while no group is being
-// answered, a worker whose reply is still queued takes the queue (up to
-// the group size) and answers it on its own connection; the others wait
-// for their reply to be done.
+// Leader and followers: a reply joins the queue; when fewer than
+// GROUPS_AT_ONCE groups are being answered, the worker of the reply at the
+// queue's head takes the queue (up to the group size) and answers it on
+// its own connection; the others sleep until their reply is done (each
+// on its own condition variable: one wake-up per reply).
 int
 agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 {
@@ -1305,57 +1308,66 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 	item_init(&self, call, in, out);
 	if (q == NULL) {
 		rv = reply_alone(pl_call_db(call), &self.t);
-	} else {
-		pthread_mutex_lock(&q->mu);
-		if (q->max <= 0) {
-			pthread_mutex_unlock(&q->mu);
-			rv = reply_alone(pl_call_db(call), &self.t);
-			goto done;
-		}
-		self.state = IT_QUEUED;
-		if (q->tail != NULL)
-			q->tail->next = &self;
-		else
-			q->head = &self;
-		q->tail = &self;
-		while (self.state != IT_DONE) {
-			group_item *g[GROUP_MAX];
-			size_t n = 0, max;
-			bool split;
-
-			if (q->running || self.state != IT_QUEUED) {
-				pthread_cond_wait(&q->cv, &q->mu);
-				continue;
-			}
-			max = q->max > 0 && q->max < GROUP_MAX ? (size_t)q->max
-			                                       : GROUP_MAX;
-			while (q->head != NULL && n < max) {
-				g[n] = q->head;
-				q->head = q->head->next;
-				g[n]->next = NULL;
-				g[n++]->state = IT_TAKEN;
-			}
-			if (q->head == NULL)
-				q->tail = NULL;
-			q->running = true;
-			pthread_mutex_unlock(&q->mu);
-			split = group_run(pl_call_db(call), g, n);
-			pthread_mutex_lock(&q->mu);
-			for (size_t i = 0; i < n; i++)
-				g[i]->state = IT_DONE;
-			q->st.groups++;
-			q->st.replies += (long)n;
-			if ((long)n > q->st.largest)
-				q->st.largest = (long)n;
-			if (split)
-				q->st.split++;
-			q->running = false;
-			pthread_cond_broadcast(&q->cv);
-		}
-		pthread_mutex_unlock(&q->mu);
-		rv = self.alone ? reply_alone(pl_call_db(call), &self.t)
-		                : self.rv;
+		goto done;
 	}
+	pthread_mutex_lock(&q->mu);
+	if (q->max <= 0) {
+		pthread_mutex_unlock(&q->mu);
+		rv = reply_alone(pl_call_db(call), &self.t);
+		goto done;
+	}
+	pthread_cond_init(&self.cv, NULL);
+	self.state = IT_QUEUED;
+	if (q->tail != NULL)
+		q->tail->next = &self;
+	else
+		q->head = &self;
+	q->tail = &self;
+	while (self.state != IT_DONE) {
+		group_item *g[GROUP_MAX];
+		size_t n = 0, max;
+		bool split;
+
+		if (self.state != IT_QUEUED || q->head != &self ||
+		    q->running >= GROUPS_AT_ONCE) {
+			pthread_cond_wait(&self.cv, &q->mu);
+			continue;
+		}
+		max = q->max > 0 && q->max < GROUP_MAX ? (size_t)q->max
+		                                       : GROUP_MAX;
+		while (q->head != NULL && n < max) {
+			g[n] = q->head;
+			q->head = q->head->next;
+			g[n]->next = NULL;
+			g[n++]->state = IT_TAKEN;
+		}
+		if (q->head == NULL)
+			q->tail = NULL;
+		q->running++;
+		// More waiting and room for another group: its head leads.
+		if (q->head != NULL && q->running < GROUPS_AT_ONCE)
+			pthread_cond_signal(&q->head->cv);
+		pthread_mutex_unlock(&q->mu);
+		split = group_run(pl_call_db(call), g, n);
+		pthread_mutex_lock(&q->mu);
+		for (size_t i = 0; i < n; i++) {
+			g[i]->state = IT_DONE;
+			if (g[i] != &self)
+				pthread_cond_signal(&g[i]->cv);
+		}
+		q->st.groups++;
+		q->st.replies += (long)n;
+		if ((long)n > q->st.largest)
+			q->st.largest = (long)n;
+		if (split)
+			q->st.split++;
+		q->running--;
+		if (q->head != NULL)
+			pthread_cond_signal(&q->head->cv);
+	}
+	pthread_mutex_unlock(&q->mu);
+	pthread_cond_destroy(&self.cv);
+	rv = self.alone ? reply_alone(pl_call_db(call), &self.t) : self.rv;
 done:
 	if (rv != PL_OK) {
 		if (call->code == PL_OK)

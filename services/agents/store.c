@@ -919,6 +919,35 @@ agents_store_search(pl_db *db, const char *tenant, const char *kb_json,
 	        7, p);
 }
 
+// The content versions of the tenant's bases among ids_json: (id,
+// content_version) rows.
+PGresult *
+agents_store_kb_versions(pl_db *db, const char *tenant, const char *ids_json)
+{
+	const char *p[] = { tenant, ids_json };
+
+	return pl_db_exec(db,
+	                  "SELECT id, content_version FROM "
+	                  "agents.knowledge_bases WHERE tenant_id = $1 AND id "
+	                  "= ANY(ARRAY(SELECT "
+	                  "jsonb_array_elements_text($2::jsonb))::uuid[])",
+	                  2, p);
+}
+
+// The tenant's entries among ids_json (ENTRY_COLS, any order).
+PGresult *
+agents_store_entries_by_id(pl_db *db, const char *tenant, const char *ids_json)
+{
+	const char *p[] = { tenant, ids_json };
+
+	return pl_db_exec(db,
+	                  "SELECT " ENTRY_COLS
+	                  " FROM agents.knowledge_entries e WHERE e.tenant_id "
+	                  "= $1 AND e.id = ANY(ARRAY(SELECT "
+	                  "jsonb_array_elements_text($2::jsonb))::uuid[])",
+	                  2, p);
+}
+
 // ---------------------------------------------------------------------------
 // Reply
 

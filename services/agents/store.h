@@ -94,6 +94,10 @@ PGresult *agents_store_entry_get(pl_db *db, const char *tenant, const char *id);
 PGresult *agents_store_entry_update(pl_db *db, const char *const p[11]);
 PGresult *agents_store_entry_delete(pl_db *db, const char *tenant,
                                     const char *id);
+PGresult *agents_store_kb_versions(pl_db *db, const char *tenant,
+                                   const char *ids_json);
+PGresult *agents_store_entries_by_id(pl_db *db, const char *tenant,
+                                     const char *ids_json);
 PGresult *agents_store_search(pl_db *db, const char *tenant,
                               const char *kb_json, const char *qnorm,
                               const char *terms, const char *terms_json,

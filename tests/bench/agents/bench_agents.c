@@ -34,6 +34,8 @@
 
 #define M(x) "/parley.agents.v1.Agents/" x
 #define NENT 10000
+#define CHUNK                                                                  \
+	1000 // entries per ImportKnowledge (each call within the deadline)
 
 static const char *words[] = {
 	"red",   "blue",  "green", "shirt",  "shoe", "bag",    "lamp",  "chair",
@@ -490,20 +492,20 @@ main(int argc, char **argv)
 		            (void **)&car, NULL) != PL_OK)
 			return 1;
 		snprintf(agent, sizeof(agent), "%s", car->id);
-		for (int b = 0; b < NENT / 5000; b++) {
+		for (int b = 0; b < NENT / CHUNK; b++) {
 			Parley__Agents__V1__ImportKnowledgeRequest ik =
 			        PARLEY__AGENTS__V1__IMPORT_KNOWLEDGE_REQUEST__INIT;
 			Parley__Agents__V1__ImportKnowledgeResponse *ikr = NULL;
-			ag_entry *e = calloc(5000, sizeof(*e));
-			ag_entry **ep = calloc(5000, sizeof(*ep));
-			char(*qs)[160] = calloc(5000, 160);
+			ag_entry *e = calloc(CHUNK, sizeof(*e));
+			ag_entry **ep = calloc(CHUNK, sizeof(*ep));
+			char(*qs)[160] = calloc(CHUNK, 160);
 			unsigned seed = 1;
 			pl_rpc_result res = { 0 };
 
-			for (int i = 0; i < 5000; i++) {
+			for (int i = 0; i < CHUNK; i++) {
 				parley__agents__v1__knowledge_entry__init(
 				        &e[i]);
-				question(&seed, b * 5000 + i, qs[i], 160);
+				question(&seed, b * CHUNK + i, qs[i], 160);
 				e[i].question = qs[i];
 				e[i].answer = "Here is what we know about it.";
 				e[i].intent = "product_info";
@@ -511,7 +513,7 @@ main(int argc, char **argv)
 			}
 			ik.agent_id = agent;
 			ik.entries = ep;
-			ik.n_entries = 5000;
+			ik.n_entries = CHUNK;
 			if (svch_call(
 			            &h, M("ImportKnowledge"), &p, &ik.base,
 			            &parley__agents__v1__import_knowledge_response__descriptor,
@@ -609,7 +611,8 @@ main(int argc, char **argv)
 		char cmd[256];
 
 		snprintf(cmd, sizeof(cmd),
-		         "cp %s/server.log /tmp/bench_agents_server.log", pg.dir);
+		         "cp %s/server.log /tmp/bench_agents_server.log",
+		         pg.dir);
 		if (system(cmd) == 0)
 			printf("server log: /tmp/bench_agents_server.log\n");
 	}
