@@ -866,41 +866,107 @@ item_fail(group_item *it, int code, const char *fmt, const char *arg)
 	it->rv = pl_call_error(it->t.call, code, fmt, arg);
 }
 
-// Sends BEGIN + reply_begin_batch; returns its result or NULL (the
-// connection failed: the transaction state is left to the caller).
+// A PostgreSQL array literal of n texts (NULL elements as NULL), built
+// in *buf (malloc'd; grown as needed). False when out of memory.
+typedef struct sbuf {
+	char *p;
+	size_t len, cap;
+} sbuf;
+
+static bool
+sb_put(sbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 256;
+		char *p;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		if ((p = realloc(b->p, cap)) == NULL)
+			return false;
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+	return true;
+}
+
+static bool
+sb_elem(sbuf *b, const char *s, bool first)
+{
+	bool ok = first || sb_put(b, ",", 1);
+
+	if (s == NULL)
+		return ok && sb_put(b, "NULL", 4);
+	ok = ok && sb_put(b, "\"", 1);
+	for (const char *c = s; ok && *c; c++) {
+		if (*c == '"' || *c == '\\')
+			ok = sb_put(b, "\\", 1);
+		ok = ok && sb_put(b, c, 1);
+	}
+	return ok && sb_put(b, "\"", 1);
+}
+
+// The field f of item i of a group (the order of reply_begin_batch's
+// arrays).
+static const char *
+begin_field(group_item *g, int f)
+{
+	const ag_reply_req *in = g->t.in;
+
+	switch (f) {
+	case 0:
+		return in->tenant_id;
+	case 1:
+		return in->agent_id;
+	case 2:
+		return in->session_key;
+	case 3:
+		return in->message_id[0] ? in->message_id : NULL;
+	case 4:
+		return g->t.session_id;
+	case 5:
+		return in->channel_id;
+	case 6:
+		return in->conversation_id;
+	case 7:
+		return in->contact ? in->contact->id : "";
+	case 8:
+		return in->website_domain;
+	default:
+		return in->client_ip;
+	}
+}
+
+// Sends BEGIN + reply_begin_batch (ten arrays, one element per item);
+// returns its result or NULL (the connection failed: the transaction
+// state is left to the caller).
 static PGresult *
 group_begin(pl_db *db, group_item **it, size_t n, int64_t idle_ms)
 {
-	json_t *arr = json_array();
-	char *items, idle[32];
-	PGresult *r;
-	const char *p[2];
+	sbuf b[10] = { 0 };
+	char idle[32];
+	const char *p[11];
+	PGresult *r = NULL;
+	bool ok = true;
 
-	for (size_t i = 0; arr != NULL && i < n; i++) {
-		const ag_reply_req *in = it[i]->t.in;
-
+	for (size_t i = 0; i < n; i++)
 		pl_uuid7_str(it[i]->t.session_id); // a new session's id
-		json_array_append_new(
-		        arr,
-		        json_pack("{s:s, s:s, s:s, s:s?, s:s, s:s, s:s, s:s, "
-		                  "s:s, s:s}",
-		                  "t", in->tenant_id, "a", in->agent_id, "k",
-		                  in->session_key, "m",
-		                  in->message_id[0] ? in->message_id : NULL,
-		                  "s", it[i]->t.session_id, "ch",
-		                  in->channel_id, "cv", in->conversation_id,
-		                  "ct", in->contact ? in->contact->id : "", "d",
-		                  in->website_domain, "ip", in->client_ip));
+	for (int f = 0; ok && f < 10; f++) {
+		ok = sb_put(&b[f], "{", 1);
+		for (size_t i = 0; ok && i < n; i++)
+			ok = sb_elem(&b[f], begin_field(it[i], f), i == 0);
+		ok = ok && sb_put(&b[f], "}", 1);
+		p[f] = b[f].p;
 	}
-	items = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
-	json_decref(arr);
-	if (items == NULL)
-		return NULL;
 	snprintf(idle, sizeof(idle), "%lld", (long long)idle_ms);
-	p[0] = items;
-	p[1] = idle;
-	r = agents_store_reply_group_open(db, p);
-	free(items);
+	p[10] = idle;
+	if (ok)
+		r = agents_store_reply_group_open(db, p);
+	for (int f = 0; f < 10; f++)
+		free(b[f].p);
 	return r;
 }
 

@@ -1050,16 +1050,17 @@ agents_store_reply_commit(pl_db *db, const char *const p[27], PGresult **err)
 }
 
 // BEGIN and step one of a group of replies (agents.reply_begin_batch:
-// p[0] the items as JSON, p[1] the inactivity limit in ms) in one round
+// p[0..9] its arrays, p[10] the inactivity limit in ms) in one round
 // trip; the transaction stays open. NULL when the connection failed.
 PGresult *
-agents_store_reply_group_open(pl_db *db, const char *const p[2])
+agents_store_reply_group_open(pl_db *db, const char *const p[11])
 {
 	PGresult *rb = NULL, *r = NULL;
 
 	pipe2(db, "BEGIN", 0, NULL,
-	      "SELECT * FROM agents.reply_begin_batch($1::json, $2)", 2, p, &rb,
-	      &r);
+	      "SELECT * FROM agents.reply_begin_batch($1, $2, $3, $4, $5, $6, "
+	      "$7, $8, $9, $10, $11)",
+	      11, p, &rb, &r);
 	if (!agents_store_ok(rb)) {
 		PQclear(r);
 		r = NULL;

@@ -107,7 +107,7 @@ PGresult *agents_store_reply_open(pl_db *db, const char *const p[11]);
 int agents_store_reply_commit(pl_db *db, const char *const p[27],
                               PGresult **err);
 void agents_store_reply_end(pl_db *db);
-PGresult *agents_store_reply_group_open(pl_db *db, const char *const p[2]);
+PGresult *agents_store_reply_group_open(pl_db *db, const char *const p[11]);
 int agents_store_reply_group_commit(pl_db *db, const char *const p[4],
                                     PGresult **err);
 bool agents_store_reply_in_tx(pl_db *db);

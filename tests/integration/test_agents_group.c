@@ -241,7 +241,7 @@ test_one_session(void **state)
 	         "'%s'",
 	         g.resp[0].session_id);
 	assert_string_equal(scalar(sql),
-	                    "user:what are your|assistant:We are open |"
+	                    "user:what are you|assistant:We are open |"
 	                    "user:how much is |assistant:Shipping cos|"
 	                    "user:opening hour|assistant:We are open ");
 	assert_int_equal(count("SELECT count(*) FROM agents.agent_sessions "
@@ -430,8 +430,8 @@ test_group_fails(void **state)
 	                 1);
 	// Two events: the replay and the rolled-back group made none.
 	snprintf(sql, sizeof(sql),
-	         "SELECT count(*) FROM agents.outbox WHERE dimensions ->> "
-	         "'agent_id' = '%s'",
+	         "SELECT count(*) FROM agents.outbox WHERE type = "
+	         "'agent.replied' AND dimensions ->> 'agent_id' = '%s'",
 	         agent);
 	assert_int_equal(count(sql), 2);
 	group_fini(&g);

@@ -13,10 +13,10 @@
 -- on its pages so that those updates stay HOT (same page, no index entry).
 ALTER TABLE agents.agent_sessions SET (fillfactor = 70);
 
--- Step one for a group. p_items is a JSON array of objects
--- {t: tenant, a: agent, k: session key, m: message id or null,
---  s: a new session id, ch, cv, ct, d, ip} in arrival order (item n is
--- element n, from 0). Rows, by kind:
+-- Step one for a group. The items, in arrival order (item n is element
+-- n + 1 of every array): tenant, agent, session key, message id (or
+-- null), a new session's id, channel, conversation, contact, website
+-- domain, client IP. Rows, by kind:
 --   'a'  one per distinct (tenant, agent): item is its first item; the
 --        columns of reply_begin (status .. kb_versions); no row when the
 --        agent does not exist for that tenant.
@@ -29,7 +29,9 @@ ALTER TABLE agents.agent_sessions SET (fillfactor = 70);
 -- row and take no lock. The others' session keys are locked
 -- (pg_advisory_xact_lock, the same key as reply_begin) in hash order, so
 -- concurrent groups on several replicas cannot deadlock.
-CREATE FUNCTION agents.reply_begin_batch(p_items json, p_idle_ms bigint)
+CREATE FUNCTION agents.reply_begin_batch(v_t uuid[], v_a uuid[], v_k text[],
+    v_m text[], v_s uuid[], v_ch text[], v_cv text[], v_ct text[],
+    v_d text[], v_ip text[], p_idle_ms bigint)
 RETURNS TABLE (
   kind text, item int,
   status text, version int, version_id uuid, engine text,
@@ -40,25 +42,19 @@ RETURNS TABLE (
   threshold float8, max_bot_turns int, language text, voice_provider text,
   voice_id text, voice_settings text, key_ct bytea, key_kid text,
   kb_versions text, replay text, session_id uuid, bot_turns int)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- One plan per statement for every group (built once per connection):
+-- every lookup is an index probe whatever the group's size, and planning
+-- again on each call (custom plans for array parameters) costs more than
+-- the work.
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
-  v_t uuid[]; v_a uuid[]; v_k text[]; v_m text[]; v_s uuid[];
-  v_ch text[]; v_cv text[]; v_ct text[]; v_d text[]; v_ip text[];
   v_ok int[]; v_new int[]; v_ri int[]; v_rr text[]; v_rs uuid[];
   v_idle uuid[]; v_idle_t uuid[]; v_missing boolean;
 BEGIN
   PERFORM set_config('parley.tenant_id', '*', true);
-  SELECT array_agg(x.t ORDER BY x.n), array_agg(x.a ORDER BY x.n),
-         array_agg(x.k ORDER BY x.n), array_agg(x.m ORDER BY x.n),
-         array_agg(x.s ORDER BY x.n), array_agg(x.ch ORDER BY x.n),
-         array_agg(x.cv ORDER BY x.n), array_agg(x.ct ORDER BY x.n),
-         array_agg(x.d ORDER BY x.n), array_agg(x.ip ORDER BY x.n)
-    INTO v_t, v_a, v_k, v_m, v_s, v_ch, v_cv, v_ct, v_d, v_ip
-    FROM ROWS FROM (json_to_recordset(p_items)
-         AS (t uuid, a uuid, k text, m text, s uuid, ch text, cv text,
-             ct text, d text, ip text)) WITH ORDINALITY
-         AS x(t, a, k, m, s, ch, cv, ct, d, ip, n);
-  IF v_t IS NULL THEN
+  IF cardinality(v_t) IS NULL THEN
     RETURN;
   END IF;
 
@@ -197,9 +193,24 @@ END $$;
 CREATE FUNCTION agents.reply_finish_batch(p_items json, p_sessions json,
     p_usage json, p_touch_ms bigint)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 BEGIN
   PERFORM set_config('parley.tenant_id', '*', true);
+  -- The items parsed once; their events and both messages of each in
+  -- one statement (different tables).
+  WITH x AS MATERIALIZED (
+    SELECT * FROM json_to_recordset(p_items)
+      AS x(t uuid, s uuid, um uuid, ut text, am uuid, "at" text, ti int,
+           "to" int, lat int, mo text, en text, "in" text, cf float8,
+           m text, r text, er text, ev uuid, dm jsonb, pl jsonb)),
+  o AS (
+    INSERT INTO agents.outbox (id, destination, tenant_id, type,
+        dimensions, payload)
+    SELECT x.ev, 'analytics', x.t, 'agent.replied', coalesce(x.dm, '{}'),
+           coalesce(x.pl, '{}')
+      FROM x WHERE x.ev IS NOT NULL)
   INSERT INTO agents.agent_messages (tenant_id, id, session_id, role,
       content, tokens_in, tokens_out, latency_ms, model, engine, intent,
       confidence, message_id, reply, error)
@@ -209,15 +220,11 @@ BEGIN
                  0 AS tout, 0 AS lat, '' AS mo, '' AS en, '' AS inte,
                  0::float8 AS cf, NULL::text AS m, NULL::jsonb AS r,
                  '' AS er
-            FROM json_to_recordset(p_items)
-                 AS x(t uuid, s uuid, um uuid, ut text)
+            FROM x
           UNION ALL
-          SELECT x.t, x.am, x.s, 'assistant', x.at, x.ti, x."to", x.lat,
-                 x.mo, x.en, x."in", x.cf, x.m, x.r, x.er
-            FROM json_to_recordset(p_items)
-                 AS x(t uuid, s uuid, am uuid, "at" text, ti int, "to" int,
-                      lat int, mo text, en text, "in" text, cf float8,
-                      m text, r jsonb, er text)) y
+          SELECT x.t, x.am, x.s, 'assistant', x."at", x.ti, x."to", x.lat,
+                 x.mo, x.en, x."in", x.cf, x.m, x.r::jsonb, x.er
+            FROM x) y
    ORDER BY y.id;
 
   -- By primary key (= ANY probes the index whatever the table's size),
@@ -247,11 +254,4 @@ BEGIN
   ON CONFLICT (tenant_id, entry_id)
     DO UPDATE SET usage_count = u.usage_count + excluded.usage_count;
 
-  INSERT INTO agents.outbox (id, destination, tenant_id, type, dimensions,
-      payload)
-  SELECT x.ev, 'analytics', x.t, 'agent.replied', coalesce(x.dm, '{}'),
-         coalesce(x.pl, '{}')
-    FROM json_to_recordset(p_items)
-         AS x(t uuid, ev uuid, dm jsonb, pl jsonb)
-   WHERE x.ev IS NOT NULL;
 END $$;
