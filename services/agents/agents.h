@@ -240,10 +240,12 @@ int agents_reply_check(pl_call *call, const ag_reply_req *in);
 // by one of their workers (the leader) in one transaction. max_group is
 // the most replies in one group; 0 answers each reply alone with the
 // two-round-trip path of migration 002 (agents.reply_begin/finish).
-agents_replyq *agents_replyq_new(int max_group);
+// at_once groups are answered at the same time (each on its leader's
+// connection).
+agents_replyq *agents_replyq_new(int max_group, int at_once);
 void agents_replyq_free(agents_replyq *q);
-// Changes the group size (0: off) for the next replies (bench, tests).
-void agents_replyq_set_max(agents_replyq *q, int max_group);
+// Changes both for the next replies (bench, tests).
+void agents_replyq_set(agents_replyq *q, int max_group, int at_once);
 
 // Group statistics since start: groups run, replies in them, largest
 // group, groups that failed and were retried one reply at a time.

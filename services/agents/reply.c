@@ -811,20 +811,18 @@ typedef struct group_item {
 	bool composed;           // in the finish
 } group_item;
 
-// Groups answered at once per process: while one waits for PostgreSQL,
-// another runs the engine.
-#define GROUPS_AT_ONCE 2
-
 struct agents_replyq {
 	pthread_mutex_t mu;
 	group_item *head, *tail;
 	int running; // groups being answered
 	int max;     // most replies per group; 0: off
+	int at_once; // groups answered at once (while one waits for
+	             // PostgreSQL, another runs the engine)
 	agents_replyq_stats st;
 };
 
 agents_replyq *
-agents_replyq_new(int max_group)
+agents_replyq_new(int max_group, int at_once)
 {
 	agents_replyq *q = calloc(1, sizeof(*q));
 
@@ -832,6 +830,7 @@ agents_replyq_new(int max_group)
 		return NULL;
 	pthread_mutex_init(&q->mu, NULL);
 	q->max = max_group;
+	q->at_once = at_once > 0 ? at_once : 1;
 	return q;
 }
 
@@ -845,10 +844,11 @@ agents_replyq_free(agents_replyq *q)
 }
 
 void
-agents_replyq_set_max(agents_replyq *q, int max_group)
+agents_replyq_set(agents_replyq *q, int max_group, int at_once)
 {
 	pthread_mutex_lock(&q->mu);
 	q->max = max_group;
+	q->at_once = at_once > 0 ? at_once : 1;
 	pthread_mutex_unlock(&q->mu);
 }
 
@@ -1359,10 +1359,10 @@ agents_reply_group(pl_db *db, size_t n, pl_call *const *calls,
 }
 
 // Leader and followers: a reply joins the queue; when fewer than
-// GROUPS_AT_ONCE groups are being answered, the worker of the reply at the
-// queue's head takes the queue (up to the group size) and answers it on
-// its own connection; the others sleep until their reply is done (each
-// on its own condition variable: one wake-up per reply).
+// PARLEY_REPLY_GROUPS_AT_ONCE groups are being answered, the worker of the
+// reply at the queue's head takes the queue (up to the group size) and answers
+// it on its own connection; the others sleep until their reply is done (each on
+// its own condition variable: one wake-up per reply).
 int
 agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 {
@@ -1395,7 +1395,7 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 		bool split;
 
 		if (self.state != IT_QUEUED || q->head != &self ||
-		    q->running >= GROUPS_AT_ONCE) {
+		    q->running >= q->at_once) {
 			pthread_cond_wait(&self.cv, &q->mu);
 			continue;
 		}
@@ -1411,7 +1411,7 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 			q->tail = NULL;
 		q->running++;
 		// More waiting and room for another group: its head leads.
-		if (q->head != NULL && q->running < GROUPS_AT_ONCE)
+		if (q->head != NULL && q->running < q->at_once)
 			pthread_cond_signal(&q->head->cv);
 		pthread_mutex_unlock(&q->mu);
 		split = group_run(pl_call_db(call), g, n);

@@ -52,6 +52,7 @@ AS $$
 DECLARE
   v_ok int[]; v_new int[]; v_ri int[]; v_rr text[]; v_rs uuid[];
   v_idle uuid[]; v_idle_t uuid[]; v_missing boolean;
+  v_si int[]; v_sid uuid[]; v_sbt int[];
 BEGIN
   PERFORM set_config('parley.tenant_id', '*', true);
   IF cardinality(v_t) IS NULL THEN
@@ -134,16 +135,30 @@ BEGIN
   -- origin).
   SELECT array_agg(s.id) FILTER (WHERE s.idle),
          array_agg(v_t[i]) FILTER (WHERE s.idle),
-         bool_or(s.id IS NULL OR s.idle)
-    INTO v_idle, v_idle_t, v_missing
+         bool_or(s.id IS NULL OR s.idle),
+         array_agg(i ORDER BY i), array_agg(s.id ORDER BY i),
+         array_agg(s.bot_turns ORDER BY i)
+    INTO v_idle, v_idle_t, v_missing, v_si, v_sid, v_sbt
     FROM unnest(v_new) AS i
     LEFT JOIN LATERAL (
-         SELECT x.id, x.last_activity_at
+         SELECT x.id, x.bot_turns, x.last_activity_at
                         < now() - p_idle_ms * interval '1 millisecond' AS idle
            FROM agents.agent_sessions x
           WHERE x.tenant_id = v_t[i] AND x.session_key = v_k[i]
             AND x.status = 'active'
           LIMIT 1) s ON true;
+  IF NOT v_missing THEN
+    -- Every item has its active session (the usual case): done.
+    RETURN QUERY
+    SELECT 's'::text, (u.i - 1)::int, NULL::text, NULL::int, NULL::uuid,
+           NULL::text, NULL::text, NULL::text, NULL::text, NULL::float8,
+           NULL::int, NULL::int, NULL::int, NULL::boolean, NULL::text,
+           NULL::text, NULL::text, NULL::text, NULL::text, NULL::float8,
+           NULL::int, NULL::text, NULL::text, NULL::text, NULL::text,
+           NULL::bytea, NULL::text, NULL::text, NULL::text, u.id, u.bt
+      FROM unnest(v_si, v_sid, v_sbt) AS u(i, id, bt);
+    RETURN;
+  END IF;
   IF v_idle IS NOT NULL THEN
     UPDATE agents.agent_sessions SET status = 'expired', ended_at = now()
      WHERE tenant_id = ANY(v_idle_t) AND id = ANY(v_idle)

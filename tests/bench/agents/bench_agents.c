@@ -7,7 +7,9 @@
 //   cold    the first Reply (it builds the index)
 //   alone   the baseline, in the same run: Reply with groups off
 //           (PARLEY_REPLY_GROUP=0: one transaction, two round trips each)
-//   reply   Reply with group commit (PARLEY_REPLY_GROUP=64)
+//   group1  Reply with group commit (PARLEY_REPLY_GROUP=64), one group
+//           at a time (PARLEY_REPLY_GROUPS_AT_ONCE=1)
+//   group2  the same, two groups at a time (the default)
 //   health  Health/Check over the same clients and server right after
 //           each Reply run: the RPC runtime's ceiling on this machine now
 // each `runs` times, then the median run; per mode the CPU per reply of
@@ -553,7 +555,7 @@ main(int argc, char **argv)
 	}
 	cold_reply();
 	{
-		run_result rr[16], ar[16], hr[16], dr;
+		run_result r1[16], r2[16], ar[16], hr[16], dr;
 		agents_replyq *q = ((agents_ctx *)h.arg)->replyq;
 		agents_replyq_stats st;
 
@@ -564,17 +566,21 @@ main(int argc, char **argv)
 		       NENT, nclients, nworkers, seconds, nruns, addr);
 		for (int i = 0; i < nruns; i++) {
 			mode = 0;
-			agents_replyq_set_max(q, 0);
+			agents_replyq_set(q, 0, 1);
 			db_times("setup");
 			ar[i] = run_clients();
 			db_times("alone");
-			agents_replyq_set_max(q, 64);
-			rr[i] = run_clients();
-			db_times("group");
+			agents_replyq_set(q, 64, 1);
+			r1[i] = run_clients();
+			db_times("group1");
+			agents_replyq_set(q, 64, 2);
+			r2[i] = run_clients();
+			db_times("group2");
 			mode = 1;
 			hr[i] = run_clients();
 			print_run(i + 1, "alone", &ar[i]);
-			print_run(i + 1, "reply", &rr[i]);
+			print_run(i + 1, "group1", &r1[i]);
+			print_run(i + 1, "group2", &r2[i]);
 			print_run(i + 1, "health", &hr[i]);
 		}
 		agents_replyq_stats_get(q, &st);
@@ -582,17 +588,14 @@ main(int argc, char **argv)
 		       "split after a failure\n",
 		       st.groups, st.replies, st.largest, st.split);
 		qsort(ar, (size_t)nruns, sizeof(ar[0]), cmp_run);
-		qsort(rr, (size_t)nruns, sizeof(rr[0]), cmp_run);
+		qsort(r1, (size_t)nruns, sizeof(r1[0]), cmp_run);
+		qsort(r2, (size_t)nruns, sizeof(r2[0]), cmp_run);
 		qsort(hr, (size_t)nruns, sizeof(hr[0]), cmp_run);
-		printf("median: reply %.0f/s p99 %.2f ms (%.1f per group, "
-		       "postgres %.3f ms cpu/reply) | alone %.0f/s p99 %.2f ms "
-		       "(postgres %.3f ms cpu/reply) | health %.0f/s p99 %.2f "
-		       "ms (runs sorted by rate; the middle one)\n",
-		       rr[nruns / 2].rate, rr[nruns / 2].p99,
-		       rr[nruns / 2].per_group, rr[nruns / 2].pg_ms,
-		       ar[nruns / 2].rate, ar[nruns / 2].p99,
-		       ar[nruns / 2].pg_ms, hr[nruns / 2].rate,
-		       hr[nruns / 2].p99);
+		printf("median (runs sorted by rate; the middle one):\n");
+		print_run(0, "alone", &ar[nruns / 2]);
+		print_run(0, "group1", &r1[nruns / 2]);
+		print_run(0, "group2", &r2[nruns / 2]);
+		print_run(0, "health", &hr[nruns / 2]);
 		// Durable: every commit flushed to disk before its replies
 		// are answered.
 		pgh_exec(&pg, "ALTER SYSTEM SET fsync = on");
@@ -600,6 +603,7 @@ main(int argc, char **argv)
 		pgh_exec(&pg, "SELECT pg_reload_conf()");
 		sleep(1);
 		mode = 0;
+		agents_replyq_set(q, 64, 2);
 		dr = run_clients();
 		print_run(0, "fsync", &dr);
 		printf("durable (fsync on, synchronous_commit on): reply "
