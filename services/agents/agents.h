@@ -59,6 +59,7 @@ typedef Parley__Agents__V1__CheckpointWrite ag_write;
 #define AG_MAX_JSON    65536 // voice settings, checkpoint json...
 
 typedef struct agents_cache agents_cache;
+typedef struct agents_replyq agents_replyq;
 
 // The service's state (call->arg).
 typedef struct agents_ctx {
@@ -73,7 +74,8 @@ typedef struct agents_ctx {
 	pl_rpc_client *analytics; // NULL: events wait in the outbox
 	pl_outbox_relay *relay;
 	char *database_url;
-	agents_cache *cache; // retrieval indexes, shared by the workers
+	agents_cache *cache;   // retrieval indexes, shared by the workers
+	agents_replyq *replyq; // group commit of replies (reply.c)
 } agents_ctx;
 
 // ---------------------------------------------------------------------------
@@ -233,5 +235,31 @@ int agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out);
 
 // Checks a Reply request; PL_OK or a violation set on call.
 int agents_reply_check(pl_call *call, const ag_reply_req *in);
+
+// Group commit: the replies waiting together in one process are answered
+// by one of their workers (the leader) in one transaction. max_group is
+// the most replies in one group; 0 answers each reply alone with the
+// two-round-trip path of migration 002 (agents.reply_begin/finish).
+// at_once groups are answered at the same time (each on its leader's
+// connection).
+agents_replyq *agents_replyq_new(int max_group, int at_once);
+void agents_replyq_free(agents_replyq *q);
+// Changes both for the next replies (bench, tests).
+void agents_replyq_set(agents_replyq *q, int max_group, int at_once);
+
+// Group statistics since start: groups run, replies in them, largest
+// group, groups that failed and were retried one reply at a time.
+typedef struct agents_replyq_stats {
+	long groups, replies, largest, split;
+} agents_replyq_stats;
+void agents_replyq_stats_get(agents_replyq *q, agents_replyq_stats *st);
+
+// Answers n replies as one group on db (what the leader does), in order:
+// each call's status in rv[i] (PL_OK or the error set on calls[i]). A
+// reply whose agent uses an LLM is answered alone afterwards. For tests;
+// the RPC goes through agents_reply.
+void agents_reply_group(pl_db *db, size_t n, pl_call *const *calls,
+                        const ag_reply_req *const *ins,
+                        ag_reply_resp *const *outs, int *rv);
 
 #endif

@@ -1597,6 +1597,108 @@ delete_entry(pl_call *call, const void *inp, void *outp)
 }
 
 static int
+cmp_ix_hit(const void *x, const void *y)
+{
+	const agents_ix_hit *a = x, *b = y;
+
+	if (a->score != b->score)
+		return a->score > b->score ? -1 : 1;
+	return strcmp(a->id, b->id);
+}
+
+// SearchKnowledge from the in-memory retrieval indexes (Reply's ranking),
+// when every base's index is built at its current content version: the
+// best `limit` entries at or above min_score, then their rows by id.
+// Returns 1 when answered (or failed: the call's error is set and rv
+// holds it), 0 when an index is missing (the SQL ranking answers).
+static int
+search_index(pl_db *db, pl_call *call, const char *tenant, const char *kbj,
+             const char *norm, int limit, double min_score,
+             Parley__Agents__V1__SearchKnowledgeResponse *out, int *rv)
+{
+	agents_ctx *ctx = call->arg;
+	pl_arena *a = call->arena;
+	PGresult *r = agents_store_kb_versions(db, tenant, kbj);
+	agents_ix_hit *hits;
+	size_t nkb, n = 0;
+	json_t *ids;
+	char *idj;
+
+	if (!agents_store_ok(r)) {
+		*rv = pl_db_call_error(call, r, "search the knowledge base");
+		PQclear(r);
+		return 1;
+	}
+	nkb = (size_t)PQntuples(r);
+	hits = pl_arena_alloc(a, sizeof(*hits) * (nkb * (size_t)limit + 1));
+	if (hits == NULL || nkb == 0) {
+		PQclear(r);
+		return 0;
+	}
+	for (size_t i = 0; i < nkb; i++) {
+		agents_index *ix = agents_cache_get(
+		        ctx->cache, tenant, PQgetvalue(r, (int)i, 0),
+		        atoll(PQgetvalue(r, (int)i, 1)));
+		size_t m, w;
+
+		if (ix == NULL) {
+			PQclear(r);
+			return 0;
+		}
+		m = agents_index_search(ix, a, norm, (size_t)limit, hits + n);
+		// Keep those at or above min_score (ids copied: the index
+		// goes with its reference).
+		w = n;
+		for (size_t j = 0; j < m; j++) {
+			agents_ix_hit hit = hits[n + j];
+
+			if (hit.score < min_score)
+				continue;
+			hit.id = pl_arena_strdup(a, hit.id);
+			hits[w++] = hit;
+		}
+		n = w;
+		agents_index_release(ix);
+	}
+	PQclear(r);
+	qsort(hits, n, sizeof(*hits), cmp_ix_hit);
+	if (n > (size_t)limit)
+		n = (size_t)limit;
+	out->matches = pl_arena_alloc(a, sizeof(ag_match *) * (n + 1));
+	if (n == 0)
+		return 1;
+	ids = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(ids, json_string(hits[i].id));
+	idj = json_dumps(ids, JSON_COMPACT);
+	json_decref(ids);
+	r = agents_store_entries_by_id(db, tenant, idj ? idj : "[]");
+	free(idj);
+	if (!agents_store_ok(r)) {
+		*rv = pl_db_call_error(call, r, "search the knowledge base");
+		PQclear(r);
+		return 1;
+	}
+	// In the index's order; an entry deleted since is left out.
+	for (size_t i = 0; out->matches != NULL && i < n; i++) {
+		for (int row = 0; row < PQntuples(r); row++) {
+			ag_match *m;
+
+			if (strcmp(PQgetvalue(r, row, 0), hits[i].id) != 0)
+				continue;
+			m = pl_arena_zalloc(a, sizeof(*m));
+			parley__agents__v1__knowledge_match__init(m);
+			m->entry = agents_store_entry_row(a, r, row);
+			m->score = hits[i].score;
+			out->matches[out->n_matches++] = m;
+			break;
+		}
+	}
+	PQclear(r);
+	return 1;
+}
+
+static int
 search_tx(pl_db *db, pl_call *call, const char *tenant, const void *inp,
           void *outp)
 {
@@ -1639,6 +1741,13 @@ search_tx(pl_db *db, pl_call *call, const char *tenant, const void *inp,
 		}
 	}
 	norm = agents_text_normalize(a, in->query);
+	rv = PL_OK;
+	if (search_index(db, call, tenant, kbj, norm,
+	                 in->limit > 0 ? in->limit : 5, in->min_score, out,
+	                 &rv)) {
+		json_decref(jt);
+		return rv;
+	}
 	terms = agents_text_terms(a, norm);
 	for (const char *q = terms; q && *q;) {
 		const char *e = strstr(q, " or ");
@@ -2443,7 +2552,7 @@ static const pl_rpc_service *const agents_services[] = {
 // The service's own configuration (read by the runner before init).
 static char *cfg_cred_key, *cfg_cred_kid, *cfg_billing_url, *cfg_analytics_url;
 static int64_t cfg_llm_timeout, cfg_llm_max, cfg_min_score, cfg_idle;
-static int64_t cfg_index_kbs;
+static int64_t cfg_index_kbs, cfg_reply_group, cfg_reply_at_once;
 
 static const pl_cfg_entry agents_cfg_table[] = {
 	{ "PARLEY_CREDENTIALS_KEY", PL_CFG_SECRET, "", 0, 0, &cfg_cred_key,
@@ -2459,6 +2568,12 @@ static const pl_cfg_entry agents_cfg_table[] = {
 	{ "PARLEY_RETRIEVAL_INDEXES", PL_CFG_INT, "256", 1, 100000,
 	  &cfg_index_kbs,
 	  "knowledge-base indexes kept in memory (least recently used go)" },
+	{ "PARLEY_REPLY_GROUP", PL_CFG_INT, "64", 0, 64, &cfg_reply_group,
+	  "most replies answered together in one transaction (group "
+	  "commit); 0: each alone" },
+	{ "PARLEY_REPLY_GROUPS_AT_ONCE", PL_CFG_INT, "2", 1, 16,
+	  &cfg_reply_at_once,
+	  "groups of replies answered at the same time per process" },
 	{ "PARLEY_SESSION_INACTIVITY", PL_CFG_DURATION, "24h", 1000,
 	  31536000000, &cfg_idle, "a session expires after this idle time" },
 	{ "PARLEY_BILLING_URL", PL_CFG_STRING, "", 0, 0, &cfg_billing_url,
@@ -2500,7 +2615,11 @@ agents_init(const pl_service_cfg *cfg, void **arg)
 	ctx->database_url = strdup(cfg->database_url);
 	ctx->cache = agents_cache_new(
 	        (size_t)(cfg_index_kbs > 0 ? cfg_index_kbs : 256));
-	if (ctx->database_url == NULL || ctx->cache == NULL) {
+	ctx->replyq =
+	        agents_replyq_new((int)cfg_reply_group, (int)cfg_reply_at_once);
+	if (ctx->database_url == NULL || ctx->cache == NULL ||
+	    ctx->replyq == NULL) {
+		agents_replyq_free(ctx->replyq);
 		agents_cache_free(ctx->cache);
 		free(ctx->database_url);
 		free(ctx);
@@ -2571,6 +2690,7 @@ agents_fini(void *arg)
 		pl_rpc_client_close(ctx->analytics);
 	free(ctx->database_url);
 	agents_cache_free(ctx->cache);
+	agents_replyq_free(ctx->replyq);
 	sodium_memzero(ctx->cred_key, sizeof(ctx->cred_key));
 	free(ctx);
 }

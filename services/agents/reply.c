@@ -3,6 +3,7 @@
 // session key held for the whole transaction), retrieval, the optional
 // OpenAI-compatible call, handoff rules, lead capture, the record of the
 // exchange, the agent.replied event, and billing's ai_tokens.
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@
 #include "pl/log.h"
 #include "store.h"
 
+// One reply: its call, and what compose() makes for the record.
 typedef struct reply_tx {
 	pl_call *call;
 	agents_ctx *ctx;
@@ -21,7 +23,26 @@ typedef struct reply_tx {
 	ag_reply_resp *out;
 	int64_t t0;
 	char answer_id[PL_UUID_STRLEN + 1];
+	char session_id[PL_UUID_STRLEN + 1];
+	char user_id[PL_UUID_STRLEN + 1];
+	char event_id[PL_UUID_STRLEN + 1];
+	int turns;        // the session's bot turns after this reply
+	json_t *cpatch;   // memory patch (last intent, contact name, language)
+	json_t *lpatch;   // captured lead fields
+	json_t *dims;     // the agent.replied event's dimensions
+	json_t *payload;  // and payload
+	char *reply_json; // the whole answer (only with a message_id), arena
 } reply_tx;
+
+static void
+rec_clear(reply_tx *t)
+{
+	json_decref(t->cpatch);
+	json_decref(t->lpatch);
+	json_decref(t->dims);
+	json_decref(t->payload);
+	t->cpatch = t->lpatch = t->dims = t->payload = NULL;
+}
 
 int
 agents_reply_check(pl_call *call, const ag_reply_req *in)
@@ -171,19 +192,6 @@ llm_call(reply_tx *t, const agents_cfg *cfg, const uint8_t *ct, size_t ctlen,
 		pl_warn("LLM call for agent %s failed: %s", t->in->agent_id,
 		        *err);
 	return rv;
-}
-
-static char *
-dump(pl_arena *a, json_t *j)
-{
-	char *s = json_dumps(j, JSON_COMPACT), *r;
-
-	json_decref(j);
-	if (s == NULL)
-		return NULL;
-	r = pl_arena_strdup(a, s);
-	free(s);
-	return r;
 }
 
 static int
@@ -360,9 +368,245 @@ retrieve(reply_tx *t, pl_db *db, const char *kbv, const char *norm, size_t k,
 	return PL_OK;
 }
 
-// The reply's transaction: opened by agents_store_reply_open, committed
-// by agents_store_reply_commit (two round trips in all, pipelined with
-// BEGIN and COMMIT); not pl_db_tx, which would add three more.
+// The answer to t's text with configuration cfg (version `version` of the
+// agent), for session session_id with bot_turns bot turns so far:
+// retrieval, the LLM when configured, the handoff rules, lead capture;
+// fills t->out and the record (ids, memory patches, the event). Returns a
+// status (the call's error set).
+static int
+compose(reply_tx *t, pl_db *db, const agents_cfg *cfg, const uint8_t *ct,
+        size_t ctlen, const char *kid, const char *kbv, int version,
+        const char *session_id, int bot_turns)
+{
+	pl_call *call = t->call;
+	pl_arena *a = call->arena;
+	const ag_reply_req *in = t->in;
+	ag_reply_resp *out = t->out;
+	const char *kw, *fallback;
+	size_t nres = 0;
+	int rv, k;
+	agents_found_lead lead;
+	agents_ctx_entry *ents = NULL;
+	agents_ix_hit *hits = NULL;
+	double best = 0;
+	char *llm_err = NULL, *norm;
+
+	// Reset what an earlier attempt may have set.
+	parley__agents__v1__reply_response__init(out);
+	rec_clear(t);
+	t->reply_json = NULL;
+	snprintf(t->session_id, sizeof(t->session_id), "%s", session_id);
+
+	// Retrieval: always, since it is also the LLM's context and fallback.
+	norm = agents_text_normalize(a, in->text);
+	k = cfg->llm->context_entries > 0 ? cfg->llm->context_entries : 5;
+	if (cfg->engine != AG_ENGINE_OPENAI)
+		k = 1;
+	if ((rv = retrieve(t, db, kbv, norm, (size_t)k, &hits, &nres)) != PL_OK)
+		return rv;
+	if (nres > 0)
+		best = hits[0].score;
+	fallback = cfg->fallback_message[0]
+	                   ? cfg->fallback_message
+	                   : agents_default_fallback(cfg->language);
+	out->engine = AG_ENGINE_RETRIEVAL;
+	out->confidence = best;
+	if (nres > 0 && best >= t->ctx->min_score) {
+		out->reply_text = (char *)hits[0].answer;
+		out->intent = (char *)hits[0].intent;
+		out->knowledge_entry_id = (char *)hits[0].id;
+	} else {
+		out->reply_text = (char *)fallback;
+		out->fallback = true;
+	}
+
+	agents_lead_find(a, in->text, &lead);
+	kw = agents_handoff_keyword(a, norm, cfg->keywords, cfg->n_keywords);
+
+	if (cfg->engine == AG_ENGINE_OPENAI && kw == NULL) {
+		agents_llm_output o;
+
+		ents = pl_arena_zalloc(a, sizeof(*ents) * (nres + 1));
+		for (size_t i = 0; ents != NULL && i < nres; i++) {
+			ents[i].question = hits[i].question;
+			ents[i].answer = hits[i].answer;
+		}
+		if (llm_call(t, cfg, ct, ctlen, kid, ents, ents ? nres : 0, &o,
+		             &llm_err) == PL_OK) {
+			out->model = o.model ? o.model : cfg->llm->model;
+			out->tokens_in = o.tokens_in;
+			out->tokens_out = o.tokens_out;
+			if (o.content != NULL) {
+				out->reply_text = o.content;
+				out->engine = AG_ENGINE_OPENAI;
+				out->fallback = false;
+				out->knowledge_entry_id = "";
+				out->confidence = best > 0.8 ? best : 0.8;
+			} else {
+				llm_err = pl_arena_printf(
+				        a, "LLM answered no text%s%s",
+				        o.ignored_tools ? "; unknown tools: "
+				                        : "",
+				        o.ignored_tools ? o.ignored_tools : "");
+			}
+			if (o.handoff) {
+				out->handoff = true;
+				out->handoff_reason =
+				        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_TOOL;
+				out->handoff_detail = o.handoff_reason
+				                              ? o.handoff_reason
+				                              : "";
+			}
+			if (o.lead != NULL) {
+				if (o.lead->name[0])
+					lead.name = o.lead->name;
+				if (o.lead->email[0])
+					lead.email = o.lead->email;
+				if (o.lead->phone[0])
+					lead.phone = o.lead->phone;
+				out->captured = o.lead;
+			}
+			out->actions = o.actions;
+			out->n_actions = o.n_actions;
+		}
+		if (llm_err != NULL)
+			out->error = llm_err;
+	}
+
+	// Handoff rules, first match wins.
+	if (kw != NULL) {
+		out->handoff = true;
+		out->handoff_reason =
+		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_KEYWORD;
+		out->handoff_detail = (char *)kw;
+		out->reply_text = (char *)fallback;
+		out->fallback = true;
+		out->intent = "handoff";
+		out->knowledge_entry_id = "";
+	} else if (out->handoff) {
+		// the LLM's handoff_to_human
+	} else if (cfg->threshold > 0 && out->engine == AG_ENGINE_RETRIEVAL &&
+	           best < cfg->threshold) {
+		out->handoff = true;
+		out->handoff_reason =
+		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_LOW_CONFIDENCE;
+		out->handoff_detail = pl_arena_printf(a,
+		                                      "confidence %.2f below "
+		                                      "%.2f",
+		                                      best, cfg->threshold);
+	} else if (cfg->max_bot_turns > 0 && bot_turns >= cfg->max_bot_turns) {
+		out->handoff = true;
+		out->handoff_reason =
+		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_MAX_TURNS;
+		out->handoff_detail =
+		        pl_arena_printf(a, "%d bot turns", bot_turns);
+	} else if (out->reply_text[0] == '\0') {
+		out->handoff = true;
+		out->handoff_reason =
+		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_NO_ANSWER;
+	}
+
+	if (lead.name || lead.email || lead.phone) {
+		ag_lead *l = out->captured;
+		if (l == NULL) {
+			l = pl_arena_zalloc(a, sizeof(*l));
+			parley__agents__v1__captured_lead__init(l);
+			out->captured = l;
+		}
+		if (lead.name)
+			l->name = lead.name;
+		if (lead.email)
+			l->email = lead.email;
+		if (lead.phone)
+			l->phone = lead.phone;
+	}
+	out->session_id = pl_arena_strdup(a, session_id);
+	out->agent_version = version;
+	out->latency_ms = (int32_t)((pl_now_ns() - t->t0) / 1000000);
+	t->turns = out->handoff ? 0 : bot_turns + 1;
+
+	// Memory: last intent, contact name and language, captured fields.
+	t->cpatch = json_object();
+	if (out->intent[0])
+		json_object_set_new(t->cpatch, "last_intent",
+		                    json_string(out->intent));
+	if (in->contact && in->contact->name[0])
+		json_object_set_new(t->cpatch, "contact_name",
+		                    json_string(in->contact->name));
+	if (in->contact && in->contact->language[0])
+		json_object_set_new(t->cpatch, "language",
+		                    json_string(in->contact->language));
+	t->lpatch = json_object();
+	if (out->captured && out->captured->name[0])
+		json_object_set_new(t->lpatch, "name",
+		                    json_string(out->captured->name));
+	if (out->captured && out->captured->email[0])
+		json_object_set_new(t->lpatch, "email",
+		                    json_string(out->captured->email));
+	if (out->captured && out->captured->phone[0])
+		json_object_set_new(t->lpatch, "phone",
+		                    json_string(out->captured->phone));
+
+	t->payload = json_pack(
+	        "{s:i, s:i, s:i, s:s, s:s, s:s, s:f, s:b, s:s, s:b, s:i}",
+	        "tokens_in", out->tokens_in, "tokens_out", out->tokens_out,
+	        "latency_ms", out->latency_ms, "engine",
+	        agents_engine_text(out->engine), "model", out->model, "intent",
+	        out->intent, "confidence", out->confidence, "handoff",
+	        out->handoff, "handoff_reason",
+	        reason_text(out->handoff_reason), "fallback", out->fallback,
+	        "version", version);
+	if (t->payload != NULL && out->error[0])
+		json_object_set_new(t->payload, "llm_error",
+		                    json_string(out->error));
+	t->dims = json_pack("{s:s}", "agent_id", in->agent_id);
+	if (t->dims != NULL && in->channel_id[0])
+		json_object_set_new(t->dims, "channel_id",
+		                    json_string(in->channel_id));
+	if (t->dims != NULL && in->conversation_id[0])
+		json_object_set_new(t->dims, "conversation_id",
+		                    json_string(in->conversation_id));
+	if (t->dims != NULL && in->contact && in->contact->id[0])
+		json_object_set_new(t->dims, "contact_id",
+		                    json_string(in->contact->id));
+	if (t->cpatch == NULL || t->lpatch == NULL || t->payload == NULL ||
+	    t->dims == NULL)
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	// The whole answer is kept only for replays, which need a message_id.
+	if (in->message_id[0]) {
+		char *j = pl_json_dump_pb(&out->base, NULL);
+
+		t->reply_json = j ? pl_arena_strdup(a, j) : NULL;
+		free(j);
+		if (t->reply_json == NULL)
+			return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+			                     "out of memory");
+	}
+	// Ids in the order of the exchange: a session's messages sort by id.
+	pl_uuid7_str(t->user_id);
+	pl_uuid7_str(t->answer_id);
+	pl_uuid7_str(t->event_id);
+	return PL_OK;
+}
+
+static char *
+dump_keep(pl_arena *a, const json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT), *r;
+
+	if (s == NULL)
+		return NULL;
+	r = pl_arena_strdup(a, s);
+	free(s);
+	return r;
+}
+
+// ---------------------------------------------------------------------------
+// One reply alone (LLM agents, and every reply when groups are off): its
+// own transaction, opened by agents_store_reply_open and committed by
+// agents_store_reply_commit (two round trips in all, pipelined with BEGIN
+// and COMMIT); not pl_db_tx, which would add three more.
 static int
 reply_fn(pl_db *db, reply_tx *t)
 {
@@ -373,21 +617,13 @@ reply_fn(pl_db *db, reply_tx *t)
 	const char *tenant = in->tenant_id;
 	PGresult *r = NULL;
 	agents_cfg cfg;
-	char session_id[PL_UUID_STRLEN + 1], user_id[PL_UUID_STRLEN + 1];
-	char event_id[PL_UUID_STRLEN + 1];
-	char idle[32], *norm, *kbv;
-	const char *kw, *fallback, *p[27], *bp[11];
+	char session_id[PL_UUID_STRLEN + 1];
+	char idle[32], *kbv, *kid;
+	const char *p[27], *bp[11];
 	const uint8_t *ct = NULL;
-	size_t ctlen = 0, nres = 0;
-	int bot_turns = 0, rv, k, version;
-	agents_found_lead lead;
-	agents_ctx_entry *ents = NULL;
-	agents_ix_hit *hits = NULL;
-	double best = 0;
-	json_t *cpatch, *lpatch, *payload;
-	char *llm_err = NULL, *kid;
+	size_t ctlen = 0;
+	int bot_turns, rv, version;
 
-	// Reset what a retried transaction may have set.
 	parley__agents__v1__reply_response__init(out);
 	snprintf(idle, sizeof(idle), "%lld",
 	         (long long)t->ctx->session_idle_ms);
@@ -443,201 +679,23 @@ reply_fn(pl_db *db, reply_tx *t)
 	kbv = agents_store_str(a, r, 0, 25);
 	snprintf(session_id, sizeof(session_id), "%s", PQgetvalue(r, 1, 27));
 	bot_turns = atoi(PQgetvalue(r, 1, 28));
-
-	// Retrieval: always, since it is also the LLM's context and fallback.
-	norm = agents_text_normalize(a, in->text);
-	k = cfg.llm->context_entries > 0 ? cfg.llm->context_entries : 5;
-	if (cfg.engine != AG_ENGINE_OPENAI)
-		k = 1;
-	if ((rv = retrieve(t, db, kbv, norm, (size_t)k, &hits, &nres)) != PL_OK)
+	if ((rv = compose(t, db, &cfg, ct, ctlen, kid, kbv, version, session_id,
+	                  bot_turns)) != PL_OK)
 		goto out_clear;
-	if (nres > 0)
-		best = hits[0].score;
-	fallback = cfg.fallback_message[0]
-	                   ? cfg.fallback_message
-	                   : agents_default_fallback(cfg.language);
-	out->engine = AG_ENGINE_RETRIEVAL;
-	out->confidence = best;
-	if (nres > 0 && best >= t->ctx->min_score) {
-		out->reply_text = (char *)hits[0].answer;
-		out->intent = (char *)hits[0].intent;
-		out->knowledge_entry_id = (char *)hits[0].id;
-	} else {
-		out->reply_text = (char *)fallback;
-		out->fallback = true;
-	}
-
-	agents_lead_find(a, in->text, &lead);
-	kw = agents_handoff_keyword(a, norm, cfg.keywords, cfg.n_keywords);
-
-	if (cfg.engine == AG_ENGINE_OPENAI && kw == NULL) {
-		agents_llm_output o;
-
-		ents = pl_arena_zalloc(a, sizeof(*ents) * (nres + 1));
-		for (size_t i = 0; ents != NULL && i < nres; i++) {
-			ents[i].question = hits[i].question;
-			ents[i].answer = hits[i].answer;
-		}
-		if (llm_call(t, &cfg, ct, ctlen, kid, ents, ents ? nres : 0, &o,
-		             &llm_err) == PL_OK) {
-			out->model = o.model ? o.model : cfg.llm->model;
-			out->tokens_in = o.tokens_in;
-			out->tokens_out = o.tokens_out;
-			if (o.content != NULL) {
-				out->reply_text = o.content;
-				out->engine = AG_ENGINE_OPENAI;
-				out->fallback = false;
-				out->knowledge_entry_id = "";
-				out->confidence = best > 0.8 ? best : 0.8;
-			} else {
-				llm_err = pl_arena_printf(
-				        a, "LLM answered no text%s%s",
-				        o.ignored_tools ? "; unknown tools: "
-				                        : "",
-				        o.ignored_tools ? o.ignored_tools : "");
-			}
-			if (o.handoff) {
-				out->handoff = true;
-				out->handoff_reason =
-				        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_TOOL;
-				out->handoff_detail = o.handoff_reason
-				                              ? o.handoff_reason
-				                              : "";
-			}
-			if (o.lead != NULL) {
-				if (o.lead->name[0])
-					lead.name = o.lead->name;
-				if (o.lead->email[0])
-					lead.email = o.lead->email;
-				if (o.lead->phone[0])
-					lead.phone = o.lead->phone;
-				out->captured = o.lead;
-			}
-			out->actions = o.actions;
-			out->n_actions = o.n_actions;
-		}
-		if (llm_err != NULL)
-			out->error = llm_err;
-	}
-
-	// Handoff rules, first match wins.
-	if (kw != NULL) {
-		out->handoff = true;
-		out->handoff_reason =
-		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_KEYWORD;
-		out->handoff_detail = (char *)kw;
-		out->reply_text = (char *)fallback;
-		out->fallback = true;
-		out->intent = "handoff";
-		out->knowledge_entry_id = "";
-	} else if (out->handoff) {
-		// the LLM's handoff_to_human
-	} else if (cfg.threshold > 0 && out->engine == AG_ENGINE_RETRIEVAL &&
-	           best < cfg.threshold) {
-		out->handoff = true;
-		out->handoff_reason =
-		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_LOW_CONFIDENCE;
-		out->handoff_detail = pl_arena_printf(a,
-		                                      "confidence %.2f below "
-		                                      "%.2f",
-		                                      best, cfg.threshold);
-	} else if (cfg.max_bot_turns > 0 && bot_turns >= cfg.max_bot_turns) {
-		out->handoff = true;
-		out->handoff_reason =
-		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_MAX_TURNS;
-		out->handoff_detail =
-		        pl_arena_printf(a, "%d bot turns", bot_turns);
-	} else if (out->reply_text[0] == '\0') {
-		out->handoff = true;
-		out->handoff_reason =
-		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_NO_ANSWER;
-	}
-
-	if (lead.name || lead.email || lead.phone) {
-		ag_lead *l = out->captured;
-		if (l == NULL) {
-			l = pl_arena_zalloc(a, sizeof(*l));
-			parley__agents__v1__captured_lead__init(l);
-			out->captured = l;
-		}
-		if (lead.name)
-			l->name = lead.name;
-		if (lead.email)
-			l->email = lead.email;
-		if (lead.phone)
-			l->phone = lead.phone;
-	}
-	out->session_id = pl_arena_strdup(a, session_id);
-	out->agent_version = version;
-	out->latency_ms = (int32_t)((pl_now_ns() - t->t0) / 1000000);
-
-	// Memory: last intent, contact name and language, captured fields.
-	cpatch = json_object();
-	if (out->intent[0])
-		json_object_set_new(cpatch, "last_intent",
-		                    json_string(out->intent));
-	if (in->contact && in->contact->name[0])
-		json_object_set_new(cpatch, "contact_name",
-		                    json_string(in->contact->name));
-	if (in->contact && in->contact->language[0])
-		json_object_set_new(cpatch, "language",
-		                    json_string(in->contact->language));
-	lpatch = json_object();
-	if (out->captured && out->captured->name[0])
-		json_object_set_new(lpatch, "name",
-		                    json_string(out->captured->name));
-	if (out->captured && out->captured->email[0])
-		json_object_set_new(lpatch, "email",
-		                    json_string(out->captured->email));
-	if (out->captured && out->captured->phone[0])
-		json_object_set_new(lpatch, "phone",
-		                    json_string(out->captured->phone));
-
-	payload = json_pack("{s:i, s:i, s:i, s:s, s:s, s:s, s:f, s:b, s:s, "
-	                    "s:b, s:i}",
-	                    "tokens_in", out->tokens_in, "tokens_out",
-	                    out->tokens_out, "latency_ms", out->latency_ms,
-	                    "engine", agents_engine_text(out->engine), "model",
-	                    out->model, "intent", out->intent, "confidence",
-	                    out->confidence, "handoff", out->handoff,
-	                    "handoff_reason", reason_text(out->handoff_reason),
-	                    "fallback", out->fallback, "version", version);
-	if (out->error[0])
-		json_object_set_new(payload, "llm_error",
-		                    json_string(out->error));
 	{
-		// The whole answer is kept only for replays, which need a
-		// message_id.
-		char *reply_json = in->message_id[0]
-		                           ? pl_json_dump_pb(&out->base, NULL)
-		                           : NULL;
 		char ti[16], to[16], lat[16], conf[32], turns[16], touch[32];
 		int64_t tm = t->ctx->session_idle_ms / 10;
-		json_t *dims = json_pack("{s:s}", "agent_id", in->agent_id);
 
-		if (in->channel_id[0])
-			json_object_set_new(dims, "channel_id",
-			                    json_string(in->channel_id));
-		if (in->conversation_id[0])
-			json_object_set_new(dims, "conversation_id",
-			                    json_string(in->conversation_id));
-		if (in->contact && in->contact->id[0])
-			json_object_set_new(dims, "contact_id",
-			                    json_string(in->contact->id));
-		pl_uuid7_str(user_id);
-		pl_uuid7_str(t->answer_id);
-		pl_uuid7_str(event_id);
 		snprintf(touch, sizeof(touch), "%lld",
 		         (long long)(tm < 60000 ? tm : 60000));
 		snprintf(ti, sizeof(ti), "%d", out->tokens_in);
 		snprintf(to, sizeof(to), "%d", out->tokens_out);
 		snprintf(lat, sizeof(lat), "%d", out->latency_ms);
 		snprintf(conf, sizeof(conf), "%.6f", out->confidence);
-		snprintf(turns, sizeof(turns), "%d",
-		         out->handoff ? 0 : bot_turns + 1);
+		snprintf(turns, sizeof(turns), "%d", t->turns);
 		p[0] = tenant;
-		p[1] = session_id;
-		p[2] = user_id;
+		p[1] = t->session_id;
+		p[2] = t->user_id;
 		p[3] = in->text;
 		p[4] = t->answer_id;
 		p[5] = out->reply_text;
@@ -649,23 +707,22 @@ reply_fn(pl_db *db, reply_tx *t)
 		p[11] = out->intent;
 		p[12] = conf;
 		p[13] = in->message_id[0] ? in->message_id : NULL;
-		p[14] = reply_json ? pl_arena_strdup(a, reply_json) : NULL;
+		p[14] = t->reply_json;
 		p[15] = out->error;
 		p[16] = out->knowledge_entry_id[0] ? out->knowledge_entry_id
 		                                   : NULL;
 		p[17] = turns;
-		p[18] = dump(a, cpatch);
-		p[19] = dump(a, lpatch);
+		p[18] = dump_keep(a, t->cpatch);
+		p[19] = dump_keep(a, t->lpatch);
 		p[20] = in->agent_id;
 		// The agent.replied event for analytics (the outbox row
 		// pl_outbox_add would write), in the same statement.
-		p[21] = event_id;
+		p[21] = t->event_id;
 		p[22] = "analytics";
 		p[23] = "agent.replied";
-		p[24] = dump(a, dims);
-		p[25] = dump(a, payload);
+		p[24] = dump_keep(a, t->dims);
+		p[25] = dump_keep(a, t->payload);
 		p[26] = touch;
-		free(reply_json);
 		if (!agents_store_reply_in_tx(db)) {
 			rv = pl_call_error(call, PL_UNAVAILABLE,
 			                   "the database connection was lost");
@@ -685,6 +742,7 @@ reply_fn(pl_db *db, reply_tx *t)
 	rv = PL_OK;
 out_clear:
 	PQclear(r);
+	rec_clear(t);
 	return rv;
 }
 
@@ -718,24 +776,670 @@ reserve_tokens(reply_tx *t)
 		        res.message ? res.message : "");
 }
 
+// A reply alone, its transaction ended on every way out.
+static int
+reply_alone(pl_db *db, reply_tx *t)
+{
+	int rv = reply_fn(db, t);
+
+	agents_store_reply_end(db); // ROLLBACK unless committed
+	if (rv != PL_OK && t->call->code == PL_OK)
+		return pl_call_error(t->call, rv, "could not reply");
+	return rv;
+}
+
+// ---------------------------------------------------------------------------
+// Groups (group commit). The replies waiting together are answered in one
+// transaction by one worker: BEGIN + agents.reply_begin_batch (one round
+// trip: agents, locks, replays, sessions for all), the engine for each in
+// arrival order, then agents.reply_finish_batch + COMMIT (one round trip:
+// every row of every reply). Each caller is answered after that COMMIT.
+
+#define GROUP_MAX 64
+
+enum { IT_QUEUED, IT_TAKEN, IT_DONE };
+
+typedef struct group_item {
+	reply_tx t;
+	int rv;
+	bool alone;              // an LLM agent: answered alone by its caller
+	int state;               // IT_*, under the queue's mutex
+	pthread_cond_t cv;       // signalled when done, or when to lead
+	struct group_item *next; // queue
+	int arow, srow, rrow;    // rows of the begin result (-1: none)
+	int dup_of;              // an earlier item with the same message id
+	bool composed;           // in the finish
+} group_item;
+
+struct agents_replyq {
+	pthread_mutex_t mu;
+	group_item *head, *tail;
+	int running; // groups being answered
+	int max;     // most replies per group; 0: off
+	int at_once; // groups answered at once (while one waits for
+	             // PostgreSQL, another runs the engine)
+	agents_replyq_stats st;
+};
+
+agents_replyq *
+agents_replyq_new(int max_group, int at_once)
+{
+	agents_replyq *q = calloc(1, sizeof(*q));
+
+	if (q == NULL)
+		return NULL;
+	pthread_mutex_init(&q->mu, NULL);
+	q->max = max_group;
+	q->at_once = at_once > 0 ? at_once : 1;
+	return q;
+}
+
+void
+agents_replyq_free(agents_replyq *q)
+{
+	if (q == NULL)
+		return;
+	pthread_mutex_destroy(&q->mu);
+	free(q);
+}
+
+void
+agents_replyq_set(agents_replyq *q, int max_group, int at_once)
+{
+	pthread_mutex_lock(&q->mu);
+	q->max = max_group;
+	q->at_once = at_once > 0 ? at_once : 1;
+	pthread_mutex_unlock(&q->mu);
+}
+
+void
+agents_replyq_stats_get(agents_replyq *q, agents_replyq_stats *st)
+{
+	pthread_mutex_lock(&q->mu);
+	*st = q->st;
+	pthread_mutex_unlock(&q->mu);
+}
+
+static void
+item_fail(group_item *it, int code, const char *fmt, const char *arg)
+{
+	it->rv = pl_call_error(it->t.call, code, fmt, arg);
+}
+
+// A PostgreSQL array literal of n texts (NULL elements as NULL), built
+// in *buf (malloc'd; grown as needed). False when out of memory.
+typedef struct sbuf {
+	char *p;
+	size_t len, cap;
+} sbuf;
+
+static bool
+sb_put(sbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 256;
+		char *p;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		if ((p = realloc(b->p, cap)) == NULL)
+			return false;
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+	return true;
+}
+
+static bool
+sb_elem(sbuf *b, const char *s, bool first)
+{
+	bool ok = first || sb_put(b, ",", 1);
+
+	if (s == NULL)
+		return ok && sb_put(b, "NULL", 4);
+	ok = ok && sb_put(b, "\"", 1);
+	for (const char *c = s; ok && *c; c++) {
+		if (*c == '"' || *c == '\\')
+			ok = sb_put(b, "\\", 1);
+		ok = ok && sb_put(b, c, 1);
+	}
+	return ok && sb_put(b, "\"", 1);
+}
+
+// The field f of item i of a group (the order of reply_begin_batch's
+// arrays).
+static const char *
+begin_field(group_item *g, int f)
+{
+	const ag_reply_req *in = g->t.in;
+
+	switch (f) {
+	case 0:
+		return in->tenant_id;
+	case 1:
+		return in->agent_id;
+	case 2:
+		return in->session_key;
+	case 3:
+		return in->message_id[0] ? in->message_id : NULL;
+	case 4:
+		return g->t.session_id;
+	case 5:
+		return in->channel_id;
+	case 6:
+		return in->conversation_id;
+	case 7:
+		return in->contact ? in->contact->id : "";
+	case 8:
+		return in->website_domain;
+	default:
+		return in->client_ip;
+	}
+}
+
+// Sends BEGIN + reply_begin_batch (ten arrays, one element per item);
+// returns its result or NULL (the connection failed: the transaction
+// state is left to the caller).
+static PGresult *
+group_begin(pl_db *db, group_item **it, size_t n, int64_t idle_ms)
+{
+	sbuf b[10] = { 0 };
+	char idle[32];
+	const char *p[11];
+	PGresult *r = NULL;
+	bool ok = true;
+
+	for (size_t i = 0; i < n; i++)
+		pl_uuid7_str(it[i]->t.session_id); // a new session's id
+	for (int f = 0; ok && f < 10; f++) {
+		ok = sb_put(&b[f], "{", 1);
+		for (size_t i = 0; ok && i < n; i++)
+			ok = sb_elem(&b[f], begin_field(it[i], f), i == 0);
+		ok = ok && sb_put(&b[f], "}", 1);
+		p[f] = b[f].p;
+	}
+	snprintf(idle, sizeof(idle), "%lld", (long long)idle_ms);
+	p[10] = idle;
+	if (ok)
+		r = agents_store_reply_group_open(db, p);
+	for (int f = 0; f < 10; f++)
+		free(b[f].p);
+	return r;
+}
+
+// Merges src's keys into *dst (later replies win, as `||` in order).
+static void
+merge_into(json_t **dst, const json_t *src)
+{
+	if (*dst == NULL)
+		*dst = json_object();
+	if (*dst != NULL && src != NULL)
+		json_object_update(*dst, (json_t *)src);
+}
+
+typedef struct usage_row {
+	const char *tenant, *entry;
+	int n;
+} usage_row;
+
+static int
+cmp_usage(const void *x, const void *y)
+{
+	const usage_row *a = x, *b = y;
+	int c = strcmp(a->tenant, b->tenant);
+
+	return c != 0 ? c : strcmp(a->entry, b->entry);
+}
+
+// The finish's three JSON documents for the composed items; NULL when
+// out of memory.
+static bool
+group_finish_docs(group_item **it, size_t n, char **items, char **sessions,
+                  char **usage)
+{
+	json_t *ji = json_array(), *js = json_array(), *ju = json_array();
+	usage_row *u = calloc(n + 1, sizeof(*u));
+	size_t nu = 0;
+	bool ok = ji && js && ju && u;
+
+	*items = *sessions = *usage = NULL;
+	for (size_t i = 0; ok && i < n; i++) {
+		reply_tx *t = &it[i]->t;
+		ag_reply_resp *o = t->out;
+		json_t *cx = NULL, *cp = NULL;
+		int added = 0, turns = 0;
+		bool first = true;
+
+		if (!it[i]->composed)
+			continue;
+		json_array_append_new(
+		        ji,
+		        json_pack(
+		                "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, "
+		                "s:i, s:s, s:s, s:s, s:f, s:s?, s:s?, s:s, "
+		                "s:s, s:O, s:O}",
+		                "t", t->in->tenant_id, "s", t->session_id, "um",
+		                t->user_id, "ut", t->in->text, "am",
+		                t->answer_id, "at", o->reply_text, "ti",
+		                o->tokens_in, "to", o->tokens_out, "lat",
+		                o->latency_ms, "mo", o->model, "en",
+		                agents_engine_text(o->engine), "in", o->intent,
+		                "cf", o->confidence, "m",
+		                t->in->message_id[0] ? t->in->message_id : NULL,
+		                "r", t->reply_json, "er", o->error, "ev",
+		                t->event_id, "dm", t->dims, "pl", t->payload));
+		// One row per session, at its first reply in the group: the
+		// counts of all its replies, the last one's turns, the
+		// patches merged in order.
+		for (size_t j = 0; j < i; j++) {
+			if (it[j]->composed &&
+			    strcmp(it[j]->t.session_id, t->session_id) == 0 &&
+			    strcmp(it[j]->t.in->tenant_id, t->in->tenant_id) ==
+			            0)
+				first = false;
+		}
+		if (first) {
+			for (size_t j = i; j < n; j++) {
+				reply_tx *s = &it[j]->t;
+
+				if (!it[j]->composed ||
+				    strcmp(s->session_id, t->session_id) != 0 ||
+				    strcmp(s->in->tenant_id,
+				           t->in->tenant_id) != 0)
+					continue;
+				added += 2;
+				turns = s->turns;
+				merge_into(&cx, s->cpatch);
+				merge_into(&cp, s->lpatch);
+			}
+			json_array_append_new(
+			        js, json_pack("{s:s, s:s, s:i, s:i, s:s, s:o?, "
+			                      "s:o?}",
+			                      "t", t->in->tenant_id, "id",
+			                      t->session_id, "n", added, "bt",
+			                      turns, "a", t->in->agent_id, "cx",
+			                      cx, "cp", cp));
+		}
+		if (o->knowledge_entry_id[0]) {
+			size_t k;
+
+			for (k = 0; k < nu; k++) {
+				if (strcmp(u[k].entry, o->knowledge_entry_id) ==
+				            0 &&
+				    strcmp(u[k].tenant, t->in->tenant_id) == 0)
+					break;
+			}
+			if (k == nu)
+				u[nu++] =
+				        (usage_row){ t->in->tenant_id,
+					             o->knowledge_entry_id, 0 };
+			u[k].n++;
+		}
+	}
+	if (ok) {
+		// Sorted: concurrent groups lock usage rows in one order.
+		qsort(u, nu, sizeof(*u), cmp_usage);
+		for (size_t k = 0; k < nu; k++)
+			json_array_append_new(ju, json_pack("{s:s, s:s, s:i}",
+			                                    "t", u[k].tenant,
+			                                    "e", u[k].entry,
+			                                    "n", u[k].n));
+		*items = json_dumps(ji, JSON_COMPACT);
+		*sessions = json_dumps(js, JSON_COMPACT);
+		*usage = json_dumps(ju, JSON_COMPACT);
+		ok = *items && *sessions && *usage;
+	}
+	json_decref(ji);
+	json_decref(js);
+	json_decref(ju);
+	free(u);
+	return ok;
+}
+
+static int
+group_row_item(const PGresult *r, int row, size_t n)
+{
+	int i = atoi(PQgetvalue(r, row, 1));
+
+	return i >= 0 && (size_t)i < n ? i : -1;
+}
+
+// Answers items it[0..n) as one group on db. Sets each item's rv, or
+// alone (an LLM agent, to be answered alone by its caller).
+// Returns false when the group failed as a whole (the database's error,
+// a lost connection): nothing of it was recorded and the items are to be
+// answered one at a time.
+static bool
+group_try(pl_db *db, group_item **it, size_t n, PGresult **err)
+{
+	agents_ctx *ctx = it[0]->t.ctx;
+	PGresult *r;
+	size_t ncomposed = 0;
+	bool ok = false;
+
+	*err = NULL;
+	for (size_t i = 0; i < n; i++) {
+		it[i]->arow = it[i]->srow = it[i]->rrow = it[i]->dup_of = -1;
+		it[i]->composed = false;
+		it[i]->alone = false;
+		it[i]->rv = PL_OK;
+		it[i]->t.call->code = PL_OK;
+		it[i]->t.call->message = NULL;
+		it[i]->t.call->n_violations = 0;
+	}
+	r = group_begin(db, it, n, ctx->session_idle_ms);
+	if (r == NULL || !agents_store_ok(r)) {
+		*err = r;
+		return false;
+	}
+	for (int row = 0; row < PQntuples(r); row++) {
+		const char *kind = PQgetvalue(r, row, 0);
+		int i = group_row_item(r, row, n);
+
+		if (i < 0)
+			continue;
+		if (kind[0] == 'r')
+			it[i]->rrow = row;
+		else if (kind[0] == 's')
+			it[i]->srow = row;
+		else if (kind[0] == 'a') {
+			// Every item of this (tenant, agent).
+			for (size_t j = (size_t)i; j < n; j++) {
+				if (strcmp(it[j]->t.in->tenant_id,
+				           it[i]->t.in->tenant_id) == 0 &&
+				    strcmp(it[j]->t.in->agent_id,
+				           it[i]->t.in->agent_id) == 0)
+					it[j]->arow = row;
+			}
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		group_item *g = it[i];
+		reply_tx *t = &g->t;
+		pl_arena *a = t->call->arena;
+		int arow = g->arow, bot_turns;
+		agents_cfg cfg;
+		const uint8_t *ct;
+		size_t ctlen = 0;
+
+		if (g->rrow >= 0) {
+			g->rv = replay(t, PQgetvalue(r, g->rrow, 28));
+			continue;
+		}
+		if (g->srow < 0) {
+			// The agent cannot answer here: say why, or leave it
+			// to the single path (LLM agents).
+			if (arow < 0)
+				item_fail(g, PL_NOT_FOUND, "agent %s not found",
+				          t->in->agent_id);
+			else if (strcmp(PQgetvalue(r, arow, 2), "archived") ==
+			         0)
+				item_fail(g, PL_FAILED_PRECONDITION,
+				          "agent %s is archived",
+				          t->in->agent_id);
+			else if (PQgetisnull(r, arow, 4))
+				item_fail(g, PL_FAILED_PRECONDITION,
+				          "agent %s has no published version",
+				          t->in->agent_id);
+			else
+				g->alone = true;
+			continue;
+		}
+		// The same message id earlier in this group: answered once,
+		// this one replays it after the commit.
+		for (size_t j = 0; t->in->message_id[0] && j < i; j++) {
+			if (it[j]->srow >= 0 && it[j]->dup_of < 0 &&
+			    strcmp(it[j]->t.in->message_id,
+			           t->in->message_id) == 0 &&
+			    strcmp(it[j]->t.in->tenant_id, t->in->tenant_id) ==
+			            0) {
+				g->dup_of = (int)j;
+				break;
+			}
+		}
+		if (g->dup_of >= 0 || arow < 0) {
+			if (arow < 0)
+				item_fail(g, PL_INTERNAL, "agent %s vanished",
+				          t->in->agent_id);
+			continue;
+		}
+		// Bot turns: the session's, or after its earlier replies in
+		// this group.
+		bot_turns = atoi(PQgetvalue(r, g->srow, 30));
+		for (size_t j = 0; j < i; j++) {
+			if (it[j]->composed &&
+			    strcmp(it[j]->t.session_id,
+			           PQgetvalue(r, g->srow, 29)) == 0)
+				bot_turns = it[j]->t.turns;
+		}
+		agents_store_cfg_read(a, r, arow, 5, &cfg);
+		ct = agents_store_bytea(a, r, arow, 25, &ctlen);
+		g->rv = compose(t, db, &cfg, ct, ctlen,
+		                agents_store_str(a, r, arow, 26),
+		                agents_store_str(a, r, arow, 27),
+		                atoi(PQgetvalue(r, arow, 3)),
+		                PQgetvalue(r, g->srow, 29), bot_turns);
+		if (g->rv == PL_OK) {
+			g->composed = true;
+			ncomposed++;
+		}
+	}
+	PQclear(r);
+	r = NULL;
+	if (ncomposed == 0) {
+		agents_store_reply_end(db);
+		ok = true;
+	} else {
+		char *items = NULL, *sessions = NULL, *usage = NULL;
+		char touch[32];
+		int64_t tm = ctx->session_idle_ms / 10;
+		const char *p[4];
+
+		snprintf(touch, sizeof(touch), "%lld",
+		         (long long)(tm < 60000 ? tm : 60000));
+		if (!agents_store_reply_in_tx(db)) {
+			ok = false;
+		} else if (group_finish_docs(it, n, &items, &sessions,
+		                             &usage)) {
+			p[0] = items;
+			p[1] = sessions;
+			p[2] = usage;
+			p[3] = touch;
+			ok = agents_store_reply_group_commit(db, p, err) ==
+			     PL_OK;
+		}
+		free(items);
+		free(sessions);
+		free(usage);
+	}
+	for (size_t i = 0; i < n; i++)
+		rec_clear(&it[i]->t);
+	if (!ok)
+		return false;
+	// The same message id twice: the later ones replay the first.
+	for (size_t i = 0; i < n; i++) {
+		group_item *g = it[i], *f;
+
+		if (g->dup_of < 0)
+			continue;
+		f = it[g->dup_of];
+		if (f->rv != PL_OK)
+			g->rv = pl_call_error(g->t.call, f->t.call->code, "%s",
+			                      f->t.call->message
+			                              ? f->t.call->message
+			                              : "could not reply");
+		else
+			g->rv = replay(&g->t, f->t.reply_json);
+	}
+	return true;
+}
+
+// A group, and when it fails as a whole (a database error, which rolls
+// back every reply of it), each of its replies alone: one failing reply
+// never fails the others. Returns true when the group was split.
+static bool
+group_run(pl_db *db, group_item **it, size_t n)
+{
+	PGresult *err = NULL;
+
+	if (group_try(db, it, n, &err)) {
+		PQclear(err);
+		return false;
+	}
+	agents_store_reply_end(db); // ROLLBACK
+	if (n == 1) {
+		group_item *g = it[0];
+
+		// An error the reply set itself (compose) is kept.
+		if (g->rv == PL_OK || g->composed)
+			g->rv = err != NULL
+			                ? pl_db_call_error(g->t.call, err,
+			                                   "record the reply")
+			                : pl_call_error(g->t.call,
+			                                PL_UNAVAILABLE,
+			                                "could not reach the "
+			                                "database");
+		PQclear(err);
+		return false;
+	}
+	pl_warn("a group of %zu replies failed (%s): answering them one at a "
+	        "time",
+	        n,
+	        err != NULL
+	                ? PQresultErrorField(err, PG_DIAG_SQLSTATE)
+	                          ? PQresultErrorField(err, PG_DIAG_SQLSTATE)
+	                          : "?"
+	                : "connection lost");
+	PQclear(err);
+	for (size_t i = 0; i < n; i++)
+		group_run(db, &it[i], 1);
+	return true;
+}
+
+static void
+item_init(group_item *g, pl_call *call, const ag_reply_req *in,
+          ag_reply_resp *out)
+{
+	memset(g, 0, sizeof(*g));
+	g->t.call = call;
+	g->t.ctx = call->arg;
+	g->t.in = in;
+	g->t.out = out;
+	g->t.t0 = pl_now_ns();
+}
+
+void
+agents_reply_group(pl_db *db, size_t n, pl_call *const *calls,
+                   const ag_reply_req *const *ins, ag_reply_resp *const *outs,
+                   int *rv)
+{
+	group_item *g = calloc(n + 1, sizeof(*g));
+	group_item **p = calloc(n + 1, sizeof(*p));
+
+	if (g == NULL || p == NULL) {
+		for (size_t i = 0; i < n; i++)
+			rv[i] = pl_call_error(calls[i], PL_RESOURCE_EXHAUSTED,
+			                      "out of memory");
+		free(g);
+		free(p);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		item_init(&g[i], calls[i], ins[i], outs[i]);
+		p[i] = &g[i];
+	}
+	group_run(db, p, n);
+	for (size_t i = 0; i < n; i++)
+		rv[i] = g[i].alone ? reply_alone(db, &g[i].t) : g[i].rv;
+	free(g);
+	free(p);
+}
+
+// Leader and followers: a reply joins the queue; when fewer than
+// PARLEY_REPLY_GROUPS_AT_ONCE groups are being answered, the worker of the
+// reply at the queue's head takes the queue (up to the group size) and answers
+// it on its own connection; the others sleep until their reply is done (each on
+// its own condition variable: one wake-up per reply).
 int
 agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 {
-	reply_tx t = { 0 };
+	agents_ctx *ctx = call->arg;
+	agents_replyq *q = ctx->replyq;
+	group_item self;
 	int rv;
 
-	t.call = call;
-	t.ctx = call->arg;
-	t.in = in;
-	t.out = out;
-	t.t0 = pl_now_ns();
-	rv = reply_fn(pl_call_db(call), &t);
-	agents_store_reply_end(pl_call_db(call)); // ROLLBACK unless committed
+	item_init(&self, call, in, out);
+	if (q == NULL) {
+		rv = reply_alone(pl_call_db(call), &self.t);
+		goto done;
+	}
+	pthread_mutex_lock(&q->mu);
+	if (q->max <= 0) {
+		pthread_mutex_unlock(&q->mu);
+		rv = reply_alone(pl_call_db(call), &self.t);
+		goto done;
+	}
+	pthread_cond_init(&self.cv, NULL);
+	self.state = IT_QUEUED;
+	if (q->tail != NULL)
+		q->tail->next = &self;
+	else
+		q->head = &self;
+	q->tail = &self;
+	while (self.state != IT_DONE) {
+		group_item *g[GROUP_MAX];
+		size_t n = 0, max;
+		bool split;
+
+		if (self.state != IT_QUEUED || q->head != &self ||
+		    q->running >= q->at_once) {
+			pthread_cond_wait(&self.cv, &q->mu);
+			continue;
+		}
+		max = q->max > 0 && q->max < GROUP_MAX ? (size_t)q->max
+		                                       : GROUP_MAX;
+		while (q->head != NULL && n < max) {
+			g[n] = q->head;
+			q->head = q->head->next;
+			g[n]->next = NULL;
+			g[n++]->state = IT_TAKEN;
+		}
+		if (q->head == NULL)
+			q->tail = NULL;
+		q->running++;
+		// More waiting and room for another group: its head leads.
+		if (q->head != NULL && q->running < q->at_once)
+			pthread_cond_signal(&q->head->cv);
+		pthread_mutex_unlock(&q->mu);
+		split = group_run(pl_call_db(call), g, n);
+		pthread_mutex_lock(&q->mu);
+		for (size_t i = 0; i < n; i++) {
+			g[i]->state = IT_DONE;
+			if (g[i] != &self)
+				pthread_cond_signal(&g[i]->cv);
+		}
+		q->st.groups++;
+		q->st.replies += (long)n;
+		if ((long)n > q->st.largest)
+			q->st.largest = (long)n;
+		if (split)
+			q->st.split++;
+		q->running--;
+		if (q->head != NULL)
+			pthread_cond_signal(&q->head->cv);
+	}
+	pthread_mutex_unlock(&q->mu);
+	pthread_cond_destroy(&self.cv);
+	rv = self.alone ? reply_alone(pl_call_db(call), &self.t) : self.rv;
+done:
 	if (rv != PL_OK) {
 		if (call->code == PL_OK)
 			return pl_call_error(call, rv, "could not reply");
 		return rv;
 	}
-	reserve_tokens(&t);
+	reserve_tokens(&self.t);
 	return PL_OK;
 }

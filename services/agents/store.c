@@ -919,6 +919,35 @@ agents_store_search(pl_db *db, const char *tenant, const char *kb_json,
 	        7, p);
 }
 
+// The content versions of the tenant's bases among ids_json: (id,
+// content_version) rows.
+PGresult *
+agents_store_kb_versions(pl_db *db, const char *tenant, const char *ids_json)
+{
+	const char *p[] = { tenant, ids_json };
+
+	return pl_db_exec(db,
+	                  "SELECT id, content_version FROM "
+	                  "agents.knowledge_bases WHERE tenant_id = $1 AND id "
+	                  "= ANY(ARRAY(SELECT "
+	                  "jsonb_array_elements_text($2::jsonb))::uuid[])",
+	                  2, p);
+}
+
+// The tenant's entries among ids_json (ENTRY_COLS, any order).
+PGresult *
+agents_store_entries_by_id(pl_db *db, const char *tenant, const char *ids_json)
+{
+	const char *p[] = { tenant, ids_json };
+
+	return pl_db_exec(db,
+	                  "SELECT " ENTRY_COLS
+	                  " FROM agents.knowledge_entries e WHERE e.tenant_id "
+	                  "= $1 AND e.id = ANY(ARRAY(SELECT "
+	                  "jsonb_array_elements_text($2::jsonb))::uuid[])",
+	                  2, p);
+}
+
 // ---------------------------------------------------------------------------
 // Reply
 
@@ -1004,6 +1033,58 @@ agents_store_reply_commit(pl_db *db, const char *const p[27], PGresult **err)
 	           "$9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, "
 	           "$21, $22, $23, $24, $25, $26, $27)",
 	           27, p, "COMMIT", 0, NULL, &rf, &rc);
+	if (rv == PL_OK && !agents_store_ok(rf)) {
+		*err = rf;
+		rf = NULL;
+		rv = pl_db_result_status(*err);
+	} else if (rv == PL_OK && !agents_store_ok(rc)) {
+		*err = rc;
+		rc = NULL;
+		rv = pl_db_result_status(*err);
+	} else if (rv == PL_OK && strcmp(PQcmdStatus(rc), "COMMIT") != 0) {
+		rv = PL_ABORTED; // COMMIT of a failed transaction rolls back
+	}
+	PQclear(rf);
+	PQclear(rc);
+	return rv;
+}
+
+// BEGIN and step one of a group of replies (agents.reply_begin_batch:
+// p[0..9] its arrays, p[10] the inactivity limit in ms) in one round
+// trip; the transaction stays open. NULL when the connection failed.
+PGresult *
+agents_store_reply_group_open(pl_db *db, const char *const p[11])
+{
+	PGresult *rb = NULL, *r = NULL;
+
+	pipe2(db, "BEGIN", 0, NULL,
+	      "SELECT * FROM agents.reply_begin_batch($1, $2, $3, $4, $5, $6, "
+	      "$7, $8, $9, $10, $11)",
+	      11, p, &rb, &r);
+	if (!agents_store_ok(rb)) {
+		PQclear(r);
+		r = NULL;
+	}
+	PQclear(rb);
+	return r;
+}
+
+// Step two of a group (agents.reply_finish_batch: items, sessions, usage
+// as JSON, then the touch interval in ms) and COMMIT in one round trip.
+// Returns a status (the commit's, or the first failure's with its result
+// in *err).
+int
+agents_store_reply_group_commit(pl_db *db, const char *const p[4],
+                                PGresult **err)
+{
+	PGresult *rf = NULL, *rc = NULL;
+	int rv;
+
+	*err = NULL;
+	rv = pipe2(db,
+	           "SELECT agents.reply_finish_batch($1::json, $2::json, "
+	           "$3::json, $4)",
+	           4, p, "COMMIT", 0, NULL, &rf, &rc);
 	if (rv == PL_OK && !agents_store_ok(rf)) {
 		*err = rf;
 		rf = NULL;

@@ -94,6 +94,10 @@ PGresult *agents_store_entry_get(pl_db *db, const char *tenant, const char *id);
 PGresult *agents_store_entry_update(pl_db *db, const char *const p[11]);
 PGresult *agents_store_entry_delete(pl_db *db, const char *tenant,
                                     const char *id);
+PGresult *agents_store_kb_versions(pl_db *db, const char *tenant,
+                                   const char *ids_json);
+PGresult *agents_store_entries_by_id(pl_db *db, const char *tenant,
+                                     const char *ids_json);
 PGresult *agents_store_search(pl_db *db, const char *tenant,
                               const char *kb_json, const char *qnorm,
                               const char *terms, const char *terms_json,
@@ -103,6 +107,9 @@ PGresult *agents_store_reply_open(pl_db *db, const char *const p[11]);
 int agents_store_reply_commit(pl_db *db, const char *const p[27],
                               PGresult **err);
 void agents_store_reply_end(pl_db *db);
+PGresult *agents_store_reply_group_open(pl_db *db, const char *const p[11]);
+int agents_store_reply_group_commit(pl_db *db, const char *const p[4],
+                                    PGresult **err);
 bool agents_store_reply_in_tx(pl_db *db);
 PGresult *agents_store_kb_entries(pl_db *db, const char *tenant,
                                   const char *kb);

@@ -1,15 +1,26 @@
 // Reply with the retrieval engine over a 10,000-entry knowledge base, 16
 // concurrent clients over tcp loopback, on its own PostgreSQL cluster.
-//   bench_agents [seconds=10] [clients=16] [workers=4] [runs=3]
+//   bench_agents [seconds=10] [clients=16] [workers=16] [runs=3]
 // Prints, in one process:
 //   engine  the in-process index alone: build time over the 10,000 entries
 //           and the latency of one search (single thread, 20,000 queries)
 //   cold    the first Reply (it builds the index)
-//   reply   Reply: replies/s and latency percentiles, `runs` times, then
-//           the median run
+//   alone   the baseline, in the same run: Reply with groups off
+//           (PARLEY_REPLY_GROUP=0: one transaction, two round trips each)
+//   group1  Reply with group commit (PARLEY_REPLY_GROUP=64), one group
+//           at a time (PARLEY_REPLY_GROUPS_AT_ONCE=1)
+//   group2  the same, two groups at a time (the default)
 //   health  Health/Check over the same clients and server right after
 //           each Reply run: the RPC runtime's ceiling on this machine now
+// each `runs` times, then the median run; per mode the CPU per reply of
+// PostgreSQL's processes and of this process (server and clients), the
+// groups (replies per group = replies per commit), and the reply
+// functions' times and table counters. Last, one run of grouped replies
+// with fsync and synchronous_commit on (the cluster runs with fsync off
+// otherwise, as every test cluster does).
+#include <dirent.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +36,8 @@
 
 #define M(x) "/parley.agents.v1.Agents/" x
 #define NENT 10000
+#define CHUNK                                                                  \
+	1000 // entries per ImportKnowledge (each call within the deadline)
 
 static const char *words[] = {
 	"red",   "blue",  "green", "shirt",  "shoe", "bag",    "lamp",  "chair",
@@ -42,7 +55,8 @@ static const char *verbs[] = { "price of", "warranty for", "colors of",
 static char tenant[37], agent[37], addr[64];
 static svch h;
 static volatile int stop_flag;
-static int seconds = 10, nclients = 16, nworkers = 4, nruns = 3;
+static int seconds = 10, nclients = 16, nworkers = 16, nruns = 3;
+static pgh pg;
 static int mode; // 0 Reply, 1 Health
 
 typedef struct cli {
@@ -156,8 +170,64 @@ worker_fini(void *arg, void *state)
 
 typedef struct run_result {
 	double rate, p50, p99, max;
-	long errors;
+	long errors, n;
+	double pg_ms, self_ms; // CPU per operation
+	double per_group;      // replies per group (per commit)
 } run_result;
+
+// CPU time (ms) of the cluster's processes: the postmaster and its
+// children (the service's connections stay open during a run).
+static double
+pg_cpu_ms(void)
+{
+	char path[128], buf[1024];
+	FILE *f;
+	long pm = 0;
+	double ticks = 0;
+	DIR *d;
+	struct dirent *e;
+
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", pg.dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	if (fscanf(f, "%ld", &pm) != 1)
+		pm = 0;
+	fclose(f);
+	if ((d = opendir("/proc")) == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		long pid = atol(e->d_name), ppid;
+		unsigned long ut, st;
+		char *p;
+
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		if (fgets(buf, sizeof(buf), f) != NULL &&
+		    (p = strrchr(buf, ')')) != NULL &&
+		    sscanf(p + 2,
+		           "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu "
+		           "%lu",
+		           &ppid, &ut, &st) == 3 &&
+		    (pid == pm || ppid == pm))
+			ticks += (double)(ut + st);
+		fclose(f);
+	}
+	closedir(d);
+	return ticks * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double
+self_cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
 
 static int
 cmp_run(const void *x, const void *y)
@@ -176,6 +246,10 @@ run_clients(void)
 	size_t total = 0, at = 0;
 	run_result rr = { 0 };
 
+	agents_replyq_stats g0, g1;
+	double pg0 = pg_cpu_ms(), self0 = self_cpu_ms();
+
+	agents_replyq_stats_get(((agents_ctx *)h.arg)->replyq, &g0);
 	memset(cs, 0, sizeof(cs));
 	stop_flag = 0;
 	for (int i = 0; i < nclients; i++) {
@@ -189,6 +263,15 @@ run_clients(void)
 		total += (size_t)cs[i].n;
 		rr.errors += cs[i].errors;
 	}
+	rr.n = (long)total;
+	if (total > 0) {
+		rr.pg_ms = (pg_cpu_ms() - pg0) / (double)total;
+		rr.self_ms = (self_cpu_ms() - self0) / (double)total;
+	}
+	agents_replyq_stats_get(((agents_ctx *)h.arg)->replyq, &g1);
+	if (g1.groups > g0.groups)
+		rr.per_group = (double)(g1.replies - g0.replies) /
+		               (double)(g1.groups - g0.groups);
 	all = malloc((total + 1) * sizeof(int64_t));
 	for (int i = 0; i < nclients; i++) {
 		memcpy(all + at, cs[i].lat, (size_t)cs[i].n * sizeof(int64_t));
@@ -337,10 +420,22 @@ cold_reply(void)
 	pl_rpc_client_close(rc);
 }
 
+static void
+print_run(int i, const char *what, const run_result *r)
+{
+	printf("run %d: %-6s %6.0f/s  errors %ld  p50 %6.2f ms  p99 %7.2f ms  "
+	       "max %7.2f ms | cpu/op: postgres %.3f ms, this process %.3f "
+	       "ms",
+	       i, what, r->rate, r->errors, r->p50, r->p99, r->max, r->pg_ms,
+	       r->self_ms);
+	if (r->per_group > 0)
+		printf(" | %.1f replies per group (per commit)", r->per_group);
+	printf("\n");
+}
+
 int
 main(int argc, char **argv)
 {
-	pgh pg;
 	pl_rpc_server *srv = NULL;
 	pl_rpc_server_config rc = { 0 };
 	pl_principal p;
@@ -362,6 +457,22 @@ main(int argc, char **argv)
 	}
 	pgh_exec(&pg, "ALTER SYSTEM SET synchronous_commit = off");
 	pgh_exec(&pg, "ALTER SYSTEM SET track_functions = 'all'");
+	if (getenv("BENCH_AGENTS_EXPLAIN") != NULL) {
+		// Diagnostics: the plans of the reply functions' statements
+		// slower than 1 ms, in the server log (copied at the end).
+		char path[128];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/data/postgresql.conf", pg.dir);
+		if ((f = fopen(path, "a")) != NULL) {
+			fputs("session_preload_libraries = 'auto_explain'\n"
+			      "auto_explain.log_min_duration = '1ms'\n"
+			      "auto_explain.log_analyze = on\n"
+			      "auto_explain.log_nested_statements = on\n",
+			      f);
+			fclose(f);
+		}
+	}
 	pgh_exec(&pg, "SELECT pg_reload_conf()");
 	if (svch_start(&h, &pg, &agents_service_def, 2, NULL) != 0)
 		return 1;
@@ -383,20 +494,20 @@ main(int argc, char **argv)
 		            (void **)&car, NULL) != PL_OK)
 			return 1;
 		snprintf(agent, sizeof(agent), "%s", car->id);
-		for (int b = 0; b < NENT / 5000; b++) {
+		for (int b = 0; b < NENT / CHUNK; b++) {
 			Parley__Agents__V1__ImportKnowledgeRequest ik =
 			        PARLEY__AGENTS__V1__IMPORT_KNOWLEDGE_REQUEST__INIT;
 			Parley__Agents__V1__ImportKnowledgeResponse *ikr = NULL;
-			ag_entry *e = calloc(5000, sizeof(*e));
-			ag_entry **ep = calloc(5000, sizeof(*ep));
-			char(*qs)[160] = calloc(5000, 160);
+			ag_entry *e = calloc(CHUNK, sizeof(*e));
+			ag_entry **ep = calloc(CHUNK, sizeof(*ep));
+			char(*qs)[160] = calloc(CHUNK, 160);
 			unsigned seed = 1;
 			pl_rpc_result res = { 0 };
 
-			for (int i = 0; i < 5000; i++) {
+			for (int i = 0; i < CHUNK; i++) {
 				parley__agents__v1__knowledge_entry__init(
 				        &e[i]);
-				question(&seed, b * 5000 + i, qs[i], 160);
+				question(&seed, b * CHUNK + i, qs[i], 160);
 				e[i].question = qs[i];
 				e[i].answer = "Here is what we know about it.";
 				e[i].intent = "product_info";
@@ -404,7 +515,7 @@ main(int argc, char **argv)
 			}
 			ik.agent_id = agent;
 			ik.entries = ep;
-			ik.n_entries = 5000;
+			ik.n_entries = CHUNK;
 			if (svch_call(
 			            &h, M("ImportKnowledge"), &p, &ik.base,
 			            &parley__agents__v1__import_knowledge_response__descriptor,
@@ -444,7 +555,9 @@ main(int argc, char **argv)
 	}
 	cold_reply();
 	{
-		run_result rr[16], hr[16];
+		run_result r1[16], r2[16], ar[16], hr[16], dr;
+		agents_replyq *q = ((agents_ctx *)h.arg)->replyq;
+		agents_replyq_stats st;
 
 		if (nruns < 1 || nruns > 16)
 			nruns = 3;
@@ -453,30 +566,60 @@ main(int argc, char **argv)
 		       NENT, nclients, nworkers, seconds, nruns, addr);
 		for (int i = 0; i < nruns; i++) {
 			mode = 0;
+			agents_replyq_set(q, 0, 1);
 			db_times("setup");
-			rr[i] = run_clients();
-			db_times("reply");
+			ar[i] = run_clients();
+			db_times("alone");
+			agents_replyq_set(q, 64, 1);
+			r1[i] = run_clients();
+			db_times("group1");
+			agents_replyq_set(q, 64, 2);
+			r2[i] = run_clients();
+			db_times("group2");
 			mode = 1;
 			hr[i] = run_clients();
-			printf("run %d: reply  %6.0f/s  errors %ld  p50 %6.2f "
-			       "ms  "
-			       "p99 %7.2f ms  max %7.2f ms\n",
-			       i + 1, rr[i].rate, rr[i].errors, rr[i].p50,
-			       rr[i].p99, rr[i].max);
-			printf("run %d: health %6.0f/s  errors %ld  p50 %6.2f "
-			       "ms  "
-			       "p99 %7.2f ms  max %7.2f ms\n",
-			       i + 1, hr[i].rate, hr[i].errors, hr[i].p50,
-			       hr[i].p99, hr[i].max);
+			print_run(i + 1, "alone", &ar[i]);
+			print_run(i + 1, "group1", &r1[i]);
+			print_run(i + 1, "group2", &r2[i]);
+			print_run(i + 1, "health", &hr[i]);
 		}
-		qsort(rr, (size_t)nruns, sizeof(rr[0]), cmp_run);
+		agents_replyq_stats_get(q, &st);
+		printf("groups: %ld groups, %ld replies, largest %ld, %ld "
+		       "split after a failure\n",
+		       st.groups, st.replies, st.largest, st.split);
+		qsort(ar, (size_t)nruns, sizeof(ar[0]), cmp_run);
+		qsort(r1, (size_t)nruns, sizeof(r1[0]), cmp_run);
+		qsort(r2, (size_t)nruns, sizeof(r2[0]), cmp_run);
 		qsort(hr, (size_t)nruns, sizeof(hr[0]), cmp_run);
-		printf("median: reply %.0f/s p99 %.2f ms | health %.0f/s p99 "
-		       "%.2f ms (runs sorted by rate; the middle one)\n",
-		       rr[nruns / 2].rate, rr[nruns / 2].p99,
-		       hr[nruns / 2].rate, hr[nruns / 2].p99);
+		printf("median (runs sorted by rate; the middle one):\n");
+		print_run(0, "alone", &ar[nruns / 2]);
+		print_run(0, "group1", &r1[nruns / 2]);
+		print_run(0, "group2", &r2[nruns / 2]);
+		print_run(0, "health", &hr[nruns / 2]);
+		// Durable: every commit flushed to disk before its replies
+		// are answered.
+		pgh_exec(&pg, "ALTER SYSTEM SET fsync = on");
+		pgh_exec(&pg, "ALTER SYSTEM SET synchronous_commit = on");
+		pgh_exec(&pg, "SELECT pg_reload_conf()");
+		sleep(1);
+		mode = 0;
+		agents_replyq_set(q, 64, 2);
+		dr = run_clients();
+		print_run(0, "fsync", &dr);
+		printf("durable (fsync on, synchronous_commit on): reply "
+		       "%.0f/s p99 %.2f ms, %.1f replies per commit\n",
+		       dr.rate, dr.p99, dr.per_group);
 	}
 	pl_rpc_server_close(srv);
+	if (getenv("BENCH_AGENTS_EXPLAIN") != NULL) {
+		char cmd[256];
+
+		snprintf(cmd, sizeof(cmd),
+		         "cp %s/server.log /tmp/bench_agents_server.log",
+		         pg.dir);
+		if (system(cmd) == 0)
+			printf("server log: /tmp/bench_agents_server.log\n");
+	}
 	svch_stop(&h);
 	pgh_stop(&pg);
 	return 0;

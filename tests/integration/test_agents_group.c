@@ -1,0 +1,522 @@
+// Group commit of Reply (agents_reply_group, what the leader worker runs):
+// replies of one session in one group keep their order, counts and bot
+// turns; the same message id twice in one group is answered once; a reply
+// that fails does not fail the others, also when the whole group's
+// transaction fails and its replies are answered one at a time. And
+// SearchKnowledge served from the retrieval index once Reply built it.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+
+#include "agents.h"
+#include "pgh.h"
+#include "pl/id.h"
+#include "svch.h"
+
+#define M(x) "/parley.agents.v1.Agents/" x
+#define NMAX 8
+
+static pgh pg;
+static svch h;
+static bool up;
+static char ta[37], user[37];
+static pl_principal pa, svc;
+
+static int
+setup(void **state)
+{
+	(void)state;
+	int rc = pgh_start(&pg);
+	if (rc == -2)
+		return -1;
+	if (rc == -1)
+		return 0;
+	if (svch_start(&h, &pg, &agents_service_def, 2, NULL) != 0)
+		return -1;
+	pl_uuid7_str(ta);
+	pl_uuid7_str(user);
+	pa = svch_user(ta, user, PARLEY__RPC__V1__ROLE__ROLE_ADMIN);
+	svc = svch_service();
+	up = true;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	if (up)
+		svch_stop(&h);
+	pgh_stop(&pg);
+	return 0;
+}
+
+static ag_entry *
+entry(const char *q, const char *a, const char *intent)
+{
+	ag_entry *e = pl_arena_zalloc(&h.arena, sizeof(*e));
+	parley__agents__v1__knowledge_entry__init(e);
+	e->question = (char *)q;
+	e->answer = (char *)a;
+	e->intent = (char *)intent;
+	return e;
+}
+
+// A retrieval agent with a small FAQ (published when asked); its id.
+static char *
+make_agent(bool publish, int max_bot_turns)
+{
+	Parley__Agents__V1__CreateAgentRequest ca =
+	        PARLEY__AGENTS__V1__CREATE_AGENT_REQUEST__INIT;
+	Parley__Agents__V1__CreateAgentResponse *car = NULL;
+	Parley__Agents__V1__ImportKnowledgeRequest ik =
+	        PARLEY__AGENTS__V1__IMPORT_KNOWLEDGE_REQUEST__INIT;
+	Parley__Agents__V1__ImportKnowledgeResponse *ikr = NULL;
+	Parley__Agents__V1__PublishAgentRequest pr =
+	        PARLEY__AGENTS__V1__PUBLISH_AGENT_REQUEST__INIT;
+	Parley__Agents__V1__PublishAgentResponse *prr = NULL;
+	ag_entry *ents[2];
+
+	ca.name = "Group bot";
+	ca.max_bot_turns = max_bot_turns;
+	assert_int_equal(
+	        svch_call(
+	                &h, M("CreateAgent"), &pa, &ca.base,
+	                &parley__agents__v1__create_agent_response__descriptor,
+	                (void **)&car, NULL),
+	        PL_OK);
+	ents[0] = entry("What are your opening hours?",
+	                "We are open 9 to 18, Monday to Saturday.", "hours");
+	ents[1] = entry("How much is shipping?",
+	                "Shipping costs 5 EUR, free above 50 EUR.", "shipping");
+	ik.agent_id = car->id;
+	ik.entries = ents;
+	ik.n_entries = 2;
+	assert_int_equal(
+	        svch_call(
+	                &h, M("ImportKnowledge"), &pa, &ik.base,
+	                &parley__agents__v1__import_knowledge_response__descriptor,
+	                (void **)&ikr, NULL),
+	        PL_OK);
+	if (publish) {
+		pr.id = car->id;
+		assert_int_equal(
+		        svch_call(
+		                &h, M("PublishAgent"), &pa, &pr.base,
+		                &parley__agents__v1__publish_agent_response__descriptor,
+		                (void **)&prr, NULL),
+		        PL_OK);
+	}
+	return car->id;
+}
+
+// n replies as one group, each with its own call and arena.
+typedef struct group {
+	size_t n;
+	pl_arena arena[NMAX];
+	pl_call call[NMAX];
+	ag_reply_req req[NMAX];
+	ag_reply_resp resp[NMAX];
+	int rv[NMAX];
+} group;
+
+static void
+group_add(group *g, const char *agent, const char *key, const char *text,
+          const char *msg_id)
+{
+	size_t i = g->n++;
+
+	pl_arena_init(&g->arena[i], 0, 0);
+	memset(&g->call[i], 0, sizeof(g->call[i]));
+	g->call[i].arena = &g->arena[i];
+	g->call[i].principal = &svc;
+	g->call[i].method = M("Reply");
+	g->call[i].trace_id = "group-test";
+	g->call[i].arg = h.arg;
+	parley__agents__v1__reply_request__init(&g->req[i]);
+	parley__agents__v1__reply_response__init(&g->resp[i]);
+	g->req[i].tenant_id = ta;
+	g->req[i].agent_id = (char *)agent;
+	g->req[i].session_key = (char *)key;
+	g->req[i].text = (char *)text;
+	g->req[i].message_id = (char *)(msg_id ? msg_id : "");
+}
+
+static void
+group_run(group *g)
+{
+	pl_call *calls[NMAX];
+	const ag_reply_req *ins[NMAX];
+	ag_reply_resp *outs[NMAX];
+	pl_db *db = pl_db_open(h.db_url);
+
+	for (size_t i = 0; i < g->n; i++) {
+		calls[i] = &g->call[i];
+		ins[i] = &g->req[i];
+		outs[i] = &g->resp[i];
+	}
+	agents_reply_group(db, g->n, calls, ins, outs, g->rv);
+	pl_db_close(db);
+}
+
+static void
+group_fini(group *g)
+{
+	for (size_t i = 0; i < g->n; i++)
+		pl_arena_fini(&g->arena[i]);
+	g->n = 0;
+}
+
+static char *
+scalar(const char *sql)
+{
+	static char buf[4096];
+	PGconn *c = PQconnectdb(h.admin_url);
+	PGresult *r = PQexec(c, sql);
+
+	buf[0] = '\0';
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+		snprintf(buf, sizeof(buf), "%s", PQgetvalue(r, 0, 0));
+	else if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		fprintf(stderr, "%s: %s\n", sql, PQerrorMessage(c));
+	PQclear(r);
+	PQfinish(c);
+	return buf;
+}
+
+static long
+count(const char *sql)
+{
+	return atol(scalar(sql));
+}
+
+// Three replies of one session in one group: one session, answered in
+// order, counts and bot turns as if one after the other (the third hits
+// max_bot_turns = 2).
+static void
+test_one_session(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *agent = make_agent(true, 2);
+	group g = { 0 };
+	char sql[512];
+
+	group_add(&g, agent, "g-one", "what are your opening hours?", NULL);
+	group_add(&g, agent, "g-one", "how much is shipping?", NULL);
+	group_add(&g, agent, "g-one", "opening hours on saturday?", NULL);
+	group_run(&g);
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(g.rv[i], PL_OK);
+	assert_string_equal(g.resp[0].intent, "hours");
+	assert_false(g.resp[0].handoff);
+	assert_string_equal(g.resp[1].intent, "shipping");
+	assert_false(g.resp[1].handoff);
+	// Two bot turns before it: the rule hands off.
+	assert_true(g.resp[2].handoff);
+	assert_int_equal(
+	        g.resp[2].handoff_reason,
+	        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_MAX_TURNS);
+	assert_string_equal(g.resp[0].session_id, g.resp[1].session_id);
+	assert_string_equal(g.resp[0].session_id, g.resp[2].session_id);
+	snprintf(sql, sizeof(sql),
+	         "SELECT message_count || '/' || bot_turns || '/' || "
+	         "(context ->> 'last_intent') FROM agents.agent_sessions "
+	         "WHERE id = '%s'",
+	         g.resp[0].session_id);
+	assert_string_equal(scalar(sql), "6/0/hours");
+	// user, assistant, user, assistant...: in the order of the group.
+	snprintf(sql, sizeof(sql),
+	         "SELECT string_agg(role || ':' || left(content, 12), '|' "
+	         "ORDER BY id) FROM agents.agent_messages WHERE session_id = "
+	         "'%s'",
+	         g.resp[0].session_id);
+	assert_string_equal(scalar(sql),
+	                    "user:what are you|assistant:We are open |"
+	                    "user:how much is |assistant:Shipping cos|"
+	                    "user:opening hour|assistant:We are open ");
+	assert_int_equal(count("SELECT count(*) FROM agents.agent_sessions "
+	                       "WHERE session_key = 'g-one'"),
+	                 1);
+	group_fini(&g);
+
+	// The next group sees what the first one stored.
+	group_add(&g, agent, "g-one", "shipping price", NULL);
+	group_run(&g);
+	assert_int_equal(g.rv[0], PL_OK);
+	assert_false(g.resp[0].handoff); // turns were reset by the handoff
+	snprintf(sql, sizeof(sql),
+	         "SELECT message_count || '/' || bot_turns FROM "
+	         "agents.agent_sessions WHERE id = '%s'",
+	         g.resp[0].session_id);
+	assert_string_equal(scalar(sql), "8/1");
+	group_fini(&g);
+	pl_arena_reset(&h.arena);
+}
+
+// The same message id twice in one group (same session, and another
+// session): answered once, stored once, the later ones replayed.
+static void
+test_same_key(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *agent = make_agent(true, 0);
+	group g = { 0 };
+
+	group_add(&g, agent, "g-key", "what are your opening hours?", "gk-1");
+	group_add(&g, agent, "g-key", "what are your opening hours?", "gk-1");
+	group_add(&g, agent, "g-key-2", "what are your opening hours?", "gk-1");
+	group_add(&g, agent, "g-key", "how much is shipping?", "gk-2");
+	group_run(&g);
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(g.rv[i], PL_OK);
+	assert_false(g.resp[0].replayed);
+	assert_true(g.resp[1].replayed);
+	assert_true(g.resp[2].replayed);
+	assert_false(g.resp[3].replayed);
+	assert_string_equal(g.resp[1].reply_text, g.resp[0].reply_text);
+	assert_string_equal(g.resp[2].session_id, g.resp[0].session_id);
+	assert_string_equal(g.resp[3].intent, "shipping");
+	assert_int_equal(count("SELECT count(*) FROM agents.agent_messages "
+	                       "WHERE message_id = 'gk-1'"),
+	                 1);
+	assert_int_equal(count("SELECT message_count FROM "
+	                       "agents.agent_sessions WHERE session_key = "
+	                       "'g-key'"),
+	                 4);
+	// g-key-2 only replayed: its session may exist, with no message.
+	assert_int_equal(count("SELECT coalesce(sum(message_count), 0) FROM "
+	                       "agents.agent_sessions WHERE session_key = "
+	                       "'g-key-2'"),
+	                 0);
+	group_fini(&g);
+
+	// Again in a later group: replayed from the database.
+	group_add(&g, agent, "g-key", "what are your opening hours?", "gk-1");
+	group_run(&g);
+	assert_int_equal(g.rv[0], PL_OK);
+	assert_true(g.resp[0].replayed);
+	assert_int_equal(count("SELECT count(*) FROM agents.agent_messages "
+	                       "WHERE message_id = 'gk-1'"),
+	                 1);
+	group_fini(&g);
+	pl_arena_reset(&h.arena);
+}
+
+// Replies that cannot be answered fail alone.
+static void
+test_failing_items(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *agent = make_agent(true, 0);
+	char *draft = make_agent(false, 0);
+	char unknown[37];
+	group g = { 0 };
+
+	pl_uuid7_str(unknown);
+	group_add(&g, agent, "g-fail-1", "what are your opening hours?", NULL);
+	group_add(&g, unknown, "g-fail-2", "hours?", NULL);
+	group_add(&g, draft, "g-fail-3", "hours?", NULL);
+	group_add(&g, agent, "g-fail-4", "how much is shipping?", NULL);
+	group_run(&g);
+	assert_int_equal(g.rv[0], PL_OK);
+	assert_int_equal(g.rv[1], PL_NOT_FOUND);
+	assert_int_equal(g.rv[2], PL_FAILED_PRECONDITION);
+	assert_int_equal(g.rv[3], PL_OK);
+	assert_string_equal(g.resp[3].intent, "shipping");
+	assert_int_equal(count("SELECT count(*) FROM agents.agent_messages m "
+	                       "JOIN agents.agent_sessions s ON s.id = "
+	                       "m.session_id WHERE s.session_key LIKE "
+	                       "'g-fail-%'"),
+	                 4);
+	group_fini(&g);
+	pl_arena_reset(&h.arena);
+}
+
+typedef struct runner {
+	group *g;
+	pthread_t th;
+} runner;
+
+static void *
+run_thread(void *arg)
+{
+	group_run(((runner *)arg)->g);
+	return NULL;
+}
+
+// The whole group's transaction fails: another transaction (say, another
+// replica) commits an answer to one of its message ids while the group is
+// writing. The group rolls back and its replies are answered one at a
+// time: the others are recorded once, the raced one replays the answer
+// that won.
+static void
+test_group_fails(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *agent = make_agent(true, 0);
+	group g = { 0 };
+	runner rn = { &g, 0 };
+	PGconn *c = PQconnectdb(h.admin_url);
+	char sql[1024], sess[37], msg[37];
+	PGresult *r;
+	int waited = 0;
+
+	pl_uuid7_str(sess);
+	pl_uuid7_str(msg);
+	snprintf(sql, sizeof(sql),
+	         "BEGIN; INSERT INTO agents.agent_sessions (tenant_id, id, "
+	         "agent_id, session_key) VALUES ('%s', '%s', '%s', "
+	         "'elsewhere'); INSERT INTO agents.agent_messages (tenant_id, "
+	         "id, session_id, role, content, message_id, reply) VALUES "
+	         "('%s', '%s', '%s', 'assistant', 'from elsewhere', 'race-1', "
+	         "'{\"reply_text\": \"from elsewhere\"}')",
+	         ta, sess, agent, ta, msg, sess);
+	r = PQexec(c, sql);
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+
+	group_add(&g, agent, "g-race-1", "what are your opening hours?", NULL);
+	group_add(&g, agent, "g-race-2", "how much is shipping?", "race-1");
+	group_add(&g, agent, "g-race-3", "how much is shipping?", NULL);
+	pthread_create(&rn.th, NULL, run_thread, &rn);
+	// Until the group waits on the uncommitted answer (its insert
+	// into the unique index of message ids).
+	while (waited < 3000 &&
+	       count("SELECT count(*) FROM pg_stat_activity WHERE "
+	             "wait_event_type = 'Lock' AND query LIKE "
+	             "'%reply_finish_batch%'") == 0) {
+		usleep(10000);
+		waited += 10;
+	}
+	assert_true(waited < 3000);
+	r = PQexec(c, "COMMIT");
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+	PQfinish(c);
+	pthread_join(rn.th, NULL);
+
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(g.rv[i], PL_OK);
+	assert_false(g.resp[0].replayed);
+	assert_string_equal(g.resp[0].intent, "hours");
+	assert_true(g.resp[1].replayed);
+	assert_string_equal(g.resp[1].reply_text, "from elsewhere");
+	assert_false(g.resp[2].replayed);
+	assert_string_equal(g.resp[2].intent, "shipping");
+	// Each recorded once (the failed group left nothing).
+	assert_int_equal(count("SELECT count(*) FROM agents.agent_messages m "
+	                       "JOIN agents.agent_sessions s ON s.id = "
+	                       "m.session_id WHERE s.session_key IN "
+	                       "('g-race-1', 'g-race-3')"),
+	                 4);
+	assert_int_equal(count("SELECT count(*) FROM agents.agent_messages "
+	                       "WHERE message_id = 'race-1'"),
+	                 1);
+	// Two events: the replay and the rolled-back group made none.
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM agents.outbox WHERE type = "
+	         "'agent.replied' AND dimensions ->> 'agent_id' = '%s'",
+	         agent);
+	assert_int_equal(count(sql), 2);
+	group_fini(&g);
+	pl_arena_reset(&h.arena);
+}
+
+static Parley__Agents__V1__SearchKnowledgeResponse *
+search(const char *agent, const char *q, int limit, double min_score)
+{
+	Parley__Agents__V1__SearchKnowledgeRequest sk =
+	        PARLEY__AGENTS__V1__SEARCH_KNOWLEDGE_REQUEST__INIT;
+	Parley__Agents__V1__SearchKnowledgeResponse *skr = NULL;
+
+	sk.agent_id = (char *)agent;
+	sk.query = (char *)q;
+	sk.limit = limit;
+	sk.min_score = min_score;
+	assert_int_equal(
+	        svch_call(
+	                &h, M("SearchKnowledge"), &pa, &sk.base,
+	                &parley__agents__v1__search_knowledge_response__descriptor,
+	                (void **)&skr, NULL),
+	        PL_OK);
+	return skr;
+}
+
+// SearchKnowledge: the SQL ranking until the base's index is built, then
+// the index (the same scores as Reply's confidence); entries changed
+// since move the version, and the SQL answers until Reply rebuilds.
+static void
+test_search_index(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *agent = make_agent(true, 0);
+	Parley__Agents__V1__SearchKnowledgeResponse *skr;
+	ag_reply_req r = PARLEY__AGENTS__V1__REPLY_REQUEST__INIT;
+	ag_reply_resp *o = NULL;
+	double sql_score;
+
+	skr = search(agent, "how much is shipping", 5, 0);
+	assert_true(skr->n_matches >= 1);
+	assert_string_equal(skr->matches[0]->entry->intent, "shipping");
+	sql_score = skr->matches[0]->score;
+
+	r.tenant_id = ta;
+	r.agent_id = agent;
+	r.session_key = "g-search";
+	r.text = "how much is shipping";
+	assert_int_equal(
+	        svch_call(&h, M("Reply"), &svc, &r.base,
+	                  &parley__agents__v1__reply_response__descriptor,
+	                  (void **)&o, NULL),
+	        PL_OK);
+	assert_string_equal(o->intent, "shipping");
+
+	skr = search(agent, "how much is shipping", 5, 0);
+	assert_true(skr->n_matches >= 1);
+	assert_string_equal(skr->matches[0]->entry->intent, "shipping");
+	assert_string_equal(skr->matches[0]->entry->id, o->knowledge_entry_id);
+	// The index's score: Reply's confidence, not the SQL formula's.
+	assert_true(skr->matches[0]->score == o->confidence);
+	assert_true(sql_score > 0);
+	// Whole entries, as the SQL path gives them.
+	assert_string_equal(skr->matches[0]->entry->answer,
+	                    "Shipping costs 5 EUR, free above 50 EUR.");
+	assert_true(skr->matches[0]->entry->usage_count >= 1);
+	// limit and min_score.
+	skr = search(agent, "shipping hours", 1, 0);
+	assert_int_equal(skr->n_matches, 1);
+	skr = search(agent, "how much is shipping", 5, 0.99);
+	assert_int_equal(skr->n_matches, 0);
+	pl_arena_reset(&h.arena);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_one_session),
+		cmocka_unit_test(test_same_key),
+		cmocka_unit_test(test_failing_items),
+		cmocka_unit_test(test_group_fails),
+		cmocka_unit_test(test_search_index),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
