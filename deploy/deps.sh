@@ -27,7 +27,8 @@ PKGS_TEST=(
 # images built with buildah, the stack run by podman-compose): not for CI.
 PKGS_CONTAINERS=(
 	debootstrap buildah podman podman-compose fuse-overlayfs slirp4netns
-	uidmap containernetworking-plugins curl jq
+	uidmap containernetworking-plugins golang-github-containernetworking-plugin-dnsname
+	curl jq
 )
 # Only for the benchmarks' gRPC baseline; skipped with PARLEY_NO_BENCH_DEPS=1.
 PKGS_BENCH=(libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler)

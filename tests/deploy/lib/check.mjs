@@ -132,7 +132,11 @@ function coverage(who, svc, names, { requireAll = true } = {}) {
 // ---------------------------------------------------------------- compose
 export function checkCompose(root, services = readServices(root)) {
   const problems = [];
-  const doc = parse(readFileSync(join(root, "docker-compose.yml"), "utf8"), { merge: true });
+  const text = readFileSync(join(root, "docker-compose.yml"), "utf8");
+  const doc = parse(text, { merge: true });
+  // podman-compose 1.0.3 leaves "${VAR:-}" (an empty default) as it is.
+  const code = text.split("\n").filter((l) => !/^\s*#/.test(l)).join("\n");
+  for (const m of code.matchAll(/\$\{([A-Z0-9_]+):?-\}/g)) problems.push(`compose: write \${${m[1]}}, not ${m[0]} (podman-compose keeps an empty default as text)`);
   const cs = doc?.services || {};
   const known = new Set(services.map((s) => s.name));
   for (const name of Object.keys(cs)) {

@@ -208,6 +208,8 @@ test("a broken compose file fails", () => {
     has(p, /compose billing: sets PARLEY_BILLING_GRACE_DAY, which parley-billing does not read/);
     writeFileSync(join(root, "docker-compose.yml"), orig.replace("PARLEY_SERVICE_SECRET: ${PARLEY_SERVICE_SECRET:?", "PARLEY_SERVICE_SECRET: literal-secret-0123456789 #"));
     has(checkCompose(root, services), /PARLEY_SERVICE_SECRET is a secret and must come from .env/);
+    writeFileSync(join(root, "docker-compose.yml"), orig.replace("${PARLEY_CORS_ORIGINS}", "${PARLEY_CORS_ORIGINS:-}"));
+    has(checkCompose(root, services), /write \$\{PARLEY_CORS_ORIGINS\}, not \$\{PARLEY_CORS_ORIGINS:-\}/);
     writeFileSync(join(root, "docker-compose.yml"), orig.replace("    healthcheck:\n      test:", "    healthcheck:\n      tests:"));
     has(composeConfig(root), /docker-compose config: .*healthcheck/s);
   } finally {
