@@ -122,6 +122,9 @@ pl_service_main(int argc, char **argv, const pl_service_def *def)
 	pl_rpc_server_config rc = { 0 };
 	int rv = 1, lvl, n;
 	const char *url;
+	// "--migrate": apply this service's migrations and exit (the
+	// Kubernetes migration Job); needs only the database URL.
+	bool migrate_only = argc > 1 && strcmp(argv[1], "--migrate") == 0;
 
 	memset(&st, 0, sizeof(st));
 	st.def = def;
@@ -142,8 +145,9 @@ pl_service_main(int argc, char **argv, const pl_service_def *def)
 		  &st.cfg.database_url, "libpq URL of the database" },
 		{ dbvar, PL_CFG_SECRET, "", 0, 0, &own_db,
 		  "this service's own database URL (wins)" },
-		{ "PARLEY_SERVICE_SECRET", PL_CFG_SECRET, NULL, 0, 0,
-		  &st.cfg.secret, "shared secret between Parley services" },
+		{ "PARLEY_SERVICE_SECRET", PL_CFG_SECRET,
+		  migrate_only ? "" : NULL, 0, 0, &st.cfg.secret,
+		  "shared secret between Parley services" },
 		{ "PARLEY_WORKERS", PL_CFG_INT, "4", 1, 256, &st.cfg.workers,
 		  "worker threads, each with a database connection" },
 		{ "PARLEY_LOG_LEVEL", PL_CFG_STRING, "info", 0, 0,
@@ -155,12 +159,10 @@ pl_service_main(int argc, char **argv, const pl_service_def *def)
 		{ NULL, 0, NULL, 0, 0, NULL, NULL },
 	};
 
-	(void)argc;
-	(void)argv;
 	pl_signals_block();
 	pl_log_init(def->name, PL_LOG_INFO);
 	if (pl_cfg_load(common, err, sizeof(err)) != 0 ||
-	    (def->cfg != NULL &&
+	    (!migrate_only && def->cfg != NULL &&
 	     pl_cfg_load(def->cfg, err, sizeof(err)) != 0)) {
 		fprintf(stderr, "parley-%s: %s\n", def->name, err);
 		goto out_cfg;
@@ -173,7 +175,7 @@ pl_service_main(int argc, char **argv, const pl_service_def *def)
 		goto out_cfg;
 	}
 	pl_log_init(def->name, (pl_log_level)lvl);
-	if (strlen(st.cfg.secret) < 16) {
+	if (!migrate_only && strlen(st.cfg.secret) < 16) {
 		fprintf(stderr,
 		        "parley-%s: PARLEY_SERVICE_SECRET: must be at "
 		        "least 16 characters\n",
@@ -194,8 +196,14 @@ pl_service_main(int argc, char **argv, const pl_service_def *def)
 		goto out_cfg;
 	}
 
-	if (pl_service_migrate(def, url, err, sizeof(err)) < 0) {
+	if ((n = pl_service_migrate(def, url, err, sizeof(err))) < 0) {
 		pl_error("could not apply migrations: %s", err);
+		goto out_cfg;
+	}
+	if (migrate_only) {
+		pl_info("schema %s: %d migration(s) applied, %zu known",
+		        def->schema, n, def->n_migrations);
+		rv = 0;
 		goto out_cfg;
 	}
 	if (def->init != NULL && def->init(&st.cfg, &st.arg) != PL_OK) {
@@ -243,7 +251,7 @@ out_srv:
 	if (def->fini != NULL)
 		def->fini(st.arg);
 out_cfg:
-	if (def->cfg != NULL)
+	if (def->cfg != NULL && !migrate_only)
 		pl_cfg_free(def->cfg);
 	pl_cfg_free(common);
 	return rv;
