@@ -168,7 +168,7 @@ test_journey(void **state)
 	fx *f = *state;
 	acct a, b;
 	pl_rpc_result res;
-	pl_principal *p;
+	pl_principal *p = NULL;
 	char logbuf[1 << 20];
 	FILE *logf;
 
