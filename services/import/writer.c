@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +29,8 @@ struct imp_writer {
 	pl_arena arena;
 	pl_principal svc; // the importer acting for the tenant
 	char tenant_id[40], channel_id[40], agent_id[40];
+	long calls, writes; // RPCs made, of which writes
+	long crash_after;   // test hook: SIGKILL itself after this many writes
 };
 
 static int
@@ -87,11 +90,26 @@ import_writer_open(imp_writer **out, const imp_opts *o, char *err,
 		import_writer_close(w);
 		return -1;
 	}
+	// The kill -9 test (tests/integration/test_import_kill.c) stops the
+	// importer right after its n-th write call has been answered, to
+	// resume from every point between two writes.
+	{
+		const char *ca =
+		        getenv("PARLEY_IMPORT_TEST_CRASH_AFTER_WRITES");
+		w->crash_after = ca != NULL ? strtol(ca, NULL, 10) : 0;
+	}
 	parley__rpc__v1__principal__init(&w->svc);
 	w->svc.kind = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE;
 	w->svc.service = "import";
 	*out = w;
 	return 0;
+}
+
+void
+import_writer_counts(const imp_writer *w, long *calls, long *writes)
+{
+	*calls = w != NULL ? w->calls : 0;
+	*writes = w != NULL ? w->writes : 0;
 }
 
 void
@@ -124,6 +142,15 @@ call(imp_writer *w, pl_rpc_client *c, const char *method,
 	op.principal = &w->svc;
 	op.idempotent = idempotent;
 	rc = pl_rpc_call(c, method, in, od, out, &w->arena, &op, &res);
+	w->calls++;
+	{
+		const char *m = strrchr(method, '/') + 1;
+		if (strncmp(m, "Get", 3) != 0 && strncmp(m, "List", 4) != 0) {
+			w->writes++;
+			if (w->crash_after > 0 && w->writes == w->crash_after)
+				raise(SIGKILL);
+		}
+	}
 	if (rc != PL_OK && err != NULL)
 		snprintf(err, errlen, "%s: %s: %s", strrchr(method, '/') + 1,
 		         pl_status_name(rc), res.message ? res.message : "");
@@ -248,6 +275,35 @@ ensure_agent(imp_writer *w, char *err, size_t errlen)
 	return PL_OK;
 }
 
+#define PLACEHOLDER_PNID_LEN 30 // digits; real phone number ids are shorter
+
+static bool
+is_placeholder_pnid(const char *s)
+{
+	size_t n = 0;
+
+	if (s == NULL)
+		return false;
+	for (; s[n]; n++)
+		if (s[n] < '0' || s[n] > '9')
+			return false;
+	return n == PLACEHOLDER_PNID_LEN;
+}
+
+static int
+disable_placeholder(imp_writer *w, char *err, size_t errlen)
+{
+	TN(DisableChannelRequest)
+	di = PARLEY__TENANTS__V1__DISABLE_CHANNEL_REQUEST__INIT;
+	TN(DisableChannelResponse) *dout = NULL;
+
+	di.id = w->channel_id;
+	di.reason = "legacy import: no WhatsApp credentials given";
+	return CALL(w, w->tenants, "/parley.tenants.v1.Tenants/DisableChannel",
+	            &di, parley__tenants__v1__disable_channel_response, &dout,
+	            false, err, errlen);
+}
+
 static int
 ensure_channel(imp_writer *w, const imp_opts *o, char *err, size_t errlen)
 {
@@ -271,12 +327,22 @@ ensure_channel(imp_writer *w, const imp_opts *o, char *err, size_t errlen)
 	               &li, parley__tenants__v1__list_channels_response, &lo,
 	               true, err, errlen)) != PL_OK)
 		return rc;
-	for (size_t i = 0; i < lo->n_channels; i++)
-		if (strcmp(lo->channels[i]->name, CHANNEL_NAME) == 0) {
-			snprintf(w->channel_id, sizeof(w->channel_id), "%s",
-			         lo->channels[i]->id);
-			return PL_OK;
-		}
+	for (size_t i = 0; i < lo->n_channels; i++) {
+		const TN(Channel) *ch = lo->channels[i];
+		if (strcmp(ch->name, CHANNEL_NAME) != 0)
+			continue;
+		snprintf(w->channel_id, sizeof(w->channel_id), "%s", ch->id);
+		// A placeholder (made below with no credentials) still active:
+		// an earlier run stopped between CreateChannel and
+		// DisableChannel. A channel the tenant has since given real
+		// credentials has another phone number id and is left alone.
+		if (!creds &&
+		    ch->status ==
+		            PARLEY__TENANTS__V1__CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE &&
+		    is_placeholder_pnid(ch->phone_number_id))
+			return disable_placeholder(w, err, errlen);
+		return PL_OK;
+	}
 	ci.type =
 	        PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_WHATSAPP_CLOUD;
 	ci.name = CHANNEL_NAME;
@@ -297,9 +363,9 @@ ensure_channel(imp_writer *w, const imp_opts *o, char *err, size_t errlen)
 		randombytes_buf(rnd, sizeof(rnd));
 		sodium_bin2hex(tok, sizeof(tok), rnd, sizeof(rnd));
 		// WhatsApp ids are digits, unique per type: 30 random ones.
-		for (int i = 0; i < 30; i++)
+		for (int i = 0; i < PLACEHOLDER_PNID_LEN; i++)
 			pnid[i] = (char)('0' + randombytes_uniform(10));
-		pnid[30] = '\0';
+		pnid[PLACEHOLDER_PNID_LEN] = '\0';
 		randombytes_buf(rnd, sizeof(rnd));
 		sodium_bin2hex(sec, sizeof(sec), rnd, sizeof(rnd));
 		ci.phone_number_id = pnid;
@@ -313,18 +379,8 @@ ensure_channel(imp_writer *w, const imp_opts *o, char *err, size_t errlen)
 	               err, errlen)) != PL_OK)
 		return rc;
 	snprintf(w->channel_id, sizeof(w->channel_id), "%s", co->id);
-	if (!creds) {
-		TN(DisableChannelRequest)
-		di = PARLEY__TENANTS__V1__DISABLE_CHANNEL_REQUEST__INIT;
-		TN(DisableChannelResponse) *dout = NULL;
-		di.id = w->channel_id;
-		di.reason = "legacy import: no WhatsApp credentials given";
-		if ((rc = CALL(w, w->tenants,
-		               "/parley.tenants.v1.Tenants/DisableChannel", &di,
-		               parley__tenants__v1__disable_channel_response,
-		               &dout, false, err, errlen)) != PL_OK)
-			return rc;
-	}
+	if (!creds)
+		return disable_placeholder(w, err, errlen);
 	return PL_OK;
 }
 

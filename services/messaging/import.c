@@ -465,6 +465,46 @@ conv_upsert(convs_tx *t, pl_db *db, const M(ImportConversation) * c,
 	               NULL);
 }
 
+// The messages of a batch, in one statement ($1 tenant, $2 the rows as a
+// JSON array, $3 channel). Answers legacy id, Parley id, created.
+static const char messages_sql[] =
+        "WITH x AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(i int, "
+        "legacy_id text, nid uuid, conv uuid, direction text, sender text, "
+        "type text, text text, media_url text, mime text, status text, pid "
+        "text, pat timestamptz, cat timestamptz, metadata text, agent uuid, "
+        "reply text)), "
+        "m AS (INSERT INTO messaging.import_map (tenant_id, kind, legacy_id, "
+        "id) SELECT $1, 'message', legacy_id, nid FROM x ON CONFLICT DO "
+        "NOTHING RETURNING legacy_id, id), "
+        "ins AS (INSERT INTO messaging.messages (tenant_id, id, "
+        "conversation_id, channel_id, direction, sender, agent_id, type, "
+        "text, media_url, media_mime_type, provider_message_id, status, "
+        "sent_at, provider_created_at, metadata, reply_state, created_at) "
+        "SELECT $1, x.nid, x.conv, $3, x.direction, x.sender, x.agent, "
+        "x.type, x.text, x.media_url, x.mime, x.pid, x.status, CASE WHEN "
+        "x.direction = 'outbound' AND x.status IN ('sent', 'delivered', "
+        "'read', 'played') THEN x.pat END, x.pat, coalesce(x.metadata::jsonb, "
+        "'{}'), x.reply, coalesce(x.cat, x.pat, now()) FROM x JOIN m ON "
+        "m.legacy_id = x.legacy_id AND m.id = x.nid RETURNING "
+        "conversation_id, direction, sender, coalesce(provider_created_at, "
+        "created_at) AS at), "
+        "s AS (SELECT conversation_id, count(*) AS n, max(at) FILTER (WHERE "
+        "direction = 'inbound') AS li, max(at) FILTER (WHERE direction = "
+        "'outbound') AS lo, max(at) FILTER (WHERE sender = 'bot') AS lb, "
+        "max(at) AS la FROM ins GROUP BY conversation_id), "
+        "u AS (UPDATE messaging.conversations c SET message_count = "
+        "c.message_count + s.n, last_inbound_at = greatest(c.last_inbound_at, "
+        "s.li), last_outbound_at = greatest(c.last_outbound_at, s.lo), "
+        "last_bot_message_at = greatest(c.last_bot_message_at, s.lb), "
+        "last_activity_at = greatest(c.last_activity_at, c.created_at, s.la), "
+        "closed_at = CASE WHEN c.status = 'closed' THEN "
+        "greatest(c.last_activity_at, c.created_at, s.la) END, updated_at = "
+        "now() FROM s WHERE c.tenant_id = $1 AND c.id = s.conversation_id) "
+        "SELECT x.legacy_id, coalesce(m.id, im.id), coalesce(m.id = x.nid, "
+        "false) FROM x LEFT JOIN m ON m.legacy_id = x.legacy_id LEFT JOIN "
+        "messaging.import_map im ON m.id IS NULL AND im.tenant_id = $1 AND "
+        "im.kind = 'message' AND im.legacy_id = x.legacy_id ORDER BY x.i";
+
 static int
 convs_fn(pl_db *db, void *arg)
 {
@@ -472,8 +512,8 @@ convs_fn(pl_db *db, void *arg)
 	pl_call *call = t->call;
 	pl_arena *a = call->arena;
 	const char *tenant = t->in->tenant_id;
-	json_t *rows = json_array(), *ids = json_array();
-	char *rows_s = NULL, *ids_s = NULL;
+	json_t *rows = json_array();
+	char *rows_s = NULL;
 	PGresult *r = NULL;
 	int rv = PL_OK;
 
@@ -488,7 +528,6 @@ convs_fn(pl_db *db, void *arg)
 			goto out;
 		t->out->conversations[t->out->n_conversations++] = imported(
 		        a, c->legacy_id, t->conv_ids[i], created, false);
-		json_array_append_new(ids, json_string(t->conv_ids[i]));
 		for (size_t k = 0; k < c->n_messages; k++) {
 			const M(ImportMessage) *m = c->messages[k];
 			char nid[40];
@@ -496,8 +535,9 @@ convs_fn(pl_db *db, void *arg)
 
 			pl_uuid7_str(nid);
 			o = json_pack(
-			        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, "
-			        "s:s, s:s*, s:s*, s:s*, s:o*, s:s*, s:s*}",
+			        "{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, "
+			        "s:s, s:s, s:s*, s:s*, s:s*, s:s*, s:s*, s:s*}",
+			        "i", (json_int_t)json_array_size(rows),
 			        "legacy_id", m->legacy_id, "nid", nid, "conv",
 			        t->conv_ids[i], "direction",
 			        dir_names[m->direction], "sender",
@@ -509,11 +549,7 @@ convs_fn(pl_db *db, void *arg)
 			        nz(m->provider_message_id), "pat",
 			        nz(m->provider_created_at), "cat",
 			        nz(m->created_at), "metadata",
-			        jtext(m->metadata)
-			                ? json_loads(jtext(m->metadata), 0,
-			                             NULL)
-			                : NULL,
-			        "agent",
+			        jtext(m->metadata), "agent",
 			        m->sender == 2 ? nz(c->agent_id) : NULL,
 			        "reply", m->direction == 1 ? "done" : "none");
 			if (o == NULL) {
@@ -527,90 +563,39 @@ convs_fn(pl_db *db, void *arg)
 		}
 	}
 	rows_s = json_dumps(rows, JSON_COMPACT);
-	ids_s = json_dumps(ids, JSON_COMPACT);
+	if (rows_s == NULL) {
+		rv = pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                   "batch too big");
+		goto out;
+	}
 	{
+		// One statement: the map rows first (a legacy id already there
+		// inserts nothing), the messages whose map row this statement
+		// made, the conversations' counters and times advanced by
+		// exactly those messages (a batch repeated after a crash adds
+		// nothing twice), and every legacy id's Parley id in request
+		// order.
 		const char *p[3] = { tenant, rows_s, t->in->channel_id };
-		if ((rv = q(call, db, "import the messages",
-		            "WITH x AS (SELECT * FROM jsonb_to_recordset($2::"
-		            "jsonb) AS x(legacy_id text, nid uuid, conv uuid, "
-		            "direction text, sender text, type text, text "
-		            "text, media_url text, mime text, status text, pid "
-		            "text, pat timestamptz, cat timestamptz, metadata "
-		            "jsonb, agent uuid, reply text)), m AS (INSERT "
-		            "INTO messaging.import_map (tenant_id, kind, "
-		            "legacy_id, id) SELECT $1, 'message', legacy_id, "
-		            "nid FROM x ON CONFLICT DO NOTHING RETURNING "
-		            "legacy_id) INSERT INTO messaging.messages "
-		            "(tenant_id, id, conversation_id, channel_id, "
-		            "direction, sender, agent_id, type, text, "
-		            "media_url, media_mime_type, provider_message_id, "
-		            "status, sent_at, provider_created_at, metadata, "
-		            "reply_state, created_at) SELECT $1, x.nid, "
-		            "x.conv, $3, x.direction, x.sender, x.agent, "
-		            "x.type, x.text, x.media_url, x.mime, x.pid, "
-		            "x.status, CASE WHEN x.direction = 'outbound' AND "
-		            "x.status IN ('sent', 'delivered', 'read', "
-		            "'played') THEN x.pat END, x.pat, "
-		            "coalesce(x.metadata, '{}'), x.reply, "
-		            "coalesce(x.cat, x.pat, now()) FROM x JOIN m ON "
-		            "m.legacy_id = x.legacy_id",
-		            3, p, &r)) != PL_OK)
+		if ((rv = q(call, db, "import the messages", messages_sql, 3, p,
+		            &r)) != PL_OK)
 			goto out;
-		t->out->messages_created = atoi(PQcmdTuples(r));
+		for (int i = 0; i < PQntuples(r); i++) {
+			bool created = PQgetvalue(r, i, 2)[0] == 't';
+			t->out->messages[t->out->n_messages++] =
+			        imported(a, PQgetvalue(r, i, 0),
+			                 PQgetvalue(r, i, 1), created, false);
+			if (created)
+				t->out->messages_created++;
+			else
+				t->out->messages_existing++;
+		}
 		PQclear(r);
 		r = NULL;
-	}
-	{
-		const char *p[2] = { tenant, rows_s };
-		if ((rv = q(call, db, "read the message ids",
-		            "SELECT x.legacy_id, im.id, im.id = x.nid FROM "
-		            "ROWS FROM (jsonb_to_recordset($2::jsonb) AS "
-		            "(legacy_id text, nid uuid)) WITH ORDINALITY AS "
-		            "x(legacy_id, nid, ord) JOIN messaging.import_map "
-		            "im ON im.tenant_id = $1 AND im.kind = 'message' "
-		            "AND im.legacy_id = x.legacy_id ORDER BY x.ord",
-		            2, p, &r)) != PL_OK)
-			goto out;
-		for (int i = 0; i < PQntuples(r); i++)
-			t->out->messages[t->out->n_messages++] = imported(
-			        a, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
-			        PQgetvalue(r, i, 2)[0] == 't', false);
-		t->out->messages_existing =
-		        PQntuples(r) - t->out->messages_created;
-		PQclear(r);
-		r = NULL;
-	}
-	{
-		// The conversations' counters and times, from their rows (so a
-		// batch repeated after a crash cannot count twice).
-		const char *p[2] = { tenant, ids_s };
-		rv = q(call, db, "update the conversations",
-		       "UPDATE messaging.conversations c SET message_count = "
-		       "s.n, last_inbound_at = s.li, last_outbound_at = s.lo, "
-		       "last_bot_message_at = s.lb, last_activity_at = "
-		       "greatest(c.created_at, s.la), closed_at = CASE WHEN "
-		       "c.status = 'closed' THEN greatest(c.created_at, s.la) "
-		       "END, updated_at = now() FROM (SELECT conversation_id, "
-		       "count(*) AS n, max(coalesce(provider_created_at, "
-		       "created_at)) FILTER (WHERE direction = 'inbound') AS "
-		       "li, max(coalesce(provider_created_at, created_at)) "
-		       "FILTER (WHERE direction = 'outbound') AS lo, "
-		       "max(coalesce(provider_created_at, created_at)) FILTER "
-		       "(WHERE sender = 'bot') AS lb, "
-		       "max(coalesce(provider_created_at, created_at)) AS la "
-		       "FROM messaging.messages WHERE tenant_id = $1 AND "
-		       "conversation_id IN (SELECT "
-		       "jsonb_array_elements_text($2::jsonb)::uuid) GROUP BY "
-		       "conversation_id) s WHERE c.tenant_id = $1 AND c.id = "
-		       "s.conversation_id",
-		       2, p, NULL);
 	}
 out:
 	PQclear(r);
 	json_decref(rows);
-	json_decref(ids);
 	free(rows_s);
-	free(ids_s);
 	return rv;
 }
 
@@ -731,101 +716,116 @@ typedef struct orders_tx {
 	M(ImportOrdersResponse) * out;
 } orders_tx;
 
+// The orders of a batch in one statement ($1 tenant, $2 the rows as a JSON
+// array with their items): map rows, orders and items for the legacy ids not
+// in the map yet; answers legacy id, Parley id, created in request order.
+static const char orders_sql[] =
+        "WITH x AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(i int, "
+        "legacy_id text, nid uuid, contact uuid, conv uuid, msg uuid, status "
+        "text, currency text, address text, notes text, cat timestamptz, uat "
+        "timestamptz, items jsonb, details text)), "
+        "m AS (INSERT INTO messaging.import_map (tenant_id, kind, legacy_id, "
+        "id, details) SELECT $1, 'order', legacy_id, nid, details::jsonb FROM "
+        "x ON "
+        "CONFLICT DO NOTHING RETURNING legacy_id, id), "
+        "n AS (SELECT x.* FROM x JOIN m ON m.legacy_id = x.legacy_id AND m.id "
+        "= x.nid), "
+        "o AS (INSERT INTO messaging.orders (tenant_id, id, contact_id, "
+        "conversation_id, message_id, status, currency, address, notes, "
+        "confirmed_at, shipped_at, delivered_at, cancelled_at, created_at, "
+        "updated_at) SELECT $1, nid, contact, conv, msg, status, currency, "
+        "coalesce(address::jsonb, '{}'), coalesce(notes, ''), CASE WHEN status "
+        "IN "
+        "('confirmed', 'shipped', 'delivered') THEN coalesce(uat, now()) END, "
+        "CASE WHEN status IN ('shipped', 'delivered') THEN coalesce(uat, "
+        "now()) END, CASE WHEN status = 'delivered' THEN coalesce(uat, now()) "
+        "END, CASE WHEN status = 'cancelled' THEN coalesce(uat, now()) END, "
+        "coalesce(cat, now()), coalesce(uat, cat, now()) FROM n), "
+        "it AS (INSERT INTO messaging.order_items (tenant_id, order_id, "
+        "position, sku, name, quantity, unit_price_minor) SELECT $1, n.nid, "
+        "e.pos, coalesce(e.v->>'sku', ''), e.v->>'name', "
+        "(e.v->>'qty')::bigint, "
+        "(e.v->>'price')::bigint FROM n, jsonb_array_elements(n.items) WITH "
+        "ORDINALITY AS e(v, pos)) "
+        "SELECT x.legacy_id, coalesce(m.id, im.id), coalesce(m.id = x.nid, "
+        "false) FROM x LEFT JOIN m ON m.legacy_id = x.legacy_id LEFT JOIN "
+        "messaging.import_map im ON m.id IS NULL AND im.tenant_id = $1 AND "
+        "im.kind = 'order' AND im.legacy_id = x.legacy_id ORDER BY x.i";
+
 static int
 orders_fn(pl_db *db, void *arg)
 {
 	orders_tx *t = arg;
 	pl_call *call = t->call;
-	const char *tenant = t->in->tenant_id;
-	int rv;
+	json_t *rows = json_array();
+	char *rows_s = NULL;
+	PGresult *r = NULL;
+	int rv = PL_OK;
 
 	t->out->n_ids = 0;
 	t->out->created = t->out->existing = 0;
 	for (size_t i = 0; i < t->in->n_orders; i++) {
 		const M(ImportOrder) *o = t->in->orders[i];
-		char id[40];
-		const char *st = ostatus_names[o->status];
+		json_t *items = json_array(), *row;
+		char nid[40];
 
-		if ((rv = map_get(call, db, tenant, "order", o->legacy_id,
-		                  id)) != PL_OK)
-			return rv;
-		if (id[0]) {
-			t->out->ids[t->out->n_ids++] = imported(
-			        call->arena, o->legacy_id, id, false, false);
-			t->out->existing++;
-			continue;
-		}
-		pl_uuid7_str(id);
-		{
-			const char *p[11] = { tenant,
-				              id,
-				              o->contact_id,
-				              nz(o->conversation_id),
-				              nz(o->message_id),
-				              st,
-				              o->currency,
-				              jtext(o->address),
-				              s0(o->notes),
-				              nz(o->created_at),
-				              nz(o->updated_at) };
-			if ((rv = q(call, db, "import the order",
-			            "INSERT INTO messaging.orders (tenant_id, "
-			            "id, "
-			            "contact_id, conversation_id, message_id, "
-			            "status, currency, address, notes, "
-			            "confirmed_at, shipped_at, delivered_at, "
-			            "cancelled_at, created_at, updated_at) "
-			            "VALUES "
-			            "($1, $2, $3, $4, $5, $6, $7, "
-			            "coalesce($8::jsonb, '{}'), $9, CASE WHEN "
-			            "$6 "
-			            "IN ('confirmed', 'shipped', 'delivered') "
-			            "THEN "
-			            "coalesce($11::timestamptz, now()) END, "
-			            "CASE "
-			            "WHEN $6 IN ('shipped', 'delivered') THEN "
-			            "coalesce($11::timestamptz, now()) END, "
-			            "CASE "
-			            "WHEN $6 = 'delivered' THEN "
-			            "coalesce($11::timestamptz, now()) END, "
-			            "CASE "
-			            "WHEN $6 = 'cancelled' THEN "
-			            "coalesce($11::timestamptz, now()) END, "
-			            "coalesce($10::timestamptz, now()), "
-			            "coalesce($11::timestamptz, "
-			            "$10::timestamptz, "
-			            "now()))",
-			            11, p, NULL)) != PL_OK)
-				return rv;
-		}
 		for (size_t k = 0; k < o->n_items; k++) {
 			const M(OrderItem) *it = o->items[k];
-			char pos[24], qty[24], price[24];
-			const char *p[7] = { tenant,   id,  pos,  s0(it->sku),
-				             it->name, qty, price };
-			snprintf(pos, sizeof(pos), "%zu", k + 1);
-			snprintf(qty, sizeof(qty), "%lld",
-			         (long long)it->quantity);
-			snprintf(price, sizeof(price), "%lld",
-			         (long long)it->unit_price_minor);
-			if ((rv = q(call, db, "import the order's items",
-			            "INSERT INTO messaging.order_items "
-			            "(tenant_id, order_id, position, sku, "
-			            "name, "
-			            "quantity, unit_price_minor) VALUES ($1, "
-			            "$2, "
-			            "$3, $4, $5, $6, $7)",
-			            7, p, NULL)) != PL_OK)
-				return rv;
+			json_array_append_new(
+			        items,
+			        json_pack("{s:s, s:s, s:I, s:I}", "sku",
+			                  s0(it->sku), "name", it->name, "qty",
+			                  (json_int_t)it->quantity, "price",
+			                  (json_int_t)it->unit_price_minor));
 		}
-		if ((rv = map_put(call, db, tenant, "order", o->legacy_id, id,
-		                  NULL, jtext(o->legacy_details))) != PL_OK)
-			return rv;
-		t->out->ids[t->out->n_ids++] =
-		        imported(call->arena, o->legacy_id, id, true, false);
-		t->out->created++;
+		pl_uuid7_str(nid);
+		row = json_pack(
+		        "{s:I, s:s, s:s, s:s, s:s*, s:s*, s:s, s:s, s:s*, "
+		        "s:s, s:s*, s:s*, s:o, s:s*}",
+		        "i", (json_int_t)i, "legacy_id", o->legacy_id, "nid",
+		        nid, "contact", o->contact_id, "conv",
+		        nz(o->conversation_id), "msg", nz(o->message_id),
+		        "status", ostatus_names[o->status], "currency",
+		        o->currency, "address", jtext(o->address), "notes",
+		        s0(o->notes), "cat", nz(o->created_at), "uat",
+		        nz(o->updated_at), "items", items, "details",
+		        jtext(o->legacy_details));
+		if (row == NULL) {
+			rv = pl_call_violation(
+			        call,
+			        pl_arena_printf(call->arena, "orders[%zu]", i),
+			        "must be valid UTF-8 text");
+			goto out;
+		}
+		json_array_append_new(rows, row);
 	}
-	return PL_OK;
+	rows_s = json_dumps(rows, JSON_COMPACT);
+	if (rows_s == NULL) {
+		rv = pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                   "batch too big");
+		goto out;
+	}
+	{
+		const char *p[2] = { t->in->tenant_id, rows_s };
+		if ((rv = q(call, db, "import the orders", orders_sql, 2, p,
+		            &r)) != PL_OK)
+			goto out;
+	}
+	for (int i = 0; i < PQntuples(r); i++) {
+		bool created = PQgetvalue(r, i, 2)[0] == 't';
+		t->out->ids[t->out->n_ids++] =
+		        imported(call->arena, PQgetvalue(r, i, 0),
+		                 PQgetvalue(r, i, 1), created, false);
+		if (created)
+			t->out->created++;
+		else
+			t->out->existing++;
+	}
+out:
+	PQclear(r);
+	json_decref(rows);
+	free(rows_s);
+	return rv;
 }
 
 int
@@ -950,64 +950,84 @@ params_json(const M(ImportCampaign) * c)
 	return s;
 }
 
+// The recipients of one campaign in one statement ($1 tenant, $2 the rows as
+// a JSON array, $3 campaign). Two legacy subscribers merged into one
+// contact are one recipient: the first (in request order) makes the row,
+// the other maps to it. Answers legacy id, Parley id, created, merged.
+static const char recipients_sql[] =
+        "WITH x AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(i int, "
+        "legacy_id text, nid uuid, contact uuid, status text, oin "
+        "timestamptz, oout timestamptz)), "
+        "todo AS (SELECT x.* FROM x WHERE NOT EXISTS (SELECT 1 FROM "
+        "messaging.import_map im WHERE im.tenant_id = $1 AND im.kind = "
+        "'recipient' AND im.legacy_id = x.legacy_id)), "
+        "ins AS (INSERT INTO messaging.campaign_recipients (tenant_id, id, "
+        "campaign_id, contact_id, status, opted_in_at, opted_out_at) SELECT "
+        "DISTINCT ON (contact) $1::uuid, nid, $3::uuid, contact, status, oin, "
+        "oout FROM todo ORDER BY contact, i ON CONFLICT (tenant_id, "
+        "campaign_id, contact_id) DO NOTHING RETURNING id, contact_id), "
+        "t AS (SELECT todo.i, todo.legacy_id, coalesce(ins.id, cr.id) AS id, "
+        "coalesce(ins.id = todo.nid, false) AS created FROM todo LEFT JOIN "
+        "ins ON ins.contact_id = todo.contact LEFT JOIN "
+        "messaging.campaign_recipients cr ON ins.id IS NULL AND cr.tenant_id "
+        "= $1 AND cr.campaign_id = $3 AND cr.contact_id = todo.contact), "
+        "mp AS (INSERT INTO messaging.import_map (tenant_id, kind, legacy_id, "
+        "id) SELECT DISTINCT ON (legacy_id) $1::uuid, 'recipient', legacy_id, "
+        "id FROM t ORDER BY legacy_id, i ON CONFLICT DO NOTHING) "
+        "SELECT x.legacy_id, coalesce(t.id, im.id), coalesce(t.created, "
+        "false), t.id IS NOT NULL AND NOT t.created FROM x LEFT JOIN t ON t.i "
+        "= x.i LEFT JOIN messaging.import_map im ON t.i IS NULL AND "
+        "im.tenant_id = $1 AND im.kind = 'recipient' AND im.legacy_id = "
+        "x.legacy_id ORDER BY x.i";
+
 static int
 recipients(campaigns_tx *t, pl_db *db, const M(ImportCampaign) * c,
            const char *campaign_id)
 {
 	pl_call *call = t->call;
-	const char *tenant = t->in->tenant_id;
-	int rv;
+	json_t *rows = json_array();
+	char *rows_s = NULL;
+	PGresult *r = NULL;
+	int rv = PL_OK;
 
+	if (c->n_recipients == 0)
+		goto out;
 	for (size_t k = 0; k < c->n_recipients; k++) {
 		const M(ImportRecipient) *x = c->recipients[k];
-		char id[40];
-		PGresult *r = NULL;
-		bool created = false;
+		char nid[40];
 
-		if ((rv = map_get(call, db, tenant, "recipient", x->legacy_id,
-		                  id)) != PL_OK)
-			return rv;
-		if (!id[0]) {
-			const char *p[7] = { tenant,
-				             id,
-				             campaign_id,
-				             x->contact_id,
-				             rstatus_names[x->status],
-				             nz(x->opted_in_at),
-				             nz(x->opted_out_at) };
-			pl_uuid7_str(id);
-			// Two legacy subscribers merged into one contact are
-			// one recipient: the second maps to the first's row.
-			if ((rv = q(call, db, "import the recipient",
-			            "WITH i AS (INSERT INTO "
-			            "messaging.campaign_recipients (tenant_id, "
-			            "id, "
-			            "campaign_id, contact_id, status, "
-			            "opted_in_at, opted_out_at) VALUES ($1, "
-			            "$2, "
-			            "$3, $4, $5, $6, $7) ON CONFLICT "
-			            "(tenant_id, "
-			            "campaign_id, contact_id) DO NOTHING "
-			            "RETURNING id) SELECT id FROM i UNION ALL "
-			            "SELECT id FROM "
-			            "messaging.campaign_recipients "
-			            "WHERE tenant_id = $1 AND campaign_id = $3 "
-			            "AND "
-			            "contact_id = $4 LIMIT 1",
-			            7, p, &r)) != PL_OK)
-				return rv;
-			created = strcmp(PQgetvalue(r, 0, 0), id) == 0;
-			snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
-			PQclear(r);
-			if ((rv = map_put(call, db, tenant, "recipient",
-			                  x->legacy_id, id, NULL, NULL)) !=
-			    PL_OK)
-				return rv;
-		}
-		t->out->recipients[t->out->n_recipients++] = imported(
-		        call->arena, x->legacy_id, id, created, !created);
+		pl_uuid7_str(nid);
+		json_array_append_new(
+		        rows,
+		        json_pack("{s:I, s:s, s:s, s:s, s:s, s:s*, s:s*}", "i",
+		                  (json_int_t)k, "legacy_id", x->legacy_id,
+		                  "nid", nid, "contact", x->contact_id,
+		                  "status", rstatus_names[x->status], "oin",
+		                  nz(x->opted_in_at), "oout",
+		                  nz(x->opted_out_at)));
 	}
-	return PL_OK;
+	rows_s = json_dumps(rows, JSON_COMPACT);
+	if (rows_s == NULL || json_array_size(rows) != c->n_recipients) {
+		rv = pl_call_violation(call, "recipients",
+		                       "must be valid UTF-8 text");
+		goto out;
+	}
+	{
+		const char *p[3] = { t->in->tenant_id, rows_s, campaign_id };
+		if ((rv = q(call, db, "import the recipients", recipients_sql,
+		            3, p, &r)) != PL_OK)
+			goto out;
+	}
+	for (int i = 0; i < PQntuples(r); i++)
+		t->out->recipients[t->out->n_recipients++] = imported(
+		        call->arena, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+		        PQgetvalue(r, i, 2)[0] == 't',
+		        PQgetvalue(r, i, 3)[0] == 't');
+out:
+	PQclear(r);
+	json_decref(rows);
+	free(rows_s);
+	return rv;
 }
 
 static int
