@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@ struct imp_writer {
 	char tenant_id[40], channel_id[40], agent_id[40];
 	long calls, writes; // RPCs made, of which writes
 	long crash_after;   // test hook: SIGKILL itself after this many writes
+	pthread_mutex_t mu; // calls/writes, and the parallel writers' state
 };
 
 static int
@@ -79,6 +81,7 @@ import_writer_open(imp_writer **out, const imp_opts *o, char *err,
 		return -1;
 	}
 	pl_arena_init(&w->arena, 1 << 20, 0);
+	pthread_mutex_init(&w->mu, NULL);
 	if (open_client(&w->tenants, o->tenants_url, o->secret, "tenants", err,
 	                errlen) != 0 ||
 	    open_client(&w->billing, o->billing_url, o->secret, "billing", err,
@@ -108,7 +111,7 @@ import_writer_open(imp_writer **out, const imp_opts *o, char *err,
 void
 import_writer_counts(const imp_writer *w, long *calls, long *writes)
 {
-	*calls = w != NULL ? w->calls : 0;
+	*calls = w != NULL ? w->calls : 0; // no writer thread runs by now
 	*writes = w != NULL ? w->writes : 0;
 }
 
@@ -126,35 +129,48 @@ import_writer_close(imp_writer *w)
 	if (w->messaging)
 		pl_rpc_client_close(w->messaging);
 	pl_arena_fini(&w->arena);
+	pthread_mutex_destroy(&w->mu);
 	free(w);
 }
 
-// One call; on failure err says which call and why.
+// One call, its answer in arena a (calls from several threads each use
+// their own); on failure err says which call and why.
+static int
+call_in(imp_writer *w, pl_arena *a, pl_rpc_client *c, const char *method,
+        const ProtobufCMessage *in, const ProtobufCMessageDescriptor *od,
+        void **out, bool idempotent, char *err, size_t errlen)
+{
+	pl_rpc_opts op = { 0 };
+	pl_rpc_result res = { 0 };
+	const char *m = strrchr(method, '/') + 1;
+	bool crash = false;
+	int rc;
+
+	op.principal = &w->svc;
+	op.idempotent = idempotent;
+	rc = pl_rpc_call(c, method, in, od, out, a, &op, &res);
+	pthread_mutex_lock(&w->mu);
+	w->calls++;
+	if (strncmp(m, "Get", 3) != 0 && strncmp(m, "List", 4) != 0) {
+		w->writes++;
+		crash = w->crash_after > 0 && w->writes == w->crash_after;
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (crash)
+		raise(SIGKILL);
+	if (rc != PL_OK && err != NULL)
+		snprintf(err, errlen, "%s: %s: %s", strrchr(method, '/') + 1,
+		         pl_status_name(rc), res.message ? res.message : "");
+	return rc;
+}
+
 static int
 call(imp_writer *w, pl_rpc_client *c, const char *method,
      const ProtobufCMessage *in, const ProtobufCMessageDescriptor *od,
      void **out, bool idempotent, char *err, size_t errlen)
 {
-	pl_rpc_opts op = { 0 };
-	pl_rpc_result res = { 0 };
-	int rc;
-
-	op.principal = &w->svc;
-	op.idempotent = idempotent;
-	rc = pl_rpc_call(c, method, in, od, out, &w->arena, &op, &res);
-	w->calls++;
-	{
-		const char *m = strrchr(method, '/') + 1;
-		if (strncmp(m, "Get", 3) != 0 && strncmp(m, "List", 4) != 0) {
-			w->writes++;
-			if (w->crash_after > 0 && w->writes == w->crash_after)
-				raise(SIGKILL);
-		}
-	}
-	if (rc != PL_OK && err != NULL)
-		snprintf(err, errlen, "%s: %s: %s", strrchr(method, '/') + 1,
-		         pl_status_name(rc), res.message ? res.message : "");
-	return rc;
+	return call_in(w, &w->arena, c, method, in, od, out, idempotent, err,
+	               errlen);
 }
 
 #define CALL(w, c, m, in, T, out, idem, err, errlen)                           \
@@ -588,126 +604,302 @@ static MSG(ImportMessage) *
 	return x;
 }
 
-static int
-write_conversations(imp_writer *w, const imp_opts *o, imp_source *src,
-                    imp_report *r, const char *system_pid, imp_progress_fn prog,
-                    void *parg, char *err, size_t errlen)
+static MSG(ImportConversation) *
+        conversation_pb(pl_arena *a, const imp_writer *w, const imp_source *src,
+                        const char *system_pid, const imp_group *gr)
 {
-	size_t g = 0, k = 0, done = 0;
-	imp_table *tc = &r->t[IMP_T_CONVERSATIONS], *tm = &r->t[IMP_T_MESSAGES];
-	size_t *ix = malloc(sizeof(size_t) * ((size_t)o->batch + 1));
-	int *gx = malloc(sizeof(int) * 65);
+	MSG(ImportConversation) *c = pl_arena_zalloc(a, sizeof(*c));
 
-	if (ix == NULL || gx == NULL) {
-		free(ix);
-		free(gx);
-		snprintf(err, errlen, "out of memory");
-		return -1;
+	parley__messaging__v1__import_conversation__init(c);
+	c->legacy_id = (char *)gr->legacy;
+	c->contact_id = (char *)contact_pid(src, gr->contact, system_pid);
+	c->agent_id = (char *)w->agent_id;
+	c->status = gr->status;
+	c->owner =
+	        PARLEY__MESSAGING__V1__CONVERSATION_OWNER__CONVERSATION_OWNER_BOT;
+	if (gr->n_msgs > 0) {
+		const imp_message *m0 = &src->messages[gr->msgs[0]];
+		c->created_at = (char *)(m0->sent_at ? m0->sent_at : "");
+	} else if (gr->contact >= 0 && src->contacts[gr->contact].created_at) {
+		c->created_at = (char *)src->contacts[gr->contact].created_at;
 	}
+	if (gr->status == 3)
+		c->closed_at = (char *)gr->last_at;
+	return c;
+}
+
+// Conversations first, without their messages (at most `batch` a call):
+// then every message batch finds its conversations made, and two batches
+// can be written at once.
+static int
+write_conversation_rows(imp_writer *w, const imp_opts *o, imp_source *src,
+                        imp_report *r, const char *system_pid, char *err,
+                        size_t errlen)
+{
+	imp_table *tc = &r->t[IMP_T_CONVERSATIONS];
+	size_t g = 0;
+
 	while (g < src->n_groups) {
 		MSG(ImportConversationsRequest)
 		in = PARLEY__MESSAGING__V1__IMPORT_CONVERSATIONS_REQUEST__INIT;
 		MSG(ImportConversationsResponse) *out = NULL;
 		pl_arena *a = &w->arena;
-		size_t n_msgs = 0, bytes = 0, cap = 64;
+		size_t n = src->n_groups - g < (size_t)o->batch
+		                   ? src->n_groups - g
+		                   : (size_t)o->batch;
 
 		pl_arena_reset(a);
 		in.tenant_id = w->tenant_id;
 		in.channel_id = w->channel_id;
-		in.conversations = pl_arena_zalloc(a, sizeof(void *) * cap);
-		while (g < src->n_groups && n_msgs < (size_t)o->batch &&
-		       bytes < MAX_BYTES && in.n_conversations < cap) {
-			imp_group *gr = &src->groups[g];
-			MSG(ImportConversation) *c =
-			        pl_arena_zalloc(a, sizeof(*c));
-			size_t room = (size_t)o->batch - n_msgs;
-			size_t take =
-			        gr->n_msgs - k < room ? gr->n_msgs - k : room;
-
-			parley__messaging__v1__import_conversation__init(c);
-			c->legacy_id = gr->legacy;
-			c->contact_id = (char *)contact_pid(src, gr->contact,
-			                                    system_pid);
-			c->agent_id = w->agent_id;
-			c->status = gr->status;
-			c->owner =
-			        PARLEY__MESSAGING__V1__CONVERSATION_OWNER__CONVERSATION_OWNER_BOT;
-			if (gr->n_msgs > 0) {
-				const imp_message *m0 =
-				        &src->messages[gr->msgs[0]];
-				c->created_at =
-				        (char *)(m0->sent_at ? m0->sent_at
-				                             : "");
-			} else if (gr->contact >= 0 &&
-			           src->contacts[gr->contact].created_at) {
-				c->created_at =
-				        (char *)src->contacts[gr->contact]
-				                .created_at;
-			}
-			if (gr->status == 3)
-				c->closed_at = gr->last_at;
-			c->messages =
-			        pl_arena_zalloc(a, sizeof(void *) * (take + 1));
-			for (size_t i = 0; i < take && bytes < MAX_BYTES; i++) {
-				size_t b, mi = gr->msgs[k + i];
-				c->messages[c->n_messages++] =
-				        message_pb(a, &src->messages[mi], &b);
-				ix[n_msgs++] = mi;
-				bytes += b;
-			}
-			k += c->n_messages;
-			gx[in.n_conversations] = (int)g;
-			in.conversations[in.n_conversations++] = c;
-			if (k >= gr->n_msgs) {
-				g++;
-				k = 0;
-			}
-		}
+		in.conversations = pl_arena_zalloc(a, sizeof(void *) * (n + 1));
+		for (size_t i = 0; i < n; i++)
+			in.conversations[in.n_conversations++] =
+			        conversation_pb(a, w, src, system_pid,
+			                        &src->groups[g + i]);
 		if (call(w, w->messaging,
 		         "/parley.messaging.v1.Messaging/ImportConversations",
 		         &in.base,
 		         &parley__messaging__v1__import_conversations_response__descriptor,
 		         (void **)&out, true, err, errlen) != PL_OK)
-			goto fail;
-		if (out->n_conversations != in.n_conversations ||
-		    out->n_messages != n_msgs) {
+			return -1;
+		if (out->n_conversations != n) {
 			snprintf(err, errlen,
-			         "ImportConversations answered %zu/%zu ids for "
-			         "%zu/%zu rows",
-			         out->n_conversations, out->n_messages,
-			         in.n_conversations, n_msgs);
-			goto fail;
+			         "ImportConversations answered %zu ids for %zu "
+			         "conversations",
+			         out->n_conversations, n);
+			return -1;
 		}
-		for (size_t i = 0; i < in.n_conversations; i++) {
-			imp_group *gr = &src->groups[gx[i]];
-			if (!gr->pid[0]) {
-				if (out->conversations[i]->created)
-					tc->created++;
-				else
-					tc->existing++;
-			}
-			snprintf(gr->pid, 40, "%s", out->conversations[i]->id);
-		}
-		// The ids come back in request order.
-		for (size_t i = 0; i < n_msgs; i++) {
-			const MSG(ImportedId) *x = out->messages[i];
-			snprintf(src->messages[ix[i]].pid, 40, "%s", x->id);
-			if (x->created)
-				tm->created++;
+		for (size_t i = 0; i < n; i++) {
+			snprintf(src->groups[g + i].pid, 40, "%s",
+			         out->conversations[i]->id);
+			if (out->conversations[i]->created)
+				tc->created++;
 			else
-				tm->existing++;
+				tc->existing++;
 		}
-		done += n_msgs;
-		if (prog)
-			prog(parg, IMP_T_MESSAGES, done, src->n_messages);
+		g += n;
 	}
-	free(ix);
-	free(gx);
 	return 0;
-fail:
-	free(ix);
-	free(gx);
-	return -1;
+}
+
+// A message batch: messages [m0, m1) of the groups' concatenated lists.
+typedef struct msg_span {
+	size_t g, k; // first group, offset in it
+	size_t n;    // messages
+} msg_span;
+
+typedef struct msg_jobs {
+	imp_writer *w;
+	const imp_opts *o;
+	imp_source *src;
+	imp_report *r;
+	const char *system_pid;
+	imp_progress_fn prog;
+	void *parg;
+	msg_span *spans;
+	size_t n_spans, next, done;
+	bool failed;
+	char err[1024];
+} msg_jobs;
+
+#define MAX_CONVS_PER_CALL 64
+
+// Cuts the messages into batches of at most `batch` messages, MAX_BYTES
+// and MAX_CONVS_PER_CALL conversations each.
+static int
+plan_spans(msg_jobs *j)
+{
+	const imp_source *src = j->src;
+	size_t g = 0, k = 0, cap = 0;
+
+	while (g < src->n_groups) {
+		size_t n = 0, bytes = 0, convs = 0;
+		msg_span sp = { g, k, 0 };
+		while (g < src->n_groups && n < (size_t)j->o->batch &&
+		       bytes < MAX_BYTES && convs < MAX_CONVS_PER_CALL) {
+			const imp_group *gr = &src->groups[g];
+			while (k < gr->n_msgs && n < (size_t)j->o->batch &&
+			       bytes < MAX_BYTES) {
+				const imp_message *m =
+				        &src->messages[gr->msgs[k]];
+				bytes += (m->text ? strlen(m->text) : 0) +
+				         (m->url ? strlen(m->url) : 0) +
+				         (m->metadata ? strlen(m->metadata)
+				                      : 0) +
+				         200;
+				n++;
+				k++;
+			}
+			convs++;
+			if (k >= gr->n_msgs) {
+				g++;
+				k = 0;
+			}
+		}
+		sp.n = n;
+		if (n == 0)
+			continue; // groups without messages: made already
+		if (j->n_spans == cap) {
+			msg_span *v;
+			cap = cap ? cap * 2 : 64;
+			v = realloc(j->spans, sizeof(*v) * cap);
+			if (v == NULL)
+				return -1;
+			j->spans = v;
+		}
+		j->spans[j->n_spans++] = sp;
+	}
+	return 0;
+}
+
+static int
+send_span(msg_jobs *j, pl_arena *a, const msg_span *sp, char *err,
+          size_t errlen)
+{
+	imp_writer *w = j->w;
+	imp_source *src = j->src;
+	MSG(ImportConversationsRequest)
+	in = PARLEY__MESSAGING__V1__IMPORT_CONVERSATIONS_REQUEST__INIT;
+	MSG(ImportConversationsResponse) *out = NULL;
+	size_t *ix = pl_arena_zalloc(a, sizeof(size_t) * (sp->n + 1));
+	size_t g = sp->g, k = sp->k, n = 0;
+	imp_table *tm = &j->r->t[IMP_T_MESSAGES];
+	int64_t created = 0, existing = 0;
+
+	in.tenant_id = w->tenant_id;
+	in.channel_id = w->channel_id;
+	in.conversations =
+	        pl_arena_zalloc(a, sizeof(void *) * (MAX_CONVS_PER_CALL + 1));
+	if (ix == NULL || in.conversations == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	while (n < sp->n) {
+		const imp_group *gr = &src->groups[g];
+		size_t take =
+		        gr->n_msgs - k < sp->n - n ? gr->n_msgs - k : sp->n - n;
+		MSG(ImportConversation) *c =
+		        conversation_pb(a, w, src, j->system_pid, gr);
+		c->messages = pl_arena_zalloc(a, sizeof(void *) * (take + 1));
+		for (size_t i = 0; i < take; i++) {
+			size_t b, mi = gr->msgs[k + i];
+			c->messages[c->n_messages++] =
+			        message_pb(a, &src->messages[mi], &b);
+			ix[n++] = mi;
+		}
+		in.conversations[in.n_conversations++] = c;
+		k += take;
+		if (k >= gr->n_msgs) {
+			g++;
+			k = 0;
+		}
+	}
+	if (call_in(w, a, w->messaging,
+	            "/parley.messaging.v1.Messaging/ImportConversations",
+	            &in.base,
+	            &parley__messaging__v1__import_conversations_response__descriptor,
+	            (void **)&out, true, err, errlen) != PL_OK)
+		return -1;
+	if (out->n_messages != n) {
+		snprintf(err, errlen,
+		         "ImportConversations answered %zu message ids for %zu "
+		         "messages",
+		         out->n_messages, n);
+		return -1;
+	}
+	// The ids come back in request order; each batch owns its messages.
+	for (size_t i = 0; i < n; i++) {
+		const MSG(ImportedId) *x = out->messages[i];
+		snprintf(src->messages[ix[i]].pid, 40, "%s", x->id);
+		if (x->created)
+			created++;
+		else
+			existing++;
+	}
+	pthread_mutex_lock(&w->mu);
+	tm->created += created;
+	tm->existing += existing;
+	j->done += n;
+	if (j->prog)
+		j->prog(j->parg, IMP_T_MESSAGES, j->done, src->n_messages);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+static void *
+msg_worker(void *arg)
+{
+	msg_jobs *j = arg;
+	pl_arena a;
+	char err[1024];
+
+	pl_arena_init(&a, 1 << 20, 0);
+	for (;;) {
+		size_t i;
+		pthread_mutex_lock(&j->w->mu);
+		i = j->next++;
+		if (j->failed || i >= j->n_spans) {
+			pthread_mutex_unlock(&j->w->mu);
+			break;
+		}
+		pthread_mutex_unlock(&j->w->mu);
+		pl_arena_reset(&a);
+		err[0] = '\0';
+		if (send_span(j, &a, &j->spans[i], err, sizeof(err)) != 0) {
+			pthread_mutex_lock(&j->w->mu);
+			if (!j->failed)
+				snprintf(j->err, sizeof(j->err), "%s", err);
+			j->failed = true;
+			pthread_mutex_unlock(&j->w->mu);
+			break;
+		}
+	}
+	pl_arena_fini(&a);
+	return NULL;
+}
+
+#define MSG_WRITERS 2 // batches in flight at once
+
+static int
+write_conversations(imp_writer *w, const imp_opts *o, imp_source *src,
+                    imp_report *r, const char *system_pid, imp_progress_fn prog,
+                    void *parg, char *err, size_t errlen)
+{
+	msg_jobs j = { 0 };
+	pthread_t th[MSG_WRITERS];
+	int started = 0;
+
+	if (write_conversation_rows(w, o, src, r, system_pid, err, errlen) != 0)
+		return -1;
+	j.w = w;
+	j.o = o;
+	j.src = src;
+	j.r = r;
+	j.system_pid = system_pid;
+	j.prog = prog;
+	j.parg = parg;
+	if (plan_spans(&j) != 0) {
+		free(j.spans);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	// Two batches in flight: the service's JSON and protobuf work and
+	// this process's overlap PostgreSQL's, and PostgreSQL uses two
+	// cores. Batches share at most one conversation (cut in order), so
+	// their counter updates cannot deadlock.
+	for (int i = 0; i < MSG_WRITERS; i++)
+		if (pthread_create(&th[i], NULL, msg_worker, &j) == 0)
+			started++;
+	if (started == 0)
+		msg_worker(&j);
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	free(j.spans);
+	if (j.failed) {
+		snprintf(err, errlen, "%s", j.err);
+		return -1;
+	}
+	return 0;
 }
 
 static int

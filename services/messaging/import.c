@@ -153,6 +153,50 @@ map_put(pl_call *call, pl_db *db, const char *tenant, const char *kind,
 	         6, p, NULL);
 }
 
+// The Parley ids of n legacy ids of one kind in one statement: ids[i] is
+// "" when legacy[i] is not in the map.
+static int
+map_get_many(pl_call *call, pl_db *db, const char *tenant, const char *kind,
+             const char *const *legacy, size_t n, char (*ids)[40])
+{
+	json_t *arr = json_array();
+	char *arr_s;
+	PGresult *r = NULL;
+	int rv;
+
+	for (size_t i = 0; i < n; i++) {
+		json_array_append_new(arr, json_string(legacy[i]));
+		ids[i][0] = '\0';
+	}
+	arr_s = json_dumps(arr, JSON_COMPACT);
+	json_decref(arr);
+	if (arr_s == NULL || n == 0) {
+		free(arr_s);
+		return n == 0 ? PL_OK
+		              : pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                              "batch too big");
+	}
+	{
+		const char *p[3] = { tenant, kind, arr_s };
+		rv = q(call, db, "read the import map",
+		       "SELECT x.i - 1, im.id FROM jsonb_array_elements_text("
+		       "$3::jsonb) WITH ORDINALITY AS x(l, i) JOIN "
+		       "messaging.import_map im ON im.tenant_id = $1 AND "
+		       "im.kind = $2 AND im.legacy_id = x.l",
+		       3, p, &r);
+	}
+	free(arr_s);
+	if (rv != PL_OK)
+		return rv;
+	for (int i = 0; i < PQntuples(r); i++) {
+		long k = atol(PQgetvalue(r, i, 0));
+		if (k >= 0 && (size_t)k < n)
+			snprintf(ids[k], 40, "%s", PQgetvalue(r, i, 1));
+	}
+	PQclear(r);
+	return PL_OK;
+}
+
 // ---------------------------------------------------------------------------
 // Contacts
 
@@ -188,6 +232,33 @@ contact_external(pl_arena *a, const M(ImportContact) * c, const char *e164)
 	return NULL;
 }
 
+// One new legacy contact in one statement: merged into the contact of the
+// same external id when there is one (its name kept unless empty, this
+// row's custom fields appended to custom_fields.legacy_merged), made
+// otherwise; then its map row. Answers the id and whether it was made.
+static const char contact_sql[] =
+        "WITH f AS (SELECT id FROM messaging.contacts WHERE tenant_id = $1 "
+        "AND channel_id = $3 AND external_id = $4), "
+        "u AS (UPDATE messaging.contacts k SET name = CASE WHEN k.name = '' "
+        "THEN $9 ELSE k.name END, custom_fields = "
+        "jsonb_set(k.custom_fields, '{legacy_merged}', "
+        "coalesce(k.custom_fields->'legacy_merged', '[]'::jsonb) || "
+        "jsonb_build_array(coalesce($10::jsonb, '{}'::jsonb))), updated_at = "
+        "now() FROM f WHERE k.tenant_id = $1 AND k.id = f.id RETURNING k.id), "
+        "i AS (INSERT INTO messaging.contacts (tenant_id, id, channel_id, "
+        "external_id, external_id_kind, phone, phone_raw, business_user_id, "
+        "name, custom_fields, created_at, updated_at, tags, opted_out_at) "
+        "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10::jsonb, "
+        "'{}'), coalesce($11::timestamptz, now()), coalesce($12::timestamptz, "
+        "$11::timestamptz, now()), ARRAY(SELECT "
+        "jsonb_array_elements_text(coalesce($13::jsonb, '[]'))), "
+        "$14::timestamptz WHERE NOT EXISTS (SELECT 1 FROM f) RETURNING id), "
+        "t AS (SELECT id, false AS created FROM u UNION ALL SELECT id, true "
+        "FROM i), "
+        "m AS (INSERT INTO messaging.import_map (tenant_id, kind, legacy_id, "
+        "id, raw) SELECT $1, 'contact', $15, id, $7 FROM t) "
+        "SELECT id, created FROM t";
+
 static int
 contacts_fn(pl_db *db, void *arg)
 {
@@ -195,23 +266,31 @@ contacts_fn(pl_db *db, void *arg)
 	pl_call *call = t->call;
 	pl_arena *a = call->arena;
 	const char *tenant = t->in->tenant_id, *channel = t->in->channel_id;
+	size_t n = t->in->n_contacts;
+	const char **legacy = pl_arena_zalloc(a, sizeof(char *) * (n + 1));
+	char(*ids)[40] = pl_arena_zalloc(a, sizeof(*ids) * (n + 1));
 	int rv;
 
 	t->out->n_ids = 0;
 	t->out->created = t->out->existing = t->out->merged = 0;
-	for (size_t i = 0; i < t->in->n_contacts; i++) {
+	if (legacy == NULL || ids == NULL)
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "batch too big");
+	for (size_t i = 0; i < n; i++)
+		legacy[i] = t->in->contacts[i]->legacy_id;
+	if ((rv = map_get_many(call, db, tenant, "contact", legacy, n, ids)) !=
+	    PL_OK)
+		return rv;
+	for (size_t i = 0; i < n; i++) {
 		const M(ImportContact) *c = t->in->contacts[i];
-		char id[40], e164[MSG_PHONE_MAX] = "";
+		char id[40], e164[MSG_PHONE_MAX] = "", *tj = NULL;
 		const char *ext, *kind;
-		bool merged = false;
+		bool created;
 		PGresult *r = NULL;
 
-		if ((rv = map_get(call, db, tenant, "contact", c->legacy_id,
-		                  id)) != PL_OK)
-			return rv;
-		if (id[0]) {
+		if (ids[i][0]) {
 			t->out->ids[t->out->n_ids++] =
-			        imported(a, c->legacy_id, id, false, false);
+			        imported(a, c->legacy_id, ids[i], false, false);
 			t->out->existing++;
 			continue;
 		}
@@ -220,100 +299,55 @@ contacts_fn(pl_db *db, void *arg)
 		ext = contact_external(a, c, e164);
 		kind = e164[0] && !nz(c->external_id) ? "phone"
 		                                      : "business_user_id";
+		if (c->n_tags > 0) {
+			json_t *tags = json_array();
+			for (size_t k = 0; k < c->n_tags; k++)
+				json_array_append_new(tags,
+				                      json_string(c->tags[k]));
+			tj = json_dumps(tags, JSON_COMPACT);
+			json_decref(tags);
+		}
+		pl_uuid7_str(id);
 		{
-			const char *p[3] = { tenant, channel, ext };
-			if ((rv = q(call, db, "find the contact",
-			            "SELECT id FROM messaging.contacts WHERE "
-			            "tenant_id = $1 AND channel_id = $2 AND "
-			            "external_id = $3",
-			            3, p, &r)) != PL_OK)
-				return rv;
+			const char *p[15] = {
+				tenant,
+				id,
+				channel,
+				ext,
+				kind,
+				e164[0] ? e164 : NULL,
+				nz(c->phone_raw),
+				strcmp(kind, "business_user_id") == 0 ? ext
+				                                      : NULL,
+				s0(c->name),
+				jtext(c->custom_fields),
+				nz(c->created_at),
+				nz(c->updated_at),
+				tj,
+				nz(c->opted_out_at),
+				c->legacy_id,
+			};
+			rv = q(call, db, "import the contact", contact_sql, 15,
+			       p, &r);
 		}
-		if (PQntuples(r) == 1) {
-			// Same normalized phone as a contact imported (or met)
-			// before: merge into it, keeping this row's data.
-			const char *p[4] = { tenant, id, s0(c->name),
-				             s0(jtext(c->custom_fields)) };
-			snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
-			PQclear(r);
-			merged = true;
-			if ((rv = q(call, db, "merge the contact",
-			            "UPDATE messaging.contacts SET name = CASE "
-			            "WHEN name = '' THEN $3 ELSE name END, "
-			            "custom_fields = jsonb_set(custom_fields, "
-			            "'{legacy_merged}', "
-			            "coalesce(custom_fields->"
-			            "'legacy_merged', '[]'::jsonb) || "
-			            "jsonb_build_array(CASE WHEN $4 = '' THEN "
-			            "'{}'::jsonb ELSE $4::jsonb END)), "
-			            "updated_at = now() WHERE tenant_id = $1 "
-			            "AND "
-			            "id = $2",
-			            4, p, NULL)) != PL_OK)
-				return rv;
-		} else {
-			const char *p[12];
-			PQclear(r);
-			pl_uuid7_str(id);
-			p[0] = tenant;
-			p[1] = id;
-			p[2] = channel;
-			p[3] = ext;
-			p[4] = kind;
-			p[5] = e164[0] ? e164 : NULL;
-			p[6] = nz(c->phone_raw);
-			p[7] = strcmp(kind, "business_user_id") == 0 ? ext
-			                                             : NULL;
-			p[8] = s0(c->name);
-			p[9] = jtext(c->custom_fields);
-			p[10] = nz(c->created_at);
-			p[11] = nz(c->updated_at);
-			if ((rv = q(call, db, "import the contact",
-			            "INSERT INTO messaging.contacts "
-			            "(tenant_id, "
-			            "id, channel_id, external_id, "
-			            "external_id_kind, phone, phone_raw, "
-			            "business_user_id, name, custom_fields, "
-			            "created_at, updated_at) VALUES ($1, $2, "
-			            "$3, "
-			            "$4, $5, $6, $7, $8, $9, "
-			            "coalesce($10::jsonb, "
-			            "'{}'), coalesce($11::timestamptz, now()), "
-			            "coalesce($12::timestamptz, "
-			            "$11::timestamptz, "
-			            "now()))",
-			            12, p, NULL)) != PL_OK)
-				return rv;
-			if (c->n_tags > 0 || nz(c->opted_out_at)) {
-				json_t *tags = json_array();
-				char *tj;
-				for (size_t k = 0; k < c->n_tags; k++)
-					json_array_append_new(
-					        tags, json_string(c->tags[k]));
-				tj = json_dumps(tags, JSON_COMPACT);
-				json_decref(tags);
-				const char *u[4] = { tenant, id, tj,
-					             nz(c->opted_out_at) };
-				rv = q(call, db, "tag the contact",
-				       "UPDATE messaging.contacts SET tags = "
-				       "ARRAY(SELECT jsonb_array_elements_text("
-				       "$3::jsonb)), opted_out_at = $4 WHERE "
-				       "tenant_id = $1 AND id = $2",
-				       4, u, NULL);
-				free(tj);
-				if (rv != PL_OK)
-					return rv;
-			}
-		}
-		if ((rv = map_put(call, db, tenant, "contact", c->legacy_id, id,
-		                  nz(c->phone_raw), NULL)) != PL_OK)
+		free(tj);
+		if (rv != PL_OK)
 			return rv;
+		if (PQntuples(r) != 1) {
+			PQclear(r);
+			return pl_call_error(call, PL_INTERNAL,
+			                     "contact %s was not imported",
+			                     c->legacy_id);
+		}
+		snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
+		created = PQgetvalue(r, 0, 1)[0] == 't';
+		PQclear(r);
 		t->out->ids[t->out->n_ids++] =
-		        imported(a, c->legacy_id, id, true, merged);
-		if (merged)
-			t->out->merged++;
-		else
+		        imported(a, c->legacy_id, id, true, !created);
+		if (created)
 			t->out->created++;
+		else
+			t->out->merged++;
 	}
 	return PL_OK;
 }
@@ -403,66 +437,64 @@ typedef struct convs_tx {
 	char (*conv_ids)[40];
 } convs_tx;
 
+// One new legacy conversation in one statement: the conversation the
+// contact already has open (a message came in through a webhook before the
+// import; at most one is open per contact) unless this one is closed, a
+// new one otherwise; then its map row.
+static const char conversation_sql[] =
+        "WITH f AS (SELECT id FROM messaging.conversations WHERE tenant_id = "
+        "$1 AND contact_id = $3 AND status <> 'closed' AND $6 <> 'closed'), "
+        "i AS (INSERT INTO messaging.conversations (tenant_id, id, "
+        "contact_id, channel_id, agent_id, status, owner, created_at, "
+        "last_activity_at, closed_at) SELECT $1, $2, $3, $4, $5, $6, $7, "
+        "coalesce($8::timestamptz, now()), coalesce($8::timestamptz, now()), "
+        "$9::timestamptz WHERE NOT EXISTS (SELECT 1 FROM f) RETURNING id), "
+        "t AS (SELECT id, false AS created FROM f UNION ALL SELECT id, true "
+        "FROM i), "
+        "m AS (INSERT INTO messaging.import_map (tenant_id, kind, legacy_id, "
+        "id) SELECT $1, 'conversation', $10, id FROM t) "
+        "SELECT id, created FROM t";
+
+// The conversation of c: known (id already set from the map) or imported.
 static int
 conv_upsert(convs_tx *t, pl_db *db, const M(ImportConversation) * c,
             char id[40], bool *created)
 {
 	pl_call *call = t->call;
-	const char *tenant = t->in->tenant_id;
+	const char *p[10];
 	PGresult *r = NULL;
 	int rv;
 
 	*created = false;
-	if ((rv = map_get(call, db, tenant, "conversation", c->legacy_id,
-	                  id)) != PL_OK)
-		return rv;
 	if (id[0])
 		return PL_OK;
-	{
-		// A conversation the contact already has open (a message came
-		// in through a webhook before the import) is the one to fill:
-		// at most one is open per contact.
-		const char *p[2] = { tenant, c->contact_id };
-		if ((rv = q(call, db, "find the conversation",
-		            "SELECT id FROM messaging.conversations WHERE "
-		            "tenant_id = $1 AND contact_id = $2 AND status <> "
-		            "'closed'",
-		            2, p, &r)) != PL_OK)
-			return rv;
-	}
-	if (PQntuples(r) == 1 && c->status != 3) {
-		snprintf(id, 40, "%s", PQgetvalue(r, 0, 0));
+	pl_uuid7_str(id);
+	p[0] = t->in->tenant_id;
+	p[1] = id;
+	p[2] = c->contact_id;
+	p[3] = t->in->channel_id;
+	p[4] = nz(c->agent_id);
+	p[5] = IN_RANGE(c->status, cstatus_names) ? cstatus_names[c->status]
+	                                          : "open";
+	p[6] = c->owner == 2 ? "human" : "bot";
+	p[7] = nz(c->created_at);
+	p[8] = strcmp(p[5], "closed") == 0
+	               ? (nz(c->closed_at) ? c->closed_at : "now")
+	               : NULL;
+	p[9] = c->legacy_id;
+	if ((rv = q(call, db, "import the conversation", conversation_sql, 10,
+	            p, &r)) != PL_OK)
+		return rv;
+	if (PQntuples(r) != 1) {
 		PQclear(r);
-	} else {
-		const char *p[9];
-		PQclear(r);
-		pl_uuid7_str(id);
-		p[0] = tenant;
-		p[1] = id;
-		p[2] = c->contact_id;
-		p[3] = t->in->channel_id;
-		p[4] = nz(c->agent_id);
-		p[5] = IN_RANGE(c->status, cstatus_names)
-		               ? cstatus_names[c->status]
-		               : "open";
-		p[6] = c->owner == 2 ? "human" : "bot";
-		p[7] = nz(c->created_at);
-		p[8] = strcmp(p[5], "closed") == 0
-		               ? (nz(c->closed_at) ? c->closed_at : "now")
-		               : NULL;
-		if ((rv = q(call, db, "import the conversation",
-		            "INSERT INTO messaging.conversations (tenant_id, "
-		            "id, contact_id, channel_id, agent_id, status, "
-		            "owner, created_at, last_activity_at, closed_at) "
-		            "VALUES ($1, $2, $3, $4, $5, $6, $7, "
-		            "coalesce($8::timestamptz, now()), "
-		            "coalesce($8::timestamptz, now()), $9)",
-		            9, p, NULL)) != PL_OK)
-			return rv;
-		*created = true;
+		return pl_call_error(call, PL_INTERNAL,
+		                     "conversation %s was not imported",
+		                     c->legacy_id);
 	}
-	return map_put(call, db, tenant, "conversation", c->legacy_id, id, NULL,
-	               NULL);
+	snprintf(id, 40, "%s", PQgetvalue(r, 0, 0));
+	*created = PQgetvalue(r, 0, 1)[0] == 't';
+	PQclear(r);
+	return PL_OK;
 }
 
 // The messages of a batch, in one statement ($1 tenant, $2 the rows as a
@@ -519,6 +551,19 @@ convs_fn(pl_db *db, void *arg)
 
 	t->out->n_conversations = t->out->n_messages = 0;
 	t->out->messages_created = t->out->messages_existing = 0;
+	{
+		size_t n = t->in->n_conversations;
+		const char **legacy =
+		        pl_arena_zalloc(a, sizeof(char *) * (n + 1));
+		if (legacy == NULL)
+			return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+			                     "batch too big");
+		for (size_t i = 0; i < n; i++)
+			legacy[i] = t->in->conversations[i]->legacy_id;
+		if ((rv = map_get_many(call, db, tenant, "conversation", legacy,
+		                       n, t->conv_ids)) != PL_OK)
+			return rv;
+	}
 	for (size_t i = 0; i < t->in->n_conversations; i++) {
 		const M(ImportConversation) *c = t->in->conversations[i];
 		bool created;

@@ -3,7 +3,9 @@
 // LangGraph tables) into the real services (in process, each its own
 // database), timed per table. Target on 2 cores: <= 60 s in all.
 // Prints per run: total, phases, rows/s per table, the CPU seconds of
-// this process and of PostgreSQL, and the load average.
+// this process and of PostgreSQL, the RPCs made, and the load average;
+// with PARLEY_BENCH_PGSS=1 also the statements that took the most time
+// (pg_stat_statements).
 //   build-rel/tests/bench/import/bench_import
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,7 @@ static fake_provider *fp;
 static bool up;
 static char env_buf[4][PGH_URL_MAX + 64];
 static char legacy_url[PGH_URL_MAX];
+static bool pgss;
 
 // Loads schema.sql + generate.sql into a new database with psql.
 static int
@@ -63,6 +66,14 @@ setup(void)
 	if (rc == -1)
 		return 0;
 	if (fake_provider_start(&fp) != 0)
+		return -1;
+	// PARLEY_BENCH_PGSS=1: pg_stat_statements on, the statements that
+	// took the most time printed after each run.
+	if (pgss &&
+	    (pgh_exec(&pg, "ALTER SYSTEM SET shared_preload_libraries = "
+	                   "'pg_stat_statements'") != 0 ||
+	     pgh_restart(&pg) != 0 ||
+	     pgh_exec(&pg, "CREATE EXTENSION pg_stat_statements") != 0))
 		return -1;
 	// The generator's defaults: 1,000 contacts, 100,000 messages...
 	if (load_legacy("legacy", "", legacy_url) != 0)
@@ -196,6 +207,37 @@ cpu_pg(void)
 }
 
 static void
+pgss_reset(void)
+{
+	if (pgss)
+		pgh_exec(&pg, "SELECT pg_stat_statements_reset()");
+}
+
+static void
+pgss_print(void)
+{
+	PGconn *c;
+	PGresult *r;
+
+	if (!pgss)
+		return;
+	c = PQconnectdb(pg.url);
+	r = PQexec(c, "SELECT d.datname, s.calls, s.total_exec_time, s.rows, "
+	              "regexp_replace(left(s.query, 90), '\\s+', ' ', 'g') "
+	              "FROM pg_stat_statements s JOIN pg_database d ON d.oid = "
+	              "s.dbid ORDER BY s.total_exec_time DESC LIMIT 15");
+	printf("  %-12s %7s %9s %9s  %s\n", "database", "calls", "total ms",
+	       "rows", "statement");
+	for (int i = 0;
+	     PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
+		printf("  %-12s %7s %9.0f %9s  %s\n", PQgetvalue(r, i, 0),
+		       PQgetvalue(r, i, 1), atof(PQgetvalue(r, i, 2)),
+		       PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
+	PQclear(r);
+	PQfinish(c);
+}
+
+static void
 load_avg(char *out, size_t len)
 {
 	double l[3] = { -1, -1, -1 };
@@ -248,6 +290,8 @@ main(void)
 	int rc, rc1;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	pgss = getenv("PARLEY_BENCH_PGSS") != NULL &&
+	       strcmp(getenv("PARLEY_BENCH_PGSS"), "1") == 0;
 	load_avg(la, sizeof(la));
 	printf("bench_import: load average at start %s\n", la);
 	if (setup() != 0 || !up) {
@@ -267,17 +311,21 @@ main(void)
 	o.batch = 1000;
 	o.quiet = true;
 	o.out = devnull;
+	pgss_reset();
 	c0 = cpu_self();
 	p0 = cpu_pg();
 	rc1 = import_run(&o, &r, err, sizeof(err));
 	print_run("first run", rc1, err, &r, cpu_self() - c0, cpu_pg() - p0);
+	pgss_print();
 	import_report_fini(&r);
 	err[0] = '\0';
+	pgss_reset();
 	c0 = cpu_self();
 	p0 = cpu_pg();
 	rc = import_run(&o, &r, err, sizeof(err));
 	print_run("second run (imports nothing)", rc, err, &r, cpu_self() - c0,
 	          cpu_pg() - p0);
+	pgss_print();
 	import_report_fini(&r);
 	fclose(devnull);
 	teardown();
