@@ -28,6 +28,7 @@
 struct imp_writer {
 	pl_rpc_client *tenants, *billing, *agents, *messaging;
 	pl_arena arena;
+	pl_arena arena2;  // campaigns and checkpoints, written beside orders
 	pl_principal svc; // the importer acting for the tenant
 	char tenant_id[40], channel_id[40], agent_id[40];
 	long calls, writes; // RPCs made, of which writes
@@ -81,6 +82,7 @@ import_writer_open(imp_writer **out, const imp_opts *o, char *err,
 		return -1;
 	}
 	pl_arena_init(&w->arena, 1 << 20, 0);
+	pl_arena_init(&w->arena2, 1 << 20, 0);
 	pthread_mutex_init(&w->mu, NULL);
 	if (open_client(&w->tenants, o->tenants_url, o->secret, "tenants", err,
 	                errlen) != 0 ||
@@ -129,6 +131,7 @@ import_writer_close(imp_writer *w)
 	if (w->messaging)
 		pl_rpc_client_close(w->messaging);
 	pl_arena_fini(&w->arena);
+	pl_arena_fini(&w->arena2);
 	pthread_mutex_destroy(&w->mu);
 	free(w);
 }
@@ -491,6 +494,16 @@ static const char *
 contact_pid(const imp_source *src, int canon, const char *system_pid)
 {
 	return canon < 0 ? system_pid : src->contacts[canon].pid;
+}
+
+// The progress callback, one thread at a time.
+static void
+progress(imp_writer *w, imp_progress_fn prog, void *parg, int table,
+         size_t done, size_t total)
+{
+	pthread_mutex_lock(&w->mu);
+	prog(parg, table, done, total);
+	pthread_mutex_unlock(&w->mu);
 }
 
 static int
@@ -974,7 +987,8 @@ write_orders(imp_writer *w, const imp_opts *o, imp_source *src, imp_report *r,
 		}
 		done += n;
 		if (prog)
-			prog(parg, IMP_T_ORDERS, done, src->n_orders);
+			progress(w, prog, parg, IMP_T_ORDERS, done,
+			         src->n_orders);
 	}
 	return 0;
 }
@@ -1008,7 +1022,7 @@ write_campaigns(imp_writer *w, const imp_opts *o, imp_source *src,
 			in = PARLEY__MESSAGING__V1__IMPORT_CAMPAIGNS_REQUEST__INIT;
 			MSG(ImportCampaignsResponse) *out = NULL;
 			MSG(ImportCampaign) * y;
-			pl_arena *a = &w->arena;
+			pl_arena *a = &w->arena2;
 			size_t n = n_mine - off < (size_t)o->batch
 			                   ? n_mine - off
 			                   : (size_t)o->batch;
@@ -1075,12 +1089,13 @@ write_campaigns(imp_writer *w, const imp_opts *o, imp_source *src,
 					                         : "");
 				y->recipients[y->n_recipients++] = rr;
 			}
-			if (call(w, w->messaging,
-			         "/parley.messaging.v1.Messaging/"
-			         "ImportCampaigns",
-			         &in.base,
-			         &parley__messaging__v1__import_campaigns_response__descriptor,
-			         (void **)&out, true, err, errlen) != PL_OK) {
+			if (call_in(w, a, w->messaging,
+			            "/parley.messaging.v1.Messaging/"
+			            "ImportCampaigns",
+			            &in.base,
+			            &parley__messaging__v1__import_campaigns_response__descriptor,
+			            (void **)&out, true, err,
+			            errlen) != PL_OK) {
 				free(mine);
 				return -1;
 			}
@@ -1102,7 +1117,8 @@ write_campaigns(imp_writer *w, const imp_opts *o, imp_source *src,
 		} while (off < n_mine);
 		free(mine);
 		if (prog)
-			prog(parg, IMP_T_CAMPAIGNS, ci + 1, src->n_campaigns);
+			progress(w, prog, parg, IMP_T_CAMPAIGNS, ci + 1,
+			         src->n_campaigns);
 	}
 	return 0;
 }
@@ -1134,7 +1150,7 @@ write_checkpoints(imp_writer *w, const imp_opts *o, imp_source *src,
 		AG(ImportCheckpointsRequest)
 		in = PARLEY__AGENTS__V1__IMPORT_CHECKPOINTS_REQUEST__INIT;
 		AG(ImportCheckpointsResponse) *out = NULL;
-		pl_arena *a = &w->arena;
+		pl_arena *a = &w->arena2;
 		size_t n = 0, bytes = 0, lim = (size_t)o->batch;
 
 		pl_arena_reset(a);
@@ -1196,10 +1212,11 @@ write_checkpoints(imp_writer *w, const imp_opts *o, imp_source *src,
 			in.writes[in.n_writes++] = y;
 			bytes += x->len * 2 + 200;
 		}
-		if (call(w, w->agents,
-		         "/parley.agents.v1.Agents/ImportCheckpoints", &in.base,
-		         &parley__agents__v1__import_checkpoints_response__descriptor,
-		         (void **)&out, true, err, errlen) != PL_OK)
+		if (call_in(w, a, w->agents,
+		            "/parley.agents.v1.Agents/ImportCheckpoints",
+		            &in.base,
+		            &parley__agents__v1__import_checkpoints_response__descriptor,
+		            (void **)&out, true, err, errlen) != PL_OK)
 			return -1;
 		r->t[IMP_T_CHECKPOINTS].created += out->checkpoints_created;
 		r->t[IMP_T_CHECKPOINTS].existing +=
@@ -1212,7 +1229,7 @@ write_checkpoints(imp_writer *w, const imp_opts *o, imp_source *src,
 		        (int64_t)in.n_writes - out->writes_created;
 		done += n;
 		if (prog)
-			prog(parg, IMP_T_CHECKPOINTS, done, total);
+			progress(w, prog, parg, IMP_T_CHECKPOINTS, done, total);
 	}
 	return 0;
 }
@@ -1226,6 +1243,41 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+typedef struct side_job {
+	imp_writer *w;
+	const imp_opts *o;
+	imp_source *src;
+	imp_report *r;
+	imp_progress_fn prog;
+	void *parg;
+	int rc;
+	char err[1024];
+} side_job;
+
+// Campaigns (with their recipients), then checkpoints: they need contacts
+// and conversations only, so they are written beside the orders.
+static void *
+side_writer(void *arg)
+{
+	side_job *j = arg;
+	double t0 = now_s(), t1;
+
+	j->rc = write_campaigns(j->w, j->o, j->src, j->r, j->prog, j->parg,
+	                        j->err, sizeof(j->err));
+	t1 = now_s();
+	j->r->t[IMP_T_CAMPAIGNS].seconds = t1 - t0;
+	j->r->t[IMP_T_RECIPIENTS].seconds = t1 - t0;
+	if (j->rc != 0)
+		return NULL;
+	j->rc = write_checkpoints(j->w, j->o, j->src, j->r, j->prog, j->parg,
+	                          j->err, sizeof(j->err));
+	t0 = now_s();
+	j->r->t[IMP_T_CHECKPOINTS].seconds = t0 - t1;
+	j->r->t[IMP_T_BLOBS].seconds = t0 - t1;
+	j->r->t[IMP_T_WRITES].seconds = t0 - t1;
+	return NULL;
+}
+
 int
 import_write_all(imp_writer *w, const imp_opts *o, imp_source *src,
                  imp_report *r, imp_progress_fn prog, void *parg, char *err,
@@ -1233,6 +1285,10 @@ import_write_all(imp_writer *w, const imp_opts *o, imp_source *src,
 {
 	char system_pid[40] = "";
 	double t0 = now_s(), t1;
+	side_job side = { w, o, src, r, prog, parg, 0, "" };
+	pthread_t th;
+	bool threaded;
+	int rc;
 
 	if (write_contacts(w, o, src, r, system_pid, prog, parg, err, errlen))
 		return -1;
@@ -1244,21 +1300,19 @@ import_write_all(imp_writer *w, const imp_opts *o, imp_source *src,
 	t0 = now_s();
 	r->t[IMP_T_MESSAGES].seconds = t0 - t1;
 	r->t[IMP_T_CONVERSATIONS].seconds = t0 - t1;
-	if (write_orders(w, o, src, r, system_pid, prog, parg, err, errlen))
+	threaded = pthread_create(&th, NULL, side_writer, &side) == 0;
+	rc = write_orders(w, o, src, r, system_pid, prog, parg, err, errlen);
+	r->t[IMP_T_ORDERS].seconds = now_s() - t0;
+	if (threaded)
+		pthread_join(th, NULL);
+	else if (rc == 0)
+		side_writer(&side);
+	if (rc != 0)
 		return -1;
-	t1 = now_s();
-	r->t[IMP_T_ORDERS].seconds = t1 - t0;
-	if (write_campaigns(w, o, src, r, prog, parg, err, errlen))
+	if (side.rc != 0) {
+		snprintf(err, errlen, "%s", side.err);
 		return -1;
-	t0 = now_s();
-	r->t[IMP_T_CAMPAIGNS].seconds = t0 - t1;
-	r->t[IMP_T_RECIPIENTS].seconds = t0 - t1;
-	if (write_checkpoints(w, o, src, r, prog, parg, err, errlen))
-		return -1;
-	t1 = now_s();
-	r->t[IMP_T_CHECKPOINTS].seconds = t1 - t0;
-	r->t[IMP_T_BLOBS].seconds = t1 - t0;
-	r->t[IMP_T_WRITES].seconds = t1 - t0;
+	}
 	return 0;
 }
 

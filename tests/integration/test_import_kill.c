@@ -702,15 +702,14 @@ kill_and_resume(const char *slug, const long *chain, size_t n)
 static void
 test_kill_in_setup(void **state)
 {
-	// After SignUp; after CreateChannel, before DisableChannel (the
-	// placeholder channel must end disabled all the same).
-	static const long a[] = { 1 }, b[] = { 5 };
+	// After CreateChannel, before DisableChannel: the placeholder
+	// channel must end disabled all the same.
+	static const long a[] = { 5 };
 
 	(void)state;
 	NEED();
 	assert_non_null(ref_report);
-	kill_and_resume("kill-signup", a, 1);
-	kill_and_resume("kill-channel", b, 1);
+	kill_and_resume("kill-channel", a, 1);
 }
 
 static void
@@ -721,11 +720,10 @@ test_kill_while_writing(void **state)
 	(void)state;
 	NEED();
 	assert_non_null(ref_report);
-	// The first contacts batch, then spread over the rest: conversations,
-	// orders, campaigns, checkpoints; and the last write.
+	// The first contacts batch, then spread over the rest: conversations
+	// and messages, orders beside campaigns, checkpoints; the last write.
 	const long points[] = { 7, 8 + (ref_writes - 8) / 4,
-		                8 + (ref_writes - 8) / 2,
-		                8 + 3 * (ref_writes - 8) / 4, ref_writes - 1 };
+		                8 + 2 * (ref_writes - 8) / 3, ref_writes - 1 };
 	for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
 		snprintf(slug, sizeof(slug), "kill-w%ld", points[i]);
 		kill_and_resume(slug, &points[i], 1);
@@ -740,9 +738,10 @@ test_kill_twice(void **state)
 	(void)state;
 	NEED();
 	assert_non_null(ref_report);
-	// Killed, resumed and killed again further on, then finished.
-	chain[0] = 9;
-	chain[1] = 9 + (ref_writes - 9) / 2;
+	// Killed right after SignUp, resumed and killed again among the
+	// messages, then finished.
+	chain[0] = 1;
+	chain[1] = 5 + (ref_writes - 5) / 2;
 	kill_and_resume("kill-twice", chain, 2);
 }
 

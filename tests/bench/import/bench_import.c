@@ -121,7 +121,6 @@ setup(void)
 			env_buf[0],
 			env_buf[2],
 			"PARLEY_ANALYTICS_URL=",
-			"PARLEY_MESSAGING_POLL=20ms",
 			"PARLEY_MESSAGING_CHANNEL_CACHE=0",
 			NULL,
 		};
