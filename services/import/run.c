@@ -200,6 +200,8 @@ import_run(const imp_opts *o, imp_report *r, char *err, size_t errlen)
 	err[0] = '\0'; // retries above may have left a message
 	rc = finish(o, r, &src, t0, err, errlen);
 out:
+	if (rc == 1)
+		import_writer_counts(w, &r->rpc_calls, &r->rpc_writes);
 	import_writer_close(w);
 	import_source_free(&src);
 	return rc;

@@ -1363,12 +1363,6 @@ summary_fn(pl_db *db, void *arg)
 	PGresult *r = NULL;
 	int n, rv;
 
-	// The checksums sort every imported row with its content (about
-	// 30 MB for 100,000 messages): in memory rather than in temporary
-	// files, for this transaction only.
-	if ((rv = q(call, db, "size the summary's sorts",
-	            "SET LOCAL work_mem = '64MB'", 0, NULL, NULL)) != PL_OK)
-		return rv;
 	if ((rv = q(call, db, "summarise the import", summary_sql, 1, p, &r)) !=
 	    PL_OK)
 		return rv;
