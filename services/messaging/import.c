@@ -1363,6 +1363,17 @@ summary_fn(pl_db *db, void *arg)
 	PGresult *r = NULL;
 	int n, rv;
 
+	// Right after a bulk import the tables have no statistics yet (the
+	// autovacuum daemon has not come by): without them the summary's
+	// joins over 100,000 messages got plans that ran past the call's
+	// deadline. A sample per table costs well under a second.
+	if ((rv = q(call, db, "analyse the imported tables",
+	            "ANALYZE messaging.import_map, messaging.contacts, "
+	            "messaging.conversations, messaging.messages, "
+	            "messaging.orders, messaging.order_items, "
+	            "messaging.campaigns, messaging.campaign_recipients",
+	            0, NULL, NULL)) != PL_OK)
+		return rv;
 	if ((rv = q(call, db, "summarise the import", summary_sql, 1, p, &r)) !=
 	    PL_OK)
 		return rv;
