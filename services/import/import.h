@@ -238,7 +238,11 @@ typedef struct imp_report {
 	char **mismatches; // named rows/tables that differ
 	size_t n_mismatches, cap_mismatches;
 	double seconds;
-	int exit_code; // 0 ok, 2 verification failed
+	// where the time went: reading the source, mapping, setting the
+	// tenant up, writing, checksums + GetImportSummary
+	double read_s, map_s, setup_s, write_s, verify_s;
+	long rpc_calls, rpc_writes; // calls made to the services, writes
+	int exit_code;              // 0 ok, 2 verification failed
 } imp_report;
 
 enum {
@@ -294,6 +298,8 @@ typedef struct imp_writer imp_writer;
 int import_writer_open(imp_writer **out, const imp_opts *o, char *err,
                        size_t errlen);
 void import_writer_close(imp_writer *w);
+// RPCs made so far, and how many of them wrote.
+void import_writer_counts(const imp_writer *w, long *calls, long *writes);
 
 // Finds the tenant by slug; creates it (SignUp), puts it on `unlimited`,
 // makes "Default bot" and the WhatsApp channel when missing. Lookups only

@@ -399,8 +399,11 @@ import_report_print(const imp_report *r, const imp_source *src, FILE *f)
 	else if (created == 0)
 		fprintf(f,
 		        "nothing to import: every row was imported before\n");
-	fprintf(f, "result: %s in %.1f s\n",
-	        r->exit_code == 0 ? "OK" : "VERIFICATION FAILED", r->seconds);
+	fprintf(f,
+	        "result: %s in %.1f s (read %.1f, map %.1f, set-up %.1f, "
+	        "write %.1f, verify %.1f)\n",
+	        r->exit_code == 0 ? "OK" : "VERIFICATION FAILED", r->seconds,
+	        r->read_s, r->map_s, r->setup_s, r->write_s, r->verify_s);
 }
 
 char *
@@ -418,6 +421,13 @@ import_report_json(const imp_report *r, const imp_source *src)
 	json_object_set_new(j, "dry_run", json_boolean(r->dry_run));
 	json_object_set_new(j, "ok", json_boolean(r->exit_code == 0));
 	json_object_set_new(j, "seconds", json_real(r->seconds));
+	json_object_set_new(j, "rpc_calls", json_integer(r->rpc_calls));
+	json_object_set_new(j, "rpc_writes", json_integer(r->rpc_writes));
+	json_object_set_new(j, "phases",
+	                    json_pack("{s:f, s:f, s:f, s:f, s:f}", "read",
+	                              r->read_s, "map", r->map_s, "setup",
+	                              r->setup_s, "write", r->write_s, "verify",
+	                              r->verify_s));
 	for (int i = 0; i < IMP_TABLES; i++) {
 		const imp_table *t = &r->t[i];
 		json_t *o = json_pack(

@@ -145,7 +145,7 @@ import_run(const imp_opts *o, imp_report *r, char *err, size_t errlen)
 	imp_source src;
 	imp_writer *w = NULL;
 	progress pr = { o, 0, 0, -1 };
-	double t0 = now_s();
+	double t0 = now_s(), t1;
 	bool found = false;
 	int rc = 1;
 
@@ -156,16 +156,24 @@ import_run(const imp_opts *o, imp_report *r, char *err, size_t errlen)
 		import_source_free(&src);
 		return 1;
 	}
+	t1 = now_s();
+	r->read_s = t1 - t0;
 	if (import_map_all(&src, o->close_idle_days, (int64_t)time(NULL), err,
 	                   errlen) != 0)
 		goto out;
+	r->map_s = now_s() - t1;
+	t1 = now_s();
 	if (import_writer_open(&w, o, err, errlen) != 0)
 		goto out;
 	if (import_setup(w, o, r, o->dry_run, &found, err, errlen) != PL_OK)
 		goto out;
+	r->setup_s = now_s() - t1;
+	t1 = now_s();
 	if (!o->dry_run &&
 	    import_write_all(w, o, &src, r, on_progress, &pr, err, errlen) != 0)
 		goto out;
+	r->write_s = now_s() - t1;
+	t1 = now_s();
 	if (o->dry_run) {
 		// Nothing written: threads keep their legacy names here.
 		for (size_t i = 0; i < src.n_ckpts; i++)
@@ -187,9 +195,13 @@ import_run(const imp_opts *o, imp_report *r, char *err, size_t errlen)
 			r->exit_code = 2;
 		}
 	}
+	r->verify_s = now_s() - t1;
+	import_writer_counts(w, &r->rpc_calls, &r->rpc_writes);
 	err[0] = '\0'; // retries above may have left a message
 	rc = finish(o, r, &src, t0, err, errlen);
 out:
+	if (rc == 1)
+		import_writer_counts(w, &r->rpc_calls, &r->rpc_writes);
 	import_writer_close(w);
 	import_source_free(&src);
 	return rc;

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,8 +28,12 @@
 struct imp_writer {
 	pl_rpc_client *tenants, *billing, *agents, *messaging;
 	pl_arena arena;
+	pl_arena arena2;  // campaigns and checkpoints, written beside orders
 	pl_principal svc; // the importer acting for the tenant
 	char tenant_id[40], channel_id[40], agent_id[40];
+	long calls, writes; // RPCs made, of which writes
+	long crash_after;   // test hook: SIGKILL itself after this many writes
+	pthread_mutex_t mu; // calls/writes, and the parallel writers' state
 };
 
 static int
@@ -76,6 +82,8 @@ import_writer_open(imp_writer **out, const imp_opts *o, char *err,
 		return -1;
 	}
 	pl_arena_init(&w->arena, 1 << 20, 0);
+	pl_arena_init(&w->arena2, 1 << 20, 0);
+	pthread_mutex_init(&w->mu, NULL);
 	if (open_client(&w->tenants, o->tenants_url, o->secret, "tenants", err,
 	                errlen) != 0 ||
 	    open_client(&w->billing, o->billing_url, o->secret, "billing", err,
@@ -87,11 +95,26 @@ import_writer_open(imp_writer **out, const imp_opts *o, char *err,
 		import_writer_close(w);
 		return -1;
 	}
+	// The kill -9 test (tests/integration/test_import_kill.c) stops the
+	// importer right after its n-th write call has been answered, to
+	// resume from every point between two writes.
+	{
+		const char *ca =
+		        getenv("PARLEY_IMPORT_TEST_CRASH_AFTER_WRITES");
+		w->crash_after = ca != NULL ? strtol(ca, NULL, 10) : 0;
+	}
 	parley__rpc__v1__principal__init(&w->svc);
 	w->svc.kind = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE;
 	w->svc.service = "import";
 	*out = w;
 	return 0;
+}
+
+void
+import_writer_counts(const imp_writer *w, long *calls, long *writes)
+{
+	*calls = w != NULL ? w->calls : 0; // no writer thread runs by now
+	*writes = w != NULL ? w->writes : 0;
 }
 
 void
@@ -108,26 +131,49 @@ import_writer_close(imp_writer *w)
 	if (w->messaging)
 		pl_rpc_client_close(w->messaging);
 	pl_arena_fini(&w->arena);
+	pl_arena_fini(&w->arena2);
+	pthread_mutex_destroy(&w->mu);
 	free(w);
 }
 
-// One call; on failure err says which call and why.
+// One call, its answer in arena a (calls from several threads each use
+// their own); on failure err says which call and why.
+static int
+call_in(imp_writer *w, pl_arena *a, pl_rpc_client *c, const char *method,
+        const ProtobufCMessage *in, const ProtobufCMessageDescriptor *od,
+        void **out, bool idempotent, char *err, size_t errlen)
+{
+	pl_rpc_opts op = { 0 };
+	pl_rpc_result res = { 0 };
+	const char *m = strrchr(method, '/') + 1;
+	bool crash = false;
+	int rc;
+
+	op.principal = &w->svc;
+	op.idempotent = idempotent;
+	rc = pl_rpc_call(c, method, in, od, out, a, &op, &res);
+	pthread_mutex_lock(&w->mu);
+	w->calls++;
+	if (strncmp(m, "Get", 3) != 0 && strncmp(m, "List", 4) != 0) {
+		w->writes++;
+		crash = w->crash_after > 0 && w->writes == w->crash_after;
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (crash)
+		raise(SIGKILL);
+	if (rc != PL_OK && err != NULL)
+		snprintf(err, errlen, "%s: %s: %s", strrchr(method, '/') + 1,
+		         pl_status_name(rc), res.message ? res.message : "");
+	return rc;
+}
+
 static int
 call(imp_writer *w, pl_rpc_client *c, const char *method,
      const ProtobufCMessage *in, const ProtobufCMessageDescriptor *od,
      void **out, bool idempotent, char *err, size_t errlen)
 {
-	pl_rpc_opts op = { 0 };
-	pl_rpc_result res = { 0 };
-	int rc;
-
-	op.principal = &w->svc;
-	op.idempotent = idempotent;
-	rc = pl_rpc_call(c, method, in, od, out, &w->arena, &op, &res);
-	if (rc != PL_OK && err != NULL)
-		snprintf(err, errlen, "%s: %s: %s", strrchr(method, '/') + 1,
-		         pl_status_name(rc), res.message ? res.message : "");
-	return rc;
+	return call_in(w, &w->arena, c, method, in, od, out, idempotent, err,
+	               errlen);
 }
 
 #define CALL(w, c, m, in, T, out, idem, err, errlen)                           \
@@ -248,6 +294,35 @@ ensure_agent(imp_writer *w, char *err, size_t errlen)
 	return PL_OK;
 }
 
+#define PLACEHOLDER_PNID_LEN 30 // digits; real phone number ids are shorter
+
+static bool
+is_placeholder_pnid(const char *s)
+{
+	size_t n = 0;
+
+	if (s == NULL)
+		return false;
+	for (; s[n]; n++)
+		if (s[n] < '0' || s[n] > '9')
+			return false;
+	return n == PLACEHOLDER_PNID_LEN;
+}
+
+static int
+disable_placeholder(imp_writer *w, char *err, size_t errlen)
+{
+	TN(DisableChannelRequest)
+	di = PARLEY__TENANTS__V1__DISABLE_CHANNEL_REQUEST__INIT;
+	TN(DisableChannelResponse) *dout = NULL;
+
+	di.id = w->channel_id;
+	di.reason = "legacy import: no WhatsApp credentials given";
+	return CALL(w, w->tenants, "/parley.tenants.v1.Tenants/DisableChannel",
+	            &di, parley__tenants__v1__disable_channel_response, &dout,
+	            false, err, errlen);
+}
+
 static int
 ensure_channel(imp_writer *w, const imp_opts *o, char *err, size_t errlen)
 {
@@ -271,12 +346,22 @@ ensure_channel(imp_writer *w, const imp_opts *o, char *err, size_t errlen)
 	               &li, parley__tenants__v1__list_channels_response, &lo,
 	               true, err, errlen)) != PL_OK)
 		return rc;
-	for (size_t i = 0; i < lo->n_channels; i++)
-		if (strcmp(lo->channels[i]->name, CHANNEL_NAME) == 0) {
-			snprintf(w->channel_id, sizeof(w->channel_id), "%s",
-			         lo->channels[i]->id);
-			return PL_OK;
-		}
+	for (size_t i = 0; i < lo->n_channels; i++) {
+		const TN(Channel) *ch = lo->channels[i];
+		if (strcmp(ch->name, CHANNEL_NAME) != 0)
+			continue;
+		snprintf(w->channel_id, sizeof(w->channel_id), "%s", ch->id);
+		// A placeholder (made below with no credentials) still active:
+		// an earlier run stopped between CreateChannel and
+		// DisableChannel. A channel the tenant has since given real
+		// credentials has another phone number id and is left alone.
+		if (!creds &&
+		    ch->status ==
+		            PARLEY__TENANTS__V1__CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE &&
+		    is_placeholder_pnid(ch->phone_number_id))
+			return disable_placeholder(w, err, errlen);
+		return PL_OK;
+	}
 	ci.type =
 	        PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_WHATSAPP_CLOUD;
 	ci.name = CHANNEL_NAME;
@@ -297,9 +382,9 @@ ensure_channel(imp_writer *w, const imp_opts *o, char *err, size_t errlen)
 		randombytes_buf(rnd, sizeof(rnd));
 		sodium_bin2hex(tok, sizeof(tok), rnd, sizeof(rnd));
 		// WhatsApp ids are digits, unique per type: 30 random ones.
-		for (int i = 0; i < 30; i++)
+		for (int i = 0; i < PLACEHOLDER_PNID_LEN; i++)
 			pnid[i] = (char)('0' + randombytes_uniform(10));
-		pnid[30] = '\0';
+		pnid[PLACEHOLDER_PNID_LEN] = '\0';
 		randombytes_buf(rnd, sizeof(rnd));
 		sodium_bin2hex(sec, sizeof(sec), rnd, sizeof(rnd));
 		ci.phone_number_id = pnid;
@@ -313,18 +398,8 @@ ensure_channel(imp_writer *w, const imp_opts *o, char *err, size_t errlen)
 	               err, errlen)) != PL_OK)
 		return rc;
 	snprintf(w->channel_id, sizeof(w->channel_id), "%s", co->id);
-	if (!creds) {
-		TN(DisableChannelRequest)
-		di = PARLEY__TENANTS__V1__DISABLE_CHANNEL_REQUEST__INIT;
-		TN(DisableChannelResponse) *dout = NULL;
-		di.id = w->channel_id;
-		di.reason = "legacy import: no WhatsApp credentials given";
-		if ((rc = CALL(w, w->tenants,
-		               "/parley.tenants.v1.Tenants/DisableChannel", &di,
-		               parley__tenants__v1__disable_channel_response,
-		               &dout, false, err, errlen)) != PL_OK)
-			return rc;
-	}
+	if (!creds)
+		return disable_placeholder(w, err, errlen);
 	return PL_OK;
 }
 
@@ -419,6 +494,16 @@ static const char *
 contact_pid(const imp_source *src, int canon, const char *system_pid)
 {
 	return canon < 0 ? system_pid : src->contacts[canon].pid;
+}
+
+// The progress callback, one thread at a time.
+static void
+progress(imp_writer *w, imp_progress_fn prog, void *parg, int table,
+         size_t done, size_t total)
+{
+	pthread_mutex_lock(&w->mu);
+	prog(parg, table, done, total);
+	pthread_mutex_unlock(&w->mu);
 }
 
 static int
@@ -532,126 +617,302 @@ static MSG(ImportMessage) *
 	return x;
 }
 
-static int
-write_conversations(imp_writer *w, const imp_opts *o, imp_source *src,
-                    imp_report *r, const char *system_pid, imp_progress_fn prog,
-                    void *parg, char *err, size_t errlen)
+static MSG(ImportConversation) *
+        conversation_pb(pl_arena *a, const imp_writer *w, const imp_source *src,
+                        const char *system_pid, const imp_group *gr)
 {
-	size_t g = 0, k = 0, done = 0;
-	imp_table *tc = &r->t[IMP_T_CONVERSATIONS], *tm = &r->t[IMP_T_MESSAGES];
-	size_t *ix = malloc(sizeof(size_t) * ((size_t)o->batch + 1));
-	int *gx = malloc(sizeof(int) * 65);
+	MSG(ImportConversation) *c = pl_arena_zalloc(a, sizeof(*c));
 
-	if (ix == NULL || gx == NULL) {
-		free(ix);
-		free(gx);
-		snprintf(err, errlen, "out of memory");
-		return -1;
+	parley__messaging__v1__import_conversation__init(c);
+	c->legacy_id = (char *)gr->legacy;
+	c->contact_id = (char *)contact_pid(src, gr->contact, system_pid);
+	c->agent_id = (char *)w->agent_id;
+	c->status = gr->status;
+	c->owner =
+	        PARLEY__MESSAGING__V1__CONVERSATION_OWNER__CONVERSATION_OWNER_BOT;
+	if (gr->n_msgs > 0) {
+		const imp_message *m0 = &src->messages[gr->msgs[0]];
+		c->created_at = (char *)(m0->sent_at ? m0->sent_at : "");
+	} else if (gr->contact >= 0 && src->contacts[gr->contact].created_at) {
+		c->created_at = (char *)src->contacts[gr->contact].created_at;
 	}
+	if (gr->status == 3)
+		c->closed_at = (char *)gr->last_at;
+	return c;
+}
+
+// Conversations first, without their messages (at most `batch` a call):
+// then every message batch finds its conversations made, and two batches
+// can be written at once.
+static int
+write_conversation_rows(imp_writer *w, const imp_opts *o, imp_source *src,
+                        imp_report *r, const char *system_pid, char *err,
+                        size_t errlen)
+{
+	imp_table *tc = &r->t[IMP_T_CONVERSATIONS];
+	size_t g = 0;
+
 	while (g < src->n_groups) {
 		MSG(ImportConversationsRequest)
 		in = PARLEY__MESSAGING__V1__IMPORT_CONVERSATIONS_REQUEST__INIT;
 		MSG(ImportConversationsResponse) *out = NULL;
 		pl_arena *a = &w->arena;
-		size_t n_msgs = 0, bytes = 0, cap = 64;
+		size_t n = src->n_groups - g < (size_t)o->batch
+		                   ? src->n_groups - g
+		                   : (size_t)o->batch;
 
 		pl_arena_reset(a);
 		in.tenant_id = w->tenant_id;
 		in.channel_id = w->channel_id;
-		in.conversations = pl_arena_zalloc(a, sizeof(void *) * cap);
-		while (g < src->n_groups && n_msgs < (size_t)o->batch &&
-		       bytes < MAX_BYTES && in.n_conversations < cap) {
-			imp_group *gr = &src->groups[g];
-			MSG(ImportConversation) *c =
-			        pl_arena_zalloc(a, sizeof(*c));
-			size_t room = (size_t)o->batch - n_msgs;
-			size_t take =
-			        gr->n_msgs - k < room ? gr->n_msgs - k : room;
-
-			parley__messaging__v1__import_conversation__init(c);
-			c->legacy_id = gr->legacy;
-			c->contact_id = (char *)contact_pid(src, gr->contact,
-			                                    system_pid);
-			c->agent_id = w->agent_id;
-			c->status = gr->status;
-			c->owner =
-			        PARLEY__MESSAGING__V1__CONVERSATION_OWNER__CONVERSATION_OWNER_BOT;
-			if (gr->n_msgs > 0) {
-				const imp_message *m0 =
-				        &src->messages[gr->msgs[0]];
-				c->created_at =
-				        (char *)(m0->sent_at ? m0->sent_at
-				                             : "");
-			} else if (gr->contact >= 0 &&
-			           src->contacts[gr->contact].created_at) {
-				c->created_at =
-				        (char *)src->contacts[gr->contact]
-				                .created_at;
-			}
-			if (gr->status == 3)
-				c->closed_at = gr->last_at;
-			c->messages =
-			        pl_arena_zalloc(a, sizeof(void *) * (take + 1));
-			for (size_t i = 0; i < take && bytes < MAX_BYTES; i++) {
-				size_t b, mi = gr->msgs[k + i];
-				c->messages[c->n_messages++] =
-				        message_pb(a, &src->messages[mi], &b);
-				ix[n_msgs++] = mi;
-				bytes += b;
-			}
-			k += c->n_messages;
-			gx[in.n_conversations] = (int)g;
-			in.conversations[in.n_conversations++] = c;
-			if (k >= gr->n_msgs) {
-				g++;
-				k = 0;
-			}
-		}
+		in.conversations = pl_arena_zalloc(a, sizeof(void *) * (n + 1));
+		for (size_t i = 0; i < n; i++)
+			in.conversations[in.n_conversations++] =
+			        conversation_pb(a, w, src, system_pid,
+			                        &src->groups[g + i]);
 		if (call(w, w->messaging,
 		         "/parley.messaging.v1.Messaging/ImportConversations",
 		         &in.base,
 		         &parley__messaging__v1__import_conversations_response__descriptor,
 		         (void **)&out, true, err, errlen) != PL_OK)
-			goto fail;
-		if (out->n_conversations != in.n_conversations ||
-		    out->n_messages != n_msgs) {
+			return -1;
+		if (out->n_conversations != n) {
 			snprintf(err, errlen,
-			         "ImportConversations answered %zu/%zu ids for "
-			         "%zu/%zu rows",
-			         out->n_conversations, out->n_messages,
-			         in.n_conversations, n_msgs);
-			goto fail;
+			         "ImportConversations answered %zu ids for %zu "
+			         "conversations",
+			         out->n_conversations, n);
+			return -1;
 		}
-		for (size_t i = 0; i < in.n_conversations; i++) {
-			imp_group *gr = &src->groups[gx[i]];
-			if (!gr->pid[0]) {
-				if (out->conversations[i]->created)
-					tc->created++;
-				else
-					tc->existing++;
-			}
-			snprintf(gr->pid, 40, "%s", out->conversations[i]->id);
-		}
-		// The ids come back in request order.
-		for (size_t i = 0; i < n_msgs; i++) {
-			const MSG(ImportedId) *x = out->messages[i];
-			snprintf(src->messages[ix[i]].pid, 40, "%s", x->id);
-			if (x->created)
-				tm->created++;
+		for (size_t i = 0; i < n; i++) {
+			snprintf(src->groups[g + i].pid, 40, "%s",
+			         out->conversations[i]->id);
+			if (out->conversations[i]->created)
+				tc->created++;
 			else
-				tm->existing++;
+				tc->existing++;
 		}
-		done += n_msgs;
-		if (prog)
-			prog(parg, IMP_T_MESSAGES, done, src->n_messages);
+		g += n;
 	}
-	free(ix);
-	free(gx);
 	return 0;
-fail:
-	free(ix);
-	free(gx);
-	return -1;
+}
+
+// A message batch: messages [m0, m1) of the groups' concatenated lists.
+typedef struct msg_span {
+	size_t g, k; // first group, offset in it
+	size_t n;    // messages
+} msg_span;
+
+typedef struct msg_jobs {
+	imp_writer *w;
+	const imp_opts *o;
+	imp_source *src;
+	imp_report *r;
+	const char *system_pid;
+	imp_progress_fn prog;
+	void *parg;
+	msg_span *spans;
+	size_t n_spans, next, done;
+	bool failed;
+	char err[1024];
+} msg_jobs;
+
+#define MAX_CONVS_PER_CALL 64
+
+// Cuts the messages into batches of at most `batch` messages, MAX_BYTES
+// and MAX_CONVS_PER_CALL conversations each.
+static int
+plan_spans(msg_jobs *j)
+{
+	const imp_source *src = j->src;
+	size_t g = 0, k = 0, cap = 0;
+
+	while (g < src->n_groups) {
+		size_t n = 0, bytes = 0, convs = 0;
+		msg_span sp = { g, k, 0 };
+		while (g < src->n_groups && n < (size_t)j->o->batch &&
+		       bytes < MAX_BYTES && convs < MAX_CONVS_PER_CALL) {
+			const imp_group *gr = &src->groups[g];
+			while (k < gr->n_msgs && n < (size_t)j->o->batch &&
+			       bytes < MAX_BYTES) {
+				const imp_message *m =
+				        &src->messages[gr->msgs[k]];
+				bytes += (m->text ? strlen(m->text) : 0) +
+				         (m->url ? strlen(m->url) : 0) +
+				         (m->metadata ? strlen(m->metadata)
+				                      : 0) +
+				         200;
+				n++;
+				k++;
+			}
+			convs++;
+			if (k >= gr->n_msgs) {
+				g++;
+				k = 0;
+			}
+		}
+		sp.n = n;
+		if (n == 0)
+			continue; // groups without messages: made already
+		if (j->n_spans == cap) {
+			msg_span *v;
+			cap = cap ? cap * 2 : 64;
+			v = realloc(j->spans, sizeof(*v) * cap);
+			if (v == NULL)
+				return -1;
+			j->spans = v;
+		}
+		j->spans[j->n_spans++] = sp;
+	}
+	return 0;
+}
+
+static int
+send_span(msg_jobs *j, pl_arena *a, const msg_span *sp, char *err,
+          size_t errlen)
+{
+	imp_writer *w = j->w;
+	imp_source *src = j->src;
+	MSG(ImportConversationsRequest)
+	in = PARLEY__MESSAGING__V1__IMPORT_CONVERSATIONS_REQUEST__INIT;
+	MSG(ImportConversationsResponse) *out = NULL;
+	size_t *ix = pl_arena_zalloc(a, sizeof(size_t) * (sp->n + 1));
+	size_t g = sp->g, k = sp->k, n = 0;
+	imp_table *tm = &j->r->t[IMP_T_MESSAGES];
+	int64_t created = 0, existing = 0;
+
+	in.tenant_id = w->tenant_id;
+	in.channel_id = w->channel_id;
+	in.conversations =
+	        pl_arena_zalloc(a, sizeof(void *) * (MAX_CONVS_PER_CALL + 1));
+	if (ix == NULL || in.conversations == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	while (n < sp->n) {
+		const imp_group *gr = &src->groups[g];
+		size_t take =
+		        gr->n_msgs - k < sp->n - n ? gr->n_msgs - k : sp->n - n;
+		MSG(ImportConversation) *c =
+		        conversation_pb(a, w, src, j->system_pid, gr);
+		c->messages = pl_arena_zalloc(a, sizeof(void *) * (take + 1));
+		for (size_t i = 0; i < take; i++) {
+			size_t b, mi = gr->msgs[k + i];
+			c->messages[c->n_messages++] =
+			        message_pb(a, &src->messages[mi], &b);
+			ix[n++] = mi;
+		}
+		in.conversations[in.n_conversations++] = c;
+		k += take;
+		if (k >= gr->n_msgs) {
+			g++;
+			k = 0;
+		}
+	}
+	if (call_in(w, a, w->messaging,
+	            "/parley.messaging.v1.Messaging/ImportConversations",
+	            &in.base,
+	            &parley__messaging__v1__import_conversations_response__descriptor,
+	            (void **)&out, true, err, errlen) != PL_OK)
+		return -1;
+	if (out->n_messages != n) {
+		snprintf(err, errlen,
+		         "ImportConversations answered %zu message ids for %zu "
+		         "messages",
+		         out->n_messages, n);
+		return -1;
+	}
+	// The ids come back in request order; each batch owns its messages.
+	for (size_t i = 0; i < n; i++) {
+		const MSG(ImportedId) *x = out->messages[i];
+		snprintf(src->messages[ix[i]].pid, 40, "%s", x->id);
+		if (x->created)
+			created++;
+		else
+			existing++;
+	}
+	pthread_mutex_lock(&w->mu);
+	tm->created += created;
+	tm->existing += existing;
+	j->done += n;
+	if (j->prog)
+		j->prog(j->parg, IMP_T_MESSAGES, j->done, src->n_messages);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+static void *
+msg_worker(void *arg)
+{
+	msg_jobs *j = arg;
+	pl_arena a;
+	char err[1024];
+
+	pl_arena_init(&a, 1 << 20, 0);
+	for (;;) {
+		size_t i;
+		pthread_mutex_lock(&j->w->mu);
+		i = j->next++;
+		if (j->failed || i >= j->n_spans) {
+			pthread_mutex_unlock(&j->w->mu);
+			break;
+		}
+		pthread_mutex_unlock(&j->w->mu);
+		pl_arena_reset(&a);
+		err[0] = '\0';
+		if (send_span(j, &a, &j->spans[i], err, sizeof(err)) != 0) {
+			pthread_mutex_lock(&j->w->mu);
+			if (!j->failed)
+				snprintf(j->err, sizeof(j->err), "%s", err);
+			j->failed = true;
+			pthread_mutex_unlock(&j->w->mu);
+			break;
+		}
+	}
+	pl_arena_fini(&a);
+	return NULL;
+}
+
+#define MSG_WRITERS 2 // batches in flight at once
+
+static int
+write_conversations(imp_writer *w, const imp_opts *o, imp_source *src,
+                    imp_report *r, const char *system_pid, imp_progress_fn prog,
+                    void *parg, char *err, size_t errlen)
+{
+	msg_jobs j = { 0 };
+	pthread_t th[MSG_WRITERS];
+	int started = 0;
+
+	if (write_conversation_rows(w, o, src, r, system_pid, err, errlen) != 0)
+		return -1;
+	j.w = w;
+	j.o = o;
+	j.src = src;
+	j.r = r;
+	j.system_pid = system_pid;
+	j.prog = prog;
+	j.parg = parg;
+	if (plan_spans(&j) != 0) {
+		free(j.spans);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	// Two batches in flight: the service's JSON and protobuf work and
+	// this process's overlap PostgreSQL's, and PostgreSQL uses two
+	// cores. Batches share at most one conversation (cut in order), so
+	// their counter updates cannot deadlock.
+	for (int i = 0; i < MSG_WRITERS; i++)
+		if (pthread_create(&th[i], NULL, msg_worker, &j) == 0)
+			started++;
+	if (started == 0)
+		msg_worker(&j);
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	free(j.spans);
+	if (j.failed) {
+		snprintf(err, errlen, "%s", j.err);
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -726,7 +987,8 @@ write_orders(imp_writer *w, const imp_opts *o, imp_source *src, imp_report *r,
 		}
 		done += n;
 		if (prog)
-			prog(parg, IMP_T_ORDERS, done, src->n_orders);
+			progress(w, prog, parg, IMP_T_ORDERS, done,
+			         src->n_orders);
 	}
 	return 0;
 }
@@ -760,7 +1022,7 @@ write_campaigns(imp_writer *w, const imp_opts *o, imp_source *src,
 			in = PARLEY__MESSAGING__V1__IMPORT_CAMPAIGNS_REQUEST__INIT;
 			MSG(ImportCampaignsResponse) *out = NULL;
 			MSG(ImportCampaign) * y;
-			pl_arena *a = &w->arena;
+			pl_arena *a = &w->arena2;
 			size_t n = n_mine - off < (size_t)o->batch
 			                   ? n_mine - off
 			                   : (size_t)o->batch;
@@ -827,12 +1089,13 @@ write_campaigns(imp_writer *w, const imp_opts *o, imp_source *src,
 					                         : "");
 				y->recipients[y->n_recipients++] = rr;
 			}
-			if (call(w, w->messaging,
-			         "/parley.messaging.v1.Messaging/"
-			         "ImportCampaigns",
-			         &in.base,
-			         &parley__messaging__v1__import_campaigns_response__descriptor,
-			         (void **)&out, true, err, errlen) != PL_OK) {
+			if (call_in(w, a, w->messaging,
+			            "/parley.messaging.v1.Messaging/"
+			            "ImportCampaigns",
+			            &in.base,
+			            &parley__messaging__v1__import_campaigns_response__descriptor,
+			            (void **)&out, true, err,
+			            errlen) != PL_OK) {
 				free(mine);
 				return -1;
 			}
@@ -854,7 +1117,8 @@ write_campaigns(imp_writer *w, const imp_opts *o, imp_source *src,
 		} while (off < n_mine);
 		free(mine);
 		if (prog)
-			prog(parg, IMP_T_CAMPAIGNS, ci + 1, src->n_campaigns);
+			progress(w, prog, parg, IMP_T_CAMPAIGNS, ci + 1,
+			         src->n_campaigns);
 	}
 	return 0;
 }
@@ -886,7 +1150,7 @@ write_checkpoints(imp_writer *w, const imp_opts *o, imp_source *src,
 		AG(ImportCheckpointsRequest)
 		in = PARLEY__AGENTS__V1__IMPORT_CHECKPOINTS_REQUEST__INIT;
 		AG(ImportCheckpointsResponse) *out = NULL;
-		pl_arena *a = &w->arena;
+		pl_arena *a = &w->arena2;
 		size_t n = 0, bytes = 0, lim = (size_t)o->batch;
 
 		pl_arena_reset(a);
@@ -948,10 +1212,11 @@ write_checkpoints(imp_writer *w, const imp_opts *o, imp_source *src,
 			in.writes[in.n_writes++] = y;
 			bytes += x->len * 2 + 200;
 		}
-		if (call(w, w->agents,
-		         "/parley.agents.v1.Agents/ImportCheckpoints", &in.base,
-		         &parley__agents__v1__import_checkpoints_response__descriptor,
-		         (void **)&out, true, err, errlen) != PL_OK)
+		if (call_in(w, a, w->agents,
+		            "/parley.agents.v1.Agents/ImportCheckpoints",
+		            &in.base,
+		            &parley__agents__v1__import_checkpoints_response__descriptor,
+		            (void **)&out, true, err, errlen) != PL_OK)
 			return -1;
 		r->t[IMP_T_CHECKPOINTS].created += out->checkpoints_created;
 		r->t[IMP_T_CHECKPOINTS].existing +=
@@ -964,7 +1229,7 @@ write_checkpoints(imp_writer *w, const imp_opts *o, imp_source *src,
 		        (int64_t)in.n_writes - out->writes_created;
 		done += n;
 		if (prog)
-			prog(parg, IMP_T_CHECKPOINTS, done, total);
+			progress(w, prog, parg, IMP_T_CHECKPOINTS, done, total);
 	}
 	return 0;
 }
@@ -978,6 +1243,41 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+typedef struct side_job {
+	imp_writer *w;
+	const imp_opts *o;
+	imp_source *src;
+	imp_report *r;
+	imp_progress_fn prog;
+	void *parg;
+	int rc;
+	char err[1024];
+} side_job;
+
+// Campaigns (with their recipients), then checkpoints: they need contacts
+// and conversations only, so they are written beside the orders.
+static void *
+side_writer(void *arg)
+{
+	side_job *j = arg;
+	double t0 = now_s(), t1;
+
+	j->rc = write_campaigns(j->w, j->o, j->src, j->r, j->prog, j->parg,
+	                        j->err, sizeof(j->err));
+	t1 = now_s();
+	j->r->t[IMP_T_CAMPAIGNS].seconds = t1 - t0;
+	j->r->t[IMP_T_RECIPIENTS].seconds = t1 - t0;
+	if (j->rc != 0)
+		return NULL;
+	j->rc = write_checkpoints(j->w, j->o, j->src, j->r, j->prog, j->parg,
+	                          j->err, sizeof(j->err));
+	t0 = now_s();
+	j->r->t[IMP_T_CHECKPOINTS].seconds = t0 - t1;
+	j->r->t[IMP_T_BLOBS].seconds = t0 - t1;
+	j->r->t[IMP_T_WRITES].seconds = t0 - t1;
+	return NULL;
+}
+
 int
 import_write_all(imp_writer *w, const imp_opts *o, imp_source *src,
                  imp_report *r, imp_progress_fn prog, void *parg, char *err,
@@ -985,6 +1285,10 @@ import_write_all(imp_writer *w, const imp_opts *o, imp_source *src,
 {
 	char system_pid[40] = "";
 	double t0 = now_s(), t1;
+	side_job side = { w, o, src, r, prog, parg, 0, "" };
+	pthread_t th;
+	bool threaded;
+	int rc;
 
 	if (write_contacts(w, o, src, r, system_pid, prog, parg, err, errlen))
 		return -1;
@@ -996,21 +1300,19 @@ import_write_all(imp_writer *w, const imp_opts *o, imp_source *src,
 	t0 = now_s();
 	r->t[IMP_T_MESSAGES].seconds = t0 - t1;
 	r->t[IMP_T_CONVERSATIONS].seconds = t0 - t1;
-	if (write_orders(w, o, src, r, system_pid, prog, parg, err, errlen))
+	threaded = pthread_create(&th, NULL, side_writer, &side) == 0;
+	rc = write_orders(w, o, src, r, system_pid, prog, parg, err, errlen);
+	r->t[IMP_T_ORDERS].seconds = now_s() - t0;
+	if (threaded)
+		pthread_join(th, NULL);
+	else if (rc == 0)
+		side_writer(&side);
+	if (rc != 0)
 		return -1;
-	t1 = now_s();
-	r->t[IMP_T_ORDERS].seconds = t1 - t0;
-	if (write_campaigns(w, o, src, r, prog, parg, err, errlen))
+	if (side.rc != 0) {
+		snprintf(err, errlen, "%s", side.err);
 		return -1;
-	t0 = now_s();
-	r->t[IMP_T_CAMPAIGNS].seconds = t0 - t1;
-	r->t[IMP_T_RECIPIENTS].seconds = t0 - t1;
-	if (write_checkpoints(w, o, src, r, prog, parg, err, errlen))
-		return -1;
-	t1 = now_s();
-	r->t[IMP_T_CHECKPOINTS].seconds = t1 - t0;
-	r->t[IMP_T_BLOBS].seconds = t1 - t0;
-	r->t[IMP_T_WRITES].seconds = t1 - t0;
+	}
 	return 0;
 }
 

@@ -153,6 +153,50 @@ map_put(pl_call *call, pl_db *db, const char *tenant, const char *kind,
 	         6, p, NULL);
 }
 
+// The Parley ids of n legacy ids of one kind in one statement: ids[i] is
+// "" when legacy[i] is not in the map.
+static int
+map_get_many(pl_call *call, pl_db *db, const char *tenant, const char *kind,
+             const char *const *legacy, size_t n, char (*ids)[40])
+{
+	json_t *arr = json_array();
+	char *arr_s;
+	PGresult *r = NULL;
+	int rv;
+
+	for (size_t i = 0; i < n; i++) {
+		json_array_append_new(arr, json_string(legacy[i]));
+		ids[i][0] = '\0';
+	}
+	arr_s = json_dumps(arr, JSON_COMPACT);
+	json_decref(arr);
+	if (arr_s == NULL || n == 0) {
+		free(arr_s);
+		return n == 0 ? PL_OK
+		              : pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                              "batch too big");
+	}
+	{
+		const char *p[3] = { tenant, kind, arr_s };
+		rv = q(call, db, "read the import map",
+		       "SELECT x.i - 1, im.id FROM jsonb_array_elements_text("
+		       "$3::jsonb) WITH ORDINALITY AS x(l, i) JOIN "
+		       "messaging.import_map im ON im.tenant_id = $1 AND "
+		       "im.kind = $2 AND im.legacy_id = x.l",
+		       3, p, &r);
+	}
+	free(arr_s);
+	if (rv != PL_OK)
+		return rv;
+	for (int i = 0; i < PQntuples(r); i++) {
+		long k = atol(PQgetvalue(r, i, 0));
+		if (k >= 0 && (size_t)k < n)
+			snprintf(ids[k], 40, "%s", PQgetvalue(r, i, 1));
+	}
+	PQclear(r);
+	return PL_OK;
+}
+
 // ---------------------------------------------------------------------------
 // Contacts
 
@@ -188,6 +232,33 @@ contact_external(pl_arena *a, const M(ImportContact) * c, const char *e164)
 	return NULL;
 }
 
+// One new legacy contact in one statement: merged into the contact of the
+// same external id when there is one (its name kept unless empty, this
+// row's custom fields appended to custom_fields.legacy_merged), made
+// otherwise; then its map row. Answers the id and whether it was made.
+static const char contact_sql[] =
+        "WITH f AS (SELECT id FROM messaging.contacts WHERE tenant_id = $1 "
+        "AND channel_id = $3 AND external_id = $4), "
+        "u AS (UPDATE messaging.contacts k SET name = CASE WHEN k.name = '' "
+        "THEN $9 ELSE k.name END, custom_fields = "
+        "jsonb_set(k.custom_fields, '{legacy_merged}', "
+        "coalesce(k.custom_fields->'legacy_merged', '[]'::jsonb) || "
+        "jsonb_build_array(coalesce($10::jsonb, '{}'::jsonb))), updated_at = "
+        "now() FROM f WHERE k.tenant_id = $1 AND k.id = f.id RETURNING k.id), "
+        "i AS (INSERT INTO messaging.contacts (tenant_id, id, channel_id, "
+        "external_id, external_id_kind, phone, phone_raw, business_user_id, "
+        "name, custom_fields, created_at, updated_at, tags, opted_out_at) "
+        "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10::jsonb, "
+        "'{}'), coalesce($11::timestamptz, now()), coalesce($12::timestamptz, "
+        "$11::timestamptz, now()), ARRAY(SELECT "
+        "jsonb_array_elements_text(coalesce($13::jsonb, '[]'))), "
+        "$14::timestamptz WHERE NOT EXISTS (SELECT 1 FROM f) RETURNING id), "
+        "t AS (SELECT id, false AS created FROM u UNION ALL SELECT id, true "
+        "FROM i), "
+        "m AS (INSERT INTO messaging.import_map (tenant_id, kind, legacy_id, "
+        "id, raw) SELECT $1, 'contact', $15, id, $7 FROM t) "
+        "SELECT id, created FROM t";
+
 static int
 contacts_fn(pl_db *db, void *arg)
 {
@@ -195,23 +266,31 @@ contacts_fn(pl_db *db, void *arg)
 	pl_call *call = t->call;
 	pl_arena *a = call->arena;
 	const char *tenant = t->in->tenant_id, *channel = t->in->channel_id;
+	size_t n = t->in->n_contacts;
+	const char **legacy = pl_arena_zalloc(a, sizeof(char *) * (n + 1));
+	char(*ids)[40] = pl_arena_zalloc(a, sizeof(*ids) * (n + 1));
 	int rv;
 
 	t->out->n_ids = 0;
 	t->out->created = t->out->existing = t->out->merged = 0;
-	for (size_t i = 0; i < t->in->n_contacts; i++) {
+	if (legacy == NULL || ids == NULL)
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "batch too big");
+	for (size_t i = 0; i < n; i++)
+		legacy[i] = t->in->contacts[i]->legacy_id;
+	if ((rv = map_get_many(call, db, tenant, "contact", legacy, n, ids)) !=
+	    PL_OK)
+		return rv;
+	for (size_t i = 0; i < n; i++) {
 		const M(ImportContact) *c = t->in->contacts[i];
-		char id[40], e164[MSG_PHONE_MAX] = "";
+		char id[40], e164[MSG_PHONE_MAX] = "", *tj = NULL;
 		const char *ext, *kind;
-		bool merged = false;
+		bool created;
 		PGresult *r = NULL;
 
-		if ((rv = map_get(call, db, tenant, "contact", c->legacy_id,
-		                  id)) != PL_OK)
-			return rv;
-		if (id[0]) {
+		if (ids[i][0]) {
 			t->out->ids[t->out->n_ids++] =
-			        imported(a, c->legacy_id, id, false, false);
+			        imported(a, c->legacy_id, ids[i], false, false);
 			t->out->existing++;
 			continue;
 		}
@@ -220,100 +299,55 @@ contacts_fn(pl_db *db, void *arg)
 		ext = contact_external(a, c, e164);
 		kind = e164[0] && !nz(c->external_id) ? "phone"
 		                                      : "business_user_id";
+		if (c->n_tags > 0) {
+			json_t *tags = json_array();
+			for (size_t k = 0; k < c->n_tags; k++)
+				json_array_append_new(tags,
+				                      json_string(c->tags[k]));
+			tj = json_dumps(tags, JSON_COMPACT);
+			json_decref(tags);
+		}
+		pl_uuid7_str(id);
 		{
-			const char *p[3] = { tenant, channel, ext };
-			if ((rv = q(call, db, "find the contact",
-			            "SELECT id FROM messaging.contacts WHERE "
-			            "tenant_id = $1 AND channel_id = $2 AND "
-			            "external_id = $3",
-			            3, p, &r)) != PL_OK)
-				return rv;
+			const char *p[15] = {
+				tenant,
+				id,
+				channel,
+				ext,
+				kind,
+				e164[0] ? e164 : NULL,
+				nz(c->phone_raw),
+				strcmp(kind, "business_user_id") == 0 ? ext
+				                                      : NULL,
+				s0(c->name),
+				jtext(c->custom_fields),
+				nz(c->created_at),
+				nz(c->updated_at),
+				tj,
+				nz(c->opted_out_at),
+				c->legacy_id,
+			};
+			rv = q(call, db, "import the contact", contact_sql, 15,
+			       p, &r);
 		}
-		if (PQntuples(r) == 1) {
-			// Same normalized phone as a contact imported (or met)
-			// before: merge into it, keeping this row's data.
-			const char *p[4] = { tenant, id, s0(c->name),
-				             s0(jtext(c->custom_fields)) };
-			snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
-			PQclear(r);
-			merged = true;
-			if ((rv = q(call, db, "merge the contact",
-			            "UPDATE messaging.contacts SET name = CASE "
-			            "WHEN name = '' THEN $3 ELSE name END, "
-			            "custom_fields = jsonb_set(custom_fields, "
-			            "'{legacy_merged}', "
-			            "coalesce(custom_fields->"
-			            "'legacy_merged', '[]'::jsonb) || "
-			            "jsonb_build_array(CASE WHEN $4 = '' THEN "
-			            "'{}'::jsonb ELSE $4::jsonb END)), "
-			            "updated_at = now() WHERE tenant_id = $1 "
-			            "AND "
-			            "id = $2",
-			            4, p, NULL)) != PL_OK)
-				return rv;
-		} else {
-			const char *p[12];
-			PQclear(r);
-			pl_uuid7_str(id);
-			p[0] = tenant;
-			p[1] = id;
-			p[2] = channel;
-			p[3] = ext;
-			p[4] = kind;
-			p[5] = e164[0] ? e164 : NULL;
-			p[6] = nz(c->phone_raw);
-			p[7] = strcmp(kind, "business_user_id") == 0 ? ext
-			                                             : NULL;
-			p[8] = s0(c->name);
-			p[9] = jtext(c->custom_fields);
-			p[10] = nz(c->created_at);
-			p[11] = nz(c->updated_at);
-			if ((rv = q(call, db, "import the contact",
-			            "INSERT INTO messaging.contacts "
-			            "(tenant_id, "
-			            "id, channel_id, external_id, "
-			            "external_id_kind, phone, phone_raw, "
-			            "business_user_id, name, custom_fields, "
-			            "created_at, updated_at) VALUES ($1, $2, "
-			            "$3, "
-			            "$4, $5, $6, $7, $8, $9, "
-			            "coalesce($10::jsonb, "
-			            "'{}'), coalesce($11::timestamptz, now()), "
-			            "coalesce($12::timestamptz, "
-			            "$11::timestamptz, "
-			            "now()))",
-			            12, p, NULL)) != PL_OK)
-				return rv;
-			if (c->n_tags > 0 || nz(c->opted_out_at)) {
-				json_t *tags = json_array();
-				char *tj;
-				for (size_t k = 0; k < c->n_tags; k++)
-					json_array_append_new(
-					        tags, json_string(c->tags[k]));
-				tj = json_dumps(tags, JSON_COMPACT);
-				json_decref(tags);
-				const char *u[4] = { tenant, id, tj,
-					             nz(c->opted_out_at) };
-				rv = q(call, db, "tag the contact",
-				       "UPDATE messaging.contacts SET tags = "
-				       "ARRAY(SELECT jsonb_array_elements_text("
-				       "$3::jsonb)), opted_out_at = $4 WHERE "
-				       "tenant_id = $1 AND id = $2",
-				       4, u, NULL);
-				free(tj);
-				if (rv != PL_OK)
-					return rv;
-			}
-		}
-		if ((rv = map_put(call, db, tenant, "contact", c->legacy_id, id,
-		                  nz(c->phone_raw), NULL)) != PL_OK)
+		free(tj);
+		if (rv != PL_OK)
 			return rv;
+		if (PQntuples(r) != 1) {
+			PQclear(r);
+			return pl_call_error(call, PL_INTERNAL,
+			                     "contact %s was not imported",
+			                     c->legacy_id);
+		}
+		snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
+		created = PQgetvalue(r, 0, 1)[0] == 't';
+		PQclear(r);
 		t->out->ids[t->out->n_ids++] =
-		        imported(a, c->legacy_id, id, true, merged);
-		if (merged)
-			t->out->merged++;
-		else
+		        imported(a, c->legacy_id, id, true, !created);
+		if (created)
 			t->out->created++;
+		else
+			t->out->merged++;
 	}
 	return PL_OK;
 }
@@ -403,67 +437,105 @@ typedef struct convs_tx {
 	char (*conv_ids)[40];
 } convs_tx;
 
+// One new legacy conversation in one statement: the conversation the
+// contact already has open (a message came in through a webhook before the
+// import; at most one is open per contact) unless this one is closed, a
+// new one otherwise; then its map row.
+static const char conversation_sql[] =
+        "WITH f AS (SELECT id FROM messaging.conversations WHERE tenant_id = "
+        "$1 AND contact_id = $3 AND status <> 'closed' AND $6 <> 'closed'), "
+        "i AS (INSERT INTO messaging.conversations (tenant_id, id, "
+        "contact_id, channel_id, agent_id, status, owner, created_at, "
+        "last_activity_at, closed_at) SELECT $1, $2, $3, $4, $5, $6, $7, "
+        "coalesce($8::timestamptz, now()), coalesce($8::timestamptz, now()), "
+        "$9::timestamptz WHERE NOT EXISTS (SELECT 1 FROM f) RETURNING id), "
+        "t AS (SELECT id, false AS created FROM f UNION ALL SELECT id, true "
+        "FROM i), "
+        "m AS (INSERT INTO messaging.import_map (tenant_id, kind, legacy_id, "
+        "id) SELECT $1, 'conversation', $10, id FROM t) "
+        "SELECT id, created FROM t";
+
+// The conversation of c: known (id already set from the map) or imported.
 static int
 conv_upsert(convs_tx *t, pl_db *db, const M(ImportConversation) * c,
             char id[40], bool *created)
 {
 	pl_call *call = t->call;
-	const char *tenant = t->in->tenant_id;
+	const char *p[10];
 	PGresult *r = NULL;
 	int rv;
 
 	*created = false;
-	if ((rv = map_get(call, db, tenant, "conversation", c->legacy_id,
-	                  id)) != PL_OK)
-		return rv;
 	if (id[0])
 		return PL_OK;
-	{
-		// A conversation the contact already has open (a message came
-		// in through a webhook before the import) is the one to fill:
-		// at most one is open per contact.
-		const char *p[2] = { tenant, c->contact_id };
-		if ((rv = q(call, db, "find the conversation",
-		            "SELECT id FROM messaging.conversations WHERE "
-		            "tenant_id = $1 AND contact_id = $2 AND status <> "
-		            "'closed'",
-		            2, p, &r)) != PL_OK)
-			return rv;
-	}
-	if (PQntuples(r) == 1 && c->status != 3) {
-		snprintf(id, 40, "%s", PQgetvalue(r, 0, 0));
+	pl_uuid7_str(id);
+	p[0] = t->in->tenant_id;
+	p[1] = id;
+	p[2] = c->contact_id;
+	p[3] = t->in->channel_id;
+	p[4] = nz(c->agent_id);
+	p[5] = IN_RANGE(c->status, cstatus_names) ? cstatus_names[c->status]
+	                                          : "open";
+	p[6] = c->owner == 2 ? "human" : "bot";
+	p[7] = nz(c->created_at);
+	p[8] = strcmp(p[5], "closed") == 0
+	               ? (nz(c->closed_at) ? c->closed_at : "now")
+	               : NULL;
+	p[9] = c->legacy_id;
+	if ((rv = q(call, db, "import the conversation", conversation_sql, 10,
+	            p, &r)) != PL_OK)
+		return rv;
+	if (PQntuples(r) != 1) {
 		PQclear(r);
-	} else {
-		const char *p[9];
-		PQclear(r);
-		pl_uuid7_str(id);
-		p[0] = tenant;
-		p[1] = id;
-		p[2] = c->contact_id;
-		p[3] = t->in->channel_id;
-		p[4] = nz(c->agent_id);
-		p[5] = IN_RANGE(c->status, cstatus_names)
-		               ? cstatus_names[c->status]
-		               : "open";
-		p[6] = c->owner == 2 ? "human" : "bot";
-		p[7] = nz(c->created_at);
-		p[8] = strcmp(p[5], "closed") == 0
-		               ? (nz(c->closed_at) ? c->closed_at : "now")
-		               : NULL;
-		if ((rv = q(call, db, "import the conversation",
-		            "INSERT INTO messaging.conversations (tenant_id, "
-		            "id, contact_id, channel_id, agent_id, status, "
-		            "owner, created_at, last_activity_at, closed_at) "
-		            "VALUES ($1, $2, $3, $4, $5, $6, $7, "
-		            "coalesce($8::timestamptz, now()), "
-		            "coalesce($8::timestamptz, now()), $9)",
-		            9, p, NULL)) != PL_OK)
-			return rv;
-		*created = true;
+		return pl_call_error(call, PL_INTERNAL,
+		                     "conversation %s was not imported",
+		                     c->legacy_id);
 	}
-	return map_put(call, db, tenant, "conversation", c->legacy_id, id, NULL,
-	               NULL);
+	snprintf(id, 40, "%s", PQgetvalue(r, 0, 0));
+	*created = PQgetvalue(r, 0, 1)[0] == 't';
+	PQclear(r);
+	return PL_OK;
 }
+
+// The messages of a batch, in one statement ($1 tenant, $2 the rows as a
+// JSON array, $3 channel). Answers legacy id, Parley id, created.
+static const char messages_sql[] =
+        "WITH x AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(i int, "
+        "legacy_id text, nid uuid, conv uuid, direction text, sender text, "
+        "type text, text text, media_url text, mime text, status text, pid "
+        "text, pat timestamptz, cat timestamptz, metadata text, agent uuid, "
+        "reply text)), "
+        "m AS (INSERT INTO messaging.import_map (tenant_id, kind, legacy_id, "
+        "id) SELECT $1, 'message', legacy_id, nid FROM x ON CONFLICT DO "
+        "NOTHING RETURNING legacy_id, id), "
+        "ins AS (INSERT INTO messaging.messages (tenant_id, id, "
+        "conversation_id, channel_id, direction, sender, agent_id, type, "
+        "text, media_url, media_mime_type, provider_message_id, status, "
+        "sent_at, provider_created_at, metadata, reply_state, created_at) "
+        "SELECT $1, x.nid, x.conv, $3, x.direction, x.sender, x.agent, "
+        "x.type, x.text, x.media_url, x.mime, x.pid, x.status, CASE WHEN "
+        "x.direction = 'outbound' AND x.status IN ('sent', 'delivered', "
+        "'read', 'played') THEN x.pat END, x.pat, coalesce(x.metadata::jsonb, "
+        "'{}'), x.reply, coalesce(x.cat, x.pat, now()) FROM x JOIN m ON "
+        "m.legacy_id = x.legacy_id AND m.id = x.nid RETURNING "
+        "conversation_id, direction, sender, coalesce(provider_created_at, "
+        "created_at) AS at), "
+        "s AS (SELECT conversation_id, count(*) AS n, max(at) FILTER (WHERE "
+        "direction = 'inbound') AS li, max(at) FILTER (WHERE direction = "
+        "'outbound') AS lo, max(at) FILTER (WHERE sender = 'bot') AS lb, "
+        "max(at) AS la FROM ins GROUP BY conversation_id), "
+        "u AS (UPDATE messaging.conversations c SET message_count = "
+        "c.message_count + s.n, last_inbound_at = greatest(c.last_inbound_at, "
+        "s.li), last_outbound_at = greatest(c.last_outbound_at, s.lo), "
+        "last_bot_message_at = greatest(c.last_bot_message_at, s.lb), "
+        "last_activity_at = greatest(c.last_activity_at, c.created_at, s.la), "
+        "closed_at = CASE WHEN c.status = 'closed' THEN "
+        "greatest(c.last_activity_at, c.created_at, s.la) END, updated_at = "
+        "now() FROM s WHERE c.tenant_id = $1 AND c.id = s.conversation_id) "
+        "SELECT x.legacy_id, coalesce(m.id, im.id), coalesce(m.id = x.nid, "
+        "false) FROM x LEFT JOIN m ON m.legacy_id = x.legacy_id LEFT JOIN "
+        "messaging.import_map im ON m.id IS NULL AND im.tenant_id = $1 AND "
+        "im.kind = 'message' AND im.legacy_id = x.legacy_id ORDER BY x.i";
 
 static int
 convs_fn(pl_db *db, void *arg)
@@ -472,13 +544,26 @@ convs_fn(pl_db *db, void *arg)
 	pl_call *call = t->call;
 	pl_arena *a = call->arena;
 	const char *tenant = t->in->tenant_id;
-	json_t *rows = json_array(), *ids = json_array();
-	char *rows_s = NULL, *ids_s = NULL;
+	json_t *rows = json_array();
+	char *rows_s = NULL;
 	PGresult *r = NULL;
 	int rv = PL_OK;
 
 	t->out->n_conversations = t->out->n_messages = 0;
 	t->out->messages_created = t->out->messages_existing = 0;
+	{
+		size_t n = t->in->n_conversations;
+		const char **legacy =
+		        pl_arena_zalloc(a, sizeof(char *) * (n + 1));
+		if (legacy == NULL)
+			return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+			                     "batch too big");
+		for (size_t i = 0; i < n; i++)
+			legacy[i] = t->in->conversations[i]->legacy_id;
+		if ((rv = map_get_many(call, db, tenant, "conversation", legacy,
+		                       n, t->conv_ids)) != PL_OK)
+			return rv;
+	}
 	for (size_t i = 0; i < t->in->n_conversations; i++) {
 		const M(ImportConversation) *c = t->in->conversations[i];
 		bool created;
@@ -488,7 +573,6 @@ convs_fn(pl_db *db, void *arg)
 			goto out;
 		t->out->conversations[t->out->n_conversations++] = imported(
 		        a, c->legacy_id, t->conv_ids[i], created, false);
-		json_array_append_new(ids, json_string(t->conv_ids[i]));
 		for (size_t k = 0; k < c->n_messages; k++) {
 			const M(ImportMessage) *m = c->messages[k];
 			char nid[40];
@@ -496,8 +580,9 @@ convs_fn(pl_db *db, void *arg)
 
 			pl_uuid7_str(nid);
 			o = json_pack(
-			        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, "
-			        "s:s, s:s*, s:s*, s:s*, s:o*, s:s*, s:s*}",
+			        "{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, "
+			        "s:s, s:s, s:s*, s:s*, s:s*, s:s*, s:s*, s:s*}",
+			        "i", (json_int_t)json_array_size(rows),
 			        "legacy_id", m->legacy_id, "nid", nid, "conv",
 			        t->conv_ids[i], "direction",
 			        dir_names[m->direction], "sender",
@@ -509,11 +594,7 @@ convs_fn(pl_db *db, void *arg)
 			        nz(m->provider_message_id), "pat",
 			        nz(m->provider_created_at), "cat",
 			        nz(m->created_at), "metadata",
-			        jtext(m->metadata)
-			                ? json_loads(jtext(m->metadata), 0,
-			                             NULL)
-			                : NULL,
-			        "agent",
+			        jtext(m->metadata), "agent",
 			        m->sender == 2 ? nz(c->agent_id) : NULL,
 			        "reply", m->direction == 1 ? "done" : "none");
 			if (o == NULL) {
@@ -527,90 +608,39 @@ convs_fn(pl_db *db, void *arg)
 		}
 	}
 	rows_s = json_dumps(rows, JSON_COMPACT);
-	ids_s = json_dumps(ids, JSON_COMPACT);
+	if (rows_s == NULL) {
+		rv = pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                   "batch too big");
+		goto out;
+	}
 	{
+		// One statement: the map rows first (a legacy id already there
+		// inserts nothing), the messages whose map row this statement
+		// made, the conversations' counters and times advanced by
+		// exactly those messages (a batch repeated after a crash adds
+		// nothing twice), and every legacy id's Parley id in request
+		// order.
 		const char *p[3] = { tenant, rows_s, t->in->channel_id };
-		if ((rv = q(call, db, "import the messages",
-		            "WITH x AS (SELECT * FROM jsonb_to_recordset($2::"
-		            "jsonb) AS x(legacy_id text, nid uuid, conv uuid, "
-		            "direction text, sender text, type text, text "
-		            "text, media_url text, mime text, status text, pid "
-		            "text, pat timestamptz, cat timestamptz, metadata "
-		            "jsonb, agent uuid, reply text)), m AS (INSERT "
-		            "INTO messaging.import_map (tenant_id, kind, "
-		            "legacy_id, id) SELECT $1, 'message', legacy_id, "
-		            "nid FROM x ON CONFLICT DO NOTHING RETURNING "
-		            "legacy_id) INSERT INTO messaging.messages "
-		            "(tenant_id, id, conversation_id, channel_id, "
-		            "direction, sender, agent_id, type, text, "
-		            "media_url, media_mime_type, provider_message_id, "
-		            "status, sent_at, provider_created_at, metadata, "
-		            "reply_state, created_at) SELECT $1, x.nid, "
-		            "x.conv, $3, x.direction, x.sender, x.agent, "
-		            "x.type, x.text, x.media_url, x.mime, x.pid, "
-		            "x.status, CASE WHEN x.direction = 'outbound' AND "
-		            "x.status IN ('sent', 'delivered', 'read', "
-		            "'played') THEN x.pat END, x.pat, "
-		            "coalesce(x.metadata, '{}'), x.reply, "
-		            "coalesce(x.cat, x.pat, now()) FROM x JOIN m ON "
-		            "m.legacy_id = x.legacy_id",
-		            3, p, &r)) != PL_OK)
+		if ((rv = q(call, db, "import the messages", messages_sql, 3, p,
+		            &r)) != PL_OK)
 			goto out;
-		t->out->messages_created = atoi(PQcmdTuples(r));
+		for (int i = 0; i < PQntuples(r); i++) {
+			bool created = PQgetvalue(r, i, 2)[0] == 't';
+			t->out->messages[t->out->n_messages++] =
+			        imported(a, PQgetvalue(r, i, 0),
+			                 PQgetvalue(r, i, 1), created, false);
+			if (created)
+				t->out->messages_created++;
+			else
+				t->out->messages_existing++;
+		}
 		PQclear(r);
 		r = NULL;
-	}
-	{
-		const char *p[2] = { tenant, rows_s };
-		if ((rv = q(call, db, "read the message ids",
-		            "SELECT x.legacy_id, im.id, im.id = x.nid FROM "
-		            "ROWS FROM (jsonb_to_recordset($2::jsonb) AS "
-		            "(legacy_id text, nid uuid)) WITH ORDINALITY AS "
-		            "x(legacy_id, nid, ord) JOIN messaging.import_map "
-		            "im ON im.tenant_id = $1 AND im.kind = 'message' "
-		            "AND im.legacy_id = x.legacy_id ORDER BY x.ord",
-		            2, p, &r)) != PL_OK)
-			goto out;
-		for (int i = 0; i < PQntuples(r); i++)
-			t->out->messages[t->out->n_messages++] = imported(
-			        a, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
-			        PQgetvalue(r, i, 2)[0] == 't', false);
-		t->out->messages_existing =
-		        PQntuples(r) - t->out->messages_created;
-		PQclear(r);
-		r = NULL;
-	}
-	{
-		// The conversations' counters and times, from their rows (so a
-		// batch repeated after a crash cannot count twice).
-		const char *p[2] = { tenant, ids_s };
-		rv = q(call, db, "update the conversations",
-		       "UPDATE messaging.conversations c SET message_count = "
-		       "s.n, last_inbound_at = s.li, last_outbound_at = s.lo, "
-		       "last_bot_message_at = s.lb, last_activity_at = "
-		       "greatest(c.created_at, s.la), closed_at = CASE WHEN "
-		       "c.status = 'closed' THEN greatest(c.created_at, s.la) "
-		       "END, updated_at = now() FROM (SELECT conversation_id, "
-		       "count(*) AS n, max(coalesce(provider_created_at, "
-		       "created_at)) FILTER (WHERE direction = 'inbound') AS "
-		       "li, max(coalesce(provider_created_at, created_at)) "
-		       "FILTER (WHERE direction = 'outbound') AS lo, "
-		       "max(coalesce(provider_created_at, created_at)) FILTER "
-		       "(WHERE sender = 'bot') AS lb, "
-		       "max(coalesce(provider_created_at, created_at)) AS la "
-		       "FROM messaging.messages WHERE tenant_id = $1 AND "
-		       "conversation_id IN (SELECT "
-		       "jsonb_array_elements_text($2::jsonb)::uuid) GROUP BY "
-		       "conversation_id) s WHERE c.tenant_id = $1 AND c.id = "
-		       "s.conversation_id",
-		       2, p, NULL);
 	}
 out:
 	PQclear(r);
 	json_decref(rows);
-	json_decref(ids);
 	free(rows_s);
-	free(ids_s);
 	return rv;
 }
 
@@ -731,101 +761,116 @@ typedef struct orders_tx {
 	M(ImportOrdersResponse) * out;
 } orders_tx;
 
+// The orders of a batch in one statement ($1 tenant, $2 the rows as a JSON
+// array with their items): map rows, orders and items for the legacy ids not
+// in the map yet; answers legacy id, Parley id, created in request order.
+static const char orders_sql[] =
+        "WITH x AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(i int, "
+        "legacy_id text, nid uuid, contact uuid, conv uuid, msg uuid, status "
+        "text, currency text, address text, notes text, cat timestamptz, uat "
+        "timestamptz, items jsonb, details text)), "
+        "m AS (INSERT INTO messaging.import_map (tenant_id, kind, legacy_id, "
+        "id, details) SELECT $1, 'order', legacy_id, nid, details::jsonb FROM "
+        "x ON "
+        "CONFLICT DO NOTHING RETURNING legacy_id, id), "
+        "n AS (SELECT x.* FROM x JOIN m ON m.legacy_id = x.legacy_id AND m.id "
+        "= x.nid), "
+        "o AS (INSERT INTO messaging.orders (tenant_id, id, contact_id, "
+        "conversation_id, message_id, status, currency, address, notes, "
+        "confirmed_at, shipped_at, delivered_at, cancelled_at, created_at, "
+        "updated_at) SELECT $1, nid, contact, conv, msg, status, currency, "
+        "coalesce(address::jsonb, '{}'), coalesce(notes, ''), CASE WHEN status "
+        "IN "
+        "('confirmed', 'shipped', 'delivered') THEN coalesce(uat, now()) END, "
+        "CASE WHEN status IN ('shipped', 'delivered') THEN coalesce(uat, "
+        "now()) END, CASE WHEN status = 'delivered' THEN coalesce(uat, now()) "
+        "END, CASE WHEN status = 'cancelled' THEN coalesce(uat, now()) END, "
+        "coalesce(cat, now()), coalesce(uat, cat, now()) FROM n), "
+        "it AS (INSERT INTO messaging.order_items (tenant_id, order_id, "
+        "position, sku, name, quantity, unit_price_minor) SELECT $1, n.nid, "
+        "e.pos, coalesce(e.v->>'sku', ''), e.v->>'name', "
+        "(e.v->>'qty')::bigint, "
+        "(e.v->>'price')::bigint FROM n, jsonb_array_elements(n.items) WITH "
+        "ORDINALITY AS e(v, pos)) "
+        "SELECT x.legacy_id, coalesce(m.id, im.id), coalesce(m.id = x.nid, "
+        "false) FROM x LEFT JOIN m ON m.legacy_id = x.legacy_id LEFT JOIN "
+        "messaging.import_map im ON m.id IS NULL AND im.tenant_id = $1 AND "
+        "im.kind = 'order' AND im.legacy_id = x.legacy_id ORDER BY x.i";
+
 static int
 orders_fn(pl_db *db, void *arg)
 {
 	orders_tx *t = arg;
 	pl_call *call = t->call;
-	const char *tenant = t->in->tenant_id;
-	int rv;
+	json_t *rows = json_array();
+	char *rows_s = NULL;
+	PGresult *r = NULL;
+	int rv = PL_OK;
 
 	t->out->n_ids = 0;
 	t->out->created = t->out->existing = 0;
 	for (size_t i = 0; i < t->in->n_orders; i++) {
 		const M(ImportOrder) *o = t->in->orders[i];
-		char id[40];
-		const char *st = ostatus_names[o->status];
+		json_t *items = json_array(), *row;
+		char nid[40];
 
-		if ((rv = map_get(call, db, tenant, "order", o->legacy_id,
-		                  id)) != PL_OK)
-			return rv;
-		if (id[0]) {
-			t->out->ids[t->out->n_ids++] = imported(
-			        call->arena, o->legacy_id, id, false, false);
-			t->out->existing++;
-			continue;
-		}
-		pl_uuid7_str(id);
-		{
-			const char *p[11] = { tenant,
-				              id,
-				              o->contact_id,
-				              nz(o->conversation_id),
-				              nz(o->message_id),
-				              st,
-				              o->currency,
-				              jtext(o->address),
-				              s0(o->notes),
-				              nz(o->created_at),
-				              nz(o->updated_at) };
-			if ((rv = q(call, db, "import the order",
-			            "INSERT INTO messaging.orders (tenant_id, "
-			            "id, "
-			            "contact_id, conversation_id, message_id, "
-			            "status, currency, address, notes, "
-			            "confirmed_at, shipped_at, delivered_at, "
-			            "cancelled_at, created_at, updated_at) "
-			            "VALUES "
-			            "($1, $2, $3, $4, $5, $6, $7, "
-			            "coalesce($8::jsonb, '{}'), $9, CASE WHEN "
-			            "$6 "
-			            "IN ('confirmed', 'shipped', 'delivered') "
-			            "THEN "
-			            "coalesce($11::timestamptz, now()) END, "
-			            "CASE "
-			            "WHEN $6 IN ('shipped', 'delivered') THEN "
-			            "coalesce($11::timestamptz, now()) END, "
-			            "CASE "
-			            "WHEN $6 = 'delivered' THEN "
-			            "coalesce($11::timestamptz, now()) END, "
-			            "CASE "
-			            "WHEN $6 = 'cancelled' THEN "
-			            "coalesce($11::timestamptz, now()) END, "
-			            "coalesce($10::timestamptz, now()), "
-			            "coalesce($11::timestamptz, "
-			            "$10::timestamptz, "
-			            "now()))",
-			            11, p, NULL)) != PL_OK)
-				return rv;
-		}
 		for (size_t k = 0; k < o->n_items; k++) {
 			const M(OrderItem) *it = o->items[k];
-			char pos[24], qty[24], price[24];
-			const char *p[7] = { tenant,   id,  pos,  s0(it->sku),
-				             it->name, qty, price };
-			snprintf(pos, sizeof(pos), "%zu", k + 1);
-			snprintf(qty, sizeof(qty), "%lld",
-			         (long long)it->quantity);
-			snprintf(price, sizeof(price), "%lld",
-			         (long long)it->unit_price_minor);
-			if ((rv = q(call, db, "import the order's items",
-			            "INSERT INTO messaging.order_items "
-			            "(tenant_id, order_id, position, sku, "
-			            "name, "
-			            "quantity, unit_price_minor) VALUES ($1, "
-			            "$2, "
-			            "$3, $4, $5, $6, $7)",
-			            7, p, NULL)) != PL_OK)
-				return rv;
+			json_array_append_new(
+			        items,
+			        json_pack("{s:s, s:s, s:I, s:I}", "sku",
+			                  s0(it->sku), "name", it->name, "qty",
+			                  (json_int_t)it->quantity, "price",
+			                  (json_int_t)it->unit_price_minor));
 		}
-		if ((rv = map_put(call, db, tenant, "order", o->legacy_id, id,
-		                  NULL, jtext(o->legacy_details))) != PL_OK)
-			return rv;
-		t->out->ids[t->out->n_ids++] =
-		        imported(call->arena, o->legacy_id, id, true, false);
-		t->out->created++;
+		pl_uuid7_str(nid);
+		row = json_pack(
+		        "{s:I, s:s, s:s, s:s, s:s*, s:s*, s:s, s:s, s:s*, "
+		        "s:s, s:s*, s:s*, s:o, s:s*}",
+		        "i", (json_int_t)i, "legacy_id", o->legacy_id, "nid",
+		        nid, "contact", o->contact_id, "conv",
+		        nz(o->conversation_id), "msg", nz(o->message_id),
+		        "status", ostatus_names[o->status], "currency",
+		        o->currency, "address", jtext(o->address), "notes",
+		        s0(o->notes), "cat", nz(o->created_at), "uat",
+		        nz(o->updated_at), "items", items, "details",
+		        jtext(o->legacy_details));
+		if (row == NULL) {
+			rv = pl_call_violation(
+			        call,
+			        pl_arena_printf(call->arena, "orders[%zu]", i),
+			        "must be valid UTF-8 text");
+			goto out;
+		}
+		json_array_append_new(rows, row);
 	}
-	return PL_OK;
+	rows_s = json_dumps(rows, JSON_COMPACT);
+	if (rows_s == NULL) {
+		rv = pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                   "batch too big");
+		goto out;
+	}
+	{
+		const char *p[2] = { t->in->tenant_id, rows_s };
+		if ((rv = q(call, db, "import the orders", orders_sql, 2, p,
+		            &r)) != PL_OK)
+			goto out;
+	}
+	for (int i = 0; i < PQntuples(r); i++) {
+		bool created = PQgetvalue(r, i, 2)[0] == 't';
+		t->out->ids[t->out->n_ids++] =
+		        imported(call->arena, PQgetvalue(r, i, 0),
+		                 PQgetvalue(r, i, 1), created, false);
+		if (created)
+			t->out->created++;
+		else
+			t->out->existing++;
+	}
+out:
+	PQclear(r);
+	json_decref(rows);
+	free(rows_s);
+	return rv;
 }
 
 int
@@ -950,64 +995,84 @@ params_json(const M(ImportCampaign) * c)
 	return s;
 }
 
+// The recipients of one campaign in one statement ($1 tenant, $2 the rows as
+// a JSON array, $3 campaign). Two legacy subscribers merged into one
+// contact are one recipient: the first (in request order) makes the row,
+// the other maps to it. Answers legacy id, Parley id, created, merged.
+static const char recipients_sql[] =
+        "WITH x AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(i int, "
+        "legacy_id text, nid uuid, contact uuid, status text, oin "
+        "timestamptz, oout timestamptz)), "
+        "todo AS (SELECT x.* FROM x WHERE NOT EXISTS (SELECT 1 FROM "
+        "messaging.import_map im WHERE im.tenant_id = $1 AND im.kind = "
+        "'recipient' AND im.legacy_id = x.legacy_id)), "
+        "ins AS (INSERT INTO messaging.campaign_recipients (tenant_id, id, "
+        "campaign_id, contact_id, status, opted_in_at, opted_out_at) SELECT "
+        "DISTINCT ON (contact) $1::uuid, nid, $3::uuid, contact, status, oin, "
+        "oout FROM todo ORDER BY contact, i ON CONFLICT (tenant_id, "
+        "campaign_id, contact_id) DO NOTHING RETURNING id, contact_id), "
+        "t AS (SELECT todo.i, todo.legacy_id, coalesce(ins.id, cr.id) AS id, "
+        "coalesce(ins.id = todo.nid, false) AS created FROM todo LEFT JOIN "
+        "ins ON ins.contact_id = todo.contact LEFT JOIN "
+        "messaging.campaign_recipients cr ON ins.id IS NULL AND cr.tenant_id "
+        "= $1 AND cr.campaign_id = $3 AND cr.contact_id = todo.contact), "
+        "mp AS (INSERT INTO messaging.import_map (tenant_id, kind, legacy_id, "
+        "id) SELECT DISTINCT ON (legacy_id) $1::uuid, 'recipient', legacy_id, "
+        "id FROM t ORDER BY legacy_id, i ON CONFLICT DO NOTHING) "
+        "SELECT x.legacy_id, coalesce(t.id, im.id), coalesce(t.created, "
+        "false), t.id IS NOT NULL AND NOT t.created FROM x LEFT JOIN t ON t.i "
+        "= x.i LEFT JOIN messaging.import_map im ON t.i IS NULL AND "
+        "im.tenant_id = $1 AND im.kind = 'recipient' AND im.legacy_id = "
+        "x.legacy_id ORDER BY x.i";
+
 static int
 recipients(campaigns_tx *t, pl_db *db, const M(ImportCampaign) * c,
            const char *campaign_id)
 {
 	pl_call *call = t->call;
-	const char *tenant = t->in->tenant_id;
-	int rv;
+	json_t *rows = json_array();
+	char *rows_s = NULL;
+	PGresult *r = NULL;
+	int rv = PL_OK;
 
+	if (c->n_recipients == 0)
+		goto out;
 	for (size_t k = 0; k < c->n_recipients; k++) {
 		const M(ImportRecipient) *x = c->recipients[k];
-		char id[40];
-		PGresult *r = NULL;
-		bool created = false;
+		char nid[40];
 
-		if ((rv = map_get(call, db, tenant, "recipient", x->legacy_id,
-		                  id)) != PL_OK)
-			return rv;
-		if (!id[0]) {
-			const char *p[7] = { tenant,
-				             id,
-				             campaign_id,
-				             x->contact_id,
-				             rstatus_names[x->status],
-				             nz(x->opted_in_at),
-				             nz(x->opted_out_at) };
-			pl_uuid7_str(id);
-			// Two legacy subscribers merged into one contact are
-			// one recipient: the second maps to the first's row.
-			if ((rv = q(call, db, "import the recipient",
-			            "WITH i AS (INSERT INTO "
-			            "messaging.campaign_recipients (tenant_id, "
-			            "id, "
-			            "campaign_id, contact_id, status, "
-			            "opted_in_at, opted_out_at) VALUES ($1, "
-			            "$2, "
-			            "$3, $4, $5, $6, $7) ON CONFLICT "
-			            "(tenant_id, "
-			            "campaign_id, contact_id) DO NOTHING "
-			            "RETURNING id) SELECT id FROM i UNION ALL "
-			            "SELECT id FROM "
-			            "messaging.campaign_recipients "
-			            "WHERE tenant_id = $1 AND campaign_id = $3 "
-			            "AND "
-			            "contact_id = $4 LIMIT 1",
-			            7, p, &r)) != PL_OK)
-				return rv;
-			created = strcmp(PQgetvalue(r, 0, 0), id) == 0;
-			snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
-			PQclear(r);
-			if ((rv = map_put(call, db, tenant, "recipient",
-			                  x->legacy_id, id, NULL, NULL)) !=
-			    PL_OK)
-				return rv;
-		}
-		t->out->recipients[t->out->n_recipients++] = imported(
-		        call->arena, x->legacy_id, id, created, !created);
+		pl_uuid7_str(nid);
+		json_array_append_new(
+		        rows,
+		        json_pack("{s:I, s:s, s:s, s:s, s:s, s:s*, s:s*}", "i",
+		                  (json_int_t)k, "legacy_id", x->legacy_id,
+		                  "nid", nid, "contact", x->contact_id,
+		                  "status", rstatus_names[x->status], "oin",
+		                  nz(x->opted_in_at), "oout",
+		                  nz(x->opted_out_at)));
 	}
-	return PL_OK;
+	rows_s = json_dumps(rows, JSON_COMPACT);
+	if (rows_s == NULL || json_array_size(rows) != c->n_recipients) {
+		rv = pl_call_violation(call, "recipients",
+		                       "must be valid UTF-8 text");
+		goto out;
+	}
+	{
+		const char *p[3] = { t->in->tenant_id, rows_s, campaign_id };
+		if ((rv = q(call, db, "import the recipients", recipients_sql,
+		            3, p, &r)) != PL_OK)
+			goto out;
+	}
+	for (int i = 0; i < PQntuples(r); i++)
+		t->out->recipients[t->out->n_recipients++] = imported(
+		        call->arena, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+		        PQgetvalue(r, i, 2)[0] == 't',
+		        PQgetvalue(r, i, 3)[0] == 't');
+out:
+	PQclear(r);
+	json_decref(rows);
+	free(rows_s);
+	return rv;
 }
 
 static int
@@ -1298,6 +1363,17 @@ summary_fn(pl_db *db, void *arg)
 	PGresult *r = NULL;
 	int n, rv;
 
+	// Right after a bulk import the tables have no statistics yet (the
+	// autovacuum daemon has not come by): without them the summary's
+	// joins over 100,000 messages got plans that ran past the call's
+	// deadline. A sample per table costs well under a second.
+	if ((rv = q(call, db, "analyse the imported tables",
+	            "ANALYZE messaging.import_map, messaging.contacts, "
+	            "messaging.conversations, messaging.messages, "
+	            "messaging.orders, messaging.order_items, "
+	            "messaging.campaigns, messaging.campaign_recipients",
+	            0, NULL, NULL)) != PL_OK)
+		return rv;
 	if ((rv = q(call, db, "summarise the import", summary_sql, 1, p, &r)) !=
 	    PL_OK)
 		return rv;

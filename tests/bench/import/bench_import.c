@@ -2,12 +2,18 @@
 // 100,000 messages, 5,000 orders, 50 campaigns and their subscribers, the
 // LangGraph tables) into the real services (in process, each its own
 // database), timed per table. Target on 2 cores: <= 60 s in all.
+// Prints per run: total, phases, rows/s per table, the CPU seconds of
+// this process and of PostgreSQL, the RPCs made, and the load average;
+// with PARLEY_BENCH_PGSS=1 also the statements that took the most time
+// (pg_stat_statements).
 //   build-rel/tests/bench/import/bench_import
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <sys/resource.h>
 
 #include <libpq-fe.h>
 #include <sodium.h>
@@ -32,6 +38,7 @@ static fake_provider *fp;
 static bool up;
 static char env_buf[4][PGH_URL_MAX + 64];
 static char legacy_url[PGH_URL_MAX];
+static bool pgss;
 
 // Loads schema.sql + generate.sql into a new database with psql.
 static int
@@ -59,6 +66,14 @@ setup(void)
 	if (rc == -1)
 		return 0;
 	if (fake_provider_start(&fp) != 0)
+		return -1;
+	// PARLEY_BENCH_PGSS=1: pg_stat_statements on, the statements that
+	// took the most time printed after each run.
+	if (pgss &&
+	    (pgh_exec(&pg, "ALTER SYSTEM SET shared_preload_libraries = "
+	                   "'pg_stat_statements'") != 0 ||
+	     pgh_restart(&pg) != 0 ||
+	     pgh_exec(&pg, "CREATE EXTENSION pg_stat_statements") != 0))
 		return -1;
 	// The generator's defaults: 1,000 contacts, 100,000 messages...
 	if (load_legacy("legacy", "", legacy_url) != 0)
@@ -106,7 +121,6 @@ setup(void)
 			env_buf[0],
 			env_buf[2],
 			"PARLEY_ANALYTICS_URL=",
-			"PARLEY_MESSAGING_POLL=20ms",
 			"PARLEY_MESSAGING_CHANNEL_CACHE=0",
 			NULL,
 		};
@@ -134,15 +148,151 @@ teardown(void)
 	return 0;
 }
 
+// CPU seconds (user + system) of this process: the importer and the four
+// services, which run in it.
+static double
+cpu_self(void)
+{
+	struct rusage u;
+
+	getrusage(RUSAGE_SELF, &u);
+	return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 +
+	       (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec / 1e6;
+}
+
+// CPU seconds of the cluster: the postmaster and its children (the
+// services' pooled connections live through a run; the importer's source
+// connection is counted while it is open, so the read is under-counted).
+static double
+cpu_pg(void)
+{
+	char path[160], line[1024];
+	long tck = sysconf(_SC_CLK_TCK);
+	double sum = 0;
+	pid_t pm = 0;
+	FILE *f;
+	DIR *d;
+	struct dirent *e;
+
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", pg.dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	if (fscanf(f, "%d", &pm) != 1)
+		pm = 0;
+	fclose(f);
+	if (pm <= 0 || (d = opendir("/proc")) == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		char *p;
+		int ppid;
+		unsigned long ut, st;
+		pid_t pid = (pid_t)strtol(e->d_name, &p, 10);
+		if (*p != '\0' || pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		if (fgets(line, sizeof(line), f) != NULL &&
+		    (p = strrchr(line, ')')) != NULL &&
+		    sscanf(p + 2,
+		           "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+		           &ppid, &ut, &st) == 3 &&
+		    (pid == pm || ppid == pm))
+			sum += (double)(ut + st) / (double)tck;
+		fclose(f);
+	}
+	closedir(d);
+	return sum;
+}
+
+static void
+pgss_reset(void)
+{
+	if (pgss)
+		pgh_exec(&pg, "SELECT pg_stat_statements_reset()");
+}
+
+static void
+pgss_print(void)
+{
+	PGconn *c;
+	PGresult *r;
+
+	if (!pgss)
+		return;
+	c = PQconnectdb(pg.url);
+	r = PQexec(c, "SELECT d.datname, s.calls, s.total_exec_time, s.rows, "
+	              "regexp_replace(left(s.query, 90), '\\s+', ' ', 'g') "
+	              "FROM pg_stat_statements s JOIN pg_database d ON d.oid = "
+	              "s.dbid ORDER BY s.total_exec_time DESC LIMIT 15");
+	printf("  %-12s %7s %9s %9s  %s\n", "database", "calls", "total ms",
+	       "rows", "statement");
+	for (int i = 0;
+	     PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
+		printf("  %-12s %7s %9.0f %9s  %s\n", PQgetvalue(r, i, 0),
+		       PQgetvalue(r, i, 1), atof(PQgetvalue(r, i, 2)),
+		       PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
+	PQclear(r);
+	PQfinish(c);
+}
+
+static void
+load_avg(char *out, size_t len)
+{
+	double l[3] = { -1, -1, -1 };
+
+	if (getloadavg(l, 3) < 0)
+		snprintf(out, len, "?");
+	else
+		snprintf(out, len, "%.2f %.2f %.2f", l[0], l[1], l[2]);
+}
+
+static void
+print_run(const char *what, int rc, const char *err, const imp_report *r,
+          double cpu_s, double cpu_p)
+{
+	char la[64];
+
+	load_avg(la, sizeof(la));
+	printf("%s: exit %d%s%s, %.1f s in all (target <= 60 s); load "
+	       "average now %s\n",
+	       what, rc, err[0] ? ": " : "", err, r->seconds, la);
+	printf("  phases: read %.2f s, map %.2f s, set-up %.2f s, write %.2f "
+	       "s, verify %.2f s\n",
+	       r->read_s, r->map_s, r->setup_s, r->write_s, r->verify_s);
+	printf("  CPU: importer + services %.1f s, PostgreSQL %.1f s "
+	       "(wall %.1f s); %ld RPCs, %ld of them writes\n",
+	       cpu_s, cpu_p, r->seconds, r->rpc_calls, r->rpc_writes);
+	printf("  %-20s %9s %9s %9s %8s %10s\n", "table", "rows", "created",
+	       "existing", "seconds", "rows/s");
+	for (int i = 0; i < IMP_TABLES; i++)
+		printf("  %-20s %9lld %9lld %9lld %8.2f %10.0f\n", r->t[i].name,
+		       (long long)r->t[i].parley, (long long)r->t[i].created,
+		       (long long)r->t[i].existing, r->t[i].seconds,
+		       r->t[i].seconds > 0
+		               ? (double)(r->t[i].created + r->t[i].existing) /
+		                         r->t[i].seconds
+		               : 0);
+	for (size_t i = 0; i < r->n_mismatches; i++)
+		printf("  mismatch: %s\n", r->mismatches[i]);
+	fflush(stdout);
+}
+
 int
 main(void)
 {
 	imp_opts o = { 0 };
 	imp_report r;
-	char err[1024] = "";
+	char err[1024] = "", la[64];
 	FILE *devnull = fopen("/dev/null", "w");
-	int rc;
+	double c0, p0;
+	int rc, rc1;
 
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	pgss = getenv("PARLEY_BENCH_PGSS") != NULL &&
+	       strcmp(getenv("PARLEY_BENCH_PGSS"), "1") == 0;
+	load_avg(la, sizeof(la));
+	printf("bench_import: load average at start %s\n", la);
 	if (setup() != 0 || !up) {
 		fprintf(stderr, "bench_import: could not set up\n");
 		teardown();
@@ -158,27 +308,25 @@ main(void)
 	o.messaging_url = hm.addr;
 	o.secret = SVCH_SECRET;
 	o.batch = 1000;
+	o.quiet = true;
 	o.out = devnull;
-	rc = import_run(&o, &r, err, sizeof(err));
-	printf("first run: exit %d%s%s, %.1f s in all (target <= 60 s)\n", rc,
-	       err[0] ? ": " : "", err, r.seconds);
-	printf("%-20s %9s %9s %8s %10s\n", "table", "rows", "created",
-	       "seconds", "rows/s");
-	for (int i = 0; i < IMP_TABLES; i++)
-		printf("%-20s %9lld %9lld %8.2f %10.0f\n", r.t[i].name,
-		       (long long)r.t[i].parley, (long long)r.t[i].created,
-		       r.t[i].seconds,
-		       r.t[i].seconds > 0
-		               ? (double)r.t[i].created / r.t[i].seconds
-		               : 0);
-	for (size_t i = 0; i < r.n_mismatches; i++)
-		printf("mismatch: %s\n", r.mismatches[i]);
+	pgss_reset();
+	c0 = cpu_self();
+	p0 = cpu_pg();
+	rc1 = import_run(&o, &r, err, sizeof(err));
+	print_run("first run", rc1, err, &r, cpu_self() - c0, cpu_pg() - p0);
+	pgss_print();
 	import_report_fini(&r);
+	err[0] = '\0';
+	pgss_reset();
+	c0 = cpu_self();
+	p0 = cpu_pg();
 	rc = import_run(&o, &r, err, sizeof(err));
-	printf("second run (imports nothing): exit %d, %.1f s\n", rc,
-	       r.seconds);
+	print_run("second run (imports nothing)", rc, err, &r, cpu_self() - c0,
+	          cpu_pg() - p0);
+	pgss_print();
 	import_report_fini(&r);
 	fclose(devnull);
 	teardown();
-	return rc;
+	return rc1 != 0 ? rc1 : rc;
 }
