@@ -38,6 +38,7 @@ typedef struct replica {
 	cconn *idle; // idle connections (LIFO)
 	int n;       // connections open or being dialed
 	int64_t down_until;
+	bool unreachable; // the last dial failed
 } replica;
 
 struct pl_rpc_client {
@@ -105,6 +106,7 @@ conn_dial(pl_rpc_client *c, int r, int64_t deadline)
 	if (aio != NULL)
 		nng_aio_free(aio);
 	pthread_mutex_lock(&c->mtx);
+	rp->unreachable = rv != 0;
 	if (rv != 0) {
 		rp->n--;
 		if (rv != NNG_ETIMEDOUT)
@@ -282,19 +284,18 @@ pl_rpc_client_close(pl_rpc_client *c)
 	free(c);
 }
 
-// True when no replica has been reached, or every one is resting after a
-// refused dial.
+// True when no replica has been reached, or the last dial to every one
+// failed.
 static bool
 all_down(pl_rpc_client *c)
 {
-	int64_t now = pl_now_ns();
 	bool down = true;
 
 	if (!atomic_load(&c->ever_connected))
 		return true;
 	pthread_mutex_lock(&c->mtx);
 	for (int i = 0; i < c->n_reps && down; i++)
-		down = c->reps[i].down_until > now;
+		down = c->reps[i].unreachable;
 	pthread_mutex_unlock(&c->mtx);
 	return down;
 }
