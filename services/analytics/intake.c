@@ -410,8 +410,11 @@ analytics_agg_finish(analytics_agg *a)
 {
 	if (a->oom)
 		return false;
-	qsort(a->rolls, a->n_rolls, sizeof(*a->rolls), cmp_roll);
-	qsort(a->hours, a->n_hours, sizeof(*a->hours), cmp_hour);
+	// qsort must not get NULL, even with nothing to sort.
+	if (a->n_rolls > 0)
+		qsort(a->rolls, a->n_rolls, sizeof(*a->rolls), cmp_roll);
+	if (a->n_hours > 0)
+		qsort(a->hours, a->n_hours, sizeof(*a->hours), cmp_hour);
 	a->n_dc = unique_contacts(a->dc, a->n_dc);
 	if (a->n_months > 0) {
 		size_t k = 0;
