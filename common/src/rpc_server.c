@@ -35,7 +35,7 @@
 // Requests up to this are read and answered INVALID_ARGUMENT past
 // max_msg; a longer frame closes the connection.
 #define DROP_MAX (256u << 20)
-// A started frame must arrive, and a reply be taken, within this.
+// A reply must be taken by the client within this.
 #define IO_BUDGET_NS (30LL * 1000000000LL)
 #define MAX_CONNS    4096
 
@@ -761,8 +761,10 @@ conn_main(void *arg)
 		pthread_mutex_unlock(&s->mtx);
 		if (stop)
 			break;
-		// No deadline while idle; pl_rpc_server_stop closes idle
-		// connections. A started frame gets IO_BUDGET_NS (below).
+		// No deadline while reading: pl_rpc_server_stop closes
+		// connections that wait here. A peer that stalls mid-frame
+		// holds this thread until then (at most MAX_CONNS of them;
+		// the RPC ports are internal).
 		rv = pl_wire_recv(&c->w, s->cfg.max_msg, DROP_MAX, 0, &req,
 		                  &len, &got);
 		pthread_mutex_lock(&s->mtx);
