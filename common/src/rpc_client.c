@@ -89,22 +89,9 @@ static cconn *
 conn_dial(pl_rpc_client *c, int r, int64_t deadline)
 {
 	replica *rp = &c->reps[r];
-	nng_aio *aio = NULL;
 	cconn *k = calloc(1, sizeof(*k));
-	int64_t left = (deadline - pl_now_ns()) / 1000000;
-	int rv = k == NULL ? NNG_ENOMEM : nng_aio_alloc(&aio, NULL, NULL);
+	int rv = k == NULL ? NNG_ENOMEM : pl_wire_dial(&k->w, rp->d, deadline);
 
-	if (rv == 0) {
-		nng_aio_set_timeout(aio, (nng_duration)(left > 0 ? left : 1));
-		nng_stream_dialer_dial(rp->d, aio);
-		nng_aio_wait(aio);
-		rv = nng_aio_result(aio);
-	}
-	if (rv == 0 &&
-	    (rv = pl_wire_init(&k->w, nng_aio_get_output(aio, 0))) != 0)
-		nng_stream_free(nng_aio_get_output(aio, 0));
-	if (aio != NULL)
-		nng_aio_free(aio);
 	pthread_mutex_lock(&c->mtx);
 	rp->unreachable = rv != 0;
 	if (rv != 0) {
@@ -501,7 +488,6 @@ pl_rpc_raw_exchange(const char *url, const void *req, size_t len,
 {
 	char u[512];
 	nng_stream_dialer *d = NULL;
-	nng_aio *aio = NULL;
 	pl_wire w = { 0 };
 	uint8_t *frame = malloc(len + 4);
 	const uint8_t *r;
@@ -516,14 +502,8 @@ pl_rpc_raw_exchange(const char *url, const void *req, size_t len,
 	memcpy(frame + 4, req, len);
 	rv = pl_wire_url(url, u, sizeof(u)) != 0 ? NNG_EADDRINVAL
 	                                         : pl_wire_dialer(&d, u, NULL);
-	if (rv == 0 && (rv = nng_aio_alloc(&aio, NULL, NULL)) == 0) {
-		nng_aio_set_timeout(aio, (nng_duration)timeout_ms);
-		nng_stream_dialer_dial(d, aio);
-		nng_aio_wait(aio);
-		if ((rv = nng_aio_result(aio)) == 0 &&
-		    (rv = pl_wire_init(&w, nng_aio_get_output(aio, 0))) != 0)
-			nng_stream_free(nng_aio_get_output(aio, 0));
-	}
+	if (rv == 0)
+		rv = pl_wire_dial(&w, d, deadline);
 	if (rv == 0)
 		rv = pl_wire_send(&w, frame, len + 4, deadline);
 	if (rv == 0)
@@ -532,8 +512,6 @@ pl_rpc_raw_exchange(const char *url, const void *req, size_t len,
 	if (rv == 0 && (*reply = malloc(*reply_len ? *reply_len : 1)) != NULL)
 		memcpy(*reply, r, *reply_len);
 	pl_wire_fini(&w);
-	if (aio != NULL)
-		nng_aio_free(aio);
 	if (d != NULL)
 		nng_stream_dialer_free(d);
 	free(frame);

@@ -58,6 +58,8 @@ int pl_wire_dialer(nng_stream_dialer **d, const char *url, nng_tls_config *tls);
 int pl_wire_listener(nng_stream_listener **l, const char *url,
                      nng_tls_config *tls);
 int pl_wire_init(pl_wire *w, nng_stream *s);
+// Dials with d before deadline and sets w up on the new stream.
+int pl_wire_dial(pl_wire *w, nng_stream_dialer *d, int64_t deadline);
 void pl_wire_fini(pl_wire *w);
 // Reads one frame before deadline (monotonic ns; 0: none). *frame stays
 // valid until the next call. Frames over max are read and dropped up to

@@ -87,6 +87,28 @@ pl_wire_init(pl_wire *w, nng_stream *s)
 	return 0;
 }
 
+int
+pl_wire_dial(pl_wire *w, nng_stream_dialer *d, int64_t deadline)
+{
+	nng_aio *aio;
+	nng_stream *s;
+	int64_t left = (deadline - pl_now_ns()) / 1000000;
+	int rv = nng_aio_alloc(&aio, NULL, NULL);
+
+	if (rv != 0)
+		return rv;
+	nng_aio_set_timeout(aio, (nng_duration)(left > 0 ? left : 1));
+	nng_stream_dialer_dial(d, aio);
+	nng_aio_wait(aio);
+	if ((rv = nng_aio_result(aio)) == 0) {
+		s = nng_aio_get_output(aio, 0);
+		if ((rv = pl_wire_init(w, s)) != 0)
+			nng_stream_free(s);
+	}
+	nng_aio_free(aio);
+	return rv;
+}
+
 void
 pl_wire_fini(pl_wire *w)
 {
