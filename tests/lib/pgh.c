@@ -136,7 +136,8 @@ path_in(const pgh *h, const char *name, char *out, size_t len)
 static int
 pg_ctl(const pgh *h, const char *action, const char *mode)
 {
-	char data[128], log[128], cmdlog[128], opts[256];
+	char data[128], log[128], cmdlog[128], opts[768];
+	const char *extra = getenv("PGH_OPTS");
 	path_in(h, "data", data, sizeof(data));
 	path_in(h, "server.log", log, sizeof(log));
 	path_in(h, "cmd.log", cmdlog, sizeof(cmdlog));
@@ -144,8 +145,8 @@ pg_ctl(const pgh *h, const char *action, const char *mode)
 	// passes -o through would interpret.
 	snprintf(opts, sizeof(opts),
 	         "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off "
-	         "-c max_connections=200 -c shared_buffers=32MB",
-	         h->port, h->dir);
+	         "-c max_connections=200 -c shared_buffers=32MB %.400s",
+	         h->port, h->dir, extra ? extra : "");
 	cmd c;
 	cmd_init(&c, h, "pg_ctl");
 	cmd_arg(&c, "-D");
@@ -386,7 +387,9 @@ pgh_stop(pgh *h)
 			pg_ctl(h, "stop", "immediate");
 		h->running = false;
 	}
-	if (h->dir[0] != '\0') {
+	if (h->dir[0] != '\0' && getenv("PGH_KEEP") != NULL)
+		fprintf(stderr, "pgh: kept %s (PGH_KEEP)\n", h->dir);
+	else if (h->dir[0] != '\0') {
 		remove_dir(h->dir);
 		h->dir[0] = '\0';
 	}

@@ -5,6 +5,10 @@
 // of 127.0.0.1 and fills h->url. A watchdog process stops the cluster and
 // removes the directory if the test process dies without pgh_stop().
 //
+// Diagnosis: PGH_OPTS adds server options (e.g. "-c
+// log_min_duration_statement=20"); PGH_KEEP=1 keeps the directory (its
+// server.log) after pgh_stop().
+//
 // Typical use, with cmocka:
 //
 //	static int
