@@ -119,6 +119,7 @@ pl_service_main(int argc, char **argv, const pl_service_def *def)
 	char *own_db = NULL;
 	pl_rpc_server *srv = NULL;
 	pl_httpd *ops = NULL;
+	pl_db_analyzer *stats = NULL;
 	pl_rpc_server_config rc = { 0 };
 	int rv = 1, lvl, n;
 	const char *url;
@@ -238,8 +239,12 @@ pl_service_main(int argc, char **argv, const pl_service_def *def)
 		pl_error("could not start background jobs");
 		goto out_srv;
 	}
+	// Plans that follow fast-growing tables (pl/db.h).
+	if ((stats = pl_db_analyzer_start(url, def->schema, 0)) == NULL)
+		pl_warn("could not start the statistics keeper");
 	pl_info("parley-%s ready", def->name);
 	pl_signals_wait();
+	pl_db_analyzer_stop(stats);
 	if (def->stop != NULL)
 		def->stop(st.arg);
 	rv = 0;

@@ -119,6 +119,7 @@ svch_start_at(svch *h, pgh *pg, const pl_service_def *def, int workers,
 	cc.timeout_ms = 30000;
 	if (pl_rpc_client_open(&h->cli, &cc) != PL_OK)
 		return -1;
+	h->stats = pl_db_analyzer_start(h->db_url, def->schema, 0);
 	return 0;
 }
 
@@ -129,6 +130,7 @@ svch_stop(svch *h)
 		pl_rpc_client_close(h->cli);
 	if (h->srv)
 		pl_rpc_server_close(h->srv);
+	pl_db_analyzer_stop(h->stats);
 	if (h->def && h->def->stop && h->jobs)
 		h->def->stop(h->arg);
 	if (h->def && h->def->fini)

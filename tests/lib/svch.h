@@ -23,10 +23,11 @@ typedef struct svch {
 	char addr[96];               // inproc://...
 	pl_rpc_server *srv;
 	pl_rpc_client *cli;
-	pl_arena arena; // for the test's calls; reset as you like
-	void *arg;      // what def->init made
-	pl_worker w;    // a worker of the test's own, for direct SQL
-	bool jobs;      // def->start ran
+	pl_arena arena;        // for the test's calls; reset as you like
+	void *arg;             // what def->init made
+	pl_worker w;           // a worker of the test's own, for direct SQL
+	bool jobs;             // def->start ran
+	pl_db_analyzer *stats; // as pl_service_main runs it
 } svch;
 
 // Creates database <schema>_<n> and role parley_<schema> (LOGIN, CREATE on

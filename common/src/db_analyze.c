@@ -1,0 +1,161 @@
+// The statistics keeper (see pl/db.h): ANALYZE of the tables whose size
+// has drifted from what the planner believes.
+//
+// Autovacuum looks at a database once a minute (autovacuum_naptime) and
+// analyzes a table after 10% of it has changed. A table that grows from
+// nothing to 10,000 rows inside that minute (a campaign's audience, an
+// import, a fresh install's first burst) keeps statistics that say "empty",
+// and the plans made from them walk a tenant's rows where a primary-key
+// probe was meant. The keeper compares each table's live row count with
+// pg_class.reltuples (what the planner uses) every few seconds and
+// analyzes the ones that differ by half or more; a table in a steady state
+// is never touched.
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pl/db.h"
+#include "pl/log.h"
+#include "pl/rpc.h"
+
+#define MIN_DRIFT  1000 // rows: below this, any plan is cheap
+#define MAX_TABLES 16   // per round
+
+struct pl_db_analyzer {
+	pl_db *db;
+	char *schema;
+	int interval_ms;
+	bool stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t thr;
+};
+
+// Tables of the schema whose live rows differ from the planner's count by
+// MIN_DRIFT and by half of it. Names come quoted from the catalog.
+static const char drift_sql[] =
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_stat_user_tables s ON s.relid = c.oid "
+        "WHERE n.nspname = $1 AND c.relkind = 'r' AND "
+        "abs(s.n_live_tup - greatest(c.reltuples, 0)) >= "
+        "greatest($2::float8, 0.5 * greatest(c.reltuples, 0)) "
+        "ORDER BY s.n_live_tup DESC LIMIT $3";
+
+static void
+round_once(pl_db_analyzer *a)
+{
+	char drift[16], limit[16];
+	const char *p[3] = { a->schema, drift, limit };
+	const char *lp[1] = { a->schema };
+	PGresult *r, *l;
+
+	snprintf(drift, sizeof(drift), "%d", MIN_DRIFT);
+	snprintf(limit, sizeof(limit), "%d", MAX_TABLES);
+	r = pl_db_exec(a->db, drift_sql, 3, p);
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK ||
+	    PQntuples(r) == 0) {
+		PQclear(r);
+		return;
+	}
+	// One replica at a time; the lock goes with the session if it dies.
+	l = pl_db_exec(a->db,
+	               "SELECT pg_try_advisory_lock(hashtext('parley.analyze.' "
+	               "|| $1))",
+	               1, lp);
+	if (l == NULL || PQresultStatus(l) != PGRES_TUPLES_OK ||
+	    strcmp(PQgetvalue(l, 0, 0), "t") != 0) {
+		PQclear(l);
+		PQclear(r);
+		return;
+	}
+	PQclear(l);
+	// A table another ANALYZE or a VACUUM holds is left for next time.
+	pl_db_command(a->db, "SET lock_timeout = '200ms'", 0, NULL);
+	for (int i = 0; i < PQntuples(r); i++) {
+		char sql[160];
+		const char *name = PQgetvalue(r, i, 0);
+		int64_t t0 = pl_now_ns();
+		snprintf(sql, sizeof(sql), "ANALYZE %s", name);
+		if (strlen(name) >= sizeof(sql) - 9)
+			continue;
+		if (pl_db_command(a->db, sql, 0, NULL) == PL_OK)
+			pl_debug("analyzed %s in %.1f ms", name,
+			         (double)(pl_now_ns() - t0) / 1e6);
+	}
+	pl_db_command(a->db, "RESET lock_timeout", 0, NULL);
+	pl_db_command(a->db,
+	              "SELECT pg_advisory_unlock(hashtext('parley.analyze.' "
+	              "|| $1))",
+	              1, lp);
+	PQclear(r);
+}
+
+static void *
+analyzer_main(void *arg)
+{
+	pl_db_analyzer *a = arg;
+
+	pthread_mutex_lock(&a->mu);
+	while (!a->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += a->interval_ms / 1000;
+		ts.tv_nsec += (long)(a->interval_ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+		if (a->stop)
+			break;
+		pthread_mutex_unlock(&a->mu);
+		round_once(a);
+		pthread_mutex_lock(&a->mu);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+pl_db_analyzer *
+pl_db_analyzer_start(const char *url, const char *schema, int interval_ms)
+{
+	pl_db_analyzer *a = calloc(1, sizeof(*a));
+
+	if (a == NULL)
+		return NULL;
+	a->interval_ms = interval_ms > 0 ? interval_ms : 2000;
+	a->db = pl_db_open(url);
+	a->schema = strdup(schema);
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_cond_init(&a->cv, NULL);
+	if (a->db == NULL || a->schema == NULL ||
+	    pthread_create(&a->thr, NULL, analyzer_main, a) != 0) {
+		pl_db_close(a->db);
+		free(a->schema);
+		pthread_cond_destroy(&a->cv);
+		pthread_mutex_destroy(&a->mu);
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+void
+pl_db_analyzer_stop(pl_db_analyzer *a)
+{
+	if (a == NULL)
+		return;
+	pthread_mutex_lock(&a->mu);
+	a->stop = true;
+	pthread_cond_signal(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	pthread_join(a->thr, NULL);
+	pl_db_close(a->db);
+	free(a->schema);
+	pthread_cond_destroy(&a->cv);
+	pthread_mutex_destroy(&a->mu);
+	free(a);
+}
