@@ -296,7 +296,11 @@ eg_create_followup_rule(pl_call *call, const void *inp, void *outp)
 	x.in.n_params = in->n_template_parameters;
 	x.in.delay = in->delay_minutes;
 	x.in.max_attempts = in->max_attempts;
-	x.in.active = in->active;
+	// Absent, a new rule is active.
+	x.in.active =
+	        in->active_given_case !=
+	                PARLEY__MESSAGING__V1__CREATE_FOLLOWUP_RULE_REQUEST__ACTIVE_GIVEN_ACTIVE ||
+	        in->active;
 	x.in.s_name = x.in.s_agent = x.in.s_channel = x.in.s_delay =
 	        x.in.s_text = x.in.s_template = x.in.s_params = x.in.s_max =
 	                x.in.s_active = true;

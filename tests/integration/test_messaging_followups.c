@@ -460,7 +460,7 @@ test_followups(void **state)
 	cq.name = "nudge";
 	cq.delay_minutes = 0;
 	cq.text = "Still there?";
-	cq.active = true;
+	// "active" not given: the rule is active (checked below).
 	assert_int_equal(call_as(T1, "CreateFollowupRule", &cq.base, cd, &out),
 	                 PL_INVALID_ARGUMENT);
 	cq.delay_minutes = 5;
@@ -505,6 +505,25 @@ test_followups(void **state)
 	cq.n_template_parameters = 0;
 	assert_int_equal(call_as(T1, "CreateFollowupRule", &cq.base, cd, &out),
 	                 PL_OK);
+	// "active": false given on create: the rule starts inactive.
+	{
+		M(CreateFollowupRuleResponse) *off = NULL;
+		M(CreateFollowupRuleRequest) oq = cq;
+		oq.name = "off";
+		oq.active_given_case =
+		        PARLEY__MESSAGING__V1__CREATE_FOLLOWUP_RULE_REQUEST__ACTIVE_GIVEN_ACTIVE;
+		oq.active = false;
+		assert_int_equal(call_as(T1, "CreateFollowupRule", &oq.base, cd,
+		                         (void **)&off),
+		                 PL_OK);
+		assert_false(off->rule->active);
+		dq.id = off->id;
+		assert_int_equal(
+		        call_as(T1, "DeleteFollowupRule", &dq.base,
+		                &parley__messaging__v1__delete_followup_rule_response__descriptor,
+		                &out),
+		        PL_OK);
+	}
 
 	// Cross-tenant: every RPC that takes an id.
 	gq.id = rule;
