@@ -318,6 +318,125 @@ test_second_run_imports_nothing(void **state)
 	import_report_fini(&r);
 }
 
+// GetImportSummary's row listing (rows_of_table) of messaging and agents:
+// pages in key order that cover the table, the page size capped, bad input
+// refused.
+static int
+msg_rows(const char *table, const char *after, int limit,
+         Parley__Messaging__V1__GetImportSummaryResponse **out)
+{
+	Parley__Messaging__V1__GetImportSummaryRequest in =
+	        PARLEY__MESSAGING__V1__GET_IMPORT_SUMMARY_REQUEST__INIT;
+	pl_principal svc = svch_service();
+
+	in.tenant_id = tenant_id;
+	in.rows_of_table = (char *)table;
+	in.rows_after = (char *)after;
+	in.rows_limit = limit;
+	return svch_call(
+	        &hm, "/parley.messaging.v1.Messaging/GetImportSummary", &svc,
+	        &in.base,
+	        &parley__messaging__v1__get_import_summary_response__descriptor,
+	        (void **)out, NULL);
+}
+
+static int
+ag_rows(const char *table, const char *after, int limit,
+        Parley__Agents__V1__GetImportSummaryResponse **out)
+{
+	Parley__Agents__V1__GetImportSummaryRequest in =
+	        PARLEY__AGENTS__V1__GET_IMPORT_SUMMARY_REQUEST__INIT;
+	pl_principal svc = svch_service();
+
+	in.tenant_id = tenant_id;
+	in.rows_of_table = (char *)table;
+	in.rows_after = (char *)after;
+	in.rows_limit = limit;
+	return svch_call(
+	        &ha, "/parley.agents.v1.Agents/GetImportSummary", &svc,
+	        &in.base,
+	        &parley__agents__v1__get_import_summary_response__descriptor,
+	        (void **)out, NULL);
+}
+
+static void
+test_row_listing(void **state)
+{
+	Parley__Messaging__V1__GetImportSummaryResponse *mo = NULL;
+	Parley__Agents__V1__GetImportSummaryResponse *ao = NULL;
+	char after[1024] = "", last[1024] = "", sql[256], big[300];
+	size_t total = 0;
+
+	(void)state;
+	NEED();
+	assert_true(tenant_id[0] != '\0');
+	// messages, 7 a page at first, then 500: every row once, in order.
+	assert_int_equal(msg_rows("messages", "", 7, &mo), PL_OK);
+	assert_int_equal(mo->n_rows, 7);
+	assert_int_equal(mo->n_counts, 0);
+	assert_string_equal(mo->rows_next, mo->rows[6]->key);
+	for (;;) {
+		assert_int_equal(msg_rows("messages", after, 500, &mo), PL_OK);
+		for (size_t i = 0; i < mo->n_rows; i++) {
+			assert_true(strcmp(mo->rows[i]->key, last) > 0);
+			assert_int_equal(strlen(mo->rows[i]->sha256), 64);
+			snprintf(last, sizeof(last), "%s", mo->rows[i]->key);
+		}
+		total += mo->n_rows;
+		if (mo->rows_next[0] == '\0')
+			break;
+		snprintf(after, sizeof(after), "%s", mo->rows_next);
+	}
+	assert_int_equal(total, 2003);
+	// A page past the cap is 5000 rows at most: here all of them.
+	assert_int_equal(msg_rows("messages", "", 100000, &mo), PL_OK);
+	assert_int_equal(mo->n_rows, 2003);
+	assert_string_equal(mo->rows_next, "");
+	// Bad input.
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(msg_rows("users", "", 0, &mo), PL_INVALID_ARGUMENT);
+	assert_int_equal(msg_rows("checkpoints", "", 0, &mo),
+	                 PL_INVALID_ARGUMENT);
+	assert_int_equal(msg_rows("", "7", 0, &mo), PL_INVALID_ARGUMENT);
+	assert_int_equal(msg_rows("", "", 10, &mo), PL_INVALID_ARGUMENT);
+	assert_int_equal(msg_rows("orders", "", -1, &mo), PL_INVALID_ARGUMENT);
+	assert_int_equal(msg_rows("orders", big, 0, &mo), PL_INVALID_ARGUMENT);
+	// The summary itself is unchanged.
+	assert_int_equal(msg_rows("", "", 0, &mo), PL_OK);
+	assert_true(mo->n_checksums >= 6);
+	assert_int_equal(mo->n_rows, 0);
+
+	// agents: the checkpoints 50 a page.
+	after[0] = last[0] = '\0';
+	total = 0;
+	for (;;) {
+		assert_int_equal(ag_rows("checkpoints", after, 50, &ao), PL_OK);
+		for (size_t i = 0; i < ao->n_rows; i++) {
+			assert_true(strcmp(ao->rows[i]->key, last) > 0);
+			assert_non_null(strchr(ao->rows[i]->key, '\x1f'));
+			snprintf(last, sizeof(last), "%s", ao->rows[i]->key);
+		}
+		total += ao->n_rows;
+		if (ao->rows_next[0] == '\0')
+			break;
+		snprintf(after, sizeof(after), "%s", ao->rows_next);
+	}
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM agents.checkpoints WHERE tenant_id = "
+	         "'%s'",
+	         tenant_id);
+	assert_int_equal(total, scalar(ha.admin_url, sql));
+	assert_int_equal(ag_rows("checkpoint_writes", "", 0, &ao), PL_OK);
+	assert_true(ao->n_rows > 0);
+	assert_int_equal(ag_rows("messages", "", 0, &ao), PL_INVALID_ARGUMENT);
+	assert_int_equal(ag_rows("", "a", 0, &ao), PL_INVALID_ARGUMENT);
+	assert_int_equal(ag_rows("checkpoints", "", -5, &ao),
+	                 PL_INVALID_ARGUMENT);
+	pl_arena_reset(&hm.arena);
+	pl_arena_reset(&ha.arena);
+}
+
 // One value of a one-row, one-column query into out ("" when none).
 static void
 text_of(const char *url, const char *sql, char *out, size_t len)
@@ -707,6 +826,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_import),
 		cmocka_unit_test(test_second_run_imports_nothing),
+		cmocka_unit_test(test_row_listing),
 		cmocka_unit_test(test_mismatch_names_rows),
 		cmocka_unit_test(test_dry_run_writes_nothing),
 		cmocka_unit_test(test_bad_input),
