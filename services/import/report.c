@@ -258,8 +258,12 @@ agent_keys(char **lk, char **name, const char *mapped, const char *legacy,
 	va_end(ap);
 	*lk = malloc(ll);
 	*name = malloc(nl);
-	if (*lk == NULL || *name == NULL)
+	if (*lk == NULL || *name == NULL) {
+		free(*lk);
+		free(*name);
+		*lk = *name = NULL;
 		return;
+	}
 	strcpy(*lk, mapped);
 	strcpy(*name, legacy);
 	for (int i = 0; i < n; i++) {
