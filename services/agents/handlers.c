@@ -2452,16 +2452,61 @@ import_checkpoints(pl_call *call, const void *inp, void *outp)
 	return PL_OK;
 }
 
+#define ROWS_DEFAULT   1000
+#define ROWS_MAX       5000
+#define ROWS_AFTER_MAX 2048 // bytes: five key columns of at most 200
+
+// A page of a checkpoint table's rows (the import names the rows behind a
+// checksum that differs).
+static int
+rows_tx(pl_db *db, pl_call *call, const char *tenant,
+        const Parley__Agents__V1__GetImportSummaryRequest *in,
+        Parley__Agents__V1__GetImportSummaryResponse *out)
+{
+	pl_arena *a = call->arena;
+	int limit = in->rows_limit == 0         ? ROWS_DEFAULT
+	            : in->rows_limit > ROWS_MAX ? ROWS_MAX
+	                                        : in->rows_limit;
+	PGresult *r = agents_store_import_rows(db, tenant, in->rows_of_table,
+	                                       in->rows_after, limit);
+	int n, rv;
+
+	if (!agents_store_ok(r)) {
+		rv = pl_db_call_error(call, r, "list the imported rows");
+		PQclear(r);
+		return rv;
+	}
+	n = PQntuples(r);
+	out->rows = pl_arena_alloc(a, sizeof(void *) * (n + 1));
+	for (int i = 0; i < n; i++) {
+		Parley__Agents__V1__RowDigest *d =
+		        pl_arena_zalloc(a, sizeof(*d));
+
+		parley__agents__v1__row_digest__init(d);
+		d->key = agents_store_str(a, r, i, 0);
+		d->sha256 = agents_store_str(a, r, i, 1);
+		out->rows[out->n_rows++] = d;
+	}
+	// A full page may have a next one; a short page is the last.
+	if (n == limit)
+		out->rows_next = out->rows[n - 1]->key;
+	PQclear(r);
+	return PL_OK;
+}
+
 static int
 summary_tx(pl_db *db, pl_call *call, const char *tenant, const void *inp,
            void *outp)
 {
 	Parley__Agents__V1__GetImportSummaryResponse *out = outp;
 	pl_arena *a = call->arena;
-	PGresult *r = agents_store_import_summary(db, tenant);
+	const Parley__Agents__V1__GetImportSummaryRequest *in = inp;
+	PGresult *r;
 	int n, rv;
 
-	(void)inp;
+	if (in->rows_of_table[0] != '\0')
+		return rows_tx(db, call, tenant, in, out);
+	r = agents_store_import_summary(db, tenant);
 	if (!agents_store_ok(r)) {
 		rv = pl_db_call_error(call, r, "summarise the import");
 		PQclear(r);
@@ -2498,6 +2543,25 @@ get_import_summary(pl_call *call, const void *inp, void *outp)
 
 	if ((rv = service_tenant(call, in->tenant_id)) != PL_OK)
 		return rv;
+	if (in->rows_of_table[0] == '\0') {
+		if (in->rows_after[0] != '\0' || in->rows_limit != 0)
+			return pl_call_violation(call, "rows_of_table",
+			                         "is required with rows_after "
+			                         "and rows_limit");
+	} else {
+		if (!agents_store_import_table_known(in->rows_of_table))
+			return pl_call_violation(call, "rows_of_table",
+			                         "must be checkpoints, "
+			                         "checkpoint_blobs or "
+			                         "checkpoint_writes");
+		if (strlen(in->rows_after) > ROWS_AFTER_MAX)
+			return pl_call_violation(call, "rows_after",
+			                         "at most %d bytes",
+			                         ROWS_AFTER_MAX);
+		if (in->rows_limit < 0)
+			return pl_call_violation(call, "rows_limit",
+			                         "must not be negative");
+	}
 	return run(call, in->tenant_id, summary_tx, in, outp);
 }
 

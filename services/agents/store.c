@@ -1,6 +1,7 @@
 // Every SQL statement of the agents service, with the conversions from
 // rows to messages. Parameters only ($1..); tenant work runs inside
 // pl_db_tx (row-level security) and every query also filters on tenant_id.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1329,37 +1330,94 @@ agents_store_checkpoint_writes(pl_db *db, const char *tenant,
 // Counts and SHA-256 checksums of the checkpoint tables of a tenant. What
 // is hashed (the service README repeats it): every row in primary-key
 // order, its columns as text joined by U+001F and rows ended by U+001E;
-// bytea as lower-case hex, NULL as the empty string.
+// bytea as lower-case hex, NULL as the empty string. The row listing
+// (agents_store_import_rows) hashes the same text per row: both statements
+// are made of the per-table pieces below, so they cannot drift apart.
+
+// Per table: the row's text, its primary key in checksum order, and the key
+// as one text (columns joined by U+001F) for the row listing.
+#define CP_ROW                                                                 \
+	"concat_ws(E'\\x1f', thread_id, checkpoint_ns, checkpoint_id, "        \
+	"coalesce(parent_checkpoint_id, ''), coalesce(type, ''), "             \
+	"state::text, "                                                        \
+	"metadata::text)"
+#define CP_ORDER "thread_id, checkpoint_ns, checkpoint_id"
+#define CP_KEY   "concat_ws(E'\\x1f', " CP_ORDER ")"
+
+#define BLOB_ROW                                                               \
+	"concat_ws(E'\\x1f', thread_id, checkpoint_ns, channel, version, "     \
+	"type, coalesce(encode(blob, 'hex'), ''))"
+#define BLOB_ORDER "thread_id, checkpoint_ns, channel, version"
+#define BLOB_KEY   "concat_ws(E'\\x1f', " BLOB_ORDER ")"
+
+#define WRITE_ROW                                                              \
+	"concat_ws(E'\\x1f', thread_id, checkpoint_ns, checkpoint_id, "        \
+	"task_id, idx::text, channel, coalesce(type, ''), encode(blob, "       \
+	"'hex'), task_path)"
+#define WRITE_ORDER "thread_id, checkpoint_ns, checkpoint_id, task_id, idx"
+#define WRITE_KEY                                                              \
+	"concat_ws(E'\\x1f', thread_id, checkpoint_ns, checkpoint_id, "        \
+	"task_id, idx::text)"
+
+#define TABLE_SUM(name, row, order)                                            \
+	"SELECT '" name "', count(*), encode(sha256(convert_to(coalesce("      \
+	"string_agg(" row ", E'\\x1e' ORDER BY " order                         \
+	"), ''), 'UTF8')), 'hex') FROM agents." name " WHERE tenant_id = $1"
+// A page of rows: key and SHA-256 of the row's text, keys after $2
+// (bytewise), at most $3.
+#define TABLE_ROWS(name, row, key)                                             \
+	"SELECT " key ", encode(sha256(convert_to(" row                        \
+	", 'UTF8')), 'hex') FROM agents." name " WHERE tenant_id = $1 AND "    \
+	"(" key ") COLLATE \"C\" > $2 ORDER BY (" key                          \
+	") COLLATE \"C\" LIMIT $3"
+
+#define CP_SUM    TABLE_SUM("checkpoints", CP_ROW, CP_ORDER)
+#define BLOB_SUM  TABLE_SUM("checkpoint_blobs", BLOB_ROW, BLOB_ORDER)
+#define WRITE_SUM TABLE_SUM("checkpoint_writes", WRITE_ROW, WRITE_ORDER)
+
+static const char summary_sql[] =
+        CP_SUM " UNION ALL " BLOB_SUM " UNION ALL " WRITE_SUM;
+
+static const struct {
+	const char *table;
+	const char *sql;
+} rows_sql[] = {
+	{ "checkpoints", TABLE_ROWS("checkpoints", CP_ROW, CP_KEY) },
+	{ "checkpoint_blobs",
+	  TABLE_ROWS("checkpoint_blobs", BLOB_ROW, BLOB_KEY) },
+	{ "checkpoint_writes",
+	  TABLE_ROWS("checkpoint_writes", WRITE_ROW, WRITE_KEY) },
+};
+
 PGresult *
 agents_store_import_summary(pl_db *db, const char *tenant)
 {
 	const char *p[] = { tenant };
 
-	return pl_db_exec(
-	        db,
-	        "SELECT 'checkpoints', count(*), encode(sha256(convert_to("
-	        "coalesce(string_agg(concat_ws(E'\\x1f', thread_id, "
-	        "checkpoint_ns, checkpoint_id, coalesce(parent_checkpoint_id, "
-	        "''), "
-	        "coalesce(type, ''), state::text, metadata::text), E'\\x1e' "
-	        "ORDER "
-	        "BY thread_id, checkpoint_ns, checkpoint_id), ''), 'UTF8')), "
-	        "'hex') FROM agents.checkpoints WHERE tenant_id = $1 UNION ALL "
-	        "SELECT 'checkpoint_blobs', count(*), encode(sha256(convert_to("
-	        "coalesce(string_agg(concat_ws(E'\\x1f', thread_id, "
-	        "checkpoint_ns, channel, version, type, coalesce(encode(blob, "
-	        "'hex'), '')), E'\\x1e' ORDER BY thread_id, checkpoint_ns, "
-	        "channel, version), ''), 'UTF8')), 'hex') FROM "
-	        "agents.checkpoint_blobs WHERE tenant_id = $1 UNION ALL SELECT "
-	        "'checkpoint_writes', count(*), "
-	        "encode(sha256(convert_to(coalesce("
-	        "string_agg(concat_ws(E'\\x1f', thread_id, checkpoint_ns, "
-	        "checkpoint_id, task_id, idx::text, channel, coalesce(type, "
-	        "''), "
-	        "encode(blob, 'hex'), task_path), E'\\x1e' ORDER BY thread_id, "
-	        "checkpoint_ns, checkpoint_id, task_id, idx), ''), 'UTF8')), "
-	        "'hex') FROM agents.checkpoint_writes WHERE tenant_id = $1",
-	        1, p);
+	return pl_db_exec(db, summary_sql, 1, p);
+}
+
+bool
+agents_store_import_table_known(const char *table)
+{
+	for (size_t i = 0; i < sizeof(rows_sql) / sizeof(rows_sql[0]); i++)
+		if (strcmp(rows_sql[i].table, table) == 0)
+			return true;
+	return false;
+}
+
+PGresult *
+agents_store_import_rows(pl_db *db, const char *tenant, const char *table,
+                         const char *after, int limit)
+{
+	char lim[16];
+	const char *p[] = { tenant, after, lim };
+
+	snprintf(lim, sizeof(lim), "%d", limit);
+	for (size_t i = 0; i < sizeof(rows_sql) / sizeof(rows_sql[0]); i++)
+		if (strcmp(rows_sql[i].table, table) == 0)
+			return pl_db_exec(db, rows_sql[i].sql, 3, p);
+	return NULL;
 }
 
 uint8_t *

@@ -138,6 +138,14 @@ PGresult *agents_store_checkpoint_writes(pl_db *db, const char *tenant,
                                          const char *thread, const char *ns,
                                          const char *id);
 PGresult *agents_store_import_summary(pl_db *db, const char *tenant);
+// Is table one whose rows agents_store_import_rows lists?
+bool agents_store_import_table_known(const char *table);
+// A page of a checkpoint table's rows: key (primary key columns joined by
+// U+001F) and SHA-256 hex of the text the row adds to the table's checksum,
+// keys after `after` (bytewise), at most limit. NULL for an unknown table.
+PGresult *agents_store_import_rows(pl_db *db, const char *tenant,
+                                   const char *table, const char *after,
+                                   int limit);
 
 // bytea helpers: lower-case "\x.." text for a parameter, and the bytes of
 // a bytea column (text format) into the arena.

@@ -220,7 +220,27 @@ typedef struct imp_table {
 	int64_t existing; // there already
 	char sha_source[65], sha_parley[65];
 	double seconds;
+	int64_t rows_differ; // rows named by the row check (-1: not run)
 } imp_table;
+
+// A row that differs, named by the row check (import_compare_rows).
+typedef struct imp_bad_row {
+	const char *table;   // the table's name (static)
+	char *legacy_id;     // the legacy key (malloc'd)
+	const char *problem; // IMP_MISSING, IMP_EXTRA or IMP_DIFFERS (static)
+} imp_bad_row;
+
+#define IMP_MISSING         "missing in Parley"
+#define IMP_EXTRA           "not in the legacy data"
+#define IMP_DIFFERS         "content differs"
+#define IMP_NAMED_PER_TABLE 100 // rows named per table in the report
+
+// One row as a service lists it (GetImportSummary rows_of_table): its key
+// and the SHA-256 hex of its text. Both strings malloc'd.
+typedef struct imp_digest {
+	char *key;
+	char *sha256;
+} imp_digest;
 
 typedef struct imp_report {
 	imp_table t[IMP_TABLES]; // contacts, conversations, messages, orders,
@@ -237,6 +257,9 @@ typedef struct imp_report {
 	int n_st;
 	char **mismatches; // named rows/tables that differ
 	size_t n_mismatches, cap_mismatches;
+	imp_bad_row *bad_rows; // at most IMP_NAMED_PER_TABLE per table
+	size_t n_bad_rows, cap_bad_rows;
+	int64_t bad_rows_total; // every differing row, named or not
 	double seconds;
 	// where the time went: reading the source, mapping, setting the
 	// tenant up, writing, checksums + GetImportSummary
@@ -265,6 +288,17 @@ void import_mismatch(imp_report *r, const char *fmt, ...)
 // The source side's checksums (same definitions as GetImportSummary on
 // each service) into r->t[].sha_source and expected counts.
 void import_source_checksums(const imp_source *src, imp_report *r);
+
+// The row check of one table whose checksum differs: the source rows'
+// digests (the text that feeds the table's checksum) against the service's
+// rows (`parley`, any order), rows missing, extra or different named in
+// r->bad_rows (up to IMP_NAMED_PER_TABLE) and counted in
+// r->t[table].rows_differ and r->bad_rows_total.
+void import_compare_rows(imp_report *r, const imp_source *src, int table,
+                         const imp_digest *parley, size_t n_parley);
+
+// Frees what import_fetch_rows returned.
+void import_digests_free(imp_digest *d, size_t n);
 
 // Human-readable report.
 void import_report_print(const imp_report *r, const imp_source *src, FILE *f);
@@ -317,6 +351,13 @@ int import_write_all(imp_writer *w, const imp_opts *o, imp_source *src,
 // GetImportSummary of messaging and agents into r (parley counts, sha).
 int import_fetch_summary(imp_writer *w, imp_report *r, char *err,
                          size_t errlen);
+
+// Every row of a table as its service lists it (GetImportSummary with
+// rows_of_table, page by page) into *out (malloc'd, import_digests_free).
+// Returns 0, 1 when the service does not list rows (an older version:
+// no rows and no cursor for a table it holds rows of), or -1 with err.
+int import_fetch_rows(imp_writer *w, const imp_report *r, int table,
+                      imp_digest **out, size_t *n, char *err, size_t errlen);
 
 // ---------------------------------------------------------------------------
 // run.c, cli.c

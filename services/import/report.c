@@ -44,6 +44,7 @@ import_report_init(imp_report *r)
 	for (int i = 0; i < IMP_TABLES; i++) {
 		r->t[i].name = table_names[i];
 		r->t[i].parley = -1;
+		r->t[i].rows_differ = -1;
 	}
 }
 
@@ -55,6 +56,11 @@ import_report_fini(imp_report *r)
 	free(r->mismatches);
 	r->mismatches = NULL;
 	r->n_mismatches = r->cap_mismatches = 0;
+	for (size_t i = 0; i < r->n_bad_rows; i++)
+		free(r->bad_rows[i].legacy_id);
+	free(r->bad_rows);
+	r->bad_rows = NULL;
+	r->n_bad_rows = r->cap_bad_rows = 0;
 }
 
 void
@@ -81,11 +87,14 @@ import_mismatch(imp_report *r, const char *fmt, ...)
 
 // ---------------------------------------------------------------------------
 // Checksums: rows sorted by key (bytewise, as COLLATE "C"), fields joined by
-// U+001F, rows by U+001E, SHA-256 in hex.
+// U+001F, rows by U+001E, SHA-256 in hex. The row check hashes each row's
+// text alone (what the services answer for rows_of_table).
 
 typedef struct row {
-	char *key; // what the service orders by
-	char *text;
+	char *key;  // what the service orders the checksum by
+	char *text; // the fields joined by U+001F
+	char *lkey; // what the service lists the row by (NULL: key)
+	char *name; // how the report names the row (NULL: lkey)
 } row;
 
 typedef struct rows {
@@ -97,13 +106,27 @@ static int
 by_key(const void *a, const void *b)
 {
 	const row *x = a, *y = b;
-	int c = strcmp(x->key, y->key);
 
-	return c;
+	return strcmp(x->key, y->key);
 }
 
+static const char *
+lkey(const row *r)
+{
+	return r->lkey != NULL ? r->lkey : r->key;
+}
+
+static int
+by_lkey(const void *a, const void *b)
+{
+	return strcmp(lkey(a), lkey(b));
+}
+
+// Adds a row: key, then the listing key and the name (NULL: the key), then
+// n fields (NULL as "").
 static void
-add(rows *rs, const char *key, int n, ...)
+add_named(rows *rs, const char *key, const char *lk, const char *name, int n,
+          ...)
 {
 	va_list ap;
 	size_t len = 0;
@@ -131,7 +154,25 @@ add(rows *rs, const char *key, int n, ...)
 	*p = '\0';
 	rs->v[rs->n].key = strdup(key);
 	rs->v[rs->n].text = t;
+	rs->v[rs->n].lkey = lk != NULL ? strdup(lk) : NULL;
+	rs->v[rs->n].name = name != NULL ? strdup(name) : NULL;
 	rs->n++;
+}
+
+#define add(rs, key, ...) add_named(rs, key, NULL, NULL, __VA_ARGS__)
+
+static void
+rows_free(rows *rs)
+{
+	for (size_t i = 0; i < rs->n; i++) {
+		free(rs->v[i].key);
+		free(rs->v[i].text);
+		free(rs->v[i].lkey);
+		free(rs->v[i].name);
+	}
+	free(rs->v);
+	rs->v = NULL;
+	rs->n = 0;
 }
 
 static void
@@ -149,14 +190,10 @@ finish(rows *rs, char out[65])
 		crypto_hash_sha256_update(&st,
 		                          (const unsigned char *)rs->v[i].text,
 		                          strlen(rs->v[i].text));
-		free(rs->v[i].key);
-		free(rs->v[i].text);
 	}
 	crypto_hash_sha256_final(&st, h);
 	sodium_bin2hex(out, 65, h, 32);
-	free(rs->v);
-	rs->v = NULL;
-	rs->n = 0;
+	rows_free(rs);
 }
 
 static void
@@ -179,6 +216,8 @@ hex(const uint8_t *d, size_t n)
 static void
 st_add(imp_report *r, const char *table, const char *status)
 {
+	if (r == NULL)
+		return;
 	for (int i = 0; i < r->n_st; i++)
 		if (strcmp(r->st[i].table, table) == 0 &&
 		    strcmp(r->st[i].status, status) == 0) {
@@ -197,149 +236,369 @@ st_add(imp_report *r, const char *table, const char *status)
 	}
 }
 
+// A checkpoint table's row: the key it is listed by (the columns of its
+// primary key joined by U+001F, the thread as imported) and its name in
+// the report (the legacy thread, then the other columns, joined by '/').
+static void
+agent_keys(char **lk, char **name, const char *mapped, const char *legacy,
+           int n, ...)
+{
+	va_list ap;
+	size_t ll = strlen(mapped) + 1, nl = strlen(legacy) + 1;
+	const char *f[8];
+
+	va_start(ap, n);
+	for (int i = 0; i < n; i++) {
+		f[i] = va_arg(ap, const char *);
+		if (f[i] == NULL)
+			f[i] = "";
+		ll += strlen(f[i]) + 1;
+		nl += strlen(f[i]) + 1;
+	}
+	va_end(ap);
+	*lk = malloc(ll);
+	*name = malloc(nl);
+	if (*lk == NULL || *name == NULL) {
+		free(*lk);
+		free(*name);
+		*lk = *name = NULL;
+		return;
+	}
+	strcpy(*lk, mapped);
+	strcpy(*name, legacy);
+	for (int i = 0; i < n; i++) {
+		strcat(*lk, "\x1f");
+		strcat(*lk, f[i]);
+		strcat(*name, "/");
+		strcat(*name, f[i]);
+	}
+}
+
+// The rows of one table as the services must hold them (same text as
+// their checksums). With r, also the source and expected counts and the
+// per-status counts.
+static void
+table_rows(const imp_source *src, int table, rows *rs, imp_report *r)
+{
+	char buf[64];
+	imp_table *t = r != NULL ? &r->t[table] : NULL;
+	int64_t n_src = 0;
+
+	switch (table) {
+	case IMP_T_CONTACTS: // legacy id, E.164, raw phone
+		alloc_rows(rs, src->n_contacts + 1);
+		for (size_t i = 0; i < src->n_contacts; i++) {
+			const imp_contact *c = &src->contacts[i];
+			add(rs, c->id, 3, c->id, c->e164, c->phone);
+		}
+		if (src->system_group >= 0)
+			add(rs, IMP_SYSTEM_CONTACT, 3, IMP_SYSTEM_CONTACT, "",
+			    "");
+		n_src = (int64_t)src->n_contacts;
+		break;
+	case IMP_T_CONVERSATIONS: // legacy id, status, message count
+		alloc_rows(rs, src->n_groups);
+		for (size_t i = 0; i < src->n_groups; i++) {
+			const imp_group *g = &src->groups[i];
+			snprintf(buf, sizeof(buf), "%zu", g->n_msgs);
+			add(rs, g->legacy, 3, g->legacy,
+			    cstatus_names[g->status], buf);
+		}
+		n_src = (int64_t)src->n_groups;
+		break;
+	case IMP_T_MESSAGES:
+		alloc_rows(rs, src->n_messages);
+		for (size_t i = 0; i < src->n_messages; i++) {
+			const imp_message *m = &src->messages[i];
+			add(rs, m->id, 9, m->id, m->message_id,
+			    dir_names[m->dir], type_names[m->mtype],
+			    mstatus_names[m->mstatus], m->text, m->url,
+			    m->sent_at, m->metadata ? m->metadata : "{}");
+			st_add(r, "messages", mstatus_names[m->mstatus]);
+		}
+		n_src = (int64_t)src->n_messages;
+		break;
+	case IMP_T_ORDERS: // legacy id, status, currency, total, items
+		alloc_rows(rs, src->n_orders);
+		for (size_t i = 0; i < src->n_orders; i++) {
+			const imp_order *o = &src->orders[i];
+			size_t len = 1;
+			char *items, tot[32];
+			for (size_t k = 0; k < o->n_items; k++)
+				len += strlen(o->items[k].sku) + 48;
+			items = calloc(1, len);
+			for (size_t k = 0; items && k < o->n_items; k++)
+				sprintf(items + strlen(items), "%s%s:%lld:%lld",
+				        k ? ";" : "", o->items[k].sku,
+				        (long long)o->items[k].qty,
+				        (long long)o->items[k].unit_minor);
+			snprintf(tot, sizeof(tot), "%lld",
+			         (long long)o->total_minor);
+			add(rs, o->id, 5, o->id, ostatus_names[o->ostatus],
+			    o->currency, tot, items);
+			free(items);
+			st_add(r, "orders", ostatus_names[o->ostatus]);
+		}
+		n_src = (int64_t)src->n_orders;
+		break;
+	case IMP_T_CAMPAIGNS: // legacy id, name, status, template body
+		alloc_rows(rs, src->n_campaigns);
+		for (size_t i = 0; i < src->n_campaigns; i++) {
+			const imp_campaign *c = &src->campaigns[i];
+			add(rs, c->id, 4, c->id, c->name,
+			    cpstatus_names[c->cstatus], c->body);
+			st_add(r, "campaigns", cpstatus_names[c->cstatus]);
+		}
+		n_src = (int64_t)src->n_campaigns;
+		break;
+	case IMP_T_RECIPIENTS: // legacy id, status, in/out
+		alloc_rows(rs, src->n_subs);
+		for (size_t i = 0; i < src->n_subs; i++) {
+			const imp_sub *s = &src->subs[i];
+			add(rs, s->id, 3, s->id, rstatus_names[s->rstatus],
+			    s->rstatus == 6 ? "out" : "in");
+			st_add(r, "campaign_recipients",
+			       rstatus_names[s->rstatus]);
+		}
+		n_src = (int64_t)src->n_subs;
+		break;
+	// agents' definitions (services/agents/README.md, "Checksums"):
+	// primary-key order, the thread as imported.
+	case IMP_T_CHECKPOINTS:
+		alloc_rows(rs, src->n_ckpts);
+		for (size_t i = 0; i < src->n_ckpts; i++) {
+			const imp_ckpt *c = &src->ckpts[i];
+			char *key, *lk = NULL, *name = NULL;
+			if (asprintf(&key, "%s\x01%s\x01%s", c->mapped_thread,
+			             c->ns ? c->ns : "", c->id) < 0)
+				continue;
+			agent_keys(&lk, &name, c->mapped_thread, c->thread_id,
+			           2, c->ns, c->id);
+			add_named(rs, key, lk, name, 7, c->mapped_thread, c->ns,
+			          c->id, c->parent, c->type, c->state,
+			          c->metadata ? c->metadata : "{}");
+			free(key);
+			free(lk);
+			free(name);
+		}
+		n_src = (int64_t)src->n_ckpts;
+		break;
+	case IMP_T_BLOBS:
+		alloc_rows(rs, src->n_blobs);
+		for (size_t i = 0; i < src->n_blobs; i++) {
+			const imp_blob *b = &src->blobs[i];
+			char *key, *lk = NULL, *name = NULL;
+			char *h = b->is_null ? NULL : hex(b->data, b->len);
+			if (asprintf(&key, "%s\x01%s\x01%s\x01%s",
+			             b->mapped_thread, b->ns ? b->ns : "",
+			             b->channel, b->version) >= 0) {
+				agent_keys(&lk, &name, b->mapped_thread,
+				           b->thread_id, 3, b->ns, b->channel,
+				           b->version);
+				add_named(rs, key, lk, name, 6,
+				          b->mapped_thread, b->ns, b->channel,
+				          b->version,
+				          b->is_null ? "empty" : b->type, h);
+				free(key);
+				free(lk);
+				free(name);
+			}
+			free(h);
+		}
+		n_src = (int64_t)src->n_blobs;
+		break;
+	case IMP_T_WRITES:
+		alloc_rows(rs, src->n_writes);
+		for (size_t i = 0; i < src->n_writes; i++) {
+			const imp_write *w = &src->writes[i];
+			char *key, *lk = NULL, *name = NULL;
+			char *h = hex(w->data, w->len);
+			long idx = strtol(w->idx, NULL, 10);
+			// idx sorts numerically: pad it in the key
+			if (asprintf(&key, "%s\x01%s\x01%s\x01%s\x01%020ld",
+			             w->mapped_thread, w->ns ? w->ns : "",
+			             w->ckpt_id, w->task_id,
+			             idx + 1000000000L) >= 0) {
+				agent_keys(&lk, &name, w->mapped_thread,
+				           w->thread_id, 4, w->ns, w->ckpt_id,
+				           w->task_id, w->idx);
+				add_named(rs, key, lk, name, 9,
+				          w->mapped_thread, w->ns, w->ckpt_id,
+				          w->task_id, w->idx, w->channel,
+				          w->type, h, w->task_path);
+				free(key);
+				free(lk);
+				free(name);
+			}
+			free(h);
+		}
+		n_src = (int64_t)src->n_writes;
+		break;
+	default:
+		alloc_rows(rs, 0);
+		break;
+	}
+	if (t != NULL) {
+		t->source = n_src;
+		t->expected = (int64_t)rs->n;
+	}
+}
+
 void
 import_source_checksums(const imp_source *src, imp_report *r)
 {
+	for (int i = 0; i < IMP_TABLES; i++) {
+		rows rs;
+		table_rows(src, i, &rs, r);
+		finish(&rs, r->t[i].sha_source);
+	}
+}
+
+// ---------------------------------------------------------------------------
+// The row check: which rows make a table's checksum differ.
+
+static int
+by_digest_key(const void *a, const void *b)
+{
+	const imp_digest *const *x = a, *const *y = b;
+
+	return strcmp((*x)->key, (*y)->key);
+}
+
+// How the report names a row found only in Parley: its key, and for the
+// checkpoint tables the legacy thread in place of the imported one and
+// '/' between the columns.
+static char *
+parley_name(const imp_source *src, int table, const char *key)
+{
+	const char *sep = strchr(key, '\x1f'), *legacy = NULL;
+	size_t tl;
+	char *s, *p;
+
+	if (table < IMP_T_CHECKPOINTS || sep == NULL)
+		return strdup(key);
+	tl = (size_t)(sep - key);
+	for (size_t i = 0; legacy == NULL && i < src->n_ckpts; i++)
+		if (strlen(src->ckpts[i].mapped_thread) == tl &&
+		    strncmp(src->ckpts[i].mapped_thread, key, tl) == 0)
+			legacy = src->ckpts[i].thread_id;
+	for (size_t i = 0; legacy == NULL && i < src->n_blobs; i++)
+		if (strlen(src->blobs[i].mapped_thread) == tl &&
+		    strncmp(src->blobs[i].mapped_thread, key, tl) == 0)
+			legacy = src->blobs[i].thread_id;
+	for (size_t i = 0; legacy == NULL && i < src->n_writes; i++)
+		if (strlen(src->writes[i].mapped_thread) == tl &&
+		    strncmp(src->writes[i].mapped_thread, key, tl) == 0)
+			legacy = src->writes[i].thread_id;
+	if (legacy == NULL) {
+		s = strdup(key);
+	} else if (asprintf(&s, "%s%s", legacy, sep) < 0) {
+		s = NULL;
+	}
+	for (p = s; p != NULL && *p; p++)
+		if (*p == '\x1f')
+			*p = '/';
+	return s;
+}
+
+static void
+bad_row(imp_report *r, int table, char *name, const char *problem)
+{
+	r->t[table].rows_differ++;
+	r->bad_rows_total++;
+	if (name == NULL)
+		return;
+	if (r->t[table].rows_differ > IMP_NAMED_PER_TABLE) {
+		free(name);
+		return;
+	}
+	if (r->n_bad_rows == r->cap_bad_rows) {
+		size_t cap = r->cap_bad_rows ? r->cap_bad_rows * 2 : 16;
+		imp_bad_row *v = realloc(r->bad_rows, cap * sizeof(*v));
+		if (v == NULL) {
+			free(name);
+			return;
+		}
+		r->bad_rows = v;
+		r->cap_bad_rows = cap;
+	}
+	r->bad_rows[r->n_bad_rows].table = r->t[table].name;
+	r->bad_rows[r->n_bad_rows].legacy_id = name;
+	r->bad_rows[r->n_bad_rows].problem = problem;
+	r->n_bad_rows++;
+}
+
+static bool
+named_more(const imp_report *r, int table)
+{
+	return r->t[table].rows_differ < IMP_NAMED_PER_TABLE;
+}
+
+void
+import_compare_rows(imp_report *r, const imp_source *src, int table,
+                    const imp_digest *parley, size_t n_parley)
+{
 	rows rs;
-	char buf[64];
+	const imp_digest **pv = calloc(n_parley + 1, sizeof(*pv));
+	size_t i = 0, k = 0;
 
-	// contacts: legacy id, E.164, raw phone
-	alloc_rows(&rs, src->n_contacts + 1);
-	for (size_t i = 0; i < src->n_contacts; i++) {
-		const imp_contact *c = &src->contacts[i];
-		add(&rs, c->id, 3, c->id, c->e164, c->phone);
-	}
-	if (src->system_group >= 0)
-		add(&rs, IMP_SYSTEM_CONTACT, 3, IMP_SYSTEM_CONTACT, "", "");
-	r->t[IMP_T_CONTACTS].source = (int64_t)src->n_contacts;
-	r->t[IMP_T_CONTACTS].expected = (int64_t)rs.n;
-	finish(&rs, r->t[IMP_T_CONTACTS].sha_source);
+	if (pv == NULL)
+		return;
+	for (size_t j = 0; j < n_parley; j++)
+		pv[j] = &parley[j];
+	qsort(pv, n_parley, sizeof(*pv), by_digest_key);
+	table_rows(src, table, &rs, NULL);
+	qsort(rs.v, rs.n, sizeof(row), by_lkey);
+	r->t[table].rows_differ = 0;
+	// Both sides in key order (bytewise): walk them side by side.
+	while (i < rs.n || k < n_parley) {
+		const row *x = i < rs.n ? &rs.v[i] : NULL;
+		int c = x == NULL       ? 1
+		        : k >= n_parley ? -1
+		                        : strcmp(lkey(x), pv[k]->key);
+		const char *nm = x != NULL && x->name ? x->name
+		                 : x != NULL          ? lkey(x)
+		                                      : NULL;
 
-	// conversations: legacy id, status, message count
-	alloc_rows(&rs, src->n_groups);
-	for (size_t i = 0; i < src->n_groups; i++) {
-		const imp_group *g = &src->groups[i];
-		snprintf(buf, sizeof(buf), "%zu", g->n_msgs);
-		add(&rs, g->legacy, 3, g->legacy, cstatus_names[g->status],
-		    buf);
-	}
-	r->t[IMP_T_CONVERSATIONS].source = (int64_t)src->n_groups;
-	r->t[IMP_T_CONVERSATIONS].expected = (int64_t)src->n_groups;
-	finish(&rs, r->t[IMP_T_CONVERSATIONS].sha_source);
-
-	// messages
-	alloc_rows(&rs, src->n_messages);
-	for (size_t i = 0; i < src->n_messages; i++) {
-		const imp_message *m = &src->messages[i];
-		add(&rs, m->id, 9, m->id, m->message_id, dir_names[m->dir],
-		    type_names[m->mtype], mstatus_names[m->mstatus], m->text,
-		    m->url, m->sent_at, m->metadata ? m->metadata : "{}");
-		st_add(r, "messages", mstatus_names[m->mstatus]);
-	}
-	r->t[IMP_T_MESSAGES].source = (int64_t)src->n_messages;
-	r->t[IMP_T_MESSAGES].expected = (int64_t)src->n_messages;
-	finish(&rs, r->t[IMP_T_MESSAGES].sha_source);
-
-	// orders: legacy id, status, currency, total, items
-	alloc_rows(&rs, src->n_orders);
-	for (size_t i = 0; i < src->n_orders; i++) {
-		const imp_order *o = &src->orders[i];
-		size_t len = 1;
-		char *items, tot[32];
-		for (size_t k = 0; k < o->n_items; k++)
-			len += strlen(o->items[k].sku) + 48;
-		items = calloc(1, len);
-		for (size_t k = 0; items && k < o->n_items; k++)
-			sprintf(items + strlen(items), "%s%s:%lld:%lld",
-			        k ? ";" : "", o->items[k].sku,
-			        (long long)o->items[k].qty,
-			        (long long)o->items[k].unit_minor);
-		snprintf(tot, sizeof(tot), "%lld", (long long)o->total_minor);
-		add(&rs, o->id, 5, o->id, ostatus_names[o->ostatus],
-		    o->currency, tot, items);
-		free(items);
-		st_add(r, "orders", ostatus_names[o->ostatus]);
-	}
-	r->t[IMP_T_ORDERS].source = (int64_t)src->n_orders;
-	r->t[IMP_T_ORDERS].expected = (int64_t)src->n_orders;
-	finish(&rs, r->t[IMP_T_ORDERS].sha_source);
-
-	// campaigns: legacy id, name, status, template body
-	alloc_rows(&rs, src->n_campaigns);
-	for (size_t i = 0; i < src->n_campaigns; i++) {
-		const imp_campaign *c = &src->campaigns[i];
-		add(&rs, c->id, 4, c->id, c->name, cpstatus_names[c->cstatus],
-		    c->body);
-		st_add(r, "campaigns", cpstatus_names[c->cstatus]);
-	}
-	r->t[IMP_T_CAMPAIGNS].source = (int64_t)src->n_campaigns;
-	r->t[IMP_T_CAMPAIGNS].expected = (int64_t)src->n_campaigns;
-	finish(&rs, r->t[IMP_T_CAMPAIGNS].sha_source);
-
-	// recipients: legacy id, status, in/out
-	alloc_rows(&rs, src->n_subs);
-	for (size_t i = 0; i < src->n_subs; i++) {
-		const imp_sub *s = &src->subs[i];
-		add(&rs, s->id, 3, s->id, rstatus_names[s->rstatus],
-		    s->rstatus == 6 ? "out" : "in");
-		st_add(r, "campaign_recipients", rstatus_names[s->rstatus]);
-	}
-	r->t[IMP_T_RECIPIENTS].source = (int64_t)src->n_subs;
-	r->t[IMP_T_RECIPIENTS].expected = (int64_t)src->n_subs;
-	finish(&rs, r->t[IMP_T_RECIPIENTS].sha_source);
-
-	// agents' definitions (services/agents/README.md, "Checksums"):
-	// primary-key order, the thread as imported.
-	alloc_rows(&rs, src->n_ckpts);
-	for (size_t i = 0; i < src->n_ckpts; i++) {
-		const imp_ckpt *c = &src->ckpts[i];
-		char *key;
-		if (asprintf(&key, "%s\x01%s\x01%s", c->mapped_thread,
-		             c->ns ? c->ns : "", c->id) < 0)
-			continue;
-		add(&rs, key, 7, c->mapped_thread, c->ns, c->id, c->parent,
-		    c->type, c->state, c->metadata ? c->metadata : "{}");
-		free(key);
-	}
-	r->t[IMP_T_CHECKPOINTS].source = (int64_t)src->n_ckpts;
-	r->t[IMP_T_CHECKPOINTS].expected = (int64_t)src->n_ckpts;
-	finish(&rs, r->t[IMP_T_CHECKPOINTS].sha_source);
-
-	alloc_rows(&rs, src->n_blobs);
-	for (size_t i = 0; i < src->n_blobs; i++) {
-		const imp_blob *b = &src->blobs[i];
-		char *key, *h = b->is_null ? NULL : hex(b->data, b->len);
-		if (asprintf(&key, "%s\x01%s\x01%s\x01%s", b->mapped_thread,
-		             b->ns ? b->ns : "", b->channel, b->version) >= 0) {
-			add(&rs, key, 6, b->mapped_thread, b->ns, b->channel,
-			    b->version, b->is_null ? "empty" : b->type, h);
-			free(key);
+		if (c < 0) {
+			bad_row(r, table,
+			        named_more(r, table) ? strdup(nm) : NULL,
+			        IMP_MISSING);
+			i++;
+		} else if (c > 0) {
+			bad_row(r, table,
+			        named_more(r, table)
+			                ? parley_name(src, table, pv[k]->key)
+			                : NULL,
+			        IMP_EXTRA);
+			k++;
+		} else {
+			unsigned char h[32];
+			char hx[65];
+			crypto_hash_sha256(h, (const unsigned char *)x->text,
+			                   strlen(x->text));
+			sodium_bin2hex(hx, sizeof(hx), h, 32);
+			if (strcmp(hx, pv[k]->sha256) != 0)
+				bad_row(r, table,
+				        named_more(r, table) ? strdup(nm)
+				                             : NULL,
+				        IMP_DIFFERS);
+			i++;
+			k++;
 		}
-		free(h);
 	}
-	r->t[IMP_T_BLOBS].source = (int64_t)src->n_blobs;
-	r->t[IMP_T_BLOBS].expected = (int64_t)src->n_blobs;
-	finish(&rs, r->t[IMP_T_BLOBS].sha_source);
+	rows_free(&rs);
+	free(pv);
+}
 
-	alloc_rows(&rs, src->n_writes);
-	for (size_t i = 0; i < src->n_writes; i++) {
-		const imp_write *w = &src->writes[i];
-		char *key, *h = hex(w->data, w->len);
-		long idx = strtol(w->idx, NULL, 10);
-		// idx sorts numerically: pad it in the key
-		if (asprintf(&key, "%s\x01%s\x01%s\x01%s\x01%020ld",
-		             w->mapped_thread, w->ns ? w->ns : "", w->ckpt_id,
-		             w->task_id, idx + 1000000000L) >= 0) {
-			add(&rs, key, 9, w->mapped_thread, w->ns, w->ckpt_id,
-			    w->task_id, w->idx, w->channel, w->type, h,
-			    w->task_path);
-			free(key);
-		}
-		free(h);
+void
+import_digests_free(imp_digest *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(d[i].key);
+		free(d[i].sha256);
 	}
-	r->t[IMP_T_WRITES].source = (int64_t)src->n_writes;
-	r->t[IMP_T_WRITES].expected = (int64_t)src->n_writes;
-	finish(&rs, r->t[IMP_T_WRITES].sha_source);
+	free(d);
 }
 
 // ---------------------------------------------------------------------------
@@ -394,6 +653,25 @@ import_report_print(const imp_report *r, const imp_source *src, FILE *f)
 	}
 	for (size_t i = 0; i < r->n_mismatches; i++)
 		fprintf(f, "MISMATCH: %s\n", r->mismatches[i]);
+	for (int i = 0; i < IMP_TABLES; i++) {
+		const imp_table *t = &r->t[i];
+		if (t->rows_differ <= 0)
+			continue;
+		fprintf(f, "MISMATCH: %s: %lld %s%s\n", t->name,
+		        (long long)t->rows_differ,
+		        t->rows_differ == 1 ? "row differs" : "rows differ",
+		        t->rows_differ > IMP_NAMED_PER_TABLE
+		                ? " (the first 100 named)"
+		                : "");
+		for (size_t k = 0; k < r->n_bad_rows; k++)
+			if (r->bad_rows[k].table == t->name)
+				fprintf(f, "MISMATCH: %s row %s: %s\n", t->name,
+				        r->bad_rows[k].legacy_id,
+				        r->bad_rows[k].problem);
+	}
+	if (r->bad_rows_total > 0)
+		fprintf(f, "mismatched rows: %lld in all\n",
+		        (long long)r->bad_rows_total);
 	if (r->dry_run)
 		fprintf(f, "dry run: nothing was written\n");
 	else if (created == 0)
@@ -438,6 +716,9 @@ import_report_json(const imp_report *r, const imp_source *src)
 		        (json_int_t)t->created, "existing",
 		        (json_int_t)t->existing, "sha256_legacy", t->sha_source,
 		        "sha256_parley", t->sha_parley, "seconds", t->seconds);
+		if (t->rows_differ >= 0)
+			json_object_set_new(o, "mismatched_rows",
+			                    json_integer(t->rows_differ));
 		json_object_set_new(
 		        o, "rows_per_second",
 		        json_real(t->seconds > 0
@@ -486,6 +767,16 @@ import_report_json(const imp_report *r, const imp_source *src)
 	for (size_t i = 0; i < r->n_mismatches; i++)
 		json_array_append_new(a, json_string(r->mismatches[i]));
 	json_object_set_new(j, "mismatches", a);
+	a = json_array();
+	for (size_t i = 0; i < r->n_bad_rows; i++)
+		json_array_append_new(
+		        a, json_pack("{s:s, s:s, s:s}", "table",
+		                     r->bad_rows[i].table, "legacy_id",
+		                     r->bad_rows[i].legacy_id, "problem",
+		                     r->bad_rows[i].problem));
+	json_object_set_new(j, "mismatched_rows", a);
+	json_object_set_new(j, "mismatched_rows_total",
+	                    json_integer(r->bad_rows_total));
 	s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(j);
 	return s;

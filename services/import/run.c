@@ -113,6 +113,36 @@ name_missing(const imp_source *src, imp_report *r)
 		}
 }
 
+// The row check: for every table whose checksum differs, the service's
+// rows against the source's, the rows that differ named. A service that
+// cannot list them leaves its tables named only.
+static void
+name_rows(imp_writer *w, const imp_source *src, imp_report *r)
+{
+	for (int i = 0; i < IMP_TABLES; i++) {
+		imp_table *t = &r->t[i];
+		imp_digest *d = NULL;
+		size_t n = 0;
+		char err[512] = "";
+		int rc;
+
+		if (t->parley < 0 || strcmp(t->sha_source, t->sha_parley) == 0)
+			continue;
+		rc = import_fetch_rows(w, r, i, &d, &n, err, sizeof(err));
+		if (rc < 0)
+			import_mismatch(r, "%s: could not list the rows: %s",
+			                t->name, err);
+		else if (rc > 0)
+			import_mismatch(r,
+			                "%s: the service does not list its "
+			                "rows (too old): rows not named",
+			                t->name);
+		else
+			import_compare_rows(r, src, i, d, n);
+		import_digests_free(d, n);
+	}
+}
+
 static int
 finish(const imp_opts *o, imp_report *r, imp_source *src, double t0, char *err,
        size_t errlen)
@@ -192,6 +222,7 @@ import_run(const imp_opts *o, imp_report *r, char *err, size_t errlen)
 		verify(r);
 		if (r->n_mismatches > 0) {
 			name_missing(&src, r);
+			name_rows(w, &src, r);
 			r->exit_code = 2;
 		}
 	}

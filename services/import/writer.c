@@ -1407,3 +1407,129 @@ import_fetch_summary(imp_writer *w, imp_report *r, char *err, size_t errlen)
 	}
 	return 0;
 }
+
+#define ROWS_PAGE 2000 // rows per GetImportSummary page (the service caps 5000)
+
+static int
+add_digest(imp_digest **v, size_t *n, size_t *cap, const char *key,
+           const char *sha)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 1024;
+		imp_digest *x = realloc(*v, c * sizeof(*x));
+		if (x == NULL)
+			return -1;
+		*v = x;
+		*cap = c;
+	}
+	(*v)[*n].key = strdup(key);
+	(*v)[*n].sha256 = strdup(sha);
+	if ((*v)[*n].key == NULL || (*v)[*n].sha256 == NULL) {
+		free((*v)[*n].key);
+		free((*v)[*n].sha256);
+		return -1;
+	}
+	(*n)++;
+	return 0;
+}
+
+// One page of a table's rows: messaging's or agents' GetImportSummary,
+// the rows added to v, *next the cursor ("" after the last page).
+static int
+rows_page(imp_writer *w, int table, const char *after, imp_digest **v,
+          size_t *n, size_t *cap, char *next, size_t nextlen, char *err,
+          size_t errlen)
+{
+	static const char *const names[IMP_TABLES] = {
+		"contacts",    "conversations",    "messages",
+		"orders",      "campaigns",        "campaign_recipients",
+		"checkpoints", "checkpoint_blobs", "checkpoint_writes",
+	};
+	int rc = 0;
+
+	pl_arena_reset(&w->arena);
+	if (table < IMP_T_CHECKPOINTS) {
+		MSG(GetImportSummaryRequest)
+		in = PARLEY__MESSAGING__V1__GET_IMPORT_SUMMARY_REQUEST__INIT;
+		MSG(GetImportSummaryResponse) *out = NULL;
+
+		in.tenant_id = w->tenant_id;
+		in.rows_of_table = (char *)names[table];
+		in.rows_after = (char *)after;
+		in.rows_limit = ROWS_PAGE;
+		if (CALL(w, w->messaging,
+		         "/parley.messaging.v1.Messaging/GetImportSummary", &in,
+		         parley__messaging__v1__get_import_summary_response,
+		         &out, true, err, errlen) != PL_OK)
+			return -1;
+		for (size_t i = 0; i < out->n_rows && rc == 0; i++)
+			rc = add_digest(v, n, cap, out->rows[i]->key,
+			                out->rows[i]->sha256);
+		snprintf(next, nextlen, "%s", out->rows_next);
+	} else {
+		AG(GetImportSummaryRequest)
+		in = PARLEY__AGENTS__V1__GET_IMPORT_SUMMARY_REQUEST__INIT;
+		AG(GetImportSummaryResponse) *out = NULL;
+
+		in.tenant_id = w->tenant_id;
+		in.rows_of_table = (char *)names[table];
+		in.rows_after = (char *)after;
+		in.rows_limit = ROWS_PAGE;
+		if (CALL(w, w->agents,
+		         "/parley.agents.v1.Agents/GetImportSummary", &in,
+		         parley__agents__v1__get_import_summary_response, &out,
+		         true, err, errlen) != PL_OK)
+			return -1;
+		for (size_t i = 0; i < out->n_rows && rc == 0; i++)
+			rc = add_digest(v, n, cap, out->rows[i]->key,
+			                out->rows[i]->sha256);
+		snprintf(next, nextlen, "%s", out->rows_next);
+	}
+	if (rc != 0)
+		snprintf(err, errlen, "out of memory listing %s rows",
+		         names[table]);
+	return rc;
+}
+
+int
+import_fetch_rows(imp_writer *w, const imp_report *r, int table,
+                  imp_digest **out, size_t *n, char *err, size_t errlen)
+{
+	// A key is at most a few hundred bytes (services cap their keys).
+	char after[4096] = "", next[4096];
+	imp_digest *v = NULL;
+	size_t cap = 0;
+
+	*out = NULL;
+	*n = 0;
+	for (;;) {
+		size_t before = *n;
+		if (rows_page(w, table, after, &v, n, &cap, next, sizeof(next),
+		              err, errlen) != 0) {
+			import_digests_free(v, *n);
+			*n = 0;
+			return -1;
+		}
+		if (next[0] == '\0')
+			break;
+		// A cursor that does not move would loop for ever.
+		if (*n == before || strcmp(next, after) <= 0) {
+			snprintf(err, errlen,
+			         "GetImportSummary: the rows of %s did not "
+			         "advance past \"%s\"",
+			         r->t[table].name, after);
+			import_digests_free(v, *n);
+			*n = 0;
+			return -1;
+		}
+		memcpy(after, next, sizeof(after));
+	}
+	// A service from before the row listing ignores rows_of_table and
+	// answers the summary: no rows for a table that has some.
+	if (*n == 0 && r->t[table].parley > 0) {
+		import_digests_free(v, 0);
+		return 1;
+	}
+	*out = v;
+	return 0;
+}

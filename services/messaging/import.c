@@ -1262,96 +1262,178 @@ messaging_import_campaigns(pl_call *call, const void *inp, void *outp)
 // Summary: counts per table (and status) and a SHA-256 per table over the
 // imported rows in legacy-id order (bytewise), fields joined by U+001F and
 // rows by U+001E. What each row contributes is in services/import/README.md;
-// the importer computes the same over the legacy rows.
+// the importer computes the same over the legacy rows. On a difference it
+// asks for the rows of a table (rows_of_table): each row's legacy id and the
+// SHA-256 of the same text. Both statements are made of the per-table
+// pieces below, so a row's digest and its table's checksum cannot drift.
 
 #define TS(x)                                                                  \
 	"coalesce(to_char((" x ") AT TIME ZONE 'UTC', "                        \
 	"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), '')"
-#define SHA(row, order)                                                        \
-	"encode(sha256(convert_to(coalesce(string_agg(" row                    \
-	", E'\\x1e' ORDER BY " order "), ''), 'UTF8')), 'hex')"
+#define KEY "im.legacy_id COLLATE \"C\""
+#define IM                                                                     \
+	"WITH im AS (SELECT kind, legacy_id, id, raw FROM "                    \
+	"messaging.import_map WHERE tenant_id = $1) "
 
-static const char
-        summary_sql[] = "WITH im AS (SELECT kind, legacy_id, id, raw FROM "
-                        "messaging.import_map WHERE tenant_id = $1) "
-                        // contacts: legacy id, E.164 phone, raw phone
-                        "SELECT 'contacts' AS t, '' AS s, count(*) AS n, " SHA("concat_ws(E'\\x1f', im.legacy_id, coalesce(k.phone, ''), "
-                                                                               "coalesce(im.raw, ''))",
-                                                                               "im.legacy_id COLLATE \"C\"") " FROM im JOIN "
-                                                                                                             "messaging.contacts k ON "
-                                                                                                             "k.tenant_id = $1 AND k.id = "
-                                                                                                             "im.id WHERE im.kind = "
-                                                                                                             "'contact' "
-                                                                                                             // conversations: legacy id, status, message count
-                                                                                                             "UNION ALL SELECT 'conversations', '', count(*), " SHA("concat_ws(E'\\x1f', im.legacy_id, c.status, "
-                                                                                                                                                                    "c.message_count::text)",
-                                                                                                                                                                    "im.legacy_id COLLATE \"C\"") " FROM im JOIN "
-                                                                                                                                                                                                  "messaging.conversations c "
-                                                                                                                                                                                                  "ON c.tenant_id = $1 AND "
-                                                                                                                                                                                                  "c.id = im.id WHERE im.kind "
-                                                                                                                                                                                                  "= 'conversation' "
-                                                                                                                                                                                                  // messages
-                                                                                                                                                                                                  "UNION ALL SELECT 'messages', '', count(*), " SHA("concat_ws(E'\\x1f', im.legacy_id, "
-                                                                                                                                                                                                                                                    "coalesce(m.provider_message_id, ''), m.direction, m.type, "
-                                                                                                                                                                                                                                                    "m.status, m.text, m.media_url, " TS("m.provider_created_at") ", m.metadata::text)",
-                                                                                                                                                                                                                                                    "im.legacy_id COLLATE \"C\"") " FROM im JOIN "
-                                                                                                                                                                                                                                                                                  "messaging.messages m ON "
-                                                                                                                                                                                                                                                                                  "m.tenant_id = $1 AND m.id = "
-                                                                                                                                                                                                                                                                                  "im.id WHERE im.kind = "
-                                                                                                                                                                                                                                                                                  "'message' "
-                                                                                                                                                                                                                                                                                  "UNION ALL SELECT 'messages', m.status, count(*), '' FROM im JOIN "
-                                                                                                                                                                                                                                                                                  "messaging.messages m ON m.tenant_id = $1 AND m.id = im.id WHERE "
-                                                                                                                                                                                                                                                                                  "im.kind = 'message' GROUP BY m.status "
-                                                                                                                                                                                                                                                                                  // orders: legacy id, status, currency, total, items
-                                                                                                                                                                                                                                                                                  "UNION ALL SELECT 'orders', '', count(*), " SHA("concat_ws(E'\\x1f', im.legacy_id, o.status, o.currency, "
-                                                                                                                                                                                                                                                                                                                                  "(SELECT coalesce(sum(i.quantity * "
-                                                                                                                                                                                                                                                                                                                                  "i.unit_price_minor), 0)::text FROM messaging.order_items "
-                                                                                                                                                                                                                                                                                                                                  "i WHERE i.tenant_id = $1 AND i.order_id = o.id), (SELECT "
-                                                                                                                                                                                                                                                                                                                                  "coalesce(string_agg(concat_ws(':', i.sku, i.quantity, "
-                                                                                                                                                                                                                                                                                                                                  "i.unit_price_minor), ';' ORDER BY i.position), '') FROM "
-                                                                                                                                                                                                                                                                                                                                  "messaging.order_items i WHERE i.tenant_id = $1 AND "
-                                                                                                                                                                                                                                                                                                                                  "i.order_id = o.id))",
-                                                                                                                                                                                                                                                                                                                                  "im.legacy_id COLLATE \"C\"") " FROM im JOIN "
-                                                                                                                                                                                                                                                                                                                                                                "messaging.orders o ON "
-                                                                                                                                                                                                                                                                                                                                                                "o.tenant_id = $1 AND o.id = "
-                                                                                                                                                                                                                                                                                                                                                                "im.id WHERE im.kind = "
-                                                                                                                                                                                                                                                                                                                                                                "'order' "
-                                                                                                                                                                                                                                                                                                                                                                "UNION ALL SELECT 'orders', o.status, count(*), '' FROM im JOIN "
-                                                                                                                                                                                                                                                                                                                                                                "messaging.orders o ON o.tenant_id = $1 AND o.id = im.id WHERE "
-                                                                                                                                                                                                                                                                                                                                                                "im.kind = 'order' GROUP BY o.status "
-                                                                                                                                                                                                                                                                                                                                                                // campaigns: legacy id, name, status, the template's body
-                                                                                                                                                                                                                                                                                                                                                                "UNION ALL SELECT 'campaigns', '', count(*), " SHA("concat_ws(E'\\x1f', im.legacy_id, c.name, c.status, "
-                                                                                                                                                                                                                                                                                                                                                                                                                   "coalesce(t.components->0->>'text', ''))",
-                                                                                                                                                                                                                                                                                                                                                                                                                   "im.legacy_id COLLATE \"C\"") " FROM im JOIN "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "messaging.campaigns c ON "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "c.tenant_id = $1 AND c.id = "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "im.id JOIN "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "messaging.templates t ON "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "t.tenant_id = $1 AND t.id = "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "c.template_id WHERE "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "im.kind = 'campaign' "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "UNION ALL SELECT 'campaigns', c.status, count(*), '' FROM im JOIN "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "messaging.campaigns c ON c.tenant_id = $1 AND c.id = im.id WHERE "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "im.kind = 'campaign' GROUP BY c.status "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 // recipients: legacy id, status, opted out or not
-                                                                                                                                                                                                                                                                                                                                                                                                                                                 "UNION ALL SELECT 'campaign_recipients', '', count(*), " SHA("concat_ws(E'\\x1f', im.legacy_id, r.status, CASE WHEN "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                              "r.opted_out_at IS NULL THEN 'in' ELSE 'out' END)",
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                              "im.legacy_id COLLATE \"C\"") " FROM im JOIN "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            "messaging.campaign_"
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            "recipients r ON "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            "r.tenant_id = $1 AND r.id = "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            "im.id WHERE im.kind = "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            "'recipient' "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            "UNION ALL SELECT 'campaign_recipients', r.status, count(*), '' "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            "FROM im JOIN messaging.campaign_recipients r ON r.tenant_id = $1 "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            "AND r.id = im.id WHERE im.kind = 'recipient' GROUP BY r.status "
-                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            "ORDER BY 1, 2";
+// Per table: the row's text (fields joined by U+001F) and the rows (FROM and
+// WHERE, over im).
+
+// contacts: legacy id, E.164 phone, raw phone
+#define CONTACTS_ROW                                                           \
+	"concat_ws(E'\\x1f', im.legacy_id, coalesce(k.phone, ''), "            \
+	"coalesce(im.raw, ''))"
+#define CONTACTS_FROM                                                          \
+	"im JOIN messaging.contacts k ON k.tenant_id = $1 AND k.id = im.id "   \
+	"WHERE im.kind = 'contact'"
+
+// conversations: legacy id, status, message count
+#define CONVERSATIONS_ROW                                                      \
+	"concat_ws(E'\\x1f', im.legacy_id, c.status, c.message_count::text)"
+#define CONVERSATIONS_FROM                                                     \
+	"im JOIN messaging.conversations c ON c.tenant_id = $1 AND c.id = "    \
+	"im.id WHERE im.kind = 'conversation'"
+
+// messages: legacy id, provider id, direction, type, status, text, media
+// URL, provider time, metadata
+#define MESSAGES_ROW                                                           \
+	"concat_ws(E'\\x1f', im.legacy_id, coalesce(m.provider_message_id, "   \
+	"''), m.direction, m.type, m.status, m.text, m.media_url, " TS(        \
+	        "m.provider_created_at") ", m.metadata::text)"
+#define MESSAGES_FROM                                                          \
+	"im JOIN messaging.messages m ON m.tenant_id = $1 AND m.id = im.id "   \
+	"WHERE im.kind = 'message'"
+
+// orders: legacy id, status, currency, total, items
+#define ORDERS_ROW                                                             \
+	"concat_ws(E'\\x1f', im.legacy_id, o.status, o.currency, (SELECT "     \
+	"coalesce(sum(i.quantity * i.unit_price_minor), 0)::text FROM "        \
+	"messaging.order_items i WHERE i.tenant_id = $1 AND i.order_id = "     \
+	"o.id), (SELECT coalesce(string_agg(concat_ws(':', i.sku, "            \
+	"i.quantity, i.unit_price_minor), ';' ORDER BY i.position), '') FROM " \
+	"messaging.order_items i WHERE i.tenant_id = $1 AND i.order_id = "     \
+	"o.id))"
+#define ORDERS_FROM                                                            \
+	"im JOIN messaging.orders o ON o.tenant_id = $1 AND o.id = im.id "     \
+	"WHERE im.kind = 'order'"
+
+// campaigns: legacy id, name, status, the template's body
+#define CAMPAIGNS_ROW                                                          \
+	"concat_ws(E'\\x1f', im.legacy_id, c.name, c.status, "                 \
+	"coalesce(t.components->0->>'text', ''))"
+#define CAMPAIGNS_FROM                                                         \
+	"im JOIN messaging.campaigns c ON c.tenant_id = $1 AND c.id = im.id "  \
+	"JOIN messaging.templates t ON t.tenant_id = $1 AND t.id = "           \
+	"c.template_id WHERE im.kind = 'campaign'"
+// (the per-status count does not need the template)
+#define CAMPAIGNS_ONLY_FROM                                                    \
+	"im JOIN messaging.campaigns c ON c.tenant_id = $1 AND c.id = im.id "  \
+	"WHERE im.kind = 'campaign'"
+
+// campaign_recipients: legacy id, status, opted out or not
+#define RECIPIENTS_ROW                                                         \
+	"concat_ws(E'\\x1f', im.legacy_id, r.status, CASE WHEN "               \
+	"r.opted_out_at IS NULL THEN 'in' ELSE 'out' END)"
+#define RECIPIENTS_FROM                                                        \
+	"im JOIN messaging.campaign_recipients r ON r.tenant_id = $1 AND "     \
+	"r.id = im.id WHERE im.kind = 'recipient'"
+
+// A table's count and checksum; a table's count per status.
+#define TABLE_SUM(name, row, from)                                             \
+	"SELECT '" name "' AS t, '' AS s, count(*) AS n, "                     \
+	"encode(sha256(convert_to(coalesce(string_agg(" row                    \
+	", E'\\x1e' ORDER BY " KEY                                             \
+	"), ''), 'UTF8')), 'hex') AS sha FROM " from
+#define STATUS_SUM(name, col, from)                                            \
+	"SELECT '" name "', " col ", count(*), '' FROM " from " GROUP BY " col
+// A page of a table's rows: legacy id and the SHA-256 of its text, after
+// $2 in bytewise order, at most $3.
+#define TABLE_ROWS(row, from)                                                  \
+	IM "SELECT im.legacy_id, encode(sha256(convert_to(" row                \
+	   ", 'UTF8')), 'hex') FROM " from " AND " KEY " > $2 ORDER BY " KEY   \
+	   " LIMIT $3"
+
+#define UNION        " UNION ALL "
+#define CONTACTS_SUM TABLE_SUM("contacts", CONTACTS_ROW, CONTACTS_FROM)
+#define CONVERSATIONS_SUM                                                      \
+	TABLE_SUM("conversations", CONVERSATIONS_ROW, CONVERSATIONS_FROM)
+#define MESSAGES_SUM                                                           \
+	TABLE_SUM("messages", MESSAGES_ROW, MESSAGES_FROM)                     \
+	UNION STATUS_SUM("messages", "m.status", MESSAGES_FROM)
+#define ORDERS_SUM                                                             \
+	TABLE_SUM("orders", ORDERS_ROW, ORDERS_FROM)                           \
+	UNION STATUS_SUM("orders", "o.status", ORDERS_FROM)
+#define CAMPAIGNS_SUM                                                          \
+	TABLE_SUM("campaigns", CAMPAIGNS_ROW, CAMPAIGNS_FROM)                  \
+	UNION STATUS_SUM("campaigns", "c.status", CAMPAIGNS_ONLY_FROM)
+#define RECIPIENTS_SUM                                                         \
+	TABLE_SUM("campaign_recipients", RECIPIENTS_ROW, RECIPIENTS_FROM)      \
+	UNION STATUS_SUM("campaign_recipients", "r.status", RECIPIENTS_FROM)
+
+static const char summary_sql[] = IM CONTACTS_SUM UNION CONVERSATIONS_SUM UNION
+        MESSAGES_SUM UNION ORDERS_SUM UNION CAMPAIGNS_SUM UNION RECIPIENTS_SUM
+        " ORDER BY 1, 2";
+
+static const struct {
+	const char *table;
+	const char *sql;
+} rows_sql[] = {
+	{ "contacts", TABLE_ROWS(CONTACTS_ROW, CONTACTS_FROM) },
+	{ "conversations", TABLE_ROWS(CONVERSATIONS_ROW, CONVERSATIONS_FROM) },
+	{ "messages", TABLE_ROWS(MESSAGES_ROW, MESSAGES_FROM) },
+	{ "orders", TABLE_ROWS(ORDERS_ROW, ORDERS_FROM) },
+	{ "campaigns", TABLE_ROWS(CAMPAIGNS_ROW, CAMPAIGNS_FROM) },
+	{ "campaign_recipients", TABLE_ROWS(RECIPIENTS_ROW, RECIPIENTS_FROM) },
+};
+
+#define ROWS_DEFAULT 1000
+#define ROWS_MAX     5000
 
 typedef struct summary_tx {
 	pl_call *call;
-	const char *tenant;
+	const M(GetImportSummaryRequest) * in;
 	M(GetImportSummaryResponse) * out;
+	const char *rows_sql; // a page of rows instead of the summary
+	int limit;
 } summary_tx;
+
+static int
+rows_fn(pl_db *db, summary_tx *t)
+{
+	pl_call *call = t->call;
+	pl_arena *a = call->arena;
+	char lim[16];
+	const char *p[3] = { t->in->tenant_id, s0(t->in->rows_after), lim };
+	PGresult *r = NULL;
+	int n, rv;
+
+	snprintf(lim, sizeof(lim), "%d", t->limit);
+	if ((rv = q(call, db, "list the imported rows", t->rows_sql, 3, p,
+	            &r)) != PL_OK)
+		return rv;
+	n = PQntuples(r);
+	t->out->rows = pl_arena_zalloc(a, sizeof(void *) * (n + 1));
+	if (t->out->rows == NULL) {
+		PQclear(r);
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED, "too big");
+	}
+	for (int i = 0; i < n; i++) {
+		M(RowDigest) *d = pl_arena_zalloc(a, sizeof(*d));
+		if (d == NULL) {
+			PQclear(r);
+			return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+			                     "too big");
+		}
+		parley__messaging__v1__row_digest__init(d);
+		d->key = pl_arena_strdup(a, PQgetvalue(r, i, 0));
+		d->sha256 = pl_arena_strdup(a, PQgetvalue(r, i, 1));
+		t->out->rows[t->out->n_rows++] = d;
+	}
+	// A full page may have a next one; a short page is the last.
+	if (n == t->limit)
+		t->out->rows_next = t->out->rows[n - 1]->key;
+	PQclear(r);
+	return PL_OK;
+}
 
 static int
 summary_fn(pl_db *db, void *arg)
@@ -1359,10 +1441,12 @@ summary_fn(pl_db *db, void *arg)
 	summary_tx *t = arg;
 	pl_call *call = t->call;
 	pl_arena *a = call->arena;
-	const char *p[1] = { t->tenant };
+	const char *p[1] = { t->in->tenant_id };
 	PGresult *r = NULL;
 	int n, rv;
 
+	if (t->rows_sql != NULL)
+		return rows_fn(db, t);
 	// Right after a bulk import the tables have no statistics yet (the
 	// autovacuum daemon has not come by): without them the summary's
 	// joins over 100,000 messages got plans that ran past the call's
@@ -1408,10 +1492,37 @@ int
 messaging_import_summary(pl_call *call, const void *inp, void *outp)
 {
 	const M(GetImportSummaryRequest) *in = inp;
-	summary_tx t = { call, in->tenant_id, outp };
+	summary_tx t = { call, in, outp, NULL, 0 };
+	const char *table = s0(in->rows_of_table);
 	int rv;
 
 	if ((rv = need_tenant(call, in->tenant_id, NULL, false)) != PL_OK)
 		return rv;
+	if (table[0] == '\0') {
+		if (s0(in->rows_after)[0] != '\0' || in->rows_limit != 0)
+			return pl_call_violation(call, "rows_of_table",
+			                         "is required with rows_after "
+			                         "and rows_limit");
+	} else {
+		for (size_t i = 0; i < sizeof(rows_sql) / sizeof(rows_sql[0]);
+		     i++)
+			if (strcmp(rows_sql[i].table, table) == 0)
+				t.rows_sql = rows_sql[i].sql;
+		if (t.rows_sql == NULL)
+			return pl_call_violation(
+			        call, "rows_of_table",
+			        "must be contacts, conversations, messages, "
+			        "orders, campaigns or campaign_recipients");
+		if (strlen(s0(in->rows_after)) > IMP_MAX_LEGACY)
+			return pl_call_violation(call, "rows_after",
+			                         "at most %d bytes",
+			                         IMP_MAX_LEGACY);
+		if (in->rows_limit < 0)
+			return pl_call_violation(call, "rows_limit",
+			                         "must not be negative");
+		t.limit = in->rows_limit == 0         ? ROWS_DEFAULT
+		          : in->rows_limit > ROWS_MAX ? ROWS_MAX
+		                                      : in->rows_limit;
+	}
 	return pl_db_tx(pl_call_db(call), in->tenant_id, summary_fn, &t);
 }

@@ -2,8 +2,9 @@
 // tests/fixtures/legacy at small sizes, the real tenants, billing, agents
 // and messaging services (each its own database), and import_run called in
 // process. Checks counts and checksums, a second run importing nothing,
-// merged phones, the dry run, bad input, and that an imported contact's
-// next WhatsApp message lands in its imported conversation and is answered.
+// merged phones, rows changed after an import named in the next run's
+// report, the dry run, bad input, and that an imported contact's next
+// WhatsApp message lands in its imported conversation and is answered.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <sodium.h>
 
@@ -316,6 +318,339 @@ test_second_run_imports_nothing(void **state)
 	import_report_fini(&r);
 }
 
+// GetImportSummary's row listing (rows_of_table) of messaging and agents:
+// pages in key order that cover the table, the page size capped, bad input
+// refused.
+static int
+msg_rows(const char *table, const char *after, int limit,
+         Parley__Messaging__V1__GetImportSummaryResponse **out)
+{
+	Parley__Messaging__V1__GetImportSummaryRequest in =
+	        PARLEY__MESSAGING__V1__GET_IMPORT_SUMMARY_REQUEST__INIT;
+	pl_principal svc = svch_service();
+
+	in.tenant_id = tenant_id;
+	in.rows_of_table = (char *)table;
+	in.rows_after = (char *)after;
+	in.rows_limit = limit;
+	return svch_call(
+	        &hm, "/parley.messaging.v1.Messaging/GetImportSummary", &svc,
+	        &in.base,
+	        &parley__messaging__v1__get_import_summary_response__descriptor,
+	        (void **)out, NULL);
+}
+
+static int
+ag_rows(const char *table, const char *after, int limit,
+        Parley__Agents__V1__GetImportSummaryResponse **out)
+{
+	Parley__Agents__V1__GetImportSummaryRequest in =
+	        PARLEY__AGENTS__V1__GET_IMPORT_SUMMARY_REQUEST__INIT;
+	pl_principal svc = svch_service();
+
+	in.tenant_id = tenant_id;
+	in.rows_of_table = (char *)table;
+	in.rows_after = (char *)after;
+	in.rows_limit = limit;
+	return svch_call(
+	        &ha, "/parley.agents.v1.Agents/GetImportSummary", &svc,
+	        &in.base,
+	        &parley__agents__v1__get_import_summary_response__descriptor,
+	        (void **)out, NULL);
+}
+
+static void
+test_row_listing(void **state)
+{
+	Parley__Messaging__V1__GetImportSummaryResponse *mo = NULL;
+	Parley__Agents__V1__GetImportSummaryResponse *ao = NULL;
+	char after[1024] = "", last[1024] = "", sql[256], big[300];
+	size_t total = 0;
+
+	(void)state;
+	NEED();
+	assert_true(tenant_id[0] != '\0');
+	// messages, 7 a page at first, then 500: every row once, in order.
+	assert_int_equal(msg_rows("messages", "", 7, &mo), PL_OK);
+	assert_int_equal(mo->n_rows, 7);
+	assert_int_equal(mo->n_counts, 0);
+	assert_string_equal(mo->rows_next, mo->rows[6]->key);
+	for (;;) {
+		assert_int_equal(msg_rows("messages", after, 500, &mo), PL_OK);
+		for (size_t i = 0; i < mo->n_rows; i++) {
+			assert_true(strcmp(mo->rows[i]->key, last) > 0);
+			assert_int_equal(strlen(mo->rows[i]->sha256), 64);
+			snprintf(last, sizeof(last), "%s", mo->rows[i]->key);
+		}
+		total += mo->n_rows;
+		if (mo->rows_next[0] == '\0')
+			break;
+		snprintf(after, sizeof(after), "%s", mo->rows_next);
+	}
+	assert_int_equal(total, 2003);
+	// A page past the cap is 5000 rows at most: here all of them.
+	assert_int_equal(msg_rows("messages", "", 100000, &mo), PL_OK);
+	assert_int_equal(mo->n_rows, 2003);
+	assert_string_equal(mo->rows_next, "");
+	// Bad input.
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(msg_rows("users", "", 0, &mo), PL_INVALID_ARGUMENT);
+	assert_int_equal(msg_rows("checkpoints", "", 0, &mo),
+	                 PL_INVALID_ARGUMENT);
+	assert_int_equal(msg_rows("", "7", 0, &mo), PL_INVALID_ARGUMENT);
+	assert_int_equal(msg_rows("", "", 10, &mo), PL_INVALID_ARGUMENT);
+	assert_int_equal(msg_rows("orders", "", -1, &mo), PL_INVALID_ARGUMENT);
+	assert_int_equal(msg_rows("orders", big, 0, &mo), PL_INVALID_ARGUMENT);
+	// The summary itself is unchanged.
+	assert_int_equal(msg_rows("", "", 0, &mo), PL_OK);
+	assert_true(mo->n_checksums >= 6);
+	assert_int_equal(mo->n_rows, 0);
+
+	// agents: the checkpoints 50 a page.
+	after[0] = last[0] = '\0';
+	total = 0;
+	for (;;) {
+		assert_int_equal(ag_rows("checkpoints", after, 50, &ao), PL_OK);
+		for (size_t i = 0; i < ao->n_rows; i++) {
+			assert_true(strcmp(ao->rows[i]->key, last) > 0);
+			assert_non_null(strchr(ao->rows[i]->key, '\x1f'));
+			snprintf(last, sizeof(last), "%s", ao->rows[i]->key);
+		}
+		total += ao->n_rows;
+		if (ao->rows_next[0] == '\0')
+			break;
+		snprintf(after, sizeof(after), "%s", ao->rows_next);
+	}
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM agents.checkpoints WHERE tenant_id = "
+	         "'%s'",
+	         tenant_id);
+	assert_int_equal(total, scalar(ha.admin_url, sql));
+	assert_int_equal(ag_rows("checkpoint_writes", "", 0, &ao), PL_OK);
+	assert_true(ao->n_rows > 0);
+	assert_int_equal(ag_rows("messages", "", 0, &ao), PL_INVALID_ARGUMENT);
+	assert_int_equal(ag_rows("", "a", 0, &ao), PL_INVALID_ARGUMENT);
+	assert_int_equal(ag_rows("checkpoints", "", -5, &ao),
+	                 PL_INVALID_ARGUMENT);
+	pl_arena_reset(&hm.arena);
+	pl_arena_reset(&ha.arena);
+}
+
+// One value of a one-row, one-column query into out ("" when none).
+static void
+text_of(const char *url, const char *sql, char *out, size_t len)
+{
+	PGconn *c = PQconnectdb(url);
+	PGresult *r = PQexec(c, sql);
+
+	out[0] = '\0';
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+		snprintf(out, len, "%s", PQgetvalue(r, 0, 0));
+	else
+		fprintf(stderr, "text_of: %s\n", PQresultErrorMessage(r));
+	PQclear(r);
+	PQfinish(c);
+}
+
+static const imp_bad_row *
+find_bad(const imp_report *r, const char *table, const char *legacy)
+{
+	for (size_t i = 0; i < r->n_bad_rows; i++)
+		if (strcmp(r->bad_rows[i].table, table) == 0 &&
+		    strcmp(r->bad_rows[i].legacy_id, legacy) == 0)
+			return &r->bad_rows[i];
+	return NULL;
+}
+
+static bool
+json_names(json_t *rows, const char *table, const char *legacy,
+           const char *problem)
+{
+	size_t i;
+	json_t *x;
+
+	json_array_foreach(rows, i, x)
+	{
+		const char *t = json_string_value(json_object_get(x, "table"));
+		const char *l =
+		        json_string_value(json_object_get(x, "legacy_id"));
+		const char *p =
+		        json_string_value(json_object_get(x, "problem"));
+		if (t && l && p && strcmp(t, table) == 0 &&
+		    strcmp(l, legacy) == 0 && strcmp(p, problem) == 0)
+			return true;
+	}
+	return false;
+}
+
+// Rows changed behind the importer's back after a good import: the next
+// run's check fails and the report names exactly those rows, with what is
+// wrong with each (issue 10: "a report that names the rows").
+static void
+test_mismatch_names_rows(void **state)
+{
+	static const struct {
+		const char *table, *problem;
+	} want[] = {
+		{ "messages", IMP_DIFFERS }, // text changed
+		{ "messages", IMP_EXTRA },   // a map row Parley made up
+		{ "orders", IMP_DIFFERS },   // an item deleted
+		{ "campaign_recipients", IMP_MISSING }, // the row deleted
+		{ "checkpoints", IMP_DIFFERS },         // metadata changed
+	};
+	char ids[5][256], sql[1024], tenant[40], line[2048];
+	const char *rep = "/tmp/parley-import-test-mismatch.json";
+	const char *txt = "/tmp/parley-import-test-mismatch.txt";
+	imp_opts o;
+	imp_report r;
+	char err[1024] = "";
+	FILE *out;
+	json_t *j;
+	json_error_t je;
+
+	(void)state;
+	NEED();
+	o = opts("tamper-shop", legacy_url);
+	o.admin_email = "owner@tamper.example";
+	// no credentials: a placeholder channel (legacy-shop has the number)
+	o.wa_phone_number_id = o.wa_access_token = o.wa_app_secret = "";
+	o.wa_verify_token = o.wa_api_base_url = "";
+	assert_int_equal(import_run(&o, &r, err, sizeof(err)), 0);
+	snprintf(tenant, sizeof(tenant), "%s", r.tenant_id);
+	import_report_fini(&r);
+
+	// A message whose text changes.
+	snprintf(ids[0], sizeof(ids[0]), "7");
+	snprintf(sql, sizeof(sql),
+	         "UPDATE messaging.messages m SET text = 'tampered' FROM "
+	         "messaging.import_map im WHERE im.tenant_id = '%s' AND "
+	         "im.kind = 'message' AND im.legacy_id = '7' AND m.tenant_id "
+	         "= im.tenant_id AND m.id = im.id",
+	         tenant);
+	assert_int_equal(pgh_exec_url(hm.admin_url, sql), 0);
+	// A map row no legacy row has, on an imported message.
+	snprintf(ids[1], sizeof(ids[1]), "zz-not-legacy");
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO messaging.import_map (tenant_id, kind, "
+	         "legacy_id, id) SELECT tenant_id, kind, 'zz-not-legacy', id "
+	         "FROM messaging.import_map WHERE tenant_id = '%s' AND kind = "
+	         "'message' AND legacy_id = '8'",
+	         tenant);
+	assert_int_equal(pgh_exec_url(hm.admin_url, sql), 0);
+	// Order 1's first item deleted (its total changes too).
+	snprintf(ids[2], sizeof(ids[2]), "1");
+	snprintf(sql, sizeof(sql),
+	         "DELETE FROM messaging.order_items i USING "
+	         "messaging.import_map im WHERE im.tenant_id = '%s' AND "
+	         "im.kind = 'order' AND im.legacy_id = '1' AND i.tenant_id = "
+	         "im.tenant_id AND i.order_id = im.id AND i.position = (SELECT "
+	         "min(position) FROM messaging.order_items WHERE tenant_id = "
+	         "im.tenant_id AND order_id = im.id)",
+	         tenant);
+	assert_int_equal(pgh_exec_url(hm.admin_url, sql), 0);
+	// A recipient deleted (one that no merged subscriber shares); its map
+	// row stays, so the rerun does not make it again.
+	snprintf(sql, sizeof(sql),
+	         "SELECT im.legacy_id FROM messaging.import_map im WHERE "
+	         "im.tenant_id = '%s' AND im.kind = 'recipient' AND (SELECT "
+	         "count(*) FROM messaging.import_map x WHERE x.tenant_id = "
+	         "im.tenant_id AND x.kind = 'recipient' AND x.id = im.id) = 1 "
+	         "ORDER BY im.legacy_id COLLATE \"C\" LIMIT 1",
+	         tenant);
+	text_of(hm.admin_url, sql, ids[3], sizeof(ids[3]));
+	assert_true(ids[3][0] != '\0');
+	snprintf(sql, sizeof(sql),
+	         "DELETE FROM messaging.campaign_recipients r USING "
+	         "messaging.import_map im WHERE im.tenant_id = '%s' AND "
+	         "im.kind = 'recipient' AND im.legacy_id = '%s' AND "
+	         "r.tenant_id = im.tenant_id AND r.id = im.id",
+	         tenant, ids[3]);
+	assert_int_equal(pgh_exec_url(hm.admin_url, sql), 0);
+	// A checkpoint's metadata changed; the report names it by its legacy
+	// thread, namespace and id.
+	snprintf(sql, sizeof(sql),
+	         "SELECT legacy_thread_id || '/' || checkpoint_ns || '/' || "
+	         "checkpoint_id FROM agents.checkpoints WHERE tenant_id = '%s' "
+	         "AND legacy_thread_id LIKE 'thread-%%' ORDER BY thread_id, "
+	         "checkpoint_id LIMIT 1",
+	         tenant);
+	text_of(ha.admin_url, sql, ids[4], sizeof(ids[4]));
+	assert_true(ids[4][0] != '\0');
+	snprintf(sql, sizeof(sql),
+	         "UPDATE agents.checkpoints SET metadata = '{\"tampered\": "
+	         "true}' WHERE tenant_id = '%s' AND legacy_thread_id || '/' || "
+	         "checkpoint_ns || '/' || checkpoint_id = '%s'",
+	         tenant, ids[4]);
+	assert_int_equal(pgh_exec_url(ha.admin_url, sql), 0);
+
+	// The check again: a second run.
+	out = fopen(txt, "w");
+	assert_non_null(out);
+	o.out = out;
+	o.report_path = rep;
+	err[0] = '\0';
+	assert_int_equal(import_run(&o, &r, err, sizeof(err)), 2);
+	fclose(out);
+	for (size_t i = 0; i < r.n_bad_rows; i++)
+		fprintf(stderr, "named: %s %s: %s\n", r.bad_rows[i].table,
+		        r.bad_rows[i].legacy_id, r.bad_rows[i].problem);
+	assert_int_equal(r.bad_rows_total, 5);
+	assert_int_equal(r.n_bad_rows, 5);
+	for (size_t i = 0; i < 5; i++) {
+		const imp_bad_row *b = find_bad(&r, want[i].table, ids[i]);
+		assert_non_null(b);
+		assert_string_equal(b->problem, want[i].problem);
+	}
+	assert_int_equal(r.t[IMP_T_MESSAGES].rows_differ, 2);
+	assert_int_equal(r.t[IMP_T_ORDERS].rows_differ, 1);
+	assert_int_equal(r.t[IMP_T_RECIPIENTS].rows_differ, 1);
+	assert_int_equal(r.t[IMP_T_CHECKPOINTS].rows_differ, 1);
+	// Tables whose checksums match are not listed.
+	assert_int_equal(r.t[IMP_T_CONTACTS].rows_differ, -1);
+	assert_int_equal(r.t[IMP_T_BLOBS].rows_differ, -1);
+	import_report_fini(&r);
+
+	// The JSON report names the same rows.
+	j = json_load_file(rep, 0, &je);
+	assert_non_null(j);
+	assert_false(json_is_true(json_object_get(j, "ok")));
+	assert_int_equal(
+	        json_integer_value(json_object_get(j, "mismatched_rows_total")),
+	        5);
+	assert_int_equal(json_array_size(json_object_get(j, "mismatched_rows")),
+	                 5);
+	for (size_t i = 0; i < 5; i++)
+		assert_true(json_names(json_object_get(j, "mismatched_rows"),
+		                       want[i].table, ids[i], want[i].problem));
+	assert_int_equal(json_integer_value(json_object_get(
+	                         json_object_get(json_object_get(j, "tables"),
+	                                         "messages"),
+	                         "mismatched_rows")),
+	                 2);
+	json_decref(j);
+	unlink(rep);
+
+	// And the terminal's report, one MISMATCH line per row.
+	out = fopen(txt, "r");
+	assert_non_null(out);
+	{
+		int found = 0;
+		char wantl[5][2048];
+		for (size_t i = 0; i < 5; i++)
+			snprintf(wantl[i], sizeof(wantl[i]),
+			         "MISMATCH: %s row %s: %s\n", want[i].table,
+			         ids[i], want[i].problem);
+		while (fgets(line, sizeof(line), out) != NULL)
+			for (size_t i = 0; i < 5; i++)
+				if (strcmp(line, wantl[i]) == 0)
+					found++;
+		assert_int_equal(found, 5);
+	}
+	fclose(out);
+	unlink(txt);
+}
+
 static void
 test_dry_run_writes_nothing(void **state)
 {
@@ -421,7 +756,9 @@ test_imported_contact_writes_again(void **state)
 	snprintf(sql, sizeof(sql),
 	         "SELECT count(*) FROM messaging.conversations c JOIN "
 	         "messaging.contacts k ON k.tenant_id = c.tenant_id AND k.id = "
-	         "c.contact_id WHERE k.phone = '+15550000004'");
+	         "c.contact_id WHERE k.phone = '+15550000004' AND "
+	         "c.tenant_id = '%s'",
+	         tenant_id);
 	conv_before = scalar(hm.admin_url, sql);
 	assert_int_equal(conv_before, 1);
 	snprintf(
@@ -477,7 +814,9 @@ test_imported_contact_writes_again(void **state)
 	snprintf(sql, sizeof(sql),
 	         "SELECT count(*) FROM messaging.conversations c JOIN "
 	         "messaging.contacts k ON k.tenant_id = c.tenant_id AND k.id = "
-	         "c.contact_id WHERE k.phone = '+15550000004'");
+	         "c.contact_id WHERE k.phone = '+15550000004' AND "
+	         "c.tenant_id = '%s'",
+	         tenant_id);
 	assert_int_equal(scalar(hm.admin_url, sql), 1);
 }
 
@@ -487,6 +826,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_import),
 		cmocka_unit_test(test_second_run_imports_nothing),
+		cmocka_unit_test(test_row_listing),
+		cmocka_unit_test(test_mismatch_names_rows),
 		cmocka_unit_test(test_dry_run_writes_nothing),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_imported_contact_writes_again),
