@@ -7,9 +7,13 @@
 // import, a fresh install's first burst) keeps statistics that say "empty",
 // and the plans made from them walk a tenant's rows where a primary-key
 // probe was meant. The keeper compares each table's live row count with
-// pg_class.reltuples (what the planner uses) every few seconds and
-// analyzes the ones that differ by half or more; a table in a steady state
-// is never touched.
+// pg_class.reltuples (what the planner uses) every second and analyzes the
+// ones that differ by 100 rows and by half or more; a table in a steady
+// state is never touched, a growing one about log1.5(size/100) times. Both
+// figures were measured: with 1,000 rows and every 2 s, the 20,000-
+// recipient campaign bench ran at 694-1,010 msgs/s (1.7-2.5 ms of
+// PostgreSQL CPU a message); with 100 rows and every second at 1,134-1,147
+// (1.5 ms).
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +24,8 @@
 #include "pl/log.h"
 #include "pl/rpc.h"
 
-#define MIN_DRIFT  1000 // rows: below this, any plan is cheap
-#define MAX_TABLES 16   // per round
+#define MIN_DRIFT  100 // rows: below this, any plan is cheap
+#define MAX_TABLES 16  // per round
 
 struct pl_db_analyzer {
 	pl_db *db;
@@ -126,7 +130,7 @@ pl_db_analyzer_start(const char *url, const char *schema, int interval_ms)
 
 	if (a == NULL)
 		return NULL;
-	a->interval_ms = interval_ms > 0 ? interval_ms : 2000;
+	a->interval_ms = interval_ms > 0 ? interval_ms : 1000;
 	a->db = pl_db_open(url);
 	a->schema = strdup(schema);
 	pthread_mutex_init(&a->mu, NULL);

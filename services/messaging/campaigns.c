@@ -41,7 +41,51 @@ static struct {
 	int nth;
 	volatile bool stop;
 	msg_service *s;
-} g = { PTHREAD_MUTEX_INITIALIZER, NULL, false, { 0 }, 0, false, NULL };
+	// Each running campaign's claim cursor: the last recipient id taken
+	// (messaging.campaign_send_batch's p_after); slot reuse by age.
+	struct {
+		char campaign[40], last[40];
+		uint64_t used;
+	} cur[64];
+	uint64_t tick;
+} g = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+// The campaign's cursor into out ("" for none).
+static void
+cursor_get(const char *campaign, char out[40])
+{
+	out[0] = '\0';
+	pthread_mutex_lock(&g.mu);
+	for (size_t i = 0; i < sizeof(g.cur) / sizeof(g.cur[0]); i++)
+		if (strcmp(g.cur[i].campaign, campaign) == 0) {
+			memcpy(out, g.cur[i].last, 40);
+			g.cur[i].used = ++g.tick;
+			break;
+		}
+	pthread_mutex_unlock(&g.mu);
+}
+
+// Sets the campaign's cursor (last "" clears it).
+static void
+cursor_set(const char *campaign, const char *last)
+{
+	size_t n = sizeof(g.cur) / sizeof(g.cur[0]), k = 0;
+
+	pthread_mutex_lock(&g.mu);
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(g.cur[i].campaign, campaign) == 0) {
+			k = i;
+			break;
+		}
+		if (g.cur[i].used < g.cur[k].used)
+			k = i;
+	}
+	snprintf(g.cur[k].campaign, sizeof(g.cur[k].campaign), "%s",
+	         last[0] ? campaign : "");
+	snprintf(g.cur[k].last, sizeof(g.cur[k].last), "%s", last);
+	g.cur[k].used = ++g.tick;
+	pthread_mutex_unlock(&g.mu);
+}
 
 static pl_rpc_client *
 billing(void)
@@ -168,6 +212,8 @@ billing_reserve(const char *tenant, const char *key, int n, char *why,
 
 typedef struct batch_arg {
 	const char *tenant, *campaign;
+	const char *after; // the cursor, or NULL: from the start
+	char last[40];     // the last recipient id claimed
 	int limit, sent, skipped;
 	char why[200];
 	bool refused;
@@ -178,19 +224,21 @@ batch_fn(pl_db *db, void *arg)
 {
 	batch_arg *x = arg;
 	char lim[16], key[120];
-	const char *p[3] = { x->tenant, x->campaign, lim };
+	const char *p[4] = { x->tenant, x->campaign, lim, x->after };
 	PGresult *r = NULL;
 	int rv;
 
 	snprintf(lim, sizeof(lim), "%d", x->limit);
 	rv = eg_exec(NULL, db,
-	             "SELECT o_sent, o_skipped FROM "
-	             "messaging.campaign_send_batch($1, $2, $3::int)",
-	             3, p, &r, "send a campaign batch");
+	             "SELECT o_sent, o_skipped, coalesce(o_last::text, '') "
+	             "FROM messaging.campaign_send_batch($1, $2, $3::int, "
+	             "$4::uuid)",
+	             4, p, &r, "send a campaign batch");
 	if (rv != PL_OK)
 		return rv;
 	x->sent = atoi(PQgetvalue(r, 0, 0));
 	x->skipped = atoi(PQgetvalue(r, 0, 1));
+	snprintf(x->last, sizeof(x->last), "%s", PQgetvalue(r, 0, 2));
 	{
 		// This batch's reservation key (a retry of the call reuses it).
 		char bid[40];
@@ -317,20 +365,34 @@ engage_campaigns_once(msg_service *s, pl_db *db, pl_arena *a)
 		batch_arg x = { 0 };
 		int rate = atoi(PQgetvalue(sc.r, i, 2)), rv;
 		int64_t t0 = pl_now_ns();
+		char after[40];
 		x.tenant = PQgetvalue(sc.r, i, 0);
 		x.campaign = PQgetvalue(sc.r, i, 1);
 		x.limit = rate > 0 && rate < BATCH ? rate : BATCH;
+		cursor_get(x.campaign, after);
+		x.after = after[0] ? after : NULL;
 		rv = pl_db_tx(db, x.tenant, batch_fn, &x);
 		if (x.refused) {
+			cursor_set(x.campaign, "");
 			pause_for(db, x.tenant, x.campaign, x.why);
 			continue;
 		}
-		if (rv != PL_OK)
+		if (rv != PL_OK) {
+			cursor_set(x.campaign, "");
 			continue;
+		}
 		handled += x.sent + x.skipped;
 		if (x.sent > 0)
 			messaging_kick(s);
-		if (x.sent == 0 && x.skipped == 0) {
+		if (x.last[0] != '\0') {
+			cursor_set(x.campaign, x.last);
+		} else if (x.after != NULL) {
+			// Nothing after the cursor: go back to the start (rows
+			// a dead sender held, rows another sender skipped)
+			// before calling the campaign done.
+			cursor_set(x.campaign, "");
+			handled++;
+		} else if (x.sent == 0 && x.skipped == 0) {
 			const char *p[2] = { x.tenant, x.campaign };
 			pl_db_tx(db, x.tenant, complete_fn, (void *)p);
 		} else if (rate > 0) {

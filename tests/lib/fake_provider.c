@@ -22,7 +22,8 @@ struct fake_provider {
 	char url[64];
 	pthread_mutex_t mu;
 	fp_req reqs[FP_MAX];
-	int n;
+	int n;     // recorded (at most FP_MAX)
+	int total; // received
 	fp_reply script[FP_SCRIPT];
 	char *bodies[FP_SCRIPT];
 	int head, tail;
@@ -39,6 +40,7 @@ handle(const pl_http_req *req, pl_http_resp *resp, void *arg)
 	int id;
 
 	pthread_mutex_lock(&f->mu);
+	f->total++;
 	if (f->n < FP_MAX) {
 		fp_req *q = &f->reqs[f->n++];
 		snprintf(q->path, sizeof(q->path), "%s", req->path);
@@ -107,6 +109,7 @@ fake_provider_reset(fake_provider *f)
 	for (int i = 0; i < f->n; i++)
 		free(f->reqs[i].body);
 	f->n = 0;
+	f->total = 0;
 	for (int i = 0; i < FP_SCRIPT; i++) {
 		free(f->bodies[i]);
 		f->bodies[i] = NULL;
@@ -151,7 +154,7 @@ fake_provider_count(fake_provider *f)
 	int n;
 
 	pthread_mutex_lock(&f->mu);
-	n = f->n;
+	n = f->total;
 	pthread_mutex_unlock(&f->mu);
 	return n;
 }

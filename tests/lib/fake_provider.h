@@ -30,7 +30,7 @@ void fake_provider_script(fake_provider *f, const fp_reply *r);
 // Forgets recorded requests and queued replies.
 void fake_provider_reset(fake_provider *f);
 
-// Requests received so far.
+// Requests received so far (all of them; the first FP_MAX are recorded).
 int fake_provider_count(fake_provider *f);
 
 // Waits until at least n requests arrived or timeout_ms passed; returns the

@@ -1,5 +1,6 @@
 // A throw-away PostgreSQL cluster for tests (see pgh.h).
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -473,4 +474,54 @@ pgh_create_db(pgh *h, const char *name, char *url_out, size_t url_len)
 	if (pgh_exec(h, sql) != 0)
 		return -1;
 	return pgh_url(h, "postgres", name, url_out, url_len);
+}
+
+double
+pgh_cpu_s(const pgh *h)
+{
+	char path[160], buf[1024];
+	long pm = -1;
+	double ticks = (double)sysconf(_SC_CLK_TCK), total = 0;
+	DIR *d;
+	struct dirent *e;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", h->dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	if (fscanf(f, "%ld", &pm) != 1)
+		pm = -1;
+	fclose(f);
+	if (pm <= 0 || (d = opendir("/proc")) == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		long pid = atol(e->d_name), ppid;
+		unsigned long ut, st;
+		long cut, cst;
+		char *p;
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+		fclose(f);
+		// after "pid (comm)": state ppid pgrp session tty tpgid flags
+		// minflt cminflt majflt cmajflt utime stime cutime cstime
+		if (p == NULL ||
+		    sscanf(p + 2,
+		           "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+		           "%lu %lu %ld %ld",
+		           &ppid, &ut, &st, &cut, &cst) != 5)
+			continue;
+		// The postmaster's own, with its children that have exited.
+		if (pid == pm)
+			total += (double)(ut + st + (unsigned long)cut +
+			                  (unsigned long)cst) /
+			         ticks;
+		else if (ppid == pm)
+			total += (double)(ut + st) / ticks;
+	}
+	closedir(d);
+	return total;
 }

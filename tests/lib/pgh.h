@@ -79,4 +79,8 @@ int pgh_exec_url(const char *url, const char *sql);
 int pgh_url(const pgh *h, const char *user, const char *db, char *url_out,
             size_t url_len);
 
+// CPU seconds (user + system) used so far by the cluster: the postmaster
+// and its children (backends, background workers). -1 if unknown.
+double pgh_cpu_s(const pgh *h);
+
 #endif

@@ -70,9 +70,9 @@ int pl_db_tx(pl_db *db, const char *tenant_id, pl_db_tx_fn fn, void *arg);
 bool pl_db_in_tx(const pl_db *db);
 
 // The statistics keeper: a thread with its own connection that, every
-// interval_ms (<= 0: 2 s), ANALYZEs the tables of schema whose live row
-// count differs from the planner's (pg_class.reltuples) by 1,000 rows and
-// by half, so plans follow a table that fills faster than autovacuum's
+// interval_ms (<= 0: 1 s), ANALYZEs the tables of schema whose live row
+// count differs from the planner's (pg_class.reltuples) by 100 rows and by
+// half, so plans follow a table that fills faster than autovacuum's
 // minute. One replica at a time (advisory lock). NULL when out of memory.
 typedef struct pl_db_analyzer pl_db_analyzer;
 pl_db_analyzer *pl_db_analyzer_start(const char *url, const char *schema,

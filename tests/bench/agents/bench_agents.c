@@ -175,48 +175,12 @@ typedef struct run_result {
 	double per_group;      // replies per group (per commit)
 } run_result;
 
-// CPU time (ms) of the cluster's processes: the postmaster and its
-// children (the service's connections stay open during a run).
+// CPU time (ms) of the cluster's processes (the service's connections
+// stay open during a run).
 static double
 pg_cpu_ms(void)
 {
-	char path[128], buf[1024];
-	FILE *f;
-	long pm = 0;
-	double ticks = 0;
-	DIR *d;
-	struct dirent *e;
-
-	snprintf(path, sizeof(path), "%s/data/postmaster.pid", pg.dir);
-	if ((f = fopen(path, "r")) == NULL)
-		return 0;
-	if (fscanf(f, "%ld", &pm) != 1)
-		pm = 0;
-	fclose(f);
-	if ((d = opendir("/proc")) == NULL)
-		return 0;
-	while ((e = readdir(d)) != NULL) {
-		long pid = atol(e->d_name), ppid;
-		unsigned long ut, st;
-		char *p;
-
-		if (pid <= 0)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-		if ((f = fopen(path, "r")) == NULL)
-			continue;
-		if (fgets(buf, sizeof(buf), f) != NULL &&
-		    (p = strrchr(buf, ')')) != NULL &&
-		    sscanf(p + 2,
-		           "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu "
-		           "%lu",
-		           &ppid, &ut, &st) == 3 &&
-		    (pid == pm || ppid == pm))
-			ticks += (double)(ut + st);
-		fclose(f);
-	}
-	closedir(d);
-	return ticks * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+	return pgh_cpu_s(&pg) * 1e3;
 }
 
 static double

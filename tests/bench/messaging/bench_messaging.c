@@ -437,49 +437,10 @@ db_xacts(void)
 	return n;
 }
 
-// CPU seconds of the postmaster and all its children (utime + stime).
 static double
 pg_cpu_s(void)
 {
-	char path[160], buf[1024];
-	long pm = -1;
-	double ticks = (double)sysconf(_SC_CLK_TCK), total = 0;
-	DIR *d;
-	struct dirent *e;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/data/postmaster.pid", pg.dir);
-	if ((f = fopen(path, "r")) == NULL)
-		return -1;
-	if (fscanf(f, "%ld", &pm) != 1)
-		pm = -1;
-	fclose(f);
-	if (pm <= 0 || (d = opendir("/proc")) == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL) {
-		long pid = atol(e->d_name), ppid;
-		unsigned long ut, st;
-		char *p;
-		if (pid <= 0)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-		if ((f = fopen(path, "r")) == NULL)
-			continue;
-		p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
-		fclose(f);
-		// after "pid (comm)": state ppid pgrp session tty tpgid flags
-		// minflt cminflt majflt cmajflt utime stime
-		if (p == NULL ||
-		    sscanf(p + 2,
-		           "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u "
-		           "%lu %lu",
-		           &ppid, &ut, &st) != 3)
-			continue;
-		if (pid == pm || ppid == pm)
-			total += (double)(ut + st) / ticks;
-	}
-	closedir(d);
-	return total;
+	return pgh_cpu_s(&pg);
 }
 
 static double
