@@ -10,6 +10,7 @@
 
 #include "parley/agents/v1/agents.pb-c.h"
 #include "pl/arena.h"
+#include "pl/seal.h"
 #include "pl/db.h"
 #include "pl/httpc.h"
 #include "pl/migrate.h"
@@ -118,18 +119,7 @@ typedef struct agents_found_lead {
 // "soy X", "I'm X") in the contact's text. Strings in arena.
 void agents_lead_find(pl_arena *a, const char *text, agents_found_lead *out);
 
-// Encrypts plain with XChaCha20-Poly1305 under key; the result (nonce then
-// ciphertext) is malloc'd. The key id is bound as associated data.
-int agents_secret_seal(const uint8_t key[32], const char *kid,
-                       const char *plain, uint8_t **out, size_t *out_len);
-
-// Decrypts what agents_secret_seal made into a NUL-terminated string in
-// arena; PL_DATA_LOSS when it does not authenticate.
-int agents_secret_open(pl_arena *a, const uint8_t key[32], const char *kid,
-                       const uint8_t *ct, size_t len, char **plain);
-
-// Decodes base64 (standard, padded) of exactly 32 bytes; false otherwise.
-bool agents_key_decode(const char *b64, uint8_t key[32]);
+// Secrets at rest: pl/seal.h (pl_seal, pl_unseal, pl_key_decode).
 
 // One knowledge entry offered to the LLM as context.
 typedef struct agents_ctx_entry {

@@ -535,63 +535,6 @@ agents_lead_find(pl_arena *a, const char *text, agents_found_lead *out)
 	out->name = find_name(a, text);
 }
 
-// Secrets.
-
-int
-agents_secret_seal(const uint8_t key[32], const char *kid, const char *plain,
-                   uint8_t **out, size_t *out_len)
-{
-	size_t n = strlen(plain);
-	size_t len = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + n +
-	             crypto_aead_xchacha20poly1305_ietf_ABYTES;
-	uint8_t *buf = malloc(len);
-	unsigned long long clen;
-
-	if (buf == NULL)
-		return PL_INTERNAL;
-	randombytes_buf(buf, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
-	crypto_aead_xchacha20poly1305_ietf_encrypt(
-	        buf + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, &clen,
-	        (const unsigned char *)plain, n, (const unsigned char *)kid,
-	        strlen(kid), NULL, buf, key);
-	*out = buf;
-	*out_len = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + clen;
-	return PL_OK;
-}
-
-int
-agents_secret_open(pl_arena *a, const uint8_t key[32], const char *kid,
-                   const uint8_t *ct, size_t len, char **plain)
-{
-	const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
-	unsigned long long n;
-	unsigned char *buf;
-
-	if (len < nb + crypto_aead_xchacha20poly1305_ietf_ABYTES)
-		return PL_DATA_LOSS;
-	if ((buf = pl_arena_alloc(a, len + 1)) == NULL)
-		return PL_INTERNAL;
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-	            buf, &n, NULL, ct + nb, len - nb,
-	            (const unsigned char *)kid, strlen(kid), ct, key) != 0)
-		return PL_DATA_LOSS;
-	buf[n] = '\0';
-	*plain = (char *)buf;
-	return PL_OK;
-}
-
-bool
-agents_key_decode(const char *b64, uint8_t key[32])
-{
-	size_t n = 0;
-
-	if (b64 == NULL ||
-	    sodium_base642bin(key, 32, b64, strlen(b64), NULL, &n, NULL,
-	                      sodium_base64_VARIANT_ORIGINAL) != 0)
-		return false;
-	return n == 32;
-}
-
 // Page tokens.
 
 char *

@@ -270,8 +270,7 @@ seal_key(pl_call *call, const char *key, uint8_t **ct, size_t *len)
 		                     "could not store the API key: "
 		                     "PARLEY_CREDENTIALS_KEY is "
 		                     "not configured");
-	if (agents_secret_seal(ctx->cred_key, ctx->cred_kid, key, ct, len) !=
-	    PL_OK)
+	if (pl_seal(ctx->cred_key, ctx->cred_kid, key, ct, len) != PL_OK)
 		return pl_call_error(call, PL_INTERNAL,
 		                     "could not encrypt the API key");
 	return PL_OK;
@@ -2658,7 +2657,7 @@ agents_init(const pl_service_cfg *cfg, void **arg)
 	if (ctx == NULL)
 		return PL_INTERNAL;
 	if (cfg_cred_key != NULL && cfg_cred_key[0] != '\0') {
-		if (!agents_key_decode(cfg_cred_key, ctx->cred_key)) {
+		if (!pl_key_decode(cfg_cred_key, ctx->cred_key)) {
 			pl_error("PARLEY_CREDENTIALS_KEY: must be base64 of 32 "
 			         "bytes");
 			free(ctx);

@@ -111,8 +111,8 @@ llm_call(reply_tx *t, const agents_cfg *cfg, const uint8_t *ct, size_t ctlen,
 			                       kid);
 			return PL_FAILED_PRECONDITION;
 		}
-		if (agents_secret_open(a, ctx->cred_key, kid, ct, ctlen,
-		                       &key) != PL_OK) {
+		if (pl_unseal(a, ctx->cred_key, kid, ct, ctlen, &key) !=
+		    PL_OK) {
 			*err = "the API key could not be decrypted";
 			return PL_DATA_LOSS;
 		}

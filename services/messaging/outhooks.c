@@ -32,6 +32,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@
 
 #include "pl/id.h"
 #include "pl/log.h"
+#include "pl/seal.h"
 #include "engage.h"
 
 #define MAX_URL    2048
@@ -172,6 +174,97 @@ engage_webhook_sign(pl_arena *a, const char *secret, const char *id,
 	sodium_bin2base64(b64, sizeof(b64), mac, sizeof(mac),
 	                  sodium_base64_VARIANT_ORIGINAL);
 	return pl_arena_printf(a, "v1,%s", b64);
+}
+
+// Secrets at rest (DESIGN §5): with PARLEY_CREDENTIALS_KEY set (the key
+// tenants and agents seal credentials with), a secret is stored as
+// "sealed:<key id>:<base64 of pl_seal's bytes>"; without it, as given (a
+// warning at the first write). Both forms are read.
+static struct {
+	pthread_once_t once;
+	bool have, bad;
+	uint8_t key[32];
+	char kid[64];
+} sk = { .once = PTHREAD_ONCE_INIT };
+
+static void
+seal_key_load(void)
+{
+	const char *k = getenv("PARLEY_CREDENTIALS_KEY");
+	const char *id = getenv("PARLEY_CREDENTIALS_KEY_ID");
+
+	snprintf(sk.kid, sizeof(sk.kid), "%s", id && id[0] ? id : "k1");
+	if (k == NULL || k[0] == '\0') {
+		pl_warn("PARLEY_CREDENTIALS_KEY is not set: webhook secrets "
+		        "are stored unsealed");
+		return;
+	}
+	sk.have = pl_key_decode(k, sk.key);
+	sk.bad = !sk.have;
+	if (sk.bad)
+		pl_error("PARLEY_CREDENTIALS_KEY must be base64 of 32 bytes: "
+		         "webhook endpoints cannot be written");
+}
+
+// The stored form of a new secret, in the call's arena.
+static int
+secret_store(pl_call *call, const char *plain, const char **out)
+{
+	uint8_t *ct = NULL;
+	size_t n = 0, b64;
+	char *s;
+
+	pthread_once(&sk.once, seal_key_load);
+	if (sk.bad)
+		return pl_call_error(call, PL_FAILED_PRECONDITION,
+		                     "webhook secrets cannot be sealed: the "
+		                     "service's key is misconfigured");
+	if (!sk.have) {
+		*out = plain;
+		return PL_OK;
+	}
+	if (pl_seal(sk.key, sk.kid, plain, &ct, &n) != PL_OK)
+		return pl_call_error(call, PL_INTERNAL, "could not seal");
+	b64 = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL);
+	s = pl_arena_alloc(call->arena, strlen(sk.kid) + b64 + 9);
+	if (s == NULL) {
+		free(ct);
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED, "no memory");
+	}
+	snprintf(s, strlen(sk.kid) + 9, "sealed:%s:", sk.kid);
+	sodium_bin2base64(s + strlen(s), b64, ct, n,
+	                  sodium_base64_VARIANT_ORIGINAL);
+	free(ct);
+	*out = s;
+	return PL_OK;
+}
+
+// The secret in clear from its stored form (in a); NULL when it cannot be
+// opened (another key id, no key, damaged).
+static char *
+secret_open(pl_arena *a, const char *stored)
+{
+	const char *kid, *b64;
+	uint8_t *ct;
+	size_t n = 0, len;
+	char *plain = NULL;
+
+	if (strncmp(stored, "sealed:", 7) != 0)
+		return pl_arena_strdup(a, stored);
+	pthread_once(&sk.once, seal_key_load);
+	kid = stored + 7;
+	if ((b64 = strchr(kid, ':')) == NULL || !sk.have ||
+	    (size_t)(b64 - kid) != strlen(sk.kid) ||
+	    strncmp(kid, sk.kid, strlen(sk.kid)) != 0)
+		return NULL;
+	b64++;
+	len = strlen(b64);
+	if ((ct = pl_arena_alloc(a, len)) == NULL ||
+	    sodium_base642bin(ct, len, b64, len, NULL, &n, NULL,
+	                      sodium_base64_VARIANT_ORIGINAL) != 0 ||
+	    pl_unseal(a, sk.key, sk.kid, ct, n, &plain) != PL_OK)
+		return NULL;
+	return plain;
 }
 
 // A new "whsec_<base64 of 32 random bytes>" secret into out (64 bytes).
@@ -609,7 +702,10 @@ eg_create_webhook_endpoint(pl_call *call, const void *inp, void *outp)
 	pl_uuid7_str(id);
 	new_secret(secret);
 	x.id = id;
-	x.secret = secret;
+	if ((rv = secret_store(call, secret, &x.secret)) != PL_OK) {
+		sodium_memzero(secret, sizeof(secret));
+		return rv;
+	}
 	x.create = true;
 	x.out = (void **)&out->endpoint;
 	rv = eg_tx(call, eg_tenant(call), ep_fn, &x);
@@ -685,7 +781,10 @@ eg_rotate_webhook_secret(pl_call *call, const void *inp, void *outp)
 		return pl_call_error(call, PL_NOT_FOUND, "endpoint not found");
 	new_secret(secret);
 	x.id = in->id;
-	x.secret = secret;
+	if ((rv = secret_store(call, secret, &x.secret)) != PL_OK) {
+		sodium_memzero(secret, sizeof(secret));
+		return rv;
+	}
 	x.rotate = true;
 	x.out = (void **)&out->endpoint;
 	rv = eg_tx(call, eg_tenant(call), ep_fn, &x);
@@ -1130,8 +1229,14 @@ post(const claim *c, const char *pin, pl_arena *a, char *err, size_t errlen)
 	CURLcode cc;
 
 	err[0] = '\0';
-	sig = engage_webhook_sign(a, c->secret, c->id, ts, c->body,
-	                          strlen(c->body));
+	{
+		char *plain = secret_open(a, c->secret);
+		sig = plain ? engage_webhook_sign(a, plain, c->id, ts, c->body,
+		                                  strlen(c->body))
+		            : NULL;
+		if (plain)
+			sodium_memzero(plain, strlen(plain));
+	}
 	if (h == NULL || sig == NULL) {
 		snprintf(err, errlen, "%s",
 		         h ? "the endpoint's secret is unusable"

@@ -218,6 +218,9 @@ static const char *const env[] = {
 	"PARLEY_MESSAGING_WEBHOOK_RETRY_BASE=1ms",
 	"PARLEY_MESSAGING_WEBHOOK_RETRY_MAX=5ms",
 	"PARLEY_MESSAGING_WEBHOOK_TIMEOUT=3s",
+	// Webhook secrets sealed at rest (a test key: 32 bytes of 0x01).
+	"PARLEY_CREDENTIALS_KEY=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+	"PARLEY_CREDENTIALS_KEY_ID=test1",
 	NULL,
 };
 
@@ -860,6 +863,17 @@ test_webhooks(void **state)
 	snprintf(secret, sizeof(secret), "%s", cr->secret);
 	snprintf(ep, sizeof(ep), "%s", cr->id);
 	assert_true(cr->endpoint->active);
+	// Stored sealed: neither the secret nor its key in the row.
+	{
+		char q[200], v[400];
+		snprintf(q, sizeof(q),
+		         "SELECT secret FROM messaging.webhook_endpoints "
+		         "WHERE id = '%s'",
+		         ep);
+		sqlv(q, v, sizeof(v));
+		assert_true(strncmp(v, "sealed:test1:", 13) == 0);
+		assert_null(strstr(v, secret + 6));
+	}
 	assert_int_equal(cr->endpoint->n_event_types, 2);
 
 	// Cross-tenant: every RPC that takes an id.

@@ -80,19 +80,15 @@ test_secret(void **state)
 	char *plain;
 	(void)state;
 	pl_arena_init(&a, 0, 0);
-	assert_true(agents_key_decode(
+	assert_true(pl_key_decode(
 	        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", key));
-	assert_false(agents_key_decode("c2hvcnQ=", key));
-	assert_int_equal(agents_secret_seal(key, "k1", "sk-123", &ct, &n),
-	                 PL_OK);
-	assert_int_equal(agents_secret_open(&a, key, "k1", ct, n, &plain),
-	                 PL_OK);
+	assert_false(pl_key_decode("c2hvcnQ=", key));
+	assert_int_equal(pl_seal(key, "k1", "sk-123", &ct, &n), PL_OK);
+	assert_int_equal(pl_unseal(&a, key, "k1", ct, n, &plain), PL_OK);
 	assert_string_equal(plain, "sk-123");
-	assert_int_equal(agents_secret_open(&a, key, "k2", ct, n, &plain),
-	                 PL_DATA_LOSS);
+	assert_int_equal(pl_unseal(&a, key, "k2", ct, n, &plain), PL_DATA_LOSS);
 	ct[n - 1] ^= 1;
-	assert_int_equal(agents_secret_open(&a, key, "k1", ct, n, &plain),
-	                 PL_DATA_LOSS);
+	assert_int_equal(pl_unseal(&a, key, "k1", ct, n, &plain), PL_DATA_LOSS);
 	free(ct);
 	pl_arena_fini(&a);
 }
