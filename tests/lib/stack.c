@@ -88,13 +88,26 @@ static int
 spawn(stack *s, stack_proc *p, char **envp)
 {
 	char bin[512];
-	char *argv[2];
+	char *argv[5];
+	const char *run = bin;
 	posix_spawn_file_actions_t fa;
 	int rv;
 
 	binary_path(p->name, bin, sizeof(bin));
 	argv[0] = bin;
 	argv[1] = NULL;
+	// A test that dies (a crash, a CI job stopped) takes its services
+	// with it: util-linux's setpriv sets the parent-death signal and then
+	// runs the service in its place (same pid). The test's main thread
+	// starts the stack, so the signal comes when the test process ends.
+	if (access("/usr/bin/setpriv", X_OK) == 0) {
+		argv[0] = "/usr/bin/setpriv";
+		argv[1] = "--pdeathsig=TERM";
+		argv[2] = "--";
+		argv[3] = bin;
+		argv[4] = NULL;
+		run = argv[0];
+	}
 	snprintf(p->log, sizeof(p->log), "%s/%s.log", s->dir, p->name);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -102,7 +115,7 @@ spawn(stack *s, stack_proc *p, char **envp)
 	                                 O_WRONLY | O_CREAT | O_APPEND, 0644);
 	posix_spawn_file_actions_addopen(&fa, 2, p->log,
 	                                 O_WRONLY | O_CREAT | O_APPEND, 0644);
-	rv = posix_spawn(&p->pid, bin, &fa, NULL, argv, envp);
+	rv = posix_spawn(&p->pid, run, &fa, NULL, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	return rv == 0 ? 0 : -1;
 }
