@@ -392,7 +392,9 @@ engage_campaigns_once(msg_service *s, pl_db *db, pl_arena *a)
 			// before calling the campaign done.
 			cursor_set(x.campaign, "");
 			handled++;
-		} else if (x.sent == 0 && x.skipped == 0) {
+			continue;
+		}
+		if (x.sent == 0 && x.skipped == 0) {
 			const char *p[2] = { x.tenant, x.campaign };
 			pl_db_tx(db, x.tenant, complete_fn, (void *)p);
 		} else if (rate > 0) {
