@@ -658,6 +658,70 @@ test_campaign_limit_pauses(void **state)
 // ---------------------------------------------------------------------------
 // Opt-out keyword, leads
 
+// The campaign's send rate holds batch after batch: at 2 a second, one
+// sender round claims 2 recipients and then waits out the second. A lower
+// bound on time only: a slow machine cannot make it fail.
+static void
+test_campaign_rate(void **state)
+{
+	(void)state;
+	NEED();
+	char tpl[40], c[40], sql[256];
+	M(CreateCampaignRequest)
+	cq = PARLEY__MESSAGING__V1__CREATE_CAMPAIGN_REQUEST__INIT;
+	M(CreateCampaignResponse) *cr = NULL;
+	M(StartCampaignRequest)
+	st = PARLEY__MESSAGING__V1__START_CAMPAIGN_REQUEST__INIT;
+	M(Audience) au = PARLEY__MESSAGING__V1__AUDIENCE__INIT;
+	char *ids[4];
+	char cid[4][40];
+	void *out = NULL;
+	pl_db *db;
+	pl_arena a;
+	int64_t t0;
+
+	mk_template("utility", "Paced", tpl);
+	for (int i = 0; i < 4; i++) {
+		pl_uuid7_str(cid[i]);
+		mk_contact(cid[i], "x", false, NULL);
+		ids[i] = cid[i];
+	}
+	au.contact_ids = ids;
+	au.n_contact_ids = 4;
+	cq.name = "paced";
+	cq.channel_id = C_WA;
+	cq.template_id = tpl;
+	cq.audience = &au;
+	cq.send_rate_per_second = 2;
+	assert_int_equal(
+	        call_as(T1, ADMIN, "CreateCampaign", &cq.base,
+	                &parley__messaging__v1__create_campaign_response__descriptor,
+	                (void **)&cr, NULL),
+	        PL_OK);
+	strcpy(c, cr->id);
+	st.id = c;
+	assert_int_equal(
+	        call_as(T1, ADMIN, "StartCampaign", &st.base,
+	                &parley__messaging__v1__start_campaign_response__descriptor,
+	                &out, NULL),
+	        PL_OK);
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM messaging.campaign_recipients WHERE "
+	         "campaign_id = '%s' AND status = 'sent'",
+	         c);
+	db = pl_db_open(h.db_url);
+	pl_arena_init(&a, 0, 1 << 20);
+	for (int round = 1; round <= 2; round++) {
+		t0 = pl_now_ns();
+		assert_int_equal(engage_campaigns_once(h.arg, db, &a), 2);
+		assert_true(pl_now_ns() - t0 >= 900000000LL);
+		assert_int_equal(sqlv(sql, NULL, 0), 2 * round);
+		pl_arena_reset(&a);
+	}
+	pl_arena_fini(&a);
+	pl_db_close(db);
+}
+
 static void
 test_opt_out_and_leads(void **state)
 {
@@ -1037,6 +1101,7 @@ main(void)
 		cmocka_unit_test(test_templates),
 		cmocka_unit_test(test_campaign_exactly_once),
 		cmocka_unit_test(test_campaign_limit_pauses),
+		cmocka_unit_test(test_campaign_rate),
 		cmocka_unit_test(test_opt_out_and_leads),
 		cmocka_unit_test(test_orders),
 		cmocka_unit_test(test_actions),
