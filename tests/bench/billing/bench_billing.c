@@ -53,7 +53,7 @@ static int workers = 16;
 static int batch = 64;
 static int parallel = 1;
 static billing_state *svc_state;
-static char pg_dir[64];
+static const pgh *pg_h;     // the cluster, for pg_cpu()
 static pl_db *sql_dbs[256]; // MODE_SQL's connections, kept warm across runs
 static int64_t hot_limit = 5000;
 static int repeat = 3;
@@ -108,61 +108,11 @@ static int run_seq; // in every key: each run's keys are new
 
 enum mode { MODE_RESERVE, MODE_HEALTH, MODE_SQL };
 
-// CPU seconds of the PostgreSQL cluster: the postmaster (with its reaped
-// children) and its live children, from /proc.
+// CPU seconds of the PostgreSQL cluster (pgh_cpu_s).
 static double
 pg_cpu(void)
 {
-	char path[160], buf[1024];
-	long tck = sysconf(_SC_CLK_TCK);
-	unsigned long long sum = 0;
-	FILE *f;
-	long pm = -1;
-
-	snprintf(path, sizeof(path), "%s/data/postmaster.pid", pg_dir);
-	if ((f = fopen(path, "r")) == NULL)
-		return 0.0;
-	if (fscanf(f, "%ld", &pm) != 1)
-		pm = -1;
-	fclose(f);
-	if (pm <= 0)
-		return 0.0;
-	for (int pass = 0; pass < 2; pass++) {
-		// pass 0: the postmaster; pass 1: its children.
-		char kids[4096] = "";
-		if (pass == 1) {
-			snprintf(path, sizeof(path),
-			         "/proc/%ld/task/%ld/children", pm, pm);
-			if ((f = fopen(path, "r")) == NULL)
-				break;
-			if (fgets(kids, sizeof(kids), f) == NULL)
-				kids[0] = '\0';
-			fclose(f);
-		} else {
-			snprintf(kids, sizeof(kids), "%ld", pm);
-		}
-		for (char *t = strtok(kids, " \n"); t;
-		     t = strtok(NULL, " \n")) {
-			unsigned long long ut, st, cut, cst;
-			char *p;
-			snprintf(path, sizeof(path), "/proc/%s/stat", t);
-			if ((f = fopen(path, "r")) == NULL)
-				continue;
-			if (fgets(buf, sizeof(buf), f) == NULL)
-				buf[0] = '\0';
-			fclose(f);
-			if ((p = strrchr(buf, ')')) == NULL)
-				continue;
-			// Fields after the name: state is field 3; utime 14.
-			if (sscanf(p + 2,
-			           "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
-			           "%*u %llu %llu %llu %llu",
-			           &ut, &st, &cut, &cst) != 4)
-				continue;
-			sum += ut + st + (pass == 0 ? cut + cst : 0);
-		}
-	}
-	return (double)sum / (double)tck;
+	return pgh_cpu_s(pg_h);
 }
 
 static double
@@ -485,7 +435,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "bench_billing: no PostgreSQL\n");
 		return 1;
 	}
-	snprintf(pg_dir, sizeof(pg_dir), "%s", pg.dir);
+	pg_h = &pg;
 	if (pgh_create_db(&pg, "billing_bench", admin_url, sizeof(admin_url)) ||
 	    pgh_exec_url(
 	            admin_url,
