@@ -163,7 +163,7 @@ static const char *const env[] = {
 	"PARLEY_AGENTS_URL=inproc://fake-peers",
 	"PARLEY_MESSAGING_RETRY_BASE=50ms",
 	"PARLEY_MESSAGING_RETRY_MAX=300ms",
-	"PARLEY_MESSAGING_SEND_TIMEOUT=500ms",
+	"PARLEY_MESSAGING_SEND_TIMEOUT=1000ms",
 	"PARLEY_MESSAGING_POLL=20ms",
 	"PARLEY_MESSAGING_MAX_ATTEMPTS=5",
 	"PARLEY_MESSAGING_CHANNEL_CACHE=0",
@@ -314,7 +314,7 @@ sqlv(const char *sql, char *out, size_t outlen)
 	return v;
 }
 
-// Waits until sql returns want (or 8 s).
+// Waits until sql returns want (or 30 s).
 static long
 wait_for(const char *sql, long want)
 {
@@ -620,9 +620,9 @@ send_msg(const char *principal_tenant, const char *conv, const char *text,
 static void
 test_status_before_send_answer(void **state)
 {
-	// Slower than the status below, within the send timeout (500 ms).
+	// Slower than the status below, within the send timeout (1 s).
 	fp_reply slow = { 200, "{\"messages\":[{\"id\":\"wamid.early\"}]}", 0,
-		          350 };
+		          350, "early bird" };
 	Parley__Messaging__V1__SendMessageResponse *out;
 	Parley__Messaging__V1__IngestStatusRequest st =
 	        PARLEY__MESSAGING__V1__INGEST_STATUS_REQUEST__INIT;
@@ -678,8 +678,12 @@ one_retry_case(const fp_reply *script, int n, const char *key,
 	char sql[512], id[40];
 	int base = fake_provider_count(fp);
 
-	for (int i = 0; i < n; i++)
-		fake_provider_script(fp, &script[i]);
+	for (int i = 0; i < n; i++) {
+		fp_reply r = script[i];
+		r.match =
+		        key; // only this message's attempts take these replies
+		fake_provider_script(fp, &r);
+	}
 	assert_int_equal(send_msg(T1, conv1, key, key, &out, NULL), PL_OK);
 	snprintf(id, sizeof(id), "%s", out->message->id);
 	snprintf(sql, sizeof(sql),
@@ -688,7 +692,21 @@ one_retry_case(const fp_reply *script, int n, const char *key,
 	         "'%s' AND m.status = '%s' AND d.attempts = %d AND "
 	         "d.done_at IS NOT NULL AND ('%s' = '' OR m.error_code = '%s')",
 	         id, want_status, want_attempts, want_code, want_code);
-	assert_int_equal(wait_for(sql, 1), 1);
+	if (wait_for(sql, 1) != 1) {
+		char row[256] = "no row";
+		snprintf(sql, sizeof(sql),
+		         "SELECT m.status || ' attempts=' || d.attempts || "
+		         "' done=' || (d.done_at IS NOT NULL) || ' code=' || "
+		         "coalesce(m.error_code, '') || ' err=' || "
+		         "coalesce(d.last_error, '') FROM messaging.messages m "
+		         "JOIN messaging.deliveries d ON d.message_id = m.id "
+		         "WHERE m.id = '%s'",
+		         id);
+		(void)sqlv(sql, row, sizeof(row));
+		print_error("%s: want %s after %d attempt(s), have %s\n", key,
+		            want_status, want_attempts, row);
+		fail();
+	}
 	assert_int_equal(fake_provider_count(fp) - base, want_attempts);
 }
 
@@ -698,15 +716,15 @@ test_provider_retries(void **state)
 	fp_reply r429[1] = { { 429,
 		               "{\"error\":{\"code\":130429,\"message\":"
 		               "\"throughput\"}}",
-		               1, 0 } };
-	fp_reply r500[3] = { { 500, NULL, 0, 0 },
-		             { 500, NULL, 0, 0 },
-		             { 500, NULL, 0, 0 } };
-	fp_reply slow[1] = { { 200, NULL, 0, 1500 } };
+		               1, 0, NULL } };
+	fp_reply r500[3] = { { 500, NULL, 0, 0, NULL },
+		             { 500, NULL, 0, 0, NULL },
+		             { 500, NULL, 0, 0, NULL } };
+	fp_reply slow[1] = { { 200, NULL, 0, 2500, NULL } };
 	fp_reply r400[1] = { { 400,
 		               "{\"error\":{\"message\":\"(#131047) "
 		               "Re-engagement message\",\"code\":131047}}",
-		               0, 0 } };
+		               0, 0, NULL } };
 	(void)state;
 	NEED();
 	one_retry_case(r429, 1, "k-429", "sent", 2, "");

@@ -26,6 +26,8 @@ struct fake_provider {
 	int total; // received
 	fp_reply script[FP_SCRIPT];
 	char *bodies[FP_SCRIPT];
+	char *matches[FP_SCRIPT];
+	bool used[FP_SCRIPT];
 	int head, tail;
 	int ids;
 };
@@ -34,7 +36,7 @@ static void
 handle(const pl_http_req *req, pl_http_resp *resp, void *arg)
 {
 	fake_provider *f = arg;
-	fp_reply r = { 200, NULL, 0, 0 };
+	fp_reply r = { 200, NULL, 0, 0, NULL };
 	char *body = NULL, buf[128];
 	const char *auth = pl_http_req_header(req, "Authorization");
 	int id;
@@ -47,10 +49,23 @@ handle(const pl_http_req *req, pl_http_resp *resp, void *arg)
 		snprintf(q->auth, sizeof(q->auth), "%s", auth ? auth : "");
 		q->body = req->body ? strdup(req->body) : NULL;
 	}
-	if (f->head != f->tail) {
-		r = f->script[f->head % FP_SCRIPT];
-		body = f->bodies[f->head % FP_SCRIPT];
-		f->bodies[f->head % FP_SCRIPT] = NULL;
+	for (int i = f->head; i < f->tail; i++) {
+		int k = i % FP_SCRIPT;
+		if (f->used[k] || (f->matches[k] != NULL &&
+		                   (req->body == NULL ||
+		                    strstr(req->body, f->matches[k]) == NULL)))
+			continue;
+		r = f->script[k];
+		body = f->bodies[k];
+		f->bodies[k] = NULL;
+		f->used[k] = true;
+		break;
+	}
+	while (f->head < f->tail && f->used[f->head % FP_SCRIPT]) {
+		int k = f->head % FP_SCRIPT;
+		free(f->matches[k]);
+		f->matches[k] = NULL;
+		f->used[k] = false;
 		f->head++;
 	}
 	id = ++f->ids;
@@ -112,7 +127,10 @@ fake_provider_reset(fake_provider *f)
 	f->total = 0;
 	for (int i = 0; i < FP_SCRIPT; i++) {
 		free(f->bodies[i]);
+		free(f->matches[i]);
 		f->bodies[i] = NULL;
+		f->matches[i] = NULL;
+		f->used[i] = false;
 	}
 	f->head = f->tail = 0;
 	pthread_mutex_unlock(&f->mu);
@@ -143,6 +161,9 @@ fake_provider_script(fake_provider *f, const fp_reply *r)
 		f->script[f->tail % FP_SCRIPT] = *r;
 		f->bodies[f->tail % FP_SCRIPT] =
 		        r->body ? strdup(r->body) : NULL;
+		f->matches[f->tail % FP_SCRIPT] =
+		        r->match ? strdup(r->match) : NULL;
+		f->used[f->tail % FP_SCRIPT] = false;
 		f->tail++;
 	}
 	pthread_mutex_unlock(&f->mu);

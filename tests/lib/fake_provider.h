@@ -1,6 +1,9 @@
 // A fake WhatsApp Cloud + Infobip provider on loopback (pl_httpd). It
 // records every request and answers from a script: each queued reply is
-// used once, in order; with the queue empty it answers 200 with a fresh id
+// used once, in order, by the first request it matches (a reply with a
+// match string is kept for a request whose body contains it, so a late
+// delivery from an earlier test cannot take it); with no reply for a
+// request it answers 200 with a fresh id
 // ({"messages":[{"id":"wamid.fake-N"}]} or Infobip's messageId).
 #ifndef FAKE_PROVIDER_H
 #define FAKE_PROVIDER_H
@@ -15,6 +18,7 @@ typedef struct fp_reply {
 	const char *body;  // copied; NULL: "{}"
 	int retry_after_s; // > 0: a Retry-After header
 	int delay_ms;      // wait before answering (timeouts)
+	const char *match; // copied; non-NULL: only for bodies containing it
 } fp_reply;
 
 // Starts on 127.0.0.1, an ephemeral port. Returns 0 or -1.
