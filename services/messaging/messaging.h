@@ -250,8 +250,10 @@ void messaging_workers_stop(msg_service *s);
 
 // One pass of each worker kind on the caller's connection (tests, bench):
 // returns the number of rows handled.
-int messaging_inbox_once(msg_service *s, pl_db *db, pl_arena *a);
-int messaging_reply_once(msg_service *s, pl_db *db, pl_arena *a);
+int messaging_inbox_once(msg_service *s, pl_db *db, pl_httpc *http,
+                         pl_arena *a);
+int messaging_reply_once(msg_service *s, pl_db *db, pl_httpc *http,
+                         pl_arena *a);
 int messaging_deliver_once(msg_service *s, pl_db *db, pl_httpc *http,
                            pl_arena *a);
 
@@ -365,14 +367,30 @@ typedef struct msg_reply_result {
 	const char *limit_why;     // quota refusal
 } msg_reply_result;
 
+// Claims, in the caller's transaction, those of the k messages just
+// ingested (tenants[i], ids[i]) that reply_claim_batch would take (the
+// oldest pending of its conversation, not leased), with the same lease and
+// history. *out in the arena.
+int messaging_store_reply_claim_ids_tx(pl_db *db, const char *const *tenants,
+                                       const char *const *ids, size_t k,
+                                       int64_t lease_ms, int history,
+                                       pl_arena *a, msg_pending **out,
+                                       size_t *n);
+
+struct msg_delivery;
+
 // Finishes n bot turns in one transaction (one statement unless the
 // engagement hooks have leads or actions to record): each reply stored and
 // queued, handoffs applied, events, the inbound messages marked done (a
 // message finished before is left alone). reply_ids[i]: the queued reply's
-// id or "".
+// id or "". With claimed (n entries) each reply's delivery is claimed for
+// the caller under lease_ms (attempt 1) and claimed[i] says what to send
+// (id "" when nothing was queued); else the delivery workers send it.
 int messaging_store_reply_finish_batch(pl_db *db, msg_pending *const *pd,
                                        const msg_reply_result *rr, size_t n,
-                                       char (*reply_ids)[40]);
+                                       int64_t lease_ms, pl_arena *a,
+                                       char (*reply_ids)[40],
+                                       struct msg_delivery *claimed);
 
 // Delivery.
 typedef struct msg_delivery {

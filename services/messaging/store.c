@@ -961,29 +961,13 @@ queue_outbound(pl_db *db, const char *tenant, const char *conv,
 // ---------------------------------------------------------------------------
 // The bot's turn in batches (migration 005)
 
-int
-messaging_store_reply_claim_batch(pl_db *db, int max, int64_t lease_ms,
-                                  int history, pl_arena *a, msg_pending **out,
-                                  size_t *n)
+// The rows of reply_claim and reply_claim_ids as msg_pending (arena);
+// clears r.
+static int
+pending_rows(PGresult *r, pl_arena *a, msg_pending **out, size_t *n)
 {
-	char lim[16], lease[24], hist[16];
-	const char *p[3] = { lim, lease, hist };
-	PGresult *r = NULL;
-	int rv, nt;
+	int nt;
 
-	*out = NULL;
-	*n = 0;
-	snprintf(lim, sizeof(lim), "%d", max > 0 ? max : 1);
-	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
-	snprintf(hist, sizeof(hist), "%d", history);
-	// One statement, its own transaction (service level: the queue
-	// spans tenants; the function says so).
-	rv = exec_batch(db,
-	                "SELECT * FROM messaging.reply_claim($1::int, $2::int, "
-	                "$3::int)",
-	                3, p, &r);
-	if (rv != PL_OK)
-		return rv;
 	nt = PQntuples(r);
 	if (nt > 0 &&
 	    (*out = pl_arena_zalloc(a, (size_t)nt * sizeof(**out))) == NULL) {
@@ -1044,6 +1028,80 @@ messaging_store_reply_claim_batch(pl_db *db, int max, int64_t lease_ms,
 	return PL_OK;
 }
 
+int
+messaging_store_reply_claim_batch(pl_db *db, int max, int64_t lease_ms,
+                                  int history, pl_arena *a, msg_pending **out,
+                                  size_t *n)
+{
+	char lim[16], lease[24], hist[16];
+	const char *p[3] = { lim, lease, hist };
+	PGresult *r = NULL;
+	int rv;
+
+	*out = NULL;
+	*n = 0;
+	snprintf(lim, sizeof(lim), "%d", max > 0 ? max : 1);
+	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
+	snprintf(hist, sizeof(hist), "%d", history);
+	// One statement, its own transaction (service level: the queue
+	// spans tenants; the function says so).
+	rv = exec_batch(db,
+	                "SELECT * FROM messaging.reply_claim($1::int, $2::int, "
+	                "$3::int)",
+	                3, p, &r);
+	if (rv != PL_OK)
+		return rv;
+	return pending_rows(r, a, out, n);
+}
+
+int
+messaging_store_reply_claim_ids_tx(pl_db *db, const char *const *tenants,
+                                   const char *const *ids, size_t k,
+                                   int64_t lease_ms, int history, pl_arena *a,
+                                   msg_pending **out, size_t *n)
+{
+	char lease[24], hist[16], *ta, *ia;
+	const char *p[4];
+	PGresult *r = NULL;
+	size_t len = 3 + k * 37;
+	int rv;
+
+	*out = NULL;
+	*n = 0;
+	if (k == 0)
+		return PL_OK;
+	ta = pl_arena_alloc(a, len);
+	ia = pl_arena_alloc(a, len);
+	if (ta == NULL || ia == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	// Array literals of uuids ("{a,b}"): the ids are ours, 36 characters
+	// each.
+	for (size_t i = 0; i < k; i++) {
+		if (strlen(tenants[i]) != 36 || strlen(ids[i]) != 36)
+			return PL_INTERNAL;
+		ta[i * 37] = ia[i * 37] = i == 0 ? '{' : ',';
+		memcpy(ta + i * 37 + 1, tenants[i], 36);
+		memcpy(ia + i * 37 + 1, ids[i], 36);
+	}
+	ta[k * 37] = ia[k * 37] = '}';
+	ta[k * 37 + 1] = ia[k * 37 + 1] = '\0';
+	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
+	snprintf(hist, sizeof(hist), "%d", history);
+	p[0] = ta;
+	p[1] = ia;
+	p[2] = lease;
+	p[3] = hist;
+	// In the caller's transaction (the inbox batch's): the claim commits
+	// with the messages it claims.
+	rv = exec_ok(db,
+	             "SELECT * FROM messaging.reply_claim_ids($1::uuid[], "
+	             "$2::uuid[], $3::int, $4::int)",
+	             4, p, &r);
+	if (rv != PL_OK)
+		return rv;
+	return pending_rows(r, a, out, n);
+}
+
 // True when engage_on_reply has something to do with this metadata.
 static bool
 reply_needs_engage(const char *meta)
@@ -1058,7 +1116,35 @@ typedef struct reply_batch {
 	size_t n;
 	const char *json;
 	char (*reply_ids)[40];
+	char (*delivery_ids)[40];
+	msg_delivery *claimed; // NULL: queued for the delivery workers
+	pl_arena *a;
 } reply_batch;
+
+// The delivery reply_finish inserted claimed for item i (its result o
+// carries the recipient), in the shape delivery_claim returns.
+static void
+claimed_delivery(reply_batch *x, size_t i, json_t *o)
+{
+	msg_delivery *d = &x->claimed[i];
+	const char *ext = json_string_value(json_object_get(o, "ext"));
+	const char *ek = json_string_value(json_object_get(o, "ek"));
+
+	memset(d, 0, sizeof(*d));
+	if (x->reply_ids[i][0] == '\0' || ext == NULL)
+		return;
+	snprintf(d->tenant_id, 40, "%s", x->pd[i]->tenant_id);
+	snprintf(d->id, 40, "%s", x->delivery_ids[i]);
+	snprintf(d->message_id, 40, "%s", x->reply_ids[i]);
+	snprintf(d->channel_id, 40, "%s", x->pd[i]->channel_id);
+	snprintf(d->conversation_id, 40, "%s", x->pd[i]->conversation_id);
+	d->attempts = 1;
+	d->type = msg_enum_from_name(msg_type_names, 12, "text");
+	d->text = pl_arena_strdup(x->a, x->rr[i].text ? x->rr[i].text : "");
+	d->media_url = NULL;
+	snprintf(d->to, sizeof(d->to), "%s", ext);
+	d->to_kind = msg_enum_from_name(ext_kind_names, 4, ek ? ek : "");
+}
 
 static int
 reply_batch_fn(pl_db *db, void *arg)
@@ -1089,6 +1175,8 @@ reply_batch_fn(pl_db *db, void *arg)
 		json_t *o = json_array_get(res, i);
 		const char *rid = json_string_value(json_object_get(o, "rid"));
 		snprintf(x->reply_ids[i], 40, "%s", rid ? rid : "");
+		if (x->claimed != NULL)
+			claimed_delivery(x, i, o);
 		// Leads and proposed actions (engagement), for the turns
 		// finished here, under the message's tenant.
 		if (!json_is_true(json_object_get(o, "done")) ||
@@ -1108,18 +1196,30 @@ reply_batch_fn(pl_db *db, void *arg)
 int
 messaging_store_reply_finish_batch(pl_db *db, msg_pending *const *pd,
                                    const msg_reply_result *rr, size_t n,
-                                   char (*reply_ids)[40])
+                                   int64_t lease_ms, pl_arena *a,
+                                   char (*reply_ids)[40],
+                                   struct msg_delivery *claimed)
 {
 	json_t *arr = json_array();
-	reply_batch x = { pd, rr, n, NULL, reply_ids };
+	char(*dids)[40] = pl_arena_zalloc(a, (n ? n : 1) * sizeof(*dids));
+	reply_batch x = { pd, rr, n, NULL, reply_ids, dids, claimed, a };
+	char lease[24];
 	bool engage = false, ok = arr != NULL;
 	char *text;
 	int rv;
 
+	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
 	for (size_t i = 0; i < n && ok; i++) {
 		json_t *o = json_object();
-		char rid[40], did[40];
+		char rid[40], *did = dids ? dids[i] : NULL;
 		reply_ids[i][0] = '\0';
+		if (claimed != NULL)
+			memset(&claimed[i], 0, sizeof(claimed[i]));
+		if (did == NULL) {
+			json_decref(o);
+			ok = false;
+			break;
+		}
 		pl_uuid7_str(rid);
 		pl_uuid7_str(did);
 		ok = o != NULL && jput(o, "t", pd[i]->tenant_id) &&
@@ -1132,7 +1232,8 @@ messaging_store_reply_finish_batch(pl_db *db, msg_pending *const *pd,
 		     jput(o, "agent", rr[i].agent_id) &&
 		     jput(o, "reason", rr[i].handoff_reason) &&
 		     jput(o, "limit", rr[i].limit_why) && jput(o, "rid", rid) &&
-		     jput(o, "did", did);
+		     jput(o, "did", did) &&
+		     (claimed == NULL || jput(o, "lease", lease));
 		if (o != NULL) {
 			json_object_set_new(o, "handoff",
 			                    json_boolean(rr[i].handoff));

@@ -205,6 +205,8 @@ typedef struct inbox_batch {
 	pl_arena *a;
 	int max;
 	size_t nrows, nnew;
+	msg_pending *pds; // claimed for their bot turn in this transaction
+	size_t npd;
 } inbox_batch;
 
 static int
@@ -273,15 +275,57 @@ inbox_batch_fn(pl_db *db, void *arg)
 	for (size_t i = 0; i < k; i++)
 		if (in[i].item->kind == MSG_ITEM_MESSAGE && !out[i].duplicate)
 			x->nnew++;
-	return PL_OK;
+	// The new messages' bot turns are taken here, in this transaction,
+	// when nothing is ahead of them in their conversation: the worker
+	// answers them next without a reply claim.
+	x->pds = NULL;
+	x->npd = 0;
+	if (x->nnew > 0) {
+		const char **ts = pl_arena_zalloc(x->a, x->nnew * sizeof(*ts));
+		const char **ids =
+		        pl_arena_zalloc(x->a, x->nnew * sizeof(*ids));
+		size_t m = 0;
+		if (ts == NULL || ids == NULL)
+			return PL_RESOURCE_EXHAUSTED;
+		for (size_t i = 0; i < k && m < x->nnew; i++) {
+			if (in[i].item->kind != MSG_ITEM_MESSAGE ||
+			    out[i].duplicate || out[i].message_id[0] == '\0')
+				continue;
+			ts[m] = in[i].tenant_id;
+			ids[m] = out[i].message_id;
+			m++;
+		}
+		rv = messaging_store_reply_claim_ids_tx(db, ts, ids, m,
+		                                        x->s->lease_ms, 10,
+		                                        x->a, &x->pds, &x->npd);
+	}
+	return rv;
 }
 
 static int inbox_leased(msg_service *s, pl_db *db, pl_arena *a);
 
-int
-messaging_inbox_once(msg_service *s, pl_db *db, pl_arena *a)
+static void reply_run(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
+                      msg_pending *pds, size_t n);
+
+// After a batch committed: the turns it claimed are answered here; the
+// reply workers are woken for the rest.
+static void
+inbox_after(msg_service *s, pl_db *db, pl_httpc *http, inbox_batch *x)
 {
-	inbox_batch x = { s, a, (int)s->batch, 0, 0 };
+	if (x->nnew > x->npd)
+		messaging_kick_kind(s, MSG_WORK_REPLY);
+	if (x->npd == 0)
+		return;
+	reply_run(s, db, http, x->a, x->pds, x->npd);
+	// A conversation's next message waited for these.
+	if (x->nnew > x->npd)
+		messaging_kick_kind(s, MSG_WORK_REPLY);
+}
+
+int
+messaging_inbox_once(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a)
+{
+	inbox_batch x = { s, a, (int)s->batch, 0, 0, NULL, 0 };
 	size_t tries;
 	int rv, done = 0;
 
@@ -289,22 +333,20 @@ messaging_inbox_once(msg_service *s, pl_db *db, pl_arena *a)
 	// statement works under each item's tenant.
 	rv = pl_db_tx(db, "*", inbox_batch_fn, &x);
 	if (rv == PL_OK) {
-		if (x.nnew > 0)
-			messaging_kick_kind(s, MSG_WORK_REPLY);
+		inbox_after(s, db, http, &x);
 		return (int)x.nrows;
 	}
 	pl_warn("an inbox batch of %zu rows failed (%s); retrying row by row",
 	        x.nrows, pl_status_name(rv));
 	tries = x.nrows > 0 ? x.nrows : 1;
 	for (size_t i = 0; i < tries; i++) {
-		inbox_batch one = { s, a, 1, 0, 0 };
+		inbox_batch one = { s, a, 1, 0, 0, NULL, 0 };
 		rv = pl_db_tx(db, "*", inbox_batch_fn, &one);
 		if (rv == PL_OK && one.nrows == 0)
 			break;
 		if (rv == PL_OK) {
 			done++;
-			if (one.nnew > 0)
-				messaging_kick_kind(s, MSG_WORK_REPLY);
+			inbox_after(s, db, http, &one);
 			continue;
 		}
 		pl_warn("inbox row failed in one transaction (%s); retrying "
@@ -558,34 +600,37 @@ reply_task_fn(void *ctx, size_t i, pl_httpc *http)
 	}
 }
 
-// The bot's turn for a batch: claim up to `batch` pending messages (one
-// statement), run their turns concurrently on the call pool, finish them in
-// one statement.
-int
-messaging_reply_once(msg_service *s, pl_db *db, pl_arena *a)
+static int deliver_claimed(msg_service *s, pl_db *db, pl_httpc *http,
+                           pl_arena *a, msg_delivery *ds, size_t n);
+
+// The bot's turns of claimed messages: run concurrently on the call pool,
+// finished in one statement that also claims their replies' deliveries for
+// this worker, which sends them at once (no delivery claim, no hand-over to
+// a delivery worker). Without an HTTP client the replies are queued for the
+// delivery workers.
+static void
+reply_run(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
+          msg_pending *pds, size_t n)
 {
-	msg_pending *pds, **fin_pd;
+	msg_pending **fin_pd;
 	msg_reply_result *fin_rr;
+	msg_delivery *claimed = NULL;
 	reply_task *tasks;
 	char(*reply_ids)[40];
-	size_t n = 0, m = 0;
+	size_t m = 0, nd = 0;
 	bool queued = false;
 	int rv;
 
-	rv = messaging_store_reply_claim_batch(db, (int)s->batch, s->lease_ms,
-	                                       10, a, &pds, &n);
-	if (rv != PL_OK)
-		return -rv;
-	if (n == 0)
-		return 0;
 	tasks = calloc(n, sizeof(*tasks));
 	fin_pd = pl_arena_zalloc(a, n * sizeof(*fin_pd));
 	fin_rr = pl_arena_zalloc(a, n * sizeof(*fin_rr));
 	reply_ids = pl_arena_zalloc(a, n * sizeof(*reply_ids));
+	if (http != NULL)
+		claimed = pl_arena_zalloc(a, n * sizeof(*claimed));
 	if (tasks == NULL || fin_pd == NULL || fin_rr == NULL ||
-	    reply_ids == NULL) {
+	    reply_ids == NULL || (http != NULL && claimed == NULL)) {
 		free(tasks);
-		return -PL_RESOURCE_EXHAUSTED; // the leases run out
+		return; // the leases run out
 	}
 	for (size_t i = 0; i < n; i++) {
 		tasks[i].s = s;
@@ -604,20 +649,48 @@ messaging_reply_once(msg_service *s, pl_db *db, pl_arena *a)
 		m++;
 	}
 	if (m > 0) {
-		rv = messaging_store_reply_finish_batch(db, fin_pd, fin_rr, m,
-		                                        reply_ids);
+		// The deliveries' lease: the send's budget, as delivery_claim.
+		rv = messaging_store_reply_finish_batch(
+		        db, fin_pd, fin_rr, m, s->send_timeout_ms + 30000, a,
+		        reply_ids, claimed);
 		if (rv != PL_OK)
 			pl_warn("could not finish %zu bot turns: %s (retried "
 			        "after the lease)",
 			        m, pl_status_name(rv));
-		for (size_t i = 0; i < m && rv == PL_OK; i++)
-			queued = queued || reply_ids[i][0] != '\0';
+		for (size_t i = 0; i < m && rv == PL_OK; i++) {
+			if (reply_ids[i][0] == '\0')
+				continue;
+			if (claimed != NULL && claimed[i].id[0] != '\0')
+				claimed[nd++] = claimed[i]; // i >= nd
+			else
+				queued = true;
+		}
 	}
+	if (nd > 0)
+		deliver_claimed(s, db, http, a, claimed, nd);
 	for (size_t i = 0; i < n; i++)
 		pl_arena_fini(&tasks[i].arena);
 	free(tasks);
 	if (queued)
 		messaging_kick_kind(s, MSG_WORK_DELIVERY);
+}
+
+// The bot's turn for a batch: claim up to `batch` pending messages (one
+// statement), run their turns and send their replies (reply_run).
+int
+messaging_reply_once(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a)
+{
+	msg_pending *pds;
+	size_t n = 0;
+	int rv;
+
+	rv = messaging_store_reply_claim_batch(db, (int)s->batch, s->lease_ms,
+	                                       10, a, &pds, &n);
+	if (rv != PL_OK)
+		return -rv;
+	if (n == 0)
+		return 0;
+	reply_run(s, db, http, a, pds, n);
 	return (int)n;
 }
 
@@ -816,14 +889,10 @@ del_prepare(del_task *t, pl_db *db, pl_arena *a)
 // concurrently on the call pool (one conversation's in order), record the
 // results in one statement.
 static int
-deliver_batch(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
-              msg_workers *w)
+deliver_batch(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a)
 {
 	msg_delivery *ds;
-	msg_delivery_result *res;
-	del_task *tasks;
-	del_batch b;
-	size_t n = 0, nh = 0;
+	size_t n = 0;
 	int rv;
 
 	rv = messaging_store_delivery_claim_batch(
@@ -832,6 +901,22 @@ deliver_batch(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 		return -rv;
 	if (n == 0)
 		return 0;
+	return deliver_claimed(s, db, http, a, ds, n);
+}
+
+// Sends n claimed deliveries concurrently on the call pool (one
+// conversation's in order) and records the results in one statement.
+static int
+deliver_claimed(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
+                msg_delivery *ds, size_t n)
+{
+	msg_workers *w = s->workers;
+	msg_delivery_result *res;
+	del_task *tasks;
+	del_batch b;
+	size_t nh = 0;
+	int rv;
+
 	tasks = calloc(n, sizeof(*tasks));
 	b.heads = pl_arena_zalloc(a, n * sizeof(*b.heads));
 	res = pl_arena_zalloc(a, n * sizeof(*res));
@@ -883,7 +968,7 @@ deliver_batch(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 int
 messaging_deliver_once(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a)
 {
-	return deliver_batch(s, db, http, a, s->workers);
+	return deliver_batch(s, db, http, a);
 }
 
 // ---------------------------------------------------------------------------
@@ -896,7 +981,7 @@ worker_main(void *arg)
 	msg_workers *w = ta->w;
 	msg_service *s = w->s;
 	pl_db *db = pl_db_open(s->database_url);
-	pl_httpc *http = ta->kind == 2 ? pl_httpc_open() : NULL;
+	pl_httpc *http = pl_httpc_open(); // every kind sends replies
 	pl_arena a;
 
 	pl_arena_init(&a, 0, 64 << 20);
@@ -908,11 +993,11 @@ worker_main(void *arg)
 		pthread_mutex_unlock(&s->mu);
 		pl_arena_reset(&a);
 		if (ta->kind == 0)
-			n = messaging_inbox_once(s, db, &a);
+			n = messaging_inbox_once(s, db, http, &a);
 		else if (ta->kind == 1)
-			n = messaging_reply_once(s, db, &a);
+			n = messaging_reply_once(s, db, http, &a);
 		else
-			n = deliver_batch(s, db, http, &a, w);
+			n = deliver_batch(s, db, http, &a);
 		if (n <= 0 && !w->stop)
 			idle(s, ta->kind, seen);
 	}

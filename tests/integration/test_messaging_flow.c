@@ -948,6 +948,110 @@ test_quota_refusal(void **state)
 	                 1);
 }
 
+// n text messages of one sender in ONE webhook body (WhatsApp batches
+// them so): the fixture's message copied with ids <prefix>1.. and texts
+// "<prefix> 1"...
+static char *
+wa_texts(const char *prefix, int n, const char *from)
+{
+	char id[64], text[64], *one, *s;
+	json_t *root, *msgs, *m0;
+
+	snprintf(id, sizeof(id), "wamid.%s1", prefix);
+	snprintf(text, sizeof(text), "%s 1", prefix);
+	if ((one = wa_text(id, text, from)) == NULL)
+		return NULL;
+	root = json_loads(one, 0, NULL);
+	free(one);
+	msgs = json_object_get(
+	        json_object_get(
+	                json_array_get(
+	                        json_object_get(
+	                                json_array_get(
+	                                        json_object_get(root, "entry"),
+	                                        0),
+	                                "changes"),
+	                        0),
+	                "value"),
+	        "messages");
+	m0 = json_array_get(msgs, 0);
+	for (int i = 2; i <= n && m0 != NULL; i++) {
+		json_t *m = json_deep_copy(m0);
+		snprintf(id, sizeof(id), "wamid.%s%d", prefix, i);
+		snprintf(text, sizeof(text), "%s %d", prefix, i);
+		json_object_set_new(m, "id", json_string(id));
+		json_object_set_new(json_object_get(m, "text"), "body",
+		                    json_string(text));
+		json_array_append_new(msgs, m);
+	}
+	s = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	return s;
+}
+
+// Six messages of a new contact in one webhook: the worker that ingests
+// them takes the first, the others wait for their turn (one at a time per
+// conversation) and are answered by whichever worker finds them next: one
+// reply each, in order. Then six more posted back to back, one webhook
+// each: one reply each (their order is the order they were ingested in,
+// which two inbox workers may swap: README, "Not done yet").
+static void
+test_burst_in_order(void **state)
+{
+	char sql[512], got[64] = "";
+	int calls = agent_calls;
+	char *b;
+
+	(void)state;
+	NEED();
+	FIXTURES();
+	b = wa_texts("ord", 6, "5511911110000");
+	assert_non_null(b);
+	assert_int_equal(wa_webhook(b, strlen(b), NULL), PL_OK);
+	free(b);
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE direction = 'outbound' AND text LIKE "
+	                          "'echo: ord %' AND status = 'sent'",
+	                          6),
+	                 6);
+	snprintf(sql, sizeof(sql),
+	         "SELECT string_agg(right(text, 1), '' ORDER BY id) FROM "
+	         "messaging.messages WHERE direction = 'outbound' AND text "
+	         "LIKE 'echo: ord %%'");
+	(void)sqlv(sql, got, sizeof(got));
+	assert_string_equal(got, "123456");
+	for (int i = 1; i <= 6; i++) {
+		char id[32], text[32];
+		snprintf(id, sizeof(id), "wamid.seq%d", i);
+		snprintf(text, sizeof(text), "seq %d", i);
+		b = wa_text(id, text, "5511911110000");
+		assert_non_null(b);
+		assert_int_equal(wa_webhook(b, strlen(b), NULL), PL_OK);
+		free(b);
+	}
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE direction = 'outbound' AND text LIKE "
+	                          "'echo: seq %' AND status = 'sent'",
+	                          6),
+	                 6);
+	assert_int_equal(agent_calls - calls, 12);
+	assert_int_equal(sqlv("SELECT count(*) FROM messaging.messages WHERE "
+	                      "provider_message_id ~ '^wamid[.](ord|seq)' AND "
+	                      "reply_state = 'done' AND reply_outcome = "
+	                      "'replied'",
+	                      NULL, 0),
+	                 12);
+	// Sent by the worker that wrote them: one attempt each.
+	assert_int_equal(
+	        sqlv("SELECT count(DISTINCT d.message_id) FROM "
+	             "messaging.deliveries d JOIN messaging.messages m "
+	             "ON m.id = d.message_id WHERE m.text ~ '^echo: "
+	             "(ord|seq) ' AND d.done_at IS NOT NULL AND "
+	             "d.attempts = 1",
+	             NULL, 0),
+	        12);
+}
+
 static void
 test_cross_tenant(void **state)
 {
@@ -1276,6 +1380,7 @@ main(void)
 		cmocka_unit_test(test_business_scoped_only),
 		cmocka_unit_test(test_infobip_batch_of_three),
 		cmocka_unit_test(test_quota_refusal),
+		cmocka_unit_test(test_burst_in_order),
 		cmocka_unit_test(test_cross_tenant),
 		cmocka_unit_test(test_lists_and_contacts),
 		cmocka_unit_test(test_webchat),
