@@ -71,6 +71,43 @@ svc(pl_call *call)
 // ---------------------------------------------------------------------------
 // Inbound
 
+// The senders of a body's messages (external id, else business-scoped id),
+// each once, as a JSON array in the arena; NULL when it has none (statuses
+// only). The inbox keeps one sender's bodies in arrival order by them.
+static const char *
+webhook_senders(const msg_items *items, pl_arena *a)
+{
+	json_t *arr = json_array();
+	const char *out = NULL;
+	char *text;
+
+	for (size_t i = 0; i < items->n && arr != NULL; i++) {
+		const msg_item *it = &items->v[i];
+		const char *k = it->external_id && it->external_id[0]
+		                        ? it->external_id
+		                        : it->business_user_id;
+		bool seen = false;
+		size_t j;
+		json_t *v;
+		if (it->kind != MSG_ITEM_MESSAGE || k == NULL || k[0] == '\0')
+			continue;
+		json_array_foreach(arr, j, v)
+		{
+			if (strcmp(json_string_value(v), k) == 0)
+				seen = true;
+		}
+		if (!seen)
+			json_array_append_new(arr, json_string(k));
+	}
+	if (json_array_size(arr) > 0 &&
+	    (text = json_dumps(arr, JSON_COMPACT)) != NULL) {
+		out = pl_arena_strdup(a, text);
+		free(text);
+	}
+	json_decref(arr);
+	return out;
+}
+
 static int
 handle_webhook(pl_call *call, const void *inp, void *outp)
 {
@@ -80,6 +117,7 @@ handle_webhook(pl_call *call, const void *inp, void *outp)
 	msg_channel ch;
 	msg_items items;
 	char err[256], id[40];
+	const char *senders;
 	bool dup;
 	int rv;
 
@@ -139,13 +177,14 @@ handle_webhook(pl_call *call, const void *inp, void *outp)
 	                            in->body.len, call->arena, &items, err,
 	                            sizeof(err)) != PL_OK)
 		return pl_call_violation(call, "body", "%s", err);
+	senders = webhook_senders(&items, call->arena);
 	rv = messaging_store_inbox_add(
 	        pl_call_db(call), ch.tenant_id, in->channel_id,
 	        in->channel_type ==
 	                        PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_INFOBIP
 	                ? "2"
 	                : "1",
-	        in->body.data, in->body.len, in->source_ip, id, &dup);
+	        in->body.data, in->body.len, in->source_ip, senders, id, &dup);
 	if (rv != PL_OK)
 		return pl_call_error(call, rv, "could not store the webhook");
 	if (!dup)

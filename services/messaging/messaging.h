@@ -265,12 +265,13 @@ typedef Parley__Messaging__V1__Contact msg_contact_pb;
 typedef Parley__Messaging__V1__Conversation msg_conv_pb;
 typedef Parley__Messaging__V1__Message msg_message_pb;
 
-// Inbox.
+// Inbox. senders_json: the body's senders, a JSON array of strings (the
+// inbox keeps one sender's bodies in arrival order; NULL: none).
 int messaging_store_inbox_add(pl_db *db, const char *tenant_id,
                               const char *channel_id, const char *channel_type,
                               const uint8_t *body, size_t len,
-                              const char *source_ip, char id_out[40],
-                              bool *duplicate);
+                              const char *source_ip, const char *senders_json,
+                              char id_out[40], bool *duplicate);
 
 typedef struct msg_inbox_row {
 	char tenant_id[40], id[40], channel_id[40];

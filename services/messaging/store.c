@@ -296,13 +296,13 @@ int
 messaging_store_inbox_add(pl_db *db, const char *tenant_id,
                           const char *channel_id, const char *channel_type,
                           const uint8_t *body, size_t len,
-                          const char *source_ip, char id_out[40],
-                          bool *duplicate)
+                          const char *source_ip, const char *senders_json,
+                          char id_out[40], bool *duplicate)
 {
 	size_t b64len =
 	        sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
 	char *b64 = malloc(b64len), id[40];
-	const char *p[6];
+	const char *p[7];
 	PGresult *r = NULL;
 	int rv;
 
@@ -318,12 +318,13 @@ messaging_store_inbox_add(pl_db *db, const char *tenant_id,
 	p[3] = channel_type;
 	p[4] = b64;
 	p[5] = source_ip ? source_ip : "";
+	p[6] = senders_json ? senders_json : "[]";
 	// One statement, its own transaction (the function sets the tenant):
 	// one round trip, one commit.
 	rv = exec_ok(db,
-	             "SELECT o_id, o_duplicate FROM messaging.inbox_add($1, "
-	             "$2, $3, $4, $5, $6)",
-	             6, p, &r);
+	             "SELECT o_id, o_duplicate FROM messaging.inbox_put($1, "
+	             "$2, $3, $4, $5, $6, $7::jsonb)",
+	             7, p, &r);
 	free(b64);
 	if (rv != PL_OK)
 		return rv;
@@ -441,13 +442,13 @@ messaging_store_inbox_lock_batch(pl_db *db, int max, pl_arena *a,
 	// Service-level: the inbox spans tenants (the caller's transaction
 	// runs with tenant "*"). The row locks are the lease: a crash rolls
 	// the batch back and frees the rows.
-	rv = exec_ok(db,
-	             "SELECT tenant_id, id, channel_id, channel_type, "
-	             "encode(body, 'base64') FROM messaging.inbox WHERE "
-	             "processed_at IS NULL AND (lease_until IS NULL OR "
-	             "lease_until < now()) ORDER BY received_at LIMIT "
-	             "$1::int FOR UPDATE SKIP LOCKED",
-	             1, p, &r);
+	// A body whose sender has an earlier body held elsewhere waits
+	// (migration 009): one conversation's messages in arrival order.
+	rv = exec_ok(
+	        db,
+	        "SELECT tenant_id, id, channel_id, channel_type, body FROM "
+	        "messaging.inbox_lock($1::int)",
+	        1, p, &r);
 	if (rv != PL_OK)
 		return rv;
 	nt = PQntuples(r);

@@ -453,12 +453,15 @@ self_cpu_s(void)
 	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
-// The batch functions of migration 005 (track_functions = pl): calls and
-// total time of each.
-#define NFN 6
-static const char *const fn_names[NFN] = { "inbox_add",      "ingest_batch",
-	                                   "reply_claim",    "reply_finish",
-	                                   "delivery_claim", "delivery_done" };
+// The batch functions of migrations 005, 008 and 009 (track_functions =
+// pl): calls and total time of each (inbox_add and the claims: replicas of
+// earlier builds and what the fast path leaves).
+#define NFN 9
+static const char *const fn_names[NFN] = { "inbox_put",       "inbox_add",
+	                                   "inbox_lock",      "ingest_batch",
+	                                   "reply_claim_ids", "reply_claim",
+	                                   "reply_finish",    "delivery_claim",
+	                                   "delivery_done" };
 
 typedef struct cost_snap {
 	long long xacts;
