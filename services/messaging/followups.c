@@ -740,9 +740,17 @@ fu_main(void *arg)
 		poll = 1000;
 	pl_arena_init(&a, 0, 1 << 20);
 	while (!fg.stop) {
-		int n;
+		int n, nb = 0;
 		pl_arena_reset(&a);
 		n = engage_followups_once(s, db, &a, 100);
+		// Conversations whose person went quiet for the tenant's
+		// auto_handback_minutes go back to the bot (migration 010).
+		if (messaging_store_handback_due(db, 100, &nb) == PL_OK &&
+		    nb > 0)
+			pl_info("handed %d conversation(s) back to the bot "
+			        "after "
+			        "a person's inactivity",
+			        nb);
 		for (int64_t t = 0; n < 100 && t < poll && !fg.stop; t += 50)
 			usleep(50000);
 	}

@@ -1215,7 +1215,9 @@ static const pl_cfg_entry messaging_cfg[] = {
 	{ "PARLEY_MESSAGING_POLL", PL_CFG_DURATION, "200ms", 1, 60000,
 	  &cfg_poll, "workers' poll interval when idle" },
 	{ "PARLEY_MESSAGING_CHANNEL_CACHE", PL_CFG_DURATION, "1s", 0, 3600000,
-	  &cfg_cache, "how long channel credentials are kept in memory" },
+	  &cfg_cache,
+	  "how long channel credentials and messaging settings are kept in "
+	  "memory" },
 	{ "PARLEY_MESSAGING_LEASE", PL_CFG_DURATION, "60s", 100, 3600000,
 	  &cfg_lease,
 	  "a claimed inbox row or reply is retried after this long (longer "
@@ -1257,6 +1259,7 @@ messaging_init(const pl_service_cfg *cfg, void **arg)
 	s->poll_ms = cfg_poll;
 	s->lease_ms = cfg_lease;
 	s->batch = cfg_batch;
+	s->cache_ms = cfg_cache;
 	s->call_threads = cfg_call_threads;
 	rv = messaging_peers_open(&s->peers, cfg_tenants_url, cfg_billing_url,
 	                          cfg_agents_url, cfg->secret, cfg_cache);

@@ -224,6 +224,7 @@ typedef struct msg_service {
 	int64_t lease_ms; // inbox and reply claims (a dead worker's work waits
 	                  // this long)
 	int64_t batch;    // rows a worker claims at once (each stage)
+	int64_t cache_ms; // channel credentials and messaging settings
 	int64_t call_threads; // agent/billing/provider calls in flight
 	// wakes the workers when work arrives in this process
 	pthread_mutex_t mu;
@@ -377,6 +378,18 @@ int messaging_store_reply_claim_ids_tx(pl_db *db, const char *const *tenants,
                                        int64_t lease_ms, int history,
                                        pl_arena *a, msg_pending **out,
                                        size_t *n);
+
+// The tenant's reply_burst_window_ms (0: off, or no settings row).
+int messaging_store_burst_window(pl_db *db, const char *tenant_id,
+                                 int64_t *window_ms);
+// The pending messages of head's conversation that arrived within
+// window_ms after it (up to max, oldest first; texts in the arena).
+int messaging_store_reply_burst(pl_db *db, const msg_pending *head,
+                                int64_t window_ms, pl_arena *a, char (*ids)[40],
+                                char **texts, size_t max, size_t *n);
+// Hands back to the bot up to max conversations whose person has been
+// inactive for the tenant's auto_handback_minutes; *n: how many.
+int messaging_store_handback_due(pl_db *db, int max, int *n);
 
 struct msg_delivery;
 

@@ -952,8 +952,11 @@ queue_outbound(pl_db *db, const char *tenant, const char *conv,
 		        "UPDATE messaging.conversations SET message_count = "
 		        "message_count + 1, last_activity_at = now(), "
 		        "updated_at = now(), last_bot_message_at = CASE WHEN "
-		        "$3 = 'bot' THEN now() ELSE last_bot_message_at END "
-		        "WHERE tenant_id = $1 AND id = $2",
+		        "$3 = 'bot' THEN now() ELSE last_bot_message_at END, "
+		        "human_active_at = CASE WHEN $3 = 'human' THEN now() "
+		        "ELSE human_active_at END WHERE tenant_id = $1 AND id "
+		        "= "
+		        "$2",
 		        3, q, NULL);
 	}
 	return rv;
@@ -1101,6 +1104,110 @@ messaging_store_reply_claim_ids_tx(pl_db *db, const char *const *tenants,
 	if (rv != PL_OK)
 		return rv;
 	return pending_rows(r, a, out, n);
+}
+
+// ---------------------------------------------------------------------------
+// Settings the core uses (migration 010)
+
+typedef struct burst_x {
+	const char *p[4];
+	pl_arena *a;
+	int64_t window_ms;
+	char (*ids)[40];
+	char **texts;
+	size_t max, n;
+} burst_x;
+
+static int
+burst_window_fn(pl_db *db, void *arg)
+{
+	burst_x *x = arg;
+	PGresult *r = NULL;
+	int rv = exec_ok(db,
+	                 "SELECT coalesce((SELECT reply_burst_window_ms FROM "
+	                 "messaging.settings WHERE tenant_id = $1), 0)",
+	                 1, x->p, &r);
+	if (rv == PL_OK) {
+		x->window_ms = atoll(PQgetvalue(r, 0, 0));
+		PQclear(r);
+	}
+	return rv;
+}
+
+int
+messaging_store_burst_window(pl_db *db, const char *tenant_id,
+                             int64_t *window_ms)
+{
+	burst_x x = {
+		{ tenant_id, NULL, NULL, NULL }, NULL, 0, NULL, NULL, 0, 0
+	};
+	int rv = pl_db_tx(db, tenant_id, burst_window_fn, &x);
+
+	*window_ms = rv == PL_OK ? x.window_ms : 0;
+	return rv;
+}
+
+static int
+burst_fn(pl_db *db, void *arg)
+{
+	burst_x *x = arg;
+	PGresult *r = NULL;
+	int rv = exec_ok(db,
+	                 "SELECT id, text FROM messaging.reply_burst($1, $2, "
+	                 "$3, $4::int)",
+	                 4, x->p, &r);
+	if (rv != PL_OK)
+		return rv;
+	x->n = 0;
+	for (int i = 0; i < PQntuples(r) && x->n < x->max; i++) {
+		snprintf(x->ids[x->n], 40, "%s", PQgetvalue(r, i, 0));
+		x->texts[x->n] = v(x->a, r, i, 1);
+		x->n++;
+	}
+	PQclear(r);
+	return PL_OK;
+}
+
+int
+messaging_store_reply_burst(pl_db *db, const msg_pending *head,
+                            int64_t window_ms, pl_arena *a, char (*ids)[40],
+                            char **texts, size_t max, size_t *n)
+{
+	char w[24];
+	burst_x x = { { head->tenant_id, head->conversation_id,
+		        head->message_id, w },
+		      a,
+		      window_ms,
+		      ids,
+		      texts,
+		      max,
+		      0 };
+	int rv;
+
+	snprintf(w, sizeof(w), "%lld", (long long)window_ms);
+	rv = pl_db_tx(db, head->tenant_id, burst_fn, &x);
+	*n = rv == PL_OK ? x.n : 0;
+	return rv;
+}
+
+int
+messaging_store_handback_due(pl_db *db, int max, int *n)
+{
+	char lim[16];
+	const char *p[1] = { lim };
+	PGresult *r = NULL;
+	int rv;
+
+	snprintf(lim, sizeof(lim), "%d", max > 0 ? max : 1);
+	// One statement, its own transaction (service level: the function
+	// says so).
+	rv = exec_batch(db, "SELECT messaging.handback_due($1::int)", 1, p, &r);
+	*n = 0;
+	if (rv == PL_OK) {
+		*n = atoi(PQgetvalue(r, 0, 0));
+		PQclear(r);
+	}
+	return rv;
 }
 
 // True when engage_on_reply has something to do with this metadata.
@@ -1553,8 +1660,8 @@ send_fn(pl_db *db, void *arg)
 		             db,
 		             "UPDATE messaging.conversations SET owner = "
 		             "'human', assigned_user_id = $3, status = "
-		             "'open', updated_at = now() WHERE tenant_id = $1 "
-		             "AND id = $2",
+		             "'open', updated_at = now(), human_active_at = "
+		             "now() WHERE tenant_id = $1 AND id = $2",
 		             3, p, NULL)) != PL_OK)
 			return rv;
 		if ((rv = event(
@@ -1653,8 +1760,8 @@ chg_fn(pl_db *db, void *arg)
 		        db,
 		        take ? "UPDATE messaging.conversations SET owner = "
 		               "'human', assigned_user_id = $3, status = "
-		               "'open', updated_at = now() WHERE tenant_id = "
-		               "$1 AND id = $2"
+		               "'open', updated_at = now(), human_active_at = "
+		               "now() WHERE tenant_id = $1 AND id = $2"
 		             : "UPDATE messaging.conversations SET owner = "
 		               "'bot', assigned_user_id = $3, status = 'open', "
 		               "handoff_reason = '', updated_at = now() WHERE "

@@ -19,12 +19,19 @@
 
 #define MAX_THREADS 32
 #define RATE_SLOTS  128
+#define SET_SLOTS   256
 
 typedef struct rate_slot {
 	char channel[40];
 	double tokens;
 	int64_t at_ns;
 } rate_slot;
+
+typedef struct set_slot {
+	char tenant[40];
+	int64_t window_ms;
+	int64_t at_ns;
+} set_slot;
 
 typedef struct thr_arg {
 	struct msg_workers *w;
@@ -46,6 +53,8 @@ struct msg_workers {
 	volatile bool stop;
 	pthread_mutex_t rmu;
 	rate_slot rate[RATE_SLOTS];
+	pthread_mutex_t smu; // the settings cache
+	set_slot set[SET_SLOTS];
 	// the call pool
 	pthread_mutex_t pmu;
 	pthread_cond_t pcv, pdone;
@@ -489,6 +498,7 @@ typedef enum reply_next {
 	REPLY_FINISH = 0, // rr is the outcome
 	REPLY_SOON = 1,   // billing could not be asked: try again in a second
 	REPLY_LEASE = 2,  // the agent could not answer: after the lease
+	REPLY_LATER = 3,  // its burst window is still open (retried then)
 } reply_next;
 
 typedef struct reply_task {
@@ -496,6 +506,10 @@ typedef struct reply_task {
 	msg_pending *pd;
 	msg_reply_result rr;
 	reply_next next;
+	bool later; // set before the turn: not answered in this batch
+	// the burst answered with it (reply_burst_window_ms)
+	char (*burst_ids)[40];
+	size_t nburst;
 	pl_arena arena;
 } reply_task;
 
@@ -515,6 +529,10 @@ reply_task_fn(void *ctx, size_t i, pl_httpc *http)
 	memset(rr, 0, sizeof(*rr));
 	t->next = REPLY_FINISH;
 	rr->outcome = "no_agent";
+	if (t->later) {
+		t->next = REPLY_LATER;
+		return;
+	}
 	// The quota first: a refused message is stored but never answered.
 	rv = messaging_peers_reserve(s->peers, pd->tenant_id,
 	                             pd->provider_message_id[0]
@@ -600,6 +618,104 @@ reply_task_fn(void *ctx, size_t i, pl_httpc *http)
 	}
 }
 
+// The tenant's reply_burst_window_ms, kept for PARLEY_MESSAGING_CHANNEL_CACHE
+// (0: asked every time).
+static int64_t
+burst_window(msg_service *s, pl_db *db, const char *tenant)
+{
+	msg_workers *w = s->workers;
+	int64_t now = pl_now_ns(), ms = 0;
+	unsigned h = 5381;
+	set_slot *slot;
+
+	for (const char *c = tenant; *c; c++)
+		h = h * 33 + (unsigned char)*c;
+	if (w == NULL)
+		return messaging_store_burst_window(db, tenant, &ms) == PL_OK
+		               ? ms
+		               : 0;
+	slot = &w->set[h % SET_SLOTS];
+	pthread_mutex_lock(&w->smu);
+	if (s->cache_ms > 0 && strcmp(slot->tenant, tenant) == 0 &&
+	    now - slot->at_ns < s->cache_ms * 1000000) {
+		ms = slot->window_ms;
+		pthread_mutex_unlock(&w->smu);
+		return ms;
+	}
+	pthread_mutex_unlock(&w->smu);
+	if (messaging_store_burst_window(db, tenant, &ms) != PL_OK)
+		return 0; // answered alone rather than not at all
+	pthread_mutex_lock(&w->smu);
+	snprintf(slot->tenant, sizeof(slot->tenant), "%s", tenant);
+	slot->window_ms = ms;
+	slot->at_ns = now;
+	pthread_mutex_unlock(&w->smu);
+	return ms;
+}
+
+// Milliseconds since a message's created_at ("YYYY-MM-DDTHH:MM:SS.mmmZ").
+static int64_t
+age_ms(const char *created_at)
+{
+	struct tm tm = { 0 };
+	int ms = 0;
+	struct timespec now;
+
+	if (sscanf(created_at, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon,
+	           &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6)
+		return INT64_MAX; // unreadable: as if the window had passed
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return ((int64_t)now.tv_sec - (int64_t)timegm(&tm)) * 1000 +
+	       now.tv_nsec / 1000000 - ms;
+}
+
+// A tenant with a burst window: a message younger than the window waits
+// for it to close (retried then); an older one is answered together with
+// the messages that came within the window after it (their texts joined
+// by new lines, one agent call, one reply; they are marked done with the
+// outcome "merged").
+static void
+burst_prepare(msg_service *s, pl_db *db, pl_arena *a, reply_task *t)
+{
+	msg_pending *pd = t->pd;
+	int64_t win = burst_window(s, db, pd->tenant_id), age;
+	char *texts[50];
+	size_t n = 0, len;
+
+	if (win <= 0)
+		return;
+	age = age_ms(pd->created_at);
+	if (age < win) {
+		messaging_store_reply_retry_in(db, pd->tenant_id,
+		                               pd->message_id, win - age + 1);
+		t->later = true;
+		return;
+	}
+	t->burst_ids = pl_arena_zalloc(a, 50 * sizeof(*t->burst_ids));
+	if (t->burst_ids == NULL ||
+	    messaging_store_reply_burst(db, pd, win, a, t->burst_ids, texts, 50,
+	                                &n) != PL_OK ||
+	    n == 0)
+		return;
+	len = strlen(pd->text ? pd->text : "") + 1;
+	for (size_t i = 0; i < n; i++)
+		len += strlen(texts[i]) + 1;
+	{
+		char *joined = pl_arena_alloc(a, len), *p;
+		if (joined == NULL)
+			return;
+		p = joined + sprintf(joined, "%s", pd->text ? pd->text : "");
+		for (size_t i = 0; i < n; i++)
+			p += sprintf(p, "%s%s", p == joined ? "" : "\n",
+			             texts[i]);
+		cut_utf8(joined, MSG_MAX_TEXT);
+		pd->text = joined;
+	}
+	t->nburst = n;
+}
+
 static int deliver_claimed(msg_service *s, pl_db *db, pl_httpc *http,
                            pl_arena *a, msg_delivery *ds, size_t n);
 
@@ -617,7 +733,7 @@ reply_run(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 	msg_delivery *claimed = NULL;
 	reply_task *tasks;
 	char(*reply_ids)[40];
-	size_t m = 0, nd = 0;
+	size_t m = 0, nd = 0, nb = 0;
 	bool queued = false;
 	int rv;
 
@@ -636,6 +752,24 @@ reply_run(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 		tasks[i].s = s;
 		tasks[i].pd = &pds[i];
 		pl_arena_init(&tasks[i].arena, 0, 16 << 20);
+		burst_prepare(s, db, a, &tasks[i]);
+		nb += tasks[i].nburst;
+	}
+	if (nb > 0) {
+		// Room for the bursts' messages, finished with their head.
+		fin_pd = pl_arena_zalloc(a, (n + nb) * sizeof(*fin_pd));
+		fin_rr = pl_arena_zalloc(a, (n + nb) * sizeof(*fin_rr));
+		reply_ids = pl_arena_zalloc(a, (n + nb) * sizeof(*reply_ids));
+		if (http != NULL)
+			claimed =
+			        pl_arena_zalloc(a, (n + nb) * sizeof(*claimed));
+		if (fin_pd == NULL || fin_rr == NULL || reply_ids == NULL ||
+		    (http != NULL && claimed == NULL)) {
+			for (size_t i = 0; i < n; i++)
+				pl_arena_fini(&tasks[i].arena);
+			free(tasks);
+			return; // the leases run out
+		}
 	}
 	pool_run(s->workers, reply_task_fn, tasks, n, NULL);
 	for (size_t i = 0; i < n; i++) {
@@ -647,6 +781,18 @@ reply_run(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 		fin_pd[m] = &pds[i];
 		fin_rr[m] = tasks[i].rr;
 		m++;
+		for (size_t k = 0; k < tasks[i].nburst; k++) {
+			msg_pending *b = pl_arena_alloc(a, sizeof(*b));
+			if (b == NULL)
+				break;
+			*b = pds[i];
+			snprintf(b->message_id, sizeof(b->message_id), "%s",
+			         tasks[i].burst_ids[k]);
+			b->text = NULL;
+			memset(&fin_rr[m], 0, sizeof(fin_rr[m]));
+			fin_rr[m].outcome = "merged";
+			fin_pd[m++] = b;
+		}
 	}
 	if (m > 0) {
 		// The deliveries' lease: the send's budget, as delivery_claim.
@@ -1019,6 +1165,7 @@ messaging_workers_start(msg_service *s)
 		return PL_RESOURCE_EXHAUSTED;
 	w->s = s;
 	pthread_mutex_init(&w->rmu, NULL);
+	pthread_mutex_init(&w->smu, NULL);
 	pthread_mutex_init(&w->pmu, NULL);
 	pthread_cond_init(&w->pcv, NULL);
 	pthread_cond_init(&w->pdone, NULL);
@@ -1063,6 +1210,7 @@ messaging_workers_stop(msg_service *s)
 	pthread_cond_destroy(&w->pdone);
 	pthread_mutex_destroy(&w->pmu);
 	pthread_mutex_destroy(&w->rmu);
+	pthread_mutex_destroy(&w->smu);
 	free(w);
 	s->workers = NULL;
 }

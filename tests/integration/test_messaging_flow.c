@@ -1079,6 +1079,115 @@ test_burst_in_order(void **state)
 	        12);
 }
 
+// reply_burst_window_ms: three messages within the window are answered
+// once, with their texts together; the two later ones are marked merged.
+static void
+test_burst_window(void **state)
+{
+	int calls = agent_calls;
+
+	(void)state;
+	NEED();
+	FIXTURES();
+	assert_int_equal(sqlv("INSERT INTO messaging.settings (tenant_id, "
+	                      "reply_burst_window_ms) VALUES ('" T1 "', 3000) "
+	                      "ON CONFLICT (tenant_id) DO UPDATE SET "
+	                      "reply_burst_window_ms = 3000",
+	                      NULL, 0),
+	                 0);
+	for (int i = 1; i <= 3; i++) {
+		char id[32], text[32], *b;
+		snprintf(id, sizeof(id), "wamid.burst%d", i);
+		snprintf(text, sizeof(text), "burst %d", i);
+		b = wa_text(id, text, "5511922220000");
+		assert_non_null(b);
+		assert_int_equal(wa_webhook(b, strlen(b), NULL), PL_OK);
+		free(b);
+	}
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE provider_message_id LIKE "
+	                          "'wamid.burst%' AND reply_state = 'done'",
+	                          3),
+	                 3);
+	assert_int_equal(
+	        sqlv("SELECT count(*) FROM messaging.messages WHERE direction "
+	             "= "
+	             "'outbound' AND text = E'echo: burst 1\\nburst 2\\nburst "
+	             "3'",
+	             NULL, 0),
+	        1);
+	assert_int_equal(sqlv("SELECT count(*) FROM messaging.messages WHERE "
+	                      "direction = 'outbound' AND text LIKE '%burst%'",
+	                      NULL, 0),
+	                 1);
+	assert_int_equal(agent_calls - calls, 1);
+	assert_int_equal(sqlv("SELECT count(*) FROM messaging.messages WHERE "
+	                      "provider_message_id IN ('wamid.burst2', "
+	                      "'wamid.burst3') AND reply_outcome = 'merged'",
+	                      NULL, 0),
+	                 2);
+	assert_int_equal(sqlv("UPDATE messaging.settings SET "
+	                      "reply_burst_window_ms = 0 WHERE tenant_id = '" T1
+	                      "'",
+	                      NULL, 0),
+	                 0);
+}
+
+// auto_handback_minutes: a conversation a person took over and left alone
+// longer goes back to the bot, with conversation.handed_back.
+static void
+test_auto_handback(void **state)
+{
+	(void)state;
+	NEED();
+	assert_true(conv1[0] != '\0');
+	assert_int_equal(conv_op("TakeOver", T1, conv1), PL_OK);
+	assert_int_equal(sqlv("SELECT count(*) FROM messaging.conversations "
+	                      "WHERE owner = 'human' AND human_active_at IS "
+	                      "NOT NULL AND id = (SELECT conversation_id FROM "
+	                      "messaging.messages WHERE provider_message_id = "
+	                      "'wamid.xyzxyz')",
+	                      NULL, 0),
+	                 1);
+	// Not due yet: minutes to go.
+	assert_int_equal(sqlv("INSERT INTO messaging.settings (tenant_id, "
+	                      "auto_handback_minutes) VALUES ('" T1 "', 5) ON "
+	                      "CONFLICT (tenant_id) DO UPDATE SET "
+	                      "auto_handback_minutes = 5",
+	                      NULL, 0),
+	                 0);
+	usleep(1500000);
+	assert_int_equal(sqlv("SELECT count(*) FROM messaging.conversations "
+	                      "WHERE owner = 'human'",
+	                      NULL, 0),
+	                 1);
+	// Six minutes of silence from the person.
+	assert_int_equal(sqlv("UPDATE messaging.conversations SET "
+	                      "human_active_at = now() - interval '6 minutes' "
+	                      "WHERE owner = 'human'",
+	                      NULL, 0),
+	                 0);
+	assert_int_equal(
+	        wait_for("SELECT count(*) FROM messaging.conversations "
+	                 "WHERE owner = 'bot' AND status = 'open' AND "
+	                 "assigned_user_id IS NULL AND id = (SELECT "
+	                 "conversation_id FROM messaging.messages "
+	                 "WHERE provider_message_id = 'wamid.xyzxyz')",
+	                 1),
+	        1);
+	assert_int_equal(
+	        sqlv("SELECT count(*) FROM messaging.outbox WHERE type "
+	             "= 'conversation.handed_back' AND payload->>'by' "
+	             "= 'inactivity'",
+	             NULL, 0),
+	        1);
+	assert_int_equal(sqlv("UPDATE messaging.settings SET "
+	                      "auto_handback_minutes = 0 WHERE tenant_id = '" T1
+	                      "'",
+	                      NULL, 0),
+	                 0);
+}
+
 static void
 test_cross_tenant(void **state)
 {
@@ -1408,6 +1517,8 @@ main(void)
 		cmocka_unit_test(test_infobip_batch_of_three),
 		cmocka_unit_test(test_quota_refusal),
 		cmocka_unit_test(test_burst_in_order),
+		cmocka_unit_test(test_burst_window),
+		cmocka_unit_test(test_auto_handback),
 		cmocka_unit_test(test_cross_tenant),
 		cmocka_unit_test(test_lists_and_contacts),
 		cmocka_unit_test(test_webchat),
