@@ -954,9 +954,8 @@ queue_outbound(pl_db *db, const char *tenant, const char *conv,
 		        "updated_at = now(), last_bot_message_at = CASE WHEN "
 		        "$3 = 'bot' THEN now() ELSE last_bot_message_at END, "
 		        "human_active_at = CASE WHEN $3 = 'human' THEN now() "
-		        "ELSE human_active_at END WHERE tenant_id = $1 AND id "
-		        "= "
-		        "$2",
+		        "ELSE human_active_at END WHERE tenant_id = $1 AND "
+		        "id = $2",
 		        3, q, NULL);
 	}
 	return rv;
