@@ -1195,7 +1195,7 @@ static const pl_cfg_entry messaging_cfg[] = {
 	  "agents service (bot replies); empty: off" },
 	{ "PARLEY_ANALYTICS_URL", PL_CFG_STRING, "", 0, 0, &cfg_analytics_url,
 	  "analytics service (events); empty: events wait in the outbox" },
-	{ "PARLEY_MESSAGING_INBOX_WORKERS", PL_CFG_INT, "4", 0, 16,
+	{ "PARLEY_MESSAGING_INBOX_WORKERS", PL_CFG_INT, "3", 0, 16,
 	  &cfg_inbox_workers,
 	  "threads turning webhook bodies into messages and answering them" },
 	{ "PARLEY_MESSAGING_REPLY_WORKERS", PL_CFG_INT, "2", 0, 16,
