@@ -737,17 +737,8 @@ reply_run(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 	bool queued = false;
 	int rv;
 
-	tasks = calloc(n, sizeof(*tasks));
-	fin_pd = pl_arena_zalloc(a, n * sizeof(*fin_pd));
-	fin_rr = pl_arena_zalloc(a, n * sizeof(*fin_rr));
-	reply_ids = pl_arena_zalloc(a, n * sizeof(*reply_ids));
-	if (http != NULL)
-		claimed = pl_arena_zalloc(a, n * sizeof(*claimed));
-	if (tasks == NULL || fin_pd == NULL || fin_rr == NULL ||
-	    reply_ids == NULL || (http != NULL && claimed == NULL)) {
-		free(tasks);
+	if ((tasks = calloc(n, sizeof(*tasks))) == NULL)
 		return; // the leases run out
-	}
 	for (size_t i = 0; i < n; i++) {
 		tasks[i].s = s;
 		tasks[i].pd = &pds[i];
@@ -755,21 +746,19 @@ reply_run(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 		burst_prepare(s, db, a, &tasks[i]);
 		nb += tasks[i].nburst;
 	}
-	if (nb > 0) {
-		// Room for the bursts' messages, finished with their head.
-		fin_pd = pl_arena_zalloc(a, (n + nb) * sizeof(*fin_pd));
-		fin_rr = pl_arena_zalloc(a, (n + nb) * sizeof(*fin_rr));
-		reply_ids = pl_arena_zalloc(a, (n + nb) * sizeof(*reply_ids));
-		if (http != NULL)
-			claimed =
-			        pl_arena_zalloc(a, (n + nb) * sizeof(*claimed));
-		if (fin_pd == NULL || fin_rr == NULL || reply_ids == NULL ||
-		    (http != NULL && claimed == NULL)) {
-			for (size_t i = 0; i < n; i++)
-				pl_arena_fini(&tasks[i].arena);
-			free(tasks);
-			return; // the leases run out
-		}
+	// Room for every turn and the bursts' messages, finished with their
+	// head.
+	fin_pd = pl_arena_zalloc(a, (n + nb) * sizeof(*fin_pd));
+	fin_rr = pl_arena_zalloc(a, (n + nb) * sizeof(*fin_rr));
+	reply_ids = pl_arena_zalloc(a, (n + nb) * sizeof(*reply_ids));
+	if (http != NULL)
+		claimed = pl_arena_zalloc(a, (n + nb) * sizeof(*claimed));
+	if (fin_pd == NULL || fin_rr == NULL || reply_ids == NULL ||
+	    (http != NULL && claimed == NULL)) {
+		for (size_t i = 0; i < n; i++)
+			pl_arena_fini(&tasks[i].arena);
+		free(tasks);
+		return; // the leases run out
 	}
 	pool_run(s->workers, reply_task_fn, tasks, n, NULL);
 	for (size_t i = 0; i < n; i++) {

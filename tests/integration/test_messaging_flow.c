@@ -1079,6 +1079,19 @@ test_burst_in_order(void **state)
 	        12);
 }
 
+// Sets one of T1's messaging settings (an int column) as the superuser.
+static long
+t1_setting(const char *column, int value)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO messaging.settings (tenant_id, %s) VALUES ('" T1
+	         "', %d) ON CONFLICT (tenant_id) DO UPDATE SET %s = %d",
+	         column, value, column, value);
+	return sqlv(sql, NULL, 0);
+}
+
 // reply_burst_window_ms: three messages within the window are answered
 // once, with their texts together; the two later ones are marked merged.
 static void
@@ -1089,12 +1102,7 @@ test_burst_window(void **state)
 	(void)state;
 	NEED();
 	FIXTURES();
-	assert_int_equal(sqlv("INSERT INTO messaging.settings (tenant_id, "
-	                      "reply_burst_window_ms) VALUES ('" T1 "', 3000) "
-	                      "ON CONFLICT (tenant_id) DO UPDATE SET "
-	                      "reply_burst_window_ms = 3000",
-	                      NULL, 0),
-	                 0);
+	assert_int_equal(t1_setting("reply_burst_window_ms", 3000), 0);
 	for (int i = 1; i <= 3; i++) {
 		char id[32], text[32], *b;
 		snprintf(id, sizeof(id), "wamid.burst%d", i);
@@ -1126,11 +1134,7 @@ test_burst_window(void **state)
 	                      "'wamid.burst3') AND reply_outcome = 'merged'",
 	                      NULL, 0),
 	                 2);
-	assert_int_equal(sqlv("UPDATE messaging.settings SET "
-	                      "reply_burst_window_ms = 0 WHERE tenant_id = '" T1
-	                      "'",
-	                      NULL, 0),
-	                 0);
+	assert_int_equal(t1_setting("reply_burst_window_ms", 0), 0);
 }
 
 // auto_handback_minutes: a conversation a person took over and left alone
@@ -1150,12 +1154,7 @@ test_auto_handback(void **state)
 	                      NULL, 0),
 	                 1);
 	// Not due yet: minutes to go.
-	assert_int_equal(sqlv("INSERT INTO messaging.settings (tenant_id, "
-	                      "auto_handback_minutes) VALUES ('" T1 "', 5) ON "
-	                      "CONFLICT (tenant_id) DO UPDATE SET "
-	                      "auto_handback_minutes = 5",
-	                      NULL, 0),
-	                 0);
+	assert_int_equal(t1_setting("auto_handback_minutes", 5), 0);
 	usleep(1500000);
 	assert_int_equal(sqlv("SELECT count(*) FROM messaging.conversations "
 	                      "WHERE owner = 'human'",
@@ -1181,11 +1180,7 @@ test_auto_handback(void **state)
 	             "= 'inactivity'",
 	             NULL, 0),
 	        1);
-	assert_int_equal(sqlv("UPDATE messaging.settings SET "
-	                      "auto_handback_minutes = 0 WHERE tenant_id = '" T1
-	                      "'",
-	                      NULL, 0),
-	                 0);
+	assert_int_equal(t1_setting("auto_handback_minutes", 0), 0);
 }
 
 static void
