@@ -1067,7 +1067,7 @@ static const pl_cfg_entry billing_cfg[] = {
 	{ "PARLEY_BILLING_RESERVE_BATCH", PL_CFG_INT, "64", 1,
 	  BILLING_MAX_BATCH, &cfg_reserve_batch,
 	  "most ReserveUsage calls decided by one statement (1: one each)" },
-	{ "PARLEY_BILLING_RESERVE_PARALLEL", PL_CFG_INT, "1", 1, 64,
+	{ "PARLEY_BILLING_RESERVE_PARALLEL", PL_CFG_INT, "2", 1, 64,
 	  &cfg_reserve_parallel,
 	  "ReserveUsage batches run at once by one replica" },
 	{ NULL, 0, NULL, 0, 0, NULL, NULL },

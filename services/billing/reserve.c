@@ -247,7 +247,10 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 	while (!it->done) {
 		size_t n = 0;
 		int fell;
-		if (b->running >= b->max_running) {
+		// Wait while enough batches run, or while the queue is
+		// empty: then our item is in a batch another worker runs,
+		// which wakes us when it is decided.
+		if (b->running >= b->max_running || b->head == NULL) {
 			pthread_cond_wait(&it->cv, &b->mtx);
 			continue;
 		}

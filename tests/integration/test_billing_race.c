@@ -1,5 +1,6 @@
 // Billing under concurrency, against a real PostgreSQL over RPC: the
-// over-admission race (32 callers for the last 100 units, 20 times), one
+// over-admission race (32 callers for the last 100 units, 20 times, one
+// batch at a time and two at a time in turn), one
 // idempotency key raced by many callers, and invoice numbers under
 // concurrent closes (no gaps, no duplicates).
 #include <pthread.h>
@@ -201,6 +202,17 @@ test_over_admission_race(void **state)
 		int ok = 0, refused = 0, other = 0;
 		int64_t day = -1, month = -1;
 
+		billing_batcher *b = &((billing_state *)h.arg)->batcher;
+		uint64_t b0, i0, b1, i1;
+
+		// Odd rounds: two batches at once (PARLEY_BILLING_RESERVE_
+		// PARALLEL=2), whose leaders must wait, not lead empty
+		// batches, while their own items are decided by the other.
+		pthread_mutex_lock(&b->mtx);
+		b->max_running = round % 2 ? 2 : 1;
+		b0 = b->batches;
+		i0 = b->items;
+		pthread_mutex_unlock(&b->mtx);
 		pl_arena_reset(&h.arena);
 		new_tenant(t, "race-1000");
 		// Leave exactly 100 units.
@@ -236,6 +248,13 @@ test_over_admission_race(void **state)
 		assert_int_equal(usage_used(t, &day, &month), PL_OK);
 		assert_int_equal(day, 1000);
 		assert_int_equal(month, 1000);
+		pthread_mutex_lock(&b->mtx);
+		b1 = b->batches;
+		i1 = b->items;
+		b->max_running = 1;
+		pthread_mutex_unlock(&b->mtx);
+		// Every batch decided at least one item.
+		assert_true(b1 - b0 <= i1 - i0);
 	}
 }
 

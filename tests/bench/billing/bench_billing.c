@@ -51,7 +51,7 @@ static double seconds = 5.0;
 static int threads = 16;
 static int workers = 16;
 static int batch = 64;
-static int parallel = 1;
+static int parallel = 2; // PARLEY_BILLING_RESERVE_PARALLEL's default
 static billing_state *svc_state;
 static const pgh *pg_h;     // the cluster, for pg_cpu()
 static pl_db *sql_dbs[256]; // MODE_SQL's connections, kept warm across runs
@@ -423,7 +423,7 @@ main(int argc, char **argv)
 	if (batch < 2 || batch > BILLING_MAX_BATCH)
 		batch = 64;
 	if (parallel < 1 || parallel > 64)
-		parallel = 1;
+		parallel = 2;
 	if (threads < 1 || threads > 256)
 		threads = 16;
 	if (workers < 1 || workers > 256)
