@@ -270,7 +270,9 @@ main(int argc, char **argv)
 		              "PARLEY_API_KEY_RPS=1000000",
 		              "PARLEY_MESSAGING_SEND_RATE=100000",
 		              "PARLEY_LOG_LEVEL=error",
-		              NULL };
+		              // As docker-compose.yml and deploy/k8s run
+		              // them (the stack's tests use 2).
+		              "PARLEY_WORKERS=4", NULL };
 	pl_httpd *prov = NULL;
 	pl_httpd_config pc = { 0 };
 	char token[256], admin[256], agent[64], path[256], body[1024], key[256],
