@@ -13,12 +13,23 @@
 
 #define TX_ATTEMPTS 3
 
+#define READ_CACHE 32 // statements pl_db_read prepares per connection
+
+typedef struct read_stmt {
+	uint64_t hash;
+	char *sql;
+} read_stmt;
+
 struct pl_db {
 	char *url;
 	PGconn *conn;
 	bool in_tx;
 	bool lost;    // the connection went away inside the transaction
 	uint64_t rng; // backoff jitter
+	// pl_db_read's statements, prepared on prep_conn as "pl_read_<i>".
+	const PGconn *prep_conn;
+	read_stmt prep[READ_CACHE];
+	int n_prep;
 };
 
 static void
@@ -51,6 +62,15 @@ pl_db_open(const char *url)
 	return db;
 }
 
+static void
+forget_prepared(pl_db *db)
+{
+	for (int i = 0; i < db->n_prep; i++)
+		free(db->prep[i].sql);
+	db->n_prep = 0;
+	db->prep_conn = NULL;
+}
+
 void
 pl_db_close(pl_db *db)
 {
@@ -58,6 +78,7 @@ pl_db_close(pl_db *db)
 		return;
 	if (db->conn != NULL)
 		PQfinish(db->conn);
+	forget_prepared(db);
 	free(db->url);
 	free(db);
 }
@@ -69,6 +90,8 @@ drop_conn(pl_db *db)
 		PQfinish(db->conn);
 		db->conn = NULL;
 	}
+	// A new connection may get the old one's address.
+	forget_prepared(db);
 }
 
 // One line of libpq's (possibly multi-line) message, for the log.
@@ -460,4 +483,162 @@ pl_db_tx(pl_db *db, const char *tenant_id, pl_db_tx_fn fn, void *arg)
 		backoff(db, attempt);
 		attempt++;
 	}
+}
+
+// FNV-1a of a statement's text: pl_db_read's cache key (the text is
+// compared too).
+static uint64_t
+text_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+// Reads one pipeline's ncmd results and its sync. Returns the first
+// failed command's result, else the last command's (the caller's
+// statement); NULL when the connection broke. *prepared is set when the
+// command at index prep_at (-1: none) succeeded.
+static PGresult *
+read_pipeline(PGconn *c, int ncmd, int prep_at, bool *prepared)
+{
+	PGresult *out = NULL, *r;
+	bool failed = false, broken = false;
+
+	*prepared = false;
+	for (int k = 0; k < ncmd && !broken; k++) {
+		r = PQgetResult(c);
+		if (r == NULL) {
+			broken = true;
+			break;
+		}
+		ExecStatusType st = PQresultStatus(r);
+		if (k == prep_at && st == PGRES_COMMAND_OK)
+			*prepared = true;
+		if (!failed && (st == PGRES_FATAL_ERROR || k == ncmd - 1)) {
+			PQclear(out);
+			out = r;
+			failed = st == PGRES_FATAL_ERROR;
+		} else {
+			PQclear(r);
+		}
+		// The command's end.
+		while ((r = PQgetResult(c)) != NULL) {
+			if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+				// An error ended the pipeline early.
+				PQclear(r);
+				goto synced;
+			}
+			PQclear(r);
+		}
+	}
+	if (!broken) {
+		r = PQgetResult(c);
+		if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+			broken = true;
+		PQclear(r);
+	}
+synced:
+	if (broken || PQexitPipelineMode(c) != 1 ||
+	    PQstatus(c) != CONNECTION_OK) {
+		PQclear(out);
+		return NULL;
+	}
+	return out;
+}
+
+PGresult *
+pl_db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
+           const char *const *params)
+{
+	if (sql == NULL || nparams < 0 || (nparams > 0 && params == NULL)) {
+		pl_error("pl_db_read: bad arguments");
+		return NULL;
+	}
+	if (db->in_tx) {
+		pl_error("pl_db_read: not inside a transaction");
+		return NULL;
+	}
+	uint64_t h = text_hash(sql);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		PGconn *c = pl_db_conn(db);
+		char name[32] = "";
+		int slot = -1, ncmd = 0, prep_at = -1;
+		bool ok = true, prepared;
+		PGresult *r;
+
+		if (c == NULL)
+			return NULL;
+		if (db->prep_conn != c) {
+			forget_prepared(db);
+			db->prep_conn = c;
+		}
+		for (int i = 0; i < db->n_prep; i++)
+			if (db->prep[i].hash == h &&
+			    strcmp(db->prep[i].sql, sql) == 0)
+				slot = i;
+		if (slot < 0 && db->n_prep < READ_CACHE)
+			snprintf(name, sizeof(name), "pl_read_%d", db->n_prep);
+		else if (slot >= 0)
+			snprintf(name, sizeof(name), "pl_read_%d", slot);
+		if (PQenterPipelineMode(c) != 1) {
+			pl_error("pl_db_read: could not enter pipeline mode");
+			return NULL;
+		}
+		// One implicit transaction up to the sync: the local settings
+		// hold for the statement and end with it. A generic plan: the
+		// statement is planned once per connection, not per call
+		// (with a LIMIT parameter PostgreSQL would otherwise keep
+		// planning it again, its custom plans looking cheaper).
+		{
+			const char *p[1] = { tenant_id };
+			bool t = tenant_id != NULL;
+			ok = PQsendQueryParams(
+			             c,
+			             t ? "SELECT set_config('plan_cache_mode', "
+			                 "'force_generic_plan', true), "
+			                 "set_config('" PL_DB_TENANT_SETTING
+			                 "', $1, true)"
+			               : "SELECT set_config('plan_cache_mode', "
+			                 "'force_generic_plan', true)",
+			             t ? 1 : 0, NULL, t ? p : NULL, NULL, NULL,
+			             0) == 1;
+			ncmd++;
+		}
+		if (ok && slot < 0 && name[0] != '\0') {
+			ok = PQsendPrepare(c, name, sql, nparams, NULL) == 1;
+			prep_at = ncmd++;
+		}
+		if (ok)
+			ok = (name[0] != '\0'
+			              ? PQsendQueryPrepared(c, name, nparams,
+			                                    params, NULL, NULL,
+			                                    0)
+			              : PQsendQueryParams(c, sql, nparams, NULL,
+			                                  params, NULL, NULL,
+			                                  0)) == 1;
+		ncmd++;
+		if (ok)
+			ok = PQpipelineSync(c) == 1;
+		r = ok ? read_pipeline(c, ncmd, prep_at, &prepared) : NULL;
+		if (r != NULL) {
+			if (prepared &&
+			    (db->prep[db->n_prep].sql = strdup(sql)) != NULL)
+				db->prep[db->n_prep++].hash = h;
+			else if (prepared)
+				// Out of memory: the name stays taken on
+				// this connection; start the cache afresh.
+				drop_conn(db);
+			return r;
+		}
+		const char *m = PQerrorMessage(c);
+		pl_warn("database connection lost during statement%s: %.*s",
+		        attempt > 0 ? "" : "; reconnecting", msglen(m), m);
+		drop_conn(db);
+	}
+	return NULL;
 }

@@ -1910,6 +1910,21 @@ messaging_cursor_decode(pl_arena *a, const char *tok)
 	return out;
 }
 
+// Appends " AND <cond with $n>" for a filter given, its value the next
+// parameter.
+static void
+conv_filter(char *sql, size_t cap, size_t *len, const char **p, int *np,
+            const char *value, const char *cond)
+{
+	int k;
+
+	if (value == NULL || *len >= cap)
+		return;
+	p[(*np)++] = value;
+	k = snprintf(sql + *len, cap - *len, cond, *np);
+	*len += k > 0 ? (size_t)k : 0;
+}
+
 int
 messaging_store_list_conversations(pl_call *call, pl_db *db,
                                    const char *tenant_id,
@@ -1917,10 +1932,11 @@ messaging_store_list_conversations(pl_call *call, pl_db *db,
                                    int limit, msg_conv_pb ***out, size_t *n,
                                    char **next)
 {
-	char lim[16], *ts = NULL, *id = NULL;
+	char lim[16], *ts = NULL, *id = NULL, sql[4096];
 	const char *p[14];
 	PGresult *r = NULL;
-	int rv, rows;
+	size_t len;
+	int rv, rows, np = 1;
 
 	if (after != NULL) {
 		char *bar = strchr(after, '|');
@@ -1932,40 +1948,53 @@ messaging_store_list_conversations(pl_call *call, pl_db *db,
 		id = bar + 1;
 	}
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	// The text names only the filters given, so that one plan (the
+	// statement is prepared per connection) fits every call of that
+	// shape: the tenant's conversations in the order of the index
+	// (tenant, last_activity_at, id), the page's rows and no more.
 	p[0] = tenant_id;
-	p[1] = f->status;
-	p[2] = f->owner;
-	p[3] = f->assigned;
-	p[4] = f->stage;
-	p[5] = f->channel;
-	p[6] = f->contact;
-	p[7] = f->agent;
-	p[8] = f->intent;
-	p[9] = f->sentiment;
-	p[10] = f->unassigned ? "t" : "f";
-	p[11] = ts;
-	p[12] = id;
-	p[13] = lim;
-	rv = tq(db, tenant_id,
+	len = (size_t)snprintf(
+	        sql, sizeof(sql),
 	        "SELECT " CONV_COLS ", " CONTACT_COLS
 	        ", to_char(c.last_activity_at AT TIME ZONE 'UTC', "
 	        "'YYYY-MM-DD\"T\"HH24:MI:SS.US')" CONV_FROM
-	        "WHERE c.tenant_id = $1 AND ($2::text IS NULL OR c.status = "
-	        "$2) "
-	        "AND ($3::text IS NULL OR c.owner = $3) AND ($4::uuid IS NULL "
-	        "OR c.assigned_user_id = $4) AND ($5::text IS NULL OR c.stage "
-	        "= "
-	        "$5) AND ($6::uuid IS NULL OR c.channel_id = $6) AND ($7::uuid "
-	        "IS NULL OR c.contact_id = $7) AND ($8::uuid IS NULL OR "
-	        "c.agent_id = $8) AND ($9::text IS NULL OR c.intent_level = "
-	        "$9) "
-	        "AND ($10::text IS NULL OR c.sentiment = $10) AND (NOT "
-	        "$11::bool OR c.assigned_user_id IS NULL) AND ($12::text IS "
-	        "NULL OR (c.last_activity_at, c.id) < (($12::timestamp AT TIME "
-	        "ZONE 'UTC'), $13::uuid)) ORDER BY c.last_activity_at DESC, "
-	        "c.id DESC LIMIT $14::int",
-	        14, p, &r);
-	if (rv != PL_OK) {
+	        "WHERE c.tenant_id = $1");
+	conv_filter(sql, sizeof(sql), &len, p, &np, f->status,
+	            " AND c.status = $%d::text");
+	conv_filter(sql, sizeof(sql), &len, p, &np, f->owner,
+	            " AND c.owner = $%d::text");
+	conv_filter(sql, sizeof(sql), &len, p, &np, f->assigned,
+	            " AND c.assigned_user_id = $%d::uuid");
+	conv_filter(sql, sizeof(sql), &len, p, &np, f->stage,
+	            " AND c.stage = $%d::text");
+	conv_filter(sql, sizeof(sql), &len, p, &np, f->channel,
+	            " AND c.channel_id = $%d::uuid");
+	conv_filter(sql, sizeof(sql), &len, p, &np, f->contact,
+	            " AND c.contact_id = $%d::uuid");
+	conv_filter(sql, sizeof(sql), &len, p, &np, f->agent,
+	            " AND c.agent_id = $%d::uuid");
+	conv_filter(sql, sizeof(sql), &len, p, &np, f->intent,
+	            " AND c.intent_level = $%d::text");
+	conv_filter(sql, sizeof(sql), &len, p, &np, f->sentiment,
+	            " AND c.sentiment = $%d::text");
+	if (f->unassigned && len < sizeof(sql))
+		len += (size_t)snprintf(sql + len, sizeof(sql) - len,
+		                        " AND c.assigned_user_id IS NULL");
+	if (ts != NULL) {
+		conv_filter(
+		        sql, sizeof(sql), &len, p, &np, ts,
+		        " AND (c.last_activity_at, c.id) < (($%d::timestamp "
+		        "AT TIME ZONE 'UTC'), ");
+		conv_filter(sql, sizeof(sql), &len, p, &np, id, "$%d::uuid)");
+	}
+	conv_filter(sql, sizeof(sql), &len, p, &np, lim,
+	            " ORDER BY c.last_activity_at DESC, c.id DESC LIMIT "
+	            "$%d::int");
+	if (len >= sizeof(sql))
+		return pl_call_error(call, PL_INTERNAL,
+		                     "could not list conversations");
+	r = pl_db_read(db, tenant_id, sql, np, p);
+	if ((rv = pl_db_result_status(r)) != PL_OK) {
 		rv = fail(call, r, rv, "list conversations");
 		PQclear(r);
 		return rv;

@@ -647,6 +647,14 @@ tx_read_notes(pl_db *db, void *arg)
 	return a->status;
 }
 
+static int
+tx_read_inside(pl_db *db, void *arg)
+{
+	(void)arg;
+	assert_null(pl_db_read(db, TENANT_A, "SELECT 1", 0, NULL));
+	return PL_OK;
+}
+
 static void
 test_row_level_security(void **state)
 {
@@ -695,11 +703,84 @@ test_row_level_security(void **state)
 	pl_db_close(db);
 }
 
+// pl_db_read: the tenant setting and the statement in one round trip,
+// the setting local to it, the statement prepared once per connection and
+// again on a new connection, errors reported without poisoning the cache.
+static void
+test_read_pipelined(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->app_url);
+	const char *q = "SELECT count(*), current_setting('plan_cache_mode') "
+	                "FROM notes2 WHERE $1::int > 0";
+	const char *one[1] = { "1" };
+	PGresult *r;
+
+	for (int i = 0; i < 3; i++) {
+		r = pl_db_read(db, TENANT_A, q, 1, one);
+		assert_int_equal(pl_db_result_status(r), PL_OK);
+		assert_string_equal(PQgetvalue(r, 0, 0), "2");
+		assert_string_equal(PQgetvalue(r, 0, 1), "force_generic_plan");
+		PQclear(r);
+		r = pl_db_read(db, TENANT_B, q, 1, one);
+		assert_int_equal(pl_db_result_status(r), PL_OK);
+		assert_string_equal(PQgetvalue(r, 0, 0), "1");
+		PQclear(r);
+	}
+	// The settings ended with the statement.
+	r = pl_db_exec(db,
+	               "SELECT coalesce(current_setting('parley.tenant_id', "
+	               "true), ''), current_setting('plan_cache_mode'), "
+	               "(SELECT count(*) FROM pg_prepared_statements)",
+	               0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "");
+	assert_string_equal(PQgetvalue(r, 0, 1), "auto");
+	assert_string_equal(PQgetvalue(r, 0, 2), "1"); // prepared once
+	PQclear(r);
+	// No tenant: nothing visible.
+	r = pl_db_read(db, NULL, q, 1, one);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "0");
+	PQclear(r);
+	// A statement that does not parse, and one that fails running: their
+	// errors; the connection and the cache go on.
+	r = pl_db_read(db, TENANT_A, "SELEKT 1", 0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_INTERNAL);
+	PQclear(r);
+	r = pl_db_read(db, TENANT_A, "SELECT 1 / $1::int", 1,
+	               (const char *[]){ "0" });
+	assert_int_not_equal(pl_db_result_status(r), PL_OK);
+	PQclear(r);
+	r = pl_db_read(db, TENANT_A, "SELECT $1::uuid", 1,
+	               (const char *[]){ "not-a-uuid" });
+	assert_int_equal(pl_db_result_status(r), PL_INVALID_ARGUMENT);
+	PQclear(r);
+	r = pl_db_read(db, TENANT_A, q, 1, one);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "2");
+	PQclear(r);
+	// A new connection (this one closed under it) prepares again.
+	r = pl_db_exec(db, "SELECT pg_terminate_backend(pg_backend_pid())", 0,
+	               NULL);
+	PQclear(r);
+	r = pl_db_read(db, TENANT_A, q, 1, one);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "2");
+	PQclear(r);
+	// Inside a transaction it refuses (the tenant would be the
+	// transaction's).
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_read_inside, NULL), PL_OK);
+	pl_db_close(db);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sqlstate_mapping),
+		cmocka_unit_test_setup_teardown(test_read_pipelined, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_exec_params_verbatim,
 		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status_from_real_errors,

@@ -1371,6 +1371,61 @@ test_lists_and_contacts(void **state)
 	                 sqlv("SELECT count(*) FROM messaging.conversations "
 	                      "WHERE tenant_id = '" T1 "'",
 	                      NULL, 0));
+	// Filters, alone and together, against the table (every page).
+	{
+		static const struct {
+			int status, owner;
+			bool unassigned, channel;
+			const char *where;
+		} fs[] = {
+			{ PARLEY__MESSAGING__V1__CONVERSATION_STATUS__CONVERSATION_STATUS_OPEN,
+			  0, false, false, "status = 'open'" },
+			{ 0,
+			  PARLEY__MESSAGING__V1__CONVERSATION_OWNER__CONVERSATION_OWNER_BOT,
+			  false, false, "owner = 'bot'" },
+			{ 0, 0, true, false, "assigned_user_id IS NULL" },
+			{ PARLEY__MESSAGING__V1__CONVERSATION_STATUS__CONVERSATION_STATUS_OPEN,
+			  PARLEY__MESSAGING__V1__CONVERSATION_OWNER__CONVERSATION_OWNER_HUMAN,
+			  true, true,
+			  "status = 'open' AND owner = 'human' AND "
+			  "assigned_user_id IS NULL AND channel_id = '" C_WA
+			  "'" },
+		};
+		for (size_t k = 0; k < sizeof(fs) / sizeof(fs[0]); k++) {
+			char q[512];
+			size_t got = 0;
+			lq.status = fs[k].status;
+			lq.owner = fs[k].owner;
+			lq.unassigned = fs[k].unassigned;
+			lq.channel_id = fs[k].channel ? C_WA : "";
+			pg.page_token = "";
+			for (int guard = 0; guard < 40; guard++) {
+				assert_int_equal(
+				        svch_call(
+				                &h,
+				                "/parley.messaging.v1."
+				                "Messaging/"
+				                "ListConversations",
+				                &p1, &lq.base,
+				                &parley__messaging__v1__list_conversations_response__descriptor,
+				                (void **)&qr, NULL),
+				        PL_OK);
+				got += qr->n_conversations;
+				if (qr->next_page_token[0] == '\0')
+					break;
+				pg.page_token = qr->next_page_token;
+			}
+			snprintf(q, sizeof(q),
+			         "SELECT count(*) FROM messaging.conversations "
+			         "WHERE tenant_id = '" T1 "' AND %s",
+			         fs[k].where);
+			assert_int_equal((long)got, sqlv(q, NULL, 0));
+		}
+		lq.status = 0;
+		lq.owner = 0;
+		lq.unassigned = false;
+		lq.channel_id = "";
+	}
 	pg.page_token = "%%%";
 	assert_int_equal(
 	        svch_call(

@@ -37,6 +37,19 @@ bool pl_db_ping(pl_db *db);
 PGresult *pl_db_exec(pl_db *db, const char *sql, int nparams,
                      const char *const *params);
 
+// One statement as tenant_id (NULL: no tenant setting) in ONE round trip,
+// for reads on the hot paths: the tenant setting and the statement go
+// together in libpq's pipeline mode (one implicit transaction up to the
+// sync, so the setting is local to the statement), and the statement is
+// prepared the first time this connection runs its text (up to 32 texts
+// per connection; the others run unprepared) and runs with a generic
+// plan, so PostgreSQL parses and plans it once. Write the statement so
+// that a generic plan is right (no "$n IS NULL OR ..." filters: build the
+// text from the filters given). Not inside pl_db_tx. A connection lost is re-established and
+// the statement retried once. Returns what pl_db_exec returns.
+PGresult *pl_db_read(pl_db *db, const char *tenant_id, const char *sql,
+                     int nparams, const char *const *params);
+
 // Like pl_db_exec, returning only the status: for statements whose result
 // is not needed.
 int pl_db_command(pl_db *db, const char *sql, int nparams,
