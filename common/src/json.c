@@ -441,19 +441,302 @@ pl_json_from_pb(const ProtobufCMessage *m)
 	return msg_to_json(m, 1);
 }
 
+// ---- protobuf -> JSON text, without the tree ----
+//
+// pl_json_dump_pb writes the text straight into one buffer: the same bytes
+// json_dumps(pl_json_from_pb(m), JSON_COMPACT) gives (a unit test holds the
+// two to it), without an object, a string copy and a hash entry per field
+// (building and dumping the tree was most of the gateway's CPU on a list
+// of twenty conversations). Reals and the values of parley.rpc.v1.Json
+// fields, rare, still go through jansson so that their text is exactly
+// jansson's.
+
+typedef struct wbuf {
+	char *p;
+	size_t len, cap;
+	bool bad; // out of memory, or a value that cannot be written
+} wbuf;
+
+static void
+wb_put(wbuf *b, const char *s, size_t n)
+{
+	if (b->bad)
+		return;
+	if (b->cap - b->len <= n) {
+		size_t cap = b->cap ? b->cap : 1024;
+		char *q;
+		while (cap - b->len <= n) {
+			if (cap > SIZE_MAX / 2) {
+				b->bad = true;
+				return;
+			}
+			cap *= 2;
+		}
+		if ((q = realloc(b->p, cap)) == NULL) {
+			b->bad = true;
+			return;
+		}
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void
+wb_putc(wbuf *b, char c)
+{
+	wb_put(b, &c, 1);
+}
+
+// The length of the valid UTF-8 sequence at s (what jansson's json_string
+// accepts: no overlong forms, no surrogates, nothing past U+10FFFF), or 0.
+static size_t
+utf8_seq(const unsigned char *s)
+{
+	unsigned c = s[0], v;
+	size_t n;
+
+	if (c < 0x80)
+		return 1;
+	if (c < 0xC2 || c > 0xF4)
+		return 0;
+	n = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+	v = c & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07);
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		v = (v << 6) | (s[i] & 0x3F);
+	}
+	if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000) || v > 0x10FFFF ||
+	    (v >= 0xD800 && v <= 0xDFFF))
+		return 0;
+	return n;
+}
+
+// A JSON string, escaped as jansson escapes; invalid UTF-8 fails the dump
+// (jansson's json_string refuses it).
+static void
+wb_string(wbuf *b, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str, *run = s;
+
+	wb_putc(b, '"');
+	while (*s != '\0' && !b->bad) {
+		const char *esc = NULL;
+		char u[8];
+		size_t n;
+
+		if (*s >= 0x20 && *s != '"' && *s != '\\') {
+			if ((n = utf8_seq(s)) == 0) {
+				b->bad = true;
+				return;
+			}
+			s += n;
+			continue;
+		}
+		wb_put(b, (const char *)run, (size_t)(s - run));
+		switch (*s) {
+		case '"':
+			esc = "\\\"";
+			break;
+		case '\\':
+			esc = "\\\\";
+			break;
+		case '\b':
+			esc = "\\b";
+			break;
+		case '\f':
+			esc = "\\f";
+			break;
+		case '\n':
+			esc = "\\n";
+			break;
+		case '\r':
+			esc = "\\r";
+			break;
+		case '\t':
+			esc = "\\t";
+			break;
+		default:
+			snprintf(u, sizeof(u), "\\u%04X", (unsigned)*s);
+			esc = u;
+		}
+		wb_put(b, esc, strlen(esc));
+		run = ++s;
+	}
+	wb_put(b, (const char *)run, (size_t)(s - run));
+	wb_putc(b, '"');
+}
+
+static void
+wb_int(wbuf *b, long long v)
+{
+	char buf[24];
+	int n = snprintf(buf, sizeof(buf), "%lld", v);
+
+	wb_put(b, buf, (size_t)n);
+}
+
+// A jansson value written as jansson writes it (consumes v).
+static void
+wb_jansson(wbuf *b, json_t *v)
+{
+	char *t;
+
+	if (v == NULL) {
+		b->bad = true;
+		return;
+	}
+	t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(v);
+	if (t == NULL) {
+		b->bad = true;
+		return;
+	}
+	wb_put(b, t, strlen(t));
+	free(t);
+}
+
+static void dump_msg(wbuf *b, const ProtobufCMessage *m, int depth);
+
+static void
+dump_value(wbuf *b, const ProtobufCFieldDescriptor *f, const void *p, int depth)
+{
+	const ProtobufCEnumValue *ev;
+	const ProtobufCMessage *sub;
+	char buf[ENUM_NAME_MAX];
+	const char *s;
+	uint64_t u;
+
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		wb_int(b, *(const int32_t *)p);
+		return;
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		wb_int(b, *(const uint32_t *)p);
+		return;
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+		wb_int(b, (long long)*(const int64_t *)p);
+		return;
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		u = *(const uint64_t *)p;
+		if (u <= INT64_MAX) {
+			wb_int(b, (long long)u);
+		} else {
+			snprintf(buf, sizeof(buf), "%" PRIu64, u);
+			wb_string(b, buf);
+		}
+		return;
+	case PROTOBUF_C_TYPE_FLOAT:
+		wb_jansson(b, real_to_json(*(const float *)p));
+		return;
+	case PROTOBUF_C_TYPE_DOUBLE:
+		wb_jansson(b, real_to_json(*(const double *)p));
+		return;
+	case PROTOBUF_C_TYPE_BOOL:
+		s = *(const protobuf_c_boolean *)p ? "true" : "false";
+		wb_put(b, s, strlen(s));
+		return;
+	case PROTOBUF_C_TYPE_ENUM:
+		ev = protobuf_c_enum_descriptor_get_value(f->descriptor,
+		                                          *(const int *)p);
+		if (ev == NULL)
+			wb_int(b, *(const int *)p);
+		else
+			wb_string(b,
+			          enum_json_name(f->descriptor, ev->name, buf));
+		return;
+	case PROTOBUF_C_TYPE_STRING:
+		s = *(char *const *)p;
+		wb_string(b, s != NULL ? s : "");
+		return;
+	case PROTOBUF_C_TYPE_BYTES:
+		wb_jansson(b, bytes_to_json(p));
+		return;
+	case PROTOBUF_C_TYPE_MESSAGE:
+		sub = *(ProtobufCMessage *const *)p;
+		if (is_json_field(f))
+			wb_jansson(b, inline_json(sub));
+		else if (sub != NULL)
+			dump_msg(b, sub, depth);
+		else if (depth > PL_JSON_MAX_DEPTH)
+			b->bad = true;
+		else
+			wb_put(b, "{}", 2);
+		return;
+	}
+	b->bad = true;
+}
+
+static void
+dump_msg(wbuf *b, const ProtobufCMessage *m, int depth)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	bool first = true;
+
+	if (depth > PL_JSON_MAX_DEPTH || d == NULL) {
+		b->bad = true;
+		return;
+	}
+	wb_putc(b, '{');
+	for (unsigned i = 0; i < d->n_fields && !b->bad; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+
+		if (!is_present(m, f))
+			continue;
+		if (!first)
+			wb_putc(b, ',');
+		first = false;
+		wb_string(b, f->name);
+		wb_putc(b, ':');
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)cmember(
+			        m, f->quantifier_offset);
+			const char *elems =
+			        *(char *const *)cmember(m, f->offset);
+			size_t sz = elem_size(f->type);
+
+			if (depth + 1 > PL_JSON_MAX_DEPTH || elems == NULL) {
+				b->bad = true;
+				return;
+			}
+			wb_putc(b, '[');
+			for (size_t k = 0; k < n && !b->bad; k++) {
+				if (k > 0)
+					wb_putc(b, ',');
+				dump_value(b, f, elems + k * sz, depth + 2);
+			}
+			wb_putc(b, ']');
+		} else {
+			dump_value(b, f, cmember(m, f->offset), depth + 1);
+		}
+	}
+	wb_putc(b, '}');
+}
+
 char *
 pl_json_dump_pb(const ProtobufCMessage *m, size_t *len)
 {
-	json_t *obj;
-	char *text;
+	wbuf b = { 0 };
 
-	if ((obj = pl_json_from_pb(m)) == NULL)
+	if (m == NULL)
 		return NULL;
-	text = json_dumps(obj, JSON_COMPACT);
-	json_decref(obj);
-	if (text != NULL && len != NULL)
-		*len = strlen(text);
-	return text;
+	dump_msg(&b, m, 1);
+	if (b.bad || b.p == NULL) {
+		free(b.p);
+		return NULL;
+	}
+	if (len != NULL)
+		*len = b.len;
+	return b.p;
 }
 
 // ---- JSON -> protobuf ----

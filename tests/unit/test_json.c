@@ -119,16 +119,42 @@ expect_same_wire(const ProtobufCMessage *x, const ProtobufCMessage *y)
 	free(by);
 }
 
+// pl_json_dump_pb writes what json_dumps(pl_json_from_pb(m), JSON_COMPACT)
+// writes, byte for byte (NULL when the tree cannot be built).
+static void
+expect_dump_is_tree(const ProtobufCMessage *m)
+{
+	json_t *v = pl_json_from_pb(m);
+	char *tree = v != NULL ? json_dumps(v, JSON_COMPACT) : NULL;
+	size_t len = 0;
+	char *text = pl_json_dump_pb(m, &len);
+
+	json_decref(v);
+	if (tree == NULL) {
+		assert_null(text);
+		return;
+	}
+	assert_non_null(text);
+	if (strcmp(text, tree) != 0)
+		print_error("dump %s\ntree %s\n", text, tree);
+	assert_string_equal(text, tree);
+	assert_int_equal(len, strlen(tree));
+	free(tree);
+	free(text);
+}
+
 // pb -> JSON text -> pb.
 static ProtobufCMessage *
 round_trip(pl_arena *a, const ProtobufCMessage *m)
 {
 	size_t len = 0;
-	char *text = pl_json_dump_pb(m, &len);
+	char *text;
 	char err[256] = "";
 	ProtobufCMessage *out = NULL;
 	int rc;
 
+	expect_dump_is_tree(m);
+	text = pl_json_dump_pb(m, &len);
 	assert_non_null(text);
 	assert_int_equal(len, strlen(text));
 	rc = pl_json_to_pb(text, len, m->descriptor, a, &out, err, sizeof(err));
@@ -251,6 +277,50 @@ full_message(pl_arena *a)
 	m->n_r_meta = 2;
 	m->r_meta = rmeta;
 	return m;
+}
+
+// Strings as jansson writes and refuses them: escapes, control bytes,
+// multi-byte UTF-8 kept as it is, and every kind of invalid UTF-8 failing
+// the whole dump.
+static void
+test_dump_strings(void **state)
+{
+	static const char *const texts[] = {
+		"",
+		"plain",
+		"quote \" back \\ slash /",
+		"\b\f\n\r\t",
+		"\x01\x02\x1f\x7f",
+		"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8d\x95",
+		"\xf4\x8f\xbf\xbf",
+		"\xef\xbf\xbf",
+		"\xc2\x80",
+		// invalid: continuation first, overlong 2/3/4-byte, surrogate,
+		// past U+10FFFF, truncated, bad lead bytes.
+		"\x80",
+		"\xc0\x80",
+		"\xc1\xbf",
+		"\xe0\x80\x80",
+		"\xf0\x80\x80\x80",
+		"\xed\xa0\x80",
+		"\xf4\x90\x80\x80",
+		"\xe2\x82",
+		"a\xf5\x80\x80\x80",
+		"\xff",
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		Parley__Test__V1__JsonTest m =
+		        PARLEY__TEST__V1__JSON_TEST__INIT;
+		char *r[2] = { (char *)texts[i], "x" };
+
+		m.f_string = (char *)texts[i];
+		expect_dump_is_tree(&m.base);
+		m.f_string = "";
+		m.r_string = r;
+		m.n_r_string = 2;
+		expect_dump_is_tree(&m.base);
+	}
 }
 
 static void
@@ -1269,6 +1339,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_large_arrays, setup,
 		                                teardown),
 		cmocka_unit_test(test_arena_limit),
+		cmocka_unit_test(test_dump_strings),
 		cmocka_unit_test_setup_teardown(test_proto2_labels, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_real_protos, setup,
