@@ -264,7 +264,19 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 		b->running++;
 		pthread_mutex_unlock(&b->mtx);
 
-		fell = billing_store_reserve_batch(db, batch, n, b->emit);
+		// A batch of one costs PostgreSQL more than the one-call
+		// function of 002 (425 against 306 us of CPU with one client:
+		// bench_billing --threads 1): a lone call takes that path.
+		if (n == 1) {
+			billing_reserve_item *x = batch[0];
+			x->rc = billing_store_reserve(db, x->tenant, x->metric,
+			                              x->amount, x->key,
+			                              b->emit, &x->res);
+			fell = 0;
+		} else {
+			fell = billing_store_reserve_batch(db, batch, n,
+			                                   b->emit);
+		}
 
 		pthread_mutex_lock(&b->mtx);
 		b->running--;
