@@ -1,6 +1,7 @@
 // Reply with the retrieval engine over a 10,000-entry knowledge base, 16
 // concurrent clients over tcp loopback, on its own PostgreSQL cluster.
 //   bench_agents [seconds=10] [clients=16] [workers=16] [runs=3]
+//                [rate=2000]
 // Prints, in one process:
 //   engine  the in-process index alone: build time over the 10,000 entries
 //           and the latency of one search (single thread, 20,000 queries)
@@ -15,12 +16,15 @@
 // each `runs` times, then the median run; per mode the CPU per reply of
 // PostgreSQL's processes and of this process (server and clients), the
 // groups (replies per group = replies per commit), and the reply
-// functions' times and table counters. Last, one run of grouped replies
-// with fsync and synchronous_commit on (the cluster runs with fsync off
-// otherwise, as every test cluster does).
+// functions' times and table counters. Then the same clients paced at
+// `rate` replies/s in all (0: skip): latency at the target load, not at
+// saturation. Last, grouped replies with fsync and synchronous_commit on
+// (the cluster runs with fsync off otherwise, as every test cluster does),
+// closed loop and paced.
 #include <dirent.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +62,10 @@ static volatile int stop_flag;
 static int seconds = 10, nclients = 16, nworkers = 16, nruns = 3;
 static pgh pg;
 static int mode; // 0 Reply, 1 Health
+// Offered load of a paced run (replies/s over all clients; 0: closed
+// loop, each client sends its next call when the last one is answered).
+static double pace;
+static double target_rate = 2000; // the paced runs' offered load
 
 typedef struct cli {
 	int id;
@@ -92,6 +100,13 @@ client(void *arg)
 	if (pl_rpc_client_open(&rc, &cc) != PL_OK)
 		return NULL;
 	pl_arena_init(&a, 0, 0);
+	// Paced: client c sends its k-th call at start + (c + k * nclients) /
+	// pace seconds, and its latency counts from that time, so a call
+	// that waits for the client's previous one counts the wait too (no
+	// coordinated omission).
+	int64_t start = pl_now_ns(),
+	        step = pace > 0 ? (int64_t)(1e9 * nclients / pace) : 0,
+	        due = start + (pace > 0 ? (int64_t)(1e9 * c->id / pace) : 0);
 	while (!stop_flag) {
 		ag_reply_req r = PARLEY__AGENTS__V1__REPLY_REQUEST__INIT;
 		ag_reply_resp *o = NULL;
@@ -107,6 +122,19 @@ client(void *arg)
 		r.text = q;
 		op.principal = &svc;
 		t0 = pl_now_ns();
+		if (step > 0) {
+			while (t0 < due && !stop_flag) {
+				int64_t d = due - t0;
+				struct timespec ts = { d / 1000000000,
+					               d % 1000000000 };
+				nanosleep(&ts, NULL);
+				t0 = pl_now_ns();
+			}
+			if (stop_flag)
+				break;
+			t0 = due;
+			due += step;
+		}
 		pl_rpc_result res = { 0 };
 		int st;
 		if (mode == 1) {
@@ -413,6 +441,8 @@ main(int argc, char **argv)
 		nworkers = atoi(argv[3]);
 	if (argc > 4)
 		nruns = atoi(argv[4]);
+	if (argc > 5)
+		target_rate = atof(argv[5]);
 	if (nclients < 1 || nclients > 64)
 		nclients = 16;
 	if (pgh_start(&pg) != 0) {
@@ -519,7 +549,7 @@ main(int argc, char **argv)
 	}
 	cold_reply();
 	{
-		run_result r1[16], r2[16], ar[16], hr[16], dr;
+		run_result r1[16], r2[16], ar[16], hr[16], dr, pr, dpr;
 		agents_replyq *q = ((agents_ctx *)h.arg)->replyq;
 		agents_replyq_stats st;
 
@@ -560,6 +590,15 @@ main(int argc, char **argv)
 		print_run(0, "group1", &r1[nruns / 2]);
 		print_run(0, "group2", &r2[nruns / 2]);
 		print_run(0, "health", &hr[nruns / 2]);
+		// Latency at the target load: the same 16 clients, paced.
+		if (target_rate > 0) {
+			mode = 0;
+			agents_replyq_set(q, 64, 2);
+			pace = target_rate;
+			pr = run_clients();
+			pace = 0;
+			print_run(0, "paced", &pr);
+		}
 		// Durable: every commit flushed to disk before its replies
 		// are answered.
 		pgh_exec(&pg, "ALTER SYSTEM SET fsync = on");
@@ -573,6 +612,17 @@ main(int argc, char **argv)
 		printf("durable (fsync on, synchronous_commit on): reply "
 		       "%.0f/s p99 %.2f ms, %.1f replies per commit\n",
 		       dr.rate, dr.p99, dr.per_group);
+		if (target_rate > 0) {
+			pace = target_rate;
+			dpr = run_clients();
+			pace = 0;
+			print_run(0, "fpaced", &dpr);
+			printf("at %.0f replies/s offered (%d clients, paced): "
+			       "p50 %.2f ms p99 %.2f ms (fsync off), p50 %.2f "
+			       "ms p99 %.2f ms (fsync on); target p99 5 ms\n",
+			       target_rate, nclients, pr.p50, pr.p99, dpr.p50,
+			       dpr.p99);
+		}
 	}
 	pl_rpc_server_close(srv);
 	if (getenv("BENCH_AGENTS_EXPLAIN") != NULL) {
