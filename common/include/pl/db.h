@@ -45,8 +45,9 @@ PGresult *pl_db_exec(pl_db *db, const char *sql, int nparams,
 // per connection; the others run unprepared) and runs with a generic
 // plan, so PostgreSQL parses and plans it once. Write the statement so
 // that a generic plan is right (no "$n IS NULL OR ..." filters: build the
-// text from the filters given). Not inside pl_db_tx. A connection lost is re-established and
-// the statement retried once. Returns what pl_db_exec returns.
+// text from the filters given). Not inside pl_db_tx. A connection lost is
+// re-established and the statement retried once. Returns what pl_db_exec
+// returns.
 PGresult *pl_db_read(pl_db *db, const char *tenant_id, const char *sql,
                      int nparams, const char *const *params);
 
