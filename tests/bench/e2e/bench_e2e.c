@@ -172,7 +172,7 @@ cmp64(const void *a, const void *b)
 }
 
 static void
-run_rate(double rate, int seconds, int threads)
+run_rate(const char *what, double rate, int seconds, int threads)
 {
 	pthread_t th[64];
 	load l[64];
@@ -218,11 +218,12 @@ run_rate(double rate, int seconds, int threads)
 	{
 		char label[16];
 		snprintf(label, sizeof(label), "%.0f", rate);
-		printf("rate %-5s: posted %6d (%.0f/s, %ld errors), answered "
+		printf("%s %-5s: posted %6d (%.0f/s, %ld errors), answered "
 		       "%6d, sustained %7.0f msgs/s, p50 %7.1f ms, p99 %7.1f "
 		       "ms\n",
-		       rate > 0 ? label : "max", n, n / (double)seconds, errors,
-		       got, got > 0 ? got / ((last_recv - start) / 1e9) : 0.0,
+		       what, rate > 0 ? label : "max", n, n / (double)seconds,
+		       errors, got,
+		       got > 0 ? got / ((last_recv - start) / 1e9) : 0.0,
 		       got ? lat[got / 2] / 1e6 : 0.0,
 		       got ? lat[(int)(got * 0.99)] / 1e6 : 0.0);
 	}
@@ -360,10 +361,14 @@ main(int argc, char **argv)
 
 	printf("bench_e2e: %d s per rate, %d load threads, stack at %s\n",
 	       seconds, threads, S.base_url);
+	// Warm-up, not in the figures: every service's workers open their
+	// database connections and PostgreSQL plans their functions on
+	// first use (tens of ms each), which a running deployment has done.
+	run_rate("warm-up (not measured)", 100, 3, threads);
 	list = strdup(rates);
 	for (r = strtok_r(list, ",", &save); r != NULL;
 	     r = strtok_r(NULL, ",", &save))
-		run_rate(atof(r), seconds, threads);
+		run_rate("rate", atof(r), seconds, threads);
 	free(list);
 
 	printf("peak RSS (VmHWM):\n");
