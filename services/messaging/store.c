@@ -2025,10 +2025,28 @@ messaging_store_list_messages(pl_call *call, pl_db *db, const char *tenant_id,
                               msg_message_pb ***out, size_t *n, char **next)
 {
 	char lim[16];
-	const char *p[4] = { tenant_id, conv_id, after, lim };
+	const char *p[4] = { tenant_id, conv_id, after != NULL ? after : lim,
+		             lim };
 	PGresult *r = NULL;
 	msg_conv_pb *conv;
 	int rv, rows;
+	// One text per direction and cursor (see pl_db_read): each has one
+	// plan, the conversation's messages in the order of
+	// messages_by_conversation.
+	static const char *const texts[2][2] = {
+		{ "SELECT " MSG_COLS " FROM messaging.messages m WHERE "
+		  "m.tenant_id = $1 AND m.conversation_id = $2 ORDER BY m.id "
+		  "LIMIT $3::int",
+		  "SELECT " MSG_COLS " FROM messaging.messages m WHERE "
+		  "m.tenant_id = $1 AND m.conversation_id = $2 AND m.id > "
+		  "$3::uuid ORDER BY m.id LIMIT $4::int" },
+		{ "SELECT " MSG_COLS " FROM messaging.messages m WHERE "
+		  "m.tenant_id = $1 AND m.conversation_id = $2 ORDER BY m.id "
+		  "DESC LIMIT $3::int",
+		  "SELECT " MSG_COLS " FROM messaging.messages m WHERE "
+		  "m.tenant_id = $1 AND m.conversation_id = $2 AND m.id < "
+		  "$3::uuid ORDER BY m.id DESC LIMIT $4::int" },
+	};
 
 	if (after != NULL && !pl_uuid_valid(after))
 		return pl_call_violation(call, "page.page_token",
@@ -2037,18 +2055,9 @@ messaging_store_list_messages(pl_call *call, pl_db *db, const char *tenant_id,
 	                                           &conv)) != PL_OK)
 		return rv;
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	rv = tq(db, tenant_id,
-	        newest_first
-	                ? "SELECT " MSG_COLS " FROM messaging.messages m WHERE "
-	                  "m.tenant_id = $1 AND m.conversation_id = $2 AND "
-	                  "($3::uuid IS NULL OR m.id < $3) ORDER BY m.id DESC "
-	                  "LIMIT $4::int"
-	                : "SELECT " MSG_COLS " FROM messaging.messages m WHERE "
-	                  "m.tenant_id = $1 AND m.conversation_id = $2 AND "
-	                  "($3::uuid IS NULL OR m.id > $3) ORDER BY m.id LIMIT "
-	                  "$4::int",
-	        4, p, &r);
-	if (rv != PL_OK) {
+	r = pl_db_read(db, tenant_id, texts[newest_first][after != NULL],
+	               after != NULL ? 4 : 3, p);
+	if ((rv = pl_db_result_status(r)) != PL_OK) {
 		rv = fail(call, r, rv, "list messages");
 		PQclear(r);
 		return rv;

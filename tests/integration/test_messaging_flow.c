@@ -1426,6 +1426,69 @@ test_lists_and_contacts(void **state)
 		lq.unassigned = false;
 		lq.channel_id = "";
 	}
+	// ListMessages of the tenant's busiest conversation, one at a time,
+	// both ways: every message once, in id order.
+	{
+		char conv[64], want[64];
+		PGconn *c = PQconnectdb(h.admin_url);
+		PGresult *r =
+		        PQexec(c, "SELECT conversation_id::text, count(*) FROM "
+		                  "messaging.messages WHERE tenant_id = '" T1
+		                  "' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1");
+		long total_m;
+
+		assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+		assert_int_equal(PQntuples(r), 1);
+		snprintf(conv, sizeof(conv), "%s", PQgetvalue(r, 0, 0));
+		total_m = atol(PQgetvalue(r, 0, 1));
+		PQclear(r);
+		PQfinish(c);
+		assert_true(total_m >= 2);
+		for (int newest = 0; newest < 2; newest++) {
+			Parley__Messaging__V1__ListMessagesRequest mq =
+			        PARLEY__MESSAGING__V1__LIST_MESSAGES_REQUEST__INIT;
+			Parley__Messaging__V1__ListMessagesResponse *mr;
+			Parley__Rpc__V1__PageRequest mp =
+			        PARLEY__RPC__V1__PAGE_REQUEST__INIT;
+			long got = 0;
+
+			mq.conversation_id = conv;
+			mq.newest_first = newest;
+			mp.page_size = 1;
+			mq.page = &mp;
+			want[0] = '\0';
+			for (int guard = 0; guard <= total_m; guard++) {
+				assert_int_equal(
+				        svch_call(
+				                &h,
+				                "/parley.messaging.v1."
+				                "Messaging/"
+				                "ListMessages",
+				                &p1, &mq.base,
+				                &parley__messaging__v1__list_messages_response__descriptor,
+				                (void **)&mr, NULL),
+				        PL_OK);
+				assert_true(mr->n_messages <= 1);
+				for (size_t k = 0; k < mr->n_messages; k++) {
+					const char *id = mr->messages[k]->id;
+					if (want[0] != '\0')
+						assert_true(
+						        newest ? strcmp(id,
+						                        want) <
+						                         0
+						               : strcmp(id,
+						                        want) >
+						                         0);
+					snprintf(want, sizeof(want), "%s", id);
+					got++;
+				}
+				if (mr->next_page_token[0] == '\0')
+					break;
+				mp.page_token = mr->next_page_token;
+			}
+			assert_int_equal(got, total_m);
+		}
+	}
 	pg.page_token = "%%%";
 	assert_int_equal(
 	        svch_call(
