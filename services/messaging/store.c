@@ -1913,8 +1913,8 @@ messaging_cursor_decode(pl_arena *a, const char *tok)
 // Appends " AND <cond with $n>" for a filter given, its value the next
 // parameter.
 static void
-conv_filter(char *sql, size_t cap, size_t *len, const char **p, int *np,
-            const char *value, const char *cond)
+sql_filter(char *sql, size_t cap, size_t *len, const char **p, int *np,
+           const char *value, const char *cond)
 {
 	int k;
 
@@ -1959,37 +1959,36 @@ messaging_store_list_conversations(pl_call *call, pl_db *db,
 	        ", to_char(c.last_activity_at AT TIME ZONE 'UTC', "
 	        "'YYYY-MM-DD\"T\"HH24:MI:SS.US')" CONV_FROM
 	        "WHERE c.tenant_id = $1");
-	conv_filter(sql, sizeof(sql), &len, p, &np, f->status,
-	            " AND c.status = $%d::text");
-	conv_filter(sql, sizeof(sql), &len, p, &np, f->owner,
-	            " AND c.owner = $%d::text");
-	conv_filter(sql, sizeof(sql), &len, p, &np, f->assigned,
-	            " AND c.assigned_user_id = $%d::uuid");
-	conv_filter(sql, sizeof(sql), &len, p, &np, f->stage,
-	            " AND c.stage = $%d::text");
-	conv_filter(sql, sizeof(sql), &len, p, &np, f->channel,
-	            " AND c.channel_id = $%d::uuid");
-	conv_filter(sql, sizeof(sql), &len, p, &np, f->contact,
-	            " AND c.contact_id = $%d::uuid");
-	conv_filter(sql, sizeof(sql), &len, p, &np, f->agent,
-	            " AND c.agent_id = $%d::uuid");
-	conv_filter(sql, sizeof(sql), &len, p, &np, f->intent,
-	            " AND c.intent_level = $%d::text");
-	conv_filter(sql, sizeof(sql), &len, p, &np, f->sentiment,
-	            " AND c.sentiment = $%d::text");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->status,
+	           " AND c.status = $%d::text");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->owner,
+	           " AND c.owner = $%d::text");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->assigned,
+	           " AND c.assigned_user_id = $%d::uuid");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->stage,
+	           " AND c.stage = $%d::text");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->channel,
+	           " AND c.channel_id = $%d::uuid");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->contact,
+	           " AND c.contact_id = $%d::uuid");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->agent,
+	           " AND c.agent_id = $%d::uuid");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->intent,
+	           " AND c.intent_level = $%d::text");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->sentiment,
+	           " AND c.sentiment = $%d::text");
 	if (f->unassigned && len < sizeof(sql))
 		len += (size_t)snprintf(sql + len, sizeof(sql) - len,
 		                        " AND c.assigned_user_id IS NULL");
 	if (ts != NULL) {
-		conv_filter(
-		        sql, sizeof(sql), &len, p, &np, ts,
-		        " AND (c.last_activity_at, c.id) < (($%d::timestamp "
-		        "AT TIME ZONE 'UTC'), ");
-		conv_filter(sql, sizeof(sql), &len, p, &np, id, "$%d::uuid)");
+		sql_filter(sql, sizeof(sql), &len, p, &np, ts,
+		           " AND (c.last_activity_at, c.id) < (($%d::timestamp "
+		           "AT TIME ZONE 'UTC'), ");
+		sql_filter(sql, sizeof(sql), &len, p, &np, id, "$%d::uuid)");
 	}
-	conv_filter(sql, sizeof(sql), &len, p, &np, lim,
-	            " ORDER BY c.last_activity_at DESC, c.id DESC LIMIT "
-	            "$%d::int");
+	sql_filter(sql, sizeof(sql), &len, p, &np, lim,
+	           " ORDER BY c.last_activity_at DESC, c.id DESC LIMIT "
+	           "$%d::int");
 	if (len >= sizeof(sql))
 		return pl_call_error(call, PL_INTERNAL,
 		                     "could not list conversations");
@@ -2081,37 +2080,50 @@ messaging_store_list_contacts(pl_call *call, pl_db *db, const char *tenant_id,
                               int limit, msg_contact_pb ***out, size_t *n,
                               char **next)
 {
-	char lim[16];
+	char lim[16], sql[4096];
 	const char *p[9];
 	PGresult *r = NULL;
-	int rv, rows;
+	size_t len;
+	int rv, rows, np = 1;
 
 	if (after != NULL && !pl_uuid_valid(after))
 		return pl_call_violation(call, "page.page_token",
 		                         "is not a valid page token");
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	// As ListConversations: the text names only the filters given.
 	p[0] = tenant_id;
-	p[1] = f->channel;
-	p[2] = f->tag;
-	p[3] = f->phone_a;
-	p[4] = f->phone_b ? f->phone_b : f->phone_a;
-	p[5] = f->query;
-	p[6] = f->opt_out == 1 ? "in" : f->opt_out == 2 ? "out" : NULL;
-	p[7] = after;
-	p[8] = lim;
-	rv = tq(db, tenant_id,
-	        "SELECT " CONTACT_COLS " FROM messaging.contacts k WHERE "
-	        "k.tenant_id = $1 AND ($2::uuid IS NULL OR k.channel_id = $2) "
-	        "AND ($3::text IS NULL OR $3 = ANY (k.tags)) AND ($4::text IS "
-	        "NULL OR k.phone IN ($4, $5)) AND ($6::text IS NULL OR "
-	        "strpos(lower(k.name), lower($6)) > 0 OR "
-	        "strpos(coalesce(k.phone, "
-	        "''), $6) > 0 OR strpos(k.external_id, $6) > 0) AND ($7::text "
-	        "IS NULL OR ($7 = 'in') = (k.opted_out_at IS NULL)) AND "
-	        "($8::uuid IS NULL OR k.id < $8) ORDER BY k.id DESC LIMIT "
-	        "$9::int",
-	        9, p, &r);
-	if (rv != PL_OK) {
+	len = (size_t)snprintf(sql, sizeof(sql),
+	                       "SELECT " CONTACT_COLS
+	                       " FROM messaging.contacts k WHERE k.tenant_id = "
+	                       "$1");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->channel,
+	           " AND k.channel_id = $%d::uuid");
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->tag,
+	           " AND $%d::text = ANY (k.tags)");
+	if (f->phone_a != NULL) {
+		sql_filter(sql, sizeof(sql), &len, p, &np, f->phone_a,
+		           " AND k.phone IN ($%d::text, ");
+		sql_filter(sql, sizeof(sql), &len, p, &np,
+		           f->phone_b ? f->phone_b : f->phone_a, "$%d::text)");
+	}
+	sql_filter(sql, sizeof(sql), &len, p, &np, f->query,
+	           " AND (strpos(lower(k.name), lower($%1$d::text)) > 0 OR "
+	           "strpos(coalesce(k.phone, ''), $%1$d::text) > 0 OR "
+	           "strpos(k.external_id, $%1$d::text) > 0)");
+	sql_filter(sql, sizeof(sql), &len, p, &np,
+	           f->opt_out == 1   ? "in"
+	           : f->opt_out == 2 ? "out"
+	                             : NULL,
+	           " AND ($%d::text = 'in') = (k.opted_out_at IS NULL)");
+	sql_filter(sql, sizeof(sql), &len, p, &np, after,
+	           " AND k.id < $%d::uuid");
+	sql_filter(sql, sizeof(sql), &len, p, &np, lim,
+	           " ORDER BY k.id DESC LIMIT $%d::int");
+	if (len >= sizeof(sql))
+		return pl_call_error(call, PL_INTERNAL,
+		                     "could not list contacts");
+	r = pl_db_read(db, tenant_id, sql, np, p);
+	if ((rv = pl_db_result_status(r)) != PL_OK) {
 		rv = fail(call, r, rv, "list contacts");
 		PQclear(r);
 		return rv;

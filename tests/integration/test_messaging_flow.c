@@ -1349,6 +1349,57 @@ test_lists_and_contacts(void **state)
 	        PL_OK);
 	assert_int_equal(cr->n_contacts, 1);
 	assert_string_equal(cr->contacts[0]->phone, "+5511987654321");
+	// Every contact, two at a time; those whose name, phone or external
+	// id holds "55"; the opted-in ones; the opted-out ones: against the
+	// table.
+	for (int k = 0; k < 4; k++) {
+		static const char *const want[] = {
+			"",
+			" AND (strpos(lower(name), '55') > 0 OR "
+			"strpos(coalesce(phone, ''), '55') > 0 OR "
+			"strpos(external_id, '55') > 0)",
+			" AND opted_out_at IS NULL",
+			" AND opted_out_at IS NOT NULL",
+		};
+		Parley__Rpc__V1__PageRequest cp =
+		        PARLEY__RPC__V1__PAGE_REQUEST__INIT;
+		size_t got = 0;
+		char q[512];
+
+		lc = (Parley__Messaging__V1__ListContactsRequest)
+		        PARLEY__MESSAGING__V1__LIST_CONTACTS_REQUEST__INIT;
+		lc.query = k == 1 ? "55" : "";
+		if (k == 2)
+			lc.opt_out =
+			        PARLEY__MESSAGING__V1__OPT_OUT_FILTER__OPT_OUT_FILTER_OPTED_IN;
+		if (k == 3)
+			lc.opt_out =
+			        PARLEY__MESSAGING__V1__OPT_OUT_FILTER__OPT_OUT_FILTER_OPTED_OUT;
+		cp.page_size = 2;
+		lc.page = &cp;
+		for (int guard = 0; guard < 40; guard++) {
+			assert_int_equal(
+			        svch_call(
+			                &h,
+			                "/parley.messaging.v1.Messaging/"
+			                "ListContacts",
+			                &p1, &lc.base,
+			                &parley__messaging__v1__list_contacts_response__descriptor,
+			                (void **)&cr, NULL),
+			        PL_OK);
+			got += cr->n_contacts;
+			if (cr->next_page_token[0] == '\0')
+				break;
+			cp.page_token = cr->next_page_token;
+		}
+		snprintf(q, sizeof(q),
+		         "SELECT count(*) FROM messaging.contacts WHERE "
+		         "tenant_id = '" T1 "'%s",
+		         want[k]);
+		assert_int_equal((long)got, sqlv(q, NULL, 0));
+		if (k < 3)
+			assert_true(got > 0);
+	}
 	// Pagination, two at a time, over every conversation of T1.
 	pg.page_size = 2;
 	lq.page = &pg;
