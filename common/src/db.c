@@ -485,6 +485,38 @@ pl_db_tx(pl_db *db, const char *tenant_id, pl_db_tx_fn fn, void *arg)
 	}
 }
 
+char *
+pl_db_array(pl_arena *a, const char *const *items, size_t n)
+{
+	size_t cap = 3;
+	char *s, *p;
+
+	for (size_t i = 0; i < n; i++)
+		cap += items[i] != NULL ? 2 * strlen(items[i]) + 3 : 5;
+	if ((s = p = pl_arena_alloc(a, cap)) == NULL)
+		return NULL;
+	*p++ = '{';
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			*p++ = ',';
+		if (items[i] == NULL) {
+			memcpy(p, "NULL", 4);
+			p += 4;
+			continue;
+		}
+		*p++ = '"';
+		for (const char *c = items[i]; *c != '\0'; c++) {
+			if (*c == '"' || *c == '\\')
+				*p++ = '\\';
+			*p++ = *c;
+		}
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return s;
+}
+
 // FNV-1a of a statement's text: pl_db_read's cache key (the text is
 // compared too).
 static uint64_t

@@ -131,7 +131,7 @@ pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
 	const char *p[3];
 	PGresult *res = NULL;
 	char *ids, *err = NULL;
-	size_t len = 2;
+	const char **idv;
 	int n, rv, delivered = -1;
 
 	if (!schema_ok(cfg->schema))
@@ -164,16 +164,12 @@ pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
 		delivered = 0;
 		goto out_rollback;
 	}
-	for (int i = 0; i < n; i++)
-		len += (size_t)PQgetlength(res, i, 0) + 1;
-	if ((ids = pl_arena_alloc(a, len)) == NULL)
+	if ((idv = pl_arena_alloc(a, (size_t)n * sizeof(*idv))) == NULL)
 		goto out_rollback;
-	ids[0] = '{';
-	ids[1] = '\0';
-	for (int i = 0; i < n; i++) {
-		strcat(ids, PQgetvalue(res, i, 0));
-		strcat(ids, i + 1 < n ? "," : "}");
-	}
+	for (int i = 0; i < n; i++)
+		idv[i] = PQgetvalue(res, i, 0);
+	if ((ids = pl_db_array(a, idv, (size_t)n)) == NULL)
+		goto out_rollback;
 
 	rv = send_batch(cfg, route, res, a, &err);
 	p[1] = ids;

@@ -831,9 +831,6 @@ reopen_conversation(pl_call *call, const void *inp, void *outp)
 static int
 tags_literal(pl_call *call, char **tags, size_t n, const char **out)
 {
-	size_t cap = 3;
-	char *s, *p;
-
 	if (n > 50)
 		return pl_call_violation(call, "tags", "at most 50 tags");
 	for (size_t i = 0; i < n; i++) {
@@ -842,27 +839,11 @@ tags_literal(pl_call *call, char **tags, size_t n, const char **out)
 			return pl_call_violation(call, "tags",
 			                         "each tag must be 1 to 64 "
 			                         "characters");
-		cap += 2 * l + 3;
 	}
-	s = p = pl_arena_alloc(call->arena, cap);
-	if (s == NULL)
+	if ((*out = pl_db_array(call->arena, (const char *const *)tags, n)) ==
+	    NULL)
 		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
 		                     "out of memory");
-	*p++ = '{';
-	for (size_t i = 0; i < n; i++) {
-		if (i)
-			*p++ = ',';
-		*p++ = '"';
-		for (const char *t = tags[i]; *t; t++) {
-			if (*t == '"' || *t == '\\')
-				*p++ = '\\';
-			*p++ = *t;
-		}
-		*p++ = '"';
-	}
-	*p++ = '}';
-	*p = '\0';
-	*out = s;
 	return PL_OK;
 }
 

@@ -516,9 +516,6 @@ typedef struct ep_in {
 static int
 types_lit(pl_call *call, char **t, size_t n, const char **out)
 {
-	size_t len = 3;
-	char *s, *p;
-
 	if (n > MAX_TYPES)
 		return pl_call_violation(call, "event_types",
 		                         "at most %d types", MAX_TYPES);
@@ -534,16 +531,11 @@ types_lit(pl_call *call, char **t, size_t n, const char **out)
 				return pl_call_violation(
 				        call, "event_types",
 				        "\"%s\" is not an event type", t[i]);
-		len += l + 3;
 	}
-	s = pl_arena_alloc(call->arena, len);
-	p = s;
-	*p++ = '{';
-	for (size_t i = 0; i < n; i++)
-		p += sprintf(p, "%s\"%s\"", i ? "," : "", t[i]);
-	*p++ = '}';
-	*p = '\0';
-	*out = s;
+	if ((*out = pl_db_array(call->arena, (const char *const *)t, n)) ==
+	    NULL)
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
 	return PL_OK;
 }
 

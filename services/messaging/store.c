@@ -1063,35 +1063,25 @@ messaging_store_reply_claim_ids_tx(pl_db *db, const char *const *tenants,
                                    int64_t lease_ms, int history, pl_arena *a,
                                    msg_pending **out, size_t *n)
 {
-	char lease[24], hist[16], *ta, *ia;
+	char lease[24], hist[16];
 	const char *p[4];
 	PGresult *r = NULL;
-	size_t len = 3 + k * 37;
 	int rv;
 
 	*out = NULL;
 	*n = 0;
 	if (k == 0)
 		return PL_OK;
-	ta = pl_arena_alloc(a, len);
-	ia = pl_arena_alloc(a, len);
-	if (ta == NULL || ia == NULL)
-		return PL_RESOURCE_EXHAUSTED;
-	// Array literals of uuids ("{a,b}"): the ids are ours, 36 characters
-	// each.
-	for (size_t i = 0; i < k; i++) {
+	// The ids are ours: uuids.
+	for (size_t i = 0; i < k; i++)
 		if (strlen(tenants[i]) != 36 || strlen(ids[i]) != 36)
 			return PL_INTERNAL;
-		ta[i * 37] = ia[i * 37] = i == 0 ? '{' : ',';
-		memcpy(ta + i * 37 + 1, tenants[i], 36);
-		memcpy(ia + i * 37 + 1, ids[i], 36);
-	}
-	ta[k * 37] = ia[k * 37] = '}';
-	ta[k * 37 + 1] = ia[k * 37 + 1] = '\0';
+	p[0] = pl_db_array(a, tenants, k);
+	p[1] = pl_db_array(a, ids, k);
+	if (p[0] == NULL || p[1] == NULL)
+		return PL_RESOURCE_EXHAUSTED;
 	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
 	snprintf(hist, sizeof(hist), "%d", history);
-	p[0] = ta;
-	p[1] = ia;
 	p[2] = lease;
 	p[3] = hist;
 	// In the caller's transaction (the inbox batch's): the claim commits

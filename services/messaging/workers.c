@@ -1023,8 +1023,8 @@ del_prepare(del_task *t, pl_db *db, pl_arena *a)
 // A batch: claim up to `batch` due deliveries (one statement), send them
 // concurrently on the call pool (one conversation's in order), record the
 // results in one statement.
-static int
-deliver_batch(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a)
+int
+messaging_deliver_once(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a)
 {
 	msg_delivery *ds;
 	size_t n = 0;
@@ -1100,12 +1100,6 @@ deliver_claimed(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 	return (int)n;
 }
 
-int
-messaging_deliver_once(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a)
-{
-	return deliver_batch(s, db, http, a);
-}
-
 // ---------------------------------------------------------------------------
 // Threads
 
@@ -1132,7 +1126,7 @@ worker_main(void *arg)
 		else if (ta->kind == 1)
 			n = messaging_reply_once(s, db, http, &a);
 		else
-			n = deliver_batch(s, db, http, &a);
+			n = messaging_deliver_once(s, db, http, &a);
 		if (n <= 0 && !w->stop)
 			idle(s, ta->kind, seen);
 	}

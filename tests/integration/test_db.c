@@ -703,6 +703,42 @@ test_row_level_security(void **state)
 	pl_db_close(db);
 }
 
+// pl_db_array: quotes, backslashes, commas, braces and NULL round-trip
+// through PostgreSQL's array input.
+static void
+test_array_literal(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->app_url);
+	const char *items[] = { "a\"b\\c", "x,y {z}", NULL, "" };
+	pl_arena a;
+	const char *p[1];
+	PGresult *r;
+
+	pl_arena_init(&a, 0, 0);
+	p[0] = pl_db_array(&a, items, 4);
+	assert_non_null(p[0]);
+	r = pl_db_exec(db,
+	               "SELECT array_length($1::text[], 1), ($1::text[])[1], "
+	               "($1::text[])[2], ($1::text[])[3] IS NULL, "
+	               "($1::text[])[4]",
+	               1, p);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "4");
+	assert_string_equal(PQgetvalue(r, 0, 1), "a\"b\\c");
+	assert_string_equal(PQgetvalue(r, 0, 2), "x,y {z}");
+	assert_string_equal(PQgetvalue(r, 0, 3), "t");
+	assert_string_equal(PQgetvalue(r, 0, 4), "");
+	PQclear(r);
+	p[0] = pl_db_array(&a, items, 0);
+	r = pl_db_exec(db, "SELECT cardinality($1::text[])", 1, p);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "0");
+	PQclear(r);
+	pl_arena_fini(&a);
+	pl_db_close(db);
+}
+
 // pl_db_read: the tenant setting and the statement in one round trip,
 // the setting local to it, the statement prepared once per connection and
 // again on a new connection, errors reported without poisoning the cache.
@@ -780,6 +816,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sqlstate_mapping),
 		cmocka_unit_test_setup_teardown(test_read_pipelined, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_array_literal, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_exec_params_verbatim,
 		                                setup, teardown),

@@ -8,6 +8,7 @@
 
 #include <libpq-fe.h>
 
+#include "pl/arena.h"
 #include "pl/status.h"
 
 typedef struct pl_call pl_call;
@@ -50,6 +51,11 @@ PGresult *pl_db_exec(pl_db *db, const char *sql, int nparams,
 // returns.
 PGresult *pl_db_read(pl_db *db, const char *tenant_id, const char *sql,
                      int nparams, const char *const *params);
+
+// A PostgreSQL array literal of n strings for a text[] or uuid[]
+// parameter: every element quoted, '"' and '\\' escaped, NULL items as
+// NULL elements. In the arena; NULL when out of memory.
+char *pl_db_array(pl_arena *a, const char *const *items, size_t n);
 
 // Like pl_db_exec, returning only the status: for statements whose result
 // is not needed.
