@@ -1,8 +1,9 @@
 // Group commit of Reply (agents_reply_group, what the leader worker runs):
 // replies of one session in one group keep their order, counts and bot
-// turns; the same message id twice in one group is answered once; a reply
-// that fails does not fail the others, also when the whole group's
-// transaction fails and its replies are answered one at a time. And
+// turns; a group of two tenants keeps their sessions apart; the same
+// message id twice in one group is answered once; a reply that fails does
+// not fail the others, also when the whole group's transaction fails and
+// its replies are answered one at a time. And
 // SearchKnowledge served from the retrieval index once Reply built it.
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,8 +28,8 @@
 static pgh pg;
 static svch h;
 static bool up;
-static char ta[37], user[37];
-static pl_principal pa, svc;
+static char ta[37], tb[37], user[37];
+static pl_principal pa, pb, svc;
 
 static int
 setup(void **state)
@@ -44,6 +45,8 @@ setup(void **state)
 	pl_uuid7_str(ta);
 	pl_uuid7_str(user);
 	pa = svch_user(ta, user, PARLEY__RPC__V1__ROLE__ROLE_ADMIN);
+	pl_uuid7_str(tb);
+	pb = svch_user(tb, user, PARLEY__RPC__V1__ROLE__ROLE_ADMIN);
 	svc = svch_service();
 	up = true;
 	return 0;
@@ -70,9 +73,10 @@ entry(const char *q, const char *a, const char *intent)
 	return e;
 }
 
-// A retrieval agent with a small FAQ (published when asked); its id.
+// A retrieval agent of p's tenant with a small FAQ (published when asked);
+// its id.
 static char *
-make_agent(bool publish, int max_bot_turns)
+make_agent_for(const pl_principal *p, bool publish, int max_bot_turns)
 {
 	Parley__Agents__V1__CreateAgentRequest ca =
 	        PARLEY__AGENTS__V1__CREATE_AGENT_REQUEST__INIT;
@@ -89,7 +93,7 @@ make_agent(bool publish, int max_bot_turns)
 	ca.max_bot_turns = max_bot_turns;
 	assert_int_equal(
 	        svch_call(
-	                &h, M("CreateAgent"), &pa, &ca.base,
+	                &h, M("CreateAgent"), p, &ca.base,
 	                &parley__agents__v1__create_agent_response__descriptor,
 	                (void **)&car, NULL),
 	        PL_OK);
@@ -102,7 +106,7 @@ make_agent(bool publish, int max_bot_turns)
 	ik.n_entries = 2;
 	assert_int_equal(
 	        svch_call(
-	                &h, M("ImportKnowledge"), &pa, &ik.base,
+	                &h, M("ImportKnowledge"), p, &ik.base,
 	                &parley__agents__v1__import_knowledge_response__descriptor,
 	                (void **)&ikr, NULL),
 	        PL_OK);
@@ -110,12 +114,18 @@ make_agent(bool publish, int max_bot_turns)
 		pr.id = car->id;
 		assert_int_equal(
 		        svch_call(
-		                &h, M("PublishAgent"), &pa, &pr.base,
+		                &h, M("PublishAgent"), p, &pr.base,
 		                &parley__agents__v1__publish_agent_response__descriptor,
 		                (void **)&prr, NULL),
 		        PL_OK);
 	}
 	return car->id;
+}
+
+static char *
+make_agent(bool publish, int max_bot_turns)
+{
+	return make_agent_for(&pa, publish, max_bot_turns);
 }
 
 // n replies as one group, each with its own call and arena.
@@ -129,8 +139,8 @@ typedef struct group {
 } group;
 
 static void
-group_add(group *g, const char *agent, const char *key, const char *text,
-          const char *msg_id)
+group_add_for(group *g, const char *tenant, const char *agent, const char *key,
+              const char *text, const char *msg_id)
 {
 	size_t i = g->n++;
 
@@ -143,11 +153,18 @@ group_add(group *g, const char *agent, const char *key, const char *text,
 	g->call[i].arg = h.arg;
 	parley__agents__v1__reply_request__init(&g->req[i]);
 	parley__agents__v1__reply_response__init(&g->resp[i]);
-	g->req[i].tenant_id = ta;
+	g->req[i].tenant_id = (char *)tenant;
 	g->req[i].agent_id = (char *)agent;
 	g->req[i].session_key = (char *)key;
 	g->req[i].text = (char *)text;
 	g->req[i].message_id = (char *)(msg_id ? msg_id : "");
+}
+
+static void
+group_add(group *g, const char *agent, const char *key, const char *text,
+          const char *msg_id)
+{
+	group_add_for(g, ta, agent, key, text, msg_id);
 }
 
 static void
@@ -259,6 +276,46 @@ test_one_session(void **state)
 	         "agents.agent_sessions WHERE id = '%s'",
 	         g.resp[0].session_id);
 	assert_string_equal(scalar(sql), "8/1");
+	group_fini(&g);
+	pl_arena_reset(&h.arena);
+}
+
+// One group, two tenants, the same session key in both: each tenant's
+// sessions get their own replies and counts (the sessions are updated by
+// (tenant, id) pairs).
+static void
+test_two_tenants(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *aa = make_agent(true, 10), *ab = make_agent_for(&pb, true, 10);
+	group g = { 0 };
+	char sql[512];
+
+	group_add(&g, aa, "mt-1", "what are your opening hours?", NULL);
+	group_add_for(&g, tb, ab, "mt-1", "how much is shipping?", NULL);
+	group_add(&g, aa, "mt-2", "how much is shipping?", NULL);
+	group_add_for(&g, tb, ab, "mt-1", "opening hours on monday?", NULL);
+	group_run(&g);
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(g.rv[i], PL_OK);
+	assert_string_equal(g.resp[0].intent, "hours");
+	assert_string_equal(g.resp[1].intent, "shipping");
+	assert_string_equal(g.resp[2].intent, "shipping");
+	assert_string_equal(g.resp[3].intent, "hours");
+	assert_string_not_equal(g.resp[0].session_id, g.resp[1].session_id);
+	assert_string_equal(g.resp[1].session_id, g.resp[3].session_id);
+	snprintf(sql, sizeof(sql),
+	         "SELECT string_agg(CASE tenant_id WHEN '%s' THEN 'a' ELSE "
+	         "'b' END || ':' || session_key || ':' || message_count || "
+	         "':' || (context ->> 'last_intent'), ',' ORDER BY "
+	         "tenant_id = '%s' DESC, session_key) FROM "
+	         "agents.agent_sessions WHERE session_key LIKE 'mt-%%' AND "
+	         "tenant_id IN ('%s', '%s')",
+	         ta, ta, ta, tb);
+	assert_string_equal(scalar(sql),
+	                    "a:mt-1:2:hours,a:mt-2:2:shipping,b:mt-1:4:hours");
 	group_fini(&g);
 	pl_arena_reset(&h.arena);
 }
@@ -513,6 +570,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_one_session),
+		cmocka_unit_test(test_two_tenants),
 		cmocka_unit_test(test_same_key),
 		cmocka_unit_test(test_failing_items),
 		cmocka_unit_test(test_group_fails),
