@@ -24,7 +24,11 @@ struct pl_db {
 	char *url;
 	PGconn *conn;
 	bool in_tx;
-	bool lost;    // the connection went away inside the transaction
+	bool lost; // the connection went away inside the transaction
+	// pl_db_tx's BEGIN and tenant setting, not sent yet: they go with
+	// the transaction's first statement, in one round trip.
+	bool begin_pending;
+	const char *begin_tenant;
 	uint64_t rng; // backoff jitter
 	// pl_db_read's statements, prepared on prep_conn as "pl_read_<i>".
 	const PGconn *prep_conn;
@@ -120,8 +124,12 @@ connect_db(pl_db *db)
 	return c;
 }
 
-PGconn *
-pl_db_conn(pl_db *db)
+static PGresult *read_pipeline(PGconn *c, int ncmd, int prep_at,
+                               bool *prepared);
+
+// The live connection (pl_db_conn without sending a pending BEGIN).
+static PGconn *
+live_conn(pl_db *db)
 {
 	if (db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK)
 		return db->conn;
@@ -139,6 +147,97 @@ pl_db_conn(pl_db *db)
 	return db->conn;
 }
 
+// Sends the BEGIN and the tenant setting that pl_db_tx left pending, in
+// one pipeline with sql when it is given (then its result is returned:
+// the first that failed, else sql's), else alone (then an empty
+// successful result is returned). NULL when the connection broke (it is
+// dropped and the transaction marked lost).
+static PGresult *
+send_begin(pl_db *db, PGconn *c, const char *sql, int nparams,
+           const char *const *params)
+{
+	const char *p[1] = { db->begin_tenant };
+	bool t = db->begin_tenant != NULL, ok, prepared;
+	int ncmd = 0;
+	PGresult *r = NULL;
+
+	db->begin_pending = false;
+	ok = PQenterPipelineMode(c) == 1;
+	if (ok) {
+		ok = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL,
+		                       0) == 1;
+		ncmd++;
+	}
+	if (ok && t) {
+		ok = PQsendQueryParams(
+		             c,
+		             "SELECT set_config('" PL_DB_TENANT_SETTING
+		             "', $1, true)",
+		             1, NULL, p, NULL, NULL, 0) == 1;
+		ncmd++;
+	}
+	if (ok && sql != NULL) {
+		ok = PQsendQueryParams(c, sql, nparams, NULL, params, NULL,
+		                       NULL, 0) == 1;
+		ncmd++;
+	}
+	if (ok)
+		ok = PQpipelineSync(c) == 1;
+	if (ok)
+		r = read_pipeline(c, ncmd, -1, &prepared);
+	if (r == NULL) {
+		const char *m = PQerrorMessage(c);
+		pl_warn("database connection lost beginning a transaction: "
+		        "%.*s",
+		        msglen(m), m);
+		drop_conn(db);
+		db->lost = true;
+		return NULL;
+	}
+	if (PQtransactionStatus(c) == PQTRANS_IDLE) {
+		// BEGIN itself failed: nothing may run outside the
+		// transaction.
+		pl_error("could not begin transaction; dropping the "
+		         "connection");
+		PQclear(r);
+		drop_conn(db);
+		db->lost = true;
+		return NULL;
+	}
+	if (sql == NULL && pl_db_result_status(r) == PL_OK) {
+		PQclear(r);
+		r = PQmakeEmptyPGresult(c, PGRES_COMMAND_OK);
+	}
+	return r;
+}
+
+PGconn *
+pl_db_conn(pl_db *db)
+{
+	PGconn *c = live_conn(db);
+	PGresult *r;
+
+	if (c == NULL || !db->begin_pending)
+		return c;
+	// The caller runs its own statements on the connection: they must
+	// find the transaction begun.
+	r = send_begin(db, c, NULL, 0, NULL);
+	if (pl_db_result_status(r) != PL_OK) {
+		// The tenant setting failed inside the transaction: the
+		// caller's statements would only fail after it.
+		if (r != NULL) {
+			pl_error("could not begin transaction: %s",
+			         pl_status_name(pl_db_result_status(r)));
+			drop_conn(db);
+			db->lost = true;
+		}
+		PQclear(r);
+		return NULL;
+	}
+	PQclear(r);
+	return db->conn;
+}
+
 bool
 pl_db_in_tx(const pl_db *db)
 {
@@ -153,9 +252,11 @@ pl_db_exec(pl_db *db, const char *sql, int nparams, const char *const *params)
 		return NULL;
 	}
 	for (int attempt = 0;; attempt++) {
-		PGconn *c = pl_db_conn(db);
+		PGconn *c = live_conn(db);
 		if (c == NULL)
 			return NULL;
+		if (db->in_tx && db->begin_pending)
+			return send_begin(db, c, sql, nparams, params);
 		PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL,
 		                           NULL, 0);
 		if (PQstatus(c) == CONNECTION_OK && r != NULL)
@@ -381,31 +482,22 @@ tx_once(pl_db *db, const char *tenant_id, pl_db_tx_fn fn, void *arg,
 
 	*lost_in = false;
 	db->lost = false;
-	PGresult *r = pl_db_exec(db, "BEGIN", 0, NULL);
-	rc = pl_db_result_status(r);
-	PQclear(r);
-	if (rc != PL_OK) {
-		pl_error("could not begin transaction: %s", pl_status_name(rc));
-		return rc;
-	}
+	// Connected (again, after a loss) before the transaction starts;
+	// BEGIN and the tenant setting go with its first statement.
+	if (live_conn(db) == NULL)
+		return PL_UNAVAILABLE;
 	db->in_tx = true;
-	if (tenant_id != NULL) {
-		const char *p[1] = { tenant_id };
-		r = pl_db_exec(db,
-		               "SELECT set_config('" PL_DB_TENANT_SETTING
-		               "', $1, true)",
-		               1, p);
-		rc = pl_db_result_status(r);
-		PQclear(r);
-		if (rc != PL_OK) {
-			pl_error("could not set the transaction's tenant: %s",
-			         pl_status_name(rc));
-			goto out_rollback;
-		}
-	}
+	db->begin_pending = true;
+	db->begin_tenant = tenant_id;
 	rc = fn(db, arg);
 	if (rc != PL_OK)
 		goto out_rollback;
+	if (db->begin_pending) {
+		// Nothing was sent: nothing to commit.
+		db->begin_pending = false;
+		db->in_tx = false;
+		return PL_OK;
+	}
 	if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
 		db->lost = true;
 		rc = PL_UNAVAILABLE;
@@ -417,7 +509,7 @@ tx_once(pl_db *db, const char *tenant_id, pl_db_tx_fn fn, void *arg,
 		rc = PL_INTERNAL;
 		goto out_rollback;
 	}
-	r = PQexec(db->conn, "COMMIT");
+	PGresult *r = PQexec(db->conn, "COMMIT");
 	rc = pl_db_result_status(r);
 	if (rc == PL_OK && strcmp(PQcmdStatus(r), "COMMIT") != 0)
 		rc = PL_INTERNAL;
@@ -441,6 +533,7 @@ tx_once(pl_db *db, const char *tenant_id, pl_db_tx_fn fn, void *arg,
 	return PL_OK;
 
 out_rollback:
+	db->begin_pending = false;
 	if (db->lost || db->conn == NULL ||
 	    PQstatus(db->conn) != CONNECTION_OK) {
 		drop_conn(db);

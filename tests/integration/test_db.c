@@ -599,6 +599,115 @@ test_tx_connection_lost_retried_once(void **state)
 	pl_db_close(db);
 }
 
+// pl_db_tx sends BEGIN and the tenant setting with the transaction's first
+// statement (one round trip): every statement of fn is in one transaction,
+// the first one included; fn using the connection itself finds the
+// transaction begun; fn sending nothing commits nothing; a first statement
+// that fails rolls back; a session ended between transactions is noticed
+// at the first statement and the transaction retried on a new one.
+typedef struct first_arg {
+	int calls;
+	int mode; // 0: two statements, 1: PQexec first, 2: none, 3: bad SQL
+	char xid[2][32];
+	char tenant[64];
+	PGTransactionStatusType st;
+} first_arg;
+
+static int
+tx_first(pl_db *db, void *arg)
+{
+	first_arg *t = arg;
+	PGresult *r;
+	int rc;
+
+	t->calls++;
+	if (t->mode == 2)
+		return PL_OK;
+	if (t->mode == 3) {
+		r = pl_db_exec(db, "SELEKT 1", 0, NULL);
+		rc = pl_db_result_status(r);
+		PQclear(r);
+		return rc;
+	}
+	if (t->mode == 1) {
+		PGconn *c = pl_db_conn(db);
+		if (c == NULL)
+			return PL_UNAVAILABLE;
+		t->st = PQtransactionStatus(c);
+		r = PQexec(c,
+		           "SELECT current_setting('parley.tenant_id', true)");
+		rc = pl_db_result_status(r);
+		if (rc == PL_OK)
+			snprintf(t->tenant, sizeof(t->tenant), "%s",
+			         PQgetvalue(r, 0, 0));
+		PQclear(r);
+		return rc;
+	}
+	for (int i = 0; i < 2; i++) {
+		r = pl_db_exec(db,
+		               "SELECT txid_current()::text, "
+		               "current_setting('parley.tenant_id', true)",
+		               0, NULL);
+		if ((rc = pl_db_result_status(r)) != PL_OK) {
+			PQclear(r);
+			return rc;
+		}
+		snprintf(t->xid[i], sizeof(t->xid[i]), "%s",
+		         PQgetvalue(r, 0, 0));
+		if (i == 0)
+			snprintf(t->tenant, sizeof(t->tenant), "%s",
+			         PQgetvalue(r, 0, 1));
+		PQclear(r);
+	}
+	return PL_OK;
+}
+
+static void
+test_tx_begins_with_first_statement(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	first_arg t = { 0 };
+
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_first, &t), PL_OK);
+	assert_string_equal(t.tenant, TENANT_A);
+	assert_string_equal(t.xid[0], t.xid[1]);
+	assert_true(t.xid[0][0] != '\0');
+
+	t = (first_arg){ .mode = 1 };
+	assert_int_equal(pl_db_tx(db, TENANT_B, tx_first, &t), PL_OK);
+	assert_int_equal(t.st, PQTRANS_INTRANS);
+	assert_string_equal(t.tenant, TENANT_B);
+
+	t = (first_arg){ .mode = 2 };
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_first, &t), PL_OK);
+	assert_int_equal(t.calls, 1);
+	assert_false(pl_db_in_tx(db));
+	assert_int_equal(PQtransactionStatus(pl_db_conn(db)), PQTRANS_IDLE);
+
+	t = (first_arg){ .mode = 3 };
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_first, &t), PL_INTERNAL);
+	assert_int_equal(PQtransactionStatus(pl_db_conn(db)), PQTRANS_IDLE);
+
+	// Ended from another session between two transactions.
+	PGresult *r = pl_db_exec(db, "SELECT pg_backend_pid()::text", 0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	const char *p[1] = { PQgetvalue(r, 0, 0) };
+	pl_db *other = pl_db_open(f->url);
+	PGresult *k =
+	        pl_db_exec(other, "SELECT pg_terminate_backend($1::int)", 1, p);
+	assert_int_equal(pl_db_result_status(k), PL_OK);
+	PQclear(k);
+	PQclear(r);
+	pl_db_close(other);
+	t = (first_arg){ 0 };
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_first, &t), PL_OK);
+	assert_int_equal(t.calls, 2);
+	assert_string_equal(t.tenant, TENANT_A);
+	assert_string_equal(t.xid[0], t.xid[1]);
+	pl_db_close(db);
+}
+
 static void
 test_unreachable(void **state)
 {
@@ -837,6 +946,8 @@ main(void)
 		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		        test_tx_connection_lost_retried_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		        test_tx_begins_with_first_statement, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unreachable, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_row_level_security, setup,

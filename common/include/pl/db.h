@@ -24,7 +24,8 @@ pl_db *pl_db_open(const char *url);
 void pl_db_close(pl_db *db);
 
 // The live connection, reconnecting if it was lost; NULL when the server
-// cannot be reached (the error is logged).
+// cannot be reached (the error is logged). Inside pl_db_tx, the
+// transaction is begun on it first (see pl_db_tx).
 PGconn *pl_db_conn(pl_db *db);
 
 // True when a trivial query succeeds.
@@ -84,6 +85,10 @@ typedef int (*pl_db_tx_fn)(pl_db *db, void *arg);
 // status to roll back and return. Serialization failures and deadlocks
 // (ABORTED from fn or from COMMIT) are retried up to 3 attempts in all; a
 // lost connection is retried once. Returns fn's status or the database's.
+// BEGIN and the tenant setting are not sent on their own: they go with
+// fn's first pl_db_exec in one round trip (libpq pipeline mode), or when
+// fn first asks pl_db_conn for the connection; fn sending nothing commits
+// nothing. tenant_id must stay valid until pl_db_tx returns.
 int pl_db_tx(pl_db *db, const char *tenant_id, pl_db_tx_fn fn, void *arg);
 
 // True while inside pl_db_tx.
