@@ -17,6 +17,7 @@
 
 #include "pl/json.h"
 #include "pl/status.h"
+#include "pl/utf8.h"
 
 // The message a field of which is inlined as the JSON value it holds.
 #define JSON_MSG_NAME "parley.rpc.v1.Json"
@@ -490,37 +491,13 @@ wb_putc(wbuf *b, char c)
 	wb_put(b, &c, 1);
 }
 
-// The length of the valid UTF-8 sequence at s (what jansson's json_string
-// accepts: no overlong forms, no surrogates, nothing past U+10FFFF), or 0.
-static size_t
-utf8_seq(const unsigned char *s)
-{
-	unsigned c = s[0], v;
-	size_t n;
-
-	if (c < 0x80)
-		return 1;
-	if (c < 0xC2 || c > 0xF4)
-		return 0;
-	n = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-	v = c & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07);
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		v = (v << 6) | (s[i] & 0x3F);
-	}
-	if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000) || v > 0x10FFFF ||
-	    (v >= 0xD800 && v <= 0xDFFF))
-		return 0;
-	return n;
-}
-
 // A JSON string, escaped as jansson escapes; invalid UTF-8 fails the dump
 // (jansson's json_string refuses it).
 static void
 wb_string(wbuf *b, const char *str)
 {
 	const unsigned char *s = (const unsigned char *)str, *run = s;
+	const unsigned char *end = s + strlen(str);
 
 	wb_putc(b, '"');
 	while (*s != '\0' && !b->bad) {
@@ -529,7 +506,9 @@ wb_string(wbuf *b, const char *str)
 		size_t n;
 
 		if (*s >= 0x20 && *s != '"' && *s != '\\') {
-			if ((n = utf8_seq(s)) == 0) {
+			// What jansson's json_string accepts.
+			if ((n = pl_utf8_seq((const char *)s,
+			                     (size_t)(end - s))) == 0) {
 				b->bad = true;
 				return;
 			}

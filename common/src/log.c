@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "pl/log.h"
+#include "pl/utf8.h"
 
 #define SVCMAX 64  // service name bytes kept
 #define CTXMAX 128 // request/tenant id bytes kept
@@ -98,42 +99,6 @@ sb_free(sbuf *b)
 		free(b->p);
 }
 
-// Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when
-// the bytes there are not one (overlong forms and surrogates included).
-static size_t
-utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		len = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 // Appends s as a JSON string, quotes included. Bytes that are not valid
 // UTF-8 become U+FFFD.
 static void
@@ -158,7 +123,7 @@ sb_json_str(sbuf *b, const char *str, size_t n)
 		}
 		unsigned char c = s[i];
 		if (c >= 0x80) {
-			size_t len = utf8_len(s + i, n - i);
+			size_t len = pl_utf8_seq(str + i, n - i);
 			if (len == 0) {
 				sb_put(b, "\xef\xbf\xbd", 3);
 				i++;

@@ -17,6 +17,7 @@
 #include "pl/outbox.h"
 #include "pl/rpc.h"
 #include "pl/service.h"
+#include "pl/utf8.h"
 
 extern const pl_service_def agents_service_def;
 extern const pl_rpc_service agents_rpc_service;
@@ -81,9 +82,6 @@ typedef struct agents_ctx {
 
 // ---------------------------------------------------------------------------
 // engine.c: text, handoff, leads, secrets, the LLM wire format.
-
-// True when s[0..len) is valid UTF-8.
-bool agents_utf8_valid(const char *s, size_t len);
 
 // Search normalisation: lower case, Latin accents folded (á -> a, ñ -> n),
 // punctuation, symbols and emoji turned into spaces, spaces collapsed. Other

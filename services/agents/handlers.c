@@ -92,7 +92,7 @@ page_cursor(pl_call *call, const Parley__Rpc__V1__PageRequest *pg)
 static bool
 len_ok(const char *s, size_t max)
 {
-	return strlen(s) <= max && agents_utf8_valid(s, strlen(s));
+	return strlen(s) <= max && pl_utf8_valid(s, strlen(s));
 }
 
 static bool

@@ -62,7 +62,7 @@ agents_reply_check(pl_call *call, const ag_reply_req *in)
 		return pl_call_violation(
 		        call, "text",
 		        "must be shorter than 64 KB, got %zu bytes", n);
-	if (!agents_utf8_valid(in->text, n))
+	if (!pl_utf8_valid(in->text, n))
 		return pl_call_violation(call, "text", "must be valid UTF-8");
 	if (strlen(in->message_id) > 200)
 		return pl_call_violation(call, "message_id",

@@ -36,9 +36,9 @@ test_normalize(void **state)
 	assert_string_equal(agents_text_terms(&a, "what is the price of envio"),
 	                    "price or envio");
 	assert_string_equal(agents_text_terms(&a, "the a of"), "");
-	assert_true(agents_utf8_valid("año", 4));
-	assert_false(agents_utf8_valid("\xc3(", 2));
-	assert_false(agents_utf8_valid("\xe2\x82", 2));
+	assert_true(pl_utf8_valid("año", 4));
+	assert_false(pl_utf8_valid("\xc3(", 2));
+	assert_false(pl_utf8_valid("\xe2\x82", 2));
 	pl_arena_fini(&a);
 }
 

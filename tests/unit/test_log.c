@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "pl/log.h"
+#include "pl/utf8.h"
 
 typedef struct capture {
 	FILE *f;
@@ -318,6 +319,29 @@ test_threads_never_interleave(void **state)
 	                            "request_id"));
 }
 
+// pl_utf8_seq / pl_utf8_valid, which the log's and the JSON writer's
+// escaping rely on.
+static void
+test_utf8(void **state)
+{
+	(void)state;
+	assert_int_equal(pl_utf8_seq("a", 1), 1);
+	assert_int_equal(pl_utf8_seq("\xc3\xb1", 2), 2);         // ñ
+	assert_int_equal(pl_utf8_seq("\xe2\x82\xac", 3), 3);     // €
+	assert_int_equal(pl_utf8_seq("\xf0\x9f\x9a\x9a", 4), 4); // 🚚
+	assert_int_equal(pl_utf8_seq("\xf0\x9f\x9a\x9a", 3), 0); // cut
+	assert_int_equal(pl_utf8_seq("\xc0\xaf", 2), 0);         // overlong
+	assert_int_equal(pl_utf8_seq("\xe0\x80\xaf", 3), 0);     // overlong
+	assert_int_equal(pl_utf8_seq("\xed\xa0\x80", 3), 0);     // surrogate
+	assert_int_equal(pl_utf8_seq("\xf4\x90\x80\x80", 4), 0); // > U+10FFFF
+	assert_int_equal(pl_utf8_seq("\x80", 1), 0);
+	assert_true(pl_utf8_valid("", 0));
+	assert_true(pl_utf8_valid("a\0b", 3));
+	assert_true(pl_utf8_valid("a\xc3\xb1o \xf0\x9f\x99\x82", 9));
+	assert_false(pl_utf8_valid("ab\xc3", 3));
+	assert_false(pl_utf8_valid("\xff", 1));
+}
+
 int
 main(void)
 {
@@ -326,6 +350,7 @@ main(void)
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_levels, setup, teardown),
 		cmocka_unit_test(test_level_parse),
+		cmocka_unit_test(test_utf8),
 		cmocka_unit_test_setup_teardown(test_escaping, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_raw_control_chars_escaped,
 		                                setup, teardown),
