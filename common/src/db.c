@@ -255,7 +255,7 @@ pl_db_exec(pl_db *db, const char *sql, int nparams, const char *const *params)
 		PGconn *c = live_conn(db);
 		if (c == NULL)
 			return NULL;
-		if (db->in_tx && db->begin_pending)
+		if (db->begin_pending) // only ever inside pl_db_tx
 			return send_begin(db, c, sql, nparams, params);
 		PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL,
 		                           NULL, 0);
@@ -690,7 +690,7 @@ pl_db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
 	}
 	uint64_t h = text_hash(sql);
 	for (int attempt = 0; attempt < 2; attempt++) {
-		PGconn *c = pl_db_conn(db);
+		PGconn *c = live_conn(db);
 		char name[32] = "";
 		int slot = -1, ncmd = 0, prep_at = -1;
 		bool ok = true, prepared;
