@@ -1165,7 +1165,7 @@ static char *cfg_tenants_url, *cfg_billing_url, *cfg_agents_url,
 static int64_t cfg_inbox_workers, cfg_reply_workers, cfg_delivery_workers,
         cfg_retry_base, cfg_retry_max, cfg_max_attempts, cfg_send_timeout,
         cfg_send_rate, cfg_poll, cfg_cache, cfg_lease, cfg_batch,
-        cfg_call_threads;
+        cfg_inbox_keep, cfg_call_threads;
 
 static const pl_cfg_entry messaging_cfg[] = {
 	{ "PARLEY_TENANTS_URL", PL_CFG_STRING, "", 0, 0, &cfg_tenants_url,
@@ -1209,6 +1209,11 @@ static const pl_cfg_entry messaging_cfg[] = {
 	  &cfg_call_threads,
 	  "threads making a batch's agent, billing and provider calls "
 	  "concurrently (0: one after the other)" },
+	{ "PARLEY_MESSAGING_INBOX_KEEP", PL_CFG_DURATION, "168h", 0,
+	  366LL * 86400000, &cfg_inbox_keep,
+	  "processed webhook bodies are deleted after this long (the "
+	  "window in which the same bytes are answered `duplicate`); 0: "
+	  "kept for ever" },
 	{ NULL, 0, NULL, 0, 0, NULL, NULL },
 };
 
@@ -1242,6 +1247,7 @@ messaging_init(const pl_service_cfg *cfg, void **arg)
 	s->batch = cfg_batch;
 	s->cache_ms = cfg_cache;
 	s->call_threads = cfg_call_threads;
+	s->inbox_keep_ms = cfg_inbox_keep;
 	rv = messaging_peers_open(&s->peers, cfg_tenants_url, cfg_billing_url,
 	                          cfg_agents_url, cfg->secret, cfg_cache);
 	if (rv == PL_OK && nz(cfg_analytics_url)) {

@@ -225,7 +225,9 @@ typedef struct msg_service {
 	                  // this long)
 	int64_t batch;    // rows a worker claims at once (each stage)
 	int64_t cache_ms; // channel credentials and messaging settings
-	int64_t call_threads; // agent/billing/provider calls in flight
+	int64_t call_threads;  // agent/billing/provider calls in flight
+	int64_t inbox_keep_ms; // processed bodies kept this long (0: for ever)
+	int64_t inbox_pruned_ns; // last prune (pl_now_ns), under mu
 	// wakes the workers when work arrives in this process
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -287,6 +289,10 @@ int messaging_store_inbox_claim(pl_db *db, int64_t lease_ms, pl_arena *a,
                                 msg_inbox_row *row);
 int messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
                                const char *error);
+
+// Deletes up to limit processed inbox rows received more than keep_ms ago;
+// returns how many, or an error status negated.
+int messaging_store_inbox_prune(pl_db *db, int64_t keep_ms, int limit);
 
 // The inbox batch, inside the caller's transaction (opened with tenant
 // "*"): locks up to max due rows, oldest first (SKIP LOCKED; the locks are

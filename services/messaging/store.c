@@ -413,6 +413,33 @@ messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
 	return rv;
 }
 
+// Deletes up to limit processed inbox rows received more than keep_ms ago
+// (service level: tenant "*"). Rows still due, or held by a worker, stay.
+// Returns the number deleted, or an error status negated.
+int
+messaging_store_inbox_prune(pl_db *db, int64_t keep_ms, int limit)
+{
+	char keep[24], lim[16];
+	const char *p[2] = { keep, lim };
+	PGresult *r = NULL;
+	int rv, n = 0;
+
+	snprintf(keep, sizeof(keep), "%lld", (long long)keep_ms);
+	snprintf(lim, sizeof(lim), "%d", limit);
+	rv = tq(db, "*",
+	        "DELETE FROM messaging.inbox i USING ("
+	        "SELECT tenant_id, id FROM messaging.inbox "
+	        "WHERE received_at < now() - $1::bigint * interval '1 ms' "
+	        "AND processed_at IS NOT NULL LIMIT $2::int "
+	        "FOR UPDATE SKIP LOCKED) d "
+	        "WHERE i.tenant_id = d.tenant_id AND i.id = d.id",
+	        2, p, &r);
+	if (rv == PL_OK)
+		n = (int)strtol(PQcmdTuples(r), NULL, 10);
+	PQclear(r);
+	return rv == PL_OK ? n : -rv;
+}
+
 int
 messaging_store_tx_tenant(pl_db *db, const char *tenant_id)
 {

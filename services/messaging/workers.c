@@ -1103,6 +1103,35 @@ deliver_claimed(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 // ---------------------------------------------------------------------------
 // Threads
 
+// Processed inbox bodies older than PARLEY_MESSAGING_INBOX_KEEP go, in
+// chunks, for at most PRUNE_BUDGET_NS every PRUNE_EVERY_NS: deleting ~1,000
+// rows takes tens of ms, so a worker keeps up with thousands of webhooks a
+// second while never holding its batch back for long.
+#define PRUNE_EVERY_NS  (10 * 1000000000LL)
+#define PRUNE_BUDGET_NS (250 * 1000000LL)
+#define PRUNE_CHUNK     1000
+
+static void
+inbox_prune(msg_service *s, pl_db *db)
+{
+	int64_t t0 = pl_now_ns();
+	long total = 0;
+	int n;
+
+	do {
+		n = messaging_store_inbox_prune(db, s->inbox_keep_ms,
+		                                PRUNE_CHUNK);
+		if (n > 0)
+			total += n;
+	} while (n == PRUNE_CHUNK && pl_now_ns() - t0 < PRUNE_BUDGET_NS);
+	if (n < 0)
+		pl_warn("could not prune the inbox: %s", pl_status_name(-n));
+	else if (total > 0)
+		pl_info("inbox: %ld processed bodies older than %lld ms "
+		        "deleted",
+		        total, (long long)s->inbox_keep_ms);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -1117,9 +1146,17 @@ worker_main(void *arg)
 	while (!w->stop) {
 		uint64_t seen;
 		int n;
+		bool prune = false;
 		pthread_mutex_lock(&s->mu);
 		seen = s->kickk[ta->kind];
+		if (ta->kind == 0 && s->inbox_keep_ms > 0 &&
+		    pl_now_ns() - s->inbox_pruned_ns >= PRUNE_EVERY_NS) {
+			s->inbox_pruned_ns = pl_now_ns(); // one worker prunes
+			prune = true;
+		}
 		pthread_mutex_unlock(&s->mu);
+		if (prune)
+			inbox_prune(s, db);
 		pl_arena_reset(&a);
 		if (ta->kind == 0)
 			n = messaging_inbox_once(s, db, http, &a);

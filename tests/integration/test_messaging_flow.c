@@ -1666,6 +1666,70 @@ test_verify_and_unimplemented(void **state)
 	                 0);
 }
 
+// Inbox retention (migration 013): processed bodies older than the keep
+// window are deleted in chunks; recent ones, and old ones never processed,
+// stay.
+static void
+inbox_row(const char *tag, const char *received_ago, bool processed,
+          bool leased)
+{
+	char q[900];
+	snprintf(q, sizeof(q),
+	         "INSERT INTO messaging.inbox (tenant_id, id, channel_id, "
+	         "channel_type, body, body_sha256, received_at, processed_at, "
+	         "lease_until) VALUES ('" T1 "', gen_random_uuid(), '" C_WA
+	         "', 'whatsapp', convert_to('%s', 'UTF8'), "
+	         "sha256(convert_to('%s', 'UTF8')), now() - interval '%s', "
+	         "%s, %s)",
+	         tag, tag, received_ago,
+	         processed ? "now() - interval '1 day'" : "NULL",
+	         leased ? "now() + interval '1 day'" : "NULL");
+	assert_int_equal(sqlv(q, NULL, 0), 0);
+}
+
+static long
+inbox_count(const char *tag)
+{
+	char q[200];
+	snprintf(q, sizeof(q),
+	         "SELECT count(*) FROM messaging.inbox WHERE body = "
+	         "convert_to('%s', 'UTF8')",
+	         tag);
+	return sqlv(q, NULL, 0);
+}
+
+static void
+test_inbox_keep(void **state)
+{
+	const int64_t week = 7 * 86400000LL;
+	(void)state;
+	NEED();
+
+	inbox_row("keep-old-1", "8 days", true, false);
+	inbox_row("keep-old-2", "9 days", true, false);
+	inbox_row("keep-old-3", "30 days", true, false);
+	inbox_row("keep-recent", "6 days", true, false);
+	inbox_row("keep-due", "10 days", false, true);
+	// A chunk at a time.
+	assert_int_equal(messaging_store_inbox_prune(h.w.db, week, 2), 2);
+	assert_int_equal(messaging_store_inbox_prune(h.w.db, week, 2), 1);
+	assert_int_equal(messaging_store_inbox_prune(h.w.db, week, 2), 0);
+	assert_int_equal(inbox_count("keep-old-1"), 0);
+	assert_int_equal(inbox_count("keep-old-2"), 0);
+	assert_int_equal(inbox_count("keep-old-3"), 0);
+	assert_int_equal(inbox_count("keep-recent"), 1);
+	assert_int_equal(inbox_count("keep-due"), 1);
+	// A shorter window reaches the recent one.
+	assert_int_equal(messaging_store_inbox_prune(h.w.db, 86400000LL, 100),
+	                 1);
+	assert_int_equal(inbox_count("keep-recent"), 0);
+	assert_int_equal(inbox_count("keep-due"), 1);
+	assert_int_equal(sqlv("DELETE FROM messaging.inbox WHERE body = "
+	                      "convert_to('keep-due', 'UTF8')",
+	                      NULL, 0),
+	                 0);
+}
+
 int
 main(void)
 {
@@ -1687,6 +1751,7 @@ main(void)
 		cmocka_unit_test(test_lists_and_contacts),
 		cmocka_unit_test(test_webchat),
 		cmocka_unit_test(test_verify_and_unimplemented),
+		cmocka_unit_test(test_inbox_keep),
 	};
 	// These tests are written against the providers' public payloads
 	// (../shared/fixtures/webhooks), values included, and build on each

@@ -1,0 +1,12 @@
+-- messaging 013: the inbox's processed bodies are deleted after
+-- PARLEY_MESSAGING_INBOX_KEEP (default 7 days; README "Inbox retention").
+--
+-- Until now every webhook body (messages and status callbacks, with the
+-- contacts' numbers and texts) stayed in messaging.inbox for ever. The
+-- bodies are kept as long as a provider may deliver the same bytes again
+-- (the `duplicate` answer of HandleWebhook) and for inspection, then an
+-- inbox worker deletes them in bounded chunks. Rows are appended in
+-- received_at order, so a BRIN index finds the old ones without a btree
+-- entry per row: its insertion costs next to nothing, and it names no
+-- column that processing changes.
+CREATE INDEX inbox_received ON messaging.inbox USING brin (received_at);
