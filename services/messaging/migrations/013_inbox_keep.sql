@@ -6,7 +6,8 @@
 -- bodies are kept as long as a provider may deliver the same bytes again
 -- (the `duplicate` answer of HandleWebhook) and for inspection, then an
 -- inbox worker deletes them in bounded chunks. Rows are appended in
--- received_at order, so a BRIN index finds the old ones without a btree
--- entry per row: its insertion costs next to nothing, and it names no
--- column that processing changes.
+-- received_at order, so a BRIN index (one summary per 128 pages) finds
+-- the old ones without a btree entry per row version: the webhook's insert
+-- and the processing update (not HOT: inbox_due names processed_at) add
+-- next to nothing for it.
 CREATE INDEX inbox_received ON messaging.inbox USING brin (received_at);
