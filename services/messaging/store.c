@@ -414,8 +414,9 @@ messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
 }
 
 // Deletes up to limit processed inbox rows received more than keep_ms ago
-// (service level: tenant "*"). Rows still due, or held by a worker, stay.
-// Returns the number deleted, or an error status negated.
+// (messaging.inbox_prune, 013; service level: tenant "*"). Rows still
+// due, or held by a worker, stay. Returns the number deleted, or an error
+// status negated.
 int
 messaging_store_inbox_prune(pl_db *db, int64_t keep_ms, int limit)
 {
@@ -426,16 +427,9 @@ messaging_store_inbox_prune(pl_db *db, int64_t keep_ms, int limit)
 
 	snprintf(keep, sizeof(keep), "%lld", (long long)keep_ms);
 	snprintf(lim, sizeof(lim), "%d", limit);
-	rv = tq(db, "*",
-	        "DELETE FROM messaging.inbox i USING ("
-	        "SELECT tenant_id, id FROM messaging.inbox "
-	        "WHERE received_at < now() - $1::bigint * interval '1 ms' "
-	        "AND processed_at IS NOT NULL LIMIT $2::int "
-	        "FOR UPDATE SKIP LOCKED) d "
-	        "WHERE i.tenant_id = d.tenant_id AND i.id = d.id",
-	        2, p, &r);
-	if (rv == PL_OK)
-		n = (int)strtol(PQcmdTuples(r), NULL, 10);
+	rv = tq(db, "*", "SELECT messaging.inbox_prune($1, $2)", 2, p, &r);
+	if (rv == PL_OK && PQntuples(r) == 1)
+		n = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
 	return rv == PL_OK ? n : -rv;
 }
