@@ -173,7 +173,24 @@ typedef struct billing_reserve_item {
 	struct billing_reserve_item *next;
 	pthread_cond_t cv;
 	bool done;
+	struct billing_lease *lease;     // admitted under it (lease.c)
+	struct billing_lease_slot *slot; // waiting for a lease grant
 } billing_reserve_item;
+
+// A share of a (tenant, metric)'s day and month units granted to this
+// replica (lease.c, migration 005).
+typedef struct billing_lease {
+	struct billing_lease *next; // on the batcher's retired list
+	char tenant[40];
+	char id[40];
+	char metric[16];
+	int64_t units, left;
+	// At the grant: the limits (-1 none) and the counters, the lease's
+	// units included (day_used -1: a month-only metric).
+	int64_t day_limit, month_limit, day_used, month_used;
+	int64_t deadline; // CLOCK_MONOTONIC ns: not used from then on
+	int inflight;     // items of running batches admitted under it
+} billing_lease;
 
 // Gathers concurrent ReserveUsage calls: a call that finds no batch
 // running leads one with every call queued (up to max_batch, itself
@@ -187,6 +204,19 @@ typedef struct billing_batcher {
 	int max_batch;   // 1: no batching (the one-call path, 002)
 	bool emit;       // usage.refused to analytics (outbox)
 	uint64_t batches, items, fallbacks; // counters, under mtx
+
+	// Leases (lease.c), under mtx. lease_ttl_ms 0: none.
+	int64_t lease_ttl_ms;
+	int lease_min_rate; // calls a second before a pair gets leases
+	struct billing_lease_slot **buckets;
+	size_t nslots;
+	billing_lease *retired; // waiting for inflight 0, then returned
+	char owner[96];
+	char *database_url;
+	pthread_t keeper;
+	pthread_cond_t keeper_cv;
+	bool keeper_on, keeper_stop;
+	uint64_t leased, grants, grants_refused, returns; // counters
 } billing_batcher;
 
 #define BILLING_MAX_BATCH 256
@@ -198,6 +228,35 @@ void billing_batcher_fini(billing_batcher *b);
 // Decides item through b (db: the caller's own connection, used when the
 // caller leads a batch). Returns item->rc.
 int billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *item);
+
+// lease.c: counter leases (README "Leases"). billing_leases_init keeps
+// database_url for the keeper thread (started with the first lease: it
+// retires expired leases and returns them); ttl_ms 0 turns leases off.
+int billing_leases_init(billing_batcher *b, const char *database_url,
+                        int64_t ttl_ms, int min_rate);
+// Stops the keeper, which returns every lease first.
+void billing_leases_fini(billing_batcher *b);
+
+// The leader's part: admits what it can of items[0..n) under leases
+// (asking for leases where a pair is busy enough), writes their answers
+// with billing.reserve_leased and sets their rc and res; the others are
+// put in exact[] (*nexact) to be decided against the counters (retired
+// leases no batch holds are returned first, so that their units count).
+void billing_leases_run(billing_batcher *b, pl_db *db,
+                        billing_reserve_item *const *items, size_t n,
+                        billing_reserve_item **exact, size_t *nexact);
+
+// Retires the leases of tenant (NULL: all) so that the next call asks
+// the database again (a plan or subscription change).
+void billing_leases_forget(billing_batcher *b, const char *tenant);
+
+// Units of (tenant, metric) leased to this replica and not used yet.
+int64_t billing_leases_unused(billing_batcher *b, const char *tenant,
+                              const char *metric);
+
+// Retires the leases of tenant (NULL: all) and returns those no batch
+// holds, on db.
+void billing_leases_flush(billing_batcher *b, pl_db *db, const char *tenant);
 
 // Decides n items (n <= BILLING_MAX_BATCH) with one call of
 // billing.reserve_batch (003), in their order, as if called one after
@@ -310,6 +369,11 @@ int billing_store_history(pl_call *call, pl_db *db, const char *tenant,
 
 // Closes every period of the tenant's subscription that ended at or before
 // at_ms, issuing one invoice per period; appends them to *out.
+// billing.lease_reap (005): gives back what the leases expired more than
+// grace_ms ago (tenant's only, unless NULL) did not use. Returns how many,
+// or -1.
+int billing_store_reap_leases(pl_db *db, const char *tenant, int64_t grace_ms);
+
 int billing_store_close(pl_call *call, pl_db *db, billing_state *st,
                         const char *tenant, int64_t at_ms,
                         billing_invoice ***out, size_t *n, size_t *cap);

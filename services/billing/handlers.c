@@ -357,8 +357,11 @@ update_plan(pl_call *call, const void *vin, void *vout)
 		return rc;
 	if ((rc = check_overage(call, in->overage, in->n_overage)))
 		return rc;
-	return billing_store_plan_update(call, pl_call_db(call), in, mask,
-	                                 &out->plan);
+	if ((rc = billing_store_plan_update(call, pl_call_db(call), in, mask,
+	                                    &out->plan)) == PL_OK &&
+	    (mask & (BILLING_M_LIMITS | BILLING_M_OVERAGE)))
+		billing_leases_forget(&state(call)->batcher, NULL);
+	return rc;
 }
 
 static int
@@ -459,6 +462,8 @@ change_plan(pl_call *call, const void *vin, void *vout)
 	if ((rc = billing_store_change_plan(call, pl_call_db(call), state(call),
 	                                    &req)))
 		return rc;
+	if (!req.dry_run)
+		billing_leases_forget(&state(call)->batcher, req.tenant);
 	out->subscription = req.sub;
 	out->plan = req.plan;
 	out->n_proration = req.n_lines;
@@ -483,9 +488,13 @@ cancel_subscription(pl_call *call, const void *vin, void *vout)
 		return call->code;
 	if ((rc = check_text(call, "reason", in->reason, 500, false)))
 		return rc;
-	return billing_store_cancel(call, pl_call_db(call), state(call), tenant,
-	                            actor(call), in->at_period_end, in->reason,
-	                            &out->subscription);
+	rc = billing_store_cancel(call, pl_call_db(call), state(call), tenant,
+	                          actor(call), in->at_period_end, in->reason,
+	                          &out->subscription);
+	// Leases were granted under the old subscription (README "Leases").
+	if (rc == PL_OK)
+		billing_leases_forget(&state(call)->batcher, tenant);
+	return rc;
 }
 
 static int
@@ -493,12 +502,16 @@ resume_subscription(pl_call *call, const void *vin, void *vout)
 {
 	Parley__Billing__V1__ResumeSubscriptionResponse *out = vout;
 	const char *tenant = caller_tenant(call);
+	int rc;
 
 	(void)vin;
 	if (tenant == NULL)
 		return call->code;
-	return billing_store_resume(call, pl_call_db(call), state(call), tenant,
-	                            actor(call), &out->subscription);
+	if ((rc = billing_store_resume(call, pl_call_db(call), state(call),
+	                               tenant, actor(call),
+	                               &out->subscription)) == PL_OK)
+		billing_leases_forget(&state(call)->batcher, tenant);
+	return rc;
 }
 
 // Usage ---------------------------------------------------------------------
@@ -525,6 +538,12 @@ typedef struct usage_view {
 	Parley__Billing__V1__UsageCounts *used;
 } usage_view;
 
+static int64_t
+unleased(int64_t used, int64_t unused)
+{
+	return used > unused ? used - unused : 0;
+}
+
 // The subscription and its usage at at_ms.
 static int
 usage_at(pl_call *call, const char *tenant, int64_t at_ms, usage_view *v)
@@ -545,8 +564,32 @@ usage_at(pl_call *call, const char *tenant, int64_t at_ms, usage_view *v)
 	if (v->used == NULL)
 		return PL_RESOURCE_EXHAUSTED;
 	parley__billing__v1__usage_counts__init(v->used);
-	return billing_store_usage(call, pl_call_db(call), tenant, v->ds, v->ps,
-	                           v->used);
+	if ((rc = billing_store_usage(call, pl_call_db(call), tenant, v->ds,
+	                              v->ps, v->used)))
+		return rc;
+	// Units leased to this replica and not used are in the counters
+	// (README "Leases"): they are not usage. Leases end with their day
+	// and billing month, so only the current periods hold any.
+	if (at_ms / 1000 - v->ds < 86400 &&
+	    billing_now_ms() / 1000 - v->ds < 86400) {
+		int64_t m = billing_leases_unused(&state(call)->batcher, tenant,
+		                                  "messages");
+		int64_t c = billing_leases_unused(&state(call)->batcher, tenant,
+		                                  "campaigns");
+		int64_t t = billing_leases_unused(&state(call)->batcher, tenant,
+		                                  "ai_tokens");
+		v->used->messages_per_day =
+		        unleased(v->used->messages_per_day, m);
+		v->used->messages_per_month =
+		        unleased(v->used->messages_per_month, m);
+		v->used->campaigns_per_day =
+		        unleased(v->used->campaigns_per_day, c);
+		v->used->campaigns_per_month =
+		        unleased(v->used->campaigns_per_month, c);
+		v->used->ai_tokens_per_month =
+		        unleased(v->used->ai_tokens_per_month, t);
+	}
+	return PL_OK;
 }
 
 static bool
@@ -749,10 +792,14 @@ close_period(pl_call *call, const void *vin, void *vout)
 	if (in->at[0] && !billing_parse_time(in->at, &at))
 		return pl_call_violation(call, "at",
 		                         "must be an RFC 3339 time");
+	if (in->tenant_id[0] && !pl_uuid_valid(in->tenant_id))
+		return pl_call_violation(call, "tenant_id",
+		                         "must be a tenant id");
+	// What this replica leased goes back first: a period closed early
+	// (at in the future) must not bill units leased and not used.
+	billing_leases_flush(&st->batcher, pl_call_db(call),
+	                     in->tenant_id[0] ? in->tenant_id : NULL);
 	if (in->tenant_id[0]) {
-		if (!pl_uuid_valid(in->tenant_id))
-			return pl_call_violation(call, "tenant_id",
-			                         "must be a tenant id");
 		rc = billing_store_close(call, pl_call_db(call), st,
 		                         in->tenant_id, at, &out->invoices,
 		                         &out->n_invoices, &cap);
@@ -1049,6 +1096,8 @@ static char *cfg_analytics_url;
 static char *cfg_tenants_url;
 static int64_t cfg_reserve_batch;
 static int64_t cfg_reserve_parallel;
+static int64_t cfg_lease_ttl;
+static int64_t cfg_lease_min_rate;
 
 static const pl_cfg_entry billing_cfg[] = {
 	{ "PARLEY_PAYMENT_WEBHOOK_SECRET", PL_CFG_SECRET, "", 0, 0,
@@ -1070,6 +1119,13 @@ static const pl_cfg_entry billing_cfg[] = {
 	{ "PARLEY_BILLING_RESERVE_PARALLEL", PL_CFG_INT, "2", 1, 64,
 	  &cfg_reserve_parallel,
 	  "ReserveUsage batches run at once by one replica" },
+	{ "PARLEY_BILLING_LEASE_TTL", PL_CFG_DURATION, "10s", 0, 60000,
+	  &cfg_lease_ttl,
+	  "longest a replica admits against a counter lease (0: no leases)" },
+	{ "PARLEY_BILLING_LEASE_MIN_RATE", PL_CFG_INT, "4", 1, 1000000,
+	  &cfg_lease_min_rate,
+	  "ReserveUsage calls a second of one tenant and metric before it "
+	  "gets leases" },
 	{ NULL, 0, NULL, 0, 0, NULL, NULL },
 };
 
@@ -1125,6 +1181,9 @@ billing_init(const pl_service_cfg *cfg, void **arg)
 	}
 	billing_batcher_init(&st->batcher, (int)cfg_reserve_batch,
 	                     (int)cfg_reserve_parallel, st->emit_analytics);
+	if (billing_leases_init(&st->batcher, st->database_url, cfg_lease_ttl,
+	                        (int)cfg_lease_min_rate) != PL_OK)
+		goto out_fail;
 	if (st->webhook_secret[0] == '\0')
 		pl_info("PARLEY_PAYMENT_WEBHOOK_SECRET not set: payment "
 		        "webhooks refused");

@@ -35,6 +35,10 @@ billing_jobs_run_once(pl_db *db, billing_state *st, int64_t at_ms)
 	call.method = "billing.jobs";
 	call.trace_id = "";
 	call.arg = st;
+	// Leases of replicas that died (README "Leases"); the live ones
+	// return theirs before they expire.
+	if (billing_store_reap_leases(db, NULL, 5000) < 0)
+		rv = -1;
 	if (billing_store_due_tenants(db, &a, at_ms, &tenants, &n) != PL_OK) {
 		rv = -1;
 		goto out_fini;

@@ -1685,6 +1685,29 @@ close_fn(pl_db *db, void *arg)
 }
 
 int
+billing_store_reap_leases(pl_db *db, const char *tenant, int64_t grace_ms)
+{
+	char grace[24];
+	PGresult *r;
+	int n;
+
+	snprintf(grace, sizeof(grace), "%" PRId64, grace_ms);
+	r = EXEC(db, "SELECT billing.lease_reap($1, $2)", tenant, grace);
+	if (!ok(r) || PQntuples(r) != 1) {
+		pl_warn("could not reap usage leases: %s",
+		        r ? PQresultErrorMessage(r) : "no connection");
+		PQclear(r);
+		return -1;
+	}
+	n = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (n > 0)
+		pl_info("reaped %d usage leases not returned by their replica",
+		        n);
+	return n;
+}
+
+int
 billing_store_close(pl_call *call, pl_db *db, billing_state *st,
                     const char *tenant, int64_t at_ms, billing_invoice ***out,
                     size_t *n, size_t *cap)
@@ -1698,6 +1721,9 @@ billing_store_close(pl_call *call, pl_db *db, billing_state *st,
 		       .n = n,
 		       .cap = cap,
 		       .n0 = *n };
+	// A dead replica's leases of the period hold units its reservations
+	// did not use: they must not be billed as overage.
+	billing_store_reap_leases(db, tenant, 0);
 	return pl_db_tx(db, tenant, close_fn, &t);
 }
 

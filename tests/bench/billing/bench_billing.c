@@ -26,6 +26,7 @@
 //             URL (for EXPLAIN, pgbench or perf by hand).
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -132,6 +133,28 @@ batch_counts(uint64_t *batches, uint64_t *items)
 	*batches = b->batches;
 	*items = b->items;
 	pthread_mutex_unlock(&b->mtx);
+}
+
+// Calls admitted under leases, leases granted, asks refused, returned.
+static void
+lease_counts(uint64_t v[4])
+{
+	billing_batcher *b = &svc_state->batcher;
+	pthread_mutex_lock(&b->mtx);
+	v[0] = b->leased;
+	v[1] = b->grants;
+	v[2] = b->grants_refused;
+	v[3] = b->returns;
+	pthread_mutex_unlock(&b->mtx);
+}
+
+// Gives every lease back, so that the counters hold only what was used.
+static void
+flush_leases(void)
+{
+	pl_db *db = pl_db_open(db_url);
+	billing_leases_flush(&svc_state->batcher, db, NULL);
+	pl_db_close(db);
 }
 
 typedef struct thr {
@@ -254,12 +277,13 @@ run(const char *label, enum mode mode, int n_thr)
 	size_t n = 0;
 	int64_t t0;
 	double el, c_self, c_pg;
-	uint64_t b0, i0, b1, i1;
+	uint64_t b0, i0, b1, i1, l0[4], l1[4];
 
 	memset(ts, 0, sizeof(ts));
 	run_seq++;
 	atomic_store(&stop, false);
 	batch_counts(&b0, &i0);
+	lease_counts(l0);
 	c_self = self_cpu();
 	c_pg = pg_cpu();
 	t0 = pl_now_ns();
@@ -283,6 +307,7 @@ run(const char *label, enum mode mode, int n_thr)
 	c_self = self_cpu() - c_self;
 	c_pg = pg_cpu() - c_pg;
 	batch_counts(&b1, &i1);
+	lease_counts(l1);
 	all = malloc((n + 1) * sizeof(*all));
 	n = 0;
 	for (int i = 0; i < n_thr; i++) {
@@ -306,6 +331,15 @@ run(const char *label, enum mode mode, int n_thr)
 	       label, res.rate, res.p50_us, res.p99_us, res.calls, res.allowed,
 	       res.refused, res.errors, "", res.self_us, res.pg_us,
 	       res.per_batch);
+	if (l1[0] > l0[0] || l1[1] > l0[1] || l1[2] > l0[2])
+		printf("  %-26s leases: %" PRIu64 " calls admitted under them "
+		       "(%.0f %%), %" PRIu64 " granted, %" PRIu64
+		       " refused, %" PRIu64 " returned\n",
+		       "", l1[0] - l0[0],
+		       res.calls ? 100.0 * (double)(l1[0] - l0[0]) /
+		                           (double)res.calls
+		                 : 0.0,
+		       l1[1] - l0[1], l1[2] - l0[2], l1[3] - l0[3]);
 	fflush(stdout);
 	free(all);
 	return res;
@@ -556,6 +590,7 @@ main(int argc, char **argv)
 		       "%.1f per batch  target 10000\n",
 		       m.rate, m.p50_us, m.p99_us, m.self_us, m.pg_us,
 		       m.per_batch);
+		flush_leases();
 		counted =
 		        sql_int(admin_url, "SELECT coalesce(sum(used), 0) FROM "
 		                           "billing.usage_counters WHERE "
@@ -592,6 +627,7 @@ main(int argc, char **argv)
 				                   MODE_RESERVE, threads);
 				svc_state->batcher.max_batch = batch;
 			}
+			flush_leases();
 			snprintf(
 			        q, sizeof(q),
 			        "SELECT coalesce(sum(used), 0) FROM "
