@@ -229,6 +229,21 @@ void billing_batcher_fini(billing_batcher *b);
 // caller leads a batch). Returns item->rc.
 int billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *item);
 
+// PostgreSQL array literals for the batch statements (reserve.c): a
+// growing buffer, NUL-terminated; oom set (and nothing more appended) when
+// out of memory.
+typedef struct billing_sbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+} billing_sbuf;
+
+void billing_sb_put(billing_sbuf *b, const char *s, size_t n);
+void billing_sb_str(billing_sbuf *b, const char *s);
+// An element of a text[]/uuid[] literal: quoted, '"' and '\\' escaped.
+void billing_sb_elem(billing_sbuf *b, const char *s);
+void billing_sb_int(billing_sbuf *b, int64_t v);
+
 // lease.c: counter leases (README "Leases"). billing_leases_init keeps
 // database_url for the keeper thread (started with the first lease: it
 // retires expired leases and returns them); ttl_ms 0 turns leases off.

@@ -193,84 +193,17 @@ usable(const billing_lease *l, const billing_reserve_item *it, int64_t now)
 	return l != NULL && now < l->deadline && l->left >= it->amount;
 }
 
-// Array literals ------------------------------------------------------------
-
-typedef struct lbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-} lbuf;
-
-static void
-lb_put(lbuf *b, const char *s)
-{
-	size_t n = strlen(s);
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 512;
-		char *p;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if ((p = realloc(b->p, cap)) == NULL) {
-			b->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n + 1);
-	b->len += n;
-}
+// Array literals (billing_sbuf, reserve.c) ----------------------------------
 
 // Starts element i of an array literal ("{" or ",").
 static void
-lb_sep(lbuf *b, size_t i)
+lb_sep(billing_sbuf *b, size_t i)
 {
-	lb_put(b, i == 0 ? "{" : ",");
-}
-
-// A quoted element: the values put here (uuids, metric names, keys) are
-// escaped for '"' and '\\'.
-static void
-lb_quoted(lbuf *b, const char *s)
-{
-	char one[2] = { 0, 0 };
-	lb_put(b, "\"");
-	for (const char *p = s; *p; p++) {
-		size_t run = strcspn(p, "\"\\");
-		if (run > 0) {
-			char tmp[256];
-			while (run > 0) {
-				size_t k = run < sizeof(tmp) - 1
-				                   ? run
-				                   : sizeof(tmp) - 1;
-				memcpy(tmp, p, k);
-				tmp[k] = '\0';
-				lb_put(b, tmp);
-				p += k;
-				run -= k;
-			}
-			if (*p == '\0')
-				break;
-		}
-		one[0] = *p;
-		lb_put(b, "\\");
-		lb_put(b, one);
-	}
-	lb_put(b, "\"");
+	billing_sb_str(b, i == 0 ? "{" : ",");
 }
 
 static void
-lb_int(lbuf *b, int64_t v)
-{
-	char num[24];
-	snprintf(num, sizeof(num), "%" PRId64, v);
-	lb_put(b, num);
-}
-
-static void
-lbs_free(lbuf *a, int n)
+lbs_free(billing_sbuf *a, int n)
 {
 	for (int k = 0; k < n; k++)
 		free(a[k].p);
@@ -278,13 +211,13 @@ lbs_free(lbuf *a, int n)
 
 // Closes n literals into params; false when one ran out of memory.
 static bool
-lbs_close(lbuf *a, int n, const char **params)
+lbs_close(billing_sbuf *a, int n, const char **params)
 {
 	bool ok = true;
 	for (int k = 0; k < n; k++) {
 		if (a[k].len == 0)
-			lb_put(&a[k], "{");
-		lb_put(&a[k], "}");
+			billing_sb_str(&a[k], "{");
+		billing_sb_str(&a[k], "}");
 		params[k] = a[k].p;
 		ok = ok && !a[k].oom;
 	}
@@ -314,7 +247,7 @@ return_ready(billing_batcher *b, pl_db *db)
 	for (;;) {
 		billing_lease *l, **pp, *list = NULL;
 		size_t n = 0;
-		lbuf a[3] = { { 0 } };
+		billing_sbuf a[3] = { { 0 } };
 		const char *params[3];
 		PGresult *r;
 		int rc;
@@ -336,11 +269,11 @@ return_ready(billing_batcher *b, pl_db *db)
 		n = 0;
 		for (l = list; l != NULL; l = l->next, n++) {
 			lb_sep(&a[0], n);
-			lb_quoted(&a[0], l->tenant);
+			billing_sb_elem(&a[0], l->tenant);
 			lb_sep(&a[1], n);
-			lb_quoted(&a[1], l->id);
+			billing_sb_elem(&a[1], l->id);
 			lb_sep(&a[2], n);
-			lb_int(&a[2], l->left);
+			billing_sb_int(&a[2], l->left);
 		}
 		if (lbs_close(a, 3, params)) {
 			r = pl_db_exec(db, RETURN_SQL, 3, params);
@@ -541,7 +474,7 @@ grant(billing_batcher *b, pl_db *db, lease_slot **slots, int64_t *want,
 	static _Thread_local PGconn *prepared_on;
 	char ids[BILLING_MAX_BATCH][PL_UUID_STRLEN + 1];
 	char ttl[24];
-	lbuf a[4] = { { 0 } };
+	billing_sbuf a[4] = { { 0 } };
 	const char *params[6];
 	PGresult *r = NULL;
 	int64_t sent = mono_ns();
@@ -550,13 +483,13 @@ grant(billing_batcher *b, pl_db *db, lease_slot **slots, int64_t *want,
 	for (size_t i = 0; i < n; i++) {
 		pl_uuid7_str(ids[i]);
 		lb_sep(&a[0], i);
-		lb_quoted(&a[0], slots[i]->tenant);
+		billing_sb_elem(&a[0], slots[i]->tenant);
 		lb_sep(&a[1], i);
-		lb_quoted(&a[1], slots[i]->metric);
+		billing_sb_elem(&a[1], slots[i]->metric);
 		lb_sep(&a[2], i);
-		lb_int(&a[2], want[i]);
+		billing_sb_int(&a[2], want[i]);
 		lb_sep(&a[3], i);
-		lb_quoted(&a[3], ids[i]);
+		billing_sb_elem(&a[3], ids[i]);
 	}
 	snprintf(ttl, sizeof(ttl), "%" PRId64, b->lease_ttl_ms);
 	ok = lbs_close(a, 4, params);
@@ -636,7 +569,7 @@ write_leased(pl_db *db, billing_reserve_item *const *items, size_t n,
              bool *written, bool *gone)
 {
 	static _Thread_local PGconn *prepared_on;
-	lbuf a[8] = { { 0 } };
+	billing_sbuf a[8] = { { 0 } };
 	const char *params[8];
 	PGresult *r = NULL;
 	bool ok;
@@ -645,14 +578,14 @@ write_leased(pl_db *db, billing_reserve_item *const *items, size_t n,
 		const billing_reserve_item *it = items[i];
 		for (int k = 0; k < 8; k++)
 			lb_sep(&a[k], i);
-		lb_quoted(&a[0], it->tenant);
-		lb_quoted(&a[1], it->metric);
-		lb_int(&a[2], it->amount);
-		lb_quoted(&a[3], it->key);
-		lb_quoted(&a[4], it->res.reservation_id);
-		lb_quoted(&a[5], it->lease->id);
-		lb_int(&a[6], it->res.remaining_day);
-		lb_int(&a[7], it->res.remaining_month);
+		billing_sb_elem(&a[0], it->tenant);
+		billing_sb_elem(&a[1], it->metric);
+		billing_sb_int(&a[2], it->amount);
+		billing_sb_elem(&a[3], it->key);
+		billing_sb_elem(&a[4], it->res.reservation_id);
+		billing_sb_elem(&a[5], it->lease->id);
+		billing_sb_int(&a[6], it->res.remaining_day);
+		billing_sb_int(&a[7], it->res.remaining_month);
 		written[i] = gone[i] = false;
 	}
 	ok = lbs_close(a, 8, params);

@@ -17,14 +17,8 @@
 
 // Array literals ------------------------------------------------------------
 
-typedef struct sbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-} sbuf;
-
-static void
-sb_put(sbuf *b, const char *s, size_t n)
+void
+billing_sb_put(billing_sbuf *b, const char *s, size_t n)
 {
 	if (b->oom)
 		return;
@@ -45,27 +39,34 @@ sb_put(sbuf *b, const char *s, size_t n)
 	b->p[b->len] = '\0';
 }
 
-static void
-sb_str(sbuf *b, const char *s)
+void
+billing_sb_str(billing_sbuf *b, const char *s)
 {
-	sb_put(b, s, strlen(s));
+	billing_sb_put(b, s, strlen(s));
 }
 
-// An element of a text[] literal: quoted, with " and \ escaped.
-static void
-sb_elem(sbuf *b, const char *s)
+void
+billing_sb_elem(billing_sbuf *b, const char *s)
 {
-	sb_put(b, "\"", 1);
+	billing_sb_put(b, "\"", 1);
 	for (const char *p = s; *p; p++) {
 		size_t run = strcspn(p, "\"\\");
-		sb_put(b, p, run);
+		billing_sb_put(b, p, run);
 		p += run;
 		if (*p == '\0')
 			break;
-		sb_put(b, "\\", 1);
-		sb_put(b, p, 1);
+		billing_sb_put(b, "\\", 1);
+		billing_sb_put(b, p, 1);
 	}
-	sb_put(b, "\"", 1);
+	billing_sb_put(b, "\"", 1);
+}
+
+void
+billing_sb_int(billing_sbuf *b, int64_t v)
+{
+	char num[24];
+	snprintf(num, sizeof(num), "%" PRId64, v);
+	billing_sb_str(b, num);
 }
 
 // The batch -----------------------------------------------------------------
@@ -97,7 +98,7 @@ billing_store_reserve_batch(pl_db *db, billing_reserve_item *const *items,
 	static _Thread_local PGconn *prepared_on;
 	int dup[BILLING_MAX_BATCH];
 	char ids[BILLING_MAX_BATCH][PL_UUID_STRLEN + 1];
-	sbuf a[A_N];
+	billing_sbuf a[A_N];
 	const char *params[A_N + 1];
 	PGresult *r = NULL;
 	int rc = PL_INTERNAL;
@@ -119,24 +120,21 @@ billing_store_reserve_batch(pl_db *db, billing_reserve_item *const *items,
 	}
 	memset(a, 0, sizeof(a));
 	for (int k = 0; k < A_N; k++)
-		sb_put(&a[k], "{", 1);
+		billing_sb_put(&a[k], "{", 1);
 	for (size_t i = 0; i < n; i++) {
-		char num[24];
 		const char *sep = i ? "," : "";
 		for (int k = 0; k < A_N; k++)
-			sb_str(&a[k], sep);
+			billing_sb_str(&a[k], sep);
 		pl_uuid7_str(ids[i]);
-		sb_elem(&a[A_TENANT], items[i]->tenant);
-		sb_elem(&a[A_METRIC], items[i]->metric);
-		snprintf(num, sizeof(num), "%" PRId64, items[i]->amount);
-		sb_str(&a[A_AMOUNT], num);
-		sb_elem(&a[A_KEY], items[i]->key);
-		sb_str(&a[A_ID], ids[i]);
-		snprintf(num, sizeof(num), "%d", dup[i]);
-		sb_str(&a[A_DUP], num);
+		billing_sb_elem(&a[A_TENANT], items[i]->tenant);
+		billing_sb_elem(&a[A_METRIC], items[i]->metric);
+		billing_sb_int(&a[A_AMOUNT], items[i]->amount);
+		billing_sb_elem(&a[A_KEY], items[i]->key);
+		billing_sb_str(&a[A_ID], ids[i]);
+		billing_sb_int(&a[A_DUP], dup[i]);
 	}
 	for (int k = 0; k < A_N; k++) {
-		sb_put(&a[k], "}", 1);
+		billing_sb_put(&a[k], "}", 1);
 		params[k] = a[k].p;
 		if (a[k].oom)
 			goto out_oom;
