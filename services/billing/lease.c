@@ -24,6 +24,7 @@
 #include "pl/db.h"
 #include "pl/id.h"
 #include "pl/log.h"
+#include "pl/rpc.h"
 
 #define NBUCKETS        4096
 #define MAX_SLOTS       65536
@@ -46,14 +47,6 @@ typedef struct billing_lease_slot {
 	int win_calls, prev_calls;
 	int busy; // items of running batches waiting on this pair
 } lease_slot;
-
-static int64_t
-mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * SECOND_NS + ts.tv_nsec;
-}
 
 static size_t
 bucket_of(const char *tenant, const char *metric)
@@ -309,7 +302,7 @@ keeper_main(void *arg)
 
 	while (!stop) {
 		struct timespec ts;
-		int64_t now = mono_ns();
+		int64_t now = pl_now_ns();
 
 		pthread_mutex_lock(&b->mtx);
 		stop = b->keeper_stop;
@@ -477,7 +470,7 @@ grant(billing_batcher *b, pl_db *db, lease_slot **slots, int64_t *want,
 	billing_sbuf a[4] = { { 0 } };
 	const char *params[6];
 	PGresult *r = NULL;
-	int64_t sent = mono_ns();
+	int64_t sent = pl_now_ns();
 	bool ok;
 
 	for (size_t i = 0; i < n; i++) {
@@ -628,7 +621,7 @@ billing_leases_run(billing_batcher *b, pl_db *db,
 	int64_t want[BILLING_MAX_BATCH];
 	bool written[BILLING_MAX_BATCH], gone[BILLING_MAX_BATCH];
 	size_t nl = 0, nw = 0, ng = 0, ne = 0;
-	int64_t now = mono_ns();
+	int64_t now = pl_now_ns();
 
 	pthread_mutex_lock(&b->mtx);
 	for (size_t i = 0; i < n; i++) {
@@ -674,7 +667,7 @@ billing_leases_run(billing_batcher *b, pl_db *db,
 
 	if (ng > 0) {
 		grant(b, db, groups, want, ng);
-		now = mono_ns();
+		now = pl_now_ns();
 		pthread_mutex_lock(&b->mtx);
 		for (size_t i = 0; i < nw; i++) {
 			billing_reserve_item *it = waiting[i];
