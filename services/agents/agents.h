@@ -229,16 +229,21 @@ int agents_reply_check(pl_call *call, const ag_reply_req *in);
 // the most replies in one group; 0 answers each reply alone with the
 // two-round-trip path of migration 002 (agents.reply_begin/finish).
 // at_once groups are answered at the same time (each on its leader's
-// connection).
-agents_replyq *agents_replyq_new(int max_group, int at_once);
+// connection). sessions: how many sessions the replica remembers to
+// answer a group in one round trip (0: always two; see reply.c).
+agents_replyq *agents_replyq_new(int max_group, int at_once, size_t sessions);
 void agents_replyq_free(agents_replyq *q);
 // Changes both for the next replies (bench, tests).
 void agents_replyq_set(agents_replyq *q, int max_group, int at_once);
+// Forgets what is remembered and remembers up to sessions from now on.
+void agents_replyq_set_memory(agents_replyq *q, size_t sessions);
 
 // Group statistics since start: groups run, replies in them, largest
-// group, groups that failed and were retried one reply at a time.
+// group, groups that failed and were retried one reply at a time,
+// replies written in one round trip, and those answered again with two
+// because what was remembered no longer held.
 typedef struct agents_replyq_stats {
-	long groups, replies, largest, split;
+	long groups, replies, largest, split, fast, redone;
 } agents_replyq_stats;
 void agents_replyq_stats_get(agents_replyq *q, agents_replyq_stats *st);
 

@@ -2615,7 +2615,8 @@ static const pl_rpc_service *const agents_services[] = {
 // The service's own configuration (read by the runner before init).
 static char *cfg_cred_key, *cfg_cred_kid, *cfg_billing_url, *cfg_analytics_url;
 static int64_t cfg_llm_timeout, cfg_llm_max, cfg_min_score, cfg_idle;
-static int64_t cfg_index_kbs, cfg_reply_group, cfg_reply_at_once;
+static int64_t cfg_index_kbs, cfg_reply_group, cfg_reply_at_once,
+        cfg_reply_memory;
 
 static const pl_cfg_entry agents_cfg_table[] = {
 	{ "PARLEY_CREDENTIALS_KEY", PL_CFG_SECRET, "", 0, 0, &cfg_cred_key,
@@ -2637,6 +2638,10 @@ static const pl_cfg_entry agents_cfg_table[] = {
 	{ "PARLEY_REPLY_GROUPS_AT_ONCE", PL_CFG_INT, "2", 1, 16,
 	  &cfg_reply_at_once,
 	  "groups of replies answered at the same time per process" },
+	{ "PARLEY_REPLY_MEMORY", PL_CFG_INT, "4096", 0, 1000000,
+	  &cfg_reply_memory,
+	  "sessions remembered to answer a group in one round trip; 0: "
+	  "always two" },
 	{ "PARLEY_SESSION_INACTIVITY", PL_CFG_DURATION, "24h", 1000,
 	  31536000000, &cfg_idle, "a session expires after this idle time" },
 	{ "PARLEY_BILLING_URL", PL_CFG_STRING, "", 0, 0, &cfg_billing_url,
@@ -2679,7 +2684,8 @@ agents_init(const pl_service_cfg *cfg, void **arg)
 	ctx->cache = agents_cache_new(
 	        (size_t)(cfg_index_kbs > 0 ? cfg_index_kbs : 256));
 	ctx->replyq =
-	        agents_replyq_new((int)cfg_reply_group, (int)cfg_reply_at_once);
+	        agents_replyq_new((int)cfg_reply_group, (int)cfg_reply_at_once,
+	                          (size_t)cfg_reply_memory);
 	if (ctx->database_url == NULL || ctx->cache == NULL ||
 	    ctx->replyq == NULL) {
 		agents_replyq_free(ctx->replyq);

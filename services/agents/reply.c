@@ -797,6 +797,10 @@ reply_alone(pl_db *db, reply_tx *t)
 
 #define GROUP_MAX 64
 
+#define MEM_AGENT_BUCKETS   256
+#define MEM_AGENTS_MAX      1024
+#define MEM_SESSION_BUCKETS 4096
+
 enum { IT_QUEUED, IT_TAKEN, IT_DONE };
 
 typedef struct group_item {
@@ -809,7 +813,42 @@ typedef struct group_item {
 	int arow, srow, rrow;    // rows of the begin result (-1: none)
 	int dup_of;              // an earlier item with the same message id
 	bool composed;           // in the finish
+	struct agent_mem *am;    // one round trip: the agent remembered
+	char sid[PL_UUID_STRLEN + 1]; // and the session: its id,
+	int bot_turns;                // bot turns
+	long long mc;                 // and message count
 } group_item;
+
+// ---------------------------------------------------------------------------
+// One round trip. A group's first round trip (reply_begin_batch) tells
+// the replica what it needs to answer again in the same sessions: the
+// agent's published configuration ('a' row) and, per session key, the
+// active session, its bot turns and its message count. The replica
+// remembers them; a group whose every reply is remembered is composed
+// from memory and written by agents.reply_commit_batch alone (one
+// statement, its own transaction), which checks under the session locks
+// that all of it still holds (migration 006). What no longer holds (a
+// new version, a knowledge change, another reply in the session, from
+// this replica or another, a session ended or expired, a replay) is
+// forgotten and answered again by the two round trips.
+
+// A retrieval agent's 'a' row, shared by the groups using it.
+typedef struct agent_mem {
+	struct agent_mem *next;
+	int refs; // the table's and each group's, under the queue's cmu
+	char tenant[PL_UUID_STRLEN + 1], agent[PL_UUID_STRLEN + 1];
+	PGresult *row; // reply_begin_batch's columns, row 0
+	int version;
+	long long kn, ks; // knowledge bases, sum of their content versions
+} agent_mem;
+
+typedef struct sess_mem {
+	struct sess_mem *next;
+	char tenant[PL_UUID_STRLEN + 1], id[PL_UUID_STRLEN + 1];
+	int bot_turns;
+	long long mc;
+	char key[]; // the session key
+} sess_mem;
 
 struct agents_replyq {
 	pthread_mutex_t mu;
@@ -819,18 +858,263 @@ struct agents_replyq {
 	int at_once; // groups answered at once (while one waits for
 	             // PostgreSQL, another runs the engine)
 	agents_replyq_stats st;
+	// The replica's memory (see "One round trip"), under cmu.
+	pthread_mutex_t cmu;
+	size_t cap; // sessions remembered at most; 0: off
+	size_t nagents, nsessions;
+	struct agent_mem *agents[MEM_AGENT_BUCKETS];
+	struct sess_mem *sessions[MEM_SESSION_BUCKETS];
 };
 
+static uint32_t
+mem_hash(const char *tenant, const char *key)
+{
+	uint32_t h = 2166136261u;
+
+	for (const char *p = tenant; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	h = (h ^ '/') * 16777619u;
+	for (const char *p = key; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	return h;
+}
+
+static void
+agent_unref_locked(agent_mem *m)
+{
+	if (m != NULL && --m->refs == 0) {
+		PQclear(m->row);
+		free(m);
+	}
+}
+
+// Forgets everything (cmu held).
+static void
+mem_flush(agents_replyq *q)
+{
+	for (size_t b = 0; b < MEM_AGENT_BUCKETS; b++) {
+		for (agent_mem *m = q->agents[b], *n; m != NULL; m = n) {
+			n = m->next;
+			agent_unref_locked(m);
+		}
+		q->agents[b] = NULL;
+	}
+	for (size_t b = 0; b < MEM_SESSION_BUCKETS; b++) {
+		for (sess_mem *m = q->sessions[b], *n; m != NULL; m = n) {
+			n = m->next;
+			free(m);
+		}
+		q->sessions[b] = NULL;
+	}
+	q->nagents = q->nsessions = 0;
+}
+
+static agent_mem **
+agent_slot(agents_replyq *q, const char *tenant, const char *agent)
+{
+	agent_mem **p = &q->agents[mem_hash(tenant, agent) % MEM_AGENT_BUCKETS];
+
+	while (*p != NULL && (strcmp((*p)->agent, agent) != 0 ||
+	                      strcmp((*p)->tenant, tenant) != 0))
+		p = &(*p)->next;
+	return p;
+}
+
+static sess_mem **
+sess_slot(agents_replyq *q, const char *tenant, const char *key)
+{
+	sess_mem **p =
+	        &q->sessions[mem_hash(tenant, key) % MEM_SESSION_BUCKETS];
+
+	while (*p != NULL && (strcmp((*p)->key, key) != 0 ||
+	                      strcmp((*p)->tenant, tenant) != 0))
+		p = &(*p)->next;
+	return p;
+}
+
+// The agent remembered, with a reference the caller drops with
+// agent_unref; NULL when not remembered.
+static agent_mem *
+agent_get(agents_replyq *q, const char *tenant, const char *agent)
+{
+	agent_mem *m;
+
+	pthread_mutex_lock(&q->cmu);
+	if ((m = *agent_slot(q, tenant, agent)) != NULL)
+		m->refs++;
+	pthread_mutex_unlock(&q->cmu);
+	return m;
+}
+
+static void
+agent_unref(agents_replyq *q, agent_mem *m)
+{
+	pthread_mutex_lock(&q->cmu);
+	agent_unref_locked(m);
+	pthread_mutex_unlock(&q->cmu);
+}
+
+static void
+agent_forget(agents_replyq *q, const char *tenant, const char *agent)
+{
+	agent_mem **p, *m;
+
+	pthread_mutex_lock(&q->cmu);
+	if ((m = *(p = agent_slot(q, tenant, agent))) != NULL) {
+		*p = m->next;
+		q->nagents--;
+		agent_unref_locked(m);
+	}
+	pthread_mutex_unlock(&q->cmu);
+}
+
+// Remembers row `row` of a reply_begin_batch result as the agent's
+// (a retrieval agent that answers), unless that version is remembered.
+static void
+agent_put(agents_replyq *q, pl_arena *a, const char *tenant, const char *agent,
+          const PGresult *r, int row)
+{
+	agent_mem *m, **p;
+	int version = atoi(PQgetvalue(r, row, 3));
+	char **ids;
+	int64_t *vers;
+	size_t nkb;
+	bool ok = true;
+
+	pthread_mutex_lock(&q->cmu);
+	m = q->cap > 0 ? *agent_slot(q, tenant, agent) : NULL;
+	ok = q->cap > 0 && (m == NULL || m->version != version);
+	pthread_mutex_unlock(&q->cmu);
+	if (!ok || (m = calloc(1, sizeof(*m))) == NULL)
+		return;
+	m->refs = 1;
+	snprintf(m->tenant, sizeof(m->tenant), "%s", tenant);
+	snprintf(m->agent, sizeof(m->agent), "%s", agent);
+	m->version = version;
+	// A one-row copy: the columns' names and types, then row's values.
+	m->row = PQcopyResult(r, PG_COPYRES_ATTRS);
+	for (int c = 0; ok && m->row != NULL && c < PQnfields(r); c++)
+		ok = PQsetvalue(
+		        m->row, 0, c,
+		        PQgetisnull(r, row, c) ? NULL : PQgetvalue(r, row, c),
+		        PQgetisnull(r, row, c) ? -1 : PQgetlength(r, row, c));
+	if (ok && m->row != NULL) {
+		nkb = kb_versions(a, PQgetvalue(r, row, 27), &ids, &vers);
+		m->kn = (long long)nkb;
+		for (size_t i = 0; i < nkb; i++)
+			m->ks += vers[i];
+	}
+	if (!ok || m->row == NULL) {
+		PQclear(m->row);
+		free(m);
+		return;
+	}
+	pthread_mutex_lock(&q->cmu);
+	if (q->nagents >= MEM_AGENTS_MAX || q->cap == 0)
+		mem_flush(q);
+	if (q->cap > 0) {
+		agent_mem *old = *(p = agent_slot(q, tenant, agent));
+
+		if (old != NULL) {
+			*p = old->next;
+			q->nagents--;
+			agent_unref_locked(old);
+		}
+		p = &q->agents[mem_hash(tenant, agent) % MEM_AGENT_BUCKETS];
+		m->next = *p;
+		*p = m;
+		q->nagents++;
+		m = NULL;
+	}
+	pthread_mutex_unlock(&q->cmu);
+	if (m != NULL) {
+		PQclear(m->row);
+		free(m);
+	}
+}
+
+// The session remembered for (tenant, key) into g; false when none.
+static bool
+sess_get(agents_replyq *q, const char *tenant, const char *key, group_item *g)
+{
+	sess_mem *m;
+
+	pthread_mutex_lock(&q->cmu);
+	if ((m = *sess_slot(q, tenant, key)) != NULL) {
+		memcpy(g->sid, m->id, sizeof(g->sid));
+		g->bot_turns = m->bot_turns;
+		g->mc = m->mc;
+	}
+	pthread_mutex_unlock(&q->cmu);
+	return m != NULL;
+}
+
+static void
+sess_forget(agents_replyq *q, const char *tenant, const char *key)
+{
+	sess_mem **p, *m;
+
+	pthread_mutex_lock(&q->cmu);
+	if ((m = *(p = sess_slot(q, tenant, key))) != NULL) {
+		*p = m->next;
+		q->nsessions--;
+		free(m);
+	}
+	pthread_mutex_unlock(&q->cmu);
+}
+
+// Remembers a session after a reply of this replica committed in it (its
+// message count then mc); an older count of the same session is kept
+// out (two groups committing in either order).
+static void
+sess_put(agents_replyq *q, const char *tenant, const char *key, const char *id,
+         int bot_turns, long long mc)
+{
+	size_t kl = strlen(key);
+	sess_mem **p, *m;
+
+	pthread_mutex_lock(&q->cmu);
+	if (q->cap == 0) {
+		pthread_mutex_unlock(&q->cmu);
+		return;
+	}
+	if ((m = *(p = sess_slot(q, tenant, key))) != NULL) {
+		if (strcmp(m->id, id) != 0 || m->mc < mc) {
+			snprintf(m->id, sizeof(m->id), "%s", id);
+			m->bot_turns = bot_turns;
+			m->mc = mc;
+		}
+		pthread_mutex_unlock(&q->cmu);
+		return;
+	}
+	if (q->nsessions >= q->cap)
+		mem_flush(q);
+	if ((m = malloc(sizeof(*m) + kl + 1)) != NULL) {
+		snprintf(m->tenant, sizeof(m->tenant), "%s", tenant);
+		snprintf(m->id, sizeof(m->id), "%s", id);
+		m->bot_turns = bot_turns;
+		m->mc = mc;
+		memcpy(m->key, key, kl + 1);
+		p = &q->sessions[mem_hash(tenant, key) % MEM_SESSION_BUCKETS];
+		m->next = *p;
+		*p = m;
+		q->nsessions++;
+	}
+	pthread_mutex_unlock(&q->cmu);
+}
+
 agents_replyq *
-agents_replyq_new(int max_group, int at_once)
+agents_replyq_new(int max_group, int at_once, size_t sessions)
 {
 	agents_replyq *q = calloc(1, sizeof(*q));
 
 	if (q == NULL)
 		return NULL;
 	pthread_mutex_init(&q->mu, NULL);
+	pthread_mutex_init(&q->cmu, NULL);
 	q->max = max_group;
 	q->at_once = at_once > 0 ? at_once : 1;
+	q->cap = sessions;
 	return q;
 }
 
@@ -839,8 +1123,21 @@ agents_replyq_free(agents_replyq *q)
 {
 	if (q == NULL)
 		return;
+	pthread_mutex_lock(&q->cmu);
+	mem_flush(q);
+	pthread_mutex_unlock(&q->cmu);
+	pthread_mutex_destroy(&q->cmu);
 	pthread_mutex_destroy(&q->mu);
 	free(q);
+}
+
+void
+agents_replyq_set_memory(agents_replyq *q, size_t sessions)
+{
+	pthread_mutex_lock(&q->cmu);
+	mem_flush(q);
+	q->cap = sessions;
+	pthread_mutex_unlock(&q->cmu);
 }
 
 void
@@ -980,49 +1277,40 @@ merge_into(json_t **dst, const json_t *src)
 		json_object_update(*dst, (json_t *)src);
 }
 
-typedef struct usage_row {
-	const char *tenant, *entry;
-	int n;
-} usage_row;
-
-static int
-cmp_usage(const void *x, const void *y)
-{
-	const usage_row *a = x, *b = y;
-	int c = strcmp(a->tenant, b->tenant);
-
-	return c != 0 ? c : strcmp(a->entry, b->entry);
-}
-
-// The finish's three JSON documents for the composed items; NULL when
-// out of memory.
+// The commit's JSON documents for the composed items: items, sessions
+// (with the message count each was seen with) and, with agents != NULL,
+// the agents remembered (one round trip). False when out of memory.
 static bool
 group_finish_docs(group_item **it, size_t n, char **items, char **sessions,
-                  char **usage)
+                  char **agents)
 {
-	json_t *ji = json_array(), *js = json_array(), *ju = json_array();
-	usage_row *u = calloc(n + 1, sizeof(*u));
-	size_t nu = 0;
-	bool ok = ji && js && ju && u;
+	json_t *ji = json_array(), *js = json_array();
+	json_t *ja = agents != NULL ? json_array() : NULL;
+	bool ok = ji && js && (agents == NULL || ja);
 
-	*items = *sessions = *usage = NULL;
+	*items = *sessions = NULL;
+	if (agents != NULL)
+		*agents = NULL;
 	for (size_t i = 0; ok && i < n; i++) {
 		reply_tx *t = &it[i]->t;
 		ag_reply_resp *o = t->out;
 		json_t *cx = NULL, *cp = NULL;
 		int added = 0, turns = 0;
-		bool first = true;
+		bool first = true, first_agent = true;
 
 		if (!it[i]->composed)
 			continue;
 		json_array_append_new(
 		        ji,
 		        json_pack(
-		                "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, "
-		                "s:i, s:s, s:s, s:s, s:f, s:s?, s:s?, s:s, "
-		                "s:s, s:O, s:O}",
-		                "t", t->in->tenant_id, "s", t->session_id, "um",
-		                t->user_id, "ut", t->in->text, "am",
+		                "{s:s, s:s, s:s, s:s?, s:s, s:s, s:s, s:s, "
+		                "s:i, s:i, s:i, s:s, s:s, s:s, s:f, s:s?, "
+		                "s:s?, s:s, s:s, s:O, s:O}",
+		                "t", t->in->tenant_id, "s", t->session_id, "a",
+		                t->in->agent_id, "e",
+		                o->knowledge_entry_id[0] ? o->knowledge_entry_id
+		                                         : NULL,
+		                "um", t->user_id, "ut", t->in->text, "am",
 		                t->answer_id, "at", o->reply_text, "ti",
 		                o->tokens_in, "to", o->tokens_out, "lat",
 		                o->latency_ms, "mo", o->model, "en",
@@ -1033,13 +1321,15 @@ group_finish_docs(group_item **it, size_t n, char **items, char **sessions,
 		                t->event_id, "dm", t->dims, "pl", t->payload));
 		// One row per session, at its first reply in the group: the
 		// counts of all its replies, the last one's turns, the
-		// patches merged in order.
+		// patches merged in order; one per agent.
 		for (size_t j = 0; j < i; j++) {
-			if (it[j]->composed &&
-			    strcmp(it[j]->t.session_id, t->session_id) == 0 &&
-			    strcmp(it[j]->t.in->tenant_id, t->in->tenant_id) ==
-			            0)
+			if (!it[j]->composed || strcmp(it[j]->t.in->tenant_id,
+			                               t->in->tenant_id) != 0)
+				continue;
+			if (strcmp(it[j]->t.session_id, t->session_id) == 0)
 				first = false;
+			if (strcmp(it[j]->t.in->agent_id, t->in->agent_id) == 0)
+				first_agent = false;
 		}
 		if (first) {
 			for (size_t j = i; j < n; j++) {
@@ -1056,47 +1346,72 @@ group_finish_docs(group_item **it, size_t n, char **items, char **sessions,
 				merge_into(&cp, s->lpatch);
 			}
 			json_array_append_new(
-			        js, json_pack("{s:s, s:s, s:i, s:i, s:s, s:o?, "
-			                      "s:o?}",
-			                      "t", t->in->tenant_id, "id",
-			                      t->session_id, "n", added, "bt",
-			                      turns, "a", t->in->agent_id, "cx",
-			                      cx, "cp", cp));
+			        js,
+			        json_pack("{s:s, s:s, s:s, s:I, s:i, s:i, s:s, "
+			                  "s:o?, s:o?}",
+			                  "t", t->in->tenant_id, "id",
+			                  t->session_id, "k",
+			                  t->in->session_key, "mc",
+			                  (json_int_t)it[i]->mc, "n", added,
+			                  "bt", turns, "a", t->in->agent_id,
+			                  "cx", cx, "cp", cp));
 		}
-		if (o->knowledge_entry_id[0]) {
-			size_t k;
-
-			for (k = 0; k < nu; k++) {
-				if (strcmp(u[k].entry, o->knowledge_entry_id) ==
-				            0 &&
-				    strcmp(u[k].tenant, t->in->tenant_id) == 0)
-					break;
-			}
-			if (k == nu)
-				u[nu++] =
-				        (usage_row){ t->in->tenant_id,
-					             o->knowledge_entry_id, 0 };
-			u[k].n++;
-		}
+		if (ja != NULL && first_agent && it[i]->am != NULL)
+			json_array_append_new(
+			        ja, json_pack("{s:s, s:s, s:i, s:I, s:I}", "t",
+			                      t->in->tenant_id, "a",
+			                      t->in->agent_id, "v",
+			                      it[i]->am->version, "kn",
+			                      (json_int_t)it[i]->am->kn, "ks",
+			                      (json_int_t)it[i]->am->ks));
 	}
 	if (ok) {
-		// Sorted: concurrent groups lock usage rows in one order.
-		qsort(u, nu, sizeof(*u), cmp_usage);
-		for (size_t k = 0; k < nu; k++)
-			json_array_append_new(ju, json_pack("{s:s, s:s, s:i}",
-			                                    "t", u[k].tenant,
-			                                    "e", u[k].entry,
-			                                    "n", u[k].n));
 		*items = json_dumps(ji, JSON_COMPACT);
 		*sessions = json_dumps(js, JSON_COMPACT);
-		*usage = json_dumps(ju, JSON_COMPACT);
-		ok = *items && *sessions && *usage;
+		ok = *items && *sessions;
+		if (agents != NULL)
+			ok = ok && (*agents = json_dumps(ja, JSON_COMPACT));
 	}
 	json_decref(ji);
 	json_decref(js);
-	json_decref(ju);
-	free(u);
+	json_decref(ja);
 	return ok;
+}
+
+// After a commit: remembers the sessions written ('w' rows of
+// reply_commit_batch) with the turns of their last reply in the group.
+static void
+group_remember(agents_replyq *q, group_item **it, size_t n, const PGresult *r)
+{
+	for (int row = 0; q != NULL && row < PQntuples(r); row++) {
+		const char *sid = PQgetvalue(r, row, 2);
+		long long mc = atoll(PQgetvalue(r, row, 3));
+		group_item *last = NULL;
+
+		if (PQgetvalue(r, row, 0)[0] != 'w')
+			continue;
+		for (size_t i = 0; i < n; i++) {
+			if (it[i]->composed &&
+			    strcmp(it[i]->t.session_id, sid) == 0)
+				last = it[i];
+		}
+		if (last != NULL)
+			sess_put(q, last->t.in->tenant_id,
+			         last->t.in->session_key, sid, last->t.turns,
+			         mc);
+	}
+}
+
+// reply_commit_batch's intervals: last_activity_at moves at most every
+// tenth of the inactivity (capped at a minute); sessions idle longer
+// than the inactivity are not answered from memory.
+static void
+commit_params(const agents_ctx *ctx, char touch[32], char idle[32])
+{
+	int64_t tm = ctx->session_idle_ms / 10;
+
+	snprintf(touch, 32, "%lld", (long long)(tm < 60000 ? tm : 60000));
+	snprintf(idle, 32, "%lld", (long long)ctx->session_idle_ms);
 }
 
 static int
@@ -1125,6 +1440,8 @@ group_try(pl_db *db, group_item **it, size_t n, PGresult **err)
 		it[i]->arow = it[i]->srow = it[i]->rrow = it[i]->dup_of = -1;
 		it[i]->composed = false;
 		it[i]->alone = false;
+		it[i]->am = NULL;
+		it[i]->mc = 0;
 		it[i]->rv = PL_OK;
 		it[i]->t.call->code = PL_OK;
 		it[i]->t.call->message = NULL;
@@ -1225,6 +1542,9 @@ group_try(pl_db *db, group_item **it, size_t n, PGresult **err)
 		if (g->rv == PL_OK) {
 			g->composed = true;
 			ncomposed++;
+			if (ctx->replyq != NULL)
+				agent_put(ctx->replyq, a, t->in->tenant_id,
+				          t->in->agent_id, r, arow);
 		}
 	}
 	PQclear(r);
@@ -1233,27 +1553,29 @@ group_try(pl_db *db, group_item **it, size_t n, PGresult **err)
 		agents_store_reply_end(db);
 		ok = true;
 	} else {
-		char *items = NULL, *sessions = NULL, *usage = NULL;
-		char touch[32];
-		int64_t tm = ctx->session_idle_ms / 10;
-		const char *p[4];
+		char *items = NULL, *sessions = NULL;
+		char touch[32], idle[32];
+		const char *p[5];
 
-		snprintf(touch, sizeof(touch), "%lld",
-		         (long long)(tm < 60000 ? tm : 60000));
+		commit_params(ctx, touch, idle);
 		if (!agents_store_reply_in_tx(db)) {
 			ok = false;
-		} else if (group_finish_docs(it, n, &items, &sessions,
-		                             &usage)) {
+		} else if (group_finish_docs(it, n, &items, &sessions, NULL)) {
 			p[0] = items;
 			p[1] = sessions;
-			p[2] = usage;
+			p[2] = NULL;
 			p[3] = touch;
-			ok = agents_store_reply_group_commit(db, p, err) ==
-			     PL_OK;
+			p[4] = idle;
+			ok = agents_store_reply_commit_batch(db, p, true,
+			                                     err) == PL_OK;
+			if (ok) {
+				group_remember(ctx->replyq, it, n, *err);
+				PQclear(*err);
+				*err = NULL;
+			}
 		}
 		free(items);
 		free(sessions);
-		free(usage);
 	}
 	for (size_t i = 0; i < n; i++)
 		rec_clear(&it[i]->t);
@@ -1319,6 +1641,219 @@ group_run(pl_db *db, group_item **it, size_t n)
 	return true;
 }
 
+// Resets what a try at answering set on an item.
+static void
+item_reset(group_item *g)
+{
+	g->arow = g->srow = g->rrow = g->dup_of = -1;
+	g->composed = false;
+	g->alone = false;
+	g->rv = PL_OK;
+	g->t.call->code = PL_OK;
+	g->t.call->message = NULL;
+	g->t.call->n_violations = 0;
+}
+
+static bool
+in_fast(group_item *const *f, size_t nf, const group_item *g)
+{
+	for (size_t i = 0; i < nf; i++) {
+		if (f[i] == g)
+			return true;
+	}
+	return false;
+}
+
+// One round trip (see above): answers the items of it[0..n) whose agent
+// and session this replica remembers, and puts the others, and those
+// whose memory no longer held, in rest[0..*nrest) in their order.
+static void
+group_fast(pl_db *db, group_item **it, size_t n, group_item **rest,
+           size_t *nrest)
+{
+	agents_ctx *ctx = it[0]->t.ctx;
+	agents_replyq *q = ctx->replyq;
+	group_item **f = calloc(n + 1, sizeof(*f));
+	char *items = NULL, *sessions = NULL, *agents = NULL;
+	char touch[32], idle[32];
+	const char *p[5];
+	PGresult *r = NULL;
+	size_t nf = 0, ncomposed = 0, nw = 0, nredo = 0;
+	bool cached;
+
+	*nrest = 0;
+	pthread_mutex_lock(&q->cmu);
+	cached = q->cap > 0;
+	pthread_mutex_unlock(&q->cmu);
+	for (size_t i = 0; i < n; i++) {
+		group_item *g = it[i];
+		const ag_reply_req *in = g->t.in;
+		bool dup = false;
+
+		item_reset(g);
+		g->am = NULL;
+		// A message id twice in a group: the two round trips
+		// answer it once and replay it.
+		for (size_t j = 0; in->message_id[0] && j < i; j++)
+			dup = dup || (strcmp(it[j]->t.in->message_id,
+			                     in->message_id) == 0 &&
+			              strcmp(it[j]->t.in->tenant_id,
+			                     in->tenant_id) == 0);
+		if (f != NULL && cached && !dup &&
+		    (g->am = agent_get(q, in->tenant_id, in->agent_id)) !=
+		            NULL &&
+		    sess_get(q, in->tenant_id, in->session_key, g)) {
+			f[nf++] = g;
+			continue;
+		}
+		if (g->am != NULL)
+			agent_unref(q, g->am);
+		g->am = NULL;
+		rest[(*nrest)++] = g;
+	}
+	if (nf == 0) {
+		free(f);
+		return;
+	}
+	for (size_t i = 0; i < nf; i++) {
+		group_item *g = f[i];
+		const PGresult *ar = g->am->row;
+		pl_arena *a = g->t.call->arena;
+		int bot_turns = g->bot_turns;
+		agents_cfg cfg;
+		const uint8_t *ct;
+		size_t ctlen = 0;
+
+		for (size_t j = 0; j < i; j++) {
+			if (f[j]->composed &&
+			    strcmp(f[j]->t.session_id, g->sid) == 0 &&
+			    strcmp(f[j]->t.in->tenant_id, g->t.in->tenant_id) ==
+			            0)
+				bot_turns = f[j]->t.turns;
+		}
+		agents_store_cfg_read(a, ar, 0, 5, &cfg);
+		ct = agents_store_bytea(a, ar, 0, 25, &ctlen);
+		g->rv = compose(&g->t, db, &cfg, ct, ctlen,
+		                agents_store_str(a, ar, 0, 26),
+		                agents_store_str(a, ar, 0, 27), g->am->version,
+		                g->sid, bot_turns);
+		if (g->rv == PL_OK) {
+			g->composed = true;
+			ncomposed++;
+		}
+	}
+	commit_params(ctx, touch, idle);
+	if (ncomposed > 0 &&
+	    group_finish_docs(f, nf, &items, &sessions, &agents)) {
+		p[0] = items;
+		p[1] = sessions;
+		p[2] = agents;
+		p[3] = touch;
+		p[4] = idle;
+		if (agents_store_reply_commit_batch(db, p, false, &r) !=
+		    PL_OK) {
+			// Nothing was written: every composed item is answered
+			// again by the two round trips, which report errors.
+			PQclear(r);
+			r = NULL;
+			for (size_t i = 0; i < nf; i++) {
+				if (f[i]->composed) {
+					sess_forget(q, f[i]->t.in->tenant_id,
+					            f[i]->t.in->session_key);
+					f[i]->composed = false;
+					f[i]->rv = -1;
+				}
+			}
+		}
+	} else if (ncomposed > 0) {
+		for (size_t i = 0; i < nf; i++) {
+			if (f[i]->composed)
+				f[i]->rv = pl_call_error(f[i]->t.call,
+				                         PL_RESOURCE_EXHAUSTED,
+				                         "out of memory");
+		}
+	}
+	free(items);
+	free(sessions);
+	free(agents);
+	if (r != NULL) {
+		// Items not written: forget what did not hold, answer again.
+		for (int row = 0; row < PQntuples(r); row++) {
+			const char *kind = PQgetvalue(r, row, 0);
+			int i = kind[0] == 'w' ? -1 : group_row_item(r, row, n);
+			size_t k = 0;
+
+			if (i < 0)
+				continue;
+			// The i-th composed item (the items document's order).
+			for (size_t j = 0; j < nf; j++) {
+				if (f[j]->composed && k++ == (size_t)i) {
+					group_item *g = f[j];
+
+					sess_forget(q, g->t.in->tenant_id,
+					            g->t.in->session_key);
+					if (kind[0] == 'a')
+						agent_forget(q,
+						             g->t.in->tenant_id,
+						             g->t.in->agent_id);
+					g->rv = -1;
+					break;
+				}
+			}
+		}
+		for (size_t j = 0; j < nf; j++) {
+			if (f[j]->composed && f[j]->rv == -1)
+				f[j]->composed = false;
+		}
+		group_remember(q, f, nf, r);
+		PQclear(r);
+	}
+	for (size_t i = 0; i < nf; i++) {
+		group_item *g = f[i];
+
+		agent_unref(q, g->am);
+		g->am = NULL;
+		rec_clear(&g->t);
+		if (g->rv == -1)
+			nredo++;
+		else if (g->rv == PL_OK)
+			nw++;
+	}
+	// The rest in arrival order (a session's replies stay in order).
+	if (nredo > 0) {
+		*nrest = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (it[i]->rv == -1 || !in_fast(f, nf, it[i])) {
+				item_reset(it[i]);
+				rest[(*nrest)++] = it[i];
+			}
+		}
+	}
+	pthread_mutex_lock(&q->mu);
+	q->st.fast += (long)nw;
+	q->st.redone += (long)nredo;
+	pthread_mutex_unlock(&q->mu);
+	free(f);
+}
+
+// A group: what memory answers in one round trip, the rest with two.
+// Returns true when the rest was split (see group_run).
+static bool
+group_answer(pl_db *db, group_item **it, size_t n)
+{
+	group_item **rest = NULL;
+	size_t nrest = 0;
+	bool split;
+
+	if (it[0]->t.ctx->replyq == NULL ||
+	    (rest = calloc(n + 1, sizeof(*rest))) == NULL)
+		return group_run(db, it, n);
+	group_fast(db, it, n, rest, &nrest);
+	split = nrest > 0 && group_run(db, rest, nrest);
+	free(rest);
+	return split;
+}
+
 static void
 item_init(group_item *g, pl_call *call, const ag_reply_req *in,
           ag_reply_resp *out)
@@ -1351,7 +1886,7 @@ agents_reply_group(pl_db *db, size_t n, pl_call *const *calls,
 		item_init(&g[i], calls[i], ins[i], outs[i]);
 		p[i] = &g[i];
 	}
-	group_run(db, p, n);
+	group_answer(db, p, n);
 	for (size_t i = 0; i < n; i++)
 		rv[i] = g[i].alone ? reply_alone(db, &g[i].t) : g[i].rv;
 	free(g);
@@ -1414,7 +1949,7 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 		if (q->head != NULL && q->running < q->at_once)
 			pthread_cond_signal(&q->head->cv);
 		pthread_mutex_unlock(&q->mu);
-		split = group_run(pl_call_db(call), g, n);
+		split = group_answer(pl_call_db(call), g, n);
 		pthread_mutex_lock(&q->mu);
 		for (size_t i = 0; i < n; i++) {
 			g[i]->state = IT_DONE;

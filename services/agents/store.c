@@ -1070,34 +1070,44 @@ agents_store_reply_group_open(pl_db *db, const char *const p[11])
 	return r;
 }
 
-// Step two of a group (agents.reply_finish_batch: items, sessions, usage
-// as JSON, then the touch interval in ms) and COMMIT in one round trip.
-// Returns a status (the commit's, or the first failure's with its result
-// in *err).
+// agents.reply_commit_batch (p: items, sessions and agents as JSON (agents
+// NULL: step two of a group), then the touch and idle intervals in ms):
+// with in_tx in the open transaction, COMMIT in the same round trip;
+// without, the statement alone (its own transaction). Returns a status;
+// on PL_OK *res holds the function's rows, else the failing result (or
+// NULL when the connection failed).
 int
-agents_store_reply_group_commit(pl_db *db, const char *const p[4],
-                                PGresult **err)
+agents_store_reply_commit_batch(pl_db *db, const char *const p[5], bool in_tx,
+                                PGresult **res)
 {
-	PGresult *rf = NULL, *rc = NULL;
+	static const char sql[] =
+	        "SELECT * FROM agents.reply_commit_batch($1::json, $2::json, "
+	        "$3::json, $4, $5)";
+	PGresult *rc = NULL;
+	PGconn *c;
 	int rv;
 
-	*err = NULL;
-	rv = pipe2(db,
-	           "SELECT agents.reply_finish_batch($1::json, $2::json, "
-	           "$3::json, $4)",
-	           4, p, "COMMIT", 0, NULL, &rf, &rc);
-	if (rv == PL_OK && !agents_store_ok(rf)) {
-		*err = rf;
-		rf = NULL;
-		rv = pl_db_result_status(*err);
+	*res = NULL;
+	if (!in_tx) {
+		if ((c = pl_db_conn(db)) == NULL)
+			return PL_UNAVAILABLE;
+		*res = PQexecParams(c, sql, 5, NULL, p, NULL, NULL, 0);
+		if (*res == NULL)
+			return PL_UNAVAILABLE;
+		return agents_store_ok(*res) ? PL_OK
+		                             : pl_db_result_status(*res);
+	}
+	rv = pipe2(db, sql, 5, p, "COMMIT", 0, NULL, res, &rc);
+	if (rv == PL_OK && !agents_store_ok(*res)) {
+		rv = pl_db_result_status(*res);
 	} else if (rv == PL_OK && !agents_store_ok(rc)) {
-		*err = rc;
+		PQclear(*res);
+		*res = rc;
 		rc = NULL;
-		rv = pl_db_result_status(*err);
+		rv = pl_db_result_status(*res);
 	} else if (rv == PL_OK && strcmp(PQcmdStatus(rc), "COMMIT") != 0) {
 		rv = PL_ABORTED; // COMMIT of a failed transaction rolls back
 	}
-	PQclear(rf);
 	PQclear(rc);
 	return rv;
 }

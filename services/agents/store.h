@@ -108,9 +108,9 @@ int agents_store_reply_commit(pl_db *db, const char *const p[27],
                               PGresult **err);
 void agents_store_reply_end(pl_db *db);
 PGresult *agents_store_reply_group_open(pl_db *db, const char *const p[11]);
-int agents_store_reply_group_commit(pl_db *db, const char *const p[4],
-                                    PGresult **err);
 bool agents_store_reply_in_tx(pl_db *db);
+int agents_store_reply_commit_batch(pl_db *db, const char *const p[5],
+                                    bool in_tx, PGresult **res);
 PGresult *agents_store_kb_entries(pl_db *db, const char *tenant,
                                   const char *kb);
 

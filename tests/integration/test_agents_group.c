@@ -3,7 +3,10 @@
 // turns; a group of two tenants keeps their sessions apart; the same
 // message id twice in one group is answered once; a reply that fails does
 // not fail the others, also when the whole group's transaction fails and
-// its replies are answered one at a time. And
+// its replies are answered one at a time. A group the replica remembers
+// (agent and sessions) is written in one round trip, and what changed
+// since (another writer in the session, a new version, new knowledge, an
+// ended session, a replay) is answered again with two. And
 // SearchKnowledge served from the retrieval index once Reply built it.
 #include <setjmp.h>
 #include <stdarg.h>
@@ -457,7 +460,7 @@ test_group_fails(void **state)
 	while (waited < 3000 &&
 	       count("SELECT count(*) FROM pg_stat_activity WHERE "
 	             "wait_event_type = 'Lock' AND query LIKE "
-	             "'%reply_finish_batch%'") == 0) {
+	             "'%reply_commit_batch%'") == 0) {
 		usleep(10000);
 		waited += 10;
 	}
@@ -492,6 +495,189 @@ test_group_fails(void **state)
 	         agent);
 	assert_int_equal(count(sql), 2);
 	group_fini(&g);
+	pl_arena_reset(&h.arena);
+}
+
+static agents_replyq_stats
+stats(void)
+{
+	agents_replyq_stats st;
+
+	agents_replyq_stats_get(((agents_ctx *)h.arg)->replyq, &st);
+	return st;
+}
+
+static void
+admin_exec(const char *sql)
+{
+	PGconn *c = PQconnectdb(h.admin_url);
+	PGresult *r = PQexec(c, sql);
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		fprintf(stderr, "%s: %s\n", sql, PQerrorMessage(c));
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+	PQfinish(c);
+}
+
+// One reply in a group; checks it was answered in one round trip (fast)
+// or again with two (redone).
+static void
+one_reply(group *g, const char *agent, const char *key, const char *text,
+          const char *msg_id, bool fast, bool redone)
+{
+	agents_replyq_stats a = stats(), b;
+
+	group_add(g, agent, key, text, msg_id);
+	group_run(g);
+	b = stats();
+	assert_int_equal(g->rv[0], PL_OK);
+	assert_int_equal(b.fast - a.fast, fast ? 1 : 0);
+	assert_int_equal(b.redone - a.redone, redone ? 1 : 0);
+}
+
+static char *
+session_state(const char *key)
+{
+	char sql[512];
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT string_agg(message_count || '/' || bot_turns || '/' "
+	         "|| status, ',' ORDER BY started_at) FROM "
+	         "agents.agent_sessions WHERE tenant_id = '%s' AND "
+	         "session_key = '%s'",
+	         ta, key);
+	return scalar(sql);
+}
+
+// The replica's memory: a session answered before is answered in one
+// round trip; every change made elsewhere is seen.
+static void
+test_memory(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *agent = make_agent(true, 3);
+	group g = { 0 };
+	char sql[512], first[37];
+	ag_entry *ents[1];
+	Parley__Agents__V1__ImportKnowledgeRequest ik =
+	        PARLEY__AGENTS__V1__IMPORT_KNOWLEDGE_REQUEST__INIT;
+	Parley__Agents__V1__ImportKnowledgeResponse *ikr = NULL;
+	Parley__Agents__V1__PublishAgentRequest pr =
+	        PARLEY__AGENTS__V1__PUBLISH_AGENT_REQUEST__INIT;
+	Parley__Agents__V1__PublishAgentResponse *prr = NULL;
+
+	// First reply: two round trips; then one.
+	one_reply(&g, agent, "mem-1", "what are your opening hours?", NULL,
+	          false, false);
+	snprintf(first, sizeof(first), "%s", g.resp[0].session_id);
+	group_fini(&g);
+	one_reply(&g, agent, "mem-1", "how much is shipping?", NULL, true,
+	          false);
+	assert_string_equal(g.resp[0].intent, "shipping");
+	assert_string_equal(g.resp[0].session_id, first);
+	assert_string_equal(session_state("mem-1"), "4/2/active");
+	group_fini(&g);
+
+	// Another replica answered in the session: seen, answered again
+	// with the session's turns (3 before it: max_bot_turns hands off).
+	snprintf(sql, sizeof(sql),
+	         "UPDATE agents.agent_sessions SET message_count = "
+	         "message_count + 2, bot_turns = 3 WHERE tenant_id = '%s' AND "
+	         "session_key = 'mem-1'",
+	         ta);
+	admin_exec(sql);
+	one_reply(&g, agent, "mem-1", "how much is shipping?", NULL, false,
+	          true);
+	assert_true(g.resp[0].handoff);
+	assert_string_equal(session_state("mem-1"), "8/0/active");
+	group_fini(&g);
+	one_reply(&g, agent, "mem-1", "how much is shipping?", NULL, true,
+	          false);
+	assert_false(g.resp[0].handoff);
+	assert_string_equal(session_state("mem-1"), "10/1/active");
+	group_fini(&g);
+
+	// A replay of a message answered from memory.
+	one_reply(&g, agent, "mem-1", "what are your opening hours?", "mem-m1",
+	          true, false);
+	assert_false(g.resp[0].replayed);
+	group_fini(&g);
+	one_reply(&g, agent, "mem-1", "what are your opening hours?", "mem-m1",
+	          false, true);
+	assert_true(g.resp[0].replayed);
+	assert_int_equal(count("SELECT count(*) FROM agents.agent_messages "
+	                       "WHERE message_id = 'mem-m1'"),
+	                 1);
+	assert_string_equal(session_state("mem-1"), "12/2/active");
+	group_fini(&g);
+	// The replay made the replica forget the session: two round trips.
+	one_reply(&g, agent, "mem-1", "how much is shipping?", NULL, false,
+	          false);
+	assert_false(g.resp[0].handoff);
+	assert_string_equal(session_state("mem-1"), "14/3/active");
+	group_fini(&g);
+
+	// New knowledge: the next reply uses it (and hands off: 3 turns).
+	ents[0] = entry("Do you deliver on Sundays?",
+	                "Yes, Sunday deliveries until 14:00.", "sunday");
+	ik.agent_id = agent;
+	ik.entries = ents;
+	ik.n_entries = 1;
+	assert_int_equal(
+	        svch_call(
+	                &h, M("ImportKnowledge"), &pa, &ik.base,
+	                &parley__agents__v1__import_knowledge_response__descriptor,
+	                (void **)&ikr, NULL),
+	        PL_OK);
+	one_reply(&g, agent, "mem-1", "do you deliver on sundays?", NULL, false,
+	          true);
+	assert_string_equal(g.resp[0].intent, "sunday");
+	assert_true(g.resp[0].handoff);
+	assert_int_equal(g.resp[0].agent_version, 1);
+	assert_string_equal(session_state("mem-1"), "16/0/active");
+	group_fini(&g);
+
+	// A new published version.
+	pr.id = agent;
+	assert_int_equal(
+	        svch_call(
+	                &h, M("PublishAgent"), &pa, &pr.base,
+	                &parley__agents__v1__publish_agent_response__descriptor,
+	                (void **)&prr, NULL),
+	        PL_OK);
+	one_reply(&g, agent, "mem-1", "how much is shipping?", NULL, false,
+	          true);
+	assert_int_equal(g.resp[0].agent_version, 2);
+	group_fini(&g);
+	one_reply(&g, agent, "mem-1", "how much is shipping?", NULL, true,
+	          false);
+	assert_int_equal(g.resp[0].agent_version, 2);
+	assert_string_equal(g.resp[0].session_id, first);
+	assert_string_equal(session_state("mem-1"), "20/2/active");
+	group_fini(&g);
+
+	// The session ended elsewhere: a new one.
+	snprintf(sql, sizeof(sql),
+	         "UPDATE agents.agent_sessions SET status = 'ended', ended_at "
+	         "= now() WHERE tenant_id = '%s' AND session_key = 'mem-1'",
+	         ta);
+	admin_exec(sql);
+	one_reply(&g, agent, "mem-1", "how much is shipping?", NULL, false,
+	          true);
+	assert_string_not_equal(g.resp[0].session_id, first);
+	assert_string_equal(session_state("mem-1"), "20/2/ended,2/1/active");
+	group_fini(&g);
+
+	// Memory off: every group takes two round trips.
+	agents_replyq_set_memory(((agents_ctx *)h.arg)->replyq, 0);
+	one_reply(&g, agent, "mem-1", "how much is shipping?", NULL, false,
+	          false);
+	assert_string_equal(session_state("mem-1"), "20/2/ended,4/2/active");
+	group_fini(&g);
+	agents_replyq_set_memory(((agents_ctx *)h.arg)->replyq, 4096);
 	pl_arena_reset(&h.arena);
 }
 
@@ -574,6 +760,7 @@ main(void)
 		cmocka_unit_test(test_same_key),
 		cmocka_unit_test(test_failing_items),
 		cmocka_unit_test(test_group_fails),
+		cmocka_unit_test(test_memory),
 		cmocka_unit_test(test_search_index),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

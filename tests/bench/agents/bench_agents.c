@@ -10,7 +10,11 @@
 //           (PARLEY_REPLY_GROUP=0: one transaction, two round trips each)
 //   group1  Reply with group commit (PARLEY_REPLY_GROUP=64), one group
 //           at a time (PARLEY_REPLY_GROUPS_AT_ONCE=1)
-//   group2  the same, two groups at a time (the default)
+//   group2  the same, two groups at a time (the default): a group whose
+//           agent and sessions the replica remembers is written in one
+//           round trip (PARLEY_REPLY_MEMORY, migration 006)
+//   nomem   group2 with that memory off (PARLEY_REPLY_MEMORY=0: two round
+//           trips a group), the baseline for it
 //   health  Health/Check over the same clients and server right after
 //           each Reply run: the RPC runtime's ceiling on this machine now
 // each `runs` times, then the median run; per mode the CPU per reply of
@@ -549,7 +553,8 @@ main(int argc, char **argv)
 	}
 	cold_reply();
 	{
-		run_result r1[16], r2[16], ar[16], hr[16], dr, pr, dpr;
+		run_result r1[16], r2[16], r3[16], ar[16], hr[16], dr, pr, npr,
+		        dpr;
 		agents_replyq *q = ((agents_ctx *)h.arg)->replyq;
 		agents_replyq_stats st;
 
@@ -570,25 +575,34 @@ main(int argc, char **argv)
 			agents_replyq_set(q, 64, 2);
 			r2[i] = run_clients();
 			db_times("group2");
+			agents_replyq_set_memory(q, 0);
+			r3[i] = run_clients();
+			db_times("nomem");
+			agents_replyq_set_memory(q, 4096);
 			mode = 1;
 			hr[i] = run_clients();
 			print_run(i + 1, "alone", &ar[i]);
 			print_run(i + 1, "group1", &r1[i]);
 			print_run(i + 1, "group2", &r2[i]);
+			print_run(i + 1, "nomem", &r3[i]);
 			print_run(i + 1, "health", &hr[i]);
 		}
 		agents_replyq_stats_get(q, &st);
 		printf("groups: %ld groups, %ld replies, largest %ld, %ld "
-		       "split after a failure\n",
-		       st.groups, st.replies, st.largest, st.split);
+		       "split after a failure; %ld replies written in one "
+		       "round trip, %ld answered again with two\n",
+		       st.groups, st.replies, st.largest, st.split, st.fast,
+		       st.redone);
 		qsort(ar, (size_t)nruns, sizeof(ar[0]), cmp_run);
 		qsort(r1, (size_t)nruns, sizeof(r1[0]), cmp_run);
 		qsort(r2, (size_t)nruns, sizeof(r2[0]), cmp_run);
+		qsort(r3, (size_t)nruns, sizeof(r3[0]), cmp_run);
 		qsort(hr, (size_t)nruns, sizeof(hr[0]), cmp_run);
 		printf("median (runs sorted by rate; the middle one):\n");
 		print_run(0, "alone", &ar[nruns / 2]);
 		print_run(0, "group1", &r1[nruns / 2]);
 		print_run(0, "group2", &r2[nruns / 2]);
+		print_run(0, "nomem", &r3[nruns / 2]);
 		print_run(0, "health", &hr[nruns / 2]);
 		// Latency at the target load: the same 16 clients, paced.
 		if (target_rate > 0) {
@@ -596,8 +610,12 @@ main(int argc, char **argv)
 			agents_replyq_set(q, 64, 2);
 			pace = target_rate;
 			pr = run_clients();
+			agents_replyq_set_memory(q, 0);
+			npr = run_clients();
+			agents_replyq_set_memory(q, 4096);
 			pace = 0;
 			print_run(0, "paced", &pr);
+			print_run(0, "pnomem", &npr);
 		}
 		// Durable: every commit flushed to disk before its replies
 		// are answered.
@@ -618,10 +636,11 @@ main(int argc, char **argv)
 			pace = 0;
 			print_run(0, "fpaced", &dpr);
 			printf("at %.0f replies/s offered (%d clients, paced): "
-			       "p50 %.2f ms p99 %.2f ms (fsync off), p50 %.2f "
-			       "ms p99 %.2f ms (fsync on); target p99 5 ms\n",
-			       target_rate, nclients, pr.p50, pr.p99, dpr.p50,
-			       dpr.p99);
+			       "p50 %.2f ms p99 %.2f ms (fsync off; memory "
+			       "off: p50 %.2f ms p99 %.2f ms), p50 %.2f ms p99 "
+			       "%.2f ms (fsync on); target p99 5 ms\n",
+			       target_rate, nclients, pr.p50, pr.p99, npr.p50,
+			       npr.p99, dpr.p50, dpr.p99);
 		}
 	}
 	pl_rpc_server_close(srv);
