@@ -969,7 +969,7 @@ agent_forget(agents_replyq *q, const char *tenant, const char *agent)
 }
 
 // Remembers row `row` of a reply_begin_batch result as the agent's
-// (a retrieval agent that answers), unless that version is remembered.
+// (a retrieval agent that answers), unless it is remembered as it is.
 static void
 agent_put(agents_replyq *q, pl_arena *a, const char *tenant, const char *agent,
           const PGresult *r, int row)
@@ -978,12 +978,16 @@ agent_put(agents_replyq *q, pl_arena *a, const char *tenant, const char *agent,
 	int version = atoi(PQgetvalue(r, row, 3));
 	char **ids;
 	int64_t *vers;
-	size_t nkb;
-	bool ok = true;
+	size_t nkb = kb_versions(a, PQgetvalue(r, row, 27), &ids, &vers);
+	long long ks = 0;
+	bool ok;
 
+	for (size_t i = 0; i < nkb; i++)
+		ks += vers[i];
 	pthread_mutex_lock(&q->cmu);
 	m = q->cap > 0 ? *agent_slot(q, tenant, agent) : NULL;
-	ok = q->cap > 0 && (m == NULL || m->version != version);
+	ok = q->cap > 0 && (m == NULL || m->version != version ||
+	                    m->kn != (long long)nkb || m->ks != ks);
 	pthread_mutex_unlock(&q->cmu);
 	if (!ok || (m = calloc(1, sizeof(*m))) == NULL)
 		return;
@@ -991,6 +995,8 @@ agent_put(agents_replyq *q, pl_arena *a, const char *tenant, const char *agent,
 	snprintf(m->tenant, sizeof(m->tenant), "%s", tenant);
 	snprintf(m->agent, sizeof(m->agent), "%s", agent);
 	m->version = version;
+	m->kn = (long long)nkb;
+	m->ks = ks;
 	// A one-row copy: the columns' names and types, then row's values.
 	m->row = PQcopyResult(r, PG_COPYRES_ATTRS);
 	for (int c = 0; ok && m->row != NULL && c < PQnfields(r); c++)
@@ -998,19 +1004,13 @@ agent_put(agents_replyq *q, pl_arena *a, const char *tenant, const char *agent,
 		        m->row, 0, c,
 		        PQgetisnull(r, row, c) ? NULL : PQgetvalue(r, row, c),
 		        PQgetisnull(r, row, c) ? -1 : PQgetlength(r, row, c));
-	if (ok && m->row != NULL) {
-		nkb = kb_versions(a, PQgetvalue(r, row, 27), &ids, &vers);
-		m->kn = (long long)nkb;
-		for (size_t i = 0; i < nkb; i++)
-			m->ks += vers[i];
-	}
 	if (!ok || m->row == NULL) {
 		PQclear(m->row);
 		free(m);
 		return;
 	}
 	pthread_mutex_lock(&q->cmu);
-	if (q->nagents >= MEM_AGENTS_MAX || q->cap == 0)
+	if (q->nagents >= MEM_AGENTS_MAX)
 		mem_flush(q);
 	if (q->cap > 0) {
 		agent_mem *old = *(p = agent_slot(q, tenant, agent));
@@ -1692,6 +1692,7 @@ group_fast(pl_db *db, group_item **it, size_t n, group_item **rest,
 
 		item_reset(g);
 		g->am = NULL;
+		g->composed = false;
 		// A message id twice in a group: the two round trips
 		// answer it once and replay it.
 		for (size_t j = 0; in->message_id[0] && j < i; j++)
@@ -1702,14 +1703,32 @@ group_fast(pl_db *db, group_item **it, size_t n, group_item **rest,
 		if (f != NULL && cached && !dup &&
 		    (g->am = agent_get(q, in->tenant_id, in->agent_id)) !=
 		            NULL &&
-		    sess_get(q, in->tenant_id, in->session_key, g)) {
-			f[nf++] = g;
-			continue;
-		}
-		if (g->am != NULL)
+		    !sess_get(q, in->tenant_id, in->session_key, g)) {
 			agent_unref(q, g->am);
-		g->am = NULL;
-		rest[(*nrest)++] = g;
+			g->am = NULL;
+		}
+	}
+	// A session's replies stay together, in order: when one of them
+	// cannot be answered from memory, none is.
+	for (size_t i = 0; i < n; i++) {
+		group_item *g = it[i];
+
+		for (size_t j = 0; g->am != NULL && j < n; j++) {
+			if (it[j]->am == NULL &&
+			    strcmp(it[j]->t.in->session_key,
+			           g->t.in->session_key) == 0 &&
+			    strcmp(it[j]->t.in->tenant_id,
+			           g->t.in->tenant_id) == 0) {
+				agent_unref(q, g->am);
+				g->am = NULL;
+			}
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (it[i]->am != NULL)
+			f[nf++] = it[i];
+		else
+			rest[(*nrest)++] = it[i];
 	}
 	if (nf == 0) {
 		free(f);

@@ -671,11 +671,30 @@ test_memory(void **state)
 	assert_string_equal(session_state("mem-1"), "20/2/ended,2/1/active");
 	group_fini(&g);
 
+	// Two replies of a remembered session in one group: the second
+	// continues from the first.
+	{
+		agents_replyq_stats a = stats(), b;
+
+		group_add(&g, agent, "mem-1", "how much is shipping?", NULL);
+		group_add(&g, agent, "mem-1", "opening hours?", NULL);
+		group_run(&g);
+		b = stats();
+		assert_int_equal(g.rv[0], PL_OK);
+		assert_int_equal(g.rv[1], PL_OK);
+		assert_int_equal(b.fast - a.fast, 2);
+		assert_string_equal(g.resp[1].intent, "hours");
+		assert_string_equal(session_state("mem-1"),
+		                    "20/2/ended,6/3/active");
+		group_fini(&g);
+	}
+
 	// Memory off: every group takes two round trips.
 	agents_replyq_set_memory(((agents_ctx *)h.arg)->replyq, 0);
 	one_reply(&g, agent, "mem-1", "how much is shipping?", NULL, false,
 	          false);
-	assert_string_equal(session_state("mem-1"), "20/2/ended,4/2/active");
+	assert_true(g.resp[0].handoff);
+	assert_string_equal(session_state("mem-1"), "20/2/ended,8/0/active");
 	group_fini(&g);
 	agents_replyq_set_memory(((agents_ctx *)h.arg)->replyq, 4096);
 	pl_arena_reset(&h.arena);
