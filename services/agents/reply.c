@@ -1163,49 +1163,6 @@ item_fail(group_item *it, int code, const char *fmt, const char *arg)
 	it->rv = pl_call_error(it->t.call, code, fmt, arg);
 }
 
-// A PostgreSQL array literal of n texts (NULL elements as NULL), built
-// in *buf (malloc'd; grown as needed). False when out of memory.
-typedef struct sbuf {
-	char *p;
-	size_t len, cap;
-} sbuf;
-
-static bool
-sb_put(sbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 256;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if ((p = realloc(b->p, cap)) == NULL)
-			return false;
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return true;
-}
-
-static bool
-sb_elem(sbuf *b, const char *s, bool first)
-{
-	bool ok = first || sb_put(b, ",", 1);
-
-	if (s == NULL)
-		return ok && sb_put(b, "NULL", 4);
-	ok = ok && sb_put(b, "\"", 1);
-	for (const char *c = s; ok && *c; c++) {
-		if (*c == '"' || *c == '\\')
-			ok = sb_put(b, "\\", 1);
-		ok = ok && sb_put(b, c, 1);
-	}
-	return ok && sb_put(b, "\"", 1);
-}
-
 // The field f of item i of a group (the order of reply_begin_batch's
 // arrays).
 static const char *
@@ -1243,28 +1200,22 @@ begin_field(group_item *g, int f)
 static PGresult *
 group_begin(pl_db *db, group_item **it, size_t n, int64_t idle_ms)
 {
-	sbuf b[10] = { 0 };
+	pl_arena *a = it[0]->t.call->arena; // the leader's: lives past this
+	const char **v = pl_arena_alloc(a, sizeof(*v) * (n + 1));
 	char idle[32];
 	const char *p[11];
-	PGresult *r = NULL;
-	bool ok = true;
 
 	for (size_t i = 0; i < n; i++)
 		pl_uuid7_str(it[i]->t.session_id); // a new session's id
-	for (int f = 0; ok && f < 10; f++) {
-		ok = sb_put(&b[f], "{", 1);
-		for (size_t i = 0; ok && i < n; i++)
-			ok = sb_elem(&b[f], begin_field(it[i], f), i == 0);
-		ok = ok && sb_put(&b[f], "}", 1);
-		p[f] = b[f].p;
+	for (int f = 0; f < 10; f++) {
+		for (size_t i = 0; v != NULL && i < n; i++)
+			v[i] = begin_field(it[i], f);
+		if (v == NULL || (p[f] = pl_db_array(a, v, n)) == NULL)
+			return NULL;
 	}
 	snprintf(idle, sizeof(idle), "%lld", (long long)idle_ms);
 	p[10] = idle;
-	if (ok)
-		r = agents_store_reply_group_open(db, p);
-	for (int f = 0; f < 10; f++)
-		free(b[f].p);
-	return r;
+	return agents_store_reply_group_open(db, p);
 }
 
 // Merges src's keys into *dst (later replies win, as `||` in order).
