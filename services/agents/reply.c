@@ -1373,6 +1373,19 @@ group_row_item(const PGresult *r, int row, size_t n)
 	return i >= 0 && (size_t)i < n ? i : -1;
 }
 
+// Resets what a try at answering set on an item.
+static void
+item_reset(group_item *g)
+{
+	g->arow = g->srow = g->rrow = g->dup_of = -1;
+	g->composed = false;
+	g->alone = false;
+	g->rv = PL_OK;
+	g->t.call->code = PL_OK;
+	g->t.call->message = NULL;
+	g->t.call->n_violations = 0;
+}
+
 // Answers items it[0..n) as one group on db. Sets each item's rv, or
 // alone (an LLM agent, to be answered alone by its caller).
 // Returns false when the group failed as a whole (the database's error,
@@ -1388,15 +1401,9 @@ group_try(pl_db *db, group_item **it, size_t n, PGresult **err)
 
 	*err = NULL;
 	for (size_t i = 0; i < n; i++) {
-		it[i]->arow = it[i]->srow = it[i]->rrow = it[i]->dup_of = -1;
-		it[i]->composed = false;
-		it[i]->alone = false;
+		item_reset(it[i]);
 		it[i]->am = NULL;
 		it[i]->mc = 0;
-		it[i]->rv = PL_OK;
-		it[i]->t.call->code = PL_OK;
-		it[i]->t.call->message = NULL;
-		it[i]->t.call->n_violations = 0;
 	}
 	r = group_begin(db, it, n, ctx->session_idle_ms);
 	if (r == NULL || !agents_store_ok(r)) {
@@ -1590,19 +1597,6 @@ group_run(pl_db *db, group_item **it, size_t n)
 	for (size_t i = 0; i < n; i++)
 		group_run(db, &it[i], 1);
 	return true;
-}
-
-// Resets what a try at answering set on an item.
-static void
-item_reset(group_item *g)
-{
-	g->arow = g->srow = g->rrow = g->dup_of = -1;
-	g->composed = false;
-	g->alone = false;
-	g->rv = PL_OK;
-	g->t.call->code = PL_OK;
-	g->t.call->message = NULL;
-	g->t.call->n_violations = 0;
 }
 
 static bool
