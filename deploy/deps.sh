@@ -21,7 +21,7 @@ PKGS_POSTGRES=(postgresql-15 postgresql-contrib)
 PKGS_TEST=(
 	"${PKGS_POSTGRES[@]}"
 	clang libclang-rt-14-dev clang-format
-	curl procps docker-compose jq python3 chromium chromium-driver
+	curl procps docker-compose jq python3 chromium chromium-driver openssl
 )
 # Only for deploy/check-containers (a Debian base made with debootstrap, the
 # images built with buildah, the stack run by podman-compose): not for CI.

@@ -39,6 +39,7 @@ int pl_rpc_check_access(pl_call *call, const pl_rpc_method *m);
 
 typedef struct pl_wire {
 	nng_stream *s;
+	int fd;       // plain TCP: the socket, read and written directly; or -1
 	nng_aio *aio; // no callback: completion wakes the waiting thread
 	uint8_t *buf; // buffered bytes [beg, end)
 	size_t beg, end;
@@ -60,6 +61,8 @@ int pl_wire_listener(nng_stream_listener **l, const char *url,
 int pl_wire_init(pl_wire *w, nng_stream *s);
 // Dials with d before deadline and sets w up on the new stream.
 int pl_wire_dial(pl_wire *w, nng_stream_dialer *d, int64_t deadline);
+// Closes the stream so that a thread waiting in pl_wire_recv returns.
+void pl_wire_close(pl_wire *w);
 void pl_wire_fini(pl_wire *w);
 // Reads one frame before deadline (monotonic ns; 0: none). *frame stays
 // valid until the next call. Frames over max are read and dropped up to

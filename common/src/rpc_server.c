@@ -96,7 +96,8 @@ struct pl_rpc_server {
 	worker *free_workers;
 	conn *conns;
 	int n_conns;
-	int busy; // calls being served
+	int n_direct; // of them, read and written on their sockets
+	int busy;     // calls being served
 	bool stopping;
 	bool started;
 	bool stopped;
@@ -788,6 +789,7 @@ conn_main(void *arg)
 	c->idle = false;
 	c->exited = true;
 	s->n_conns--;
+	s->n_direct -= c->w.fd >= 0;
 	pthread_cond_broadcast(&s->idle_cv);
 	pthread_mutex_unlock(&s->mtx);
 	return NULL;
@@ -875,6 +877,7 @@ accept_main(void *arg)
 			continue;
 		}
 		s->n_conns++;
+		s->n_direct += c->w.fd >= 0;
 		c->next = s->conns;
 		s->conns = c;
 		pthread_mutex_unlock(&s->mtx);
@@ -1018,7 +1021,7 @@ pl_rpc_server_stop(pl_rpc_server *s)
 	pthread_mutex_lock(&s->mtx);
 	for (conn *c = s->conns; c != NULL; c = c->next)
 		if (c->idle)
-			nng_stream_close(c->w.s);
+			pl_wire_close(&c->w);
 	while (s->n_conns > 0)
 		pthread_cond_wait(&s->idle_cv, &s->mtx);
 	reap_conns(s, true);
@@ -1167,8 +1170,10 @@ pl_rpc_server_metrics(pl_rpc_server *s)
 	       "# TYPE parley_rpc_in_flight gauge\n"
 	       "parley_rpc_in_flight{service=\"%s\"} %d\n"
 	       "# TYPE parley_rpc_connections gauge\n"
-	       "parley_rpc_connections{service=\"%s\"} %d\n",
-	       s->name, s->busy, s->name, s->n_conns);
+	       "parley_rpc_connections{service=\"%s\"} %d\n"
+	       "# TYPE parley_rpc_connections_direct gauge\n"
+	       "parley_rpc_connections_direct{service=\"%s\"} %d\n",
+	       s->name, s->busy, s->name, s->n_conns, s->name, s->n_direct);
 	pthread_mutex_unlock(&s->mtx);
 	return buf;
 }

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +57,32 @@ make_url(char *buf, size_t n, const char *kind)
 	else if (strcmp(kind, "ipc") == 0)
 		snprintf(buf, n, "ipc:///tmp/parley-rpc-test-%d-%d.sock",
 		         (int)getpid(), seq++);
+	else if (strcmp(kind, "tls") == 0)
+		snprintf(buf, n, "tls+tcp://127.0.0.1:%d", free_port());
 	else
 		snprintf(buf, n, "tcp://127.0.0.1:%d", free_port());
+}
+
+// A self-signed certificate and its key in one PEM file, for tls+tcp://.
+static char tls_pem[128];
+
+static bool
+make_tls_pem(void)
+{
+	char cmd[2048];
+	int n = snprintf(tls_pem, sizeof(tls_pem),
+	                 "/tmp/parley-rpc-test-%d.pem", (int)getpid());
+
+	if (n < 0 || (size_t)n >= sizeof(tls_pem))
+		return false;
+	n = snprintf(
+	        cmd, sizeof(cmd),
+	        "openssl req -x509 -newkey ec -pkeyopt "
+	        "ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 "
+	        "-keyout %s.key -out %s.crt >/dev/null 2>&1 && "
+	        "cat %s.crt %s.key > %s && rm -f %s.crt %s.key",
+	        tls_pem, tls_pem, tls_pem, tls_pem, tls_pem, tls_pem, tls_pem);
+	return n > 0 && (size_t)n < sizeof(cmd) && system(cmd) == 0;
 }
 
 static pl_rpc_server *
@@ -71,6 +96,8 @@ start_server(const char *url, int workers)
 	cfg.workers = workers;
 	cfg.secret = SECRET;
 	cfg.max_msg = 64 * 1024;
+	if (strncmp(url, "tls+", 4) == 0)
+		cfg.tls_cert = cfg.tls_key = tls_pem;
 	assert_int_equal(pl_rpc_server_open(&s, &cfg, services), PL_OK);
 	assert_int_equal(pl_rpc_server_start(s), PL_OK);
 	return s;
@@ -120,6 +147,23 @@ setup_tcp(void **state)
 	return setup_kind(state, "tcp");
 }
 
+// TCP through nng's own I/O, as TLS, ipc and abstract streams are served.
+static bool direct_off;
+
+static int
+setup_tcp_nng(void **state)
+{
+	direct_off = true;
+	pl_rpc_set_direct_io(false);
+	return setup_kind(state, "tcp");
+}
+
+static int
+setup_tls(void **state)
+{
+	return setup_kind(state, "tls");
+}
+
 static int
 teardown(void **state)
 {
@@ -128,6 +172,8 @@ teardown(void **state)
 	pl_rpc_server_close(f->srv);
 	pl_arena_fini(&f->arena);
 	free(f);
+	direct_off = false;
+	pl_rpc_set_direct_io(true);
 	return 0;
 }
 
@@ -735,6 +781,37 @@ test_dispatch_without_socket(void **state)
 	pl_rpc_server_close(s);
 }
 
+// Plain TCP connections are read on their sockets by the runtime; TLS
+// (whose socket carries records, not frames), ipc, abstract and TCP with
+// direct I/O off go through nng. Both ends of a TLS call are this runtime,
+// so a wrong choice would not fail a call: the metric tells.
+static void
+test_direct_io(void **state)
+{
+	fixture *f = *state;
+	Parley__Test__V1__EchoRequest in = PARLEY__TEST__V1__ECHO_REQUEST__INIT;
+	Parley__Test__V1__EchoReply *out;
+	const char *p;
+	char *m;
+	int n = -1;
+	bool want = strncmp(f->url, "tcp://", 6) == 0 && !direct_off;
+
+	in.text = "direct";
+	assert_int_equal(call_echo(f->cli, &f->arena, ECHO_METHOD("Echo"), &in,
+	                           NULL, &out, NULL),
+	                 PL_OK);
+	assert_string_equal(out->text, "direct");
+	m = pl_rpc_server_metrics(f->srv);
+	p = strstr(m, "parley_rpc_connections_direct{service=\"echo\"} ");
+	assert_non_null(p);
+	n = atoi(strchr(p, '}') + 2);
+	free(m);
+	if (want)
+		assert_true(n >= 1);
+	else
+		assert_int_equal(n, 0);
+}
+
 #define TRANSPORT_TESTS(setup)                                                 \
 	cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),     \
 	        cmocka_unit_test_setup_teardown(test_health, setup, teardown), \
@@ -764,6 +841,8 @@ test_dispatch_without_socket(void **state)
 	        cmocka_unit_test_setup_teardown(test_peer_restart, setup,      \
 	                                        teardown),                     \
 	        cmocka_unit_test_setup_teardown(test_metrics_text, setup,      \
+	                                        teardown),                     \
+	        cmocka_unit_test_setup_teardown(test_direct_io, setup,         \
 	                                        teardown)
 
 int
@@ -773,12 +852,36 @@ main(void)
 		TRANSPORT_TESTS(setup_inproc),
 		TRANSPORT_TESTS(setup_ipc),
 		TRANSPORT_TESTS(setup_tcp),
+		TRANSPORT_TESTS(setup_tcp_nng),
 		cmocka_unit_test_setup_teardown(test_replicas, setup_inproc,
 		                                teardown),
 		cmocka_unit_test(test_table_check),
 		cmocka_unit_test(test_dispatch_without_socket),
 	};
+	// Over TLS: the bytes on the socket are not frames, so a runtime
+	// that read the socket itself would fail every call.
+	const struct CMUnitTest tls_tests[] = {
+		cmocka_unit_test_setup_teardown(test_round_trip, setup_tls,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_health, setup_tls,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_direct_io, setup_tls,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_clients,
+		                                setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(test_stop_with_calls_in_flight,
+		                                setup_tls, teardown),
+	};
+	int rv;
 
 	pl_log_init("test", PL_LOG_WARN);
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	rv = cmocka_run_group_tests(tests, NULL, NULL);
+	if (!make_tls_pem()) {
+		fprintf(stderr, "test_rpc: no openssl to make a certificate: "
+		                "the tls+tcp:// tests are skipped\n");
+		return rv;
+	}
+	rv |= cmocka_run_group_tests_name("tls", tls_tests, NULL, NULL);
+	unlink(tls_pem);
+	return rv;
 }

@@ -207,6 +207,11 @@ int pl_rpc_call(pl_rpc_client *c, const char *method,
 // Sends raw bytes as one request frame on a new connection to url and
 // returns the reply frame's bytes (malloc'd, caller frees). For tests and
 // tools that speak the wire without the envelope helpers.
+// Plain TCP connections are read and written on their sockets by the
+// calling thread instead of through nng's poller (on by default; applies
+// to connections made after the call). For benchmarks comparing the two.
+void pl_rpc_set_direct_io(bool on);
+
 int pl_rpc_raw_exchange(const char *url, const void *req, size_t len,
                         int64_t timeout_ms, uint8_t **reply, size_t *reply_len);
 

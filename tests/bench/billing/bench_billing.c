@@ -10,7 +10,10 @@
 // 002, the baseline), measured in the same run. Beside them, two ceilings
 // measured in the same process on the same machine:
 //   health  Health/Check over the same RPC client and server (no database):
-//           what the RPC runtime alone can do;
+//           what the RPC runtime alone can do; and again on connections
+//           made with direct I/O off (nng's poller reads every byte: the
+//           runtime before 2026-11-23), the baseline of the direct socket
+//           reads (common/src/rpc_wire.c);
 //   sql     the service's batcher and store (billing_reserve, the same SQL)
 //           called from N threads with one connection each, no RPC.
 // Each run also prints CPU per call, which does not depend on the load of
@@ -102,6 +105,7 @@ worker_fini(void *arg, void *state)
 }
 
 static pl_rpc_client *cli;
+static char listen_url[64];
 static char (*tenants)[PL_UUID_STRLEN + 1];
 static int n_tenants;
 static atomic_bool stop;
@@ -422,11 +426,34 @@ make_tenants(int n, const char *plan)
 	pl_arena_fini(&a);
 }
 
+// Health over a second client whose connections (and the server's ends of
+// them) are made with direct I/O off.
+static result
+health_nng(int threads)
+{
+	pl_rpc_client_config cc = { 0 };
+	pl_rpc_client *direct = cli;
+	result r = { 0 };
+
+	cc.urls = listen_url;
+	cc.secret = SECRET;
+	cc.service = "bench";
+	cc.timeout_ms = 60000;
+	pl_rpc_set_direct_io(false);
+	if (pl_rpc_client_open(&cli, &cc) == PL_OK) {
+		r = run("health, nng I/O", MODE_HEALTH, threads);
+		pl_rpc_client_close(cli);
+	}
+	cli = direct;
+	pl_rpc_set_direct_io(true);
+	return r;
+}
+
 int
 main(int argc, char **argv)
 {
 	pgh pg;
-	char admin_url[PGH_URL_MAX], listen[64], err[256];
+	char admin_url[PGH_URL_MAX], err[256];
 	char sql[512], q[256];
 	pl_rpc_server *srv;
 	pl_rpc_server_config rc = { 0 };
@@ -497,7 +524,8 @@ main(int argc, char **argv)
 	        (long long)hot_limit);
 	pgh_exec_url(admin_url, sql);
 
-	snprintf(listen, sizeof(listen), "tcp://127.0.0.1:%d", free_port());
+	snprintf(listen_url, sizeof(listen_url), "tcp://127.0.0.1:%d",
+	         free_port());
 	cfg.database_url = db_url;
 	cfg.secret = SECRET;
 	if (pl_cfg_load(billing_service_def.cfg, err, sizeof(err)) != 0 ||
@@ -508,7 +536,7 @@ main(int argc, char **argv)
 	svc_state = arg;
 	svc_state->batcher.max_running = parallel;
 	rc.name = "billing";
-	rc.listen = listen;
+	rc.listen = listen_url;
 	rc.workers = workers;
 	rc.secret = SECRET;
 	rc.arg = arg;
@@ -519,7 +547,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "bench_billing: could not start the server\n");
 		return 1;
 	}
-	cc.urls = listen;
+	cc.urls = listen_url;
 	cc.secret = SECRET;
 	cc.service = "bench";
 	cc.timeout_ms = 60000; // a loaded machine: setup must not time out
@@ -534,7 +562,7 @@ main(int argc, char **argv)
 	// (a) 1,000 distinct tenants.
 	make_tenants(1000, "bench");
 	{
-		result h[16], r[16], o[16], d[16], m;
+		result h[16], hn[16], r[16], o[16], d[16], m;
 		long total = 0;
 		printf("(a) 1,000 tenants\n");
 		// Warm-up (not in the medians): every connection compiles the
@@ -559,6 +587,7 @@ main(int argc, char **argv)
 		for (int k = 0; k < repeat; k++) {
 			h[k] = run("health (RPC runtime)", MODE_HEALTH,
 			           threads);
+			hn[k] = health_nng(threads);
 			svc_state->batcher.max_batch = batch;
 			r[k] = run("ReserveUsage batched", MODE_RESERVE,
 			           threads);
@@ -574,6 +603,14 @@ main(int argc, char **argv)
 		printf("  median health              %8.0f calls/s  cpu/call "
 		       "%.0f us\n",
 		       m.rate, m.self_us);
+		{
+			result n = median(hn, repeat);
+			printf("  median health, nng I/O     %8.0f calls/s  "
+			       "cpu/call %.0f us (direct: %.2fx the calls/s, "
+			       "%.2fx the CPU a call)\n",
+			       n.rate, n.self_us, m.rate / n.rate,
+			       m.self_us / n.self_us);
+		}
 		m = median(d, repeat);
 		printf("  median reserve SQL         %8.0f calls/s  postgres "
 		       "%.0f us/call\n",
