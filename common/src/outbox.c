@@ -14,6 +14,11 @@
 #define DEFAULT_BATCH   200
 #define DEFAULT_IDLE_MS 200
 #define DEFAULT_BACKOFF 60000
+#define DEFAULT_KEEP_S  (7 * 86400)
+// Pruning: every minute, chunks of PRUNE_CHUNK rows for up to PRUNE_BUDGET.
+#define PRUNE_EVERY_NS  (60 * 1000000000LL)
+#define PRUNE_CHUNK     1000
+#define PRUNE_BUDGET_MS 250
 
 static bool
 schema_ok(const char *s)
@@ -220,6 +225,57 @@ out_rollback:
 	return delivered;
 }
 
+int
+pl_outbox_prune(pl_db *db, const char *schema, int64_t keep_s, int chunk,
+                int64_t budget_ms)
+{
+	char sql[512], keep[24], lim[16];
+	const char *p[2] = { keep, lim };
+	int64_t end = pl_now_ns() + budget_ms * 1000000;
+	int total = 0;
+
+	if (!schema_ok(schema) || keep_s < 0 || chunk < 1)
+		return -1;
+	snprintf(keep, sizeof(keep), "%lld", (long long)keep_s);
+	snprintf(lim, sizeof(lim), "%d", chunk);
+	// Both times are older than the cut-off: occurred_at finds the pages
+	// (BRIN), delivered_at decides. An event's occurred_at is its
+	// producer's and precedes its delivery. No sequential scan: that
+	// would read every row kept to find the few old ones.
+	snprintf(sql, sizeof(sql),
+	         "DELETE FROM %s.outbox o USING (SELECT x.id, x.destination "
+	         "FROM %s.outbox x WHERE x.occurred_at < now() - $1 * "
+	         "interval '1 second' AND x.delivered_at < now() - $1 * "
+	         "interval '1 second' LIMIT $2 FOR UPDATE SKIP LOCKED) d "
+	         "WHERE o.id = d.id AND o.destination = d.destination",
+	         schema, schema);
+	for (;;) {
+		PGresult *r = NULL;
+		int n;
+
+		if (pl_db_command(db, "BEGIN", 0, NULL) != PL_OK)
+			return -1;
+		if (pl_db_command(db, "SET LOCAL enable_seqscan = off", 0,
+		                  NULL) != PL_OK ||
+		    (r = pl_db_exec(db, sql, 2, p)) == NULL ||
+		    pl_db_result_status(r) != PL_OK) {
+			if (r != NULL)
+				pl_warn("outbox prune in %s: %s", schema,
+				        PQresultErrorMessage(r));
+			PQclear(r);
+			pl_db_command(db, "ROLLBACK", 0, NULL);
+			return -1;
+		}
+		n = atoi(PQcmdTuples(r));
+		PQclear(r);
+		if (pl_db_command(db, "COMMIT", 0, NULL) != PL_OK)
+			return -1;
+		total += n;
+		if (n < chunk || pl_now_ns() >= end)
+			return total;
+	}
+}
+
 static void *
 relay_main(void *arg)
 {
@@ -247,15 +303,13 @@ relay_main(void *arg)
 			if (n > 0)
 				busy = true;
 		}
-		if (pl_now_ns() - last_gc > 3600 * 1000000000LL) {
-			// Delivered rows are kept a week for inspection.
-			char sql[256];
-			snprintf(sql, sizeof(sql),
-			         "DELETE FROM %s.outbox WHERE delivered_at < "
-			         "now() - "
-			         "interval '7 days'",
-			         r->cfg.schema);
-			pl_db_command(db, sql, 0, NULL);
+		if (pl_now_ns() - last_gc > PRUNE_EVERY_NS) {
+			// Delivered rows are kept (a week by default) for
+			// inspection, then deleted a chunk at a time.
+			pl_outbox_prune(db, r->cfg.schema,
+			                r->cfg.keep_s > 0 ? r->cfg.keep_s
+			                                  : DEFAULT_KEEP_S,
+			                PRUNE_CHUNK, PRUNE_BUDGET_MS);
 			last_gc = pl_now_ns();
 		}
 		if (busy)

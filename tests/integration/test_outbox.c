@@ -68,7 +68,9 @@ setup(void **state)
 	            " last_error text, delivered_at timestamptz,"
 	            " PRIMARY KEY (id, destination));"
 	            "CREATE INDEX outbox_due ON svc.outbox (next_attempt_at)"
-	            " WHERE delivered_at IS NULL;") != 0)
+	            " WHERE delivered_at IS NULL;"
+	            "CREATE INDEX outbox_occurred ON svc.outbox USING brin"
+	            " (occurred_at) WITH (autosummarize = on);") != 0)
 		return -1;
 	sc.name = "echo";
 	sc.listen = "inproc://outbox-consumer";
@@ -272,6 +274,65 @@ test_bad_input(void **state)
 	                 PL_INVALID_ARGUMENT);
 }
 
+// n rows of the echo destination that occurred `occurred` ago and were
+// delivered `delivered` ago (NULL: not delivered).
+static void
+add_aged(fx *f, int n, const char *occurred, const char *delivered)
+{
+	char sql[512];
+
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO svc.outbox (id, destination, tenant_id, type, "
+	         "occurred_at, delivered_at) SELECT gen_random_uuid(), 'echo', "
+	         "'0192b0c4-0000-7000-8000-0000000000aa', 'x.y', now() - "
+	         "interval '%s', %s%s%s FROM generate_series(1, %d)",
+	         occurred, delivered ? "now() - interval '" : "NULL",
+	         delivered ? delivered : "", delivered ? "'" : "", n);
+	assert_int_equal(pl_db_command(f->db, sql, 0, NULL), PL_OK);
+}
+
+static void
+test_prune(void **state)
+{
+	fx *f = *state;
+
+	if (!f->pg.running)
+		skip();
+	assert_int_equal(
+	        pl_db_command(f->db, "DELETE FROM svc.outbox", 0, NULL), PL_OK);
+	add_aged(f, 25, "8 days", "8 days"); // old and delivered: go
+	add_aged(f, 5, "8 days", NULL);      // never delivered: stay
+	add_aged(f, 4, "1 day", "1 day");    // delivered recently: stay
+	add_aged(f, 3, "8 days", "1 hour");  // delivered late: stay
+	// Chunks of 10: 10, 10, then 5 (fewer than a chunk: done).
+	assert_int_equal(pl_outbox_prune(f->db, "svc", 7 * 86400, 10, 60000),
+	                 25);
+	assert_int_equal(count(f, "true"), 12);
+	assert_int_equal(count(f, "delivered_at IS NULL"), 5);
+	assert_int_equal(count(f, "delivered_at > now() - interval '2 days'"),
+	                 7);
+	// Nothing old left: nothing more goes.
+	assert_int_equal(pl_outbox_prune(f->db, "svc", 7 * 86400, 10, 60000),
+	                 0);
+	// The time budget ends a pass after its chunk: the rest waits for
+	// the next pass.
+	add_aged(f, 25, "9 days", "9 days");
+	assert_int_equal(pl_outbox_prune(f->db, "svc", 7 * 86400, 10, 0), 10);
+	assert_int_equal(count(f, "true"), 27);
+	// A shorter keep reaches the rows delivered a day ago.
+	assert_int_equal(pl_outbox_prune(f->db, "svc", 3600 * 2, 100, 60000),
+	                 15 + 4);
+	assert_int_equal(count(f, "true"), 8);
+	// Not a schema name, or nonsense limits: refused, nothing deleted.
+	assert_int_equal(
+	        pl_outbox_prune(f->db, "svc; DROP TABLE x", 1, 10, 1000), -1);
+	assert_int_equal(pl_outbox_prune(f->db, "svc", 1, 0, 1000), -1);
+	assert_int_equal(pl_outbox_prune(f->db, "svc", -1, 10, 1000), -1);
+	assert_int_equal(count(f, "true"), 8);
+	assert_int_equal(
+	        pl_db_command(f->db, "DELETE FROM svc.outbox", 0, NULL), PL_OK);
+}
+
 int
 main(void)
 {
@@ -280,6 +341,7 @@ main(void)
 		cmocka_unit_test(test_consumer_down_then_up),
 		cmocka_unit_test(test_two_relays_share_the_work),
 		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_prune),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

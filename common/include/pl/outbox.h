@@ -66,6 +66,7 @@ typedef struct pl_outbox_relay_config {
 	int batch;                     // rows per RPC (0: 200)
 	int64_t idle_ms;               // poll interval when idle (0: 200)
 	int64_t backoff_max_ms;        // (0: 60000)
+	int64_t keep_s; // delivered rows kept this long (0: 7 days)
 } pl_outbox_relay_config;
 
 // Starts the relay thread. Returns a status.
@@ -79,5 +80,14 @@ void pl_outbox_relay_stop(pl_outbox_relay *r);
 // or -1 when the send failed (rows rescheduled). Tests use it directly.
 int pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
                          const pl_outbox_route *route, pl_arena *arena);
+
+// Deletes rows delivered more than keep_s seconds ago, at most chunk per
+// transaction, chunk after chunk until fewer are left or budget_ms has
+// passed; rows not delivered stay. The relay runs it every minute. Each
+// service's outbox has a BRIN index on occurred_at (the rows are appended
+// in that order), so a chunk reads the old pages, not the table. Returns
+// the rows deleted, or -1 on a database error.
+int pl_outbox_prune(pl_db *db, const char *schema, int64_t keep_s, int chunk,
+                    int64_t budget_ms);
 
 #endif
