@@ -293,6 +293,7 @@ int messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
 // Deletes up to limit processed inbox rows received more than keep_ms ago;
 // returns how many, or an error status negated.
 int messaging_store_inbox_prune(pl_db *db, int64_t keep_ms, int limit);
+int messaging_store_retention_prune(pl_db *db, int64_t keep_ms, int limit);
 
 // The inbox batch, inside the caller's transaction (opened with tenant
 // "*"): locks up to max due rows, oldest first (SKIP LOCKED; the locks are

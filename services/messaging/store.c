@@ -413,12 +413,10 @@ messaging_store_inbox_done(pl_db *db, const msg_inbox_row *row,
 	return rv;
 }
 
-// Deletes up to limit processed inbox rows received more than keep_ms ago
-// (messaging.inbox_prune, 013; service level: tenant "*"). Rows still
-// due, or held by a worker, stay. Returns the number deleted, or an error
-// status negated.
-int
-messaging_store_inbox_prune(pl_db *db, int64_t keep_ms, int limit)
+// Runs a prune function (013, 015) as tenant "*": its number of rows
+// deleted, or an error status negated.
+static int
+prune(pl_db *db, const char *sql, int64_t keep_ms, int limit)
 {
 	char keep[24], lim[16];
 	const char *p[2] = { keep, lim };
@@ -427,11 +425,30 @@ messaging_store_inbox_prune(pl_db *db, int64_t keep_ms, int limit)
 
 	snprintf(keep, sizeof(keep), "%lld", (long long)keep_ms);
 	snprintf(lim, sizeof(lim), "%d", limit);
-	rv = tq(db, "*", "SELECT messaging.inbox_prune($1, $2)", 2, p, &r);
+	rv = tq(db, "*", sql, 2, p, &r);
 	if (rv == PL_OK && PQntuples(r) == 1)
 		n = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
 	return rv == PL_OK ? n : -rv;
+}
+
+// Deletes up to limit processed inbox rows received more than keep_ms ago
+// (messaging.inbox_prune, 013). Rows still due, or held by a worker, stay.
+int
+messaging_store_inbox_prune(pl_db *db, int64_t keep_ms, int limit)
+{
+	return prune(db, "SELECT messaging.inbox_prune($1, $2)", keep_ms,
+	             limit);
+}
+
+// Deletes up to limit pending statuses and up to limit finished webhook
+// deliveries created more than keep_ms ago (messaging.retention_prune,
+// 015).
+int
+messaging_store_retention_prune(pl_db *db, int64_t keep_ms, int limit)
+{
+	return prune(db, "SELECT messaging.retention_prune($1, $2)", keep_ms,
+	             limit);
 }
 
 int

@@ -1130,6 +1130,23 @@ inbox_prune(msg_service *s, pl_db *db)
 		pl_info("inbox: %ld processed bodies older than %lld ms "
 		        "deleted",
 		        total, (long long)s->inbox_keep_ms);
+	// Then, in what is left of the budget, statuses that never found
+	// their message and finished webhook deliveries (015).
+	total = 0;
+	do {
+		n = messaging_store_retention_prune(db, s->inbox_keep_ms,
+		                                    PRUNE_CHUNK);
+		if (n > 0)
+			total += n;
+	} while (n >= PRUNE_CHUNK && pl_now_ns() - t0 < PRUNE_BUDGET_NS);
+	if (n < 0)
+		pl_warn("could not prune old statuses and webhook deliveries: "
+		        "%s",
+		        pl_status_name(-n));
+	else if (total > 0)
+		pl_info("%ld pending statuses and finished webhook deliveries "
+		        "older than %lld ms deleted",
+		        total, (long long)s->inbox_keep_ms);
 }
 
 static void *

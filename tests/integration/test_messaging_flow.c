@@ -167,6 +167,9 @@ static const char *const env[] = {
 	"PARLEY_MESSAGING_POLL=20ms",
 	"PARLEY_MESSAGING_MAX_ATTEMPTS=5",
 	"PARLEY_MESSAGING_CHANNEL_CACHE=0",
+	// test_inbox_keep calls the prune functions itself; the workers'
+	// own pruning (every 10 s) would race with it.
+	"PARLEY_MESSAGING_INBOX_KEEP=0",
 	NULL,
 };
 
@@ -1728,6 +1731,89 @@ test_inbox_keep(void **state)
 	                      "convert_to('keep-due', 'UTF8')",
 	                      NULL, 0),
 	                 0);
+
+	// The same window bounds statuses that never found their message
+	// and finished webhook deliveries (015); pending and retrying
+	// deliveries stay. The endpoint is inactive: no event of the other
+	// tests is queued for it, and the retrying delivery is not due (the
+	// sender would fail it: its endpoint is off).
+#define EP "0190a000-0000-7000-8000-0000000000e9"
+	assert_int_equal(sqlv("INSERT INTO messaging.webhook_endpoints "
+	                      "(tenant_id, id, url, secret, is_active) VALUES "
+	                      "('" T1 "', '" EP "', 'https://example.com/h', "
+	                      "'whsec_x', false)",
+	                      NULL, 0),
+	                 0);
+	{
+		static const char *const st[][2] = {
+			{ "keep-st-1", "8 days" },
+			{ "keep-st-2", "9 days" },
+			{ "keep-st-3", "30 days" },
+			{ "keep-st-4", "1 day" },
+		};
+		static const char *const wd[][2] = {
+			{ "delivered", "8 days" },
+			{ "failed", "9 days" },
+			{ "retrying", "10 days" },
+			{ "delivered", "1 day" },
+		};
+		char q[700];
+		for (size_t i = 0; i < 4; i++) {
+			snprintf(q, sizeof(q),
+			         "INSERT INTO messaging.pending_statuses "
+			         "(tenant_id, id, channel_id, "
+			         "provider_message_id, status, at, created_at) "
+			         "VALUES ('" T1 "', gen_random_uuid(), '" C_WA
+			         "', '%s', 'delivered', now(), now() - "
+			         "interval '%s')",
+			         st[i][0], st[i][1]);
+			assert_int_equal(sqlv(q, NULL, 0), 0);
+			snprintf(q, sizeof(q),
+			         "INSERT INTO messaging.webhook_deliveries "
+			         "(tenant_id, id, endpoint_id, event_id, "
+			         "event_type, status, payload, created_at, "
+			         "next_attempt_at) VALUES ('" T1
+			         "', gen_random_uuid(), '" EP
+			         "', gen_random_uuid(), 'message.received', "
+			         "'%s', '{}', now() - interval '%s', now() + "
+			         "interval '1 day')",
+			         wd[i][0], wd[i][1]);
+			assert_int_equal(sqlv(q, NULL, 0), 0);
+		}
+	}
+	// Chunks of 2 in each table: 2 statuses + the delivered and the
+	// failed delivery, then the last old status, then nothing.
+	assert_int_equal(messaging_store_retention_prune(h.w.db, week, 2), 4);
+	assert_int_equal(messaging_store_retention_prune(h.w.db, week, 2), 1);
+	assert_int_equal(messaging_store_retention_prune(h.w.db, week, 2), 0);
+	assert_int_equal(sqlv("SELECT count(*) FROM messaging.pending_statuses "
+	                      "WHERE provider_message_id LIKE 'keep-st-%'",
+	                      NULL, 0),
+	                 1);
+	assert_int_equal(sqlv("SELECT count(*) FROM messaging.pending_statuses "
+	                      "WHERE provider_message_id = 'keep-st-4'",
+	                      NULL, 0),
+	                 1);
+	assert_int_equal(sqlv("SELECT count(*) FROM "
+	                      "messaging.webhook_deliveries WHERE endpoint_id "
+	                      "= '" EP "' AND (status = 'retrying' OR "
+	                      "created_at > now() - interval '2 days')",
+	                      NULL, 0),
+	                 2);
+	assert_int_equal(sqlv("SELECT count(*) FROM "
+	                      "messaging.webhook_deliveries WHERE endpoint_id "
+	                      "= '" EP "'",
+	                      NULL, 0),
+	                 2);
+	assert_int_equal(sqlv("DELETE FROM messaging.webhook_endpoints WHERE "
+	                      "id = '" EP "'",
+	                      NULL, 0),
+	                 0);
+	assert_int_equal(sqlv("DELETE FROM messaging.pending_statuses WHERE "
+	                      "provider_message_id = 'keep-st-4'",
+	                      NULL, 0),
+	                 0);
+#undef EP
 }
 
 int
