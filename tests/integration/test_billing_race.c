@@ -64,35 +64,11 @@ sql_int(const char *sql)
 	return v;
 }
 
+// A new tenant on plan_code (its tenant.created delivered).
 static void
 new_tenant(char tid[PL_UUID_STRLEN + 1], const char *plan_code)
 {
-	Parley__Billing__V1__DeliverEventsRequest in =
-	        PARLEY__BILLING__V1__DELIVER_EVENTS_REQUEST__INIT;
-	Parley__Billing__V1__DeliverEventsResponse *out = NULL;
-	Parley__Rpc__V1__Event ev = PARLEY__RPC__V1__EVENT__INIT,
-	                       *evs[1] = { &ev };
-	Parley__Rpc__V1__Json pay = PARLEY__RPC__V1__JSON__INIT;
-	pl_principal svc = svch_service();
-	char id[PL_UUID_STRLEN + 1], text[96];
-
-	pl_uuid7_str(tid);
-	pl_uuid7_str(id);
-	snprintf(text, sizeof(text), "{\"plan_code\":\"%s\"}", plan_code);
-	pay.text = text;
-	ev.id = id;
-	ev.tenant_id = tid;
-	ev.type = "tenant.created";
-	ev.payload = &pay;
-	in.events = evs;
-	in.n_events = 1;
-	assert_int_equal(
-	        svch_call(
-	                &h, M("DeliverEvents"), &svc, &in.base,
-	                &parley__billing__v1__deliver_events_response__descriptor,
-	                (void **)&out, NULL),
-	        PL_OK);
-	assert_int_equal(out->accepted, 1);
+	assert_int_equal(svch_billing_tenant(&h, tid, plan_code), PL_OK);
 }
 
 static void

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parley/billing/v1/billing.pb-c.h"
 #include "pl/log.h"
 #include "svch.h"
 
@@ -194,4 +195,37 @@ svch_call(svch *h, const char *method, const pl_principal *p,
 	o.principal = p;
 	return pl_rpc_call(h->cli, method, in, out_desc, out, &h->arena, &o,
 	                   res);
+}
+
+int
+svch_billing_tenant(svch *h, char tid[PL_UUID_STRLEN + 1],
+                    const char *plan_code)
+{
+	Parley__Billing__V1__DeliverEventsRequest in =
+	        PARLEY__BILLING__V1__DELIVER_EVENTS_REQUEST__INIT;
+	Parley__Billing__V1__DeliverEventsResponse *out = NULL;
+	Parley__Rpc__V1__Event ev = PARLEY__RPC__V1__EVENT__INIT,
+	                       *evs[1] = { &ev };
+	Parley__Rpc__V1__Json pay = PARLEY__RPC__V1__JSON__INIT;
+	pl_principal svc = svch_service();
+	char id[PL_UUID_STRLEN + 1], text[128];
+	int rv;
+
+	pl_uuid7_str(tid);
+	pl_uuid7_str(id);
+	snprintf(text, sizeof(text), "{\"plan_code\":\"%s\"}", plan_code);
+	pay.text = text;
+	ev.id = id;
+	ev.tenant_id = tid;
+	ev.type = "tenant.created";
+	ev.payload = &pay;
+	in.events = evs;
+	in.n_events = 1;
+	rv = svch_call(
+	        h, "/parley.billing.v1.Billing/DeliverEvents", &svc, &in.base,
+	        &parley__billing__v1__deliver_events_response__descriptor,
+	        (void **)&out, NULL);
+	if (rv == PL_OK && out->accepted != 1)
+		rv = PL_INTERNAL;
+	return rv;
 }

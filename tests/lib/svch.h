@@ -11,6 +11,7 @@
 #define SVCH_H
 
 #include "pgh.h"
+#include "pl/id.h"
 #include "pl/rpc.h"
 #include "pl/service.h"
 
@@ -61,5 +62,11 @@ int svch_call(svch *h, const char *method, const pl_principal *p,
               const ProtobufCMessage *in,
               const ProtobufCMessageDescriptor *out_desc, void **out,
               pl_rpc_result *res);
+
+// For a billing service under test: a new tenant id in tid and its
+// tenant.created event (subscribed to plan_code) delivered through
+// DeliverEvents. PL_OK when the event was accepted, else a status.
+int svch_billing_tenant(svch *h, char tid[PL_UUID_STRLEN + 1],
+                        const char *plan_code);
 
 #endif
