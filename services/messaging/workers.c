@@ -1111,42 +1111,39 @@ deliver_claimed(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 #define PRUNE_BUDGET_NS (250 * 1000000LL)
 #define PRUNE_CHUNK     1000
 
+// Runs fn chunk after chunk while chunks come back full and the pass's
+// budget (from t0) lasts; logs what went under the name what.
 static void
-inbox_prune(msg_service *s, pl_db *db)
+prune_rounds(msg_service *s, pl_db *db, int64_t t0,
+             int (*fn)(pl_db *, int64_t, int), const char *what)
 {
-	int64_t t0 = pl_now_ns();
 	long total = 0;
 	int n;
 
 	do {
-		n = messaging_store_inbox_prune(db, s->inbox_keep_ms,
-		                                PRUNE_CHUNK);
-		if (n > 0)
-			total += n;
-	} while (n == PRUNE_CHUNK && pl_now_ns() - t0 < PRUNE_BUDGET_NS);
-	if (n < 0)
-		pl_warn("could not prune the inbox: %s", pl_status_name(-n));
-	else if (total > 0)
-		pl_info("inbox: %ld processed bodies older than %lld ms "
-		        "deleted",
-		        total, (long long)s->inbox_keep_ms);
-	// Then, in what is left of the budget, statuses that never found
-	// their message and finished webhook deliveries (015).
-	total = 0;
-	do {
-		n = messaging_store_retention_prune(db, s->inbox_keep_ms,
-		                                    PRUNE_CHUNK);
+		n = fn(db, s->inbox_keep_ms, PRUNE_CHUNK);
 		if (n > 0)
 			total += n;
 	} while (n >= PRUNE_CHUNK && pl_now_ns() - t0 < PRUNE_BUDGET_NS);
 	if (n < 0)
-		pl_warn("could not prune old statuses and webhook deliveries: "
-		        "%s",
-		        pl_status_name(-n));
+		pl_warn("could not prune %s: %s", what, pl_status_name(-n));
 	else if (total > 0)
-		pl_info("%ld pending statuses and finished webhook deliveries "
-		        "older than %lld ms deleted",
-		        total, (long long)s->inbox_keep_ms);
+		pl_info("%ld %s older than %lld ms deleted", total, what,
+		        (long long)s->inbox_keep_ms);
+}
+
+static void
+inbox_prune(msg_service *s, pl_db *db)
+{
+	int64_t t0 = pl_now_ns();
+
+	prune_rounds(s, db, t0, messaging_store_inbox_prune,
+	             "processed inbox bodies");
+	// Then, in what is left of the budget, statuses that never found
+	// their message and finished webhook deliveries (015: up to a chunk
+	// of each a round).
+	prune_rounds(s, db, t0, messaging_store_retention_prune,
+	             "pending statuses and finished webhook deliveries");
 }
 
 static void *
