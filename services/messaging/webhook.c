@@ -113,7 +113,13 @@ dump(json_t *o, pl_arena *a)
 	return r;
 }
 
-// Unix seconds (as text) -> RFC 3339.
+// The last second PostgreSQL's timestamptz and our RFC 3339 texts share:
+// 9999-12-31T23:59:59Z.
+#define MAX_UNIX 253402300799LL
+
+// Unix seconds (as text) -> RFC 3339; NULL when it is not a time of the
+// years 1970..9999 (the item then takes the time it arrived: one bad field
+// must not fail the whole body).
 static const char *
 unix_ts(const char *s, pl_arena *a)
 {
@@ -123,15 +129,96 @@ unix_ts(const char *s, pl_arena *a)
 	struct tm tm;
 	char buf[40];
 
-	if (s == NULL)
+	if (s == NULL || *s == '\0')
 		return NULL;
 	v = strtoll(s, &end, 10);
-	if (*end != '\0' || v <= 0)
+	if (*end != '\0' || v <= 0 || v > MAX_UNIX)
 		return NULL;
 	t = (time_t)v;
-	gmtime_r(&t, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S.000Z", &tm) == 0)
+		return NULL;
 	return pl_arena_strdup(a, buf);
+}
+
+static int
+days_in(int y, int m)
+{
+	static const int d[12] = { 31, 28, 31, 30, 31, 30,
+		                   31, 31, 30, 31, 30, 31 };
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	return m == 2 && leap ? 29 : d[m - 1];
+}
+
+// The n decimal digits at s as a number; -1 when one is not a digit.
+static int
+digits(const char *s, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+// An ISO 8601 time as providers write it ("2019-07-19T11:23:26.998+0000",
+// "...Z", "...+00:00", no zone: UTC) -> RFC 3339 ("...+00:00"); NULL when
+// it is not a real time of the years 1970..9999, so that the item takes
+// the time it arrived instead of failing its whole body in SQL.
+static const char *
+iso_ts(const char *s, pl_arena *a)
+{
+	int y, mo, d, h, mi, se, oh = 0, om = 0;
+	size_t i = 19, f, n;
+	const char *o;
+
+	if (s == NULL || strlen(s) < 19 || s[4] != '-' || s[7] != '-' ||
+	    (s[10] != 'T' && s[10] != ' ') || s[13] != ':' || s[16] != ':')
+		return NULL;
+	y = digits(s, 4);
+	mo = digits(s + 5, 2);
+	d = digits(s + 8, 2);
+	h = digits(s + 11, 2);
+	mi = digits(s + 14, 2);
+	se = digits(s + 17, 2);
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > days_in(y, mo) ||
+	    h < 0 || h > 23 || mi < 0 || mi > 59 || se < 0 || se > 59)
+		return NULL;
+	if (s[i] == '.') {
+		for (f = ++i; s[i] >= '0' && s[i] <= '9'; i++)
+			;
+		if (i == f || i - f > 9)
+			return NULL;
+	}
+	o = s + i;
+	n = strlen(o);
+	if (n == 0 || (n == 1 && o[0] == 'Z'))
+		return pl_arena_printf(a, "%.10sT%.*sZ", s, (int)(i - 11),
+		                       s + 11);
+	if (o[0] != '+' && o[0] != '-')
+		return NULL;
+	if (n == 5) {
+		oh = digits(o + 1, 2);
+		om = digits(o + 3, 2);
+	} else if (n == 6 && o[3] == ':') {
+		oh = digits(o + 1, 2);
+		om = digits(o + 4, 2);
+	} else {
+		return NULL;
+	}
+	if (oh < 0 || oh > 14 || om < 0 || om > 59)
+		return NULL;
+	return pl_arena_printf(a, "%.10sT%.*s%c%02d:%02d", s, (int)(i - 11),
+	                       s + 11, o[0], oh, om);
+}
+
+// An id or sender worth storing: present and not empty.
+static bool
+given(const char *s)
+{
+	return s != NULL && s[0] != '\0';
 }
 
 static int
@@ -212,14 +299,16 @@ wa_message(json_t *m, json_t *contacts, const char *routing, pl_arena *a,
 		if (from == NULL)
 			from = str(c, "wa_id", a);
 	}
-	if (it->business_user_id == NULL)
-		it->business_user_id = from_uid;
+	if (!given(it->business_user_id))
+		it->business_user_id = given(from_uid) ? from_uid : NULL;
+	if (!given(it->parent_user_id))
+		it->parent_user_id = NULL;
 	if (from != NULL && from[0] != '\0') {
 		it->external_id = from;
 		it->external_id_kind =
 		        PARLEY__MESSAGING__V1__EXTERNAL_ID_KIND__EXTERNAL_ID_KIND_PHONE;
 		it->phone_raw = from;
-	} else if (it->business_user_id != NULL) {
+	} else if (given(it->business_user_id)) {
 		it->external_id = it->business_user_id;
 		it->external_id_kind =
 		        PARLEY__MESSAGING__V1__EXTERNAL_ID_KIND__EXTERNAL_ID_KIND_BUSINESS_USER_ID;
@@ -243,7 +332,7 @@ wa_message(json_t *m, json_t *contacts, const char *routing, pl_arena *a,
 			it->text = str(body, "emoji", a);
 	}
 	it->metadata_json = dump(m, a);
-	if (it->provider_message_id == NULL || it->external_id == NULL) {
+	if (!given(it->provider_message_id) || !given(it->external_id)) {
 		out->n--; // no id or no sender: nothing to store
 		return PL_OK;
 	}
@@ -282,7 +371,7 @@ wa_status(json_t *s, const char *routing, pl_arena *a, msg_items *out,
 			it->error_text = str(e, "title", a);
 	}
 	it->metadata_json = dump(s, a);
-	if (it->provider_message_id == NULL || it->status == 0)
+	if (!given(it->provider_message_id) || it->status == 0)
 		out->n--;
 	return PL_OK;
 }
@@ -343,21 +432,6 @@ ib_type(const char *t)
 	return PARLEY__MESSAGING__V1__MESSAGE_TYPE__MESSAGE_TYPE_UNSUPPORTED;
 }
 
-// Infobip times: "2019-07-19T11:23:26.998+0000" -> RFC 3339 with a colon.
-static const char *
-ib_ts(const char *s, pl_arena *a)
-{
-	size_t n;
-
-	if (s == NULL)
-		return NULL;
-	n = strlen(s);
-	if (n > 5 && (s[n - 5] == '+' || s[n - 5] == '-'))
-		return pl_arena_printf(a, "%.*s:%s", (int)(n - 2), s,
-		                       s + n - 2);
-	return s;
-}
-
 static int
 parse_ib(json_t *root, pl_arena *a, msg_items *out, char *err, size_t errlen)
 {
@@ -386,9 +460,9 @@ parse_ib(json_t *root, pl_arena *a, msg_items *out, char *err, size_t errlen)
 			it->routing_key = str(r, "from", a);
 			if (json_object_get(r, "seenAt")) {
 				it->status = 5;
-				it->at = ib_ts(str(r, "seenAt", a), a);
+				it->at = iso_ts(str(r, "seenAt", a), a);
 			} else {
-				it->at = ib_ts(str(r, "doneAt", a), a);
+				it->at = iso_ts(str(r, "doneAt", a), a);
 				if (g && strcmp(g, "DELIVERED") == 0)
 					it->status = 4;
 				else if (g && strcmp(g, "PENDING") == 0)
@@ -407,7 +481,7 @@ parse_ib(json_t *root, pl_arena *a, msg_items *out, char *err, size_t errlen)
 						        st, "description", a);
 				}
 			}
-			if (it->provider_message_id == NULL || it->status == 0)
+			if (!given(it->provider_message_id) || it->status == 0)
 				out->n--;
 			continue;
 		}
@@ -419,7 +493,7 @@ parse_ib(json_t *root, pl_arena *a, msg_items *out, char *err, size_t errlen)
 		it->phone_raw = it->external_id;
 		it->contact_name =
 		        str(json_object_get(r, "contact"), "name", a);
-		it->provider_created_at = ib_ts(str(r, "receivedAt", a), a);
+		it->provider_created_at = iso_ts(str(r, "receivedAt", a), a);
 		{
 			json_t *m = json_object_get(r, "message");
 			it->type = ib_type(str(m, "type", a));
@@ -428,7 +502,7 @@ parse_ib(json_t *root, pl_arena *a, msg_items *out, char *err, size_t errlen)
 				it->text = str(m, "caption", a);
 			it->media_url = str(m, "url", a);
 		}
-		if (it->provider_message_id == NULL || it->external_id == NULL)
+		if (!given(it->provider_message_id) || !given(it->external_id))
 			out->n--;
 	}
 	return PL_OK;

@@ -410,6 +410,21 @@ inbox_leased(msg_service *s, pl_db *db, pl_arena *a)
 			        db, row.tenant_id, row.channel_id, it, a,
 			        &applied, &deferred, NULL);
 		}
+		if (rv == PL_INVALID_ARGUMENT) {
+			// The database refuses the item itself (a data
+			// exception, a constraint): no later attempt can
+			// store it, and leaving the row would hold back
+			// every later body of its senders. The row keeps
+			// the reason; the other items go on.
+			pl_error("inbox row %s item %zu cannot be stored "
+			         "(%s); left out",
+			         row.id, i, pl_status_name(rv));
+			if (err[0] == '\0')
+				snprintf(err, sizeof(err),
+				         "item %zu cannot be stored (%s)", i,
+				         pl_status_name(rv));
+			continue;
+		}
 		if (rv != PL_OK) {
 			// Leave the row for a later attempt (its lease runs
 			// out); what was stored is recognised as duplicate.
@@ -419,7 +434,7 @@ inbox_leased(msg_service *s, pl_db *db, pl_arena *a)
 		}
 		done++;
 	}
-	messaging_store_inbox_done(db, &row, NULL);
+	messaging_store_inbox_done(db, &row, err[0] != '\0' ? err : NULL);
 	if (done > 0)
 		messaging_kick_kind(s, MSG_WORK_REPLY);
 	return 1;

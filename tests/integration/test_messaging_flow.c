@@ -937,6 +937,167 @@ test_infobip_batch_of_three(void **state)
 	json_decref(root);
 }
 
+// Provider times that are not times (a provider's format change, a
+// sender's clock): the message is still stored and answered, with the
+// time it arrived instead.
+static void
+test_bad_provider_times(void **state)
+{
+	static const char *const ib_times[] = {
+		"yesterday", "2019-13-45T99:99:99.000+0000",
+		"99999-01-01T00:00:00.000+0000"
+	};
+	static const char *const wa_times[] = { "99999999999999",
+		                                "9223372036854775807" };
+	size_t len;
+	char *raw, *s;
+	json_t *root, *res, *one;
+	int base;
+
+	(void)state;
+	NEED();
+	FIXTURES();
+	raw = slurp(FIX "infobip_whatsapp_inbound_text.json", &len);
+	root = json_loads(raw, 0, NULL);
+	res = json_object_get(root, "results");
+	one = json_deep_copy(json_array_get(res, 0));
+	json_array_clear(res);
+	for (int i = 0; i < 3; i++) {
+		json_t *c = json_deep_copy(one);
+		char id[32], from[32];
+		snprintf(id, sizeof(id), "IB-T%d", i);
+		snprintf(from, sizeof(from), "38591777000%d", i);
+		json_object_set_new(c, "messageId", json_string(id));
+		json_object_set_new(c, "from", json_string(from));
+		json_object_set_new(c, "receivedAt", json_string(ib_times[i]));
+		json_array_append_new(res, c);
+	}
+	s = json_dumps(root, JSON_COMPACT);
+	base = fake_provider_count(fp);
+	assert_int_equal(webhook(C_IB, 2, s, strlen(s), NULL, NULL), PL_OK);
+	assert_int_equal(fake_provider_wait(fp, base + 3, 8000), base + 3);
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE provider_message_id LIKE 'IB-T%' "
+	                          "AND provider_created_at IS NULL",
+	                          3),
+	                 3);
+	free(s);
+	free(raw);
+	json_decref(one);
+	json_decref(root);
+
+	raw = slurp(FIX "whatsapp_cloud_inbound_text.json", &len);
+	for (int i = 0; i < 2; i++) {
+		json_t *v, *m, *c;
+		char id[32], from[32];
+		root = json_loads(raw, 0, NULL);
+		v = json_object_get(
+		        json_array_get(
+		                json_object_get(
+		                        json_array_get(
+		                                json_object_get(root, "entry"),
+		                                0),
+		                        "changes"),
+		                0),
+		        "value");
+		m = json_array_get(json_object_get(v, "messages"), 0);
+		c = json_array_get(json_object_get(v, "contacts"), 0);
+		snprintf(id, sizeof(id), "wamid.T%d", i);
+		snprintf(from, sizeof(from), "5511977000%03d", i);
+		json_object_set_new(m, "id", json_string(id));
+		json_object_set_new(m, "from", json_string(from));
+		json_object_set_new(c, "wa_id", json_string(from));
+		json_object_set_new(m, "timestamp", json_string(wa_times[i]));
+		s = json_dumps(root, JSON_COMPACT);
+		base = fake_provider_count(fp);
+		assert_int_equal(wa_webhook(s, strlen(s), NULL), PL_OK);
+		assert_int_equal(fake_provider_wait(fp, base + 1, 8000),
+		                 base + 1);
+		free(s);
+		json_decref(root);
+	}
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE provider_message_id LIKE 'wamid.T%' "
+	                          "AND provider_created_at IS NULL",
+	                          2),
+	                 2);
+	free(raw);
+}
+
+// An item the database refuses for good (here a trigger raising a data
+// exception for one provider id): the body's other items are stored and
+// answered, the inbox row is finished with the reason, and the sender's
+// later bodies are not held back.
+static void
+test_poison_item(void **state)
+{
+	size_t len;
+	char *raw, *s, err[256];
+	json_t *root, *res, *one;
+	int base;
+
+	(void)state;
+	NEED();
+	FIXTURES();
+	assert_int_equal(
+	        sqlv("CREATE FUNCTION messaging.test_poison() RETURNS trigger "
+	             "LANGUAGE plpgsql AS $$ BEGIN IF NEW.provider_message_id "
+	             "= 'IB-POISON' THEN RAISE EXCEPTION 'poisoned' USING "
+	             "ERRCODE = '22023'; END IF; RETURN NEW; END $$; "
+	             "CREATE TRIGGER test_poison BEFORE INSERT ON "
+	             "messaging.messages FOR EACH ROW EXECUTE FUNCTION "
+	             "messaging.test_poison()",
+	             NULL, 0),
+	        0);
+	raw = slurp(FIX "infobip_whatsapp_inbound_text.json", &len);
+	root = json_loads(raw, 0, NULL);
+	res = json_object_get(root, "results");
+	one = json_deep_copy(json_array_get(res, 0));
+	json_array_clear(res);
+	for (int i = 0; i < 2; i++) {
+		json_t *c = json_deep_copy(one);
+		json_object_set_new(
+		        c, "messageId",
+		        json_string(i == 0 ? "IB-POISON" : "IB-OK"));
+		json_object_set_new(c, "from", json_string("385917770099"));
+		json_array_append_new(res, c);
+	}
+	s = json_dumps(root, JSON_COMPACT);
+	base = fake_provider_count(fp);
+	assert_int_equal(webhook(C_IB, 2, s, strlen(s), NULL, NULL), PL_OK);
+	assert_int_equal(fake_provider_wait(fp, base + 1, 8000), base + 1);
+	assert_int_equal(
+	        wait_for("SELECT count(*) FROM messaging.inbox WHERE "
+	                 "convert_from(body, 'UTF8') LIKE '%IB-POISON%' AND "
+	                 "processed_at IS NOT NULL AND last_error "
+	                 "LIKE 'item 0 cannot be stored%'",
+	                 1),
+	        1);
+	assert_int_equal(sqlv("SELECT count(*) FROM messaging.messages WHERE "
+	                      "provider_message_id IN ('IB-POISON', 'IB-OK')",
+	                      NULL, 0),
+	                 1);
+	free(s);
+
+	// The sender's next body is not held back.
+	json_array_clear(res);
+	json_object_set_new(one, "messageId", json_string("IB-NEXT"));
+	json_object_set_new(one, "from", json_string("385917770099"));
+	json_array_append(res, one);
+	s = json_dumps(root, JSON_COMPACT);
+	base = fake_provider_count(fp);
+	assert_int_equal(webhook(C_IB, 2, s, strlen(s), NULL, NULL), PL_OK);
+	assert_int_equal(fake_provider_wait(fp, base + 1, 8000), base + 1);
+	assert_int_equal(sqlv("DROP TRIGGER test_poison ON messaging.messages; "
+	                      "DROP FUNCTION messaging.test_poison()",
+	                      err, sizeof(err)),
+	                 0);
+	free(s);
+	free(raw);
+	json_decref(one);
+	json_decref(root);
+}
+
 static void
 test_quota_refusal(void **state)
 {
@@ -1829,6 +1990,8 @@ main(void)
 		cmocka_unit_test(test_window),
 		cmocka_unit_test(test_business_scoped_only),
 		cmocka_unit_test(test_infobip_batch_of_three),
+		cmocka_unit_test(test_bad_provider_times),
+		cmocka_unit_test(test_poison_item),
 		cmocka_unit_test(test_quota_refusal),
 		cmocka_unit_test(test_burst_in_order),
 		cmocka_unit_test(test_burst_window),
