@@ -149,6 +149,77 @@ test_parse(void **state)
 	assert_int_equal(it.v[1].kind, MSG_ITEM_STATUS);
 	assert_int_equal(it.v[1].status, 4);
 
+	// Provider times: normalised, or NULL when they are not times.
+	{
+		static const struct {
+			const char *in, *out;
+		} t[] = {
+			{ "2019-07-19T11:23:26Z", "2019-07-19T11:23:26Z" },
+			{ "2019-07-19 11:23:26.5", "2019-07-19T11:23:26.5Z" },
+			{ "2020-02-29T00:00:00-0530",
+			  "2020-02-29T00:00:00-05:30" },
+			{ "2019-07-19T11:23:26.1+05:45",
+			  "2019-07-19T11:23:26.1+05:45" },
+			{ "2019-02-29T00:00:00Z", NULL },
+			{ "2019-13-01T00:00:00Z", NULL },
+			{ "2019-07-19T24:00:00Z", NULL },
+			{ "2019-07-19T11:23:26.Z", NULL },
+			{ "2019-07-19T11:23:26+0000x", NULL },
+			{ "2019-07-19T11:23:26+1500", NULL },
+			{ "1969-12-31T23:59:59Z", NULL },
+			{ "99999-01-01T00:00:00Z", NULL },
+			{ "yesterday", NULL },
+		};
+		for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+			char *b = pl_arena_printf(
+			        &a,
+			        "{\"results\":[{\"from\":\"1\",\"messageId\":"
+			        "\"m\",\"receivedAt\":\"%s\"}]}",
+			        t[i].in);
+			assert_int_equal(
+			        messaging_parse_webhook(2, (const uint8_t *)b,
+			                                strlen(b), &a, &it, err,
+			                                sizeof(err)),
+			        PL_OK);
+			assert_int_equal(it.n, 1);
+			if (t[i].out == NULL)
+				assert_null(it.v[0].provider_created_at);
+			else
+				assert_string_equal(it.v[0].provider_created_at,
+				                    t[i].out);
+		}
+		static const char *const wa_bad[] = {
+			"0", "-5",           "1e9",
+			"",  "253402300800", "9223372036854775807"
+		};
+		for (size_t i = 0; i < sizeof(wa_bad) / sizeof(wa_bad[0]);
+		     i++) {
+			char *b = pl_arena_printf(
+			        &a,
+			        "{\"entry\":[{\"changes\":[{\"value\":{"
+			        "\"messages\":[{\"from\":\"1\",\"id\":\"w\","
+			        "\"timestamp\":\"%s\"}]}}]}]}",
+			        wa_bad[i]);
+			assert_int_equal(
+			        messaging_parse_webhook(1, (const uint8_t *)b,
+			                                strlen(b), &a, &it, err,
+			                                sizeof(err)),
+			        PL_OK);
+			assert_int_equal(it.n, 1);
+			assert_null(it.v[0].provider_created_at);
+		}
+	}
+	// Empty ids and senders count as none.
+	{
+		const char *b = "{\"results\":[{\"from\":\"\",\"messageId\":"
+		                "\"m\"},{\"from\":\"1\",\"messageId\":\"\"}]}";
+		assert_int_equal(messaging_parse_webhook(2, (const uint8_t *)b,
+		                                         strlen(b), &a, &it,
+		                                         err, sizeof(err)),
+		                 PL_OK);
+		assert_int_equal(it.n, 0);
+	}
+
 	assert_int_equal(messaging_parse_webhook(1, (const uint8_t *)"{", 1, &a,
 	                                         &it, err, sizeof(err)),
 	                 PL_INVALID_ARGUMENT);
