@@ -154,8 +154,13 @@ typedef struct agents_llm_output {
 	char *ignored_tools; // names of unknown tools, comma-separated
 } agents_llm_output;
 
+// The most tokens one answer is counted for (usage beyond it is taken as
+// this).
+#define AGENTS_MAX_TOKENS 10000000
+
 // Parses a chat/completions answer into out (strings in arena). Returns
-// PL_OK, or PL_INTERNAL with err saying what was wrong.
+// PL_OK, or PL_INTERNAL with err saying what was wrong. Token counts are
+// within 0..AGENTS_MAX_TOKENS.
 int agents_llm_parse(pl_arena *a, const char *body, size_t len,
                      agents_llm_output *out, char *err, size_t errlen);
 

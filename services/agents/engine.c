@@ -719,6 +719,19 @@ apply_tool(pl_arena *a, const char *name, json_t *args, agents_llm_output *out)
 	}
 }
 
+// A usage count as the provider says it, within 0..AGENTS_MAX_TOKENS: a
+// negative count (which would skip the ai_tokens reservation) is 0, a
+// larger one the most (it would not fit the int columns and the sums).
+static int
+token_count(json_t *v)
+{
+	json_int_t n = json_integer_value(v);
+
+	if (n < 0)
+		return 0;
+	return n > AGENTS_MAX_TOKENS ? AGENTS_MAX_TOKENS : (int)n;
+}
+
 int
 agents_llm_parse(pl_arena *a, const char *body, size_t len,
                  agents_llm_output *out, char *err, size_t errlen)
@@ -775,10 +788,9 @@ agents_llm_parse(pl_arena *a, const char *body, size_t len,
 	}
 	out->model = jstr(a, root, "model");
 	usage = json_object_get(root, "usage");
-	out->tokens_in = (int)json_integer_value(
-	        json_object_get(usage, "prompt_tokens"));
-	out->tokens_out = (int)json_integer_value(
-	        json_object_get(usage, "completion_tokens"));
+	out->tokens_in = token_count(json_object_get(usage, "prompt_tokens"));
+	out->tokens_out =
+	        token_count(json_object_get(usage, "completion_tokens"));
 	rv = PL_OK;
 out_decref:
 	json_decref(root);

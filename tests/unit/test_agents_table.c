@@ -126,6 +126,19 @@ test_llm_format(void **state)
 	assert_string_equal(out.lead->email, "a@b.co");
 	assert_non_null(strstr(out.lead->extra->text, "Lima"));
 	assert_int_equal(out.tokens_in, 3);
+	{
+		// Usage counts out of range: never negative, never past
+		// AGENTS_MAX_TOKENS.
+		const char *u =
+		        "{\"choices\":[{\"message\":{\"content\":\"x\"}}],"
+		        "\"usage\":{\"prompt_tokens\":-1000,"
+		        "\"completion_tokens\":99999999999}}";
+		assert_int_equal(agents_llm_parse(&a, u, strlen(u), &out, err,
+		                                  sizeof(err)),
+		                 PL_OK);
+		assert_int_equal(out.tokens_in, 0);
+		assert_int_equal(out.tokens_out, AGENTS_MAX_TOKENS);
+	}
 	assert_int_equal(agents_llm_parse(&a, "{\"choices\":[", 12, &out, err,
 	                                  sizeof(err)),
 	                 PL_INTERNAL);
