@@ -43,7 +43,7 @@ static pl_cfg_entry table[] = {
 	  "longest life of a cached Authenticate answer (0: no cache)" },
 	{ "PARLEY_LOG_LEVEL", PL_CFG_STRING, "info", 0, 0, NULL,
 	  "debug, info, warn, error" },
-	{ NULL },
+	{ 0 },
 };
 
 const pl_cfg_entry *
