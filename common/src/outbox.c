@@ -73,13 +73,13 @@ struct pl_outbox_relay {
 	bool stop;
 };
 
-// Delivers the claimed rows of res (id, tenant, type, occurred, dims,
-// payload); returns the RPC status.
+// Delivers rows [from, to) of the claimed rows of res (id, tenant, type,
+// occurred, dims, payload); returns the RPC status.
 static int
 send_batch(const pl_outbox_relay_config *cfg, const pl_outbox_route *route,
-           PGresult *res, pl_arena *a, char **err)
+           PGresult *res, int from, int to, pl_arena *a, char **err)
 {
-	int n = PQntuples(res);
+	int n = to - from;
 	Parley__Rpc__V1__EventBatch b = PARLEY__RPC__V1__EVENT_BATCH__INIT;
 	pl_rpc_result rr;
 	pl_rpc_opts o = { 0 };
@@ -89,7 +89,7 @@ send_batch(const pl_outbox_relay_config *cfg, const pl_outbox_route *route,
 	b.events = pl_arena_alloc(a, (size_t)n * sizeof(*b.events));
 	if (b.events == NULL)
 		return PL_RESOURCE_EXHAUSTED;
-	for (int i = 0; i < n; i++) {
+	for (int i = from; i < to; i++) {
 		Parley__Rpc__V1__Event *ev = pl_arena_alloc(a, sizeof(*ev));
 		Parley__Rpc__V1__Json *js = pl_arena_alloc(a, sizeof(*js));
 		ProtobufCMessage *dims = NULL;
@@ -128,12 +128,89 @@ send_batch(const pl_outbox_relay_config *cfg, const pl_outbox_route *route,
 	return rv;
 }
 
+// Marks the rows ids (a uuid[] literal) delivered.
+static int
+mark_delivered(pl_db *db, const pl_outbox_relay_config *cfg,
+               const pl_outbox_route *route, const char *ids)
+{
+	char sql[512];
+	const char *p[2] = { route->destination, ids };
+
+	snprintf(sql, sizeof(sql),
+	         "UPDATE %s.outbox SET delivered_at = now(), attempts = "
+	         "attempts + 1, last_error = NULL WHERE destination = $1 AND "
+	         "id = ANY($2::uuid[])",
+	         cfg->schema);
+	return pl_db_command(db, sql, 2, p);
+}
+
+// Reschedules the rows ids (a uuid[] literal) with capped exponential
+// back-off and jitter, per row, keeping err.
+static int
+mark_failed(pl_db *db, const pl_outbox_relay_config *cfg,
+            const pl_outbox_route *route, const char *ids, const char *err)
+{
+	char sql[1024], backoff[32];
+	const char *p[4] = { route->destination, ids, err, backoff };
+
+	snprintf(backoff, sizeof(backoff), "%lld",
+	         (long long)(cfg->backoff_max_ms > 0 ? cfg->backoff_max_ms
+	                                             : DEFAULT_BACKOFF));
+	snprintf(sql, sizeof(sql),
+	         "UPDATE %s.outbox SET attempts = attempts + 1, last_error = "
+	         "left($3, 500), next_attempt_at = now() + make_interval(secs "
+	         "=> least($4::bigint, (250 * power(2, least(attempts, 20)))"
+	         "::bigint) * (0.5 + random() / 2) / 1000.0) "
+	         "WHERE destination = $1 AND id = ANY($2::uuid[])",
+	         cfg->schema);
+	return pl_db_command(db, sql, 4, p);
+}
+
+// The consumer refused the batch (INVALID_ARGUMENT: one of its events,
+// say an event type it does not know yet, or a time it will not take).
+// Each event is sent alone, so that what it cannot take is retried later
+// without holding back the rest; returns how many were delivered, -1 when
+// none was (all rescheduled), -2 when a row could not be marked.
+static int
+relay_one_by_one(pl_db *db, const pl_outbox_relay_config *cfg,
+                 const pl_outbox_route *route, PGresult *res, pl_arena *a)
+{
+	int n = PQntuples(res), nok = 0;
+	const char **ok = pl_arena_alloc(a, (size_t)n * sizeof(*ok));
+	char *ids;
+
+	if (ok == NULL)
+		return -2;
+	for (int i = 0; i < n; i++) {
+		const char *id = PQgetvalue(res, i, 0);
+		char *err = NULL;
+
+		if (send_batch(cfg, route, res, i, i + 1, a, &err) == PL_OK) {
+			ok[nok++] = id;
+			continue;
+		}
+		if ((ids = pl_db_array(a, &id, 1)) == NULL ||
+		    mark_failed(db, cfg, route, ids, err ? err : "failed") !=
+		            PL_OK)
+			return -2;
+		pl_warn("outbox: %s refused event %s (%s): retried later, "
+		        "the others go on",
+		        route->destination, id, err ? err : "failed");
+	}
+	if (nok == 0)
+		return -1;
+	if ((ids = pl_db_array(a, ok, (size_t)nok)) == NULL ||
+	    mark_delivered(db, cfg, route, ids) != PL_OK)
+		return -2;
+	return nok;
+}
+
 int
 pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
                      const pl_outbox_route *route, pl_arena *a)
 {
-	char sql[1024], batch[16], backoff[32];
-	const char *p[3];
+	char sql[1024], batch[16];
+	const char *p[2];
 	PGresult *res = NULL;
 	char *ids, *err = NULL;
 	const char **idv;
@@ -176,41 +253,23 @@ pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
 	if ((ids = pl_db_array(a, idv, (size_t)n)) == NULL)
 		goto out_rollback;
 
-	rv = send_batch(cfg, route, res, a, &err);
-	p[1] = ids;
+	rv = send_batch(cfg, route, res, 0, n, a, &err);
 	if (rv == PL_OK) {
-		snprintf(
-		        sql, sizeof(sql),
-		        "UPDATE %s.outbox SET delivered_at = now(), attempts = "
-		        "attempts + 1, last_error = NULL WHERE destination = "
-		        "$1 AND "
-		        "id = ANY($2::uuid[])",
-		        cfg->schema);
-		if (pl_db_command(db, sql, 2, p) != PL_OK)
+		if (mark_delivered(db, cfg, route, ids) != PL_OK)
 			goto out_rollback;
 		delivered = n;
+	} else if (rv == PL_INVALID_ARGUMENT && n > 1) {
+		if ((delivered = relay_one_by_one(db, cfg, route, res, a)) ==
+		    -2) {
+			delivered = -1;
+			goto out_rollback;
+		}
 	} else {
-		// Capped exponential back-off with jitter, per row.
-		snprintf(backoff, sizeof(backoff), "%lld",
-		         (long long)(cfg->backoff_max_ms > 0
-		                             ? cfg->backoff_max_ms
-		                             : DEFAULT_BACKOFF));
-		snprintf(sql, sizeof(sql),
-		         "UPDATE %s.outbox SET attempts = attempts + 1, "
-		         "last_error = "
-		         "left($3, 500), next_attempt_at = now() + "
-		         "make_interval(secs "
-		         "=> least($4::bigint, (250 * power(2, least(attempts, "
-		         "20)))"
-		         "::bigint) * (0.5 + random() / 2) / 1000.0) "
-		         "WHERE destination = $1 AND id = ANY($2::uuid[])",
-		         cfg->schema);
-		p[2] = err ? err : "failed";
-		const char *q[4] = { p[0], p[1], p[2], backoff };
-		if (pl_db_command(db, sql, 4, q) != PL_OK)
+		if (mark_failed(db, cfg, route, ids, err ? err : "failed") !=
+		    PL_OK)
 			goto out_rollback;
 		pl_warn("outbox: could not deliver %d event(s) to %s: %s", n,
-		        route->destination, p[2]);
+		        route->destination, err ? err : "failed");
 	}
 	PQclear(res);
 	res = NULL;

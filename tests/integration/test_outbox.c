@@ -228,6 +228,52 @@ test_consumer_down_then_up(void **state)
 	assert_int_equal(distinct(), 7);
 }
 
+// The consumer refuses a batch because of one event it cannot take (an
+// event type it does not know yet, as in a rolling upgrade): the others
+// are delivered, that one is rescheduled alone, and it goes once the
+// consumer takes it.
+static void
+test_refused_event_holds_nothing_back(void **state)
+{
+	fx *f = *state;
+	add_arg a = { 5, PL_OK, "" };
+	pl_outbox_event ev = { 0 };
+	char poison[40];
+
+	if (!f->pg.running)
+		skip();
+	pgh_exec_url(f->url, "TRUNCATE svc.outbox");
+	reset_consumer();
+	assert_int_equal(pl_db_tx(f->db, NULL, add_events, &a), PL_OK);
+	ev.tenant_id = "0192b0c4-0000-7000-8000-0000000000aa";
+	ev.type = "test.poison";
+	assert_int_equal(pl_outbox_add(f->db, "svc", dests, &ev, poison),
+	                 PL_OK);
+	assert_int_equal(
+	        pl_outbox_relay_once(f->db, &f->cfg, &f->routes[0], &f->arena),
+	        5);
+	assert_int_equal(distinct(), 5);
+	assert_int_equal(count(f, "delivered_at IS NOT NULL"), 5);
+	assert_int_equal(count(f, "delivered_at IS NULL AND type = "
+	                          "'test.poison' AND attempts = 1 AND "
+	                          "last_error LIKE 'INVALID_ARGUMENT%'"),
+	                 1);
+	// Refused alone: nothing delivered, rescheduled again.
+	usleep(50 * 1000);
+	assert_int_equal(
+	        pl_outbox_relay_once(f->db, &f->cfg, &f->routes[0], &f->arena),
+	        -1);
+	assert_int_equal(count(f, "delivered_at IS NULL AND attempts = 2"), 1);
+	// The consumer learns the type: delivered.
+	pgh_exec_url(f->url, "UPDATE svc.outbox SET type = 'test.known' "
+	                     "WHERE type = 'test.poison'");
+	usleep(50 * 1000);
+	assert_int_equal(
+	        pl_outbox_relay_once(f->db, &f->cfg, &f->routes[0], &f->arena),
+	        1);
+	assert_int_equal(distinct(), 6);
+}
+
 static void
 test_two_relays_share_the_work(void **state)
 {
@@ -339,6 +385,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_commit_delivers_rollback_does_not),
 		cmocka_unit_test(test_consumer_down_then_up),
+		cmocka_unit_test(test_refused_event_holds_nothing_back),
 		cmocka_unit_test(test_two_relays_share_the_work),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_prune),

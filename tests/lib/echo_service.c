@@ -61,6 +61,16 @@ deliver_events(pl_call *call, const void *inp, void *outp)
 		rv = pl_call_error(call, PL_UNAVAILABLE, "consumer is down");
 		goto out;
 	}
+	// As analytics' Track does: one event it cannot take refuses the
+	// whole batch.
+	for (size_t i = 0; i < in->n_events; i++)
+		if (strcmp(in->events[i]->type, "test.poison") == 0) {
+			rv = pl_call_violation(call, "events",
+			                       "events[%zu].type "
+			                       "is not known",
+			                       i);
+			goto out;
+		}
 	for (size_t i = 0; i < in->n_events; i++) {
 		const Parley__Rpc__V1__Event *e = in->events[i];
 		bool seen = false;

@@ -77,7 +77,10 @@ void pl_outbox_relay_stop(pl_outbox_relay *r);
 
 // One relay pass for one destination, on the caller's connection: claims up
 // to batch due rows, sends them, marks them. Returns the number delivered,
-// or -1 when the send failed (rows rescheduled). Tests use it directly.
+// or -1 when the send failed (rows rescheduled). A batch the consumer
+// refuses as INVALID_ARGUMENT is sent again one event at a time: what it
+// takes is delivered, what it refuses is rescheduled alone (an event it
+// cannot take yet never holds back the others). Tests use it directly.
 int pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
                          const pl_outbox_route *route, pl_arena *arena);
 
