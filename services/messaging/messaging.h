@@ -26,10 +26,10 @@ extern const pl_migration messaging_migrations[];
 extern const size_t messaging_n_migrations;
 
 #define MSG_SCHEMA "messaging"
-#include "messaging_migrations.h"       // MESSAGING_N_MIGRATIONS
-#define MSG_MAX_BODY      (1024 * 1024) // webhook bodies
-#define MSG_MAX_TEXT      (64 * 1024)   // inbound text
-#define MSG_MAX_SEND_TEXT 4096          // outbound text (WhatsApp's limit)
+#include "messaging_migrations.h"         // MESSAGING_N_MIGRATIONS
+#define MSG_MAX_BODY      (1024 * 1024)   // webhook bodies
+#define MSG_MAX_TEXT      (64 * 1024 - 1) // a text (agents.Reply's limit)
+#define MSG_MAX_SEND_TEXT 4096            // outbound text (WhatsApp's limit)
 
 // ---------------------------------------------------------------------------
 // Enum names as stored (index = proto enum value; "" for UNSPECIFIED).

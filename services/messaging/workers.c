@@ -605,6 +605,12 @@ reply_task_fn(void *ctx, size_t i, pl_httpc *http)
 		c.phone = pd->contact_phone;
 		c.language = pd->contact_language;
 		q.contact = &c;
+		// agents.Reply takes texts up to MSG_MAX_TEXT: rows stored
+		// longer before that limit are cut (arena copies).
+		cut_utf8(pd->text, MSG_MAX_TEXT);
+		for (size_t i = 0; i < pd->n_history; i++)
+			if (pd->history[i]->content != NULL)
+				cut_utf8(pd->history[i]->content, MSG_MAX_TEXT);
 		q.text = pd->text;
 		q.message_id = pd->message_id;
 		q.history = pd->history;
@@ -612,6 +618,15 @@ reply_task_fn(void *ctx, size_t i, pl_httpc *http)
 		rv = messaging_peers_reply(s->peers, &q, a, &resp);
 		if (rv == PL_FAILED_PRECONDITION || rv == PL_NOT_FOUND) {
 			rr->outcome = "no_agent";
+			return;
+		}
+		if (rv == PL_INVALID_ARGUMENT) {
+			// The agent will never take this turn: asking again
+			// after every lease would hold the conversation's
+			// later messages back for ever.
+			pl_error("agent refused message %s: %s", pd->message_id,
+			         pl_status_name(rv));
+			rr->outcome = "agent_refused";
 			return;
 		}
 		if (rv != PL_OK) {

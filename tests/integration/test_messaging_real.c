@@ -534,6 +534,32 @@ test_journey(void **state)
 	         pid);
 	assert_int_equal(sqlv(&hm, sql, NULL, 0), 1);
 	assert_int_equal(fake_provider_count(fp), base + 1);
+
+	// A text of 64 KB: stored, cut to what agents.Reply takes, answered
+	// (before 2026-11-23 agents refused it and the message was asked
+	// again after every lease, its conversation stuck behind it).
+	{
+		char *big = malloc(65537);
+		assert_non_null(big);
+		memset(big, 'a', 65536);
+		big[65536] = '\0';
+		b = inbound("wamid.real-big", big, PNID_A);
+		free(big);
+		assert_non_null(b);
+		assert_int_equal(webhook(ta.channel, b, APP_A), PL_OK);
+		free(b);
+		assert_int_equal(fake_provider_wait(fp, base + 2, 15000),
+		                 base + 2);
+		assert_int_equal(
+		        sqlv(&hm,
+		             "SELECT count(*) FROM messaging.messages WHERE "
+		             "provider_message_id = 'wamid.real-big' AND "
+		             "reply_outcome IN ('replied', 'handoff', "
+		             "'no_reply') "
+		             "AND length(text) = 65535",
+		             NULL, 0),
+		        1);
+	}
 }
 
 // A plan of 5 messages a day: the 6th inbound message is stored, never
