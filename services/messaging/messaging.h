@@ -26,8 +26,10 @@ extern const pl_migration messaging_migrations[];
 extern const size_t messaging_n_migrations;
 
 #define MSG_SCHEMA "messaging"
-#include "messaging_migrations.h"         // MESSAGING_N_MIGRATIONS
-#define MSG_MAX_BODY      (1024 * 1024)   // webhook bodies
+#include "messaging_migrations.h"       // MESSAGING_N_MIGRATIONS
+#define MSG_MAX_BODY      (1024 * 1024) // webhook bodies
+#define MSG_MAX_ID        256 // a provider's message id, sender, user id
+#define MSG_MAX_KEY       200 // an idempotency key billing takes
 #define MSG_MAX_TEXT      (64 * 1024 - 1) // a text (agents.Reply's limit)
 #define MSG_MAX_SEND_TEXT 4096            // outbound text (WhatsApp's limit)
 

@@ -214,11 +214,13 @@ iso_ts(const char *s, pl_arena *a)
 	                       s + 11, o[0], oh, om);
 }
 
-// An id or sender worth storing: present and not empty.
+// An id or sender worth storing: present, not empty, and no longer than
+// MSG_MAX_ID (they are keys of unique indexes: an absurd one would fail
+// its body in SQL).
 static bool
 given(const char *s)
 {
-	return s != NULL && s[0] != '\0';
+	return s != NULL && s[0] != '\0' && strlen(s) <= MSG_MAX_ID;
 }
 
 static int
@@ -303,7 +305,7 @@ wa_message(json_t *m, json_t *contacts, const char *routing, pl_arena *a,
 		it->business_user_id = given(from_uid) ? from_uid : NULL;
 	if (!given(it->parent_user_id))
 		it->parent_user_id = NULL;
-	if (from != NULL && from[0] != '\0') {
+	if (given(from)) {
 		it->external_id = from;
 		it->external_id_kind =
 		        PARLEY__MESSAGING__V1__EXTERNAL_ID_KIND__EXTERNAL_ID_KIND_PHONE;

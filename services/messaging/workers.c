@@ -549,14 +549,26 @@ reply_task_fn(void *ctx, size_t i, pl_httpc *http)
 		return;
 	}
 	// The quota first: a refused message is stored but never answered.
-	rv = messaging_peers_reserve(s->peers, pd->tenant_id,
-	                             pd->provider_message_id[0]
-	                                     ? pd->provider_message_id
-	                                     : pd->message_id,
-	                             why, sizeof(why));
+	// The key is the provider's id, or the message's when there is none
+	// or it is longer than billing takes.
+	rv = messaging_peers_reserve(
+	        s->peers, pd->tenant_id,
+	        pd->provider_message_id[0] &&
+	                        strlen(pd->provider_message_id) <= MSG_MAX_KEY
+	                ? pd->provider_message_id
+	                : pd->message_id,
+	        why, sizeof(why));
 	if (rv == PL_RESOURCE_EXHAUSTED) {
 		rr->outcome = "quota_exceeded";
 		rr->limit_why = pl_arena_strdup(a, why[0] ? why : "messages");
+		return;
+	}
+	if (rv == PL_INVALID_ARGUMENT) {
+		// Billing will never take this request: asking again every
+		// second would hold the conversation back for ever.
+		pl_error("billing refused the reservation for message %s: %s",
+		         pd->message_id, why[0] ? why : pl_status_name(rv));
+		rr->outcome = "billing_refused";
 		return;
 	}
 	if (rv != PL_OK) {

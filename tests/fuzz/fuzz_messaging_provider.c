@@ -125,8 +125,9 @@ webhook(int type, const uint8_t *body, size_t len)
 	for (size_t i = 0; i < items.n; i++) {
 		const msg_item *it = &items.v[i];
 		need(it->provider_message_id != NULL &&
-		             it->provider_message_id[0] != '\0',
-		     "an item has a provider id");
+		             it->provider_message_id[0] != '\0' &&
+		             strlen(it->provider_message_id) <= MSG_MAX_ID,
+		     "an item has a provider id of 1..MSG_MAX_ID bytes");
 		text_ok(it->provider_message_id, "provider id is UTF-8");
 		text_ok(it->routing_key, "routing key is UTF-8");
 		text_ok(it->error_code, "error code is UTF-8");
@@ -139,8 +140,14 @@ webhook(int type, const uint8_t *body, size_t len)
 			continue;
 		}
 		need(it->kind == MSG_ITEM_MESSAGE, "item kind");
-		need(it->external_id != NULL && it->external_id[0] != '\0',
-		     "a message has a sender");
+		need(it->external_id != NULL && it->external_id[0] != '\0' &&
+		             strlen(it->external_id) <= MSG_MAX_ID,
+		     "a message has a sender of 1..MSG_MAX_ID bytes");
+		need((it->business_user_id == NULL ||
+		      strlen(it->business_user_id) <= MSG_MAX_ID) &&
+		             (it->parent_user_id == NULL ||
+		              strlen(it->parent_user_id) <= MSG_MAX_ID),
+		     "user ids of at most MSG_MAX_ID bytes");
 		need(it->external_id_kind >= 1 && it->external_id_kind <= 2,
 		     "sender kind");
 		need(it->type >= 1 && it->type <= 11, "message type");

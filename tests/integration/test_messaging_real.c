@@ -560,6 +560,27 @@ test_journey(void **state)
 		             NULL, 0),
 		        1);
 	}
+	// A provider id longer than billing's idempotency keys: reserved
+	// under the message's own id, answered (billing refused it before,
+	// and the message was asked again every second, for ever).
+	{
+		char id[300];
+		memset(id, 'x', 230);
+		memcpy(id, "wamid.", 6);
+		id[230] = '\0';
+		b = inbound(id, "what are your opening hours", PNID_A);
+		assert_non_null(b);
+		assert_int_equal(webhook(ta.channel, b, APP_A), PL_OK);
+		free(b);
+		assert_int_equal(fake_provider_wait(fp, base + 3, 15000),
+		                 base + 3);
+		snprintf(
+		        sql, sizeof(sql),
+		        "SELECT count(*) FROM billing.usage_reservations WHERE "
+		        "tenant_id = '%s' AND length(idempotency_key) = 36",
+		        ta.id);
+		assert_int_equal(sqlv(&hb, sql, NULL, 0), 1);
+	}
 }
 
 // A plan of 5 messages a day: the 6th inbound message is stored, never

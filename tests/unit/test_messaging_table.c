@@ -218,6 +218,16 @@ test_parse(void **state)
 		                                         err, sizeof(err)),
 		                 PL_OK);
 		assert_int_equal(it.n, 0);
+		// Ids longer than MSG_MAX_ID are none too.
+		char *lb = pl_arena_printf(&a,
+		                           "{\"results\":[{\"from\":\"1\","
+		                           "\"messageId\":\"%0*d\"}]}",
+		                           MSG_MAX_ID + 1, 7);
+		assert_int_equal(messaging_parse_webhook(2, (const uint8_t *)lb,
+		                                         strlen(lb), &a, &it,
+		                                         err, sizeof(err)),
+		                 PL_OK);
+		assert_int_equal(it.n, 0);
 	}
 
 	assert_int_equal(messaging_parse_webhook(1, (const uint8_t *)"{", 1, &a,
