@@ -22,39 +22,12 @@
 #include "agents.h"
 #include "pl/log.h"
 #include "pl/utf8.h"
+#include "fuzz_check.h"
 
 #define ARENA_LIMIT (8u << 20)
 #define K           5
 
 static agents_index *ix;
-
-static void
-need(bool ok, const char *what)
-{
-	if (!ok) {
-		fprintf(stderr, "contract broken: %s\n", what);
-		abort();
-	}
-}
-
-static void
-text_ok(const char *s, const char *what)
-{
-	if (s != NULL)
-		need(pl_utf8_valid(s, strlen(s)), what);
-}
-
-static void
-json_ok(const char *s, const char *what)
-{
-	json_t *j;
-
-	if (s == NULL)
-		return;
-	j = json_loads(s, JSON_DECODE_ANY, NULL);
-	need(j != NULL, what);
-	json_decref(j);
-}
 
 // A pizza shop's questions in two languages: enough for the scorer's
 // branches (exact, partial, accents, keywords).

@@ -12,17 +12,9 @@
 #include <string.h>
 
 #include "billing.h"
+#include "fuzz_check.h"
 
 #define SECRET "whsec_fuzz"
-
-static void
-need(bool ok, const char *what)
-{
-	if (!ok) {
-		fprintf(stderr, "contract broken: %s\n", what);
-		abort();
-	}
-}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -13,15 +13,7 @@
 #include <string.h>
 
 #include "gateway.h"
-
-static void
-need(bool ok, const char *what)
-{
-	if (!ok) {
-		fprintf(stderr, "contract broken: %s\n", what);
-		abort();
-	}
-}
+#include "fuzz_check.h"
 
 // The pattern with params[0..n) in its "{...}" places, into out.
 static void

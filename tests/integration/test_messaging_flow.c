@@ -937,6 +937,37 @@ test_infobip_batch_of_three(void **state)
 	json_decref(root);
 }
 
+// An Infobip body of n inbound messages made from the fixture's first:
+// message i gets id ids[i], sender froms[i] and, when times is not NULL,
+// receivedAt times[i]. JSON text (free it).
+static char *
+ib_inbound(int n, const char *const *ids, const char *const *froms,
+           const char *const *times)
+{
+	size_t len;
+	char *raw = slurp(FIX "infobip_whatsapp_inbound_text.json", &len), *s;
+	json_t *root = json_loads(raw, 0, NULL), *res, *one;
+
+	free(raw);
+	assert_non_null(root);
+	res = json_object_get(root, "results");
+	one = json_deep_copy(json_array_get(res, 0));
+	json_array_clear(res);
+	for (int i = 0; i < n; i++) {
+		json_t *c = json_deep_copy(one);
+		json_object_set_new(c, "messageId", json_string(ids[i]));
+		json_object_set_new(c, "from", json_string(froms[i]));
+		if (times != NULL)
+			json_object_set_new(c, "receivedAt",
+			                    json_string(times[i]));
+		json_array_append_new(res, c);
+	}
+	s = json_dumps(root, JSON_COMPACT);
+	json_decref(one);
+	json_decref(root);
+	return s;
+}
+
 // Provider times that are not times (a provider's format change, a
 // sender's clock): the message is still stored and answered, with the
 // time it arrived instead.
@@ -949,30 +980,18 @@ test_bad_provider_times(void **state)
 	};
 	static const char *const wa_times[] = { "99999999999999",
 		                                "9223372036854775807" };
+	static const char *const ib_ids[] = { "IB-T0", "IB-T1", "IB-T2" };
+	static const char *const ib_froms[] = { "385917770000", "385917770001",
+		                                "385917770002" };
 	size_t len;
 	char *raw, *s;
-	json_t *root, *res, *one;
+	json_t *root;
 	int base;
 
 	(void)state;
 	NEED();
 	FIXTURES();
-	raw = slurp(FIX "infobip_whatsapp_inbound_text.json", &len);
-	root = json_loads(raw, 0, NULL);
-	res = json_object_get(root, "results");
-	one = json_deep_copy(json_array_get(res, 0));
-	json_array_clear(res);
-	for (int i = 0; i < 3; i++) {
-		json_t *c = json_deep_copy(one);
-		char id[32], from[32];
-		snprintf(id, sizeof(id), "IB-T%d", i);
-		snprintf(from, sizeof(from), "38591777000%d", i);
-		json_object_set_new(c, "messageId", json_string(id));
-		json_object_set_new(c, "from", json_string(from));
-		json_object_set_new(c, "receivedAt", json_string(ib_times[i]));
-		json_array_append_new(res, c);
-	}
-	s = json_dumps(root, JSON_COMPACT);
+	s = ib_inbound(3, ib_ids, ib_froms, ib_times);
 	base = fake_provider_count(fp);
 	assert_int_equal(webhook(C_IB, 2, s, strlen(s), NULL, NULL), PL_OK);
 	assert_int_equal(fake_provider_wait(fp, base + 3, 8000), base + 3);
@@ -982,9 +1001,6 @@ test_bad_provider_times(void **state)
 	                          3),
 	                 3);
 	free(s);
-	free(raw);
-	json_decref(one);
-	json_decref(root);
 
 	raw = slurp(FIX "whatsapp_cloud_inbound_text.json", &len);
 	for (int i = 0; i < 2; i++) {
@@ -1031,9 +1047,10 @@ test_bad_provider_times(void **state)
 static void
 test_poison_item(void **state)
 {
-	size_t len;
-	char *raw, *s, err[256];
-	json_t *root, *res, *one;
+	static const char *const ids[] = { "IB-POISON", "IB-OK" };
+	static const char *const next[] = { "IB-NEXT" };
+	static const char *const froms[] = { "385917770099", "385917770099" };
+	char *s, err[256];
 	int base;
 
 	(void)state;
@@ -1049,20 +1066,7 @@ test_poison_item(void **state)
 	             "messaging.test_poison()",
 	             NULL, 0),
 	        0);
-	raw = slurp(FIX "infobip_whatsapp_inbound_text.json", &len);
-	root = json_loads(raw, 0, NULL);
-	res = json_object_get(root, "results");
-	one = json_deep_copy(json_array_get(res, 0));
-	json_array_clear(res);
-	for (int i = 0; i < 2; i++) {
-		json_t *c = json_deep_copy(one);
-		json_object_set_new(
-		        c, "messageId",
-		        json_string(i == 0 ? "IB-POISON" : "IB-OK"));
-		json_object_set_new(c, "from", json_string("385917770099"));
-		json_array_append_new(res, c);
-	}
-	s = json_dumps(root, JSON_COMPACT);
+	s = ib_inbound(2, ids, froms, NULL);
 	base = fake_provider_count(fp);
 	assert_int_equal(webhook(C_IB, 2, s, strlen(s), NULL, NULL), PL_OK);
 	assert_int_equal(fake_provider_wait(fp, base + 1, 8000), base + 1);
@@ -1080,11 +1084,7 @@ test_poison_item(void **state)
 	free(s);
 
 	// The sender's next body is not held back.
-	json_array_clear(res);
-	json_object_set_new(one, "messageId", json_string("IB-NEXT"));
-	json_object_set_new(one, "from", json_string("385917770099"));
-	json_array_append(res, one);
-	s = json_dumps(root, JSON_COMPACT);
+	s = ib_inbound(1, next, froms, NULL);
 	base = fake_provider_count(fp);
 	assert_int_equal(webhook(C_IB, 2, s, strlen(s), NULL, NULL), PL_OK);
 	assert_int_equal(fake_provider_wait(fp, base + 1, 8000), base + 1);
@@ -1093,9 +1093,6 @@ test_poison_item(void **state)
 	                      err, sizeof(err)),
 	                 0);
 	free(s);
-	free(raw);
-	json_decref(one);
-	json_decref(root);
 }
 
 static void
