@@ -166,6 +166,19 @@ mark_failed(pl_db *db, const pl_outbox_relay_config *cfg,
 	return pl_db_command(db, sql, 4, p);
 }
 
+// The ids of rows [from, from + k) of res as a uuid[] literal.
+static char *
+row_ids(PGresult *res, int from, int k, pl_arena *a)
+{
+	const char **v = pl_arena_alloc(a, (size_t)k * sizeof(*v));
+
+	if (v == NULL)
+		return NULL;
+	for (int j = 0; j < k; j++)
+		v[j] = PQgetvalue(res, from + j, 0);
+	return pl_db_array(a, v, (size_t)k);
+}
+
 // The consumer refused the batch (INVALID_ARGUMENT: one of its events,
 // say an event type it does not know yet, or a time it will not take).
 // Each event is sent alone, so that what it cannot take is retried later
@@ -184,18 +197,26 @@ relay_one_by_one(pl_db *db, const pl_outbox_relay_config *cfg,
 	for (int i = 0; i < n; i++) {
 		const char *id = PQgetvalue(res, i, 0);
 		char *err = NULL;
+		int rv = send_batch(cfg, route, res, i, i + 1, a, &err);
+		int left = rv == PL_INVALID_ARGUMENT ? 1 : n - i;
 
-		if (send_batch(cfg, route, res, i, i + 1, a, &err) == PL_OK) {
+		if (rv == PL_OK) {
 			ok[nok++] = id;
 			continue;
 		}
-		if ((ids = pl_db_array(a, &id, 1)) == NULL ||
+		// Refused: this one is rescheduled. Anything else (the
+		// consumer went away): this one and the rest, at once.
+		if ((ids = row_ids(res, i, left, a)) == NULL ||
 		    mark_failed(db, cfg, route, ids, err ? err : "failed") !=
 		            PL_OK)
 			return -2;
-		pl_warn("outbox: %s refused event %s (%s): retried later, "
-		        "the others go on",
-		        route->destination, id, err ? err : "failed");
+		pl_warn("outbox: %s could not take event %s (%s)%s",
+		        route->destination, id, err ? err : "failed",
+		        rv == PL_INVALID_ARGUMENT
+		                ? ": retried later, the others go on"
+		                : "");
+		if (rv != PL_INVALID_ARGUMENT)
+			break;
 	}
 	if (nok == 0)
 		return -1;
@@ -213,7 +234,6 @@ pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
 	const char *p[2];
 	PGresult *res = NULL;
 	char *ids, *err = NULL;
-	const char **idv;
 	int n, rv, delivered = -1;
 
 	if (!schema_ok(cfg->schema))
@@ -246,11 +266,7 @@ pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
 		delivered = 0;
 		goto out_rollback;
 	}
-	if ((idv = pl_arena_alloc(a, (size_t)n * sizeof(*idv))) == NULL)
-		goto out_rollback;
-	for (int i = 0; i < n; i++)
-		idv[i] = PQgetvalue(res, i, 0);
-	if ((ids = pl_db_array(a, idv, (size_t)n)) == NULL)
+	if ((ids = row_ids(res, 0, n, a)) == NULL)
 		goto out_rollback;
 
 	rv = send_batch(cfg, route, res, 0, n, a, &err);
