@@ -331,6 +331,15 @@ wait_for(const char *sql, long want)
 	return v;
 }
 
+// entry[0].changes[0].value of a WhatsApp Cloud body.
+static json_t *
+wa_value(json_t *body)
+{
+	json_t *e = json_array_get(json_object_get(body, "entry"), 0);
+	return json_object_get(json_array_get(json_object_get(e, "changes"), 0),
+	                       "value");
+}
+
 // The fixture with its message id and text replaced.
 static char *
 wa_text(const char *id, const char *text, const char *from)
@@ -343,34 +352,8 @@ wa_text(const char *id, const char *text, const char *from)
 		return NULL;
 	root = json_loads(raw, 0, NULL);
 	free(raw);
-	m = json_array_get(
-	        json_object_get(
-	                json_object_get(
-	                        json_array_get(
-	                                json_object_get(
-	                                        json_array_get(
-	                                                json_object_get(
-	                                                        root, "entry"),
-	                                                0),
-	                                        "changes"),
-	                                0),
-	                        "value"),
-	                "messages"),
-	        0);
-	c = json_array_get(
-	        json_object_get(
-	                json_object_get(
-	                        json_array_get(
-	                                json_object_get(
-	                                        json_array_get(
-	                                                json_object_get(
-	                                                        root, "entry"),
-	                                                0),
-	                                        "changes"),
-	                                0),
-	                        "value"),
-	                "contacts"),
-	        0);
+	m = json_array_get(json_object_get(wa_value(root), "messages"), 0);
+	c = json_array_get(json_object_get(wa_value(root), "contacts"), 0);
 	json_object_set_new(m, "id", json_string(id));
 	json_object_set_new(json_object_get(m, "text"), "body",
 	                    json_string(text));
@@ -546,20 +529,7 @@ status_webhook(const char *which, const char *pid)
 	char *s;
 
 	b = json_object_get(root, which);
-	st = json_array_get(
-	        json_object_get(
-	                json_object_get(
-	                        json_array_get(
-	                                json_object_get(
-	                                        json_array_get(
-	                                                json_object_get(
-	                                                        b, "entry"),
-	                                                0),
-	                                        "changes"),
-	                                0),
-	                        "value"),
-	                "statuses"),
-	        0);
+	st = json_array_get(json_object_get(wa_value(b), "statuses"), 0);
 	json_object_set_new(st, "id", json_string(pid));
 	s = json_dumps(b, JSON_COMPACT);
 	assert_int_equal(wa_webhook(s, strlen(s), NULL), PL_OK);
@@ -856,14 +826,7 @@ test_business_scoped_only(void **state)
 	FIXTURES();
 	raw = slurp(FIX "whatsapp_cloud_inbound_text.json", &len);
 	root = json_loads(raw, 0, NULL);
-	v = json_object_get(
-	        json_array_get(
-	                json_object_get(
-	                        json_array_get(json_object_get(root, "entry"),
-	                                       0),
-	                        "changes"),
-	                0),
-	        "value");
+	v = wa_value(root);
 	m = json_array_get(json_object_get(v, "messages"), 0);
 	c = json_array_get(json_object_get(v, "contacts"), 0);
 	json_object_del(m, "from");
@@ -983,8 +946,7 @@ test_bad_provider_times(void **state)
 	static const char *const ib_ids[] = { "IB-T0", "IB-T1", "IB-T2" };
 	static const char *const ib_froms[] = { "385917770000", "385917770001",
 		                                "385917770002" };
-	size_t len;
-	char *raw, *s;
+	char *s;
 	json_t *root;
 	int base;
 
@@ -1002,28 +964,18 @@ test_bad_provider_times(void **state)
 	                 3);
 	free(s);
 
-	raw = slurp(FIX "whatsapp_cloud_inbound_text.json", &len);
 	for (int i = 0; i < 2; i++) {
-		json_t *v, *m, *c;
-		char id[32], from[32];
-		root = json_loads(raw, 0, NULL);
-		v = json_object_get(
-		        json_array_get(
-		                json_object_get(
-		                        json_array_get(
-		                                json_object_get(root, "entry"),
-		                                0),
-		                        "changes"),
-		                0),
-		        "value");
-		m = json_array_get(json_object_get(v, "messages"), 0);
-		c = json_array_get(json_object_get(v, "contacts"), 0);
+		char id[32], from[32], *one;
 		snprintf(id, sizeof(id), "wamid.T%d", i);
 		snprintf(from, sizeof(from), "5511977000%03d", i);
-		json_object_set_new(m, "id", json_string(id));
-		json_object_set_new(m, "from", json_string(from));
-		json_object_set_new(c, "wa_id", json_string(from));
-		json_object_set_new(m, "timestamp", json_string(wa_times[i]));
+		one = wa_text(id, "hello", from);
+		assert_non_null(one);
+		root = json_loads(one, 0, NULL);
+		free(one);
+		json_object_set_new(
+		        json_array_get(
+		                json_object_get(wa_value(root), "messages"), 0),
+		        "timestamp", json_string(wa_times[i]));
 		s = json_dumps(root, JSON_COMPACT);
 		base = fake_provider_count(fp);
 		assert_int_equal(wa_webhook(s, strlen(s), NULL), PL_OK);
@@ -1037,7 +989,6 @@ test_bad_provider_times(void **state)
 	                          "AND provider_created_at IS NULL",
 	                          2),
 	                 2);
-	free(raw);
 }
 
 // An item the database refuses for good (here a trigger raising a data
@@ -1137,17 +1088,7 @@ wa_texts(const char *prefix, int n, const char *from)
 		return NULL;
 	root = json_loads(one, 0, NULL);
 	free(one);
-	msgs = json_object_get(
-	        json_object_get(
-	                json_array_get(
-	                        json_object_get(
-	                                json_array_get(
-	                                        json_object_get(root, "entry"),
-	                                        0),
-	                                "changes"),
-	                        0),
-	                "value"),
-	        "messages");
+	msgs = json_object_get(wa_value(root), "messages");
 	m0 = json_array_get(msgs, 0);
 	for (int i = 2; i <= n && m0 != NULL; i++) {
 		json_t *m = json_deep_copy(m0);
