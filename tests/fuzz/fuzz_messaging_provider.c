@@ -75,6 +75,19 @@ time_ok(const char *s, const char *what)
 	need(num(s + i + 1, 2) <= 14 && num(s + i + 4, 2) <= 59, what);
 }
 
+// An id, sender or user id: 1..MSG_MAX_ID bytes of UTF-8 (or, when
+// optional, none at all).
+static void
+id_ok(const char *s, bool optional, const char *what)
+{
+	if (s == NULL) {
+		need(optional, what);
+		return;
+	}
+	need(s[0] != '\0' && strlen(s) <= MSG_MAX_ID, what);
+	text_ok(s, what);
+}
+
 static void
 webhook(int type, const uint8_t *body, size_t len)
 {
@@ -97,11 +110,8 @@ webhook(int type, const uint8_t *body, size_t len)
 	}
 	for (size_t i = 0; i < items.n; i++) {
 		const msg_item *it = &items.v[i];
-		need(it->provider_message_id != NULL &&
-		             it->provider_message_id[0] != '\0' &&
-		             strlen(it->provider_message_id) <= MSG_MAX_ID,
-		     "an item has a provider id of 1..MSG_MAX_ID bytes");
-		text_ok(it->provider_message_id, "provider id is UTF-8");
+		id_ok(it->provider_message_id, false,
+		      "an item has a provider id of 1..MSG_MAX_ID bytes");
 		text_ok(it->routing_key, "routing key is UTF-8");
 		text_ok(it->error_code, "error code is UTF-8");
 		text_ok(it->error_text, "error text is UTF-8");
@@ -113,23 +123,15 @@ webhook(int type, const uint8_t *body, size_t len)
 			continue;
 		}
 		need(it->kind == MSG_ITEM_MESSAGE, "item kind");
-		need(it->external_id != NULL && it->external_id[0] != '\0' &&
-		             strlen(it->external_id) <= MSG_MAX_ID,
-		     "a message has a sender of 1..MSG_MAX_ID bytes");
-		need((it->business_user_id == NULL ||
-		      strlen(it->business_user_id) <= MSG_MAX_ID) &&
-		             (it->parent_user_id == NULL ||
-		              strlen(it->parent_user_id) <= MSG_MAX_ID),
-		     "user ids of at most MSG_MAX_ID bytes");
+		id_ok(it->external_id, false,
+		      "a message has a sender of 1..MSG_MAX_ID bytes");
+		id_ok(it->business_user_id, true,
+		      "a business-scoped id is 1..MSG_MAX_ID bytes or none");
+		id_ok(it->parent_user_id, true,
+		      "a parent user id is 1..MSG_MAX_ID bytes or none");
 		need(it->external_id_kind >= 1 && it->external_id_kind <= 2,
 		     "sender kind");
 		need(it->type >= 1 && it->type <= 11, "message type");
-		need(it->business_user_id == NULL ||
-		             it->business_user_id[0] != '\0',
-		     "an empty business-scoped id is none");
-		text_ok(it->external_id, "sender is UTF-8");
-		text_ok(it->business_user_id, "business id is UTF-8");
-		text_ok(it->parent_user_id, "parent id is UTF-8");
 		text_ok(it->contact_name, "name is UTF-8");
 		text_ok(it->text, "text is UTF-8");
 		text_ok(it->media_url, "media URL is UTF-8");
