@@ -13,6 +13,7 @@
 #include "pl/id.h"
 #include "pl/json.h"
 #include "pl/log.h"
+#include "pl/wake.h"
 #include "store.h"
 
 // One reply: its call, and what compose() makes for the record.
@@ -808,7 +809,7 @@ typedef struct group_item {
 	int rv;
 	bool alone;              // an LLM agent: answered alone by its caller
 	int state;               // IT_*, under the queue's mutex
-	pthread_cond_t cv;       // signalled when done, or when to lead
+	pl_wake wake;            // posted when done, or when to lead
 	struct group_item *next; // queue
 	int arow, srow, rrow;    // rows of the begin result (-1: none)
 	int dup_of;              // an earlier item with the same message id
@@ -1861,7 +1862,7 @@ agents_reply_group(pl_db *db, size_t n, pl_call *const *calls,
 // PARLEY_REPLY_GROUPS_AT_ONCE groups are being answered, the worker of the
 // reply at the queue's head takes the queue (up to the group size) and answers
 // it on its own connection; the others sleep until their reply is done (each on
-// its own condition variable: one wake-up per reply).
+// its own pl_wake, posted after the mutex is let go: one wake-up per reply).
 int
 agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 {
@@ -1881,7 +1882,7 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 		rv = reply_alone(pl_call_db(call), &self.t);
 		goto done;
 	}
-	pthread_cond_init(&self.cv, NULL);
+	pl_wake_init(&self.wake);
 	self.state = IT_QUEUED;
 	if (q->tail != NULL)
 		q->tail->next = &self;
@@ -1889,13 +1890,15 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 		q->head = &self;
 	q->tail = &self;
 	while (self.state != IT_DONE) {
-		group_item *g[GROUP_MAX];
-		size_t n = 0, max;
+		group_item *g[GROUP_MAX], *wake[GROUP_MAX + 1], *lead = NULL;
+		size_t n = 0, max, nw = 0;
 		bool split;
 
 		if (self.state != IT_QUEUED || q->head != &self ||
 		    q->running >= q->at_once) {
-			pthread_cond_wait(&self.cv, &q->mu);
+			pthread_mutex_unlock(&q->mu);
+			pl_wake_wait(&self.wake);
+			pthread_mutex_lock(&q->mu);
 			continue;
 		}
 		max = q->max > 0 && q->max < GROUP_MAX ? (size_t)q->max
@@ -1910,15 +1913,24 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 			q->tail = NULL;
 		q->running++;
 		// More waiting and room for another group: its head leads.
-		if (q->head != NULL && q->running < q->at_once)
-			pthread_cond_signal(&q->head->cv);
+		// Every wake-up is promised under the mutex and posted after
+		// it (pl/wake.h): the woken runs at once instead of waiting
+		// for the mutex.
+		if (q->head != NULL && q->running < q->at_once) {
+			lead = q->head;
+			pl_wake_promise(&lead->wake);
+		}
 		pthread_mutex_unlock(&q->mu);
+		if (lead != NULL)
+			pl_wake_post(&lead->wake);
 		split = group_answer(pl_call_db(call), g, n);
 		pthread_mutex_lock(&q->mu);
 		for (size_t i = 0; i < n; i++) {
 			g[i]->state = IT_DONE;
-			if (g[i] != &self)
-				pthread_cond_signal(&g[i]->cv);
+			if (g[i] != &self) {
+				pl_wake_promise(&g[i]->wake);
+				wake[nw++] = g[i];
+			}
 		}
 		q->st.groups++;
 		q->st.replies += (long)n;
@@ -1927,11 +1939,21 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 		if (split)
 			q->st.split++;
 		q->running--;
-		if (q->head != NULL)
-			pthread_cond_signal(&q->head->cv);
+		if (q->head != NULL) {
+			pl_wake_promise(&q->head->wake);
+			wake[nw++] = q->head;
+		}
+		pthread_mutex_unlock(&q->mu);
+		for (size_t i = 0; i < nw; i++)
+			pl_wake_post(&wake[i]->wake);
+		pthread_mutex_lock(&q->mu);
 	}
-	pthread_mutex_unlock(&q->mu);
-	pthread_cond_destroy(&self.cv);
+	// Done: out of the queue and its group, nothing promises more.
+	{
+		unsigned promised = self.wake.promised;
+		pthread_mutex_unlock(&q->mu);
+		pl_wake_fini(&self.wake, promised);
+	}
 	rv = self.alone ? reply_alone(pl_call_db(call), &self.t) : self.rv;
 done:
 	if (rv != PL_OK) {

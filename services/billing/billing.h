@@ -14,6 +14,7 @@
 #include "pl/migrate.h"
 #include "pl/outbox.h"
 #include "pl/service.h"
+#include "pl/wake.h"
 
 extern const pl_service_def billing_service_def;
 
@@ -171,7 +172,7 @@ typedef struct billing_reserve_item {
 	billing_reserve_result res;
 	// The batcher's, under its mutex.
 	struct billing_reserve_item *next;
-	pthread_cond_t cv;
+	pl_wake wake; // posted after the mutex is let go (pl/wake.h)
 	bool done;
 	struct billing_lease *lease;     // admitted under it (lease.c)
 	struct billing_lease_slot *slot; // waiting for a lease grant

@@ -236,7 +236,7 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 		                               &it->res);
 		return it->rc;
 	}
-	pthread_cond_init(&it->cv, NULL);
+	pl_wake_init(&it->wake);
 	it->done = false;
 	it->next = NULL;
 	pthread_mutex_lock(&b->mtx);
@@ -246,13 +246,16 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 		b->head = it;
 	b->tail = it;
 	while (!it->done) {
-		size_t n = 0;
+		billing_reserve_item *wake[BILLING_MAX_BATCH + 1];
+		size_t n = 0, nw = 0;
 		int fell;
 		// Wait while enough batches run, or while the queue is
 		// empty: then our item is in a batch another worker runs,
 		// which wakes us when it is decided.
 		if (b->running >= b->max_running || b->head == NULL) {
-			pthread_cond_wait(&it->cv, &b->mtx);
+			pthread_mutex_unlock(&b->mtx);
+			pl_wake_wait(&it->wake);
+			pthread_mutex_lock(&b->mtx);
 			continue;
 		}
 		// Lead: take what is queued, in order.
@@ -293,14 +296,28 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 		b->fallbacks += (uint64_t)fell;
 		for (size_t i = 0; i < n; i++) {
 			batch[i]->done = true;
-			if (batch[i] != it)
-				pthread_cond_signal(&batch[i]->cv);
+			if (batch[i] != it) {
+				pl_wake_promise(&batch[i]->wake);
+				wake[nw++] = batch[i];
+			}
 		}
 		// The first call still queued leads the next batch.
-		if (b->head != NULL && b->head != it)
-			pthread_cond_signal(&b->head->cv);
+		if (b->head != NULL && b->head != it) {
+			pl_wake_promise(&b->head->wake);
+			wake[nw++] = b->head;
+		}
+		// Woken after the unlock: a follower runs at once instead of
+		// waking only to wait for the mutex.
+		pthread_mutex_unlock(&b->mtx);
+		for (size_t i = 0; i < nw; i++)
+			pl_wake_post(&wake[i]->wake);
+		pthread_mutex_lock(&b->mtx);
 	}
-	pthread_mutex_unlock(&b->mtx);
-	pthread_cond_destroy(&it->cv);
+	// Done: out of the queue and every batch, nothing promises more.
+	{
+		unsigned promised = it->wake.promised;
+		pthread_mutex_unlock(&b->mtx);
+		pl_wake_fini(&it->wake, promised);
+	}
 	return it->rc;
 }

@@ -1,0 +1,37 @@
+#include <errno.h>
+
+#include "pl/wake.h"
+
+void
+pl_wake_init(pl_wake *w)
+{
+	sem_init(&w->sem, 0, 0);
+	w->promised = 0;
+	w->taken = 0;
+}
+
+void
+pl_wake_post(pl_wake *w)
+{
+	// glibc's sem_post touches the semaphore with one atomic add and then
+	// at most a futex wake-up of its address, which is harmless once the
+	// sleeper has taken the post and gone (POSIX allows destroying a
+	// semaphore as soon as no thread is blocked on it).
+	sem_post(&w->sem);
+}
+
+void
+pl_wake_wait(pl_wake *w)
+{
+	while (sem_wait(&w->sem) != 0 && errno == EINTR)
+		;
+	w->taken++;
+}
+
+void
+pl_wake_fini(pl_wake *w, unsigned promised)
+{
+	while (w->taken < promised)
+		pl_wake_wait(w);
+	sem_destroy(&w->sem);
+}
