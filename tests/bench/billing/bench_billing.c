@@ -20,11 +20,17 @@
 // the machine: of this process (clients + service, getrusage) and of the
 // PostgreSQL cluster (its processes' /proc times), and the mean batch size.
 // Every measurement runs --repeat times (default 3) and the median is
-// printed; (b) uses a fresh hot tenant for every run.
+// printed; (b) uses a fresh hot tenant for every run. Each (a) run of the
+// store starts with a lead-in of --lead seconds (default 2) whose calls
+// are not in its figures: the replica's counter leases and call-rate
+// windows in steady state, as in a running deployment, not starting from
+// none after the other modes' runs (the lead-in's own calls/s is printed
+// beside it: the cold start). Its allowed calls count in the check of the
+// counters.
 //
 // usage: bench_billing [--seconds S] [--threads N] [--workers W]
 //                      [--hot-limit L] [--repeat R] [--hold S]
-//                      [--batch B] [--parallel P]
+//                      [--batch B] [--parallel P] [--lead S]
 //   --hold S  keeps the cluster up S seconds after the runs and prints its
 //             URL (for EXPLAIN, pgbench or perf by hand).
 #include <arpa/inet.h>
@@ -62,6 +68,7 @@ static pl_db *sql_dbs[256]; // MODE_SQL's connections, kept warm across runs
 static int64_t hot_limit = 5000;
 static int repeat = 3;
 static int hold;
+static double lead = 2.0; // s of each (a) run not counted: steady state
 static char db_url[PGH_URL_MAX];
 
 static int
@@ -109,7 +116,8 @@ static char listen_url[64];
 static char (*tenants)[PL_UUID_STRLEN + 1];
 static int n_tenants;
 static atomic_bool stop;
-static int run_seq; // in every key: each run's keys are new
+static atomic_bool counting; // false during a run's lead-in
+static int run_seq;          // in every key: each run's keys are new
 
 enum mode { MODE_RESERVE, MODE_HEALTH, MODE_SQL };
 
@@ -165,6 +173,7 @@ typedef struct thr {
 	int idx;
 	enum mode mode;
 	long calls, allowed, refused, errors;
+	long lead_calls, lead_allowed; // in the lead-in, not in the figures
 	int64_t *lat;
 	size_t n_lat, cap_lat;
 } thr;
@@ -179,7 +188,8 @@ one_call(thr *t, pl_arena *a, pl_db *db, unsigned *seed)
 	char key[64];
 
 	svc.kind = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE;
-	snprintf(key, sizeof(key), "b-%d-%d-%ld", run_seq, t->idx, t->calls);
+	snprintf(key, sizeof(key), "b-%d-%d-%ld", run_seq, t->idx,
+	         t->calls + t->lead_calls);
 	if (t->mode == MODE_HEALTH) {
 		Parley__Rpc__V1__HealthCheckRequest in =
 		        PARLEY__RPC__V1__HEALTH_CHECK_REQUEST__INIT;
@@ -235,6 +245,12 @@ client_main(void *arg)
 	while (!atomic_load(&stop)) {
 		int64_t t0 = pl_now_ns();
 		int rc = one_call(t, &a, db, &seed);
+		if (!atomic_load(&counting)) {
+			t->lead_calls++;
+			t->lead_allowed += rc == PL_OK;
+			pl_arena_reset(&a);
+			continue;
+		}
 		t->calls++;
 		if (rc == PL_OK)
 			t->allowed++;
@@ -268,11 +284,13 @@ typedef struct result {
 	double rate, p50_us, p99_us;
 	double self_us, pg_us, per_batch; // per call; items per batch
 	long calls, allowed, refused, errors;
+	long lead_allowed; // allowed in the lead-in (for the counters' check)
 } result;
 
-// Runs n clients of one kind for `seconds`.
+// Runs n clients of one kind for `lead_s` not counted (the replica's
+// leases and rate windows in steady state, not starting), then `seconds`.
 static result
-run(const char *label, enum mode mode, int n_thr)
+run(const char *label, enum mode mode, int n_thr, double lead_s)
 {
 	pthread_t th[256];
 	thr ts[256];
@@ -283,19 +301,25 @@ run(const char *label, enum mode mode, int n_thr)
 	double el, c_self, c_pg;
 	uint64_t b0, i0, b1, i1, l0[4], l1[4];
 
+	long lead_calls = 0;
+
 	memset(ts, 0, sizeof(ts));
 	run_seq++;
 	atomic_store(&stop, false);
-	batch_counts(&b0, &i0);
-	lease_counts(l0);
-	c_self = self_cpu();
-	c_pg = pg_cpu();
-	t0 = pl_now_ns();
+	atomic_store(&counting, lead_s <= 0);
 	for (int i = 0; i < n_thr; i++) {
 		ts[i].idx = i;
 		ts[i].mode = mode;
 		pthread_create(&th[i], NULL, client_main, &ts[i]);
 	}
+	if (lead_s > 0)
+		usleep((useconds_t)(lead_s * 1e6));
+	batch_counts(&b0, &i0);
+	lease_counts(l0);
+	c_self = self_cpu();
+	c_pg = pg_cpu();
+	t0 = pl_now_ns();
+	atomic_store(&counting, true);
 	usleep((useconds_t)(seconds * 1e6));
 	atomic_store(&stop, true);
 	for (int i = 0; i < n_thr; i++) {
@@ -304,6 +328,8 @@ run(const char *label, enum mode mode, int n_thr)
 		res.allowed += ts[i].allowed;
 		res.refused += ts[i].refused;
 		res.errors += ts[i].errors;
+		res.lead_allowed += ts[i].lead_allowed;
+		lead_calls += ts[i].lead_calls;
 		n += ts[i].n_lat;
 	}
 	el = (double)(pl_now_ns() - t0) / 1e9;
@@ -335,6 +361,10 @@ run(const char *label, enum mode mode, int n_thr)
 	       label, res.rate, res.p50_us, res.p99_us, res.calls, res.allowed,
 	       res.refused, res.errors, "", res.self_us, res.pg_us,
 	       res.per_batch);
+	if (lead_s > 0)
+		printf("  %-26s after a lead-in of %.1f s not counted (%.0f "
+		       "calls/s)\n",
+		       "", lead_s, (double)lead_calls / lead_s);
 	if (l1[0] > l0[0] || l1[1] > l0[1] || l1[2] > l0[2])
 		printf("  %-26s leases: %" PRIu64 " calls admitted under them "
 		       "(%.0f %%), %" PRIu64 " granted, %" PRIu64
@@ -441,7 +471,7 @@ health_nng(int threads)
 	cc.timeout_ms = 60000;
 	pl_rpc_set_direct_io(false);
 	if (pl_rpc_client_open(&cli, &cc) == PL_OK) {
-		r = run("health, nng I/O", MODE_HEALTH, threads);
+		r = run("health, nng I/O", MODE_HEALTH, threads, 0);
 		pl_rpc_client_close(cli);
 	}
 	cli = direct;
@@ -480,6 +510,8 @@ main(int argc, char **argv)
 			batch = atoi(argv[i + 1]);
 		else if (strcmp(argv[i], "--parallel") == 0)
 			parallel = atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--lead") == 0)
+			lead = atof(argv[i + 1]);
 	}
 	if (batch < 2 || batch > BILLING_MAX_BATCH)
 		batch = 64;
@@ -574,30 +606,34 @@ main(int argc, char **argv)
 			uint64_t b0, i0, b1, i1;
 			batch_counts(&b0, &i0);
 			svc_state->batcher.max_batch = batch;
-			total += run("warm-up batched", MODE_RESERVE, threads)
+			total +=
+			        run("warm-up batched", MODE_RESERVE, threads, 0)
+			                .allowed;
+			total += run("warm-up SQL", MODE_SQL, threads, 0)
 			                 .allowed;
-			total += run("warm-up SQL", MODE_SQL, threads).allowed;
 			batch_counts(&b1, &i1);
 			if (b1 - b0 >= (uint64_t)(4 * (workers + threads)))
 				break;
 		}
 		svc_state->batcher.max_batch = 1;
-		total += run("warm-up one by one", MODE_RESERVE, threads)
+		total += run("warm-up one by one", MODE_RESERVE, threads, 0)
 		                 .allowed;
 		for (int k = 0; k < repeat; k++) {
-			h[k] = run("health (RPC runtime)", MODE_HEALTH,
-			           threads);
+			h[k] = run("health (RPC runtime)", MODE_HEALTH, threads,
+			           0);
 			hn[k] = health_nng(threads);
 			svc_state->batcher.max_batch = batch;
 			r[k] = run("ReserveUsage batched", MODE_RESERVE,
-			           threads);
+			           threads, lead);
 			svc_state->batcher.max_batch = 1;
 			o[k] = run("ReserveUsage one by one", MODE_RESERVE,
-			           threads);
+			           threads, lead);
 			svc_state->batcher.max_batch = batch;
 			d[k] = run("reserve SQL batched, no RPC", MODE_SQL,
-			           threads);
-			total += r[k].allowed + o[k].allowed + d[k].allowed;
+			           threads, lead);
+			total += r[k].allowed + o[k].allowed + d[k].allowed +
+			         r[k].lead_allowed + o[k].lead_allowed +
+			         d[k].lead_allowed;
 		}
 		m = median(h, repeat);
 		printf("  median health              %8.0f calls/s  cpu/call "
@@ -657,11 +693,11 @@ main(int argc, char **argv)
 			if (k % 2 == 0) {
 				svc_state->batcher.max_batch = batch;
 				x = r[k / 2] = run("ReserveUsage batched",
-				                   MODE_RESERVE, threads);
+				                   MODE_RESERVE, threads, 0);
 			} else {
 				svc_state->batcher.max_batch = 1;
 				x = o[k / 2] = run("ReserveUsage one by one",
-				                   MODE_RESERVE, threads);
+				                   MODE_RESERVE, threads, 0);
 				svc_state->batcher.max_batch = batch;
 			}
 			flush_leases();
