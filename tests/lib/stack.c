@@ -349,6 +349,28 @@ stack_peak_rss_kb(pid_t pid)
 	return kb;
 }
 
+double
+stack_cpu_s(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut, st;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+	fclose(f);
+	// After "pid (comm)": state ppid pgrp session tty tpgid flags minflt
+	// cminflt majflt cmajflt utime stime.
+	if (p == NULL || sscanf(p + 1,
+	                        " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+	                        "%lu %lu",
+	                        &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 // One keep-alive client per calling thread, closed when the thread ends
 // (or by stack_http_release).
 static pthread_key_t http_key;

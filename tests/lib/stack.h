@@ -55,6 +55,10 @@ stack_proc *stack_proc_of(stack *s, const char *name);
 // Peak resident set size (VmHWM) of a running process in KiB, or -1.
 long stack_peak_rss_kb(pid_t pid);
 
+// CPU time (user + system) a running process has used so far, in seconds,
+// or -1.
+double stack_cpu_s(pid_t pid);
+
 // One HTTP request to the gateway: path relative to base_url, optional
 // bearer token, body (JSON or raw) and extra "Name: value" headers
 // (NULL-terminated or NULL). *status gets the HTTP status; *out (malloc'd,

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -164,6 +165,44 @@ load_main(void *arg)
 	return NULL;
 }
 
+// CPU time used so far by each service, PostgreSQL and this process (the
+// load generator and the provider), to print CPU per message or request.
+typedef struct cpu_snap {
+	double proc[STACK_MAX], pg, self;
+} cpu_snap;
+
+static void
+cpu_take(cpu_snap *c)
+{
+	struct rusage ru;
+
+	for (int i = 0; i < S.n; i++)
+		c->proc[i] = stack_cpu_s(S.procs[i].pid);
+	c->pg = pgh_cpu_s(&S.pg);
+	getrusage(RUSAGE_SELF, &ru);
+	c->self = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	          (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static void
+cpu_print(const cpu_snap *a, const cpu_snap *b, long n, const char *per)
+{
+	double total = 0;
+
+	if (n <= 0)
+		return;
+	printf("    CPU us per %s:", per);
+	for (int i = 0; i < S.n; i++) {
+		double d = (b->proc[i] - a->proc[i]) * 1e6 / (double)n;
+		printf(" %s %.0f,", S.procs[i].name, d);
+		total += d;
+	}
+	printf(" postgres %.0f, bench %.0f; total %.0f\n",
+	       (b->pg - a->pg) * 1e6 / (double)n,
+	       (b->self - a->self) * 1e6 / (double)n,
+	       total + (b->pg - a->pg + b->self - a->self) * 1e6 / (double)n);
+}
+
 static int
 cmp64(const void *a, const void *b)
 {
@@ -181,7 +220,9 @@ run_rate(const char *what, double rate, int seconds, int threads)
 	        last_recv = 0, drain;
 	int64_t *lat;
 	long errors = 0;
+	cpu_snap c0, c1;
 
+	cpu_take(&c0);
 	for (int i = 0; i < threads; i++) {
 		l[i].rate = rate / threads;
 		l[i].end_ns = end;
@@ -206,6 +247,7 @@ run_rate(const char *what, double rate, int seconds, int threads)
 			break;
 		usleep(50000);
 	}
+	cpu_take(&c1);
 	lat = calloc((size_t)n + 1, sizeof(*lat));
 	got = 0;
 	for (int i = first; i < last; i++)
@@ -226,6 +268,7 @@ run_rate(const char *what, double rate, int seconds, int threads)
 		       got > 0 ? got / ((last_recv - start) / 1e9) : 0.0,
 		       got ? lat[got / 2] / 1e6 : 0.0,
 		       got ? lat[(int)(got * 0.99)] / 1e6 : 0.0);
+		cpu_print(&c0, &c1, got, "message");
 	}
 	fflush(stdout);
 	free(lat);
@@ -384,7 +427,11 @@ main(int argc, char **argv)
 		pthread_t th[64];
 		reader rd[64];
 		long ok = 0, bad = 0;
-		int64_t start = now_ns();
+		int64_t start;
+		cpu_snap c0, c1;
+
+		cpu_take(&c0);
+		start = now_ns();
 		for (int i = 0; i < threads; i++) {
 			rd[i].key = key;
 			rd[i].end_ns = start + (int64_t)seconds * 1000000000;
@@ -399,6 +446,8 @@ main(int argc, char **argv)
 		printf("GET /v1/conversations?limit=20 (API key, %d clients): "
 		       "%.0f req/s, %ld non-200\n",
 		       threads, ok / ((now_ns() - start) / 1e9), bad);
+		cpu_take(&c1);
+		cpu_print(&c0, &c1, ok + bad, "request");
 	}
 	stack_http_release();
 	rc = stack_stop(&S);
