@@ -26,12 +26,16 @@ extern const pl_migration messaging_migrations[];
 extern const size_t messaging_n_migrations;
 
 #define MSG_SCHEMA "messaging"
-#include "messaging_migrations.h"       // MESSAGING_N_MIGRATIONS
-#define MSG_MAX_BODY      (1024 * 1024) // webhook bodies
-#define MSG_MAX_ID        256 // a provider's message id, sender, user id
-#define MSG_MAX_KEY       200 // an idempotency key billing takes
-#define MSG_MAX_TEXT      (64 * 1024 - 1) // a text (agents.Reply's limit)
-#define MSG_MAX_SEND_TEXT 4096            // outbound text (WhatsApp's limit)
+#include "messaging_migrations.h"    // MESSAGING_N_MIGRATIONS
+#define MSG_MAX_BODY (1024 * 1024)   // webhook bodies
+#define MSG_MAX_ID   256             // a provider's message id, sender, user id
+#define MSG_MAX_KEY  200             // an idempotency key billing takes
+#define MSG_MAX_TEXT (64 * 1024 - 1) // a text (agents.Reply's limit)
+// What WhatsApp (Cloud and Infobip's) takes in one text body and in one
+// media caption, in characters; messaging_fit_text cuts what is longer.
+#define MSG_WA_MAX_TEXT    4096
+#define MSG_WA_MAX_CAPTION 1024
+#define MSG_MAX_SEND_TEXT  4096 // outbound text (WhatsApp's limit)
 
 // ---------------------------------------------------------------------------
 // Enum names as stored (index = proto enum value; "" for UNSPECIFIED).
@@ -135,6 +139,10 @@ typedef struct msg_send {
 	const char *text;
 	const char *media_url;
 } msg_send;
+
+// s, or a copy cut to at most max characters (UTF-16 code units) that
+// ends with "…" (provider.c).
+const char *messaging_fit_text(const char *s, size_t max, pl_arena *a);
 
 // Builds URL, headers and JSON body (malloc'd into the arena).
 int messaging_build_send(const msg_send *s, pl_arena *a, const char **url,

@@ -8,6 +8,7 @@
 #include <sodium.h>
 
 #include "messaging.h"
+#include "pl/utf8.h"
 
 static char *
 dump_free(json_t *o, pl_arena *a)
@@ -18,6 +19,55 @@ dump_free(json_t *o, pl_arena *a)
 	free(s);
 	json_decref(o);
 	return r;
+}
+
+// The text of a character sequence at s (n bytes) in UTF-16 code units:
+// WhatsApp's limits are in characters, and a character past U+FFFF counts
+// two in the stricter reading. A byte that is not UTF-8 counts one.
+static size_t
+units_of(const char *s, size_t n, size_t *k)
+{
+	*k = pl_utf8_seq(s, n);
+	if (*k == 0)
+		*k = 1;
+	return *k == 4 ? 2 : 1;
+}
+
+// s cut to at most max characters (UTF-16 code units): a text body or a
+// caption longer than the provider takes is refused whole (400), and the
+// customer would get nothing. Cut at the last line's end in the last
+// tenth if there is one, else at the last space there, else between
+// characters, and ended with "…". The stored message keeps the whole
+// text.
+const char *
+messaging_fit_text(const char *s, size_t max, pl_arena *a)
+{
+	size_t n = strlen(s), units = 0, i, k, cut, nl = 0, sp = 0;
+
+	for (i = 0; i < n && units <= max; i += k)
+		units += units_of(s + i, n - i, &k);
+	if (units <= max)
+		return s;
+	// The longest prefix of max - 1 units leaves room for the "…".
+	units = 0;
+	for (i = 0; i < n; i += k) {
+		size_t u = units_of(s + i, n - i, &k);
+		if (units + u > max - 1)
+			break;
+		units += u;
+		if (s[i] == '\n')
+			nl = i;
+		else if (s[i] == ' ')
+			sp = i;
+	}
+	cut = i;
+	if (nl > 0 && nl >= cut - cut / 10)
+		cut = nl;
+	else if (sp > 0 && sp >= cut - cut / 10)
+		cut = sp;
+	while (cut > 0 && (s[cut - 1] == ' ' || s[cut - 1] == '\n'))
+		cut--;
+	return pl_arena_printf(a, "%.*s\u2026", (int)cut, s);
 }
 
 static const char *
@@ -74,15 +124,21 @@ messaging_build_send(const msg_send *s, pl_arena *a, const char **url,
 			json_t *m = json_pack("{s:s}", "link", s->media_url);
 			if (s->text && s->text[0] && s->type != 3 &&
 			    s->type != 10)
-				json_object_set_new(m, "caption",
-				                    json_string(s->text));
+				json_object_set_new(
+				        m, "caption",
+				        json_string(messaging_fit_text(
+				                s->text, MSG_WA_MAX_CAPTION,
+				                a)));
 			json_object_set_new(o, "type", json_string(mk));
 			json_object_set_new(o, mk, m);
 		} else {
 			json_object_set_new(o, "type", json_string("text"));
-			json_object_set_new(o, "text",
-			                    json_pack("{s:s}", "body",
-			                              s->text ? s->text : ""));
+			json_object_set_new(
+			        o, "text",
+			        json_pack("{s:s}", "body",
+			                  messaging_fit_text(
+			                          s->text ? s->text : "",
+			                          MSG_WA_MAX_TEXT, a)));
 		}
 	} else if (s->channel_type ==
 	           PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_INFOBIP) {
@@ -92,7 +148,9 @@ messaging_build_send(const msg_send *s, pl_arena *a, const char **url,
 		                       s->access_token);
 		o = json_pack("{s:s, s:s, s:{s:s}}", "from",
 		              s->sender_number ? s->sender_number : "", "to",
-		              s->to, "content", "text", s->text ? s->text : "");
+		              s->to, "content", "text",
+		              messaging_fit_text(s->text ? s->text : "",
+		                                 MSG_WA_MAX_TEXT, a));
 	} else {
 		return PL_INVALID_ARGUMENT;
 	}

@@ -40,6 +40,19 @@ extern const pl_service_def agents_service_def;
 #define PNID_B  "2233445566778"
 #define HOURS_A "We are open 9 to 18, Monday to Saturday."
 
+// An answer longer than WhatsApp takes in one text (4,096 characters):
+// 500 lines of "Item NNN, 7 EUR.\n" (17 bytes each, 8,500 in all).
+static char *
+catalogue(void)
+{
+	static char text[8600];
+	if (text[0] == '\0')
+		for (int i = 0; i < 500; i++)
+			snprintf(text + (size_t)i * 17, 18,
+			         "Item %03d, 7 EUR.\n", i);
+	return text;
+}
+
 static pgh pg;
 static svch ht, hb, ha, hm; // tenants, billing, agents, messaging
 static fake_provider *fp;
@@ -382,8 +395,8 @@ make_tenant(tenant *t, const char *name, const char *email,
 		Parley__Agents__V1__PublishAgentRequest pr =
 		        PARLEY__AGENTS__V1__PUBLISH_AGENT_REQUEST__INIT;
 		Parley__Agents__V1__PublishAgentResponse *prr = NULL;
-		Parley__Agents__V1__KnowledgeEntry e[2],
-		        *ents[2] = { &e[0], &e[1] };
+		Parley__Agents__V1__KnowledgeEntry e[3],
+		        *ents[3] = { &e[0], &e[1], &e[2] };
 		ca.name = "Shop bot";
 		assert_int_equal(
 		        call(&ha, "/parley.agents.v1.Agents/CreateAgent",
@@ -392,7 +405,7 @@ make_tenant(tenant *t, const char *name, const char *email,
 		             (void **)&car),
 		        PL_OK);
 		snprintf(t->agent, sizeof(t->agent), "%s", car->id);
-		for (int i = 0; i < 2; i++)
+		for (int i = 0; i < 3; i++)
 			parley__agents__v1__knowledge_entry__init(&e[i]);
 		e[0].question = "What are your opening hours?";
 		e[0].answer = HOURS_A;
@@ -400,9 +413,12 @@ make_tenant(tenant *t, const char *name, const char *email,
 		e[1].question = "How much is shipping?";
 		e[1].answer = "Shipping costs 5 EUR, free above 50 EUR.";
 		e[1].intent = "shipping";
+		e[2].question = "What is in the catalogue?";
+		e[2].answer = catalogue();
+		e[2].intent = "catalogue";
 		ik.agent_id = t->agent;
 		ik.entries = ents;
-		ik.n_entries = 2;
+		ik.n_entries = 3;
 		assert_int_equal(
 		        call(&ha, "/parley.agents.v1.Agents/ImportKnowledge",
 		             &owner, &ik,
@@ -580,6 +596,43 @@ test_journey(void **state)
 		        "tenant_id = '%s' AND length(idempotency_key) = 36",
 		        ta.id);
 		assert_int_equal(sqlv(&hb, sql, NULL, 0), 1);
+	}
+	// An answer over WhatsApp's 4,096 characters: the text sent is cut
+	// to fit at a line's end and ends with "…" (the fake provider, as
+	// WhatsApp, refuses a longer one with 400 and the customer would get
+	// nothing); the stored message keeps the whole answer.
+	{
+		const char *body;
+		size_t n;
+		b = inbound("wamid.real-long", "what is in the catalogue",
+		            PNID_A);
+		assert_non_null(b);
+		assert_int_equal(webhook(ta.channel, b, APP_A), PL_OK);
+		free(b);
+		assert_int_equal(fake_provider_wait(fp, base + 4, 15000),
+		                 base + 4);
+		assert_true(fake_provider_request(fp, base + 3, path,
+		                                  sizeof(path), auth,
+		                                  sizeof(auth), &req));
+		j = json_loads(req, 0, NULL);
+		body = json_string_value(
+		        json_object_get(json_object_get(j, "text"), "body"));
+		assert_non_null(body);
+		n = strlen(body);
+		// 240 lines whole (4,080 bytes less the last newline), "…".
+		assert_int_equal(n, 4079 + 3);
+		assert_string_equal(body + n - 19, "Item 239, 7 EUR.\u2026");
+		json_decref(j);
+		free(req);
+		assert_int_equal(
+		        wait_for(
+		                &hm,
+		                "SELECT count(*) FROM messaging.messages WHERE "
+		                "direction = 'outbound' AND status = 'sent' "
+		                "AND "
+		                "length(text) >= 8499",
+		                1, 8000),
+		        1);
 	}
 }
 

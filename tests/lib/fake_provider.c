@@ -5,6 +5,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "fake_provider.h"
 #include "pl/httpd.h"
 
@@ -31,6 +33,44 @@ struct fake_provider {
 	int head, tail;
 	int ids;
 };
+
+// UTF-16 code units of a UTF-8 string (a 4-byte sequence counts two).
+static size_t
+units16(const char *s)
+{
+	size_t u = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if ((*p & 0xc0) != 0x80)
+			u += *p >= 0xf0 ? 2 : 1;
+	return u;
+}
+
+// As the providers: a text body over 4,096 characters or a caption over
+// 1,024 is refused with 400 (WhatsApp's error 100, invalid parameter).
+static bool
+too_long(const char *body)
+{
+	json_t *j = body ? json_loads(body, 0, NULL) : NULL, *m;
+	const char *t;
+	bool bad = false;
+	const char *media[] = { "image", "video", "document" };
+
+	if (j == NULL)
+		return false;
+	t = json_string_value(
+	        json_object_get(json_object_get(j, "text"), "body"));
+	if (t == NULL) // Infobip
+		t = json_string_value(
+		        json_object_get(json_object_get(j, "content"), "text"));
+	bad = t != NULL && units16(t) > 4096;
+	for (size_t i = 0; i < 3 && !bad; i++) {
+		m = json_object_get(j, media[i]);
+		t = json_string_value(json_object_get(m, "caption"));
+		bad = t != NULL && units16(t) > 1024;
+	}
+	json_decref(j);
+	return bad;
+}
 
 static void
 handle(const pl_http_req *req, pl_http_resp *resp, void *arg)
@@ -76,7 +116,14 @@ handle(const pl_http_req *req, pl_http_resp *resp, void *arg)
 		snprintf(buf, sizeof(buf), "%d", r.retry_after_s);
 		pl_http_resp_header(resp, "Retry-After", buf);
 	}
-	if (body == NULL && r.status == 200) {
+	if (body == NULL && r.status == 200 && too_long(req->body)) {
+		static const char err[] =
+		        "{\"error\":{\"message\":\"(#100) Invalid "
+		        "parameter\",\"type\":\"OAuthException\",\"code\":"
+		        "100,\"fbtrace_id\":\"fake\"}}";
+		pl_http_resp_set(resp, 400, "application/json", err,
+		                 strlen(err));
+	} else if (body == NULL && r.status == 200) {
 		if (strstr(req->path, "/whatsapp/1/message") != NULL)
 			snprintf(buf, sizeof(buf),
 			         "{\"messages\":[{\"messageId\":\"ib-fake-%d\"}"

@@ -5,6 +5,8 @@
 // delivery from an earlier test cannot take it); with no reply for a
 // request it answers 200 with a fresh id
 // ({"messages":[{"id":"wamid.fake-N"}]} or Infobip's messageId).
+// As the providers, a text body over 4,096 characters or a caption over
+// 1,024 (UTF-16 code units) is refused with 400 when no script says else.
 #ifndef FAKE_PROVIDER_H
 #define FAKE_PROVIDER_H
 

@@ -2,6 +2,7 @@
 // logic: phones, signatures, webhook parsing, send building and answers,
 // status ordering, back-off.
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -10,9 +11,11 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 #include <sodium.h>
 
 #include "messaging.h"
+#include "pl/utf8.h"
 
 static void
 test_table(void **state)
@@ -246,6 +249,98 @@ test_parse(void **state)
 	pl_arena_fini(&a);
 }
 
+// UTF-16 code units of a UTF-8 text (a 4-byte sequence counts two).
+static size_t
+units16(const char *s)
+{
+	size_t u = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if ((*p & 0xc0) != 0x80)
+			u += *p >= 0xf0 ? 2 : 1;
+	return u;
+}
+
+static bool
+ends_with(const char *s, const char *tail)
+{
+	size_t n = strlen(s), m = strlen(tail);
+	return n >= m && strcmp(s + n - m, tail) == 0;
+}
+
+// WhatsApp refuses a text body over 4,096 characters and a caption over
+// 1,024 (400: the customer gets nothing): longer texts are cut to fit.
+static void
+test_fit_text(void **state)
+{
+	pl_arena a;
+	char *t = malloc(20001);
+	const char *r;
+	msg_send s = { 0 };
+	const char *url, **h;
+	char *body;
+	json_t *j;
+
+	(void)state;
+	pl_arena_init(&a, 0, 0);
+	// Words of 9 letters and a space: cut at a space, then "…".
+	for (int i = 0; i < 5000; i++)
+		t[i] = i % 10 == 9 ? ' ' : 'a';
+	t[5000] = '\0';
+	r = messaging_fit_text(t, 4096, &a);
+	assert_true(units16(r) <= 4096);
+	assert_true(ends_with(r, "aaaaaaaaa\u2026"));
+	assert_true(units16(r) >= 4096 - 410);
+	// Exactly the limit: the same text.
+	t[4096] = '\0';
+	assert_ptr_equal(messaging_fit_text(t, 4096, &a), t);
+	// One word with no space: cut between characters, at the limit.
+	memset(t, 'b', 4097);
+	t[4097] = '\0';
+	r = messaging_fit_text(t, 4096, &a);
+	assert_int_equal(units16(r), 4096);
+	assert_int_equal(strlen(r), 4095 + 3);
+	// Characters past U+FFFF count two; never cut inside one.
+	t[0] = '\0';
+	for (int i = 0; i < 2100; i++)
+		strcat(t, "\xf0\x9f\x98\x80");
+	r = messaging_fit_text(t, 4096, &a);
+	assert_true(units16(r) <= 4096);
+	assert_int_equal((strlen(r) - 3) % 4, 0);
+	assert_true(pl_utf8_valid(r, strlen(r)));
+	// Through the WhatsApp request: text body and caption.
+	s.channel_type = 1;
+	s.api_base_url = "http://x";
+	s.phone_number_id = "1";
+	s.access_token = "tok";
+	s.to = "5511987654321";
+	s.to_kind = 1;
+	s.type = 1;
+	s.text = t;
+	assert_int_equal(messaging_build_send(&s, &a, &url, &h, &body), PL_OK);
+	j = json_loads(body, 0, NULL);
+	assert_true(units16(json_string_value(json_object_get(
+	                    json_object_get(j, "text"), "body"))) <= 4096);
+	json_decref(j);
+	s.type = 2;
+	s.media_url = "https://x/a.jpg";
+	assert_int_equal(messaging_build_send(&s, &a, &url, &h, &body), PL_OK);
+	j = json_loads(body, 0, NULL);
+	assert_true(units16(json_string_value(json_object_get(
+	                    json_object_get(j, "image"), "caption"))) <= 1024);
+	json_decref(j);
+	// Infobip's text.
+	s.channel_type = 2;
+	s.type = 1;
+	s.sender_number = "1234";
+	assert_int_equal(messaging_build_send(&s, &a, &url, &h, &body), PL_OK);
+	j = json_loads(body, 0, NULL);
+	assert_true(units16(json_string_value(json_object_get(
+	                    json_object_get(j, "content"), "text"))) <= 4096);
+	json_decref(j);
+	free(t);
+	pl_arena_fini(&a);
+}
+
 static void
 test_send(void **state)
 {
@@ -352,6 +447,7 @@ main(void)
 		cmocka_unit_test(test_signature),
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_send),
+		cmocka_unit_test(test_fit_text),
 		cmocka_unit_test(test_status_order),
 		cmocka_unit_test(test_backoff),
 	};
