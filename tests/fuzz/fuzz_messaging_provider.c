@@ -8,7 +8,9 @@
 // valid UTF-8 (no NUL inside), metadata that is JSON, and times that
 // PostgreSQL reads as timestamptz (a bad field must not fail its whole body
 // in SQL: see test_bad_provider_times). A send's answer is either a
-// provider id, or an error code and text.
+// provider id, or an error code and text. A text cut to a provider's limit
+// (messaging_fit_text) fits it, is a prefix of the text and a whole
+// number of characters.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,6 +176,54 @@ answer(int type, long http, const uint8_t *body, size_t len)
 	free(text);
 }
 
+// UTF-16 code units of a UTF-8 text (a 4-byte sequence counts two).
+static size_t
+units16(const char *s, size_t n)
+{
+	size_t u = 0;
+	for (size_t i = 0; i < n; i++)
+		if (((unsigned char)s[i] & 0xc0) != 0x80)
+			u += (unsigned char)s[i] >= 0xf0 ? 2 : 1;
+	return u;
+}
+
+static void
+fit(const uint8_t *body, size_t len)
+{
+	static const char ell[] = "\u2026";
+	size_t max = len > 0 ? 2 + body[0] % 64 : 2, n, m;
+	char *text = malloc(len + 1);
+	const char *r;
+	pl_arena a;
+
+	need(text != NULL, "memory");
+	if (len > 0) {
+		memcpy(text, body + 1, len - 1);
+		text[len - 1] = '\0';
+	} else {
+		text[0] = '\0';
+	}
+	n = strlen(text);
+	pl_arena_init(&a, 0, ARENA_LIMIT);
+	r = messaging_fit_text(text, max, &a);
+	need(r != NULL, "a text comes back");
+	m = strlen(r);
+	if (r != text && pl_utf8_valid(text, n)) {
+		need(units16(r, m) <= max, "a cut text fits");
+		need(m >= sizeof(ell) - 1 &&
+		             strcmp(r + m - (sizeof(ell) - 1), ell) == 0,
+		     "a cut text ends with an ellipsis");
+		need(strncmp(r, text, m - (sizeof(ell) - 1)) == 0,
+		     "a cut text is a prefix of the text");
+		text_ok(r, "a cut text is whole characters");
+	} else if (r == text) {
+		need(!pl_utf8_valid(text, n) || units16(text, n) <= max,
+		     "a text left whole fits");
+	}
+	pl_arena_fini(&a);
+	free(text);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -191,9 +241,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size == 0)
 		return 0;
 	// Bit 0: WhatsApp Cloud (1) or Infobip (2); bit 1: a webhook body or
-	// a send's answer; bits 2..4: the answer's HTTP status.
+	// a send's answer; bits 2..4: the answer's HTTP status; bit 5: a text
+	// to cut to a limit instead (the next byte sets the limit).
 	type = (data[0] & 1) ? 2 : 1;
-	if (data[0] & 2)
+	if (data[0] & 0x20)
+		fit(data + 1, size - 1);
+	else if (data[0] & 2)
 		answer(type, statuses[(data[0] >> 2) & 7], data + 1, size - 1);
 	else
 		webhook(type, data + 1, size - 1);
