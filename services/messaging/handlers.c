@@ -250,9 +250,10 @@ ingest_inbound(pl_call *call, const void *inp, void *outp)
 	if ((rv = need_uuid(call, "tenant_id", in->tenant_id)) != PL_OK ||
 	    (rv = need_uuid(call, "channel_id", in->channel_id)) != PL_OK)
 		return rv;
-	if (!nz(in->external_id) || strlen(in->external_id) > 128)
+	// The contact's id as the webhooks take it (MSG_MAX_ID).
+	if (!nz(in->external_id) || strlen(in->external_id) > MSG_MAX_ID)
 		return pl_call_violation(call, "external_id",
-		                         "must be 1 to 128 characters");
+		                         "must be 1 to 256 bytes");
 	if (!nz(in->provider_message_id) ||
 	    strlen(in->provider_message_id) > 256)
 		return pl_call_violation(call, "provider_message_id",
@@ -908,9 +909,9 @@ create_contact(pl_call *call, const void *inp, void *outp)
 		return pl_call_violation(call, "phone",
 		                         "phone or external_id is required");
 	}
-	if (strlen(c.external_id) > 128)
+	if (strlen(c.external_id) > MSG_MAX_ID)
 		return pl_call_violation(call, "external_id",
-		                         "is longer than 128 characters");
+		                         "is longer than 256 bytes");
 	if ((rv = tags_literal(call, in->tags, in->n_tags, &c.tags_literal)) !=
 	            PL_OK ||
 	    (rv = custom_fields(call, in->custom_fields, &c.custom_fields)) !=

@@ -868,6 +868,37 @@ test_opt_out_and_leads(void **state)
 		         conv2);
 		assert_int_equal(sqlv(sql, NULL, 0), 1);
 	}
+
+	// A sender's id as long as a webhook takes it (256 bytes), not one
+	// byte more (IngestInbound allowed 128 before 2026-11-23).
+	{
+		char id[258];
+		memset(id, '7', 257);
+		id[257] = '\0';
+		in.external_id = id;
+		in.phone_raw = NULL;
+		in.provider_message_id = "wamid.long-sender";
+		in.text = "hello";
+		assert_int_equal(
+		        svch_call(
+		                &h, MS "IngestInbound", NULL, &in.base,
+		                &parley__messaging__v1__ingest_inbound_response__descriptor,
+		                &out, NULL),
+		        PL_INVALID_ARGUMENT);
+		id[256] = '\0';
+		assert_int_equal(
+		        svch_call(
+		                &h, MS "IngestInbound", NULL, &in.base,
+		                &parley__messaging__v1__ingest_inbound_response__descriptor,
+		                (void **)&ir, NULL),
+		        PL_OK);
+		snprintf(sql, sizeof(sql),
+		         "SELECT length(external_id) FROM messaging.contacts "
+		         "WHERE id = '%s'",
+		         ir->conversation->contact_id);
+		sqlv(sql, v, sizeof(v));
+		assert_string_equal(v, "256");
+	}
 }
 
 // ---------------------------------------------------------------------------
