@@ -21,9 +21,10 @@ dump_free(json_t *o, pl_arena *a)
 	return r;
 }
 
-// The text of a character sequence at s (n bytes) in UTF-16 code units:
-// WhatsApp's limits are in characters, and a character past U+FFFF counts
-// two in the stricter reading. A byte that is not UTF-8 counts one.
+// How many UTF-16 code units the character at s (n bytes left) counts, its
+// length in bytes in *k: WhatsApp's limits are in characters, and one past
+// U+FFFF counts two in the stricter reading. A byte that is not UTF-8
+// counts one.
 static size_t
 units_of(const char *s, size_t n, size_t *k)
 {
@@ -94,11 +95,14 @@ messaging_build_send(const msg_send *s, pl_arena *a, const char **url,
                      const char ***headers, char **body)
 {
 	const char **h = pl_arena_zalloc(a, 4 * sizeof(*h));
+	const char *text = s->text ? s->text : "";
+	const char *body_text = messaging_fit_text(text, MSG_WA_MAX_TEXT, a);
+	const char *caption = messaging_fit_text(text, MSG_WA_MAX_CAPTION, a);
 	json_t *o;
 	const char *base = s->api_base_url ? s->api_base_url : "";
 	size_t bl = strlen(base);
 
-	if (h == NULL)
+	if (h == NULL || body_text == NULL || caption == NULL)
 		return PL_RESOURCE_EXHAUSTED;
 	while (bl > 0 && base[bl - 1] == '/')
 		bl--;
@@ -124,21 +128,15 @@ messaging_build_send(const msg_send *s, pl_arena *a, const char **url,
 			json_t *m = json_pack("{s:s}", "link", s->media_url);
 			if (s->text && s->text[0] && s->type != 3 &&
 			    s->type != 10)
-				json_object_set_new(
-				        m, "caption",
-				        json_string(messaging_fit_text(
-				                s->text, MSG_WA_MAX_CAPTION,
-				                a)));
+				json_object_set_new(m, "caption",
+				                    json_string(caption));
 			json_object_set_new(o, "type", json_string(mk));
 			json_object_set_new(o, mk, m);
 		} else {
 			json_object_set_new(o, "type", json_string("text"));
 			json_object_set_new(
 			        o, "text",
-			        json_pack("{s:s}", "body",
-			                  messaging_fit_text(
-			                          s->text ? s->text : "",
-			                          MSG_WA_MAX_TEXT, a)));
+			        json_pack("{s:s}", "body", body_text));
 		}
 	} else if (s->channel_type ==
 	           PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_INFOBIP) {
@@ -148,9 +146,7 @@ messaging_build_send(const msg_send *s, pl_arena *a, const char **url,
 		                       s->access_token);
 		o = json_pack("{s:s, s:s, s:{s:s}}", "from",
 		              s->sender_number ? s->sender_number : "", "to",
-		              s->to, "content", "text",
-		              messaging_fit_text(s->text ? s->text : "",
-		                                 MSG_WA_MAX_TEXT, a));
+		              s->to, "content", "text", body_text);
 	} else {
 		return PL_INVALID_ARGUMENT;
 	}
