@@ -21,6 +21,7 @@
 #include "messaging.h"
 #include "pl/log.h"
 #include "pl/utf8.h"
+#include "fake_provider.h"
 #include "fuzz_check.h"
 
 #define ARENA_LIMIT (8u << 20)
@@ -176,17 +177,6 @@ answer(int type, long http, const uint8_t *body, size_t len)
 	free(text);
 }
 
-// UTF-16 code units of a UTF-8 text (a 4-byte sequence counts two).
-static size_t
-units16(const char *s, size_t n)
-{
-	size_t u = 0;
-	for (size_t i = 0; i < n; i++)
-		if (((unsigned char)s[i] & 0xc0) != 0x80)
-			u += (unsigned char)s[i] >= 0xf0 ? 2 : 1;
-	return u;
-}
-
 static void
 fit(const uint8_t *body, size_t len)
 {
@@ -209,7 +199,7 @@ fit(const uint8_t *body, size_t len)
 	need(r != NULL, "a text comes back");
 	m = strlen(r);
 	if (r != text && pl_utf8_valid(text, n)) {
-		need(units16(r, m) <= max, "a cut text fits");
+		need(fake_provider_text_units(r, m) <= max, "a cut text fits");
 		need(m >= sizeof(ell) - 1 &&
 		             strcmp(r + m - (sizeof(ell) - 1), ell) == 0,
 		     "a cut text ends with an ellipsis");
@@ -217,7 +207,8 @@ fit(const uint8_t *body, size_t len)
 		     "a cut text is a prefix of the text");
 		text_ok(r, "a cut text is whole characters");
 	} else if (r == text) {
-		need(!pl_utf8_valid(text, n) || units16(text, n) <= max,
+		need(!pl_utf8_valid(text, n) ||
+		             fake_provider_text_units(text, n) <= max,
 		     "a text left whole fits");
 	}
 	pl_arena_fini(&a);

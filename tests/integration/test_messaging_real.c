@@ -458,6 +458,19 @@ make_tenant(tenant *t, const char *name, const char *email,
 
 static tenant ta;
 
+// Posts a signed inbound text to tenant A's channel and waits until the
+// provider has received n requests in all.
+static void
+post_a(const char *id, const char *text, int n)
+{
+	char *b = inbound(id, text, PNID_A);
+
+	assert_non_null(b);
+	assert_int_equal(webhook(ta.channel, b, APP_A), PL_OK);
+	free(b);
+	assert_int_equal(fake_provider_wait(fp, n, 15000), n);
+}
+
 // Sign-up to read receipt: the fixture webhook → contact, conversation,
 // message → billing reservation → agents' retrieval answer → the fake
 // provider gets the Graph API call with the channel's token → sent,
@@ -559,13 +572,8 @@ test_journey(void **state)
 		assert_non_null(big);
 		memset(big, 'a', 65536);
 		big[65536] = '\0';
-		b = inbound("wamid.real-big", big, PNID_A);
+		post_a("wamid.real-big", big, base + 2);
 		free(big);
-		assert_non_null(b);
-		assert_int_equal(webhook(ta.channel, b, APP_A), PL_OK);
-		free(b);
-		assert_int_equal(fake_provider_wait(fp, base + 2, 15000),
-		                 base + 2);
 		assert_int_equal(
 		        sqlv(&hm,
 		             "SELECT count(*) FROM messaging.messages WHERE "
@@ -584,12 +592,7 @@ test_journey(void **state)
 		memset(id, 'x', 230);
 		memcpy(id, "wamid.", 6);
 		id[230] = '\0';
-		b = inbound(id, "what are your opening hours", PNID_A);
-		assert_non_null(b);
-		assert_int_equal(webhook(ta.channel, b, APP_A), PL_OK);
-		free(b);
-		assert_int_equal(fake_provider_wait(fp, base + 3, 15000),
-		                 base + 3);
+		post_a(id, "what are your opening hours", base + 3);
 		snprintf(
 		        sql, sizeof(sql),
 		        "SELECT count(*) FROM billing.usage_reservations WHERE "
@@ -604,13 +607,7 @@ test_journey(void **state)
 	{
 		const char *body;
 		size_t n;
-		b = inbound("wamid.real-long", "what is in the catalogue",
-		            PNID_A);
-		assert_non_null(b);
-		assert_int_equal(webhook(ta.channel, b, APP_A), PL_OK);
-		free(b);
-		assert_int_equal(fake_provider_wait(fp, base + 4, 15000),
-		                 base + 4);
+		post_a("wamid.real-long", "what is in the catalogue", base + 4);
 		assert_true(fake_provider_request(fp, base + 3, path,
 		                                  sizeof(path), auth,
 		                                  sizeof(auth), &req));

@@ -34,14 +34,13 @@ struct fake_provider {
 	int ids;
 };
 
-// UTF-16 code units of a UTF-8 string (a 4-byte sequence counts two).
-static size_t
-units16(const char *s)
+size_t
+fake_provider_text_units(const char *s, size_t n)
 {
 	size_t u = 0;
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-		if ((*p & 0xc0) != 0x80)
-			u += *p >= 0xf0 ? 2 : 1;
+	for (size_t i = 0; i < n; i++)
+		if (((unsigned char)s[i] & 0xc0) != 0x80)
+			u += (unsigned char)s[i] >= 0xf0 ? 2 : 1;
 	return u;
 }
 
@@ -62,11 +61,12 @@ too_long(const char *body)
 	if (t == NULL) // Infobip
 		t = json_string_value(
 		        json_object_get(json_object_get(j, "content"), "text"));
-	bad = t != NULL && units16(t) > 4096;
+	bad = t != NULL && fake_provider_text_units(t, strlen(t)) > 4096;
 	for (size_t i = 0; i < 3 && !bad; i++) {
 		m = json_object_get(j, media[i]);
 		t = json_string_value(json_object_get(m, "caption"));
-		bad = t != NULL && units16(t) > 1024;
+		bad = t != NULL &&
+		      fake_provider_text_units(t, strlen(t)) > 1024;
 	}
 	json_decref(j);
 	return bad;

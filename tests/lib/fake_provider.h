@@ -23,6 +23,10 @@ typedef struct fp_reply {
 	const char *match; // copied; non-NULL: only for bodies containing it
 } fp_reply;
 
+// A text's length as the providers count it against their limits: UTF-16
+// code units of the n bytes of UTF-8 at s (a 4-byte sequence counts two).
+size_t fake_provider_text_units(const char *s, size_t n);
+
 // Starts on 127.0.0.1, an ephemeral port. Returns 0 or -1.
 int fake_provider_start(fake_provider **out);
 void fake_provider_stop(fake_provider *f);
