@@ -20,8 +20,8 @@ pl_wake_post(pl_wake *w)
 	sem_post(&w->sem);
 }
 
-void
-pl_wake_wait(pl_wake *w)
+static void
+wake_take(pl_wake *w)
 {
 	while (sem_wait(&w->sem) != 0 && errno == EINTR)
 		;
@@ -29,9 +29,29 @@ pl_wake_wait(pl_wake *w)
 }
 
 void
-pl_wake_fini(pl_wake *w, unsigned promised)
+pl_wake_wait(pl_wake *w, pthread_mutex_t *mu)
 {
+	pthread_mutex_unlock(mu);
+	wake_take(w);
+	pthread_mutex_lock(mu);
+}
+
+void
+pl_wake_post_unlocked(pthread_mutex_t *mu, pl_wake *const *ws, size_t n)
+{
+	pthread_mutex_unlock(mu);
+	for (size_t i = 0; i < n; i++)
+		pl_wake_post(ws[i]);
+	pthread_mutex_lock(mu);
+}
+
+void
+pl_wake_fini(pl_wake *w, pthread_mutex_t *mu)
+{
+	unsigned promised = w->promised;
+
+	pthread_mutex_unlock(mu);
 	while (w->taken < promised)
-		pl_wake_wait(w);
+		wake_take(w);
 	sem_destroy(&w->sem);
 }

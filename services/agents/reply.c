@@ -1890,15 +1890,14 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 		q->head = &self;
 	q->tail = &self;
 	while (self.state != IT_DONE) {
-		group_item *g[GROUP_MAX], *wake[GROUP_MAX + 1], *lead = NULL;
+		group_item *g[GROUP_MAX], *lead = NULL;
+		pl_wake *wake[GROUP_MAX + 1];
 		size_t n = 0, max, nw = 0;
 		bool split;
 
 		if (self.state != IT_QUEUED || q->head != &self ||
 		    q->running >= q->at_once) {
-			pthread_mutex_unlock(&q->mu);
-			pl_wake_wait(&self.wake);
-			pthread_mutex_lock(&q->mu);
+			pl_wake_wait(&self.wake, &q->mu);
 			continue;
 		}
 		max = q->max > 0 && q->max < GROUP_MAX ? (size_t)q->max
@@ -1929,7 +1928,7 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 			g[i]->state = IT_DONE;
 			if (g[i] != &self) {
 				pl_wake_promise(&g[i]->wake);
-				wake[nw++] = g[i];
+				wake[nw++] = &g[i]->wake;
 			}
 		}
 		q->st.groups++;
@@ -1941,19 +1940,12 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 		q->running--;
 		if (q->head != NULL) {
 			pl_wake_promise(&q->head->wake);
-			wake[nw++] = q->head;
+			wake[nw++] = &q->head->wake;
 		}
-		pthread_mutex_unlock(&q->mu);
-		for (size_t i = 0; i < nw; i++)
-			pl_wake_post(&wake[i]->wake);
-		pthread_mutex_lock(&q->mu);
+		pl_wake_post_unlocked(&q->mu, wake, nw);
 	}
 	// Done: out of the queue and its group, nothing promises more.
-	{
-		unsigned promised = self.wake.promised;
-		pthread_mutex_unlock(&q->mu);
-		pl_wake_fini(&self.wake, promised);
-	}
+	pl_wake_fini(&self.wake, &q->mu);
 	rv = self.alone ? reply_alone(pl_call_db(call), &self.t) : self.rv;
 done:
 	if (rv != PL_OK) {

@@ -246,16 +246,14 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 		b->head = it;
 	b->tail = it;
 	while (!it->done) {
-		billing_reserve_item *wake[BILLING_MAX_BATCH + 1];
+		pl_wake *wake[BILLING_MAX_BATCH + 1];
 		size_t n = 0, nw = 0;
 		int fell;
 		// Wait while enough batches run, or while the queue is
 		// empty: then our item is in a batch another worker runs,
 		// which wakes us when it is decided.
 		if (b->running >= b->max_running || b->head == NULL) {
-			pthread_mutex_unlock(&b->mtx);
-			pl_wake_wait(&it->wake);
-			pthread_mutex_lock(&b->mtx);
+			pl_wake_wait(&it->wake, &b->mtx);
 			continue;
 		}
 		// Lead: take what is queued, in order.
@@ -298,26 +296,19 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 			batch[i]->done = true;
 			if (batch[i] != it) {
 				pl_wake_promise(&batch[i]->wake);
-				wake[nw++] = batch[i];
+				wake[nw++] = &batch[i]->wake;
 			}
 		}
 		// The first call still queued leads the next batch.
 		if (b->head != NULL && b->head != it) {
 			pl_wake_promise(&b->head->wake);
-			wake[nw++] = b->head;
+			wake[nw++] = &b->head->wake;
 		}
 		// Woken after the unlock: a follower runs at once instead of
 		// waking only to wait for the mutex.
-		pthread_mutex_unlock(&b->mtx);
-		for (size_t i = 0; i < nw; i++)
-			pl_wake_post(&wake[i]->wake);
-		pthread_mutex_lock(&b->mtx);
+		pl_wake_post_unlocked(&b->mtx, wake, nw);
 	}
 	// Done: out of the queue and every batch, nothing promises more.
-	{
-		unsigned promised = it->wake.promised;
-		pthread_mutex_unlock(&b->mtx);
-		pl_wake_fini(&it->wake, promised);
-	}
+	pl_wake_fini(&it->wake, &b->mtx);
 	return it->rc;
 }

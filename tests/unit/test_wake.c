@@ -48,13 +48,12 @@ submit(batcher *b, item *it)
 		b->head = it;
 	b->tail = it;
 	while (!it->done) {
-		item *batch[MAXB], *wake[MAXB + 1];
+		item *batch[MAXB];
+		pl_wake *wake[MAXB + 1];
 		size_t n = 0, nw = 0;
 
 		if (b->running >= b->max_running || b->head == NULL) {
-			pthread_mutex_unlock(&b->mu);
-			pl_wake_wait(&it->wake);
-			pthread_mutex_lock(&b->mu);
+			pl_wake_wait(&it->wake, &b->mu);
 			continue;
 		}
 		while (b->head != NULL && n < MAXB) {
@@ -74,22 +73,17 @@ submit(batcher *b, item *it)
 			batch[i]->done = true;
 			if (batch[i] != it) {
 				pl_wake_promise(&batch[i]->wake);
-				wake[nw++] = batch[i];
+				wake[nw++] = &batch[i]->wake;
 			}
 		}
 		if (b->head != NULL && b->head != it) {
 			pl_wake_promise(&b->head->wake);
-			wake[nw++] = b->head;
+			wake[nw++] = &b->head->wake;
 		}
-		pthread_mutex_unlock(&b->mu);
 		atomic_fetch_add(&posted, (long)nw);
-		for (size_t i = 0; i < nw; i++)
-			pl_wake_post(&wake[i]->wake);
-		pthread_mutex_lock(&b->mu);
+		pl_wake_post_unlocked(&b->mu, wake, nw);
 	}
-	unsigned promised = it->wake.promised;
-	pthread_mutex_unlock(&b->mu);
-	pl_wake_fini(&it->wake, promised);
+	pl_wake_fini(&it->wake, &b->mu);
 }
 
 static batcher B;
@@ -139,17 +133,23 @@ static void
 test_counts(void **state)
 {
 	pl_wake w;
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
 	(void)state;
 	pl_wake_init(&w);
+	pthread_mutex_lock(&mu);
 	pl_wake_promise(&w);
 	pl_wake_promise(&w);
+	pthread_mutex_unlock(&mu);
 	pl_wake_post(&w);
 	pl_wake_post(&w);
-	pl_wake_wait(&w); // returns at once: one post is there
+	pthread_mutex_lock(&mu);
+	pl_wake_wait(&w, &mu); // returns at once: one post is there
 	assert_int_equal(w.taken, 1);
-	pl_wake_fini(&w, w.promised); // takes the second
+	pl_wake_fini(&w, &mu); // takes the second, and lets mu go
 	assert_int_equal(w.taken, 2);
+	assert_int_equal(pthread_mutex_trylock(&mu), 0);
+	pthread_mutex_unlock(&mu);
 }
 
 int

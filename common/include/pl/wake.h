@@ -8,13 +8,17 @@
 // sleeper may have seen its state change already (a spurious or earlier
 // wake-up), returned and reused the memory of its condition variable. A
 // pl_wake counts the wake-ups promised: the waker promises under the mutex
-// (pl_wake_promise) and posts after the unlock (pl_wake_post); the sleeper,
-// before its pl_wake goes away, takes every wake-up it was promised
-// (pl_wake_fini), so that no post reaches memory that is gone.
+// (pl_wake_promise) and posts after the unlock (pl_wake_post, or
+// pl_wake_post_unlocked for several); the sleeper waits as on a condition
+// variable (pl_wake_wait) and, before its pl_wake goes away, takes every
+// wake-up it was promised (pl_wake_fini), so that no post reaches memory that
+// is gone.
 #ifndef PL_WAKE_H
 #define PL_WAKE_H
 
+#include <pthread.h>
 #include <semaphore.h>
+#include <stddef.h>
 
 typedef struct pl_wake {
 	sem_t sem;
@@ -34,12 +38,16 @@ pl_wake_promise(pl_wake *w)
 // After the unlock: one promised wake-up.
 void pl_wake_post(pl_wake *w);
 
-// Sleeps until a post; call without the mutex.
-void pl_wake_wait(pl_wake *w);
+// Called with mu held: lets mu go, sleeps until a post, takes mu again.
+void pl_wake_wait(pl_wake *w, pthread_mutex_t *mu);
 
-// Takes the wake-ups still owed and frees w. promised: read under the mutex
-// once nothing can promise w another (the sleeper's item is out of every
-// queue and group); call without the mutex.
-void pl_wake_fini(pl_wake *w, unsigned promised);
+// Called with mu held, each of ws[0..n) promised under it: lets mu go, posts
+// each once, takes mu again.
+void pl_wake_post_unlocked(pthread_mutex_t *mu, pl_wake *const *ws, size_t n);
+
+// Called with mu held, once nothing can promise w another (the sleeper's item
+// is out of every queue and group): lets mu go, takes the wake-ups still owed
+// and frees w.
+void pl_wake_fini(pl_wake *w, pthread_mutex_t *mu);
 
 #endif
