@@ -722,6 +722,15 @@ test_campaign_rate(void **state)
 	pl_db_close(db);
 }
 
+static int
+ingest(Parley__Messaging__V1__IngestInboundRequest *in, void **out)
+{
+	return svch_call(
+	        &h, MS "IngestInbound", NULL, &in->base,
+	        &parley__messaging__v1__ingest_inbound_response__descriptor,
+	        out, NULL);
+}
+
 static void
 test_opt_out_and_leads(void **state)
 {
@@ -747,12 +756,7 @@ test_opt_out_and_leads(void **state)
 	in.phone_raw = "5511900000001";
 	in.provider_message_id = "wamid.stop-1";
 	in.text = " stop ";
-	assert_int_equal(
-	        svch_call(
-	                &h, MS "IngestInbound", NULL, &in.base,
-	                &parley__messaging__v1__ingest_inbound_response__descriptor,
-	                (void **)&ir, NULL),
-	        PL_OK);
+	assert_int_equal(ingest(&in, (void **)&ir), PL_OK);
 	snprintf(sql, sizeof(sql),
 	         "SELECT opted_out_at IS NOT NULL FROM messaging.contacts "
 	         "WHERE id = '%s'",
@@ -879,19 +883,9 @@ test_opt_out_and_leads(void **state)
 		in.phone_raw = NULL;
 		in.provider_message_id = "wamid.long-sender";
 		in.text = "hello";
-		assert_int_equal(
-		        svch_call(
-		                &h, MS "IngestInbound", NULL, &in.base,
-		                &parley__messaging__v1__ingest_inbound_response__descriptor,
-		                &out, NULL),
-		        PL_INVALID_ARGUMENT);
+		assert_int_equal(ingest(&in, &out), PL_INVALID_ARGUMENT);
 		id[256] = '\0';
-		assert_int_equal(
-		        svch_call(
-		                &h, MS "IngestInbound", NULL, &in.base,
-		                &parley__messaging__v1__ingest_inbound_response__descriptor,
-		                (void **)&ir, NULL),
-		        PL_OK);
+		assert_int_equal(ingest(&in, (void **)&ir), PL_OK);
 		snprintf(sql, sizeof(sql),
 		         "SELECT length(external_id) FROM messaging.contacts "
 		         "WHERE id = '%s'",
