@@ -78,9 +78,16 @@ static double target_rate = 2000; // the paced runs' offered load
 typedef struct cli {
 	int id;
 	long n, errors;
-	int64_t *lat;
+	int64_t *lat, *at; // each call's latency, and its start in the run
 	size_t cap;
 } cli;
+
+// Slow calls (over the 5 ms target) are counted per window of the run, to
+// tell a tail made by stalls (a few windows holding most slow calls) from one
+// made by queueing (slow calls spread over every window).
+#define SLOW_NS   5000000LL
+#define WINDOW_NS 100000000LL
+static int64_t run_start;
 
 static void
 question(unsigned *seed, int i, char *buf, size_t n)
@@ -167,11 +174,13 @@ client(void *arg)
 		if (c->n == (long)c->cap) {
 			c->cap = c->cap ? c->cap * 2 : 4096;
 			c->lat = realloc(c->lat, c->cap * sizeof(int64_t));
+			c->at = realloc(c->at, c->cap * sizeof(int64_t));
 		}
 		if (step > 0 && t0 < start + PACE_WARM_NS) {
 			pl_arena_reset(&a);
 			continue;
 		}
+		c->at[c->n] = t0 - run_start;
 		c->lat[c->n++] = pl_now_ns() - t0;
 		pl_arena_reset(&a);
 	}
@@ -213,6 +222,7 @@ typedef struct run_result {
 	long errors, n;
 	double pg_ms, self_ms; // CPU per operation
 	double per_group;      // replies per group (per commit)
+	long slow, slow_windows, windows, worst_window; // see SLOW_NS
 } run_result;
 
 // CPU time (ms) of the cluster's processes (the service's connections
@@ -255,6 +265,7 @@ run_clients(void)
 
 	memset(cs, 0, sizeof(cs));
 	stop_flag = 0;
+	run_start = pl_now_ns();
 	for (int i = 0; i < nclients; i++) {
 		cs[i].id = i;
 		pthread_create(&th[i], NULL, client, &cs[i]);
@@ -284,10 +295,37 @@ run_clients(void)
 		rr.per_group = (double)(g1.replies - g0.replies) /
 		               (double)(g1.groups - g0.groups);
 	all = malloc((total + 1) * sizeof(int64_t));
+	{
+		// Windows from the first counted call's start to the end.
+		long nwin = (long)((pl_now_ns() - run_start) / WINDOW_NS) + 1;
+		long *slow = calloc((size_t)nwin, sizeof(long));
+		int64_t first = INT64_MAX;
+
+		for (int i = 0; i < nclients; i++)
+			for (long j = 0; j < cs[i].n; j++) {
+				long w = (long)(cs[i].at[j] / WINDOW_NS);
+				if (cs[i].at[j] < first)
+					first = cs[i].at[j];
+				if (cs[i].lat[j] > SLOW_NS && w >= 0 &&
+				    w < nwin) {
+					slow[w]++;
+					rr.slow++;
+				}
+			}
+		for (long w = first == INT64_MAX ? nwin : first / WINDOW_NS;
+		     w < nwin; w++) {
+			rr.windows++;
+			rr.slow_windows += slow[w] > 0;
+			if (slow[w] > rr.worst_window)
+				rr.worst_window = slow[w];
+		}
+		free(slow);
+	}
 	for (int i = 0; i < nclients; i++) {
 		memcpy(all + at, cs[i].lat, (size_t)cs[i].n * sizeof(int64_t));
 		at += (size_t)cs[i].n;
 		free(cs[i].lat);
+		free(cs[i].at);
 	}
 	qsort(all, total, sizeof(int64_t), cmp64);
 	if (total > 0) {
@@ -442,6 +480,11 @@ print_run(int i, const char *what, const run_result *r)
 	if (r->per_group > 0)
 		printf(" | %.1f replies per group (per commit)", r->per_group);
 	printf("\n");
+	if (r->n > 0)
+		printf("        over 5 ms: %ld calls (%.2f %%) in %ld of %ld "
+		       "windows of 100 ms, at most %ld in one\n",
+		       r->slow, 100.0 * (double)r->slow / (double)r->n,
+		       r->slow_windows, r->windows, r->worst_window);
 }
 
 int
