@@ -249,6 +249,11 @@ void agents_replyq_set_memory(agents_replyq *q, size_t sessions);
 // because what was remembered no longer held.
 typedef struct agents_replyq_stats {
 	long groups, replies, largest, split, fast, redone;
+	// Where a grouped reply's time goes (sums, ns): queued until a leader
+	// takes it, its group being answered (per group), and from its group's
+	// end until its own thread runs again (per follower woken).
+	int64_t queued_ns, group_ns, woken_ns;
+	long woken;
 } agents_replyq_stats;
 void agents_replyq_stats_get(agents_replyq *q, agents_replyq_stats *st);
 

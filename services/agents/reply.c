@@ -809,6 +809,8 @@ typedef struct group_item {
 	int rv;
 	bool alone;              // an LLM agent: answered alone by its caller
 	int state;               // IT_*, under the queue's mutex
+	int64_t taken_ns;        // when a leader took it
+	int64_t done_ns;         // when its group was answered
 	pl_wake wake;            // posted when done, or when to lead
 	struct group_item *next; // queue
 	int arow, srow, rrow;    // rows of the begin result (-1: none)
@@ -1893,19 +1895,27 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 		group_item *g[GROUP_MAX], *lead = NULL;
 		pl_wake *wake[GROUP_MAX + 1];
 		size_t n = 0, max, nw = 0;
+		int64_t t0, t1;
 		bool split;
 
 		if (self.state != IT_QUEUED || q->head != &self ||
 		    q->running >= q->at_once) {
 			pl_wake_wait(&self.wake, &q->mu);
+			if (self.state == IT_DONE) {
+				q->st.woken_ns += pl_now_ns() - self.done_ns;
+				q->st.woken++;
+			}
 			continue;
 		}
 		max = q->max > 0 && q->max < GROUP_MAX ? (size_t)q->max
 		                                       : GROUP_MAX;
+		t0 = pl_now_ns();
 		while (q->head != NULL && n < max) {
 			g[n] = q->head;
 			q->head = q->head->next;
 			g[n]->next = NULL;
+			g[n]->taken_ns = t0;
+			q->st.queued_ns += t0 - g[n]->t.t0;
 			g[n++]->state = IT_TAKEN;
 		}
 		if (q->head == NULL)
@@ -1924,8 +1934,11 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 			pl_wake_post(&lead->wake);
 		split = group_answer(pl_call_db(call), g, n);
 		pthread_mutex_lock(&q->mu);
+		t1 = pl_now_ns();
+		q->st.group_ns += t1 - t0;
 		for (size_t i = 0; i < n; i++) {
 			g[i]->state = IT_DONE;
+			g[i]->done_ns = t1;
 			if (g[i] != &self) {
 				pl_wake_promise(&g[i]->wake);
 				wake[nw++] = &g[i]->wake;

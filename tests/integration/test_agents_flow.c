@@ -729,7 +729,11 @@ test_session_concurrency(void **state)
 	char *agent = make_agent(&pa, true, NULL);
 	pthread_t th[8];
 	conc c[8];
+	agents_replyq *q = ((agents_ctx *)h.arg)->replyq;
+	agents_replyq_stats s0, s1;
 
+	assert_non_null(q); // groups are on by default
+	agents_replyq_stats_get(q, &s0);
 	for (int i = 0; i < 8; i++) {
 		c[i].agent = agent;
 		c[i].i = i;
@@ -739,6 +743,15 @@ test_session_concurrency(void **state)
 		pthread_join(th[i], NULL);
 		assert_int_equal(c[i].rc, PL_OK);
 	}
+	// The eight went through the reply groups, and the groups' clocks ran:
+	// every group took time, and every follower woken counts its wake-up.
+	agents_replyq_stats_get(q, &s1);
+	assert_int_equal(s1.replies - s0.replies, 8);
+	assert_true(s1.groups > s0.groups);
+	assert_true(s1.group_ns - s0.group_ns > 0);
+	assert_true(s1.queued_ns >= s0.queued_ns);
+	assert_true(s1.woken - s0.woken <= 8 - (s1.groups - s0.groups));
+	assert_true(s1.woken_ns >= s0.woken_ns);
 	// Two distinct messages, each answered once, in one session.
 	assert_int_equal(count("SELECT count(*) FROM agents.agent_messages m "
 	                       "JOIN agents.agent_sessions s ON s.id = "

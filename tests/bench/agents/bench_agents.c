@@ -223,6 +223,9 @@ typedef struct run_result {
 	double pg_ms, self_ms; // CPU per operation
 	double per_group;      // replies per group (per commit)
 	long slow, slow_windows, windows, worst_window; // see SLOW_NS
+	// Inside the server, means in ms: queued per reply, answering per
+	// group, waking per follower (agents_replyq_stats).
+	double queued_ms, group_ms, woken_ms;
 } run_result;
 
 // CPU time (ms) of the cluster's processes (the service's connections
@@ -291,9 +294,17 @@ run_clients(void)
 		rr.self_ms = (self_cpu_ms() - self0) / (double)total;
 	}
 	agents_replyq_stats_get(((agents_ctx *)h.arg)->replyq, &g1);
-	if (g1.groups > g0.groups)
+	if (g1.groups > g0.groups) {
 		rr.per_group = (double)(g1.replies - g0.replies) /
 		               (double)(g1.groups - g0.groups);
+		rr.queued_ms = (double)(g1.queued_ns - g0.queued_ns) / 1e6 /
+		               (double)(g1.replies - g0.replies);
+		rr.group_ms = (double)(g1.group_ns - g0.group_ns) / 1e6 /
+		              (double)(g1.groups - g0.groups);
+	}
+	if (g1.woken > g0.woken)
+		rr.woken_ms = (double)(g1.woken_ns - g0.woken_ns) / 1e6 /
+		              (double)(g1.woken - g0.woken);
 	all = malloc((total + 1) * sizeof(int64_t));
 	{
 		// Windows from the first counted call's start to the end.
@@ -480,6 +491,11 @@ print_run(int i, const char *what, const run_result *r)
 	if (r->per_group > 0)
 		printf(" | %.1f replies per group (per commit)", r->per_group);
 	printf("\n");
+	if (r->per_group > 0)
+		printf("        in the server: queued %.2f ms a reply, a group "
+		       "answered in %.2f ms, a follower running %.3f ms after "
+		       "(means)\n",
+		       r->queued_ms, r->group_ms, r->woken_ms);
 	if (r->n > 0)
 		printf("        over 5 ms: %ld calls (%.2f %%) in %ld of %ld "
 		       "windows of 100 ms, at most %ld in one\n",
