@@ -809,7 +809,6 @@ typedef struct group_item {
 	int rv;
 	bool alone;              // an LLM agent: answered alone by its caller
 	int state;               // IT_*, under the queue's mutex
-	int64_t taken_ns;        // when a leader took it
 	int64_t done_ns;         // when its group was answered
 	pl_wake wake;            // posted when done, or when to lead
 	struct group_item *next; // queue
@@ -1914,7 +1913,6 @@ agents_reply(pl_call *call, const ag_reply_req *in, ag_reply_resp *out)
 			g[n] = q->head;
 			q->head = q->head->next;
 			g[n]->next = NULL;
-			g[n]->taken_ns = t0;
 			q->st.queued_ns += t0 - g[n]->t.t0;
 			g[n++]->state = IT_TAKEN;
 		}
