@@ -312,7 +312,7 @@ run_clients(void)
 		long *slow = calloc((size_t)nwin, sizeof(long));
 		int64_t first = INT64_MAX;
 
-		for (int i = 0; i < nclients; i++)
+		for (int i = 0; slow != NULL && i < nclients; i++)
 			for (long j = 0; j < cs[i].n; j++) {
 				long w = (long)(cs[i].at[j] / WINDOW_NS);
 				if (cs[i].at[j] < first)
@@ -323,7 +323,9 @@ run_clients(void)
 					rr.slow++;
 				}
 			}
-		for (long w = first == INT64_MAX ? nwin : first / WINDOW_NS;
+		for (long w = first == INT64_MAX || slow == NULL
+		                      ? nwin
+		                      : first / WINDOW_NS;
 		     w < nwin; w++) {
 			rr.windows++;
 			rr.slow_windows += slow[w] > 0;
