@@ -35,7 +35,9 @@ extern const size_t messaging_n_migrations;
 // media caption, in characters; messaging_fit_text cuts what is longer.
 #define MSG_WA_MAX_TEXT    4096
 #define MSG_WA_MAX_CAPTION 1024
-#define MSG_MAX_SEND_TEXT  4096 // outbound text (WhatsApp's limit)
+// Bytes of outbound text a person or a template sends: within WhatsApp's
+// characters whatever the text, so it is never cut.
+#define MSG_MAX_SEND_TEXT MSG_WA_MAX_TEXT
 
 // ---------------------------------------------------------------------------
 // Enum names as stored (index = proto enum value; "" for UNSPECIFIED).

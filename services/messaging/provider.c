@@ -95,21 +95,27 @@ messaging_build_send(const msg_send *s, pl_arena *a, const char **url,
                      const char ***headers, char **body)
 {
 	const char **h = pl_arena_zalloc(a, 4 * sizeof(*h));
-	const char *text = s->text ? s->text : "";
-	const char *body_text = messaging_fit_text(text, MSG_WA_MAX_TEXT, a);
-	const char *caption = messaging_fit_text(text, MSG_WA_MAX_CAPTION, a);
+	const char *mk = wa_media_key(s->type);
+	// A WhatsApp Cloud media message carries the text as its caption;
+	// every other send as its text body. Either is cut to its limit.
+	bool media =
+	        s->channel_type ==
+	                PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_WHATSAPP_CLOUD &&
+	        mk != NULL && s->media_url && s->media_url[0];
+	const char *text = messaging_fit_text(
+	        s->text ? s->text : "",
+	        media ? MSG_WA_MAX_CAPTION : MSG_WA_MAX_TEXT, a);
 	json_t *o;
 	const char *base = s->api_base_url ? s->api_base_url : "";
 	size_t bl = strlen(base);
 
-	if (h == NULL || body_text == NULL || caption == NULL)
+	if (h == NULL || text == NULL)
 		return PL_RESOURCE_EXHAUSTED;
 	while (bl > 0 && base[bl - 1] == '/')
 		bl--;
 	h[1] = "Content-Type: application/json";
 	if (s->channel_type ==
 	    PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_WHATSAPP_CLOUD) {
-		const char *mk = wa_media_key(s->type);
 		*url = pl_arena_printf(a, "%.*s/%s/messages", (int)bl, base,
 		                       s->phone_number_id);
 		h[0] = pl_arena_printf(a, "Authorization: Bearer %s",
@@ -124,19 +130,18 @@ messaging_build_send(const msg_send *s, pl_arena *a, const char **url,
 		                ? "recipient"
 		                : "to",
 		        json_string(s->to));
-		if (mk != NULL && s->media_url && s->media_url[0]) {
+		if (media) {
 			json_t *m = json_pack("{s:s}", "link", s->media_url);
 			if (s->text && s->text[0] && s->type != 3 &&
 			    s->type != 10)
 				json_object_set_new(m, "caption",
-				                    json_string(caption));
+				                    json_string(text));
 			json_object_set_new(o, "type", json_string(mk));
 			json_object_set_new(o, mk, m);
 		} else {
 			json_object_set_new(o, "type", json_string("text"));
-			json_object_set_new(
-			        o, "text",
-			        json_pack("{s:s}", "body", body_text));
+			json_object_set_new(o, "text",
+			                    json_pack("{s:s}", "body", text));
 		}
 	} else if (s->channel_type ==
 	           PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_INFOBIP) {
@@ -146,7 +151,7 @@ messaging_build_send(const msg_send *s, pl_arena *a, const char **url,
 		                       s->access_token);
 		o = json_pack("{s:s, s:s, s:{s:s}}", "from",
 		              s->sender_number ? s->sender_number : "", "to",
-		              s->to, "content", "text", body_text);
+		              s->to, "content", "text", text);
 	} else {
 		return PL_INVALID_ARGUMENT;
 	}
