@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -174,14 +173,10 @@ typedef struct cpu_snap {
 static void
 cpu_take(cpu_snap *c)
 {
-	struct rusage ru;
-
 	for (int i = 0; i < S.n; i++)
 		c->proc[i] = stack_cpu_s(S.procs[i].pid);
 	c->pg = pgh_cpu_s(&S.pg);
-	getrusage(RUSAGE_SELF, &ru);
-	c->self = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-	          (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	c->self = stack_cpu_s(getpid()); // read as the services' are
 }
 
 static void

@@ -27,6 +27,7 @@
 #include "pl/log.h"
 #include "pl/ops.h"
 #include "pl/rpc.h"
+#include "stack.h"
 
 #define SECRET "bench-secret-bench-secret"
 
@@ -56,26 +57,14 @@ cpu_self_us(int who)
 	       ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
 }
 
+// A server process's CPU so far (tests/lib/stack.c reads /proc), 0 when
+// it cannot be read.
 static double
 cpu_pid_us(pid_t pid)
 {
-	char path[64], buf[1024], *p;
-	unsigned long ut = 0, st = 0;
-	FILE *f;
-	size_t n;
+	double s = stack_cpu_s(pid);
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return 0;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	// Fields 14 and 15, counted after the command's closing parenthesis.
-	if ((p = strrchr(buf, ')')) == NULL ||
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-	           &ut, &st) != 2)
-		return 0;
-	return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+	return s < 0 ? 0 : s * 1e6;
 }
 
 static int
