@@ -292,17 +292,18 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 		b->batches++;
 		b->items += n;
 		b->fallbacks += (uint64_t)fell;
+		// The first call still queued leads the next batch: woken
+		// first, so that batch starts while the followers wake.
+		if (b->head != NULL && b->head != it) {
+			pl_wake_promise(&b->head->wake);
+			wake[nw++] = &b->head->wake;
+		}
 		for (size_t i = 0; i < n; i++) {
 			batch[i]->done = true;
 			if (batch[i] != it) {
 				pl_wake_promise(&batch[i]->wake);
 				wake[nw++] = &batch[i]->wake;
 			}
-		}
-		// The first call still queued leads the next batch.
-		if (b->head != NULL && b->head != it) {
-			pl_wake_promise(&b->head->wake);
-			wake[nw++] = &b->head->wake;
 		}
 		// Woken after the unlock: a follower runs at once instead of
 		// waking only to wait for the mutex.
