@@ -9,8 +9,18 @@
 // inserts with 8 clients is measured against the same cluster.
 //
 // Prints, each run repeated --repeat times (median reported):
-//   max:  inbound msgs/s sustained (replies reaching the provider per second
-//         while webhooks are posted as fast as --senders threads can)
+//   sweep: inbound msgs/s sustained: offered rates from --sweep (ascending,
+//         one run each, stopping at the first it does not keep up with);
+//         a rate is kept up with when 99 % of the webhooks posted until
+//         one second before the run's end were answered by its end and the
+//         replies reaching the provider during the window (after its first
+//         second) came at 95 % of the offered rate or more (the backlog
+//         does not grow). Sustained is the replies per second that
+//         reached the provider during the posting window at the highest
+//         rate kept up with (after the first second).
+//   max:  overload: replies per second reaching the provider while webhooks
+//         are posted as fast as --senders threads can (thousands a second:
+//         acknowledging them takes the CPU the replies need)
 //   rate: at --rate msgs/s offered, p50/p99 from posting the webhook to the
 //         provider receiving the reply, and the acknowledgement p50/p99
 //   cost: per message answered, measured around each rate run (load does
@@ -24,6 +34,8 @@
 //
 // usage: bench_messaging [--seconds S] [--rate R] [--senders N]
 //                        [--contacts C] [--repeat R] [--skip-max]
+//                        [--sweep R1,R2,...] (default 600,800,1000,1200;
+//                        "" skips)
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -60,6 +72,7 @@ static int senders = 8;
 static int contacts = 2000;
 static int repeat = 3;
 static bool skip_max;
+static const char *sweep = "600,800,1000,1200";
 
 static pgh pg;
 static svch hm;
@@ -323,6 +336,7 @@ typedef struct result {
 	double offered, sustained;
 	double p50, p99, ack50, ack99;
 	int sent, answered, errors;
+	double kept; // of the webhooks posted until end - 1 s, answered by end
 } result;
 
 // One run: offered rate r msgs/s (0: as fast as possible) for `seconds`,
@@ -389,6 +403,16 @@ run(double r)
 		res.sustained = in / (seconds - 1.0);
 	}
 	(void)got_in_window;
+	{
+		int posted = 0, in = 0;
+		for (int s = first; s < last; s++) {
+			if (sent_ns[s] == 0 || sent_ns[s] >= end - 1000000000)
+				continue;
+			posted++;
+			in += recv_ns[s] != 0 && recv_ns[s] <= end;
+		}
+		res.kept = posted > 0 ? (double)in / posted : 0;
+	}
 	res.p50 = pct(lat, nl, 0.50);
 	res.p99 = pct(lat, nl, 0.99);
 	res.ack50 = pct(ack, na, 0.50);
@@ -618,6 +642,7 @@ main(int argc, char **argv)
 	};
 	pl_httpd_config hc = { 0 };
 	double tps[16], sus[16], p50[16], p99[16], a50[16], a99[16], ceiling;
+	double kept_rate = -1, kept_sus = -1;
 	double cx[16], cpg[16], cself[16], stmts = -1;
 	double fms[NFN][16], fcalls[NFN][16];
 	int errors = 0;
@@ -635,11 +660,13 @@ main(int argc, char **argv)
 			repeat = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--skip-max") == 0)
 			skip_max = true;
+		else if (strcmp(argv[i], "--sweep") == 0 && i + 1 < argc)
+			sweep = argv[++i];
 		else {
 			fprintf(stderr,
 			        "usage: %s [--seconds S] [--rate R] "
 			        "[--senders N] [--contacts C] [--repeat R] "
-			        "[--skip-max]\n",
+			        "[--skip-max] [--sweep R1,R2,...]\n",
 			        argv[0]);
 			return 2;
 		}
@@ -690,11 +717,34 @@ main(int argc, char **argv)
 		run(100);
 		seconds = s;
 	}
+	// Sustained: the highest offered rate the service keeps up with.
+	for (const char *q = sweep; q != NULL && *q != '\0';) {
+		double sr = atof(q);
+		result r;
+		bool kept;
+		const char *comma = strchr(q, ',');
+		q = comma ? comma + 1 : NULL;
+		if (sr <= 0)
+			continue;
+		r = run(sr);
+		errors += r.errors;
+		kept = r.kept >= 0.99 && r.sustained >= 0.95 * r.offered;
+		printf("  sweep %5.0f/s: offered %.0f/s, %.0f replies/s in the "
+		       "window, %.1f %% answered within 1 s of the end, p50 "
+		       "%.1f ms p99 %.1f ms%s\n",
+		       sr, r.offered, r.sustained, 100 * r.kept, r.p50, r.p99,
+		       kept ? "" : " (not kept up with)");
+		fflush(stdout);
+		if (!kept)
+			break;
+		kept_rate = sr;
+		kept_sus = r.sustained;
+	}
 	for (int i = 0; i < repeat && !skip_max; i++) {
 		result r = run(0);
 		sus[i] = r.sustained;
 		errors += r.errors;
-		printf("  max  run %d: offered %.0f/s, sustained %.0f msgs/s, "
+		printf("  max  run %d: offered %.0f/s, overload %.0f msgs/s, "
 		       "answered %d/%d, p50 %.1f ms p99 %.1f ms, ack p99 %.2f "
 		       "ms\n",
 		       i + 1, r.offered, r.sustained, r.answered, r.sent, r.p50,
@@ -761,9 +811,17 @@ main(int argc, char **argv)
 	}
 	ceiling = median(tps, repeat);
 	printf("\nRESULT (median of %d)\n", repeat);
-	if (!skip_max)
+	if (kept_rate > 0)
 		printf("  inbound sustained:          %8.0f msgs/s   (target "
-		       ">= 1000)\n",
+		       ">= 1000; the highest swept rate kept up with: "
+		       "%.0f/s)\n",
+		       kept_sus, kept_rate);
+	else if (sweep[0] != '\0')
+		printf("  inbound sustained:          none of the swept rates "
+		       "was kept up with (target >= 1000)\n");
+	if (!skip_max)
+		printf("  overload (posting as fast as possible): %.0f msgs/s "
+		       "answered meanwhile\n",
 		       median(sus, repeat));
 	printf("  at %4d msgs/s: p50          %8.1f ms\n", rate,
 	       median(p50, repeat));
