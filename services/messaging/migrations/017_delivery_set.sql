@@ -11,20 +11,20 @@
 -- were locked first, as before), and the statuses that arrived before the
 -- send's answer are taken with one DELETE and applied in order of arrival
 -- per message, after that message's 'message.sent' (as before). Retries and
--- failures (rare) keep the loop of 005.
+-- failures (rare) keep the loop of 005, renamed delivery_done_items.
 --
 -- One difference: a sent item whose message is gone (never seen: messages
 -- are not deleted while their delivery runs) emits no 'message.sent';
 -- before, it emitted one with an empty sender.
-CREATE OR REPLACE FUNCTION messaging.delivery_done(p jsonb) RETURNS void
+ALTER FUNCTION messaging.delivery_done(jsonb) RENAME TO delivery_done_items;
+
+CREATE FUNCTION messaging.delivery_done(p jsonb) RETURNS void
 LANGUAGE plpgsql
   SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
   SET plan_cache_mode = force_generic_plan AS
 $$
 DECLARE
-  it jsonb;
-  v_t uuid;
-  v_mid uuid;
+  v_rest jsonb;
   v_cur text;
   v_n bigint;
   ps record;
@@ -82,25 +82,12 @@ BEGIN
                                    ps.error_text);
   END LOOP;
 
-  -- Retries and failures, one by one.
-  FOR it IN SELECT * FROM jsonb_array_elements(p) e WHERE e->>'r' IS DISTINCT FROM 'sent' LOOP
-    v_t := (it->>'t')::uuid;
-    v_mid := (it->>'mid')::uuid;
-    PERFORM set_config('parley.tenant_id', v_t::text, true);
-    IF it->>'r' = 'retry' THEN
-      UPDATE messaging.deliveries
-         SET next_attempt_at = now() + (it->>'ms')::bigint * interval '1 millisecond',
-             last_error = it->>'text'
-       WHERE tenant_id = v_t AND id = (it->>'did')::uuid;
-    ELSE
-      UPDATE messaging.messages SET status = 'failed', failed_at = now(),
-             error_code = coalesce(it->>'code', ''), error_text = coalesce(it->>'text', '')
-       WHERE tenant_id = v_t AND id = v_mid;
-      UPDATE messaging.deliveries SET done_at = now(), last_error = coalesce(it->>'text', '')
-       WHERE tenant_id = v_t AND id = (it->>'did')::uuid;
-      PERFORM messaging.emit(v_t, 'message.status', NULL,
-        jsonb_build_object('message_id', v_mid, 'status', 'failed', 'previous_status', 'queued'));
-    END IF;
-  END LOOP;
+  -- Retries and failures (rare): 005's loop, given only them.
+  SELECT jsonb_agg(e ORDER BY o) INTO v_rest
+    FROM jsonb_array_elements(p) WITH ORDINALITY AS x(e, o)
+   WHERE x.e->>'r' IS DISTINCT FROM 'sent';
+  IF v_rest IS NOT NULL THEN
+    PERFORM messaging.delivery_done_items(v_rest);
+  END IF;
 END
 $$;

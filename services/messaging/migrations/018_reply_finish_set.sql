@@ -11,27 +11,20 @@
 -- conversations and then the messages locked first, each in one order), with
 -- the same answers and rows as item after item. A batch with two items of
 -- one conversation (not made by the claim; kept for callers that do) keeps
--- 012's loop, whose later items see what the earlier did.
-CREATE OR REPLACE FUNCTION messaging.reply_finish(p jsonb) RETURNS jsonb
+-- 012's loop (renamed reply_finish_items), whose later items see what the
+-- earlier did.
+ALTER FUNCTION messaging.reply_finish(jsonb) RENAME TO reply_finish_items;
+
+CREATE FUNCTION messaging.reply_finish(p jsonb) RETURNS jsonb
 LANGUAGE plpgsql
   SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
   SET plan_cache_mode = force_generic_plan AS
 $$
 DECLARE
-  it jsonb;
-  res jsonb := '[]';
-  v_t uuid;
-  v_state text;
-  v_owner text;
-  v_outcome text;
-  v_rid uuid;
-  v_dims jsonb;
+  res jsonb;
   v_n bigint;
-  v_lease bigint;
   v_ts uuid[];
   v_cvs uuid[];
-  v_ext text;
-  v_ek text;
   v_mids uuid[];
 BEGIN
   -- The batch's conversations locked first, in one order (see
@@ -147,78 +140,7 @@ BEGIN
             LIMIT 1) k ON true;
     RETURN res;
   END IF;
-  FOR it IN SELECT * FROM jsonb_array_elements(p) LOOP
-    v_t := (it->>'t')::uuid;
-    PERFORM set_config('parley.tenant_id', v_t::text, true);
-    SELECT reply_state INTO v_state FROM messaging.messages
-     WHERE tenant_id = v_t AND id = (it->>'mid')::uuid FOR UPDATE;
-    IF v_state IS DISTINCT FROM 'pending' THEN
-      res := res || jsonb_build_object('mid', it->>'mid', 'rid', NULL, 'done', false);
-      CONTINUE;
-    END IF;
-    SELECT owner INTO v_owner FROM messaging.conversations
-     WHERE tenant_id = v_t AND id = (it->>'cv')::uuid FOR UPDATE;
-    v_outcome := it->>'outcome';
-    -- A person took it over while the agent was thinking: the bot stays
-    -- silent.
-    IF it->>'text' IS NOT NULL AND v_owner = 'human' THEN
-      v_outcome := 'human_owned';
-    END IF;
-    v_dims := jsonb_build_object('channel_id', it->>'ch', 'conversation_id', it->>'cv',
-                                 'contact_id', it->>'ct');
-    v_rid := NULL;
-    v_lease := NULL;
-    IF v_outcome <> 'human_owned' AND coalesce(it->>'text', '') <> '' THEN
-      v_rid := (it->>'rid')::uuid;
-      INSERT INTO messaging.messages (tenant_id, id, conversation_id, channel_id, direction,
-          sender, agent_id, type, text, status, queued_at, metadata)
-      VALUES (v_t, v_rid, (it->>'cv')::uuid, (it->>'ch')::uuid, 'outbound', 'bot',
-              nullif(it->>'agent', '')::uuid, 'text', it->>'text', 'queued', now(), '{}');
-      v_lease := (it->>'lease')::bigint;
-      IF v_lease IS NULL THEN
-        INSERT INTO messaging.deliveries (tenant_id, id, message_id, channel_id)
-        VALUES (v_t, (it->>'did')::uuid, v_rid, (it->>'ch')::uuid);
-      ELSE
-        -- Claimed by the caller (its first attempt, leased as
-        -- delivery_claim does), with the recipient.
-        INSERT INTO messaging.deliveries (tenant_id, id, message_id, channel_id, attempts,
-            next_attempt_at)
-        VALUES (v_t, (it->>'did')::uuid, v_rid, (it->>'ch')::uuid, 1,
-                now() + v_lease * interval '1 millisecond');
-        SELECT k.external_id, k.external_id_kind INTO v_ext, v_ek FROM messaging.contacts k
-         WHERE k.tenant_id = v_t AND k.id = (it->>'ct')::uuid;
-      END IF;
-    END IF;
-    IF v_rid IS NOT NULL OR (v_outcome <> 'human_owned' AND coalesce((it->>'handoff')::boolean, false)) THEN
-      UPDATE messaging.conversations SET
-        message_count = message_count + CASE WHEN v_rid IS NULL THEN 0 ELSE 1 END,
-        last_activity_at = CASE WHEN v_rid IS NULL THEN last_activity_at ELSE now() END,
-        last_bot_message_at = CASE WHEN v_rid IS NULL THEN last_bot_message_at ELSE now() END,
-        owner = CASE WHEN (it->>'handoff')::boolean THEN 'human' ELSE owner END,
-        status = CASE WHEN (it->>'handoff')::boolean THEN 'pending' ELSE status END,
-        handoff_reason = CASE WHEN (it->>'handoff')::boolean THEN coalesce(it->>'reason', '')
-                              ELSE handoff_reason END,
-        updated_at = now()
-       WHERE tenant_id = v_t AND id = (it->>'cv')::uuid;
-      IF (it->>'handoff')::boolean THEN
-        PERFORM messaging.emit(v_t, 'conversation.handoff', v_dims,
-          jsonb_build_object('reason', coalesce(it->>'reason', ''), 'by', 'bot'));
-      END IF;
-    END IF;
-    IF it->>'limit' IS NOT NULL THEN
-      PERFORM messaging.emit(v_t, 'limit.reached', v_dims,
-        jsonb_build_object('metric', 'messages', 'limit', it->>'limit',
-                           'message_id', it->>'mid'));
-    END IF;
-    UPDATE messaging.messages SET reply_state = 'done', reply_outcome = v_outcome,
-           reply_lease_until = NULL, metadata = metadata || coalesce(it->'meta', '{}')
-     WHERE tenant_id = v_t AND id = (it->>'mid')::uuid;
-    res := res || CASE WHEN v_rid IS NOT NULL AND v_lease IS NOT NULL
-                       THEN jsonb_build_object('mid', it->>'mid', 'rid', v_rid, 'done', true,
-                                               'ext', v_ext, 'ek', v_ek)
-                       ELSE jsonb_build_object('mid', it->>'mid', 'rid', v_rid, 'done', true) END;
-  END LOOP;
-  RETURN res;
+  RETURN messaging.reply_finish_items(p);
 END
 $$;
 
