@@ -9,8 +9,9 @@
 -- and conversation updates and the 'message.sent' events of every sent item
 -- are one statement (data-modifying CTEs, same snapshot; the conversations
 -- were locked first, as before), and the statuses that arrived before the
--- send's answer are taken with one DELETE and applied in order of arrival
--- per message, after that message's 'message.sent' (as before). Retries and
+-- send's answer are taken with one DELETE and applied per message in the
+-- order of the provider's times (before: the DELETE's order), after that
+-- message's 'message.sent' (as before). Retries and
 -- failures (rare) keep the loop of 005, renamed delivery_done_items.
 --
 -- One difference: a sent item whose message is gone (never seen: messages
