@@ -1838,6 +1838,20 @@ chg_fn(pl_db *db, void *arg)
 		             "'closed', closed_at = now(), updated_at = now() "
 		             "WHERE tenant_id = $1 AND id = $2",
 		             2, p, NULL);
+		// The bot's turns still pending in it end here (outcome
+		// closed): answering into a closed conversation, or handing
+		// it over (which reopens it), could meet the contact's next
+		// open conversation. reply_finish locks the conversation
+		// before it reads a message's state, so it sees them done.
+		if (rv == PL_OK)
+			rv = exec_ok(
+			        db,
+			        "UPDATE messaging.messages SET reply_state "
+			        "= 'done', reply_outcome = 'closed', "
+			        "reply_lease_until = NULL WHERE tenant_id = "
+			        "$1 AND conversation_id = $2 AND "
+			        "reply_state = 'pending'",
+			        2, p, NULL);
 		type = "conversation.closed";
 		pay = before->owner == 2 || before->assigned_user_id[0]
 		              ? "{\"handed_over\":true}"

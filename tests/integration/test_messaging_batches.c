@@ -1,15 +1,18 @@
 // The message path's set-based batch functions against their item-by-item
-// twins, on a real PostgreSQL: messaging.ingest_batch (019) must answer and
-// write exactly what ingest_batch_items (005's loop) does. Each batch runs
-// on tenant A through ingest_batch and on tenant B through
-// ingest_batch_items, with the same items (the same new row ids: the keys
-// are (tenant, id)); the answers and every row of both tenants (contacts,
-// conversations, messages, events, early statuses, follow-ups) are then
-// compared. The batches are random over a few senders (new and known
-// contacts, names that change, business-scoped ids, closed conversations,
-// duplicates, keywords, statuses) of one to eight items, so both the
-// one-statement path (three messages or more) and its fallbacks run; the
-// test counts which ran and requires both.
+// twins, on a real PostgreSQL: messaging.ingest_batch (019), reply_finish
+// (018) and delivery_done (017) must answer and write exactly what
+// ingest_batch_items, reply_finish_items and delivery_done_items (the
+// loops they replaced) do. Each batch runs on tenant A through the set
+// function and on tenant B through the loop, with the same items (the same
+// new row ids: the keys are (tenant, id)); the answers and every row of
+// both tenants (contacts, conversations, messages, deliveries, events,
+// early statuses, follow-ups) are then compared. The batches are random
+// over a few senders (new and known contacts, names that change,
+// business-scoped ids, closed conversations, duplicates, keywords,
+// statuses; replies with and without text, handoffs, limits, leases,
+// takeovers, replays; sends that succeed with early statuses, retry or
+// fail), so both the one-statement paths and their fallbacks run; the test
+// counts which ran and requires both.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,6 +35,7 @@
 #define CHA "0190c000-0000-7000-8000-0000000000a2"
 #define CHB "0190c000-0000-7000-8000-0000000000b2"
 #define AG  "0190c000-0000-7000-8000-0000000000a9"
+#define U1  "0190c000-0000-7000-8000-0000000000a8"
 // The seed contact's conversation, with outbound messages out0..out3.
 #define SEED_CT "0190c000-0000-7000-8000-000000000c01"
 #define SEED_CV "0190c000-0000-7000-8000-000000000c02"
@@ -152,16 +156,27 @@ static const char dump_sql[] =
         "   external_id, external_id_kind, phone, phone_raw, "
         "   business_user_id, parent_user_id, name, profile), E'\\n' "
         "   ORDER BY id) FROM messaging.contacts WHERE tenant_id = $1),"
-        " (SELECT string_agg(format('c %s|%s|%s|%s|%s|%s|%s|%s', id, "
-        "   contact_id, agent_id, status, owner, message_count, "
-        "   last_inbound_at IS NULL, last_activity_at IS NULL), E'\\n' "
-        "   ORDER BY id) FROM messaging.conversations WHERE tenant_id = $1),"
+        " (SELECT string_agg(format('c %s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s', "
+        "   id, contact_id, agent_id, status, owner, message_count, "
+        "   handoff_reason, last_inbound_at IS NULL, last_activity_at IS "
+        "   NULL, last_bot_message_at IS NULL, last_outbound_at IS NULL), "
+        "   E'\\n' ORDER BY id) FROM messaging.conversations "
+        "   WHERE tenant_id = $1),"
         " (SELECT string_agg(format('m %s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|"
-        "%s|%s|%s|%s', id, conversation_id, direction, sender, type, text, "
-        "   media_url, media_mime_type, provider_message_id, status, "
-        "   provider_created_at, metadata, reply_state, delivered_at IS "
-        "   NULL, read_at IS NULL, failed_at IS NULL), E'\\n' ORDER BY id) "
+        "%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s', id, conversation_id, "
+        "   direction, sender, agent_id, type, text, media_url, "
+        "   media_mime_type, provider_message_id, status, "
+        "   provider_created_at, metadata, reply_state, reply_outcome, "
+        "   reply_lease_until IS NULL, error_code, error_text, queued_at IS "
+        "   NULL, sent_at IS NULL, delivered_at IS NULL, read_at IS NULL, "
+        "   failed_at IS NULL), E'\\n' ORDER BY id) "
         "   FROM messaging.messages WHERE tenant_id = $1),"
+        " (SELECT string_agg(format('d %s|%s|%s|%s|%s|%s', id, message_id, "
+        "   attempts, last_error, done_at IS NULL, CASE WHEN "
+        "   next_attempt_at > now() + interval '20 s' THEN 'leased' WHEN "
+        "   next_attempt_at > now() + interval '2 s' THEN 'later' ELSE "
+        "   'due' END), E'\\n' ORDER BY id) FROM messaging.deliveries "
+        "   WHERE tenant_id = $1),"
         " (SELECT string_agg(e, E'\\n' ORDER BY e) FROM (SELECT "
         "   format('e %s|%s|%s', type, dimensions - 'channel_id', payload) "
         "   AS e FROM messaging.outbox WHERE tenant_id = $1) x),"
@@ -265,6 +280,8 @@ answer_norm(const char *text)
 	size_t i;
 	char *s;
 
+	if (text[0] == '\0')
+		return strdup("");
 	if (a == NULL)
 		return strdup("(not JSON)");
 	json_array_foreach(a, i, o)
@@ -279,38 +296,36 @@ answer_norm(const char *text)
 
 static int fast_batches, loop_batches;
 
-// The calls of ingest_batch_items this session has made (PostgreSQL 15
-// keeps a session's counts unflushed across transactions: compared before
-// and after).
+// The calls of function fn this session has made (PostgreSQL 15 keeps a
+// session's counts unflushed across transactions: compared before and
+// after).
 static long
-loop_calls(void)
+calls_of(const char *fn)
 {
 	char *n = query1("SELECT coalesce(sum(calls), 0) FROM "
 	                 "pg_stat_xact_user_functions WHERE schemaname = "
-	                 "'messaging' AND funcname = 'ingest_batch_items'",
-	                 NULL);
+	                 "'messaging' AND funcname = $1",
+	                 fn);
 	long v = n != NULL ? strtol(n, NULL, 10) : -1;
 	free(n);
 	return v;
 }
 
-// Runs items through fn on one tenant in a transaction; *loop: whether
-// ingest_batch_items ran in it.
+// Runs fn(p) in a transaction; *loop: whether loop_fn ran in it. The
+// answer as text ("" for void), NULL on error.
 static char *
-run(const char *fn, json_t *items, bool *loop)
+run(const char *fn, json_t *p, const char *loop_fn, bool *loop)
 {
-	json_t *p = json_pack("{s:O, s:[]}", "items", items, "inbox");
 	char *body = json_dumps(p, JSON_COMPACT), *ans = NULL;
 	char sql[128];
 	long before;
 
-	json_decref(p);
 	snprintf(sql, sizeof(sql), "SELECT messaging.%s($1::jsonb)::text", fn);
 	if (!exec_ok("BEGIN"))
 		goto out;
-	before = loop_calls();
+	before = calls_of(loop_fn);
 	ans = query1(sql, body);
-	*loop = loop_calls() != before;
+	*loop = calls_of(loop_fn) != before;
 	if (!exec_ok(ans ? "COMMIT" : "ROLLBACK")) {
 		free(ans);
 		ans = NULL;
@@ -318,6 +333,104 @@ run(const char *fn, json_t *items, bool *loop)
 out:
 	free(body);
 	return ans;
+}
+
+// Runs the set function on A's batch and the loop on B's, then compares
+// the answers (normalized) and both tenants' rows. Returns whether the
+// set function fell back to its loop.
+static bool
+compare(const char *set_fn, json_t *pa, const char *loop_fn, json_t *pb,
+        const char *what, int round)
+{
+	bool loop_a, loop_b;
+	char *aa = run(set_fn, pa, loop_fn, &loop_a);
+	char *ab = run(loop_fn, pb, loop_fn, &loop_b);
+	char *na, *nb, *da, *db_;
+
+	assert_non_null(aa);
+	assert_non_null(ab);
+	na = answer_norm(aa);
+	nb = answer_norm(ab);
+	if (strcmp(na, nb) != 0)
+		print_error("%s round %d\nset:  %s\nloop: %s\n", what, round,
+		            na, nb);
+	assert_string_equal(na, nb);
+	da = query1(dump_sql, TA);
+	db_ = query1(dump_sql, TB);
+	assert_non_null(da);
+	assert_non_null(db_);
+	if (strcmp(da, db_) != 0) {
+		char *b = json_dumps(pa, JSON_COMPACT);
+		print_error("%s round %d\nbatch %s\n", what, round, b);
+		free(b);
+	}
+	assert_string_equal(da, db_);
+	free(aa);
+	free(ab);
+	free(na);
+	free(nb);
+	free(da);
+	free(db_);
+	return loop_a;
+}
+
+// CloseConversation of sender a's open conversation on both tenants, as a
+// person does; its pending messages must end with it (outcome closed).
+static int closed_turns;
+
+static void
+close_conversation(unsigned a)
+{
+	for (int k = 0; k < 2; k++) {
+		const char *t = k ? TB : TA;
+		char sql[400], *id, *left;
+		pl_principal pr =
+		        svch_user(t, U1, PARLEY__RPC__V1__ROLE__ROLE_AGENT);
+		Parley__Messaging__V1__CloseConversationRequest in =
+		        PARLEY__MESSAGING__V1__CLOSE_CONVERSATION_REQUEST__INIT;
+		void *out = NULL;
+
+		snprintf(sql, sizeof(sql),
+		         "SELECT coalesce((SELECT c.id::text FROM "
+		         "messaging.conversations c JOIN messaging.contacts k "
+		         "ON "
+		         "k.tenant_id = c.tenant_id AND k.id = c.contact_id "
+		         "WHERE c.tenant_id = $1 AND c.status <> 'closed' AND "
+		         "k.external_id = '54911000%u'), '')",
+		         a);
+		id = query1(sql, t);
+		assert_non_null(id);
+		if (id[0] == '\0') {
+			free(id); // none open (or not a contact yet)
+			continue;
+		}
+		in.id = id;
+		assert_int_equal(
+		        svch_call(
+		                &h,
+		                "/parley.messaging.v1.Messaging/"
+		                "CloseConversation",
+		                &pr, &in.base,
+		                &parley__messaging__v1__close_conversation_response__descriptor,
+		                &out, NULL),
+		        PL_OK);
+		snprintf(sql, sizeof(sql),
+		         "SELECT count(*) FILTER (WHERE reply_state = "
+		         "'pending') "
+		         "|| '/' || count(*) FILTER (WHERE reply_outcome = "
+		         "'closed') FROM messaging.messages WHERE tenant_id = "
+		         "$1 "
+		         "AND conversation_id = '%s'",
+		         id);
+		left = query1(sql, t);
+		assert_non_null(left);
+		assert_true(strncmp(left, "0/", 2) == 0);
+		if (strcmp(left, "0/0") != 0)
+			closed_turns++;
+		free(left);
+		free(id);
+		pl_arena_reset(&h.arena);
+	}
 }
 
 static void
@@ -329,22 +442,12 @@ test_ingest_batch_matches_items(void **state)
 	for (int round = 0; round < ROUNDS; round++) {
 		json_t *ia = json_array(), *ib = json_array();
 		unsigned n = 1 + rnd(8);
-		bool loop_a, loop_b;
-		char *aa, *ab, *na, *nb, *da, *db_;
 
-		// Between batches, now and then, a conversation closes: the
-		// sender's next message opens a new one.
-		if (rnd(5) == 0) {
-			char sql[256];
-			snprintf(
-			        sql, sizeof(sql),
-			        "UPDATE messaging.conversations c SET status = "
-			        "'closed' FROM messaging.contacts k WHERE "
-			        "k.tenant_id = c.tenant_id AND k.id = "
-			        "c.contact_id AND k.external_id = '54911000%u'",
-			        rnd(SENDERS));
-			assert_true(exec_ok(sql));
-		}
+		// Between batches, now and then, a conversation closes
+		// (CloseConversation, on both tenants): the sender's next
+		// message opens a new one.
+		if (rnd(5) == 0)
+			close_conversation(rnd(SENDERS));
 		for (unsigned i = 0; i < n; i++) {
 			char ids[3][PL_UUID_STRLEN + 1], pid[32];
 			unsigned kind = rnd(4) == 0 ? 1 : 0;
@@ -368,42 +471,224 @@ test_ingest_batch_matches_items(void **state)
 			json_array_append_new(
 			        ib, item(TB, CHB, kind, a, b, c, pid, ids));
 		}
-		aa = run("ingest_batch", ia, &loop_a);
-		ab = run("ingest_batch_items", ib, &loop_b);
-		assert_non_null(aa);
-		assert_non_null(ab);
-		if (loop_a)
-			loop_batches++;
-		else
-			fast_batches++;
-		na = answer_norm(aa);
-		nb = answer_norm(ab);
-		if (strcmp(na, nb) != 0)
-			print_error("round %d\nitems %s\nset:  %s\nloop: %s\n",
-			            round, json_dumps(ia, JSON_COMPACT), na,
-			            nb);
-		assert_string_equal(na, nb);
-		da = query1(dump_sql, TA);
-		db_ = query1(dump_sql, TB);
-		assert_non_null(da);
-		assert_non_null(db_);
-		if (strcmp(da, db_) != 0)
-			print_error("round %d\nitems %s\n", round,
-			            json_dumps(ia, JSON_COMPACT));
-		assert_string_equal(da, db_);
-		free(aa);
-		free(ab);
-		free(na);
-		free(nb);
-		free(da);
-		free(db_);
+		{
+			json_t *pa =
+			        json_pack("{s:O, s:[]}", "items", ia, "inbox");
+			json_t *pb =
+			        json_pack("{s:O, s:[]}", "items", ib, "inbox");
+			if (compare("ingest_batch", pa, "ingest_batch_items",
+			            pb, "ingest", round))
+				loop_batches++;
+			else
+				fast_batches++;
+			json_decref(pa);
+			json_decref(pb);
+		}
 		json_decref(ia);
 		json_decref(ib);
 	}
-	print_message("%d batches in one statement, %d item by item\n",
-	              fast_batches, loop_batches);
+	print_message("%d batches in one statement, %d item by item; %d "
+	              "closings ended pending turns\n",
+	              fast_batches, loop_batches, closed_turns);
 	assert_true(fast_batches >= 10);
 	assert_true(loop_batches >= 5);
+	assert_true(closed_turns >= 1);
+}
+
+// Pending messages of A (the same ids in B): one a conversation, as the
+// reply claim takes them, or the oldest ones whatever their conversation.
+static PGresult *
+pending(bool one_a_conversation, unsigned n)
+{
+	char sql[640];
+	snprintf(sql, sizeof(sql),
+	         "SELECT m.id, m.conversation_id, cv.contact_id FROM (SELECT "
+	         "%s m.id, m.conversation_id FROM messaging.messages m WHERE "
+	         "m.tenant_id = '" TA "' AND m.reply_state = 'pending' "
+	         "ORDER BY %s m.id) m JOIN messaging.conversations cv ON "
+	         "cv.tenant_id = '" TA "' AND cv.id = m.conversation_id "
+	         "ORDER BY m.id LIMIT %u",
+	         one_a_conversation ? "DISTINCT ON (m.conversation_id)" : "",
+	         one_a_conversation ? "m.conversation_id," : "", n);
+	return PQexec(db, sql);
+}
+
+static int reply_sets, reply_loops, sends;
+
+static void
+test_reply_and_delivery_match_items(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	for (int round = 0; round < 40; round++) {
+		bool spread = rnd(4) != 0;
+		PGresult *r = pending(spread, 1 + rnd(6));
+		json_t *ra = json_array(), *rb = json_array();
+		json_t *da = json_array(), *dbb = json_array();
+		char sql[512];
+
+		assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+		if (PQntuples(r) == 0) {
+			PQclear(r);
+			json_decref(ra);
+			json_decref(rb);
+			json_decref(da);
+			json_decref(dbb);
+			break;
+		}
+		// Now and then a person takes the first one's conversation
+		// over while the agent thinks.
+		if (rnd(6) == 0) {
+			snprintf(sql, sizeof(sql),
+			         "UPDATE messaging.conversations SET owner = "
+			         "'human' WHERE id = '%s'",
+			         PQgetvalue(r, 0, 1));
+			assert_true(exec_ok(sql));
+		}
+		for (int i = 0; i < PQntuples(r); i++) {
+			char rid[PL_UUID_STRLEN + 1], did[PL_UUID_STRLEN + 1];
+			unsigned c = rnd(1000);
+
+			pl_uuid7_str(rid);
+			pl_uuid7_str(did);
+			for (int k = 0; k < 2; k++) {
+				json_t *o = json_pack(
+				        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, "
+				        "s:s, s:s}",
+				        "t", k ? TB : TA, "mid",
+				        PQgetvalue(r, i, 0), "cv",
+				        PQgetvalue(r, i, 1), "ch",
+				        k ? CHB : CHA, "ct",
+				        PQgetvalue(r, i, 2), "outcome",
+				        c % 5 ? "answered" : "fallback",
+				        "agent", c % 3 ? AG : "", "rid", rid,
+				        "did", did);
+				if (c % 5 != 4)
+					json_object_set_new(
+					        o, "text",
+					        json_string(c % 2 ? "Abrimos a "
+					                            "las 9."
+					                          : "Hola!"));
+				if (c % 7 == 3) {
+					json_object_set_new(o, "handoff",
+					                    json_true());
+					json_object_set_new(
+					        o, "reason",
+					        json_string("keyword"));
+				}
+				if (c % 11 == 5)
+					json_object_set_new(
+					        o, "limit",
+					        json_string("1000"));
+				if (c % 4 == 1)
+					json_object_set_new(o, "meta",
+					                    json_pack("{s:s}",
+					                              "intent",
+					                              "hours"));
+				if (c % 2 == 0)
+					json_object_set_new(
+					        o, "lease",
+					        json_string("30000"));
+				json_array_append_new(k ? rb : ra, o);
+			}
+		}
+		// A replay: an item already finished (done: false, nothing
+		// written).
+		if (rnd(5) == 0 && json_array_size(ra) > 0) {
+			json_array_append(ra, json_array_get(ra, 0));
+			json_array_append(rb, json_array_get(rb, 0));
+		}
+		PQclear(r);
+		if (compare("reply_finish", ra, "reply_finish_items", rb,
+		            "reply", round))
+			reply_loops++;
+		else
+			reply_sets++;
+		json_decref(ra);
+		json_decref(rb);
+
+		// The sends of what is queued: sent (some with statuses that
+		// came before the send's answer), retried, failed.
+		r = PQexec(db, "SELECT d.id, d.message_id, m.conversation_id "
+		               "FROM messaging.deliveries d JOIN "
+		               "messaging.messages m ON m.tenant_id = "
+		               "d.tenant_id AND m.id = d.message_id WHERE "
+		               "d.tenant_id = '" TA "' AND d.done_at IS NULL "
+		               "ORDER BY d.id LIMIT 8");
+		assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+		for (int i = 0; i < PQntuples(r); i++) {
+			unsigned c = rnd(20);
+			char pid[32];
+			const char *res = c < 14   ? "sent"
+			                  : c < 17 ? "retry"
+			                           : "failed";
+
+			snprintf(pid, sizeof(pid), "sent.%d.%d", round, i);
+			if (c < 5) {
+				// delivered, then (c < 2) read, before the
+				// answer.
+				snprintf(
+				        sql, sizeof(sql),
+				        "INSERT INTO "
+				        "messaging.pending_statuses "
+				        "(tenant_id, id, channel_id, "
+				        "provider_message_id, status, at) "
+				        "SELECT "
+				        "t, md5('%s' || s)::uuid, ch, '%s', s, "
+				        "now() + o * interval '1 s' FROM "
+				        "(VALUES "
+				        "('" TA "'::uuid, '" CHA
+				        "'::uuid), ('" TB "', '" CHB
+				        "')) v(t, ch), (VALUES "
+				        "('delivered', 0), ('read', 1)) x(s, "
+				        "o) "
+				        "WHERE o = 0 OR %s",
+				        pid, pid, c < 2 ? "true" : "false");
+				assert_true(exec_ok(sql));
+			}
+			for (int k = 0; k < 2; k++) {
+				json_t *o = json_pack(
+				        "{s:s, s:s, s:s, s:s, s:s, s:s}", "t",
+				        k ? TB : TA, "did", PQgetvalue(r, i, 0),
+				        "mid", PQgetvalue(r, i, 1), "cv",
+				        PQgetvalue(r, i, 2), "ch",
+				        k ? CHB : CHA, "r", res);
+				if (strcmp(res, "sent") == 0)
+					json_object_set_new(o, "pid",
+					                    json_string(pid));
+				else if (strcmp(res, "retry") == 0) {
+					json_object_set_new(o, "ms",
+					                    json_integer(5000));
+					json_object_set_new(
+					        o, "text",
+					        json_string("timeout"));
+				} else {
+					json_object_set_new(
+					        o, "code",
+					        json_string("131047"));
+					json_object_set_new(
+					        o, "text",
+					        json_string("Re-engagement "
+					                    "message"));
+				}
+				json_array_append_new(k ? dbb : da, o);
+			}
+			sends++;
+		}
+		PQclear(r);
+		if (json_array_size(da) > 0)
+			compare("delivery_done", da, "delivery_done_items", dbb,
+			        "delivery", round);
+		json_decref(da);
+		json_decref(dbb);
+	}
+	print_message("reply batches: %d in one statement, %d item by item; "
+	              "%d sends\n",
+	              reply_sets, reply_loops, sends);
+	assert_true(reply_sets >= 10);
+	assert_true(reply_loops >= 3);
+	assert_true(sends >= 30);
 }
 
 int
@@ -411,6 +696,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ingest_batch_matches_items),
+		cmocka_unit_test(test_reply_and_delivery_match_items),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -34,7 +34,7 @@
 //
 // usage: bench_messaging [--seconds S] [--rate R] [--senders N]
 //                        [--contacts C] [--repeat R] [--skip-max]
-//                        [--sweep R1,R2,...] (default 600,800,1000,1200;
+//                        [--sweep R1,R2,...] (default 600,800,1000,1200,1400;
 //                        "" skips)
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -72,7 +72,7 @@ static int senders = 8;
 static int contacts = 2000;
 static int repeat = 3;
 static bool skip_max;
-static const char *sweep = "600,800,1000,1200";
+static const char *sweep = "600,800,1000,1200,1400";
 
 static pgh pg;
 static svch hm;
