@@ -214,7 +214,10 @@ BEGIN
             LIMIT 1) kw ON true;
   END IF;
 
-  -- Statuses (of outbound messages: no row above), in order.
+  -- Statuses (of outbound messages: no row above), in order: 005's loop
+  -- restated. Handing them to ingest_batch_items would cost every batch a
+  -- second function entry, and hide from track_functions which batches
+  -- took the loop (test_messaging_batches counts them).
   FOR it IN SELECT i FROM jsonb_array_elements(p->'items') i WHERE i->>'k' = 's' LOOP
     v_t := (it->>'t')::uuid;
     v_ch := (it->>'ch')::uuid;
