@@ -14,6 +14,7 @@
 #define TX_ATTEMPTS 3
 
 #define READ_CACHE 32 // statements pl_db_read prepares per connection
+#define NAMED_MAX  16 // names pl_db_set_prepared remembers per connection
 
 typedef struct read_stmt {
 	uint64_t hash;
@@ -34,6 +35,11 @@ struct pl_db {
 	const PGconn *prep_conn;
 	read_stmt prep[READ_CACHE];
 	int n_prep;
+	// Names the caller prepared itself (pl_db_set_prepared), on
+	// named_conn; static strings, compared by content.
+	const PGconn *named_conn;
+	const char *named[NAMED_MAX];
+	int n_named;
 };
 
 static void
@@ -73,6 +79,8 @@ forget_prepared(pl_db *db)
 		free(db->prep[i].sql);
 	db->n_prep = 0;
 	db->prep_conn = NULL;
+	db->n_named = 0;
+	db->named_conn = NULL;
 }
 
 void
@@ -236,6 +244,41 @@ pl_db_conn(pl_db *db)
 	}
 	PQclear(r);
 	return db->conn;
+}
+
+// The index of name among the names prepared on c, or -1 (and the record
+// emptied when it was another connection's).
+static int
+named_index(pl_db *db, const PGconn *c, const char *name)
+{
+	if (db->named_conn != c) {
+		db->n_named = 0;
+		db->named_conn = c;
+	}
+	for (int i = 0; i < db->n_named; i++)
+		if (strcmp(db->named[i], name) == 0)
+			return i;
+	return -1;
+}
+
+bool
+pl_db_is_prepared(pl_db *db, const char *name)
+{
+	return db->conn != NULL && named_index(db, db->conn, name) >= 0;
+}
+
+void
+pl_db_set_prepared(pl_db *db, const char *name, bool prepared)
+{
+	int i;
+
+	if (db->conn == NULL)
+		return;
+	i = named_index(db, db->conn, name);
+	if (prepared && i < 0 && db->n_named < NAMED_MAX)
+		db->named[db->n_named++] = name;
+	else if (!prepared && i >= 0)
+		db->named[i] = db->named[--db->n_named];
 }
 
 bool

@@ -317,11 +317,9 @@ int billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
 void billing_reserve_row(const PGresult *r, int row, int col,
                          billing_reserve_result *out);
 
-// Runs sql prepared as `name` on db's connection; *slot is the caller's
-// thread-local record of the connection it was prepared on.
-PGresult *billing_exec_prepared(pl_db *db, PGconn **slot, const char *name,
-                                const char *sql, int n,
-                                const char *const *params);
+// Runs sql prepared as `name` (a literal) on db's connection.
+PGresult *billing_exec_prepared(pl_db *db, const char *name, const char *sql,
+                                int n, const char *const *params);
 
 int billing_store_release(pl_db *db, const char *tenant, const char *key,
                           int64_t amount, bool *found, int64_t *released,

@@ -464,7 +464,6 @@ static void
 grant(billing_batcher *b, pl_db *db, lease_slot **slots, int64_t *want,
       size_t n)
 {
-	static _Thread_local PGconn *prepared_on;
 	char ids[BILLING_MAX_BATCH][PL_UUID_STRLEN + 1];
 	char ttl[24];
 	billing_sbuf a[4] = { { 0 } };
@@ -489,9 +488,8 @@ grant(billing_batcher *b, pl_db *db, lease_slot **slots, int64_t *want,
 	params[4] = b->owner;
 	params[5] = ttl;
 	if (ok)
-		r = billing_exec_prepared(db, &prepared_on,
-		                          "billing_lease_grant", GRANT_SQL, 6,
-		                          params);
+		r = billing_exec_prepared(db, "billing_lease_grant", GRANT_SQL,
+		                          6, params);
 	lbs_free(a, 4);
 	pthread_mutex_lock(&b->mtx);
 	if (!ok || pl_db_result_status(r) != PL_OK || PQntuples(r) != (int)n) {
@@ -561,7 +559,6 @@ static bool
 write_leased(pl_db *db, billing_reserve_item *const *items, size_t n,
              bool *written, bool *gone)
 {
-	static _Thread_local PGconn *prepared_on;
 	billing_sbuf a[8] = { { 0 } };
 	const char *params[8];
 	PGresult *r = NULL;
@@ -583,9 +580,8 @@ write_leased(pl_db *db, billing_reserve_item *const *items, size_t n,
 	}
 	ok = lbs_close(a, 8, params);
 	if (ok)
-		r = billing_exec_prepared(db, &prepared_on,
-		                          "billing_reserve_leased", LEASED_SQL,
-		                          8, params);
+		r = billing_exec_prepared(db, "billing_reserve_leased",
+		                          LEASED_SQL, 8, params);
 	lbs_free(a, 8);
 	if (!ok || pl_db_result_status(r) != PL_OK) {
 		if (ok)

@@ -95,7 +95,6 @@ int
 billing_store_reserve_batch(pl_db *db, billing_reserve_item *const *items,
                             size_t n, bool emit)
 {
-	static _Thread_local PGconn *prepared_on;
 	int dup[BILLING_MAX_BATCH];
 	char ids[BILLING_MAX_BATCH][PL_UUID_STRLEN + 1];
 	billing_sbuf a[A_N];
@@ -145,9 +144,8 @@ billing_store_reserve_batch(pl_db *db, billing_reserve_item *const *items,
 	// failure rolled everything back: run it again (it then replays).
 	for (int attempt = 0; attempt < 3; attempt++) {
 		PQclear(r);
-		r = billing_exec_prepared(db, &prepared_on,
-		                          "billing_reserve_batch", BATCH_SQL,
-		                          A_N + 1, params);
+		r = billing_exec_prepared(db, "billing_reserve_batch",
+		                          BATCH_SQL, A_N + 1, params);
 		rc = pl_db_result_status(r);
 		if (rc != PL_ALREADY_EXISTS && rc != PL_ABORTED)
 			break;

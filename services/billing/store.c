@@ -709,15 +709,17 @@ billing_reserve_row(const PGresult *r, int row, int col,
 
 // Runs the statement `name` (sql) prepared on db's connection: the hot path
 // skips parsing and planning its outer statement on every call. A statement
-// is prepared the first time a thread meets a connection (*slot: the
-// connection the caller's thread last prepared it on); a connection that
-// lost it (a reconnect at the same address) answers 26000 and gets it again.
-// Inside a transaction, or when preparing fails, it is run unprepared.
+// is prepared the first time it meets a connection (pl_db records which
+// names its present connection has; a worker's pl_db moves between RPC
+// threads, so the record cannot be per thread: it was, and about one batch
+// in two paid a second round trip and a logged "already exists" error); a
+// connection that lost it (a reconnect at the same address) answers 26000
+// and gets it again. Inside a transaction, or when preparing fails, it is
+// run unprepared.
 PGresult *
-billing_exec_prepared(pl_db *db, PGconn **slot, const char *name,
-                      const char *sql, int n, const char *const *params)
+billing_exec_prepared(pl_db *db, const char *name, const char *sql, int n,
+                      const char *const *params)
 {
-	PGconn **prepared_on = slot;
 	PGconn *c;
 	PGresult *r;
 
@@ -725,7 +727,7 @@ billing_exec_prepared(pl_db *db, PGconn **slot, const char *name,
 		return pl_db_exec(db, sql, n, params);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		const char *st;
-		if (c != *prepared_on) {
+		if (!pl_db_is_prepared(db, name)) {
 			r = PQprepare(c, name, sql, n, NULL);
 			st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 			if (PQresultStatus(r) != PGRES_COMMAND_OK &&
@@ -734,20 +736,20 @@ billing_exec_prepared(pl_db *db, PGconn **slot, const char *name,
 				return pl_db_exec(db, sql, n, params);
 			}
 			PQclear(r);
-			*prepared_on = c;
+			pl_db_set_prepared(db, name, true);
 		}
 		r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
 		if (PQstatus(c) != CONNECTION_OK) {
 			// Lost: let pl_db_exec reconnect and retry it.
 			PQclear(r);
-			*prepared_on = NULL;
+			pl_db_set_prepared(db, name, false);
 			return pl_db_exec(db, sql, n, params);
 		}
 		st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 		if (st == NULL || strcmp(st, "26000") != 0)
 			return r;
 		PQclear(r);
-		*prepared_on = NULL;
+		pl_db_set_prepared(db, name, false);
 	}
 	return pl_db_exec(db, sql, n, params);
 }
@@ -767,7 +769,6 @@ billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
                       int64_t amount, const char *key, bool emit,
                       billing_reserve_result *out)
 {
-	static _Thread_local PGconn *prepared_on;
 	char id[PL_UUID_STRLEN + 1], amt[24];
 	PGresult *r;
 	int rc;
@@ -776,7 +777,7 @@ billing_store_reserve(pl_db *db, const char *tenant, const char *metric,
 	for (int attempt = 0; attempt < 2; attempt++) {
 		pl_uuid7_str(id);
 		r = billing_exec_prepared(
-		        db, &prepared_on, "billing_reserve", RESERVE_SQL, 6,
+		        db, "billing_reserve", RESERVE_SQL, 6,
 		        (const char *const[]){ tenant, metric, amt, key, id,
 		                               emit ? "t" : "f" });
 		rc = pl_db_result_status(r);

@@ -919,12 +919,56 @@ test_read_pipelined(void **state)
 	pl_db_close(db);
 }
 
+// pl_db_is_prepared / pl_db_set_prepared: a record per handle's
+// connection, not per thread (two handles used by one thread each keep
+// their own), bounded, and emptied when the connection is replaced.
+static void
+test_prepared_record(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *a = pl_db_open(f->app_url), *b = pl_db_open(f->app_url);
+	static const char *const names[] = {
+		"n0", "n1",  "n2",  "n3",  "n4",  "n5",  "n6",  "n7",  "n8",
+		"n9", "n10", "n11", "n12", "n13", "n14", "n15", "n16",
+	};
+	PGresult *r;
+
+	assert_false(pl_db_is_prepared(a, "s")); // no connection yet
+	assert_non_null(pl_db_conn(a));
+	assert_non_null(pl_db_conn(b));
+	assert_false(pl_db_is_prepared(a, "s"));
+	pl_db_set_prepared(a, "s", true);
+	assert_true(pl_db_is_prepared(a, "s"));
+	assert_false(pl_db_is_prepared(b, "s"));
+	pl_db_set_prepared(b, "s", true);
+	pl_db_set_prepared(a, "s", false);
+	assert_false(pl_db_is_prepared(a, "s"));
+	assert_true(pl_db_is_prepared(b, "s"));
+	// Sixteen names are kept; the seventeenth is not remembered.
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		pl_db_set_prepared(a, names[i], true);
+	for (size_t i = 0; i < 16; i++)
+		assert_true(pl_db_is_prepared(a, names[i]));
+	assert_false(pl_db_is_prepared(a, "n16"));
+	// A new connection has prepared nothing.
+	r = pl_db_exec(a, "SELECT pg_terminate_backend(pg_backend_pid())", 0,
+	               NULL);
+	PQclear(r);
+	assert_int_equal(pl_db_command(a, "SELECT 1", 0, NULL), PL_OK);
+	assert_false(pl_db_is_prepared(a, "n0"));
+	assert_true(pl_db_is_prepared(b, "s"));
+	pl_db_close(a);
+	pl_db_close(b);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sqlstate_mapping),
 		cmocka_unit_test_setup_teardown(test_read_pipelined, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_prepared_record, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_array_literal, setup,
 		                                teardown),

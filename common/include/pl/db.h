@@ -28,6 +28,16 @@ void pl_db_close(pl_db *db);
 // transaction is begun on it first (see pl_db_tx).
 PGconn *pl_db_conn(pl_db *db);
 
+// For statements a caller prepares itself (PQprepare on pl_db_conn's
+// connection): whether name (a string that outlives db, e.g. a literal)
+// is recorded as prepared on the present connection, and recording it so
+// (true) or not (false). The record is per connection and is emptied when
+// the connection is replaced; at most 16 names are kept (more are simply
+// not remembered). Keep it here, not per thread: an RPC worker's pl_db is
+// used by whichever thread took the worker.
+bool pl_db_is_prepared(pl_db *db, const char *name);
+void pl_db_set_prepared(pl_db *db, const char *name, bool prepared);
+
 // True when a trivial query succeeds.
 bool pl_db_ping(pl_db *db);
 
