@@ -216,6 +216,10 @@ typedef struct billing_batcher {
 	char *database_url;
 	pthread_t keeper;
 	pthread_cond_t keeper_cv;
+	// Return statements running (return_ready); returned_cv is signalled
+	// when the last ends, for billing_leases_flush to wait on.
+	int returning;
+	pthread_cond_t returned_cv;
 	bool keeper_on, keeper_stop;
 	uint64_t leased, grants, grants_refused, returns; // counters
 } billing_batcher;
@@ -271,7 +275,9 @@ int64_t billing_leases_unused(billing_batcher *b, const char *tenant,
                               const char *metric);
 
 // Retires the leases of tenant (NULL: all) and returns those no batch
-// holds, on db.
+// holds, on db; then waits for the returns other threads (the keeper, a
+// batch's leader) have under way, so that the counters read after it no
+// longer hold the units of a lease this replica already gave up.
 void billing_leases_flush(billing_batcher *b, pl_db *db, const char *tenant);
 
 // Decides n items (n <= BILLING_MAX_BATCH) with one call of

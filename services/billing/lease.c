@@ -256,6 +256,8 @@ return_ready(billing_batcher *b, pl_db *db)
 			list = l;
 			n++;
 		}
+		if (n > 0)
+			b->returning++;
 		pthread_mutex_unlock(&b->mtx);
 		if (n == 0)
 			return;
@@ -282,6 +284,8 @@ return_ready(billing_batcher *b, pl_db *db)
 		lbs_free(a, 3);
 		pthread_mutex_lock(&b->mtx);
 		b->returns += n;
+		if (--b->returning == 0)
+			pthread_cond_broadcast(&b->returned_cv);
 		pthread_mutex_unlock(&b->mtx);
 		while (list != NULL) {
 			l = list->next;
@@ -369,6 +373,7 @@ billing_leases_init(billing_batcher *b, const char *database_url,
 	gethostname(host, sizeof(host) - 1);
 	snprintf(b->owner, sizeof(b->owner), "%s:%ld", host, (long)getpid());
 	pthread_cond_init(&b->keeper_cv, NULL);
+	pthread_cond_init(&b->returned_cv, NULL);
 	return PL_OK;
 }
 
@@ -399,6 +404,7 @@ billing_leases_fini(billing_batcher *b)
 		b->retired = l;
 	}
 	pthread_cond_destroy(&b->keeper_cv);
+	pthread_cond_destroy(&b->returned_cv);
 	free(b->buckets);
 	free(b->database_url);
 	b->buckets = NULL;
@@ -450,6 +456,14 @@ billing_leases_flush(billing_batcher *b, pl_db *db, const char *tenant)
 		return;
 	billing_leases_forget(b, tenant);
 	return_ready(b, db);
+	// A lease the keeper took off the retired list just before is
+	// being returned by it: wait for that statement's end (it holds no
+	// lock this thread holds). A lease a running batch still writes
+	// under is returned after that batch, as before.
+	pthread_mutex_lock(&b->mtx);
+	while (b->returning > 0)
+		pthread_cond_wait(&b->returned_cv, &b->mtx);
+	pthread_mutex_unlock(&b->mtx);
 }
 
 // Granting ----------------------------------------------------------------

@@ -676,8 +676,24 @@ main(int argc, char **argv)
 		printf("  counters day %lld month %lld = allowed %ld: %s\n",
 		       counted, month, total,
 		       counted == total && month == total ? "ok" : "MISMATCH");
-		if (counted != total || month != total)
+		if (counted != total || month != total) {
+			// Where the difference is: lease rows left (units
+			// granted and never given back), or reservations.
 			mismatch = true;
+			printf("    leases left in the database: %lld rows, "
+			       "%lld units; granted reservations stored: "
+			       "%lld\n",
+			       sql_int(admin_url, "SELECT count(*) FROM "
+			                          "billing.usage_leases"),
+			       sql_int(admin_url,
+			               "SELECT coalesce(sum(units), 0) FROM "
+			               "billing.usage_leases"),
+			       sql_int(admin_url,
+			               "SELECT coalesce(sum(amount - "
+			               "released), 0) FROM "
+			               "billing.usage_reservations WHERE "
+			               "allowed"));
+		}
 	}
 
 	// (b) one hot tenant with a daily limit: a fresh one for every run.
