@@ -282,6 +282,33 @@ pl_db_set_prepared(pl_db *db, const char *name, bool prepared)
 }
 
 bool
+pl_db_prepare(pl_db *db, const char *name, const char *sql, int nparams)
+{
+	PGconn *c = db->conn;
+	PGresult *r;
+	const char *st;
+	bool ok;
+
+	if (c == NULL)
+		return false;
+	if (pl_db_is_prepared(db, name))
+		return true;
+	// A PREPARE that failed inside a transaction would abort it.
+	if (PQtransactionStatus(c) != PQTRANS_IDLE ||
+	    PQpipelineStatus(c) != PQ_PIPELINE_OFF)
+		return false;
+	r = PQprepare(c, name, sql, nparams, NULL);
+	st = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	// 42P05: prepared already (a record that lost the name).
+	ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
+	     (st != NULL && strcmp(st, "42P05") == 0);
+	PQclear(r);
+	if (ok)
+		pl_db_set_prepared(db, name, true);
+	return ok;
+}
+
+bool
 pl_db_in_tx(const pl_db *db)
 {
 	return db->in_tx;

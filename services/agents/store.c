@@ -966,40 +966,14 @@ agents_store_entries_by_id(pl_db *db, const char *tenant, const char *ids_json)
 	"SELECT * FROM agents.reply_commit_batch($1::json, $2::json, "         \
 	"$3::json, $4, $5)"
 
-// Whether the statement `name` (sql) is prepared on c, preparing it when
-// the connection is idle: a PREPARE that failed inside a transaction
-// would abort it, so inside one an unprepared statement stays unnamed
-// until an idle call prepares it. Prepared, the reply's statements skip
-// PostgreSQL's parse, analysis and planning (~9 % of its time in the
-// bench when every call had them).
-static bool
-prepared(pl_db *db, PGconn *c, const char *name, const char *sql, int n)
-{
-	PGresult *r;
-	const char *st;
-	bool ok;
-
-	if (pl_db_is_prepared(db, name))
-		return true;
-	if (PQtransactionStatus(c) != PQTRANS_IDLE)
-		return false;
-	r = PQprepare(c, name, sql, n, NULL);
-	st = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-	ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
-	     (st != NULL && strcmp(st, "42P05") == 0);
-	PQclear(r);
-	if (ok)
-		pl_db_set_prepared(db, name, true);
-	return ok;
-}
-
 // Sends sql (n parameters p) into c's pipeline: as the prepared statement
-// `name` when it is or can be prepared (name NULL: never), else unnamed.
+// `name` when named (prepared already: pl_db_prepare before the pipeline),
+// else unnamed.
 static bool
-send_stmt(pl_db *db, PGconn *c, const char *name, const char *sql, int n,
+send_stmt(PGconn *c, const char *name, const char *sql, int n,
           const char *const *p)
 {
-	if (name != NULL && prepared(db, c, name, sql, n))
+	if (name != NULL)
 		return PQsendQueryPrepared(c, name, n, p, NULL, NULL, 0) == 1;
 	return PQsendQueryParams(c, sql, n, NULL, p, NULL, NULL, 0) == 1;
 }
@@ -1035,15 +1009,16 @@ pipe2(pl_db *db, const char *name1, const char *s1, int n1,
 	if (c == NULL)
 		return PL_UNAVAILABLE;
 	// Prepared before the pipeline starts (a round trip once per
-	// connection).
-	if (name1 != NULL)
-		prepared(db, c, name1, s1, n1);
-	if (name2 != NULL)
-		prepared(db, c, name2, s2, n2);
+	// connection; inside a transaction only what is prepared already:
+	// the rest goes unnamed).
+	if (name1 != NULL && !pl_db_prepare(db, name1, s1, n1))
+		name1 = NULL;
+	if (name2 != NULL && !pl_db_prepare(db, name2, s2, n2))
+		name2 = NULL;
 	if (!PQenterPipelineMode(c))
 		return PL_UNAVAILABLE;
-	if (!send_stmt(db, c, name1, s1, n1, p1) ||
-	    !send_stmt(db, c, name2, s2, n2, p2) || !PQpipelineSync(c))
+	if (!send_stmt(c, name1, s1, n1, p1) ||
+	    !send_stmt(c, name2, s2, n2, p2) || !PQpipelineSync(c))
 		rv = PL_UNAVAILABLE;
 	for (int q = 0; rv == PL_OK && q < 2; q++) {
 		// Each statement's results end with a NULL.
@@ -1086,7 +1061,7 @@ agents_store_reply_open(pl_db *db, const char *const p[11])
 
 	// Step two runs inside the transaction: prepared now, while idle.
 	if (c != NULL)
-		prepared(db, c, "agents_reply_finish", REPLY_FINISH_SQL, 27);
+		pl_db_prepare(db, "agents_reply_finish", REPLY_FINISH_SQL, 27);
 	pipe2(db, NULL, "BEGIN", 0, NULL, "agents_reply_begin", REPLY_BEGIN_SQL,
 	      11, p, &rb, &r);
 	if (!agents_store_ok(rb)) {
@@ -1135,8 +1110,8 @@ agents_store_reply_group_open(pl_db *db, const char *const p[11])
 
 	// Step two runs inside the transaction: prepared now, while idle.
 	if (c != NULL)
-		prepared(db, c, "agents_reply_commit_batch", COMMIT_BATCH_SQL,
-		         5);
+		pl_db_prepare(db, "agents_reply_commit_batch", COMMIT_BATCH_SQL,
+		              5);
 	pipe2(db, NULL, "BEGIN", 0, NULL, "agents_reply_begin_batch",
 	      BEGIN_BATCH_SQL, 11, p, &rb, &r);
 	if (!agents_store_ok(rb)) {
@@ -1167,7 +1142,7 @@ agents_store_reply_commit_batch(pl_db *db, const char *const p[5], bool in_tx,
 	if (!in_tx) {
 		if ((c = pl_db_conn(db)) == NULL)
 			return PL_UNAVAILABLE;
-		*res = prepared(db, c, name, sql, 5)
+		*res = pl_db_prepare(db, name, sql, 5)
 		               ? PQexecPrepared(c, name, 5, p, NULL, NULL, 0)
 		               : PQexecParams(c, sql, 5, NULL, p, NULL, NULL,
 		                              0);

@@ -727,17 +727,8 @@ billing_exec_prepared(pl_db *db, const char *name, const char *sql, int n,
 		return pl_db_exec(db, sql, n, params);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		const char *st;
-		if (!pl_db_is_prepared(db, name)) {
-			r = PQprepare(c, name, sql, n, NULL);
-			st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-			if (PQresultStatus(r) != PGRES_COMMAND_OK &&
-			    (st == NULL || strcmp(st, "42P05") != 0)) {
-				PQclear(r);
-				return pl_db_exec(db, sql, n, params);
-			}
-			PQclear(r);
-			pl_db_set_prepared(db, name, true);
-		}
+		if (!pl_db_prepare(db, name, sql, n))
+			return pl_db_exec(db, sql, n, params);
 		r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
 		if (PQstatus(c) != CONNECTION_OK) {
 			// Lost: let pl_db_exec reconnect and retry it.

@@ -957,6 +957,22 @@ test_prepared_record(void **state)
 	assert_int_equal(pl_db_command(a, "SELECT 1", 0, NULL), PL_OK);
 	assert_false(pl_db_is_prepared(a, "n0"));
 	assert_true(pl_db_is_prepared(b, "s"));
+	// pl_db_prepare: only on an idle connection; then the name runs.
+	assert_int_equal(pl_db_command(a, "BEGIN", 0, NULL), PL_OK);
+	assert_false(pl_db_prepare(a, "q", "SELECT $1::int + 1", 1));
+	assert_false(pl_db_is_prepared(a, "q"));
+	assert_int_equal(pl_db_command(a, "ROLLBACK", 0, NULL), PL_OK);
+	assert_true(pl_db_prepare(a, "q", "SELECT $1::int + 1", 1));
+	assert_true(pl_db_is_prepared(a, "q"));
+	r = PQexecPrepared(pl_db_conn(a), "q", 1, (const char *[]){ "41" },
+	                   NULL, NULL, 0);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "42");
+	PQclear(r);
+	// Inside a transaction, what is prepared already stays usable.
+	assert_int_equal(pl_db_command(a, "BEGIN", 0, NULL), PL_OK);
+	assert_true(pl_db_prepare(a, "q", "SELECT $1::int + 1", 1));
+	assert_int_equal(pl_db_command(a, "ROLLBACK", 0, NULL), PL_OK);
 	pl_db_close(a);
 	pl_db_close(b);
 }

@@ -38,6 +38,13 @@ PGconn *pl_db_conn(pl_db *db);
 bool pl_db_is_prepared(pl_db *db, const char *name);
 void pl_db_set_prepared(pl_db *db, const char *name, bool prepared);
 
+// Prepares sql as name on the present connection unless the record says
+// it is (one round trip, once per connection) and records it; true when
+// it is prepared. Only on an idle connection (not inside a transaction or
+// a pipeline: a PREPARE that failed there would abort it), else false
+// and nothing is sent: run the statement unnamed then.
+bool pl_db_prepare(pl_db *db, const char *name, const char *sql, int nparams);
+
 // True when a trivial query succeeds.
 bool pl_db_ping(pl_db *db);
 
