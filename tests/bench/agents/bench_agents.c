@@ -685,7 +685,9 @@ main(int argc, char **argv)
 			mode = 0;
 			agents_replyq_set(q, 64, 2);
 			pace = target_rate;
+			db_times("health");
 			pr = run_clients();
+			db_times("paced");
 			agents_replyq_set_memory(q, 0);
 			npr = run_clients();
 			agents_replyq_set_memory(q, 4096);
