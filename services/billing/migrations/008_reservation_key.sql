@@ -1,8 +1,10 @@
 -- A reservation is found by its idempotency key, never by its id: the
 -- key's unique index becomes the primary key and the (tenant_id, id)
 -- index goes. Every ReserveUsage inserts one row, and that index was one
--- of its three index insertions (the other: the BRIN on created_at),
--- ~9 µs of PostgreSQL's time a call on the bench's cluster. The id stays
+-- of its three index insertions (the others: the key's and the BRIN on
+-- created_at), ~9 µs of PostgreSQL's time a call on the bench's cluster.
+-- The new primary key is built here under an exclusive lock: a short one,
+-- as rows are pruned by age (002). The id stays
 -- a column: it is the reservation_id ReserveUsage answers (a UUIDv7 the
 -- service makes).
 ALTER TABLE billing.usage_reservations
