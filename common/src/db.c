@@ -309,6 +309,18 @@ pl_db_prepare(pl_db *db, const char *name, const char *sql, int nparams)
 }
 
 bool
+pl_db_forget_if_gone(pl_db *db, const char *name, const PGresult *r)
+{
+	const char *st =
+	        r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+	if (name == NULL || st == NULL || strcmp(st, "26000") != 0)
+		return false;
+	pl_db_set_prepared(db, name, false);
+	return true;
+}
+
+bool
 pl_db_in_tx(const pl_db *db)
 {
 	return db->in_tx;

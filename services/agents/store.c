@@ -978,18 +978,6 @@ send_stmt(PGconn *c, const char *name, const char *sql, int n,
 	return PQsendQueryParams(c, sql, n, NULL, p, NULL, NULL, 0) == 1;
 }
 
-// A statement that found its prepared statement gone (26000: never seen,
-// since the record is per connection) is prepared again next time.
-static void
-forget_if_gone(pl_db *db, const char *name, const PGresult *r)
-{
-	const char *st =
-	        r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-
-	if (name != NULL && st != NULL && strcmp(st, "26000") == 0)
-		pl_db_set_prepared(db, name, false);
-}
-
 // Runs s1 then s2 in one round trip (libpq pipeline mode) on the worker's
 // connection, each as the prepared statement name1 / name2 when not NULL
 // (see send_stmt): *r1 and *r2 get their results (NULL when none came;
@@ -1045,8 +1033,8 @@ pipe2(pl_db *db, const char *name1, const char *s1, int n1,
 	}
 	if (!PQexitPipelineMode(c))
 		rv = PL_UNAVAILABLE;
-	forget_if_gone(db, name1, *r1);
-	forget_if_gone(db, name2, *r2);
+	pl_db_forget_if_gone(db, name1, *r1);
+	pl_db_forget_if_gone(db, name2, *r2);
 	return rv;
 }
 
@@ -1148,7 +1136,7 @@ agents_store_reply_commit_batch(pl_db *db, const char *const p[5], bool in_tx,
 		                              0);
 		if (*res == NULL)
 			return PL_UNAVAILABLE;
-		forget_if_gone(db, name, *res);
+		pl_db_forget_if_gone(db, name, *res);
 		return agents_store_ok(*res) ? PL_OK
 		                             : pl_db_result_status(*res);
 	}

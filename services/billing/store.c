@@ -726,7 +726,6 @@ billing_exec_prepared(pl_db *db, const char *name, const char *sql, int n,
 	if (pl_db_in_tx(db) || (c = pl_db_conn(db)) == NULL)
 		return pl_db_exec(db, sql, n, params);
 	for (int attempt = 0; attempt < 2; attempt++) {
-		const char *st;
 		if (!pl_db_prepare(db, name, sql, n))
 			return pl_db_exec(db, sql, n, params);
 		r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
@@ -736,11 +735,9 @@ billing_exec_prepared(pl_db *db, const char *name, const char *sql, int n,
 			pl_db_set_prepared(db, name, false);
 			return pl_db_exec(db, sql, n, params);
 		}
-		st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-		if (st == NULL || strcmp(st, "26000") != 0)
+		if (!pl_db_forget_if_gone(db, name, r))
 			return r;
 		PQclear(r);
-		pl_db_set_prepared(db, name, false);
 	}
 	return pl_db_exec(db, sql, n, params);
 }

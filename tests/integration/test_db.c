@@ -973,6 +973,19 @@ test_prepared_record(void **state)
 	assert_int_equal(pl_db_command(a, "BEGIN", 0, NULL), PL_OK);
 	assert_true(pl_db_prepare(a, "q", "SELECT $1::int + 1", 1));
 	assert_int_equal(pl_db_command(a, "ROLLBACK", 0, NULL), PL_OK);
+	// A name the connection lost (26000) is forgotten, prepared again.
+	assert_int_equal(pl_db_command(a, "DEALLOCATE q", 0, NULL), PL_OK);
+	r = PQexecPrepared(pl_db_conn(a), "q", 1, (const char *[]){ "1" }, NULL,
+	                   NULL, 0);
+	assert_false(pl_db_forget_if_gone(a, NULL, r));
+	assert_true(pl_db_is_prepared(a, "q"));
+	assert_true(pl_db_forget_if_gone(a, "q", r));
+	assert_false(pl_db_is_prepared(a, "q"));
+	PQclear(r);
+	r = pl_db_exec(a, "SELECT 1", 0, NULL);
+	assert_false(pl_db_forget_if_gone(a, "q", r));
+	PQclear(r);
+	assert_true(pl_db_prepare(a, "q", "SELECT $1::int + 1", 1));
 	pl_db_close(a);
 	pl_db_close(b);
 }

@@ -45,6 +45,12 @@ void pl_db_set_prepared(pl_db *db, const char *name, bool prepared);
 // and nothing is sent: run the statement unnamed then.
 bool pl_db_prepare(pl_db *db, const char *name, const char *sql, int nparams);
 
+// True when r is the error of a prepared statement the connection does not
+// have (26000: the record lost sight of it, e.g. a reconnect at the same
+// address); name is then recorded as not prepared, so that pl_db_prepare
+// prepares it again. False for any other result (NULL, or name NULL).
+bool pl_db_forget_if_gone(pl_db *db, const char *name, const PGresult *r);
+
 // True when a trivial query succeeds.
 bool pl_db_ping(pl_db *db);
 
