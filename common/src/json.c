@@ -458,57 +458,79 @@ typedef struct wbuf {
 	bool bad; // out of memory, or a value that cannot be written
 } wbuf;
 
-static void
-wb_put(wbuf *b, const char *s, size_t n)
+// Room for n more bytes and the final NUL; false (and the buffer marked
+// bad) when there is none.
+static bool
+wb_room(wbuf *b, size_t n)
 {
+	size_t cap;
+	char *q;
+
 	if (b->bad)
-		return;
-	if (b->cap - b->len <= n) {
-		size_t cap = b->cap ? b->cap : 1024;
-		char *q;
-		while (cap - b->len <= n) {
-			if (cap > SIZE_MAX / 2) {
-				b->bad = true;
-				return;
-			}
-			cap *= 2;
-		}
-		if ((q = realloc(b->p, cap)) == NULL) {
+		return false;
+	if (b->cap - b->len > n)
+		return true;
+	// A page of twenty conversations is ~30 KB: start where a small
+	// answer fits and double, so a large one costs few copies.
+	cap = b->cap ? b->cap : 4096;
+	while (cap - b->len <= n) {
+		if (cap > SIZE_MAX / 2) {
 			b->bad = true;
-			return;
+			return false;
 		}
-		b->p = q;
-		b->cap = cap;
+		cap *= 2;
 	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
+	if ((q = realloc(b->p, cap)) == NULL) {
+		b->bad = true;
+		return false;
+	}
+	b->p = q;
+	b->cap = cap;
+	return true;
 }
 
-static void
+// The common case (room left) inline; the buffer is NUL-terminated once,
+// at the end.
+static inline void
+wb_put(wbuf *b, const char *s, size_t n)
+{
+	if (b->cap - b->len > n || wb_room(b, n)) {
+		memcpy(b->p + b->len, s, n);
+		b->len += n;
+	}
+}
+
+static inline void
 wb_putc(wbuf *b, char c)
 {
-	wb_put(b, &c, 1);
+	if (b->cap - b->len > 1 || wb_room(b, 1))
+		b->p[b->len++] = c;
 }
 
 // A JSON string, escaped as jansson escapes; invalid UTF-8 fails the dump
-// (jansson's json_string refuses it).
+// (jansson's json_string refuses it). Runs of bytes that need no escape are
+// copied whole; only bytes >= 0x80 are checked one sequence at a time.
 static void
 wb_string(wbuf *b, const char *str)
 {
 	const unsigned char *s = (const unsigned char *)str, *run = s;
-	const unsigned char *end = s + strlen(str);
 
 	wb_putc(b, '"');
-	while (*s != '\0' && !b->bad) {
-		const char *esc = NULL;
+	for (;;) {
+		unsigned char c = *s;
+		const char *esc;
 		char u[8];
 		size_t n;
 
-		if (*s >= 0x20 && *s != '"' && *s != '\\') {
-			// What jansson's json_string accepts.
-			if ((n = pl_utf8_seq((const char *)s,
-			                     (size_t)(end - s))) == 0) {
+		if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+			s++;
+			continue;
+		}
+		if (c >= 0x80) {
+			// 4 is the longest sequence; the string's NUL fails
+			// the continuation check before anything past it is
+			// read.
+			if ((n = pl_utf8_seq((const char *)s, 4)) == 0) {
 				b->bad = true;
 				return;
 			}
@@ -516,7 +538,9 @@ wb_string(wbuf *b, const char *str)
 			continue;
 		}
 		wb_put(b, (const char *)run, (size_t)(s - run));
-		switch (*s) {
+		if (c == '\0')
+			break;
+		switch (c) {
 		case '"':
 			esc = "\\\"";
 			break;
@@ -539,23 +563,29 @@ wb_string(wbuf *b, const char *str)
 			esc = "\\t";
 			break;
 		default:
-			snprintf(u, sizeof(u), "\\u%04X", (unsigned)*s);
+			snprintf(u, sizeof(u), "\\u%04X", (unsigned)c);
 			esc = u;
 		}
 		wb_put(b, esc, strlen(esc));
 		run = ++s;
 	}
-	wb_put(b, (const char *)run, (size_t)(s - run));
 	wb_putc(b, '"');
 }
 
 static void
 wb_int(wbuf *b, long long v)
 {
-	char buf[24];
-	int n = snprintf(buf, sizeof(buf), "%lld", v);
+	char buf[24], *e = buf + sizeof(buf), *p = e;
+	unsigned long long u =
+	        v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
 
-	wb_put(b, buf, (size_t)n);
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		*--p = '-';
+	wb_put(b, p, (size_t)(e - p));
 }
 
 // A jansson value written as jansson writes it (consumes v).
@@ -576,6 +606,227 @@ wb_jansson(wbuf *b, json_t *v)
 	}
 	wb_put(b, t, strlen(t));
 	free(t);
+}
+
+// ---- the text of a parley.rpc.v1.Json field, copied compactly ----
+//
+// Most such texts are small objects PostgreSQL wrote (jsonb's text: ", "
+// and ": " between items, no duplicate keys, no escapes), and parsing each
+// into a jansson tree only to write it back was a tenth of the gateway's
+// CPU on a list of conversations. json_min copies a text without its
+// whitespace when the result is certainly what jansson would write; for
+// anything jansson might write differently (an escape, a real number, an
+// integer it cannot hold, a repeated key, deep nesting) or might refuse,
+// it gives up and the caller takes jansson's way.
+
+#define MIN_DEPTH 16 // deeper: jansson's way
+#define MIN_KEYS  32 // an object with more keys: jansson's way
+
+typedef struct mini {
+	const unsigned char *s;
+	wbuf *b;
+} mini;
+
+static void
+min_ws(mini *m)
+{
+	while (*m->s == ' ' || *m->s == '\t' || *m->s == '\n' || *m->s == '\r')
+		m->s++;
+}
+
+// A string with no escape and no control byte, valid UTF-8: jansson writes
+// it back byte for byte. Its bytes without the quotes in *at, *n.
+static bool
+min_string(mini *m, const unsigned char **at, size_t *n)
+{
+	const unsigned char *p = m->s + 1;
+	size_t k;
+
+	for (;;) {
+		if (*p == '"')
+			break;
+		if (*p < 0x20 || *p == '\\')
+			return false; // NUL (the end) included
+		if (*p < 0x80) {
+			p++;
+		} else if ((k = pl_utf8_seq((const char *)p, 4)) == 0) {
+			return false;
+		} else {
+			p += k;
+		}
+	}
+	*at = m->s + 1;
+	*n = (size_t)(p - m->s - 1);
+	wb_put(m->b, (const char *)m->s, *n + 2);
+	m->s = p + 1;
+	return true;
+}
+
+// An integer as jansson writes it back: no sign on zero, no leading zero,
+// no fraction or exponent (a real), at most 18 digits (a json_int_t).
+static bool
+min_number(mini *m)
+{
+	const unsigned char *p = m->s;
+	size_t digits = 0;
+
+	if (*p == '-')
+		p++;
+	if (*p == '0') {
+		if (p != m->s || (p[1] >= '0' && p[1] <= '9'))
+			return false; // "-0", "01"
+		digits = 1;
+	} else {
+		while (p[digits] >= '0' && p[digits] <= '9')
+			digits++;
+	}
+	if (digits == 0 || digits > 18 || p[digits] == '.' ||
+	    p[digits] == 'e' || p[digits] == 'E')
+		return false;
+	p += digits;
+	wb_put(m->b, (const char *)m->s, (size_t)(p - m->s));
+	m->s = p;
+	return true;
+}
+
+static bool
+min_word(mini *m, const char *w)
+{
+	size_t n = strlen(w);
+
+	if (strncmp((const char *)m->s, w, n) != 0)
+		return false;
+	wb_put(m->b, w, n);
+	m->s += n;
+	return true;
+}
+
+static bool min_value(mini *m, int depth);
+
+static bool
+min_object(mini *m, int depth)
+{
+	const unsigned char *key[MIN_KEYS];
+	size_t klen[MIN_KEYS];
+	int n = 0;
+
+	m->s++;
+	wb_putc(m->b, '{');
+	min_ws(m);
+	if (*m->s == '}') {
+		m->s++;
+		wb_putc(m->b, '}');
+		return true;
+	}
+	for (;;) {
+		if (n == MIN_KEYS || *m->s != '"' ||
+		    !min_string(m, &key[n], &klen[n]))
+			return false;
+		// jansson keeps one value per key: a repeated key would
+		// be written once.
+		for (int i = 0; i < n; i++)
+			if (klen[i] == klen[n] &&
+			    memcmp(key[i], key[n], klen[n]) == 0)
+				return false;
+		n++;
+		min_ws(m);
+		if (*m->s != ':')
+			return false;
+		m->s++;
+		wb_putc(m->b, ':');
+		min_ws(m);
+		if (!min_value(m, depth + 1))
+			return false;
+		min_ws(m);
+		if (*m->s == '}')
+			break;
+		if (*m->s != ',')
+			return false;
+		m->s++;
+		wb_putc(m->b, ',');
+		min_ws(m);
+	}
+	m->s++;
+	wb_putc(m->b, '}');
+	return true;
+}
+
+static bool
+min_array(mini *m, int depth)
+{
+	m->s++;
+	wb_putc(m->b, '[');
+	min_ws(m);
+	if (*m->s == ']') {
+		m->s++;
+		wb_putc(m->b, ']');
+		return true;
+	}
+	for (;;) {
+		if (!min_value(m, depth + 1))
+			return false;
+		min_ws(m);
+		if (*m->s == ']')
+			break;
+		if (*m->s != ',')
+			return false;
+		m->s++;
+		wb_putc(m->b, ',');
+		min_ws(m);
+	}
+	m->s++;
+	wb_putc(m->b, ']');
+	return true;
+}
+
+static bool
+min_value(mini *m, int depth)
+{
+	const unsigned char *at;
+	size_t n;
+	unsigned char c = *m->s;
+
+	if (depth > MIN_DEPTH)
+		return false;
+	if (c == '{')
+		return min_object(m, depth);
+	if (c == '[')
+		return min_array(m, depth);
+	if (c == '"')
+		return min_string(m, &at, &n);
+	if (c == '-' || (c >= '0' && c <= '9'))
+		return min_number(m);
+	// A word must end where the grammar says ("truex" is jansson's to
+	// refuse): the caller checks what follows.
+	return min_word(m, "true") || min_word(m, "false") ||
+	       min_word(m, "null");
+}
+
+// The text of Json message sub, compact, as jansson would write it.
+static void
+wb_json_text(wbuf *b, const ProtobufCMessage *sub)
+{
+	const char *text = NULL;
+	size_t mark = b->len;
+	mini m;
+
+	if (sub != NULL)
+		text = *(char *const *)cmember(
+		        sub, json_text_field(sub->descriptor)->offset);
+	if (text != NULL && !b->bad) {
+		m.s = (const unsigned char *)text;
+		m.b = b;
+		min_ws(&m);
+		if (min_value(&m, 1)) {
+			min_ws(&m);
+			if (*m.s == '\0' && !b->bad)
+				return;
+		}
+		if (b->bad)
+			return;
+		b->len = mark; // jansson's way from the start
+	}
+	wb_jansson(b, inline_json(sub));
 }
 
 static void dump_msg(wbuf *b, const ProtobufCMessage *m, int depth);
@@ -643,7 +894,7 @@ dump_value(wbuf *b, const ProtobufCFieldDescriptor *f, const void *p, int depth)
 	case PROTOBUF_C_TYPE_MESSAGE:
 		sub = *(ProtobufCMessage *const *)p;
 		if (is_json_field(f))
-			wb_jansson(b, inline_json(sub));
+			wb_json_text(b, sub);
 		else if (sub != NULL)
 			dump_msg(b, sub, depth);
 		else if (depth > PL_JSON_MAX_DEPTH)
@@ -713,6 +964,7 @@ pl_json_dump_pb(const ProtobufCMessage *m, size_t *len)
 		free(b.p);
 		return NULL;
 	}
+	b.p[b.len] = '\0'; // every put leaves room for it
 	if (len != NULL)
 		*len = b.len;
 	return b.p;

@@ -295,6 +295,7 @@ test_dump_strings(void **state)
 		"\xf4\x8f\xbf\xbf",
 		"\xef\xbf\xbf",
 		"\xc2\x80",
+		"\xe2\x80\xa8 \xe2\x80\xa9",
 		// invalid: continuation first, overlong 2/3/4-byte, surrogate,
 		// past U+10FFFF, truncated, bad lead bytes.
 		"\x80",
@@ -319,6 +320,103 @@ test_dump_strings(void **state)
 		m.f_string = "";
 		m.r_string = r;
 		m.n_r_string = 2;
+		expect_dump_is_tree(&m.base);
+	}
+}
+
+// The text of a Json field comes out as jansson writes the value it holds,
+// byte for byte, whether the dump copies it (the usual compact case) or
+// parses it: key order kept, a repeated key once, reals and big integers
+// in jansson's form, escapes resolved, anything that is not one JSON value
+// null.
+static void
+test_dump_json_texts(void **state)
+{
+	static const char *const texts[] = {
+		"{}",
+		"[]",
+		" { } ",
+		"[ ]",
+		"null",
+		"true",
+		"false",
+		"0",
+		"-1",
+		"123456789012345678",
+		"-123456789012345678",
+		"1234567890123456789",
+		"9223372036854775808",
+		"-0",
+		"01",
+		"1.0",
+		"0.1",
+		"1e2",
+		"2E-3",
+		"\"\"",
+		"\"plain\"",
+		"{\"name\": \"Customer 12\"}",
+		"{\"z\": 1, \"a\": [true, {\"b\": \"c\"}], \"m\": null}",
+		"{\"k\": [1, 2], \"a\": null}",
+		" {\n\t\"a\" :\r[ 1 ,2 , [ ] , { } ] } \n",
+		"{\"a\": 1, \"a\": 2}",
+		"{\"a\": 1, \"b\": {\"a\": 2}}",
+		"{\"caf\xc3\xa9\": \"\xf0\x9f\x8d\x95\", \"u\": "
+		"\"\xe2\x80\xa8\"}",
+		"\"\x7f\"",
+		"\"esc \\\" \\\\ \\/ \\n \\u00e9 \\ud83c\\udf55\"",
+		"\"\\u0000\"",
+		"\"tab\there\"",
+		"\"\xc3\"",
+		"\"\xed\xa0\x80\"",
+		"[1, 2.5, \"x\", -7, 0]",
+		"[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]",
+		"{\"a\":{\"a\":{\"a\":{\"a\":{\"a\":{\"a\":{\"a\":{\"a\":{"
+		"\"a\":{"
+		"\"a\":{\"a\":{\"a\":{\"a\":{\"a\":{\"a\":{\"a\":{\"a\":1}}}}}}"
+		"}}"
+		"}}}}}}}}}",
+		"truex",
+		"nul",
+		"[1,]",
+		"{\"a\":1,}",
+		"{\"a\" 1}",
+		"{1: 2}",
+		"[1] 2",
+		"\"open",
+		"{\"a\": [1, 2}",
+		"",
+		"   ",
+		"+1",
+		".5",
+		"-",
+		"[-]",
+		"{\"k00\":0,\"k01\":1,\"k02\":2,\"k03\":3,\"k04\":4,\"k05\":5,"
+		"\"k06\":6,\"k07\":7,\"k08\":8,\"k09\":9,\"k10\":10,\"k11\":11,"
+		"\"k12\":12,\"k13\":13,\"k14\":14,\"k15\":15,\"k16\":16,"
+		"\"k17\":17,\"k18\":18,\"k19\":19,\"k20\":20,\"k21\":21,"
+		"\"k22\":22,\"k23\":23,\"k24\":24,\"k25\":25,\"k26\":26,"
+		"\"k27\":27,\"k28\":28,\"k29\":29,\"k30\":30,\"k31\":31,"
+		"\"k32\":32,\"k00\":33}",
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		JsonTest m = PARLEY__TEST__V1__JSON_TEST__INIT;
+		Json meta = PARLEY__RPC__V1__JSON__INIT, other;
+		Json *r[2] = { &meta, &other };
+
+		meta.text = (char *)texts[i];
+		m.meta = &meta;
+		expect_dump_is_tree(&m.base);
+		// In a repeated field, after a value: a text given up on
+		// part way leaves nothing of itself behind.
+		other = meta;
+		other.text = "{\"x\": [1, 2]}";
+		m.meta = NULL;
+		m.r_meta = r;
+		m.n_r_meta = 2;
+		expect_dump_is_tree(&m.base);
+		r[0] = &other;
+		r[1] = &meta;
 		expect_dump_is_tree(&m.base);
 	}
 }
@@ -1340,6 +1438,7 @@ main(void)
 		                                teardown),
 		cmocka_unit_test(test_arena_limit),
 		cmocka_unit_test(test_dump_strings),
+		cmocka_unit_test(test_dump_json_texts),
 		cmocka_unit_test_setup_teardown(test_proto2_labels, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_real_protos, setup,
