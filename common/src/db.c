@@ -118,6 +118,8 @@ static PGconn *
 connect_db(pl_db *db)
 {
 	PGconn *c = PQconnectdb(db->url);
+	PGresult *r;
+
 	if (c == NULL) {
 		pl_error("could not connect to database: out of memory");
 		return NULL;
@@ -129,6 +131,18 @@ connect_db(pl_db *db)
 		return NULL;
 	}
 	PQsetNoticeProcessor(c, notice_to_log, NULL);
+	// Timestamps are read in the ISO form (pl_db_ts) whatever the
+	// server's or the role's default. The day/month order (for input)
+	// and the time zone stay as they were: ISO output carries the offset.
+	r = PQexec(c, "SET DateStyle = 'ISO'");
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		const char *m = PQresultErrorMessage(r);
+		pl_error("could not set DateStyle: %.*s", msglen(m), m);
+		PQclear(r);
+		PQfinish(c);
+		return NULL;
+	}
+	PQclear(r);
 	return c;
 }
 
@@ -690,6 +704,158 @@ pl_db_array(pl_arena *a, const char *const *items, size_t n)
 	*p++ = '}';
 	*p = '\0';
 	return s;
+}
+
+// Howard Hinnant's days_from_civil and civil_from_days: days since
+// 1970-01-01 in the proleptic Gregorian calendar, as PostgreSQL counts.
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+static void
+civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+	int64_t era, doe, yoe, doy, mp;
+
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = yoe + era * 400 + (*m <= 2);
+}
+
+// Reads n digits at *s into *out, advancing *s; false at anything else
+// (the terminating NUL included, so nothing past it is read).
+static bool
+digits(const char **s, int n, int *out)
+{
+	int x = 0;
+
+	for (int i = 0; i < n; i++) {
+		if ((*s)[i] < '0' || (*s)[i] > '9')
+			return false;
+		x = x * 10 + ((*s)[i] - '0');
+	}
+	*s += n;
+	*out = x;
+	return true;
+}
+
+static bool
+lit(const char **s, char c)
+{
+	if (**s != c)
+		return false;
+	(*s)++;
+	return true;
+}
+
+static void
+put(char *p, int x, int n)
+{
+	while (n-- > 0) {
+		p[n] = (char)('0' + x % 10);
+		x /= 10;
+	}
+}
+
+// Writes UTC second t (since 1970) and ms as YYYY-MM-DDTHH:MM:SS.mmmZ;
+// false when the year is not 4 digits.
+static bool
+ts_put(int64_t t, int ms, char out[25])
+{
+	int64_t days = (t >= 0 ? t : t - 86399) / 86400, y;
+	int sod = (int)(t - days * 86400), m, d;
+
+	civil_from_days(days, &y, &m, &d);
+	if (y < 1 || y > 9999)
+		return false;
+	put(out, (int)y, 4);
+	out[4] = '-';
+	put(out + 5, m, 2);
+	out[7] = '-';
+	put(out + 8, d, 2);
+	out[10] = 'T';
+	put(out + 11, sod / 3600, 2);
+	out[13] = ':';
+	put(out + 14, sod / 60 % 60, 2);
+	out[16] = ':';
+	put(out + 17, sod % 60, 2);
+	out[19] = '.';
+	put(out + 20, ms, 3);
+	out[23] = 'Z';
+	out[24] = '\0';
+	return true;
+}
+
+// pl_db_ts's conversion into out; false when pg is not in the form it
+// knows.
+static bool
+ts_iso(const char *pg, char out[25])
+{
+	static const int mdays[12] = { 31, 29, 31, 30, 31, 30,
+		                       31, 31, 30, 31, 30, 31 };
+	const char *s = pg;
+	int y, mo, d, h, mi, sec, ms = 0, sign, oh, om = 0, os = 0, n = 0;
+
+	if (!digits(&s, 4, &y) || !lit(&s, '-') || !digits(&s, 2, &mo) ||
+	    !lit(&s, '-') || !digits(&s, 2, &d) || !lit(&s, ' ') ||
+	    !digits(&s, 2, &h) || !lit(&s, ':') || !digits(&s, 2, &mi) ||
+	    !lit(&s, ':') || !digits(&s, 2, &sec))
+		return false;
+	if (lit(&s, '.')) {
+		// Milliseconds truncated, as to_char's MS does.
+		for (; *s >= '0' && *s <= '9'; s++, n++)
+			if (n < 3)
+				ms = ms * 10 + (*s - '0');
+		if (n < 1 || n > 6)
+			return false;
+		for (; n < 3; n++)
+			ms *= 10;
+	}
+	if (*s != '+' && *s != '-')
+		return false;
+	sign = *s++ == '-' ? -1 : 1;
+	if (!digits(&s, 2, &oh))
+		return false;
+	if (lit(&s, ':')) {
+		if (!digits(&s, 2, &om))
+			return false;
+		if (lit(&s, ':') && !digits(&s, 2, &os))
+			return false;
+	}
+	// Nothing after the offset: " BC" is refused here.
+	if (*s != '\0' || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+	    h > 23 || mi > 59 || sec > 59 || om > 59 || os > 59)
+		return false;
+	if (mo == 2 && d == 29 &&
+	    (y % 4 != 0 || (y % 100 == 0 && y % 400 != 0)))
+		return false;
+	// Local time minus the offset is UTC, whatever day, month or year
+	// boundary that crosses.
+	return ts_put(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 +
+	                      sec - sign * (oh * 3600 + om * 60 + os),
+	              ms, out);
+}
+
+char *
+pl_db_ts(pl_arena *a, const char *pg)
+{
+	char out[25];
+
+	return pl_arena_strdup(a, ts_iso(pg, out) ? out : pg);
 }
 
 // FNV-1a of a statement's text: pl_db_read's cache key (the text is

@@ -14,43 +14,34 @@
 #include "messaging.h"
 #include "engage.h"
 
-#define TS(x) "messaging.fmt_ts(" x ")"
-
+// Timestamps come as the raw timestamptz, which vts() puts in the API's
+// form: messaging.fmt_ts's to_char cost PostgreSQL ~0.9 us a value, the
+// plain text output ~0.25 us, and a list formats ~14 a row.
 #define CONTACT_COLS                                                           \
 	"k.id, k.channel_id, k.external_id, k.external_id_kind, "              \
 	"coalesce(k.phone,''), coalesce(k.phone_raw,''), "                     \
 	"coalesce(k.business_user_id,''), coalesce(k.parent_user_id,''), "     \
 	"k.name, k.language, k.profile::text, array_to_json(k.tags)::text, "   \
-	"k.custom_fields::text, " TS("k.opted_out_at") ", " TS(                \
-	        "k.created_at") ", " TS("k.updated_at")
+	"k.custom_fields::text, k.opted_out_at, k.created_at, k.updated_at"
 #define CONTACT_NCOLS 16
 
-#define CONV_COLS                                                                                            \
-	"c.id, c.contact_id, c.channel_id, coalesce(c.agent_id::text,''), "                                  \
-	"c.status, c.owner, coalesce(c.assigned_user_id::text,''), c.stage, "                                \
-	"coalesce(c.intent_level,''), coalesce(c.sentiment,''), "                                            \
-	"c.handoff_reason, c.message_count, " TS("c.last_inbound_at") ", " TS("c.last_outbound_at") ", " TS( \
-	        "c.last_bot_message_at") ", " TS("c.last_inbound_at + "                                      \
-	                                         "interval '24 hours'") ","                                  \
-	                                                                " " TS("c.closed_at") ", " TS(       \
-	                                                                        "c.created_at") ", " TS("c.updated_at")
+#define CONV_COLS                                                              \
+	"c.id, c.contact_id, c.channel_id, coalesce(c.agent_id::text,''), "    \
+	"c.status, c.owner, coalesce(c.assigned_user_id::text,''), c.stage, "  \
+	"coalesce(c.intent_level,''), coalesce(c.sentiment,''), "              \
+	"c.handoff_reason, c.message_count, c.last_inbound_at, "               \
+	"c.last_outbound_at, c.last_bot_message_at, "                          \
+	"c.last_inbound_at + interval '24 hours', c.closed_at, c.created_at, " \
+	"c.updated_at"
 #define CONV_NCOLS 19
 
-#define MSG_COLS                                                                                                                                       \
-	"m.id, m.conversation_id, m.channel_id, m.direction, m.sender, "                                                                               \
-	"coalesce(m.sender_user_id::text,''), m.type, m.text, m.media_url, "                                                                           \
-	"m.media_mime_type, coalesce(m.provider_message_id,''), "                                                                                      \
-	"m.status, " TS("m.queued_at") ", " TS("m.sent_at") ", " TS(                                                                                   \
-	        "m."                                                                                                                                   \
-	        "delivere"                                                                                                                             \
-	        "d_at") ", " TS("m.read_at") ", " TS("m.played_at") ", " TS("m.failed_at") ", "                                                        \
-	                                                                                   "m.error_code, "                                            \
-	                                                                                   "m.error_text, " TS(                                        \
-	                                                                                           "m.provider_"                                       \
-	                                                                                           "created_at") ", "                                  \
-	                                                                                                         "m.metadata::text, "                  \
-	                                                                                                         "coalesce(m.agent_id::text,''), " TS( \
-	                                                                                                                 "m.created_at")
+#define MSG_COLS                                                               \
+	"m.id, m.conversation_id, m.channel_id, m.direction, m.sender, "       \
+	"coalesce(m.sender_user_id::text,''), m.type, m.text, m.media_url, "   \
+	"m.media_mime_type, coalesce(m.provider_message_id,''), m.status, "    \
+	"m.queued_at, m.sent_at, m.delivered_at, m.read_at, m.played_at, "     \
+	"m.failed_at, m.error_code, m.error_text, m.provider_created_at, "     \
+	"m.metadata::text, coalesce(m.agent_id::text,''), m.created_at"
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -104,6 +95,13 @@ v(pl_arena *a, PGresult *r, int row, int col)
 	return pl_arena_strdup(a, PQgetvalue(r, row, col));
 }
 
+// A timestamptz column in the API's form (see pl_db_ts).
+static char *
+vts(pl_arena *a, PGresult *r, int row, int col)
+{
+	return pl_db_ts(a, PQgetvalue(r, row, col));
+}
+
 static Parley__Rpc__V1__Json *
 jv(pl_arena *a, PGresult *r, int row, int col)
 {
@@ -153,9 +151,9 @@ contact_row(pl_arena *a, PGresult *r, int row, int c0)
 	}
 	json_decref(tags);
 	k->custom_fields = jv(a, r, row, c0 + 12);
-	k->opted_out_at = v(a, r, row, c0 + 13);
-	k->created_at = v(a, r, row, c0 + 14);
-	k->updated_at = v(a, r, row, c0 + 15);
+	k->opted_out_at = vts(a, r, row, c0 + 13);
+	k->created_at = vts(a, r, row, c0 + 14);
+	k->updated_at = vts(a, r, row, c0 + 15);
 	return k;
 }
 
@@ -179,13 +177,13 @@ conv_row(pl_arena *a, PGresult *r, int row, bool with_contact)
 	c->sentiment = en(sentiment_names, 4, r, row, 9);
 	c->handoff_reason = v(a, r, row, 10);
 	c->message_count = strtoll(PQgetvalue(r, row, 11), NULL, 10);
-	c->last_inbound_at = v(a, r, row, 12);
-	c->last_outbound_at = v(a, r, row, 13);
-	c->last_bot_message_at = v(a, r, row, 14);
-	c->window_expires_at = v(a, r, row, 15);
-	c->closed_at = v(a, r, row, 16);
-	c->created_at = v(a, r, row, 17);
-	c->updated_at = v(a, r, row, 18);
+	c->last_inbound_at = vts(a, r, row, 12);
+	c->last_outbound_at = vts(a, r, row, 13);
+	c->last_bot_message_at = vts(a, r, row, 14);
+	c->window_expires_at = vts(a, r, row, 15);
+	c->closed_at = vts(a, r, row, 16);
+	c->created_at = vts(a, r, row, 17);
+	c->updated_at = vts(a, r, row, 18);
 	if (with_contact)
 		c->contact = contact_row(a, r, row, CONV_NCOLS);
 	return c;
@@ -211,18 +209,18 @@ msg_row(pl_arena *a, PGresult *r, int row)
 	m->media_mime_type = v(a, r, row, 9);
 	m->provider_message_id = v(a, r, row, 10);
 	m->status = en(msg_status_names, 8, r, row, 11);
-	m->queued_at = v(a, r, row, 12);
-	m->sent_at = v(a, r, row, 13);
-	m->delivered_at = v(a, r, row, 14);
-	m->read_at = v(a, r, row, 15);
-	m->played_at = v(a, r, row, 16);
-	m->failed_at = v(a, r, row, 17);
+	m->queued_at = vts(a, r, row, 12);
+	m->sent_at = vts(a, r, row, 13);
+	m->delivered_at = vts(a, r, row, 14);
+	m->read_at = vts(a, r, row, 15);
+	m->played_at = vts(a, r, row, 16);
+	m->failed_at = vts(a, r, row, 17);
 	m->error_code = v(a, r, row, 18);
 	m->error_text = v(a, r, row, 19);
-	m->provider_created_at = v(a, r, row, 20);
+	m->provider_created_at = vts(a, r, row, 20);
 	m->metadata = jv(a, r, row, 21);
 	m->agent_id = v(a, r, row, 22);
-	m->created_at = v(a, r, row, 23);
+	m->created_at = vts(a, r, row, 23);
 	return m;
 }
 
@@ -1967,6 +1965,21 @@ sql_filter(char *sql, size_t cap, size_t *len, const char **p, int *np,
 	*len += k > 0 ? (size_t)k : 0;
 }
 
+// The time of a conversations page token: the text of last_activity_at
+// as the row gave it, offset and microseconds included. Tokens made before
+// held UTC without an offset (to_char's YYYY-MM-DD"T"HH24:MI:SS.US),
+// which ::timestamptz would read in the session's time zone: they get
+// "+00".
+static char *
+cursor_ts(pl_arena *a, const char *s, size_t n)
+{
+	bool offset = n > 10 && (memchr(s + 10, '+', n - 10) != NULL ||
+	                         memchr(s + 10, '-', n - 10) != NULL);
+
+	return offset ? pl_arena_strndup(a, s, n)
+	              : pl_arena_printf(a, "%.*s+00", (int)n, s);
+}
+
 int
 messaging_store_list_conversations(pl_call *call, pl_db *db,
                                    const char *tenant_id,
@@ -1985,8 +1998,7 @@ messaging_store_list_conversations(pl_call *call, pl_db *db,
 		if (bar == NULL || !pl_uuid_valid(bar + 1))
 			return pl_call_violation(call, "page.page_token",
 			                         "is not a valid page token");
-		ts = pl_arena_strndup(call->arena, after,
-		                      (size_t)(bar - after));
+		ts = cursor_ts(call->arena, after, (size_t)(bar - after));
 		id = bar + 1;
 	}
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
@@ -1995,12 +2007,10 @@ messaging_store_list_conversations(pl_call *call, pl_db *db,
 	// shape: the tenant's conversations in the order of the index
 	// (tenant, last_activity_at, id), the page's rows and no more.
 	p[0] = tenant_id;
-	len = (size_t)snprintf(
-	        sql, sizeof(sql),
-	        "SELECT " CONV_COLS ", " CONTACT_COLS
-	        ", to_char(c.last_activity_at AT TIME ZONE 'UTC', "
-	        "'YYYY-MM-DD\"T\"HH24:MI:SS.US')" CONV_FROM
-	        "WHERE c.tenant_id = $1");
+	len = (size_t)snprintf(sql, sizeof(sql),
+	                       "SELECT " CONV_COLS ", " CONTACT_COLS
+	                       ", c.last_activity_at" CONV_FROM
+	                       "WHERE c.tenant_id = $1");
 	sql_filter(sql, sizeof(sql), &len, p, &np, f->status,
 	           " AND c.status = $%d::text");
 	sql_filter(sql, sizeof(sql), &len, p, &np, f->owner,
@@ -2024,8 +2034,8 @@ messaging_store_list_conversations(pl_call *call, pl_db *db,
 		                        " AND c.assigned_user_id IS NULL");
 	if (ts != NULL) {
 		sql_filter(sql, sizeof(sql), &len, p, &np, ts,
-		           " AND (c.last_activity_at, c.id) < (($%d::timestamp "
-		           "AT TIME ZONE 'UTC'), ");
+		           " AND (c.last_activity_at, c.id) < "
+		           "($%d::timestamptz, ");
 		sql_filter(sql, sizeof(sql), &len, p, &np, id, "$%d::uuid)");
 	}
 	sql_filter(sql, sizeof(sql), &len, p, &np, lim,

@@ -812,6 +812,77 @@ test_row_level_security(void **state)
 	pl_db_close(db);
 }
 
+// A role whose defaults are neither ISO nor UTC: pl_db's sessions output
+// ISO (keeping the role's day/month order) and keep its time zone, and
+// pl_db_ts gives what to_char gave in every zone, local mean time and
+// daylight saving included.
+static void
+test_timestamps(void **state)
+{
+	static const char *const zones[] = {
+		"America/St_Johns", "UTC",
+		"Asia/Kathmandu",   "Pacific/Kiritimati",
+		"Europe/Amsterdam", "America/New_York",
+	};
+	fixture *f = need_pg(state);
+	char url[PGH_URL_MAX];
+	pl_db *db;
+	pl_arena a;
+	PGresult *r;
+
+	assert_int_equal(pgh_exec_url(f->url,
+	                              "CREATE ROLE app_ts LOGIN;"
+	                              "ALTER ROLE app_ts SET DateStyle = "
+	                              "'SQL, DMY';"
+	                              "ALTER ROLE app_ts SET TimeZone = "
+	                              "'America/St_Johns'"),
+	                 0);
+	assert_int_equal(pgh_url(&f->h, "app_ts", "dbtest", url, sizeof(url)),
+	                 0);
+	db = pl_db_open(url);
+	pl_arena_init(&a, 0, 0);
+	r = pl_db_exec(db, "SHOW DateStyle", 0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "ISO, DMY");
+	PQclear(r);
+	r = pl_db_exec(db, "SHOW TimeZone", 0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "America/St_Johns");
+	PQclear(r);
+	for (size_t z = 0; z < sizeof(zones) / sizeof(zones[0]); z++) {
+		const char *p[1] = { zones[z] };
+		int n;
+
+		r = pl_db_exec(db, "SELECT set_config('TimeZone', $1, false)",
+		               1, p);
+		assert_int_equal(pl_db_result_status(r), PL_OK);
+		PQclear(r);
+		r = pl_db_exec(
+		        db,
+		        "SELECT t, to_char(t AT TIME ZONE 'UTC', "
+		        "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM "
+		        "generate_series(timestamptz '1850-01-01 "
+		        "00:00:00.000001+00', timestamptz '2100-01-01+00', "
+		        "interval '3 days 7 hours 13 minutes 17.123457 "
+		        "seconds') t UNION ALL SELECT NULL, NULL",
+		        0, NULL);
+		assert_int_equal(pl_db_result_status(r), PL_OK);
+		n = PQntuples(r);
+		assert_true(n > 20000);
+		for (int i = 0; i < n; i++) {
+			const char *got = pl_db_ts(&a, PQgetvalue(r, i, 0));
+			if (strcmp(got, PQgetvalue(r, i, 1)) != 0)
+				fail_msg("%s: \"%s\" gives \"%s\", want \"%s\"",
+				         zones[z], PQgetvalue(r, i, 0), got,
+				         PQgetvalue(r, i, 1));
+		}
+		PQclear(r);
+		pl_arena_reset(&a);
+	}
+	pl_arena_fini(&a);
+	pl_db_close(db);
+}
+
 // pl_db_array: quotes, backslashes, commas, braces and NULL round-trip
 // through PostgreSQL's array input.
 static void
@@ -1000,6 +1071,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_prepared_record, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_array_literal, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_timestamps, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_exec_params_verbatim,
 		                                setup, teardown),

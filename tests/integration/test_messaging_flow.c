@@ -25,6 +25,7 @@
 
 #define T1     "0190a000-0000-7000-8000-000000000001"
 #define T2     "0190a000-0000-7000-8000-000000000002"
+#define T3     "0190a000-0000-7000-8000-000000000003"
 #define U1     "0190a000-0000-7000-8000-0000000000a1"
 #define C_WA   "0190a000-0000-7000-8000-0000000000c1"
 #define C_IB   "0190a000-0000-7000-8000-0000000000c2"
@@ -1652,6 +1653,235 @@ test_lists_and_contacts(void **state)
 	        PL_INVALID_ARGUMENT);
 }
 
+// A conversation of T3 as the API must give it: what messaging.fmt_ts
+// gives in SQL, and the page token that to_char made before (UTC,
+// microseconds, no offset).
+typedef struct conv_want {
+	char id[40], created[32], updated[32], inbound[32], window[32],
+	        closed[32], contact_created[32], contact_updated[32],
+	        old_token[128];
+} conv_want;
+
+// T3's conversations (made the first time): last activities 1 us apart,
+// two tied, across a leap day and a year; in the API's order.
+static int
+t3_conversations(conv_want *w, int max)
+{
+	PGconn *c;
+	PGresult *r;
+	int n;
+
+	assert_int_equal(
+	        sqlv("INSERT INTO messaging.contacts (tenant_id, id, "
+	             "channel_id, external_id, external_id_kind, created_at, "
+	             "updated_at) VALUES ('" T3 "', '" T3 "', '" C_WA
+	             "', '+34600000003', 'phone', '2024-02-29 "
+	             "20:30:00.123456+00', '2024-03-01 01:30:00.9999+05') ON "
+	             "CONFLICT DO NOTHING;"
+	             "INSERT INTO messaging.conversations (tenant_id, id, "
+	             "contact_id, channel_id, status, last_inbound_at, "
+	             "last_activity_at, closed_at, created_at, updated_at) "
+	             "SELECT '" T3 "', v.id::uuid, '" T3 "', '" C_WA
+	             "', 'closed', v.t - interval '90 minutes', v.t, v.t, "
+	             "v.t - interval '1 day 0.00025 s', v.t FROM (VALUES "
+	             "('0190a000-0000-7000-8000-0000000000d1', timestamptz "
+	             "'2024-02-29 23:59:59.999999+00'), "
+	             "('0190a000-0000-7000-8000-0000000000d2', "
+	             "'2024-03-01 00:00:00.000001+00'), "
+	             "('0190a000-0000-7000-8000-0000000000d3', "
+	             "'2024-03-01 00:00:00.000001+00'), "
+	             "('0190a000-0000-7000-8000-0000000000d4', "
+	             "'2024-03-01 00:00:00+00'), "
+	             "('0190a000-0000-7000-8000-0000000000d5', "
+	             "'2023-12-31 23:30:00.5+00'), "
+	             "('0190a000-0000-7000-8000-0000000000d6', "
+	             "'2024-03-01 00:00:00.000002+00')) v(id, t) ON CONFLICT "
+	             "DO NOTHING",
+	             NULL, 0),
+	        0);
+	c = PQconnectdb(h.admin_url);
+	r = PQexec(c, "SELECT c.id, messaging.fmt_ts(c.created_at), "
+	              "messaging.fmt_ts(c.updated_at), "
+	              "messaging.fmt_ts(c.last_inbound_at), "
+	              "messaging.fmt_ts(c.last_inbound_at + interval '24 "
+	              "hours'), messaging.fmt_ts(c.closed_at), "
+	              "messaging.fmt_ts(k.created_at), "
+	              "messaging.fmt_ts(k.updated_at), "
+	              "to_char(c.last_activity_at AT TIME ZONE 'UTC', "
+	              "'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '|' || c.id FROM "
+	              "messaging.conversations c JOIN messaging.contacts k ON "
+	              "k.tenant_id = c.tenant_id AND k.id = c.contact_id WHERE "
+	              "c.tenant_id = '" T3 "' ORDER BY c.last_activity_at "
+	              "DESC, c.id DESC");
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	n = PQntuples(r);
+	assert_true(n <= max);
+	for (int i = 0; i < n; i++) {
+		conv_want *x = &w[i];
+		snprintf(x->id, sizeof(x->id), "%s", PQgetvalue(r, i, 0));
+		snprintf(x->created, sizeof(x->created), "%s",
+		         PQgetvalue(r, i, 1));
+		snprintf(x->updated, sizeof(x->updated), "%s",
+		         PQgetvalue(r, i, 2));
+		snprintf(x->inbound, sizeof(x->inbound), "%s",
+		         PQgetvalue(r, i, 3));
+		snprintf(x->window, sizeof(x->window), "%s",
+		         PQgetvalue(r, i, 4));
+		snprintf(x->closed, sizeof(x->closed), "%s",
+		         PQgetvalue(r, i, 5));
+		snprintf(x->contact_created, sizeof(x->contact_created), "%s",
+		         PQgetvalue(r, i, 6));
+		snprintf(x->contact_updated, sizeof(x->contact_updated), "%s",
+		         PQgetvalue(r, i, 7));
+		snprintf(x->old_token, sizeof(x->old_token), "%s",
+		         PQgetvalue(r, i, 8));
+	}
+	PQclear(r);
+	PQfinish(c);
+	return n;
+}
+
+// YYYY-MM-DDTHH:MM:SS.mmmZ
+static bool
+is_api_ts(const char *s)
+{
+	static const char form[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+
+	for (size_t i = 0; i < sizeof(form); i++)
+		if (form[i] == 'd' ? s[i] < '0' || s[i] > '9' : s[i] != form[i])
+			return false;
+	return true;
+}
+
+static void
+check_conv(const msg_conv_pb *c, const conv_want *w)
+{
+	const char *const ts[] = {
+		c->created_at,         c->updated_at, c->last_inbound_at,
+		c->window_expires_at,  c->closed_at,  c->contact->created_at,
+		c->contact->updated_at
+	};
+
+	assert_string_equal(c->id, w->id);
+	for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
+		assert_true(is_api_ts(ts[i]));
+	assert_string_equal(c->created_at, w->created);
+	assert_string_equal(c->updated_at, w->updated);
+	assert_string_equal(c->last_inbound_at, w->inbound);
+	assert_string_equal(c->window_expires_at, w->window);
+	assert_string_equal(c->closed_at, w->closed);
+	assert_string_equal(c->contact->created_at, w->contact_created);
+	assert_string_equal(c->contact->updated_at, w->contact_updated);
+	assert_string_equal(c->last_outbound_at, "");
+	assert_string_equal(c->contact->opted_out_at, "");
+}
+
+// One conversation a page, through the service and through the store on
+// a session in another time zone (+05:45): each once, in order, with the
+// tokens made now and with those made before, which carried no offset.
+static void
+test_conversation_pages(void **state)
+{
+	static const char *const order[] = {
+		"0190a000-0000-7000-8000-0000000000d6",
+		"0190a000-0000-7000-8000-0000000000d3",
+		"0190a000-0000-7000-8000-0000000000d2",
+		"0190a000-0000-7000-8000-0000000000d4",
+		"0190a000-0000-7000-8000-0000000000d1",
+		"0190a000-0000-7000-8000-0000000000d5",
+	};
+	pl_principal p = svch_user(T3, U1, PARLEY__RPC__V1__ROLE__ROLE_VIEWER);
+	Parley__Messaging__V1__ListConversationsRequest lq =
+	        PARLEY__MESSAGING__V1__LIST_CONVERSATIONS_REQUEST__INIT;
+	Parley__Messaging__V1__ListConversationsResponse *qr;
+	Parley__Rpc__V1__PageRequest pg = PARLEY__RPC__V1__PAGE_REQUEST__INIT;
+	msg_conv_filter f = { 0 };
+	conv_want w[8];
+	pl_arena a;
+	pl_call call = { .arena = &a };
+	pl_db *db;
+	PGresult *r;
+	int n;
+
+	(void)state;
+	NEED();
+	n = t3_conversations(w, 8);
+	assert_int_equal(n, 6);
+	for (int i = 0; i < n; i++)
+		assert_string_equal(w[i].id, order[i]);
+	pl_arena_init(&a, 0, 0);
+	pg.page_size = 1;
+	lq.page = &pg;
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(
+		        svch_call(
+		                &h,
+		                "/parley.messaging.v1.Messaging/"
+		                "ListConversations",
+		                &p, &lq.base,
+		                &parley__messaging__v1__list_conversations_response__descriptor,
+		                (void **)&qr, NULL),
+		        PL_OK);
+		assert_int_equal(qr->n_conversations, 1);
+		check_conv(qr->conversations[0], &w[i]);
+		assert_int_equal(qr->next_page_token[0] != '\0', i < n - 1);
+		pg.page_token = qr->next_page_token;
+	}
+	for (int i = 0; i < n - 1; i++) {
+		pg.page_token = messaging_cursor_encode(&a, w[i].old_token);
+		assert_int_equal(
+		        svch_call(
+		                &h,
+		                "/parley.messaging.v1.Messaging/"
+		                "ListConversations",
+		                &p, &lq.base,
+		                &parley__messaging__v1__list_conversations_response__descriptor,
+		                (void **)&qr, NULL),
+		        PL_OK);
+		assert_int_equal(qr->n_conversations, 1);
+		check_conv(qr->conversations[0], &w[i + 1]);
+	}
+
+	// The service's sessions are in UTC, where a time without an offset
+	// reads the same either way: the store again, on a session that is
+	// not.
+	db = pl_db_open(h.db_url);
+	r = pl_db_exec(db, "SET TimeZone = 'Asia/Kathmandu'", 0, NULL);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	PQclear(r);
+	{
+		const char *after = NULL;
+		for (int i = 0; i < n; i++) {
+			msg_conv_pb **out;
+			size_t got;
+			char *next;
+			assert_int_equal(messaging_store_list_conversations(
+			                         &call, db, T3, &f, after, 1,
+			                         &out, &got, &next),
+			                 PL_OK);
+			assert_int_equal(got, 1);
+			check_conv(out[0], &w[i]);
+			assert_int_equal(next != NULL, i < n - 1);
+			after = next ? messaging_cursor_decode(&a, next) : NULL;
+			if (after != NULL)
+				assert_non_null(strstr(after, "+05:45|"));
+		}
+	}
+	for (int i = 0; i < n - 1; i++) {
+		msg_conv_pb **out;
+		size_t got;
+		char *next;
+		assert_int_equal(messaging_store_list_conversations(
+		                         &call, db, T3, &f, w[i].old_token, 1,
+		                         &out, &got, &next),
+		                 PL_OK);
+		assert_int_equal(got, 1);
+		check_conv(out[0], &w[i + 1]);
+	}
+	pl_db_close(db);
+	pl_arena_fini(&a);
+}
+
 static void
 test_webchat(void **state)
 {
@@ -1936,6 +2166,7 @@ main(void)
 		cmocka_unit_test(test_auto_handback),
 		cmocka_unit_test(test_cross_tenant),
 		cmocka_unit_test(test_lists_and_contacts),
+		cmocka_unit_test(test_conversation_pages),
 		cmocka_unit_test(test_webchat),
 		cmocka_unit_test(test_verify_and_unimplemented),
 		cmocka_unit_test(test_inbox_keep),

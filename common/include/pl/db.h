@@ -81,6 +81,16 @@ PGresult *pl_db_read(pl_db *db, const char *tenant_id, const char *sql,
 // NULL elements. In the arena; NULL when out of memory.
 char *pl_db_array(pl_arena *a, const char *const *items, size_t n);
 
+// A timestamptz as PostgreSQL's ISO text output gives it (the DateStyle
+// every pl_db connection sets), "YYYY-MM-DD HH:MM:SS[.f{1,6}]{+|-}HH[:MM
+// [:SS]]" in whatever the session's time zone, as UTC
+// "YYYY-MM-DDTHH:MM:SS.mmmZ", milliseconds truncated: what to_char(t AT
+// TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') gives, without its
+// CPU in PostgreSQL. "" (SQL NULL) stays "". Anything else (BC, a year
+// not of 4 digits before or after the shift to UTC, infinity, garbage) is
+// copied unchanged. In the arena; NULL when out of memory.
+char *pl_db_ts(pl_arena *a, const char *pg);
+
 // Like pl_db_exec, returning only the status: for statements whose result
 // is not needed.
 int pl_db_command(pl_db *db, const char *sql, int nparams,
