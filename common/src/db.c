@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "pl/db.h"
@@ -13,7 +14,8 @@
 
 #define TX_ATTEMPTS 3
 
-#define READ_CACHE 32 // statements pl_db_read prepares per connection
+#define STMT_CACHE 64 // statements prepared per connection (see stmt_send)
+#define STMT_SEEN  64 // texts pl_db_exec has seen once (direct-mapped)
 #define NAMED_MAX  16 // names pl_db_set_prepared remembers per connection
 
 typedef struct read_stmt {
@@ -31,10 +33,11 @@ struct pl_db {
 	bool begin_pending;
 	const char *begin_tenant;
 	uint64_t rng; // backoff jitter
-	// pl_db_read's statements, prepared on prep_conn as "pl_read_<i>".
+	// Statements prepared on prep_conn as "pl_stmt_<i>" (stmt_send).
 	const PGconn *prep_conn;
-	read_stmt prep[READ_CACHE];
+	read_stmt prep[STMT_CACHE];
 	int n_prep;
+	uint64_t seen[STMT_SEEN]; // hashes of texts pl_db_exec ran once
 	// Names the caller prepared itself (pl_db_set_prepared), on
 	// named_conn; static strings, compared by content.
 	const PGconn *named_conn;
@@ -146,8 +149,127 @@ connect_db(pl_db *db)
 	return c;
 }
 
-static PGresult *read_pipeline(PGconn *c, int ncmd, int prep_at,
-                               bool *prepared);
+static PGresult *read_pipeline(PGconn *c, int ncmd, uint64_t *ok_mask);
+static uint64_t text_hash(const char *s);
+
+// One statement sent by stmt_send: prep_at is the pipeline index of its
+// Prepare (-1: none was sent), to record by stmt_done.
+typedef struct stmt_ref {
+	uint64_t hash;
+	int prep_at;
+} stmt_ref;
+
+// Appends sql to the pipeline on c: by the name it was prepared under on
+// this connection, else prepared now (when keep and the cache has room)
+// and run by that name, else unnamed. A statement prepared once is parsed,
+// analysed and (with a generic plan) planned once per connection, not at
+// every call: that was a tenth of PostgreSQL's CPU on the message path.
+static bool
+stmt_send(pl_db *db, PGconn *c, const char *sql, int nparams,
+          const char *const *params, bool keep, stmt_ref *ref, int *ncmd)
+{
+	char name[32] = "";
+	int slot = -1;
+
+	ref->hash = text_hash(sql);
+	ref->prep_at = -1;
+	if (db->prep_conn != c) {
+		// Another connection's statements (the names callers
+		// prepared themselves are kept: named_index checks those).
+		for (int i = 0; i < db->n_prep; i++)
+			free(db->prep[i].sql);
+		db->n_prep = 0;
+		db->prep_conn = c;
+	}
+	for (int i = 0; i < db->n_prep && slot < 0; i++)
+		if (db->prep[i].hash == ref->hash &&
+		    strcmp(db->prep[i].sql, sql) == 0)
+			slot = i;
+	if (slot >= 0) {
+		snprintf(name, sizeof(name), "pl_stmt_%d", slot);
+	} else if (keep && db->n_prep < STMT_CACHE) {
+		// Its slot is taken now, so that a second new statement in
+		// the same pipeline gets another name; stmt_done gives it
+		// back if the Prepare failed.
+		slot = db->n_prep;
+		if ((db->prep[slot].sql = strdup(sql)) != NULL) {
+			db->prep[slot].hash = ref->hash;
+			db->n_prep++;
+			snprintf(name, sizeof(name), "pl_stmt_%d", slot);
+			if (PQsendPrepare(c, name, sql, nparams, NULL) != 1) {
+				free(db->prep[--db->n_prep].sql);
+				return false;
+			}
+			ref->prep_at = (*ncmd)++;
+		}
+	}
+	(*ncmd)++;
+	return (name[0] != '\0'
+	                ? PQsendQueryPrepared(c, name, nparams, params, NULL,
+	                                      NULL, 0)
+	                : PQsendQueryParams(c, sql, nparams, NULL, params, NULL,
+	                                    NULL, 0)) == 1;
+}
+
+// True (and the connection dropped) when r says a statement this cache
+// prepared is gone from the server (26000: something ran DEALLOCATE or
+// DISCARD): the record no longer matches, so the next call starts on a new
+// connection; inside a transaction, that is a lost one.
+static bool
+stmt_gone(pl_db *db, const PGresult *r)
+{
+	const char *st =
+	        r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+	if (st == NULL || strcmp(st, "26000") != 0)
+		return false;
+	pl_warn("a prepared statement is gone from the connection; "
+	        "reconnecting");
+	drop_conn(db);
+	if (db->in_tx)
+		db->lost = true;
+	return true;
+}
+
+// Whether pl_db_exec keeps sql prepared: a query or a data change (not a
+// utility statement, which gains nothing and some of which must not run
+// in a pipeline) run before on this pl_db. A text run once (setup,
+// migrations) is never prepared.
+static bool
+exec_keep(pl_db *db, const char *sql)
+{
+	static const char *const kinds[] = { "SELECT", "WITH", "INSERT",
+		                             "UPDATE", "DELETE" };
+	uint64_t h = text_hash(sql);
+	uint64_t *slot = &db->seen[h % STMT_SEEN];
+	bool dml = false;
+
+	while (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '(')
+		sql++;
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]) && !dml; i++)
+		dml = strncasecmp(sql, kinds[i], strlen(kinds[i])) == 0;
+	if (!dml)
+		return false;
+	if (*slot == h)
+		return true;
+	*slot = h;
+	return false;
+}
+
+// After the pipeline: a Prepare that did not succeed leaves the cache (the
+// slots it took are the last, taken by this pipeline in order).
+static void
+stmt_done(pl_db *db, const stmt_ref *refs, int n, uint64_t ok_mask)
+{
+	for (int i = n - 1; i >= 0; i--) {
+		if (refs[i].prep_at < 0 ||
+		    (ok_mask >> refs[i].prep_at & 1) != 0)
+			continue;
+		db->n_prep--;
+		free(db->prep[db->n_prep].sql);
+		db->prep[db->n_prep].sql = NULL;
+	}
+}
 
 // The live connection (pl_db_conn without sending a pending BEGIN).
 static PGconn *
@@ -179,8 +301,10 @@ send_begin(pl_db *db, PGconn *c, const char *sql, int nparams,
            const char *const *params)
 {
 	const char *p[1] = { db->begin_tenant };
-	bool t = db->begin_tenant != NULL, ok, prepared;
-	int ncmd = 0;
+	bool t = db->begin_tenant != NULL, ok;
+	int ncmd = 0, nref = 0;
+	stmt_ref refs[2];
+	uint64_t done = 0;
 	PGresult *r = NULL;
 
 	db->begin_pending = false;
@@ -190,23 +314,24 @@ send_begin(pl_db *db, PGconn *c, const char *sql, int nparams,
 		                       0) == 1;
 		ncmd++;
 	}
-	if (ok && t) {
-		ok = PQsendQueryParams(
-		             c,
-		             "SELECT set_config('" PL_DB_TENANT_SETTING
-		             "', $1, true)",
-		             1, NULL, p, NULL, NULL, 0) == 1;
-		ncmd++;
-	}
-	if (ok && sql != NULL) {
-		ok = PQsendQueryParams(c, sql, nparams, NULL, params, NULL,
-		                       NULL, 0) == 1;
-		ncmd++;
-	}
+	if (ok && t)
+		ok = stmt_send(db, c,
+		               "SELECT set_config('" PL_DB_TENANT_SETTING
+		               "', $1, true)",
+		               1, p, true, &refs[nref++], &ncmd);
+	if (ok && sql != NULL)
+		ok = stmt_send(db, c, sql, nparams, params, exec_keep(db, sql),
+		               &refs[nref++], &ncmd);
 	if (ok)
 		ok = PQpipelineSync(c) == 1;
-	if (ok)
-		r = read_pipeline(c, ncmd, -1, &prepared);
+	if (ok) {
+		r = read_pipeline(c, ncmd, &done);
+		stmt_done(db, refs, nref, done);
+		if (stmt_gone(db, r)) {
+			PQclear(r);
+			return NULL;
+		}
+	}
 	if (r == NULL) {
 		const char *m = PQerrorMessage(c);
 		pl_warn("database connection lost beginning a transaction: "
@@ -340,6 +465,41 @@ pl_db_in_tx(const pl_db *db)
 	return db->in_tx;
 }
 
+// Whether sql is prepared on c.
+static bool
+stmt_cached(pl_db *db, const PGconn *c, const char *sql)
+{
+	uint64_t h;
+
+	if (db->prep_conn != c)
+		return false;
+	h = text_hash(sql);
+	for (int i = 0; i < db->n_prep; i++)
+		if (db->prep[i].hash == h && strcmp(db->prep[i].sql, sql) == 0)
+			return true;
+	return false;
+}
+
+// sql alone in a pipeline, by its prepared name (prepared first if it is
+// not yet). NULL when the connection failed (the caller drops it).
+static PGresult *
+exec_piped(pl_db *db, PGconn *c, const char *sql, int nparams,
+           const char *const *params)
+{
+	stmt_ref ref;
+	uint64_t done = 0;
+	int ncmd = 0;
+	PGresult *r;
+
+	if (PQenterPipelineMode(c) != 1 ||
+	    !stmt_send(db, c, sql, nparams, params, true, &ref, &ncmd) ||
+	    PQpipelineSync(c) != 1)
+		return NULL;
+	r = read_pipeline(c, ncmd, &done);
+	stmt_done(db, &ref, 1, done);
+	return r;
+}
+
 PGresult *
 pl_db_exec(pl_db *db, const char *sql, int nparams, const char *const *params)
 {
@@ -353,11 +513,19 @@ pl_db_exec(pl_db *db, const char *sql, int nparams, const char *const *params)
 			return NULL;
 		if (db->begin_pending) // only ever inside pl_db_tx
 			return send_begin(db, c, sql, nparams, params);
-		PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL,
-		                           NULL, 0);
+		bool piped = exec_keep(db, sql) || stmt_cached(db, c, sql);
+		PGresult *r = piped ? exec_piped(db, c, sql, nparams, params)
+		                    : PQexecParams(c, sql, nparams, NULL,
+		                                   params, NULL, NULL, 0);
+		if (piped && stmt_gone(db, r)) {
+			PQclear(r);
+			if (db->in_tx || attempt > 0)
+				return NULL;
+			continue;
+		}
 		if (PQstatus(c) == CONNECTION_OK && r != NULL)
 			return r;
-		if (PQstatus(c) == CONNECTION_OK) {
+		if (PQstatus(c) == CONNECTION_OK && !piped) {
 			// NULL with a live connection: libpq ran out of memory.
 			pl_error("could not run statement: %s",
 			         "out of memory");
@@ -872,17 +1040,17 @@ text_hash(const char *s)
 	return h;
 }
 
-// Reads one pipeline's ncmd results and its sync. Returns the first
-// failed command's result, else the last command's (the caller's
-// statement); NULL when the connection broke. *prepared is set when the
-// command at index prep_at (-1: none) succeeded.
+// Reads one pipeline's ncmd (at most 64) results and its sync. Returns
+// the first failed command's result, else the last command's (the
+// caller's statement); NULL when the connection broke. Bit k of *ok_mask
+// is set when command k succeeded.
 static PGresult *
-read_pipeline(PGconn *c, int ncmd, int prep_at, bool *prepared)
+read_pipeline(PGconn *c, int ncmd, uint64_t *ok_mask)
 {
 	PGresult *out = NULL, *r;
 	bool failed = false, broken = false;
 
-	*prepared = false;
+	*ok_mask = 0;
 	for (int k = 0; k < ncmd && !broken; k++) {
 		r = PQgetResult(c);
 		if (r == NULL) {
@@ -890,8 +1058,8 @@ read_pipeline(PGconn *c, int ncmd, int prep_at, bool *prepared)
 			break;
 		}
 		ExecStatusType st = PQresultStatus(r);
-		if (k == prep_at && st == PGRES_COMMAND_OK)
-			*prepared = true;
+		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+			*ok_mask |= 1ull << k;
 		if (!failed && (st == PGRES_FATAL_ERROR || k == ncmd - 1)) {
 			PQclear(out);
 			out = r;
@@ -936,28 +1104,17 @@ pl_db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
 		pl_error("pl_db_read: not inside a transaction");
 		return NULL;
 	}
-	uint64_t h = text_hash(sql);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		PGconn *c = live_conn(db);
-		char name[32] = "";
-		int slot = -1, ncmd = 0, prep_at = -1;
-		bool ok = true, prepared;
+		const char *p[1] = { tenant_id };
+		bool t = tenant_id != NULL, ok;
+		stmt_ref refs[2];
+		uint64_t done = 0;
+		int ncmd = 0;
 		PGresult *r;
 
 		if (c == NULL)
 			return NULL;
-		if (db->prep_conn != c) {
-			forget_prepared(db);
-			db->prep_conn = c;
-		}
-		for (int i = 0; i < db->n_prep; i++)
-			if (db->prep[i].hash == h &&
-			    strcmp(db->prep[i].sql, sql) == 0)
-				slot = i;
-		if (slot < 0 && db->n_prep < READ_CACHE)
-			snprintf(name, sizeof(name), "pl_read_%d", db->n_prep);
-		else if (slot >= 0)
-			snprintf(name, sizeof(name), "pl_read_%d", slot);
 		if (PQenterPipelineMode(c) != 1) {
 			pl_error("pl_db_read: could not enter pipeline mode");
 			return NULL;
@@ -967,46 +1124,26 @@ pl_db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
 		// statement is planned once per connection, not per call
 		// (with a LIMIT parameter PostgreSQL would otherwise keep
 		// planning it again, its custom plans looking cheaper).
-		{
-			const char *p[1] = { tenant_id };
-			bool t = tenant_id != NULL;
-			ok = PQsendQueryParams(
-			             c,
-			             t ? "SELECT set_config('plan_cache_mode', "
-			                 "'force_generic_plan', true), "
-			                 "set_config('" PL_DB_TENANT_SETTING
-			                 "', $1, true)"
-			               : "SELECT set_config('plan_cache_mode', "
-			                 "'force_generic_plan', true)",
-			             t ? 1 : 0, NULL, t ? p : NULL, NULL, NULL,
-			             0) == 1;
-			ncmd++;
-		}
-		if (ok && slot < 0 && name[0] != '\0') {
-			ok = PQsendPrepare(c, name, sql, nparams, NULL) == 1;
-			prep_at = ncmd++;
-		}
+		ok = stmt_send(db, c,
+		               t ? "SELECT set_config('plan_cache_mode', "
+		                   "'force_generic_plan', true), "
+		                   "set_config('" PL_DB_TENANT_SETTING
+		                   "', $1, true)"
+		                 : "SELECT set_config('plan_cache_mode', "
+		                   "'force_generic_plan', true)",
+		               t ? 1 : 0, t ? p : NULL, true, &refs[0], &ncmd);
 		if (ok)
-			ok = (name[0] != '\0'
-			              ? PQsendQueryPrepared(c, name, nparams,
-			                                    params, NULL, NULL,
-			                                    0)
-			              : PQsendQueryParams(c, sql, nparams, NULL,
-			                                  params, NULL, NULL,
-			                                  0)) == 1;
-		ncmd++;
+			ok = stmt_send(db, c, sql, nparams, params, true,
+			               &refs[1], &ncmd);
 		if (ok)
 			ok = PQpipelineSync(c) == 1;
-		r = ok ? read_pipeline(c, ncmd, prep_at, &prepared) : NULL;
+		r = ok ? read_pipeline(c, ncmd, &done) : NULL;
 		if (r != NULL) {
-			if (prepared &&
-			    (db->prep[db->n_prep].sql = strdup(sql)) != NULL)
-				db->prep[db->n_prep++].hash = h;
-			else if (prepared)
-				// Out of memory: the name stays taken on
-				// this connection; start the cache afresh.
-				drop_conn(db);
-			return r;
+			stmt_done(db, refs, 2, done);
+			if (!stmt_gone(db, r))
+				return r;
+			PQclear(r);
+			continue;
 		}
 		const char *m = PQerrorMessage(c);
 		pl_warn("database connection lost during statement%s: %.*s",

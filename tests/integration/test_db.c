@@ -952,7 +952,8 @@ test_read_pipelined(void **state)
 	assert_int_equal(pl_db_result_status(r), PL_OK);
 	assert_string_equal(PQgetvalue(r, 0, 0), "");
 	assert_string_equal(PQgetvalue(r, 0, 1), "auto");
-	assert_string_equal(PQgetvalue(r, 0, 2), "1"); // prepared once
+	// Prepared once: the statement and the settings.
+	assert_string_equal(PQgetvalue(r, 0, 2), "2");
 	PQclear(r);
 	// No tenant: nothing visible.
 	r = pl_db_read(db, NULL, q, 1, one);
@@ -987,6 +988,97 @@ test_read_pipelined(void **state)
 	// Inside a transaction it refuses (the tenant would be the
 	// transaction's).
 	assert_int_equal(pl_db_tx(db, TENANT_A, tx_read_inside, NULL), PL_OK);
+	pl_db_close(db);
+}
+
+static int
+tx_exec_twice(pl_db *db, void *arg)
+{
+	PGresult *r;
+
+	(void)arg;
+	for (int i = 0; i < 2; i++) {
+		r = pl_db_exec(db, "SELECT count(*) FROM notes2", 0, NULL);
+		if (pl_db_result_status(r) != PL_OK ||
+		    strcmp(PQgetvalue(r, 0, 0), "2") != 0) {
+			PQclear(r);
+			return PL_INTERNAL;
+		}
+		PQclear(r);
+	}
+	return PL_OK;
+}
+
+// The number of statements prepared on db's connection.
+static int
+n_prepared(pl_db *db)
+{
+	PGresult *r = PQexec(pl_db_conn(db),
+	                     "SELECT count(*) FROM pg_prepared_statements");
+	int n = atoi(PQgetvalue(r, 0, 0));
+
+	PQclear(r);
+	return n;
+}
+
+// pl_db_exec prepares a query it runs a second time (not a utility
+// statement, not a text run once), runs it by name after, inside a
+// transaction too; a statement that fails does not poison the cache, and
+// statements the server lost (DEALLOCATE ALL) mean a new connection, not
+// failures from then on.
+static void
+test_exec_prepared(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->app_url);
+	const char *q = "SELECT count(*) FROM notes2 WHERE $1::int > 0";
+	const char *one[1] = { "1" };
+	PGresult *r;
+
+	assert_int_equal(pl_db_command(db, "SET work_mem = '8MB'", 0, NULL),
+	                 PL_OK);
+	assert_int_equal(pl_db_command(db, "SET work_mem = '8MB'", 0, NULL),
+	                 PL_OK);
+	assert_int_equal(n_prepared(db), 0); // utility statements
+	for (int i = 0; i < 4; i++) {
+		r = pl_db_exec(db, q, 1, one);
+		assert_int_equal(pl_db_result_status(r), PL_OK);
+		assert_string_equal(PQgetvalue(r, 0, 0), "0"); // no tenant
+		PQclear(r);
+		assert_int_equal(n_prepared(db), i == 0 ? 0 : 1);
+	}
+	// Fails to prepare, twice: an error each time, nothing kept.
+	for (int i = 0; i < 2; i++) {
+		r = pl_db_exec(db, "SELECT nosuchcolumn FROM notes2", 0, NULL);
+		assert_int_not_equal(pl_db_result_status(r), PL_OK);
+		PQclear(r);
+	}
+	// Fails running, by name: the error, and the name still works.
+	for (int i = 0; i < 3; i++) {
+		r = pl_db_exec(db, "SELECT 1 / $1::int", 1,
+		               (const char *[]){ i == 1 ? "0" : "1" });
+		assert_int_equal(pl_db_result_status(r) == PL_OK, i != 1);
+		PQclear(r);
+	}
+	assert_int_equal(n_prepared(db), 2);
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_exec_twice, NULL), PL_OK);
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_exec_twice, NULL), PL_OK);
+	// The server forgets them all: one call reconnects, then all is well.
+	PQclear(PQexec(pl_db_conn(db), "DEALLOCATE ALL"));
+	r = pl_db_exec(db, q, 1, one);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "0"); // no tenant
+	PQclear(r);
+	PQclear(PQexec(pl_db_conn(db), "DEALLOCATE ALL"));
+	assert_int_equal(pl_db_tx(db, TENANT_A, tx_exec_twice, NULL), PL_OK);
+	r = pl_db_read(db, TENANT_A, q, 1, one);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	PQclear(r);
+	PQclear(PQexec(pl_db_conn(db), "DEALLOCATE ALL"));
+	r = pl_db_read(db, TENANT_A, q, 1, one);
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "2");
+	PQclear(r);
 	pl_db_close(db);
 }
 
@@ -1066,6 +1158,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sqlstate_mapping),
+		cmocka_unit_test_setup_teardown(test_exec_prepared, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_read_pipelined, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_prepared_record, setup,
