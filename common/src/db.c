@@ -152,6 +152,15 @@ connect_db(pl_db *db)
 static PGresult *read_pipeline(PGconn *c, int ncmd, uint64_t *ok_mask);
 static uint64_t text_hash(const char *s);
 
+// The settings pl_db_tx and pl_db_read send before their statements.
+static const char tx_tenant_sql[] =
+        "SELECT set_config('" PL_DB_TENANT_SETTING "', $1, true)";
+static const char read_plan_sql[] =
+        "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)";
+static const char read_tenant_sql[] =
+        "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), "
+        "set_config('" PL_DB_TENANT_SETTING "', $1, true)";
+
 // One statement sent by stmt_send: prep_at is the pipeline index of its
 // Prepare (-1: none was sent), to record by stmt_done.
 typedef struct stmt_ref {
@@ -159,19 +168,32 @@ typedef struct stmt_ref {
 	int prep_at;
 } stmt_ref;
 
-// Appends sql to the pipeline on c: by the name it was prepared under on
-// this connection, else prepared now (when keep and the cache has room)
-// and run by that name, else unnamed. A statement prepared once is parsed,
-// analysed and (with a generic plan) planned once per connection, not at
-// every call: that was a tenth of PostgreSQL's CPU on the message path.
+// The slot sql (whose text_hash is h) is prepared under on c, or -1.
+static int
+stmt_slot(const pl_db *db, const PGconn *c, const char *sql, uint64_t h)
+{
+	if (db->prep_conn != c)
+		return -1;
+	for (int i = 0; i < db->n_prep; i++)
+		if (db->prep[i].hash == h && strcmp(db->prep[i].sql, sql) == 0)
+			return i;
+	return -1;
+}
+
+// Appends sql (whose text_hash is h) to the pipeline on c: by the name it
+// was prepared under on this connection, else prepared now (when keep and
+// the cache has room) and run by that name, else unnamed. A statement
+// prepared once is parsed, analysed and (with a generic plan) planned once
+// per connection, not at every call: that was a tenth of PostgreSQL's CPU
+// on the message path.
 static bool
-stmt_send(pl_db *db, PGconn *c, const char *sql, int nparams,
+stmt_send(pl_db *db, PGconn *c, const char *sql, uint64_t h, int nparams,
           const char *const *params, bool keep, stmt_ref *ref, int *ncmd)
 {
 	char name[32] = "";
-	int slot = -1;
+	int slot;
 
-	ref->hash = text_hash(sql);
+	ref->hash = h;
 	ref->prep_at = -1;
 	if (db->prep_conn != c) {
 		// Another connection's statements (the names callers
@@ -181,10 +203,7 @@ stmt_send(pl_db *db, PGconn *c, const char *sql, int nparams,
 		db->n_prep = 0;
 		db->prep_conn = c;
 	}
-	for (int i = 0; i < db->n_prep && slot < 0; i++)
-		if (db->prep[i].hash == ref->hash &&
-		    strcmp(db->prep[i].sql, sql) == 0)
-			slot = i;
+	slot = stmt_slot(db, c, sql, h);
 	if (slot >= 0) {
 		snprintf(name, sizeof(name), "pl_stmt_%d", slot);
 	} else if (keep && db->n_prep < STMT_CACHE) {
@@ -236,11 +255,10 @@ stmt_gone(pl_db *db, const PGresult *r)
 // in a pipeline) run before on this pl_db. A text run once (setup,
 // migrations) is never prepared.
 static bool
-exec_keep(pl_db *db, const char *sql)
+exec_keep(pl_db *db, const char *sql, uint64_t h)
 {
 	static const char *const kinds[] = { "SELECT", "WITH", "INSERT",
 		                             "UPDATE", "DELETE" };
-	uint64_t h = text_hash(sql);
 	uint64_t *slot = &db->seen[h % STMT_SEEN];
 	bool dml = false;
 
@@ -297,7 +315,7 @@ live_conn(pl_db *db)
 // successful result is returned). NULL when the connection broke (it is
 // dropped and the transaction marked lost).
 static PGresult *
-send_begin(pl_db *db, PGconn *c, const char *sql, int nparams,
+send_begin(pl_db *db, PGconn *c, const char *sql, uint64_t h, int nparams,
            const char *const *params)
 {
 	const char *p[1] = { db->begin_tenant };
@@ -315,13 +333,11 @@ send_begin(pl_db *db, PGconn *c, const char *sql, int nparams,
 		ncmd++;
 	}
 	if (ok && t)
-		ok = stmt_send(db, c,
-		               "SELECT set_config('" PL_DB_TENANT_SETTING
-		               "', $1, true)",
+		ok = stmt_send(db, c, tx_tenant_sql, text_hash(tx_tenant_sql),
 		               1, p, true, &refs[nref++], &ncmd);
 	if (ok && sql != NULL)
-		ok = stmt_send(db, c, sql, nparams, params, exec_keep(db, sql),
-		               &refs[nref++], &ncmd);
+		ok = stmt_send(db, c, sql, h, nparams, params,
+		               exec_keep(db, sql, h), &refs[nref++], &ncmd);
 	if (ok)
 		ok = PQpipelineSync(c) == 1;
 	if (ok) {
@@ -368,7 +384,7 @@ pl_db_conn(pl_db *db)
 		return c;
 	// The caller runs its own statements on the connection: they must
 	// find the transaction begun.
-	r = send_begin(db, c, NULL, 0, NULL);
+	r = send_begin(db, c, NULL, 0, 0, NULL);
 	if (pl_db_result_status(r) != PL_OK) {
 		// The tenant setting failed inside the transaction: the
 		// caller's statements would only fail after it.
@@ -465,25 +481,10 @@ pl_db_in_tx(const pl_db *db)
 	return db->in_tx;
 }
 
-// Whether sql is prepared on c.
-static bool
-stmt_cached(pl_db *db, const PGconn *c, const char *sql)
-{
-	uint64_t h;
-
-	if (db->prep_conn != c)
-		return false;
-	h = text_hash(sql);
-	for (int i = 0; i < db->n_prep; i++)
-		if (db->prep[i].hash == h && strcmp(db->prep[i].sql, sql) == 0)
-			return true;
-	return false;
-}
-
 // sql alone in a pipeline, by its prepared name (prepared first if it is
 // not yet). NULL when the connection failed (the caller drops it).
 static PGresult *
-exec_piped(pl_db *db, PGconn *c, const char *sql, int nparams,
+exec_piped(pl_db *db, PGconn *c, const char *sql, uint64_t h, int nparams,
            const char *const *params)
 {
 	stmt_ref ref;
@@ -492,7 +493,7 @@ exec_piped(pl_db *db, PGconn *c, const char *sql, int nparams,
 	PGresult *r;
 
 	if (PQenterPipelineMode(c) != 1 ||
-	    !stmt_send(db, c, sql, nparams, params, true, &ref, &ncmd) ||
+	    !stmt_send(db, c, sql, h, nparams, params, true, &ref, &ncmd) ||
 	    PQpipelineSync(c) != 1)
 		return NULL;
 	r = read_pipeline(c, ncmd, &done);
@@ -507,14 +508,16 @@ pl_db_exec(pl_db *db, const char *sql, int nparams, const char *const *params)
 		pl_error("pl_db_exec: bad arguments");
 		return NULL;
 	}
+	uint64_t h = text_hash(sql); // once: every lookup below uses it
 	for (int attempt = 0;; attempt++) {
 		PGconn *c = live_conn(db);
 		if (c == NULL)
 			return NULL;
 		if (db->begin_pending) // only ever inside pl_db_tx
-			return send_begin(db, c, sql, nparams, params);
-		bool piped = exec_keep(db, sql) || stmt_cached(db, c, sql);
-		PGresult *r = piped ? exec_piped(db, c, sql, nparams, params)
+			return send_begin(db, c, sql, h, nparams, params);
+		bool piped =
+		        exec_keep(db, sql, h) || stmt_slot(db, c, sql, h) >= 0;
+		PGresult *r = piped ? exec_piped(db, c, sql, h, nparams, params)
 		                    : PQexecParams(c, sql, nparams, NULL,
 		                                   params, NULL, NULL, 0);
 		if (piped && stmt_gone(db, r)) {
@@ -1104,6 +1107,7 @@ pl_db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
 		pl_error("pl_db_read: not inside a transaction");
 		return NULL;
 	}
+	uint64_t h = text_hash(sql);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		PGconn *c = live_conn(db);
 		const char *p[1] = { tenant_id };
@@ -1124,16 +1128,11 @@ pl_db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
 		// statement is planned once per connection, not per call
 		// (with a LIMIT parameter PostgreSQL would otherwise keep
 		// planning it again, its custom plans looking cheaper).
-		ok = stmt_send(db, c,
-		               t ? "SELECT set_config('plan_cache_mode', "
-		                   "'force_generic_plan', true), "
-		                   "set_config('" PL_DB_TENANT_SETTING
-		                   "', $1, true)"
-		                 : "SELECT set_config('plan_cache_mode', "
-		                   "'force_generic_plan', true)",
-		               t ? 1 : 0, t ? p : NULL, true, &refs[0], &ncmd);
+		const char *set = t ? read_tenant_sql : read_plan_sql;
+		ok = stmt_send(db, c, set, text_hash(set), t ? 1 : 0,
+		               t ? p : NULL, true, &refs[0], &ncmd);
 		if (ok)
-			ok = stmt_send(db, c, sql, nparams, params, true,
+			ok = stmt_send(db, c, sql, h, nparams, params, true,
 			               &refs[1], &ncmd);
 		if (ok)
 			ok = PQpipelineSync(c) == 1;

@@ -703,70 +703,44 @@ min_word(mini *m, const char *w)
 
 static bool min_value(mini *m, int depth);
 
+// An object's key n and its ':', after keys[0..n-1].
 static bool
-min_object(mini *m, int depth)
+min_key(mini *m, const unsigned char **key, size_t *klen, int n)
 {
-	const unsigned char *key[MIN_KEYS];
-	size_t klen[MIN_KEYS];
-	int n = 0;
-
-	m->s++;
-	wb_putc(m->b, '{');
+	if (n == MIN_KEYS || *m->s != '"' || !min_string(m, &key[n], &klen[n]))
+		return false;
+	// jansson keeps one value per key: a repeated key would be written
+	// once.
+	for (int i = 0; i < n; i++)
+		if (klen[i] == klen[n] && memcmp(key[i], key[n], klen[n]) == 0)
+			return false;
 	min_ws(m);
-	if (*m->s == '}') {
-		m->s++;
-		wb_putc(m->b, '}');
-		return true;
-	}
-	for (;;) {
-		if (n == MIN_KEYS || *m->s != '"' ||
-		    !min_string(m, &key[n], &klen[n]))
-			return false;
-		// jansson keeps one value per key: a repeated key would
-		// be written once.
-		for (int i = 0; i < n; i++)
-			if (klen[i] == klen[n] &&
-			    memcmp(key[i], key[n], klen[n]) == 0)
-				return false;
-		n++;
-		min_ws(m);
-		if (*m->s != ':')
-			return false;
-		m->s++;
-		wb_putc(m->b, ':');
-		min_ws(m);
-		if (!min_value(m, depth + 1))
-			return false;
-		min_ws(m);
-		if (*m->s == '}')
-			break;
-		if (*m->s != ',')
-			return false;
-		m->s++;
-		wb_putc(m->b, ',');
-		min_ws(m);
-	}
+	if (*m->s != ':')
+		return false;
 	m->s++;
-	wb_putc(m->b, '}');
+	wb_putc(m->b, ':');
+	min_ws(m);
 	return true;
 }
 
+// An object (at '{') or an array (at '['): members or elements, with the
+// whitespace between them dropped.
 static bool
-min_array(mini *m, int depth)
+min_container(mini *m, int depth)
 {
-	m->s++;
-	wb_putc(m->b, '[');
+	const unsigned char *key[MIN_KEYS];
+	size_t klen[MIN_KEYS];
+	bool object = *m->s == '{';
+	unsigned char close = object ? '}' : ']';
+
+	wb_putc(m->b, (char)*m->s++);
 	min_ws(m);
-	if (*m->s == ']') {
-		m->s++;
-		wb_putc(m->b, ']');
-		return true;
-	}
-	for (;;) {
-		if (!min_value(m, depth + 1))
+	for (int n = 0; n > 0 || *m->s != close; n++) {
+		if ((object && !min_key(m, key, klen, n)) ||
+		    !min_value(m, depth + 1))
 			return false;
 		min_ws(m);
-		if (*m->s == ']')
+		if (*m->s == close)
 			break;
 		if (*m->s != ',')
 			return false;
@@ -775,7 +749,7 @@ min_array(mini *m, int depth)
 		min_ws(m);
 	}
 	m->s++;
-	wb_putc(m->b, ']');
+	wb_putc(m->b, (char)close);
 	return true;
 }
 
@@ -788,10 +762,8 @@ min_value(mini *m, int depth)
 
 	if (depth > MIN_DEPTH)
 		return false;
-	if (c == '{')
-		return min_object(m, depth);
-	if (c == '[')
-		return min_array(m, depth);
+	if (c == '{' || c == '[')
+		return min_container(m, depth);
 	if (c == '"')
 		return min_string(m, &at, &n);
 	if (c == '-' || (c >= '0' && c <= '9'))
