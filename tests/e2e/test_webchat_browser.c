@@ -28,6 +28,7 @@
 #include "pl/httpc.h"
 #include "pl/status.h"
 #include "stack.h"
+#include "port.h"
 
 #define CHROMIUM     "/usr/bin/chromium"
 #define CHROMEDRIVER "/usr/bin/chromedriver"
@@ -51,22 +52,6 @@ now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-static int
-free_port(void)
-{
-	struct sockaddr_in a = { 0 };
-	socklen_t n = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &n) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
 }
 
 // ---------------------------------------------------------------------------
@@ -192,7 +177,7 @@ start_driver(void)
 	extern char **environ;
 	long end;
 
-	driver_port = free_port();
+	driver_port = test_port();
 	snprintf(port, sizeof(port), "--port=%d", driver_port);
 	snprintf(driver_log, sizeof(driver_log), "%s/chromedriver.log", S.dir);
 	argv[0] = CHROMEDRIVER;

@@ -41,6 +41,7 @@
 #include "messaging.h"
 #include "pgh.h"
 #include "svch.h"
+#include "port.h"
 
 extern const pl_service_def tenants_service_def;
 extern const pl_service_def billing_service_def;
@@ -67,26 +68,9 @@ static char tcp[4][64]; // tenants, billing, agents, messaging
 	} while (0)
 
 static int
-free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-	struct sockaddr_in a = { 0 };
-	socklen_t len = sizeof(a);
-
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
-static int
 start(svch *h, const pl_service_def *def, const char *const *env, int i)
 {
-	snprintf(tcp[i], sizeof(tcp[i]), "tcp://127.0.0.1:%d", free_port());
+	snprintf(tcp[i], sizeof(tcp[i]), "tcp://127.0.0.1:%d", test_port());
 	return svch_start_at(h, &pg, def, 4, env, tcp[i]);
 }
 

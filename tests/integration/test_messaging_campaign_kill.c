@@ -30,6 +30,7 @@
 #include "pl/id.h"
 #include "pgh.h"
 #include "svch.h"
+#include "port.h"
 
 #define BIN   PARLEY_BINARY_DIR "/services/messaging/parley-messaging"
 #define T1    "0190a000-0000-7000-8000-000000000001"
@@ -100,23 +101,6 @@ all_methods(const ProtobufCServiceDescriptor *d)
 }
 
 static int
-free_port(void)
-{
-	struct sockaddr_in a = { 0 };
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
-static int
 start_peers(void)
 {
 	pl_rpc_server_config c = { 0 };
@@ -128,7 +112,7 @@ start_peers(void)
 		psvcs[i] = &psvc[i];
 	}
 	snprintf(peers_url, sizeof(peers_url), "tcp://127.0.0.1:%d",
-	         free_port());
+	         test_port());
 	c.name = "fake-peers";
 	c.listen = peers_url;
 	c.workers = 4;
@@ -236,7 +220,7 @@ setup(void **state)
 	    make_db() != 0)
 		return -1;
 	snprintf(listen_url, sizeof(listen_url), "tcp://127.0.0.1:%d",
-	         free_port());
+	         test_port());
 	snprintf(log_path, sizeof(log_path), "%s/messaging.log", pg.dir);
 	up = true;
 	return 0;
@@ -375,7 +359,7 @@ test_kill_mid_campaign_then_two_replicas(void **state)
 	assert_true(sent_at_kill < N);
 
 	// Two replicas at once finish it.
-	snprintf(listen2, sizeof(listen2), "tcp://127.0.0.1:%d", free_port());
+	snprintf(listen2, sizeof(listen2), "tcp://127.0.0.1:%d", test_port());
 	child = spawn(listen_url);
 	child2 = spawn(listen2);
 	assert_true(child > 0 && child2 > 0);

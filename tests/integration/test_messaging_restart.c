@@ -27,6 +27,7 @@
 #include "messaging.h"
 #include "pgh.h"
 #include "svch.h"
+#include "port.h"
 
 #define BIN      PARLEY_BINARY_DIR "/services/messaging/parley-messaging"
 #define FIX      PARLEY_SHARED_DIR "/fixtures/webhooks/"
@@ -108,23 +109,6 @@ all_methods(const ProtobufCServiceDescriptor *d)
 }
 
 static int
-free_port(void)
-{
-	struct sockaddr_in a = { 0 };
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
-static int
 start_peers(void)
 {
 	pl_rpc_server_config c = { 0 };
@@ -137,7 +121,7 @@ start_peers(void)
 		psvcs[i] = &psvc[i];
 	}
 	snprintf(peers_url, sizeof(peers_url), "tcp://127.0.0.1:%d",
-	         free_port());
+	         test_port());
 	c.name = "fake-peers";
 	c.listen = peers_url;
 	c.workers = 4;
@@ -236,7 +220,7 @@ setup(void **state)
 	    make_db() != 0)
 		return -1;
 	snprintf(listen_url, sizeof(listen_url), "tcp://127.0.0.1:%d",
-	         free_port());
+	         test_port());
 	snprintf(log_path, sizeof(log_path), "%s/messaging.log", pg.dir);
 	up = true;
 	return 0;

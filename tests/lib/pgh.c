@@ -18,6 +18,7 @@
 #include <libpq-fe.h>
 
 #include "pgh.h"
+#include "port.h"
 
 extern char **environ;
 
@@ -109,23 +110,6 @@ print_log(const char *path)
 		fwrite(buf, 1, n, stderr);
 	fprintf(stderr, "pgh: ----\n");
 	fclose(f);
-}
-
-static int
-free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (fd < 0)
-		return -1;
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	socklen_t len = sizeof(a);
-	int port = -1;
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
 }
 
 static void
@@ -338,7 +322,7 @@ pgh_start(pgh *h)
 	for (int i = 0; i < START_TRIES && started != 0; i++) {
 		// Another test may take the port between our probe and the
 		// server's bind: try again with a new one.
-		h->port = free_port();
+		h->port = test_port();
 		if (h->port < 0)
 			continue;
 		started = pg_ctl(h, "start", NULL);

@@ -20,28 +20,12 @@
 #include "pl/rpc.h"
 #include "pl/status.h"
 #include "stack.h"
+#include "port.h"
 
 extern char **environ;
 
 static const char *const order[] = { "tenants",   "billing",   "agents",
 	                             "analytics", "messaging", NULL };
-
-static int
-free_port(void)
-{
-	struct sockaddr_in a = { 0 };
-	socklen_t n = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &n) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
 
 static void
 binary_path(const char *name, char *out, size_t len)
@@ -217,13 +201,13 @@ stack_start(stack *s, const char *const *env)
 	for (int i = 0; order[i] != NULL; i++) {
 		stack_proc *p = &s->procs[s->n++];
 		snprintf(p->name, sizeof(p->name), "%s", order[i]);
-		p->rpc_port = free_port();
-		p->ops_port = free_port();
+		p->rpc_port = test_port();
+		p->ops_port = test_port();
 	}
 	{
 		stack_proc *g = &s->procs[s->n++];
 		snprintf(g->name, sizeof(g->name), "gateway");
-		g->ops_port = s->http_port = free_port();
+		g->ops_port = s->http_port = test_port();
 		snprintf(s->base_url, sizeof(s->base_url),
 		         "http://127.0.0.1:%d", s->http_port);
 	}

@@ -20,6 +20,7 @@
 #include "parley/rpc/v1/health.pb-c.h"
 #include "pl/log.h"
 #include "pl/rpc.h"
+#include "port.h"
 
 #define SECRET "test-secret-0123456789"
 
@@ -32,22 +33,6 @@ typedef struct fixture {
 
 static const pl_rpc_service *const services[] = { &echo_service, NULL };
 
-static int
-free_port(void)
-{
-	struct sockaddr_in a = { 0 };
-	socklen_t n = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
 static void
 make_url(char *buf, size_t n, const char *kind)
 {
@@ -58,9 +43,9 @@ make_url(char *buf, size_t n, const char *kind)
 		snprintf(buf, n, "ipc:///tmp/parley-rpc-test-%d-%d.sock",
 		         (int)getpid(), seq++);
 	else if (strcmp(kind, "tls") == 0)
-		snprintf(buf, n, "tls+tcp://127.0.0.1:%d", free_port());
+		snprintf(buf, n, "tls+tcp://127.0.0.1:%d", test_port());
 	else
-		snprintf(buf, n, "tcp://127.0.0.1:%d", free_port());
+		snprintf(buf, n, "tcp://127.0.0.1:%d", test_port());
 }
 
 // A self-signed certificate and its key in one PEM file, for tls+tcp://.

@@ -53,6 +53,7 @@
 #include "pl/db.h"
 #include "pl/id.h"
 #include "pl/log.h"
+#include "port.h"
 
 #define SECRET "bench-secret-bench-secret"
 #define M(x)   "/parley.billing.v1.Billing/" x
@@ -70,24 +71,6 @@ static int repeat = 3;
 static int hold;
 static double lead = 2.0; // s of each (a) run not counted: steady state
 static char db_url[PGH_URL_MAX];
-
-static int
-free_port(void)
-{
-	struct sockaddr_in a = { 0 };
-	socklen_t n = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&a, &n) != 0) {
-		perror("free port");
-		exit(1);
-	}
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
 
 static int
 worker_init(void *arg, int idx, void **state)
@@ -557,7 +540,7 @@ main(int argc, char **argv)
 	pgh_exec_url(admin_url, sql);
 
 	snprintf(listen_url, sizeof(listen_url), "tcp://127.0.0.1:%d",
-	         free_port());
+	         test_port());
 	cfg.database_url = db_url;
 	cfg.secret = SECRET;
 	if (pl_cfg_load(billing_service_def.cfg, err, sizeof(err)) != 0 ||

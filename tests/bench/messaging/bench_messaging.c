@@ -58,6 +58,7 @@
 #include "pl/httpd.h"
 #include "pl/log.h"
 #include "svch.h"
+#include "port.h"
 
 #define T1     "0190a000-0000-7000-8000-000000000001"
 #define C_WA   "0190a000-0000-7000-8000-0000000000c1"
@@ -612,23 +613,6 @@ pgbench_tps(void)
 
 // ---------------------------------------------------------------------------
 
-static int
-free_port(void)
-{
-	struct sockaddr_in a = { 0 };
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -694,7 +678,7 @@ main(int argc, char **argv)
 	if (start_peers() != 0)
 		return 1;
 	snprintf(listen_url, sizeof(listen_url), "tcp://127.0.0.1:%d",
-	         free_port());
+	         test_port());
 	if (svch_start_at(&hm, &pg, &messaging_service_def, 4, env,
 	                  listen_url) != 0 ||
 	    svch_start_jobs(&hm) != PL_OK) {

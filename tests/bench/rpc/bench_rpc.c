@@ -28,6 +28,7 @@
 #include "pl/ops.h"
 #include "pl/rpc.h"
 #include "stack.h"
+#include "port.h"
 
 #define SECRET "bench-secret-bench-secret"
 
@@ -72,25 +73,6 @@ cmp_i64(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
 	return x < y ? -1 : x > y;
-}
-
-static int
-free_port(void)
-{
-	struct sockaddr_in a = { 0 };
-	socklen_t n = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&a, &n) != 0) {
-		perror("free port");
-		exit(1);
-	}
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
 }
 
 // Servers (child process).
@@ -542,7 +524,7 @@ main(int argc, char **argv)
 				snprintf(url, sizeof(url),
 				         k == 2 ? "127.0.0.1:%d"
 				                : "tcp://127.0.0.1:%d",
-				         free_port());
+				         test_port());
 			if (k < 2)
 				pid = spawn_server(impl, url, 16);
 			for (int c = 0; c < 3; c++) {
