@@ -220,6 +220,13 @@ void agents_cache_build_unlock(agents_cache *c);
 // How many indexes were installed (builds), for tests.
 long agents_cache_builds(agents_cache *c);
 
+// A reference to the index of base kb of tenant at content version ver or
+// newer: from c, else built from the base's entries read on db (one
+// statement) and cached. NULL with call's error set on failure. Reply and
+// SearchKnowledge rank with it, so both give the same scores.
+agents_index *agents_kb_index(agents_cache *c, pl_db *db, pl_call *call,
+                              const char *tenant, const char *kb, int64_t ver);
+
 // ---------------------------------------------------------------------------
 // reply.c
 

@@ -255,14 +255,10 @@ kb_versions(pl_arena *a, const char *text, char ***ids, int64_t **vers)
 	return *ids != NULL && *vers != NULL ? o : 0;
 }
 
-// The index of base kb at content version ver or newer: from the cache,
-// else built from the base's entries (one statement) and cached. NULL
-// with the call's error set on failure.
-static agents_index *
-kb_index(reply_tx *t, pl_db *db, const char *kb, int64_t ver)
+agents_index *
+agents_kb_index(agents_cache *c, pl_db *db, pl_call *call, const char *tenant,
+                const char *kb, int64_t ver)
 {
-	agents_cache *c = t->ctx->cache;
-	const char *tenant = t->in->tenant_id;
 	agents_index *ix = agents_cache_get(c, tenant, kb, ver);
 	PGresult *r;
 	agents_ix_src *src;
@@ -279,7 +275,7 @@ kb_index(reply_tx *t, pl_db *db, const char *kb, int64_t ver)
 	r = agents_store_kb_entries(db, tenant, kb);
 	if (!agents_store_ok(r)) {
 		agents_cache_build_unlock(c);
-		pl_db_call_error(t->call, r, "load the knowledge base");
+		pl_db_call_error(call, r, "load the knowledge base");
 		PQclear(r);
 		return NULL;
 	}
@@ -304,7 +300,7 @@ kb_index(reply_tx *t, pl_db *db, const char *kb, int64_t ver)
 	PQclear(r);
 	if (ix == NULL) {
 		agents_cache_build_unlock(c);
-		pl_call_error(t->call, PL_RESOURCE_EXHAUSTED,
+		pl_call_error(call, PL_RESOURCE_EXHAUSTED,
 		              "could not index knowledge base %s", kb);
 		return NULL;
 	}
@@ -344,7 +340,9 @@ retrieve(reply_tx *t, pl_db *db, const char *kbv, const char *norm, size_t k,
 		return pl_call_error(t->call, PL_RESOURCE_EXHAUSTED,
 		                     "out of memory");
 	for (size_t i = 0; i < nkb; i++) {
-		agents_index *ix = kb_index(t, db, ids[i], vers[i]);
+		agents_index *ix =
+		        agents_kb_index(t->ctx->cache, db, t->call,
+		                        t->in->tenant_id, ids[i], vers[i]);
 		size_t m;
 
 		if (ix == NULL)

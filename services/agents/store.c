@@ -746,33 +746,46 @@ agents_store_agent_kbs(pl_db *db, const char *tenant, const char *agent)
 // ---------------------------------------------------------------------------
 // Knowledge entries
 
+// Entries of one ImportKnowledge call in one statement (no external_id
+// twice among them: ON CONFLICT cannot touch a row twice in a statement). $3: a
+// JSON array of {id, q, a, k (keywords), i, act, ext, qn, kn, an}. Rows
+// (position from 1, the entry's id, created), in input order: a new entry has
+// the id given, one matched by external_id keeps its own.
 PGresult *
-agents_store_entry_upsert(pl_db *db, const char *const p[13])
+agents_store_entries_upsert(pl_db *db, const char *tenant, const char *kb,
+                            const char *items_json)
 {
-	// $1 tenant, $2 id, $3 base, $4 question, $5 answer, $6 keywords
-	// (JSON), $7 intent, $8 is_active, $9 external_id, $10..$12 the
-	// normalised question, keywords, answer, $13 unused.
+	const char *p[] = { tenant, kb, items_json };
+
 	return pl_db_exec(
 	        db,
-	        "INSERT INTO agents.knowledge_entries (tenant_id, id, "
-	        "knowledge_base_id, question, answer, keywords, intent, "
-	        "is_active, "
-	        "external_id, question_norm, keywords_norm, answer_norm) "
-	        "VALUES "
-	        "($1, $2, $3, $4, $5, ARRAY(SELECT jsonb_array_elements_text("
-	        "$6::jsonb)), $7, $8::bool, $9, $10, $11, $12) ON CONFLICT "
-	        "(tenant_id, knowledge_base_id, external_id) WHERE external_id "
-	        "IS "
-	        "NOT NULL DO UPDATE SET question = EXCLUDED.question, answer = "
-	        "EXCLUDED.answer, keywords = EXCLUDED.keywords, intent = "
-	        "EXCLUDED.intent, is_active = EXCLUDED.is_active, "
-	        "question_norm = "
-	        "EXCLUDED.question_norm, keywords_norm = "
-	        "EXCLUDED.keywords_norm, "
+	        "WITH x AS MATERIALIZED (SELECT * FROM ROWS FROM "
+	        "(jsonb_to_recordset($3::jsonb) AS (id uuid, q text, a text, "
+	        "k jsonb, i text, act boolean, ext text, qn text, kn text, "
+	        "an text)) WITH ORDINALITY AS x(id, q, a, k, i, act, ext, qn, "
+	        "kn, an, o)), "
+	        "ins AS (INSERT INTO agents.knowledge_entries AS e (tenant_id, "
+	        "id, knowledge_base_id, question, answer, keywords, intent, "
+	        "is_active, external_id, question_norm, keywords_norm, "
+	        "answer_norm) SELECT $1, x.id, $2, x.q, x.a, "
+	        "ARRAY(SELECT jsonb_array_elements_text(x.k)), x.i, x.act, "
+	        "x.ext, x.qn, x.kn, x.an FROM x ORDER BY x.o "
+	        "ON CONFLICT (tenant_id, knowledge_base_id, external_id) "
+	        "WHERE external_id IS NOT NULL DO UPDATE SET "
+	        "question = EXCLUDED.question, answer = EXCLUDED.answer, "
+	        "keywords = EXCLUDED.keywords, intent = EXCLUDED.intent, "
+	        "is_active = EXCLUDED.is_active, "
+	        "question_norm = EXCLUDED.question_norm, "
+	        "keywords_norm = EXCLUDED.keywords_norm, "
 	        "answer_norm = EXCLUDED.answer_norm, updated_at = now() "
-	        "RETURNING "
-	        "id, (xmax = 0)",
-	        12, p);
+	        "RETURNING e.id, e.external_id, (e.xmax = 0) AS created) "
+	        "SELECT x.o, ins.id, ins.created FROM ins JOIN x "
+	        "ON ins.id = x.id WHERE ins.created "
+	        "UNION ALL "
+	        "SELECT x.o, ins.id, ins.created FROM ins JOIN x "
+	        "ON ins.external_id = x.ext WHERE NOT ins.created "
+	        "ORDER BY 1",
+	        3, p);
 }
 
 PGresult *
@@ -867,57 +880,6 @@ agents_store_entry_delete(pl_db *db, const char *tenant, const char *id)
 	                  "tenant_id = $1 AND id "
 	                  "= $2 RETURNING id",
 	                  2, p);
-}
-
-// Full-text (websearch_to_tsquery over an OR of the content words, ranked
-// with ts_rank_cd) combined with trigram similarity, so that typos and
-// folded accents still match. Candidates: the 40 nearest by trigram
-// distance (GiST KNN) and the 40 best full-text matches; each is scored:
-//   0.55 * the mean over query words of their best trigram match in the
-//          entry's question and keywords (a typo still counts most of a word)
-// + 0.30 * the trigram similarity of the query and the question
-// + 0.15 * ts_rank_cd with weights A question, B keywords, D answer,
-//          normalised by rank / (rank + 1)
-// $1 tenant, $2 base ids (JSON), $3 normalised query, $4 terms for
-// websearch, $5 terms (JSON array), $6 limit, $7 minimum score.
-PGresult *
-agents_store_search(pl_db *db, const char *tenant, const char *kb_json,
-                    const char *qnorm, const char *terms,
-                    const char *terms_json, int limit, double min_score)
-{
-	char l[16], m[32];
-	const char *p[] = { tenant, kb_json, qnorm, terms, terms_json, l, m };
-
-	snprintf(l, sizeof(l), "%d", limit);
-	snprintf(m, sizeof(m), "%.6f", min_score);
-	return pl_db_exec(
-	        db,
-	        "WITH q AS (SELECT websearch_to_tsquery('simple', $4) AS tq, "
-	        "ARRAY(SELECT jsonb_array_elements_text($5::jsonb)) AS terms, "
-	        "ARRAY(SELECT jsonb_array_elements_text($2::jsonb))::uuid[] AS "
-	        "kbs), k AS ((SELECT e.id FROM agents.knowledge_entries e, q "
-	        "WHERE "
-	        "e.tenant_id = $1 AND e.knowledge_base_id = ANY(q.kbs) AND "
-	        "e.is_active ORDER BY e.match_text <-> $3 LIMIT 40) UNION "
-	        "(SELECT "
-	        "e.id FROM agents.knowledge_entries e, q WHERE e.tenant_id = "
-	        "$1 "
-	        "AND e.knowledge_base_id = ANY(q.kbs) AND e.is_active AND "
-	        "e.search_tsv @@ q.tq ORDER BY ts_rank_cd(e.search_tsv, q.tq) "
-	        "DESC LIMIT 40)), c AS (SELECT e.*, least(1.0, 0.55 * "
-	        "coalesce((SELECT avg(word_similarity(t, e.match_text)) FROM "
-	        "unnest(q.terms) t), 0) + 0.30 * similarity($3, "
-	        "e.question_norm) "
-	        "+ 0.15 * ts_rank_cd('{0.1, 0.2, 0.4, 1.0}', e.search_tsv, "
-	        "q.tq, "
-	        "32)) AS score FROM agents.knowledge_entries e JOIN k ON e.id "
-	        "= "
-	        "k.id, q WHERE e.tenant_id = $1) SELECT " ENTRY_COLS
-	        ", e.score "
-	        "FROM c e WHERE e.score >= $7::float8 ORDER BY e.score DESC, "
-	        "e.id "
-	        "LIMIT $6::int",
-	        7, p);
 }
 
 // The content versions of the tenant's bases among ids_json: (id,

@@ -82,7 +82,8 @@ PGresult *agents_store_kb_list(pl_db *db, const char *tenant, const char *agent,
 PGresult *agents_store_agent_kbs(pl_db *db, const char *tenant,
                                  const char *agent);
 
-PGresult *agents_store_entry_upsert(pl_db *db, const char *const p[13]);
+PGresult *agents_store_entries_upsert(pl_db *db, const char *tenant,
+                                      const char *kb, const char *items_json);
 PGresult *agents_store_entries_replace(pl_db *db, const char *tenant,
                                        const char *kb,
                                        const char *keep_ext_json);
@@ -98,10 +99,6 @@ PGresult *agents_store_kb_versions(pl_db *db, const char *tenant,
                                    const char *ids_json);
 PGresult *agents_store_entries_by_id(pl_db *db, const char *tenant,
                                      const char *ids_json);
-PGresult *agents_store_search(pl_db *db, const char *tenant,
-                              const char *kb_json, const char *qnorm,
-                              const char *terms, const char *terms_json,
-                              int limit, double min_score);
 
 PGresult *agents_store_reply_open(pl_db *db, const char *const p[11]);
 int agents_store_reply_commit(pl_db *db, const char *const p[27],

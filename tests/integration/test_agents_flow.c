@@ -880,6 +880,104 @@ test_checkpoints(void **state)
 	pl_arena_reset(&h.arena);
 }
 
+static Parley__Agents__V1__ImportKnowledgeResponse *
+import(const char *agent, ag_entry **e, size_t n, bool replace)
+{
+	Parley__Agents__V1__ImportKnowledgeRequest ik =
+	        PARLEY__AGENTS__V1__IMPORT_KNOWLEDGE_REQUEST__INIT;
+	Parley__Agents__V1__ImportKnowledgeResponse *ikr = NULL;
+
+	ik.agent_id = (char *)agent;
+	ik.entries = e;
+	ik.n_entries = n;
+	ik.replace = replace;
+	assert_int_equal(
+	        call(M("ImportKnowledge"), &pa, &ik,
+	             &parley__agents__v1__import_knowledge_response__descriptor,
+	             &ikr),
+	        PL_OK);
+	assert_int_equal(ikr->n_entry_ids, n);
+	return ikr;
+}
+
+static ag_entry *
+ext_entry(const char *ext, const char *q, const char *a)
+{
+	ag_entry *e = entry(q, a, NULL, "");
+
+	e->external_id = (char *)ext;
+	return e;
+}
+
+// ImportKnowledge writes a call's entries with one statement: ids come
+// back in the entries' order, an external_id already in the base updates
+// that entry (its id kept), a call naming one external_id twice is written
+// entry after entry (the later wins), and replace deletes the rest.
+static void
+test_import_upsert(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *agent = make_agent(&pa, false, NULL), ida[40], idb[40], sql[256];
+	ag_entry *e[3];
+	Parley__Agents__V1__ImportKnowledgeResponse *r;
+
+	e[0] = ext_entry("a", "Do you deliver on Sundays?", "No.");
+	e[1] = ext_entry("b", "Can I pay cash?", "Yes.");
+	e[2] = ext_entry("", "Where are you?", "Main street 1.");
+	r = import(agent, e, 3, false);
+	assert_int_equal(r->created, 3);
+	assert_int_equal(r->updated, 0);
+	snprintf(ida, sizeof(ida), "%s", r->entry_ids[0]);
+	snprintf(idb, sizeof(idb), "%s", r->entry_ids[1]);
+	assert_string_not_equal(ida, idb);
+	assert_string_not_equal(idb, r->entry_ids[2]);
+
+	e[0] = ext_entry("b", "Can I pay cash?", "Only up to 50 EUR.");
+	e[1] = ext_entry("d", "Do you sell gift cards?", "Yes, in store.");
+	e[2] = ext_entry("a", "Do you deliver on Sundays?", "No.");
+	r = import(agent, e, 3, false);
+	assert_int_equal(r->created, 1);
+	assert_int_equal(r->updated, 2);
+	assert_string_equal(r->entry_ids[0], idb);
+	assert_string_equal(r->entry_ids[2], ida);
+	assert_string_not_equal(r->entry_ids[1], ida);
+	snprintf(
+	        sql, sizeof(sql),
+	        "SELECT count(*) FROM agents.knowledge_entries WHERE id = '%s' "
+	        "AND answer = 'Only up to 50 EUR.'",
+	        idb);
+	assert_int_equal(count(sql), 1);
+
+	e[0] = ext_entry("e", "Is there parking?", "Yes.");
+	e[1] = ext_entry("e", "Is there parking?", "Yes, 20 places.");
+	r = import(agent, e, 2, false);
+	assert_int_equal(r->created, 1);
+	assert_int_equal(r->updated, 1);
+	assert_string_equal(r->entry_ids[0], r->entry_ids[1]);
+	snprintf(
+	        sql, sizeof(sql),
+	        "SELECT count(*) FROM agents.knowledge_entries WHERE id = '%s' "
+	        "AND answer = 'Yes, 20 places.'",
+	        r->entry_ids[0]);
+	assert_int_equal(count(sql), 1);
+
+	// make_agent's three, a, b, the one without an id, d, e: all but a.
+	e[0] = ext_entry("a", "Do you deliver on Sundays?", "Yes, now.");
+	r = import(agent, e, 1, true);
+	assert_int_equal(r->deleted, 7);
+	assert_int_equal(r->updated, 1);
+	assert_string_equal(r->entry_ids[0], ida);
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM agents.knowledge_entries e JOIN "
+	         "agents.agents g ON e.knowledge_base_id = ANY "
+	         "(g.knowledge_base_ids) WHERE g.id = '%s'",
+	         agent);
+	assert_int_equal(count(sql), 1);
+	pl_arena_reset(&h.arena);
+}
+
 int
 main(void)
 {
@@ -890,6 +988,7 @@ main(void)
 		cmocka_unit_test(test_llm_paths),
 		cmocka_unit_test(test_session_concurrency),
 		cmocka_unit_test(test_checkpoints),
+		cmocka_unit_test(test_import_upsert),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -7,7 +7,7 @@
 // (agent and sessions) is written in one round trip, and what changed
 // since (another writer in the session, a new version, new knowledge, an
 // ended session, a replay) is answered again with two. And
-// SearchKnowledge served from the retrieval index once Reply built it.
+// SearchKnowledge served from the retrieval index (built on its first call).
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -720,9 +720,10 @@ search(const char *agent, const char *q, int limit, double min_score)
 	return skr;
 }
 
-// SearchKnowledge: the SQL ranking until the base's index is built, then
-// the index (the same scores as Reply's confidence); entries changed
-// since move the version, and the SQL answers until Reply rebuilds.
+// SearchKnowledge ranks with Reply's index from its first call (it builds
+// the index when this process has none): the same entry and score as
+// Reply's confidence, before any Reply; an entry changed since moves the
+// base's version and the next search sees it without a Reply.
 static void
 test_search_index(void **state)
 {
@@ -733,12 +734,19 @@ test_search_index(void **state)
 	Parley__Agents__V1__SearchKnowledgeResponse *skr;
 	ag_reply_req r = PARLEY__AGENTS__V1__REPLY_REQUEST__INIT;
 	ag_reply_resp *o = NULL;
-	double sql_score;
+	Parley__Agents__V1__UpdateEntryRequest ue =
+	        PARLEY__AGENTS__V1__UPDATE_ENTRY_REQUEST__INIT;
+	Parley__Agents__V1__UpdateEntryResponse *uer = NULL;
+	char *mask[] = { "answer" }, entry_id[40];
+	double first_score;
+	long builds = agents_cache_builds(((agents_ctx *)h.arg)->cache);
 
 	skr = search(agent, "how much is shipping", 5, 0);
 	assert_true(skr->n_matches >= 1);
 	assert_string_equal(skr->matches[0]->entry->intent, "shipping");
-	sql_score = skr->matches[0]->score;
+	first_score = skr->matches[0]->score;
+	snprintf(entry_id, sizeof(entry_id), "%s", skr->matches[0]->entry->id);
+	assert_true(agents_cache_builds(((agents_ctx *)h.arg)->cache) > builds);
 
 	r.tenant_id = ta;
 	r.agent_id = agent;
@@ -755,9 +763,9 @@ test_search_index(void **state)
 	assert_true(skr->n_matches >= 1);
 	assert_string_equal(skr->matches[0]->entry->intent, "shipping");
 	assert_string_equal(skr->matches[0]->entry->id, o->knowledge_entry_id);
-	// The index's score: Reply's confidence, not the SQL formula's.
+	// The index's score: Reply's confidence, before and after it.
 	assert_true(skr->matches[0]->score == o->confidence);
-	assert_true(sql_score > 0);
+	assert_true(first_score == o->confidence);
 	// Whole entries, as the SQL path gives them.
 	assert_string_equal(skr->matches[0]->entry->answer,
 	                    "Shipping costs 5 EUR, free above 50 EUR.");
@@ -767,7 +775,102 @@ test_search_index(void **state)
 	assert_int_equal(skr->n_matches, 1);
 	skr = search(agent, "how much is shipping", 5, 0.99);
 	assert_int_equal(skr->n_matches, 0);
+	// A changed answer: the version moves, the next search rebuilds.
+	ue.id = entry_id;
+	ue.answer = "Shipping is free this week.";
+	ue.n_update_mask = 1;
+	ue.update_mask = mask;
+	assert_int_equal(
+	        svch_call(
+	                &h, M("UpdateEntry"), &pa, &ue.base,
+	                &parley__agents__v1__update_entry_response__descriptor,
+	                (void **)&uer, NULL),
+	        PL_OK);
+	builds = agents_cache_builds(((agents_ctx *)h.arg)->cache);
+	skr = search(agent, "how much is shipping", 5, 0);
+	assert_true(skr->n_matches >= 1);
+	assert_string_equal(skr->matches[0]->entry->id, entry_id);
+	assert_string_equal(skr->matches[0]->entry->answer,
+	                    "Shipping is free this week.");
+	assert_true(agents_cache_builds(((agents_ctx *)h.arg)->cache) > builds);
 	pl_arena_reset(&h.arena);
+}
+
+// A base's content_version moves once per statement that changes its
+// entries (migration 011's statement triggers), not once per entry, and
+// not for an update that changes nothing the index reads.
+static long
+kb_version(const char *kb)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT content_version FROM agents.knowledge_bases WHERE id "
+	         "= '%s'",
+	         kb);
+	return count(sql);
+}
+
+static void
+kb_exec(const char *fmt, const char *kb)
+{
+	char sql[1024];
+
+	snprintf(sql, sizeof(sql), fmt, kb, kb);
+	assert_true(count(sql) >= 0);
+}
+
+static void
+test_content_version(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *agent = make_agent(false, 0), kb[40], sql[200];
+	long v;
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT knowledge_base_ids[1] FROM agents.agents WHERE id = "
+	         "'%s'",
+	         agent);
+	snprintf(kb, sizeof(kb), "%s", scalar(sql));
+	assert_int_equal(strlen(kb), 36);
+	v = kb_version(kb);
+	// Two entries in one statement: one step.
+	kb_exec("WITH i AS (INSERT INTO agents.knowledge_entries (tenant_id, "
+	        "id, knowledge_base_id, question, answer, question_norm) "
+	        "SELECT b.tenant_id, gen_random_uuid(), b.id, 'q' || g, 'a', "
+	        "'q' || g FROM agents.knowledge_bases b, generate_series(1, 2) "
+	        "g WHERE b.id = '%s' RETURNING 1) SELECT count(*) FROM i",
+	        kb);
+	assert_int_equal(kb_version(kb), v + 1);
+	// An update that changes nothing the index reads: none.
+	kb_exec("WITH u AS (UPDATE agents.knowledge_entries SET updated_at = "
+	        "now() WHERE knowledge_base_id = '%s' RETURNING 1) SELECT "
+	        "count(*) FROM u",
+	        kb);
+	assert_int_equal(kb_version(kb), v + 1);
+	// Two answers changed in one statement: one step.
+	kb_exec("WITH u AS (UPDATE agents.knowledge_entries SET answer = "
+	        "answer || '!' WHERE knowledge_base_id = '%s' AND question "
+	        "LIKE 'q_' RETURNING 1) SELECT count(*) FROM u",
+	        kb);
+	assert_int_equal(kb_version(kb), v + 2);
+	// Deleted: one step.
+	kb_exec("WITH d AS (DELETE FROM agents.knowledge_entries WHERE "
+	        "knowledge_base_id = '%s' AND question LIKE 'q_' RETURNING 1) "
+	        "SELECT count(*) FROM d",
+	        kb);
+	assert_int_equal(kb_version(kb), v + 3);
+	// Several statements in one transaction: one step for all.
+	kb_exec("BEGIN; INSERT INTO agents.knowledge_entries (tenant_id, id, "
+	        "knowledge_base_id, question, answer, question_norm) SELECT "
+	        "tenant_id, gen_random_uuid(), id, 'x', 'a', 'x' FROM "
+	        "agents.knowledge_bases WHERE id = '%s'; UPDATE "
+	        "agents.knowledge_entries SET answer = 'b' WHERE "
+	        "knowledge_base_id = '%s'; COMMIT; SELECT 1",
+	        kb);
+	assert_int_equal(kb_version(kb), v + 4);
 }
 
 int
@@ -781,6 +884,7 @@ main(void)
 		cmocka_unit_test(test_group_fails),
 		cmocka_unit_test(test_memory),
 		cmocka_unit_test(test_search_index),
+		cmocka_unit_test(test_content_version),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -43,6 +43,7 @@
 #include "pgh.h"
 #include "pl/id.h"
 #include "svch.h"
+#include "port.h"
 
 #define M(x) "/parley.agents.v1.Agents/" x
 #define NENT 10000
@@ -554,6 +555,7 @@ main(int argc, char **argv)
 	pl_uuid7_str(user);
 	p = svch_user(tenant, user, PARLEY__RPC__V1__ROLE__ROLE_ADMIN);
 	{
+		int64_t t_import;
 		Parley__Agents__V1__CreateAgentRequest ca =
 		        PARLEY__AGENTS__V1__CREATE_AGENT_REQUEST__INIT;
 		Parley__Agents__V1__CreateAgentResponse *car = NULL;
@@ -568,6 +570,7 @@ main(int argc, char **argv)
 		            (void **)&car, NULL) != PL_OK)
 			return 1;
 		snprintf(agent, sizeof(agent), "%s", car->id);
+		t_import = pl_now_ns();
 		for (int b = 0; b < NENT / CHUNK; b++) {
 			Parley__Agents__V1__ImportKnowledgeRequest ik =
 			        PARLEY__AGENTS__V1__IMPORT_KNOWLEDGE_REQUEST__INIT;
@@ -602,6 +605,9 @@ main(int argc, char **argv)
 			free(qs);
 			pl_arena_reset(&h.arena);
 		}
+		printf("setup: ImportKnowledge of %d entries (%d a call) in "
+		       "%.0f ms\n",
+		       NENT, CHUNK, (double)(pl_now_ns() - t_import) / 1e6);
 		pr.id = agent;
 		if (svch_call(
 		            &h, M("PublishAgent"), &p, &pr.base,
@@ -611,8 +617,7 @@ main(int argc, char **argv)
 	}
 	pgh_exec_url(h.admin_url, "ANALYZE");
 	engine_bench();
-	snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d",
-	         27000 + getpid() % 3000);
+	snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d", test_port());
 	rc.name = "agents";
 	rc.listen = addr;
 	rc.workers = nworkers;
