@@ -108,6 +108,19 @@ webhook_senders(const msg_items *items, pl_arena *a)
 	return out;
 }
 
+// The value of a webhook's header name (the last one given), or NULL.
+static const char *
+webhook_header(const M(HandleWebhookRequest) * in, const char *name)
+{
+	const char *v = NULL;
+
+	for (size_t i = 0; i < in->n_headers; i++)
+		if (in->headers[i]->name &&
+		    strcasecmp(in->headers[i]->name, name) == 0)
+			v = in->headers[i]->value;
+	return v;
+}
+
 static int
 handle_webhook(pl_call *call, const void *inp, void *outp)
 {
@@ -157,12 +170,7 @@ handle_webhook(pl_call *call, const void *inp, void *outp)
 		                     "channel %s is disabled", in->channel_id);
 	if (in->channel_type ==
 	    PARLEY__TENANTS__V1__CHANNEL_TYPE__CHANNEL_TYPE_WHATSAPP_CLOUD) {
-		const char *sig = NULL;
-		for (size_t i = 0; i < in->n_headers; i++)
-			if (in->headers[i]->name &&
-			    strcasecmp(in->headers[i]->name,
-			               "X-Hub-Signature-256") == 0)
-				sig = in->headers[i]->value;
+		const char *sig = webhook_header(in, "X-Hub-Signature-256");
 		// Verified over the raw bytes before anything is parsed.
 		if (!messaging_wa_signature_ok(sig, ch.app_secret,
 		                               in->body.data, in->body.len))
@@ -172,6 +180,18 @@ handle_webhook(pl_call *call, const void *inp, void *outp)
 			              "match the body"
 			            : "the webhook has no "
 			              "X-Hub-Signature-256 header");
+	} else if (ch.app_secret[0] != '\0') {
+		// An Infobip channel with a webhook secret: its subscription
+		// sends BASIC credentials, checked before anything is parsed.
+		const char *auth = webhook_header(in, "Authorization");
+		if (!messaging_basic_auth_ok(auth, ch.app_secret))
+			return pl_call_error(
+			        call, PL_UNAUTHENTICATED,
+			        auth ? "the webhook's Basic credentials do not "
+			               "match the channel's app_secret"
+			             : "the webhook has no Authorization "
+			               "header "
+			               "(the channel has an app_secret)");
 	}
 	if (messaging_parse_webhook(in->channel_type, in->body.data,
 	                            in->body.len, call->arena, &items, err,

@@ -82,6 +82,13 @@ int messaging_phone_variants(const char *e164, char a[MSG_PHONE_MAX],
 bool messaging_wa_signature_ok(const char *header, const char *secret,
                                const uint8_t *body, size_t len);
 
+// Infobip does not sign its webhooks. An Infobip channel given an
+// app_secret takes the subscription's BASIC security instead: header (an
+// Authorization value) must be "Basic " and the base64 of
+// "username:password", equal to secret. Compared in constant time.
+#define MSG_BASIC_MAX 512 // decoded credentials, bytes
+bool messaging_basic_auth_ok(const char *header, const char *secret);
+
 typedef enum msg_item_kind {
 	MSG_ITEM_MESSAGE = 1,
 	MSG_ITEM_STATUS = 2,

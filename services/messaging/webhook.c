@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -85,6 +86,36 @@ messaging_wa_signature_ok(const char *header, const char *secret,
 	crypto_auth_hmacsha256_update(&st, body, len);
 	crypto_auth_hmacsha256_final(&st, want);
 	return sodium_memcmp(want, got, sizeof(want)) == 0;
+}
+
+bool
+messaging_basic_auth_ok(const char *header, const char *secret)
+{
+	unsigned char got[MSG_BASIC_MAX], hg[crypto_hash_sha256_BYTES],
+	        hw[crypto_hash_sha256_BYTES];
+	size_t n = 0, len;
+
+	if (header == NULL || secret == NULL || secret[0] == '\0')
+		return false;
+	if (strncasecmp(header, "Basic ", 6) != 0)
+		return false;
+	header += 6;
+	while (*header == ' ')
+		header++;
+	len = strlen(header);
+	while (len > 0 && header[len - 1] == ' ')
+		len--;
+	if (len == 0 || len > 4 * ((sizeof(got) + 2) / 3))
+		return false;
+	if (sodium_base642bin(got, sizeof(got), header, len, NULL, &n, NULL,
+	                      sodium_base64_VARIANT_ORIGINAL) != 0)
+		return false;
+	// Digests compared, so that neither length nor content shows in
+	// the time taken.
+	crypto_hash_sha256(hg, got, n);
+	crypto_hash_sha256(hw, (const unsigned char *)secret, strlen(secret));
+	sodium_memzero(got, sizeof(got));
+	return sodium_memcmp(hg, hw, sizeof(hg)) == 0;
 }
 
 static const char *

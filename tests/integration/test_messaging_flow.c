@@ -42,6 +42,7 @@ static pl_rpc_server *peers;
 static bool up;
 static volatile int agent_calls;
 static volatile bool billing_refuse;
+static const char *volatile ib_secret; // C_IB's app_secret; NULL: none
 static char conv1[40], out1_pid[128];
 
 // ---------------------------------------------------------------------------
@@ -93,7 +94,11 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 			        outp;
 			o->channel = ch;
 			o->access_token = "tok-123";
-			o->app_secret = SECRET;
+			// Infobip channels have no webhook secret unless a
+			// test gives one (test_infobip_basic_auth).
+			o->app_secret = strcmp(id, C_IB) != 0 ? SECRET
+			                : ib_secret != NULL ? (char *)ib_secret
+			                                    : "";
 			o->verify_token = "verify-me";
 		}
 		return PL_OK;
@@ -254,9 +259,22 @@ sign(const char *body, size_t len, const char *secret, char out[80])
 }
 
 // HandleWebhook with its own arena (safe from several threads).
+static int webhook_h(const char *channel, int type, const char *body,
+                     size_t len, const char *hname, const char *hvalue,
+                     bool *dup);
+
 static int
 webhook(const char *channel, int type, const char *body, size_t len,
         const char *sig, bool *dup)
+{
+	return webhook_h(channel, type, body, len, "x-hub-signature-256", sig,
+	                 dup);
+}
+
+// A webhook with one header (none when hvalue is NULL).
+static int
+webhook_h(const char *channel, int type, const char *body, size_t len,
+          const char *hname, const char *hvalue, bool *dup)
 {
 	Parley__Messaging__V1__HandleWebhookRequest rq =
 	        PARLEY__MESSAGING__V1__HANDLE_WEBHOOK_REQUEST__INIT;
@@ -273,9 +291,9 @@ webhook(const char *channel, int type, const char *body, size_t len,
 	rq.channel_type = type;
 	rq.body.data = (uint8_t *)body;
 	rq.body.len = len;
-	if (sig != NULL) {
-		hd.name = "x-hub-signature-256";
-		hd.value = (char *)sig;
+	if (hvalue != NULL) {
+		hd.name = (char *)hname;
+		hd.value = (char *)hvalue;
 		rq.headers = hs;
 		rq.n_headers = 1;
 	}
@@ -896,6 +914,55 @@ test_infobip_batch_of_three(void **state)
 	                                  sizeof(auth), NULL));
 	assert_string_equal(path, "/whatsapp/1/message/text");
 	assert_string_equal(auth, "App tok-123");
+	free(s);
+	free(raw);
+	json_decref(root);
+}
+
+// An Infobip channel given an app_secret takes its subscription's BASIC
+// credentials ("username:password" = app_secret): a webhook without them,
+// or with others, is refused before anything is stored.
+static void
+test_infobip_basic_auth(void **state)
+{
+	size_t len;
+	char *raw, *s;
+	json_t *root, *one;
+	long before;
+
+	(void)state;
+	NEED();
+	FIXTURES();
+	raw = slurp(FIX "infobip_whatsapp_inbound_text.json", &len);
+	root = json_loads(raw, 0, NULL);
+	one = json_array_get(json_object_get(root, "results"), 0);
+	json_object_set_new(one, "messageId", json_string("IB-auth-1"));
+	s = json_dumps(root, JSON_COMPACT);
+	before = sqlv("SELECT count(*) FROM messaging.inbox", NULL, 0);
+	ib_secret = "parley:ib-pass";
+	assert_int_equal(webhook_h(C_IB, 2, s, strlen(s), NULL, NULL, NULL),
+	                 PL_UNAUTHENTICATED);
+	// base64("parley:wrong") and base64("parley:ib-pas")
+	assert_int_equal(webhook_h(C_IB, 2, s, strlen(s), "Authorization",
+	                           "Basic cGFybGV5Ondyb25n", NULL),
+	                 PL_UNAUTHENTICATED);
+	assert_int_equal(webhook_h(C_IB, 2, s, strlen(s), "Authorization",
+	                           "Basic cGFybGV5OmliLXBhcw==", NULL),
+	                 PL_UNAUTHENTICATED);
+	assert_int_equal(webhook_h(C_IB, 2, s, strlen(s), "Authorization",
+	                           "Bearer cGFybGV5OmliLXBhc3M=", NULL),
+	                 PL_UNAUTHENTICATED);
+	assert_int_equal(sqlv("SELECT count(*) FROM messaging.inbox", NULL, 0),
+	                 before);
+	// base64("parley:ib-pass")
+	assert_int_equal(webhook_h(C_IB, 2, s, strlen(s), "authorization",
+	                           "Basic cGFybGV5OmliLXBhc3M=", NULL),
+	                 PL_OK);
+	ib_secret = NULL;
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE provider_message_id = 'IB-auth-1'",
+	                          1),
+	                 1);
 	free(s);
 	free(raw);
 	json_decref(root);
@@ -2158,6 +2225,7 @@ main(void)
 		cmocka_unit_test(test_window),
 		cmocka_unit_test(test_business_scoped_only),
 		cmocka_unit_test(test_infobip_batch_of_three),
+		cmocka_unit_test(test_infobip_basic_auth),
 		cmocka_unit_test(test_bad_provider_times),
 		cmocka_unit_test(test_poison_item),
 		cmocka_unit_test(test_quota_refusal),

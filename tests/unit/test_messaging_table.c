@@ -441,6 +441,35 @@ test_backoff(void **state)
 	}
 }
 
+// Infobip's BASIC webhook credentials against a channel's app_secret.
+static void
+test_basic_auth(void **state)
+{
+	char big[1200];
+
+	(void)state;
+	// base64("user:pass")
+	assert_true(messaging_basic_auth_ok("Basic dXNlcjpwYXNz", "user:pass"));
+	assert_true(
+	        messaging_basic_auth_ok("basic   dXNlcjpwYXNz  ", "user:pass"));
+	assert_false(messaging_basic_auth_ok("Basic dXNlcjpwYXNz", "user:pas"));
+	assert_false(
+	        messaging_basic_auth_ok("Basic dXNlcjpwYXNz", "user:pass "));
+	assert_false(
+	        messaging_basic_auth_ok("Bearer dXNlcjpwYXNz", "user:pass"));
+	assert_false(messaging_basic_auth_ok("dXNlcjpwYXNz", "user:pass"));
+	assert_false(messaging_basic_auth_ok("Basic ", "user:pass"));
+	assert_false(messaging_basic_auth_ok("Basic !!!!", "user:pass"));
+	assert_false(messaging_basic_auth_ok(NULL, "user:pass"));
+	assert_false(messaging_basic_auth_ok("Basic dXNlcjpwYXNz", ""));
+	assert_false(messaging_basic_auth_ok("Basic dXNlcjpwYXNz", NULL));
+	// Longer than any credentials it keeps: refused, not cut.
+	memcpy(big, "Basic ", 6);
+	memset(big + 6, 'A', sizeof(big) - 7);
+	big[sizeof(big) - 1] = '\0';
+	assert_false(messaging_basic_auth_ok(big, "user:pass"));
+}
+
 int
 main(void)
 {
@@ -448,6 +477,7 @@ main(void)
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_phone),
 		cmocka_unit_test(test_signature),
+		cmocka_unit_test(test_basic_auth),
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_send),
 		cmocka_unit_test(test_fit_text),
