@@ -62,7 +62,7 @@ test_port(void)
 		from = hi + 1;
 		to = 65536;
 	}
-	if (to - from < 1000) { // no room outside it: let the kernel pick
+	if (to - from < 1000) { // no room outside it: inside it, then
 		from = lo;
 		to = hi + 1;
 	}
