@@ -75,15 +75,32 @@ pl_db_open(const char *url)
 	return db;
 }
 
+// The statements stmt_send prepared (on prep_conn), forgotten.
 static void
-forget_prepared(pl_db *db)
+forget_stmts(pl_db *db)
 {
 	for (int i = 0; i < db->n_prep; i++)
 		free(db->prep[i].sql);
 	db->n_prep = 0;
 	db->prep_conn = NULL;
+}
+
+static void
+forget_prepared(pl_db *db)
+{
+	forget_stmts(db);
 	db->n_named = 0;
 	db->named_conn = NULL;
+}
+
+// Whether r says a prepared statement is not on the connection (26000).
+static bool
+stmt_missing(const PGresult *r)
+{
+	const char *st =
+	        r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+	return st != NULL && strcmp(st, "26000") == 0;
 }
 
 void
@@ -198,9 +215,7 @@ stmt_send(pl_db *db, PGconn *c, const char *sql, uint64_t h, int nparams,
 	if (db->prep_conn != c) {
 		// Another connection's statements (the names callers
 		// prepared themselves are kept: named_index checks those).
-		for (int i = 0; i < db->n_prep; i++)
-			free(db->prep[i].sql);
-		db->n_prep = 0;
+		forget_stmts(db);
 		db->prep_conn = c;
 	}
 	slot = stmt_slot(db, c, sql, h);
@@ -237,10 +252,7 @@ stmt_send(pl_db *db, PGconn *c, const char *sql, uint64_t h, int nparams,
 static bool
 stmt_gone(pl_db *db, const PGresult *r)
 {
-	const char *st =
-	        r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-
-	if (st == NULL || strcmp(st, "26000") != 0)
+	if (!stmt_missing(r))
 		return false;
 	pl_warn("a prepared statement is gone from the connection; "
 	        "reconnecting");
@@ -466,10 +478,7 @@ pl_db_prepare(pl_db *db, const char *name, const char *sql, int nparams)
 bool
 pl_db_forget_if_gone(pl_db *db, const char *name, const PGresult *r)
 {
-	const char *st =
-	        r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-
-	if (name == NULL || st == NULL || strcmp(st, "26000") != 0)
+	if (name == NULL || !stmt_missing(r))
 		return false;
 	pl_db_set_prepared(db, name, false);
 	return true;
