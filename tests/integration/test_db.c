@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -883,6 +884,83 @@ test_timestamps(void **state)
 	pl_db_close(db);
 }
 
+// The planner's row count of table (pg_class.reltuples; -1: never
+// analyzed).
+static double
+reltuples(pl_db *db, const char *table)
+{
+	const char *p[1] = { table };
+	PGresult *r = pl_db_exec(
+	        db, "SELECT reltuples FROM pg_class WHERE oid = $1::regclass",
+	        1, p);
+	double n;
+
+	assert_int_equal(pl_db_result_status(r), PL_OK);
+	n = atof(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return n;
+}
+
+// Waits up to 20 s for table's planner count to reach at least min.
+static double
+reltuples_at_least(pl_db *db, const char *table, double min)
+{
+	double n = reltuples(db, table);
+
+	for (int i = 0; i < 200 && n < min; i++) {
+		struct timespec ts = { 0, 100 * 1000000L };
+		nanosleep(&ts, NULL);
+		n = reltuples(db, table);
+	}
+	return n;
+}
+
+// The statistics keeper analyzes a table that fills faster than
+// autovacuum looks, and leaves one the planner already counts at 10,000
+// rows or more to autovacuum (off for these tables, so only the keeper
+// can move their counts).
+static void
+test_analyzer(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db_analyzer *k;
+	pl_db *db = pl_db_open(f->url);
+
+	assert_non_null(db);
+	assert_int_equal(pgh_exec_url(f->url,
+	                              "CREATE SCHEMA keeper;"
+	                              "CREATE TABLE keeper.small (id int) WITH "
+	                              "(autovacuum_enabled = false);"
+	                              "CREATE TABLE keeper.big (id int) WITH "
+	                              "(autovacuum_enabled = false);"),
+	                 0);
+	k = pl_db_analyzer_start(f->url, "keeper", 100);
+	assert_non_null(k);
+	assert_int_equal(pgh_exec_url(f->url, "INSERT INTO keeper.small SELECT "
+	                                      "generate_series(1, 500);"
+	                                      "INSERT INTO keeper.big SELECT "
+	                                      "generate_series(1, 20000);"),
+	                 0);
+	assert_true(reltuples_at_least(db, "keeper.small", 500) == 500);
+	assert_true(reltuples_at_least(db, "keeper.big", 20000) == 20000);
+	// Both drift by more than half now; only the small one is analyzed.
+	// The keeper takes the larger table first in a round, so once the
+	// small one's count moved, a round has passed over the big one.
+	assert_int_equal(pgh_exec_url(f->url, "INSERT INTO keeper.big SELECT "
+	                                      "generate_series(1, 40000);"
+	                                      "INSERT INTO keeper.small SELECT "
+	                                      "generate_series(1, 1000);"),
+	                 0);
+	assert_true(reltuples_at_least(db, "keeper.small", 1500) == 1500);
+	{
+		struct timespec ts = { 0, 300 * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	assert_true(reltuples(db, "keeper.big") == 20000);
+	pl_db_analyzer_stop(k);
+	pl_db_close(db);
+}
+
 // pl_db_array: quotes, backslashes, commas, braces and NULL round-trip
 // through PostgreSQL's array input.
 static void
@@ -1192,6 +1270,7 @@ main(void)
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_row_level_security, setup,
 		                                teardown),
+		cmocka_unit_test_setup_teardown(test_analyzer, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -131,7 +131,9 @@ bool pl_db_in_tx(const pl_db *db);
 // interval_ms (<= 0: 1 s), ANALYZEs the tables of schema whose live row
 // count differs from the planner's (pg_class.reltuples) by 100 rows and by
 // half, so plans follow a table that fills faster than autovacuum's
-// minute. One replica at a time (advisory lock). NULL when out of memory.
+// minute; a table the planner counts at 10,000 rows or more is left to
+// autovacuum. One replica at a time (advisory lock). NULL when out of
+// memory.
 typedef struct pl_db_analyzer pl_db_analyzer;
 pl_db_analyzer *pl_db_analyzer_start(const char *url, const char *schema,
                                      int interval_ms);

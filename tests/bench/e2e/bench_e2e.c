@@ -414,6 +414,17 @@ main(int argc, char **argv)
 		printf("  %-10s %6ld KiB\n", S.procs[i].name,
 		       stack_peak_rss_kb(S.procs[i].pid));
 
+	// What the stack costs doing nothing (pollers, relays, the statistics
+	// keeper): the floor under every figure above and below.
+	{
+		cpu_snap c0, c1;
+		cpu_take(&c0);
+		sleep(2);
+		cpu_take(&c1);
+		printf("idle, 2 s:\n");
+		cpu_print(&c0, &c1, 2000, "ms idle");
+	}
+
 	j = must(201, "POST", "/v1/api-keys", token,
 	         "{\"name\":\"bench\",\"scopes\":[\"conversations:read\"]}");
 	snprintf(key, sizeof(key), "%s", jstr(j, "key", NULL));
