@@ -422,6 +422,8 @@ typedef struct billing_payment {
 	const char *tenant_id;  // may be NULL
 	const char *invoice_id; // may be NULL
 	const char *provider_invoice_id;
+	const char *provider_customer_id;     // may be NULL
+	const char *provider_subscription_id; // may be NULL
 	const char *payload;
 	int64_t signed_at;
 	bool duplicate;

@@ -899,6 +899,23 @@ json_str(json_t *o, const char *k, size_t max)
 	return json_string_value(v);
 }
 
+// A provider's object id (Stripe's "cus_...", "sub_..."): letters, digits,
+// '_' and '-', 1 to 255 of them; anything else (an expanded object, a
+// null) is not taken.
+static const char *
+provider_id(json_t *o, const char *k)
+{
+	const char *v = json_str(o, k, 255);
+
+	if (v == NULL || v[0] == '\0')
+		return NULL;
+	for (const char *c = v; *c != '\0'; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
+			return NULL;
+	return v;
+}
+
 static int
 payment_webhook(pl_call *call, const void *vin, void *vout)
 {
@@ -969,6 +986,8 @@ payment_webhook(pl_call *call, const void *vin, void *vout)
 	ev.tenant_id = json_str(meta, "parley_tenant_id", 64);
 	ev.invoice_id = json_str(meta, "parley_invoice_id", 64);
 	ev.provider_invoice_id = json_str(obj, "id", 255);
+	ev.provider_customer_id = provider_id(obj, "customer");
+	ev.provider_subscription_id = provider_id(obj, "subscription");
 	if (ev.tenant_id != NULL && !pl_uuid_valid(ev.tenant_id))
 		ev.tenant_id = NULL;
 	if (ev.invoice_id != NULL && !pl_uuid_valid(ev.invoice_id))

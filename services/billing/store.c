@@ -1875,6 +1875,27 @@ pay_fn(pl_db *db, void *arg)
 		return rc;
 	if (t->s.sub == NULL)
 		return PL_OK;
+	// The provider's customer and subscription the invoice names: kept
+	// on the subscription (GetSubscription shows them) once its event
+	// is verified; an event without them keeps what was there.
+	if (ev->provider_customer_id != NULL ||
+	    ev->provider_subscription_id != NULL) {
+		r = EXEC(
+		        db,
+		        "UPDATE billing.subscriptions SET provider_customer_id "
+		        "= coalesce($2, provider_customer_id), "
+		        "provider_subscription_id = coalesce($3, "
+		        "provider_subscription_id), updated_at = now() WHERE "
+		        "tenant_id = $1 AND (provider_customer_id, "
+		        "provider_subscription_id) IS DISTINCT FROM "
+		        "(coalesce($2, provider_customer_id), coalesce($3, "
+		        "provider_subscription_id))",
+		        ev->tenant_id, ev->provider_customer_id,
+		        ev->provider_subscription_id);
+		if (!ok(r))
+			return fail(call, r, "record the provider's ids");
+		PQclear(r);
+	}
 	prev = billing_status_name(t->s.sub->status);
 	if (paid && ev->invoice_id != NULL) {
 		r = EXEC(db,

@@ -1079,6 +1079,23 @@ sub_status(const char *t)
 	return out->subscription->status;
 }
 
+// The provider's customer and subscription ids GetSubscription shows.
+static void
+sub_provider_ids(const char *t, const char *cus, const char *sub)
+{
+	Parley__Billing__V1__GetSubscriptionRequest in =
+	        PARLEY__BILLING__V1__GET_SUBSCRIPTION_REQUEST__INIT;
+	Parley__Billing__V1__GetSubscriptionResponse *out = NULL;
+	pl_principal v = viewer(t);
+	assert_int_equal(
+	        call(M("GetSubscription"), &v, &in,
+	             &parley__billing__v1__get_subscription_response__descriptor,
+	             (void **)&out, NULL),
+	        PL_OK);
+	assert_string_equal(out->subscription->provider_customer_id, cus);
+	assert_string_equal(out->subscription->provider_subscription_id, sub);
+}
+
 static void
 test_webhooks(void **state)
 {
@@ -1174,9 +1191,11 @@ test_webhooks(void **state)
 	        PL_OK);
 	assert_int_equal(cout->closed, 1);
 	assert_int_equal(cout->invoices[0]->total_minor, 1000);
+	sub_provider_ids(t, "", "");
 	snprintf(body, sizeof(body),
 	         "{\"id\":\"evt_paid_1\",\"type\":\"invoice.paid\",\"data\":"
-	         "{\"object\":{\"id\":\"in_2\",\"metadata\":{\"parley_tenant_"
+	         "{\"object\":{\"id\":\"in_2\",\"customer\":\"cus_Nf1\","
+	         "\"subscription\":\"sub_1Mx-9\",\"metadata\":{\"parley_tenant_"
 	         "id\":"
 	         "\"%s\",\"parley_invoice_id\":\"%s\"}}}}",
 	         t, cout->invoices[0]->id);
@@ -1190,6 +1209,28 @@ test_webhooks(void **state)
 	         "status = 'paid' AND provider_invoice_id = 'in_2'",
 	         t);
 	assert_int_equal(sql_int(q), 1);
+	sub_provider_ids(t, "cus_Nf1", "sub_1Mx-9");
+	// Ids that are not plain ids (an expanded object, spaces, too long)
+	// are not taken; one given alone replaces only itself.
+	snprintf(body, sizeof(body),
+	         "{\"id\":\"evt_fail_2\",\"type\":\"invoice.payment_failed\","
+	         "\"data\":{\"object\":{\"id\":\"in_3\",\"customer\":{\"id\":"
+	         "\"cus_X\"},\"subscription\":\"sub 1; DROP\",\"metadata\":"
+	         "{\"parley_tenant_id\":\"%s\"}}}}",
+	         t);
+	billing_sig_sign(SECRET, now, (const uint8_t *)body, strlen(body), sig);
+	assert_int_equal(webhook(body, sig, &out, NULL), PL_OK);
+	assert_int_equal(sub_status(t), BILLING_ST(PAST_DUE));
+	sub_provider_ids(t, "cus_Nf1", "sub_1Mx-9");
+	snprintf(body, sizeof(body),
+	         "{\"id\":\"evt_paid_2\",\"type\":\"invoice.paid\",\"data\":"
+	         "{\"object\":{\"id\":\"in_3\",\"customer\":\"cus_Nf2\","
+	         "\"metadata\":{\"parley_tenant_id\":\"%s\"}}}}",
+	         t);
+	billing_sig_sign(SECRET, now, (const uint8_t *)body, strlen(body), sig);
+	assert_int_equal(webhook(body, sig, &out, NULL), PL_OK);
+	assert_int_equal(sub_status(t), BILLING_ST(ACTIVE));
+	sub_provider_ids(t, "cus_Nf2", "sub_1Mx-9");
 	// An unknown event type is recorded and changes nothing.
 	snprintf(body, sizeof(body),
 	         "{\"id\":\"evt_other\",\"type\":\"customer.created\"}");
