@@ -806,22 +806,62 @@ close_period(pl_call *call, const void *vin, void *vout)
 		if (rc)
 			return rc;
 	} else {
-		char **tenants;
-		size_t n;
-		if ((rc = billing_store_due_tenants(
-		             pl_call_db(call), call->arena, at, &tenants, &n)))
-			return pl_call_error(call, rc,
-			                     "could not list due "
-			                     "subscriptions");
-		for (size_t i = 0; i < n; i++)
-			if ((rc = billing_store_close(
-			             call, pl_call_db(call), st, tenants[i], at,
-			             &out->invoices, &out->n_invoices, &cap)))
-				return rc;
+		// Every due subscription: the list comes 1,000 at a time, and a
+		// subscription several periods behind is due again once its
+		// first is closed. One tenant's failure does not stop the
+		// others (as the periodic job); the call then fails naming
+		// the first, after the rest and the grace sweep (the invoices
+		// issued are committed: ListInvoices shows them). A round
+		// with a failure is the last, so a close that keeps failing
+		// cannot loop.
+		const char *first = NULL;
+		size_t failed = 0, done;
+		int first_rc = PL_OK;
+		do {
+			char **tenants;
+			size_t n;
+			if ((rc = billing_store_due_tenants(pl_call_db(call),
+			                                    call->arena, at,
+			                                    &tenants, &n)))
+				return pl_call_error(call, rc,
+				                     "could not list due "
+				                     "subscriptions");
+			done = 0;
+			for (size_t i = 0; i < n; i++) {
+				rc = billing_store_close(
+				        call, pl_call_db(call), st, tenants[i],
+				        at, &out->invoices, &out->n_invoices,
+				        &cap);
+				if (rc == PL_OK) {
+					done++;
+					continue;
+				}
+				pl_warn("could not close the billing period of "
+				        "tenant %s: %s",
+				        tenants[i],
+				        call->message ? call->message : "");
+				if (failed++ == 0) {
+					first_rc = rc;
+					first = pl_arena_printf(
+					        call->arena, "%s: %s",
+					        tenants[i],
+					        call->message ? call->message
+					                      : "");
+				}
+				call->code = PL_OK;
+				call->message = NULL;
+				call->n_violations = 0;
+			}
+		} while (failed == 0 && done > 0);
 		if (billing_store_grace_sweep(pl_call_db(call), st, at) < 0)
 			return pl_call_error(
 			        call, PL_INTERNAL,
 			        "could not sweep past-due subscriptions");
+		if (failed > 0)
+			return pl_call_error(call, first_rc,
+			                     "could not close %zu due "
+			                     "subscription(s); the first, %s",
+			                     failed, first ? first : "");
 	}
 	out->closed = (int32_t)out->n_invoices;
 	return PL_OK;
@@ -1212,6 +1252,8 @@ billing_init(const pl_service_cfg *cfg, void **arg)
 out_fail:
 	if (st->analytics)
 		pl_rpc_client_close(st->analytics);
+	if (st->tenants)
+		pl_rpc_client_close(st->tenants);
 	free(st->database_url);
 	free(st->webhook_secret);
 	free(st);
