@@ -691,12 +691,80 @@ test_reply_and_delivery_match_items(void **state)
 	assert_true(sends >= 30);
 }
 
+// The SQLSTATE of sql run in a transaction rolled back after it ("" when
+// it succeeded): nothing it does stays.
+static void
+sqlstate_of(const char *sql, char out[6])
+{
+	PGresult *r;
+
+	assert_true(exec_ok("BEGIN"));
+	r = PQexec(db, sql);
+	if (PQresultStatus(r) == PGRES_COMMAND_OK ||
+	    PQresultStatus(r) == PGRES_TUPLES_OK)
+		out[0] = '\0';
+	else
+		snprintf(out, 6, "%s",
+		         PQresultErrorField(r, PG_DIAG_SQLSTATE)
+		                 ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+		                 : "?????");
+	PQclear(r);
+	assert_true(exec_ok("ROLLBACK"));
+}
+
+// The value checks of conversations and messages (001) refuse a value
+// outside their lists and let NULL intent and sentiment through. (Merging
+// each table's checks into one with array constants was measured and not
+// kept: a one-row UPDATE of a conversation went from 0.092 to 0.083-0.085
+// ms, 0.066 with no checks; within the noise of bench_messaging's CPU a
+// message.)
+static void
+test_value_checks(void **state)
+{
+	static const char *const bad[] = {
+		"UPDATE messaging.conversations SET status = 'gone'",
+		"UPDATE messaging.conversations SET owner = 'robot'",
+		"UPDATE messaging.conversations SET stage = 'maybe'",
+		"UPDATE messaging.conversations SET intent_level = 'extreme'",
+		"UPDATE messaging.conversations SET sentiment = 'mixed'",
+		"UPDATE messaging.messages SET direction = 'sideways'",
+		"UPDATE messaging.messages SET sender = 'alien'",
+		"UPDATE messaging.messages SET status = 'lost'",
+		"UPDATE messaging.messages SET reply_state = 'later'",
+	};
+	static const char *const good[] = {
+		"UPDATE messaging.conversations SET intent_level = NULL, "
+		"sentiment = NULL, stage = 'won', owner = 'human', status = "
+		"'closed'",
+		"UPDATE messaging.conversations SET intent_level = 'high', "
+		"sentiment = 'negative'",
+		"UPDATE messaging.messages SET status = 'played', reply_state "
+		"= "
+		"'none', sender = 'system'",
+	};
+	char st[6];
+	(void)state;
+	if (!up)
+		skip();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		sqlstate_of(bad[i], st);
+		if (strcmp(st, "23514") != 0)
+			fail_msg("%s: SQLSTATE \"%s\", want 23514", bad[i], st);
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		sqlstate_of(good[i], st);
+		if (st[0] != '\0')
+			fail_msg("%s: SQLSTATE %s", good[i], st);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ingest_batch_matches_items),
 		cmocka_unit_test(test_reply_and_delivery_match_items),
+		cmocka_unit_test(test_value_checks),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
