@@ -18,10 +18,10 @@
 #include "pl/id.h"
 #include "svch.h"
 
-#define M(x) "/parley.billing.v1.Billing/" x
-
 static pgh pg;
 static svch h;
+
+#include "billing_th.h"
 
 static int
 setup(void **state)
@@ -61,13 +61,6 @@ teardown(void **state)
 	}
 	return 0;
 }
-
-#define NEED_PG()                                                              \
-	do {                                                                   \
-		if (!pg.running)                                               \
-			skip();                                                \
-		pl_arena_reset(&h.arena);                                      \
-	} while (0)
 
 static long long
 sql_int(const char *sql)

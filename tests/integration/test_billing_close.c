@@ -22,11 +22,12 @@
 #include "pl/id.h"
 #include "svch.h"
 
-#define M(x)   "/parley.billing.v1.Billing/" x
 #define DAY_MS (BILLING_DAY_S * 1000)
 
 static pgh pg;
 static svch h;
+
+#include "billing_th.h"
 
 static const char *const env[] = {
 	"PARLEY_BILLING_GRACE_DAYS=3",
@@ -72,43 +73,7 @@ teardown(void **state)
 	return 0;
 }
 
-#define NEED_PG()                                                              \
-	do {                                                                   \
-		if (!pg.running)                                               \
-			skip();                                                \
-		pl_arena_reset(&h.arena);                                      \
-	} while (0)
-
 #define SQL_MAX 1024
-
-// Principals.
-static pl_principal
-owner(const char *tenant)
-{
-	return svch_user(tenant, "0190aaaa-0000-7000-8000-000000000001", 4);
-}
-
-static pl_principal
-viewer(const char *tenant)
-{
-	return svch_user(tenant, "0190aaaa-0000-7000-8000-000000000002", 1);
-}
-
-static pl_principal
-platform(void)
-{
-	pl_principal p =
-	        svch_user("", "0190aaaa-0000-7000-8000-0000000000ff", 0);
-	p.platform_admin = true;
-	return p;
-}
-
-static int
-call(const char *m, const pl_principal *p, const void *in,
-     const ProtobufCMessageDescriptor *d, void **out, pl_rpc_result *res)
-{
-	return svch_call(&h, m, p, in, d, out, res);
-}
 
 // SQL as the superuser (no row-level security). sql_text: the one value
 // of a one-row query as text into out ("" for NULL); the test fails on
@@ -264,21 +229,6 @@ numbers(char *out, size_t len)
 	         "number), '') FROM billing.invoices");
 }
 
-static billing_sub *
-get_sub(const char *tenant)
-{
-	Parley__Billing__V1__GetSubscriptionRequest in =
-	        PARLEY__BILLING__V1__GET_SUBSCRIPTION_REQUEST__INIT;
-	Parley__Billing__V1__GetSubscriptionResponse *out = NULL;
-	pl_principal v = viewer(tenant);
-	assert_int_equal(
-	        call(M("GetSubscription"), &v, &in,
-	             &parley__billing__v1__get_subscription_response__descriptor,
-	             (void **)&out, NULL),
-	        PL_OK);
-	return out->subscription;
-}
-
 // One invoice of tenant for [start, end) with that total.
 static void
 assert_invoice(const char *tenant, int64_t start, int64_t end, long long total)
@@ -296,7 +246,7 @@ assert_invoice(const char *tenant, int64_t start, int64_t end, long long total)
 static void
 assert_period(const char *tenant, int64_t start, int64_t end, int st)
 {
-	billing_sub *s = get_sub(tenant);
+	billing_sub *s = sub_of(tenant);
 	assert_int_equal(parse_ms(s->current_period_start_at), start);
 	assert_int_equal(parse_ms(s->current_period_end_at), end);
 	assert_int_equal(s->status, st);
@@ -348,7 +298,7 @@ test_job_closes_ended_periods_once(void **state)
 	place(d, d0); // [01-16, 02-16): still running at `at`
 	assert_int_equal(month_after(c0), at);
 	assert_true(month_after(d0) > at);
-	assert_int_equal(get_sub(a)->status, BILLING_ST(ACTIVE));
+	assert_int_equal(sub_of(a)->status, BILLING_ST(ACTIVE));
 	sub_row(d, before, sizeof(before));
 
 	assert_int_equal(billing_jobs_run_once(h.w.db, h.arg, at), 3);
@@ -678,19 +628,19 @@ test_lifecycle_at_close(void **state)
 	cancel(ce, true);
 	cancel(tc, true);
 	cancel(cn, false);
-	assert_int_equal(get_sub(ce)->status, BILLING_ST(ACTIVE));
-	assert_int_equal(get_sub(cn)->status, BILLING_ST(CANCELED));
-	assert_int_equal(get_sub(tc)->status, BILLING_ST(TRIALING));
-	assert_int_equal(get_sub(tf)->status, BILLING_ST(TRIALING));
+	assert_int_equal(sub_of(ce)->status, BILLING_ST(ACTIVE));
+	assert_int_equal(sub_of(cn)->status, BILLING_ST(CANCELED));
+	assert_int_equal(sub_of(tc)->status, BILLING_ST(TRIALING));
+	assert_int_equal(sub_of(tf)->status, BILLING_ST(TRIALING));
 
 	// Canceled at period end: the last period is billed in full, then
 	// expired, canceled_at = the period's end; tenants are told.
-	s = get_sub(ce);
+	s = sub_of(ce);
 	snprintf(old_end, sizeof(old_end), "%s", s->current_period_end_at);
 	end = parse_ms(s->current_period_end_at);
 	v = close_one(ce, end, &fee);
 	assert_int_equal(fee, 1000);
-	s = get_sub(ce);
+	s = sub_of(ce);
 	assert_int_equal(s->status, BILLING_ST(EXPIRED));
 	assert_string_equal(s->canceled_at, old_end);
 	assert_int_equal(
@@ -700,9 +650,9 @@ test_lifecycle_at_close(void **state)
 	        1);
 
 	// Canceled now: expired at the close too.
-	end = parse_ms(get_sub(cn)->current_period_end_at);
+	end = parse_ms(sub_of(cn)->current_period_end_at);
 	close_one(cn, end, &fee);
-	assert_int_equal(get_sub(cn)->status, BILLING_ST(EXPIRED));
+	assert_int_equal(sub_of(cn)->status, BILLING_ST(EXPIRED));
 	assert_int_equal(
 	        changes(cn, "canceled", "expired", "period_ended_canceled"), 1);
 	assert_int_equal(status_events(cn, "expired", "canceled",
@@ -711,13 +661,13 @@ test_lifecycle_at_close(void **state)
 
 	// Trialing, trial ended within the period: active; the fee is the
 	// part of the period after the trial.
-	s = get_sub(tr);
+	s = sub_of(tr);
 	start = parse_ms(s->current_period_start_at);
 	end = parse_ms(s->current_period_end_at);
 	trial = parse_ms(s->trial_end_at);
 	assert_int_equal(trial, start + 10 * DAY_MS);
 	v = close_one(tr, end, &fee);
-	assert_int_equal(get_sub(tr)->status, BILLING_ST(ACTIVE));
+	assert_int_equal(sub_of(tr)->status, BILLING_ST(ACTIVE));
 	assert_int_equal(fee, billing_prorate(1000, (end - trial) / 1000,
 	                                      (end - start) / 1000));
 	assert_true(fee > 0 && fee < 1000);
@@ -728,54 +678,54 @@ test_lifecycle_at_close(void **state)
 
 	// The trial ends exactly when the period does: active, nothing to pay
 	// (the invoice of 0 is issued paid).
-	s = get_sub(tb);
+	s = sub_of(tb);
 	end = parse_ms(s->current_period_end_at);
 	assert_int_equal(parse_ms(s->trial_end_at), end);
 	v = close_one(tb, end, &fee);
-	assert_int_equal(get_sub(tb)->status, BILLING_ST(ACTIVE));
+	assert_int_equal(sub_of(tb)->status, BILLING_ST(ACTIVE));
 	assert_int_equal(fee, 0);
 	assert_int_equal(v->total_minor, 0);
 	assert_int_equal(v->status, BILLING_IV(PAID));
 	assert_int_equal(changes(tb, "trialing", "active", "trial_ended"), 1);
 
 	// A free plan is no different: active once its trial is over.
-	end = parse_ms(get_sub(tf)->current_period_end_at);
-	assert_true(parse_ms(get_sub(tf)->trial_end_at) < end);
+	end = parse_ms(sub_of(tf)->current_period_end_at);
+	assert_true(parse_ms(sub_of(tf)->trial_end_at) < end);
 	v = close_one(tf, end, &fee);
-	assert_int_equal(get_sub(tf)->status, BILLING_ST(ACTIVE));
+	assert_int_equal(sub_of(tf)->status, BILLING_ST(ACTIVE));
 	assert_int_equal(v->total_minor, 0);
 	assert_int_equal(changes(tf, "trialing", "active", "trial_ended"), 1);
 
 	// A trial running into the next period: still trialing after the
 	// first close (no fee); active at the next, billed from its end.
-	s = get_sub(tl);
+	s = sub_of(tl);
 	end = parse_ms(s->current_period_end_at);
 	trial = parse_ms(s->trial_end_at);
 	assert_int_equal(trial, end + 5 * DAY_MS);
 	close_one(tl, end, &fee);
 	assert_int_equal(fee, 0);
-	s = get_sub(tl);
+	s = sub_of(tl);
 	assert_int_equal(s->status, BILLING_ST(TRIALING));
 	assert_int_equal(changes(tl, "trialing", "active", "trial_ended"), 0);
 	end2 = parse_ms(s->current_period_end_at);
 	assert_int_equal(parse_ms(s->current_period_start_at), end);
 	close_one(tl, end2, &fee);
-	assert_int_equal(get_sub(tl)->status, BILLING_ST(ACTIVE));
+	assert_int_equal(sub_of(tl)->status, BILLING_ST(ACTIVE));
 	assert_int_equal(fee, billing_prorate(1000, (end2 - trial) / 1000,
 	                                      (end2 - end) / 1000));
 	assert_int_equal(changes(tl, "trialing", "active", "trial_ended"), 1);
 
 	// Trial over but canceled at period end: expired, not active.
-	end = parse_ms(get_sub(tc)->current_period_end_at);
+	end = parse_ms(sub_of(tc)->current_period_end_at);
 	close_one(tc, end, &fee);
-	assert_int_equal(get_sub(tc)->status, BILLING_ST(EXPIRED));
+	assert_int_equal(sub_of(tc)->status, BILLING_ST(EXPIRED));
 	assert_int_equal(
 	        changes(tc, "trialing", "expired", "period_ended_canceled"), 1);
 	assert_int_equal(changes(tc, "trialing", "active", "trial_ended"), 0);
 
 	// Expired stays expired: later closes issue nothing for them, by
 	// tenant or for every tenant.
-	end2 = parse_ms(get_sub(tr)->current_period_end_at);
+	end2 = parse_ms(sub_of(tr)->current_period_end_at);
 	assert_int_equal(
 	        close_period(&admin, ce, end2 + 40 * DAY_MS, &out, NULL),
 	        PL_OK);
@@ -789,8 +739,8 @@ test_lifecycle_at_close(void **state)
 	assert_int_equal(n_invoices(ce), 1);
 	assert_int_equal(n_invoices(cn), 1);
 	assert_int_equal(n_invoices(tc), 1);
-	assert_int_equal(get_sub(ce)->status, BILLING_ST(EXPIRED));
-	assert_int_equal(get_sub(cn)->status, BILLING_ST(EXPIRED));
+	assert_int_equal(sub_of(ce)->status, BILLING_ST(EXPIRED));
+	assert_int_equal(sub_of(cn)->status, BILLING_ST(EXPIRED));
 }
 
 int

@@ -15,11 +15,12 @@
 #include "pl/id.h"
 #include "svch.h"
 
-#define M(x)   "/parley.billing.v1.Billing/" x
 #define SECRET "whsec_integration_secret"
 
 static pgh pg;
 static svch h;
+
+#include "billing_th.h"
 
 static const char *const env[] = {
 	"PARLEY_PAYMENT_WEBHOOK_SECRET=" SECRET,
@@ -52,42 +53,6 @@ teardown(void **state)
 		pgh_stop(&pg);
 	}
 	return 0;
-}
-
-#define NEED_PG()                                                              \
-	do {                                                                   \
-		if (!pg.running)                                               \
-			skip();                                                \
-		pl_arena_reset(&h.arena);                                      \
-	} while (0)
-
-// Principals.
-static pl_principal
-owner(const char *tenant)
-{
-	return svch_user(tenant, "0190aaaa-0000-7000-8000-000000000001", 4);
-}
-
-static pl_principal
-viewer(const char *tenant)
-{
-	return svch_user(tenant, "0190aaaa-0000-7000-8000-000000000002", 1);
-}
-
-static pl_principal
-platform(void)
-{
-	pl_principal p =
-	        svch_user("", "0190aaaa-0000-7000-8000-0000000000ff", 0);
-	p.platform_admin = true;
-	return p;
-}
-
-static int
-call(const char *m, const pl_principal *p, const void *in,
-     const ProtobufCMessageDescriptor *d, void **out, pl_rpc_result *res)
-{
-	return svch_call(&h, m, p, in, d, out, res);
 }
 
 // A scalar from SQL as the superuser (-1 on error).
@@ -1067,33 +1032,16 @@ webhook(const char *body, const char *sig,
 static int
 sub_status(const char *t)
 {
-	Parley__Billing__V1__GetSubscriptionRequest in =
-	        PARLEY__BILLING__V1__GET_SUBSCRIPTION_REQUEST__INIT;
-	Parley__Billing__V1__GetSubscriptionResponse *out = NULL;
-	pl_principal v = viewer(t);
-	assert_int_equal(
-	        call(M("GetSubscription"), &v, &in,
-	             &parley__billing__v1__get_subscription_response__descriptor,
-	             (void **)&out, NULL),
-	        PL_OK);
-	return out->subscription->status;
+	return sub_of(t)->status;
 }
 
 // The provider's customer and subscription ids GetSubscription shows.
 static void
 sub_provider_ids(const char *t, const char *cus, const char *sub)
 {
-	Parley__Billing__V1__GetSubscriptionRequest in =
-	        PARLEY__BILLING__V1__GET_SUBSCRIPTION_REQUEST__INIT;
-	Parley__Billing__V1__GetSubscriptionResponse *out = NULL;
-	pl_principal v = viewer(t);
-	assert_int_equal(
-	        call(M("GetSubscription"), &v, &in,
-	             &parley__billing__v1__get_subscription_response__descriptor,
-	             (void **)&out, NULL),
-	        PL_OK);
-	assert_string_equal(out->subscription->provider_customer_id, cus);
-	assert_string_equal(out->subscription->provider_subscription_id, sub);
+	billing_sub *s = sub_of(t);
+	assert_string_equal(s->provider_customer_id, cus);
+	assert_string_equal(s->provider_subscription_id, sub);
 }
 
 static void
