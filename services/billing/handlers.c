@@ -727,7 +727,15 @@ reserve_usage(pl_call *call, const void *vin, void *vout)
 		out->replayed = r->replayed;
 		return PL_OK;
 	}
-	if (strcmp(r->outcome, "exhausted") == 0)
+	if (strcmp(r->outcome, "exhausted") == 0) {
+		// What remains, for callers, in the reply's details (as a
+		// quota failure's: the subject and its figure); the message
+		// says the same for people.
+		pl_call_violation(call, "limit", "%s", r->refusal);
+		pl_call_violation(call, "remaining_day", "%" PRId64,
+		                  r->remaining_day);
+		pl_call_violation(call, "remaining_month", "%" PRId64,
+		                  r->remaining_month);
 		return pl_call_error(
 		        call, PL_RESOURCE_EXHAUSTED,
 		        "could not reserve %" PRId64 " %s: limit %s reached "
@@ -736,6 +744,7 @@ reserve_usage(pl_call *call, const void *vin, void *vout)
 		        remaining_text(call->arena, r->remaining_day),
 		        remaining_text(call->arena, r->remaining_month),
 		        r->replayed ? " [replayed]" : "");
+	}
 	if (strcmp(r->outcome, "conflict") == 0)
 		return pl_call_error(call, PL_ALREADY_EXISTS,
 		                     "idempotency key was already used for "

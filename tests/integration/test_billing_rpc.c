@@ -497,6 +497,23 @@ test_subscription_lifecycle(void **state)
 	assert_int_equal(hout->n_changes, 0);
 }
 
+// A refusal's details: the limit reached and what remains of the day and
+// the month, in that order.
+static void
+assert_refusal_details(const pl_rpc_result *res, const char *limit,
+                       const char *day, const char *month)
+{
+	static const char *const fields[3] = { "limit", "remaining_day",
+		                               "remaining_month" };
+	const char *want[3] = { limit, day, month };
+
+	assert_int_equal(res->n_details, 3);
+	for (int i = 0; i < 3; i++) {
+		assert_string_equal(res->details[i]->field, fields[i]);
+		assert_string_equal(res->details[i]->description, want[i]);
+	}
+}
+
 static void
 test_reserve_basics(void **state)
 {
@@ -544,6 +561,7 @@ test_reserve_basics(void **state)
 	assert_non_null(strstr(res.message, "messages_per_day"));
 	assert_non_null(strstr(res.message, "remaining today: 990"));
 	assert_non_null(strstr(res.message, "remaining this month: 9990"));
+	assert_refusal_details(&res, "messages_per_day", "990", "9990");
 	assert_int_equal(usage(t)->used->messages_per_day, 10);
 
 	// Release by key, idempotent once everything is back.
@@ -578,6 +596,7 @@ test_reserve_basics(void **state)
 	assert_int_equal(reserve(t, 1, 991, "big", NULL, &res),
 	                 PL_RESOURCE_EXHAUSTED);
 	assert_non_null(strstr(res.message, "remaining today: 990"));
+	assert_refusal_details(&res, "messages_per_day", "990", "9990");
 	assert_int_equal(usage(t)->used->messages_per_day, 0);
 
 	// Cross-tenant: t2 cannot release t's key; t's usage is not t2's.
