@@ -160,13 +160,13 @@ usage_used(const char *tenant, int64_t *day, int64_t *month)
 	return rc;
 }
 
+// ROUNDS rounds of THREADS racers for the last 100 units of a fresh tenant
+// on plan, whose day limit (by_month false) or month limit (true) is 1,000
+// and the other 100 times that: exactly 100 allowed, and both counters at
+// 1,000 after (a call the month refuses leaves the day as it was).
 static void
-test_over_admission_race(void **state)
+race_rounds(const char *plan, bool by_month)
 {
-	(void)state;
-	if (!pg.running)
-		skip();
-	create_plan("race-1000", 1000, 100000);
 	for (int round = 0; round < ROUNDS; round++) {
 		char t[PL_UUID_STRLEN + 1];
 		Parley__Billing__V1__ReserveUsageRequest in =
@@ -192,7 +192,7 @@ test_over_admission_race(void **state)
 		i0 = b->items;
 		pthread_mutex_unlock(&b->mtx);
 		pl_arena_reset(&h.arena);
-		new_tenant(t, "race-1000");
+		new_tenant(t, plan);
 		// Leave exactly 100 units.
 		in.tenant_id = t;
 		in.metric = PARLEY__BILLING__V1__METRIC__METRIC_MESSAGES;
@@ -204,7 +204,9 @@ test_over_admission_race(void **state)
 		                &parley__billing__v1__reserve_usage_response__descriptor,
 		                (void **)&out, NULL),
 		        PL_OK);
-		assert_int_equal(out->remaining_day, 100);
+		assert_int_equal(by_month ? out->remaining_month
+		                          : out->remaining_day,
+		                 100);
 		memset(rs, 0, sizeof(rs));
 		for (int i = 0; i < THREADS; i++) {
 			rs[i].tenant = t;
@@ -234,6 +236,28 @@ test_over_admission_race(void **state)
 		// Every batch decided at least one item.
 		assert_true(b1 - b0 <= i1 - i0);
 	}
+}
+
+static void
+test_over_admission_race(void **state)
+{
+	(void)state;
+	if (!pg.running)
+		skip();
+	create_plan("race-1000", 1000, 100000);
+	race_rounds("race-1000", false);
+}
+
+// The same race against the month limit, the day's far away: the day's
+// counter is incremented with the month's or not at all.
+static void
+test_over_admission_race_month(void **state)
+{
+	(void)state;
+	if (!pg.running)
+		skip();
+	create_plan("race-month-1000", 100000, 1000);
+	race_rounds("race-month-1000", true);
 }
 
 // One key raced by 32 callers: counted once, every answer the same.
@@ -365,6 +389,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_over_admission_race),
+		cmocka_unit_test(test_over_admission_race_month),
 		cmocka_unit_test(test_same_key_race),
 		cmocka_unit_test(test_invoice_numbers_concurrent_closes),
 	};
