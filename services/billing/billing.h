@@ -446,6 +446,18 @@ int billing_store_deliver(pl_call *call, pl_db *db, billing_state *st,
 // jobs.c: the periodic job (closing periods, grace sweep, pruning).
 
 // One pass at at_ms on db; returns the number of invoices issued or -1.
+// One round of closes (the periodic job's, and CloseBillingPeriod's for
+// every tenant, which runs rounds until one closes nothing): the
+// subscriptions due at at_ms (at most 1,000, earliest periods first), each
+// closed in its own transaction, their invoices appended to *inv. One
+// tenant's failure is logged and does not stop the others: *failed counts
+// the failures, *first_rc and *first (in call's arena) name the first.
+// Returns how many were closed, or -1 when the due list could not be read
+// (the call's error says so).
+int billing_close_round(pl_call *call, pl_db *db, billing_state *st,
+                        int64_t at_ms, billing_invoice ***inv, size_t *n_inv,
+                        size_t *cap, size_t *failed, int *first_rc,
+                        const char **first);
 int billing_jobs_run_once(pl_db *db, billing_state *st, int64_t at_ms);
 
 int billing_jobs_start(billing_state *st);

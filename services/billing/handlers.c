@@ -824,43 +824,15 @@ close_period(pl_call *call, const void *vin, void *vout)
 		// with a failure is the last, so a close that keeps failing
 		// cannot loop.
 		const char *first = NULL;
-		size_t failed = 0, done;
-		int first_rc = PL_OK;
+		size_t failed = 0;
+		int first_rc = PL_OK, done;
 		do {
-			char **tenants;
-			size_t n;
-			if ((rc = billing_store_due_tenants(pl_call_db(call),
-			                                    call->arena, at,
-			                                    &tenants, &n)))
-				return pl_call_error(call, rc,
-				                     "could not list due "
-				                     "subscriptions");
-			done = 0;
-			for (size_t i = 0; i < n; i++) {
-				rc = billing_store_close(
-				        call, pl_call_db(call), st, tenants[i],
-				        at, &out->invoices, &out->n_invoices,
-				        &cap);
-				if (rc == PL_OK) {
-					done++;
-					continue;
-				}
-				pl_warn("could not close the billing period of "
-				        "tenant %s: %s",
-				        tenants[i],
-				        call->message ? call->message : "");
-				if (failed++ == 0) {
-					first_rc = rc;
-					first = pl_arena_printf(
-					        call->arena, "%s: %s",
-					        tenants[i],
-					        call->message ? call->message
-					                      : "");
-				}
-				call->code = PL_OK;
-				call->message = NULL;
-				call->n_violations = 0;
-			}
+			done = billing_close_round(call, pl_call_db(call), st,
+			                           at, &out->invoices,
+			                           &out->n_invoices, &cap,
+			                           &failed, &first_rc, &first);
+			if (done < 0)
+				return call->code;
 		} while (failed == 0 && done > 0);
 		if (billing_store_grace_sweep(pl_call_db(call), st, at) < 0)
 			return pl_call_error(

@@ -18,15 +18,52 @@ struct billing_jobs {
 };
 
 int
+billing_close_round(pl_call *call, pl_db *db, billing_state *st, int64_t at_ms,
+                    billing_invoice ***inv, size_t *n_inv, size_t *cap,
+                    size_t *failed, int *first_rc, const char **first)
+{
+	char **tenants;
+	size_t n;
+	int rc, done = 0;
+
+	if ((rc = billing_store_due_tenants(db, call->arena, at_ms, &tenants,
+	                                    &n)) != PL_OK) {
+		pl_call_error(call, rc, "could not list due subscriptions");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		rc = billing_store_close(call, db, st, tenants[i], at_ms, inv,
+		                         n_inv, cap);
+		if (rc == PL_OK) {
+			done++;
+			continue;
+		}
+		// One tenant's failure must not stop the others.
+		pl_warn("could not close the billing period of tenant %s: %s",
+		        tenants[i], call->message ? call->message : "");
+		if ((*failed)++ == 0) {
+			*first_rc = rc;
+			*first = pl_arena_printf(
+			        call->arena, "%s: %s", tenants[i],
+			        call->message ? call->message : "");
+		}
+		call->code = PL_OK;
+		call->message = NULL;
+		call->n_violations = 0;
+	}
+	return done;
+}
+
+int
 billing_jobs_run_once(pl_db *db, billing_state *st, int64_t at_ms)
 {
 	static const pl_principal none = PARLEY__RPC__V1__PRINCIPAL__INIT;
 	pl_arena a;
 	pl_call call;
-	char **tenants;
-	size_t n, issued = 0, cap = 0;
+	size_t issued = 0, cap = 0, failed = 0;
 	billing_invoice **inv = NULL;
-	int rv = 0;
+	const char *first = NULL;
+	int rv = 0, first_rc = PL_OK;
 
 	pl_arena_init(&a, 0, 0);
 	memset(&call, 0, sizeof(call));
@@ -39,21 +76,13 @@ billing_jobs_run_once(pl_db *db, billing_state *st, int64_t at_ms)
 	// return theirs before they expire.
 	if (billing_store_reap_leases(db, NULL, 5000) < 0)
 		rv = -1;
-	if (billing_store_due_tenants(db, &a, at_ms, &tenants, &n) != PL_OK) {
+	if (billing_close_round(&call, db, st, at_ms, &inv, &issued, &cap,
+	                        &failed, &first_rc, &first) < 0) {
 		rv = -1;
 		goto out_fini;
 	}
-	for (size_t i = 0; i < n; i++) {
-		// One tenant's failure must not stop the others.
-		if (billing_store_close(&call, db, st, tenants[i], at_ms, &inv,
-		                        &issued, &cap) != PL_OK) {
-			pl_warn("could not close the billing period of tenant "
-			        "%s: "
-			        "%s",
-			        tenants[i], call.message ? call.message : "");
-			rv = -1;
-		}
-	}
+	if (failed > 0)
+		rv = -1;
 	if (billing_store_grace_sweep(db, st, at_ms) < 0)
 		rv = -1;
 	if (billing_store_prune_reservations(db, st->reservation_ttl_days) < 0)
