@@ -697,17 +697,16 @@ static void
 sqlstate_of(const char *sql, char out[6])
 {
 	PGresult *r;
+	const char *st;
 
 	assert_true(exec_ok("BEGIN"));
 	r = PQexec(db, sql);
+	st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	if (PQresultStatus(r) == PGRES_COMMAND_OK ||
 	    PQresultStatus(r) == PGRES_TUPLES_OK)
 		out[0] = '\0';
 	else
-		snprintf(out, 6, "%s",
-		         PQresultErrorField(r, PG_DIAG_SQLSTATE)
-		                 ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
-		                 : "?????");
+		snprintf(out, 6, "%s", st != NULL ? st : "?????");
 	PQclear(r);
 	assert_true(exec_ok("ROLLBACK"));
 }
