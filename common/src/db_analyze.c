@@ -33,9 +33,10 @@
 #include "pl/log.h"
 #include "pl/rpc.h"
 
-#define MIN_DRIFT  100   // rows: below this, any plan is cheap
-#define MAX_TABLES 16    // per round
-#define MAX_ROWS   10000 // planner's count from which autovacuum alone keeps it
+#define MIN_DRIFT    100   // rows: below this, any plan is cheap
+#define MAX_TABLES   16    // per round
+#define MAX_ROWS     10000 // planner's count from which autovacuum alone keeps it
+#define STATS_TARGET "10" // the keeper's ANALYZE: see round_once
 
 struct pl_db_analyzer {
 	pl_db *db;
@@ -91,6 +92,15 @@ round_once(pl_db_analyzer *a)
 	PQclear(l);
 	// A table another ANALYZE or a VACUUM holds is left for next time.
 	pl_db_command(a->db, "SET lock_timeout = '200ms'", 0, NULL);
+	// What the keeper is for is the row count (reltuples) of a young
+	// table; autovacuum's ANALYZE, once a tenth of the table changed, makes
+	// the full statistics. A target of 10 samples 3,000 rows instead of
+	// 30,000 and builds 10-bucket histograms: ANALYZE of the messaging
+	// bench's 8,500 messages took 47-53 ms at the default (100) and
+	// 14 ms at 10, the outbox 19 and 7.5 ms. Columns given their own
+	// target (ALTER COLUMN ... SET STATISTICS) keep it.
+	pl_db_command(a->db, "SET default_statistics_target = " STATS_TARGET, 0,
+	              NULL);
 	for (int i = 0; i < PQntuples(r); i++) {
 		char sql[160];
 		const char *name = PQgetvalue(r, i, 0);
@@ -103,6 +113,7 @@ round_once(pl_db_analyzer *a)
 			         (double)(pl_now_ns() - t0) / 1e6);
 	}
 	pl_db_command(a->db, "RESET lock_timeout", 0, NULL);
+	pl_db_command(a->db, "RESET default_statistics_target", 0, NULL);
 	pl_db_command(a->db,
 	              "SELECT pg_advisory_unlock(hashtext('parley.analyze.' "
 	              "|| $1))",

@@ -952,6 +952,20 @@ test_analyzer(void **state)
 	                                      "generate_series(1, 1000);"),
 	                 0);
 	assert_true(reltuples_at_least(db, "keeper.small", 1500) == 1500);
+	// With a statistics target of 10: 11 histogram bounds for 1,500
+	// distinct values, where the default target (100) makes 101.
+	{
+		PGresult *r = pl_db_exec(
+		        db,
+		        "SELECT cardinality(histogram_bounds::text::int[]) "
+		        "FROM pg_stats WHERE schemaname = 'keeper' AND "
+		        "tablename = 'small' AND attname = 'id'",
+		        0, NULL);
+		assert_int_equal(pl_db_result_status(r), PL_OK);
+		assert_int_equal(PQntuples(r), 1);
+		assert_string_equal(PQgetvalue(r, 0, 0), "11");
+		PQclear(r);
+	}
 	{
 		struct timespec ts = { 0, 300 * 1000000L };
 		nanosleep(&ts, NULL);

@@ -332,6 +332,24 @@ run_clients(void)
 			rr.slow_windows += slow[w] > 0;
 			if (slow[w] > rr.worst_window)
 				rr.worst_window = slow[w];
+			// BENCH_AGENTS_STALLS=1: when a paced run's windows
+			// held their slow calls (UTC, to match PostgreSQL's
+			// log).
+			if (pace > 0 && slow[w] >= 10 &&
+			    getenv("BENCH_AGENTS_STALLS") != NULL) {
+				struct timespec ts;
+				struct tm tm;
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_sec -= (time_t)((pl_now_ns() - run_start -
+				                       w * WINDOW_NS) /
+				                      1000000000);
+				gmtime_r(&ts.tv_sec, &tm);
+				fprintf(stderr,
+				        "        stall: %ld calls over 5 ms in "
+				        "the window from %02d:%02d:%02d\n",
+				        slow[w], tm.tm_hour, tm.tm_min,
+				        tm.tm_sec);
+			}
 		}
 		free(slow);
 	}
@@ -408,46 +426,93 @@ engine_bench(void)
 	free(lat);
 }
 
-// The first Reply after start: it builds the base's index.
 // Where the database's time goes: the reply functions' mean time per call
-// (pg_stat_user_functions, track_functions = all) since the last reset.
+// (pg_stat_user_functions, track_functions = all) and the tables' row
+// counters since the previous call. Differences of two snapshots, not
+// pg_stat_reset(): a reset zeroes n_live_tup, which the service's statistics
+// keeper (common/src/db_analyze.c) then reads as every small table having
+// lost its rows, and it ANALYZEs them all at the start of the next mode,
+// which sends every connection to plan its statements again (a stall of
+// tens of ms in the paced runs' windows).
+#define SNAP_MAX 32
+typedef struct snap_row {
+	char name[64];
+	double a, b, c; // calls, total ms, self ms; or ins, upd, hot upd
+} snap_row;
+static snap_row snap_fn[SNAP_MAX], snap_tb[SNAP_MAX];
+
+// The row of snap named name (added when new); NULL when full.
+static snap_row *
+snap_find(snap_row *snap, const char *name)
+{
+	for (int i = 0; i < SNAP_MAX; i++) {
+		if (strcmp(snap[i].name, name) == 0)
+			return &snap[i];
+		if (snap[i].name[0] == '\0') {
+			snprintf(snap[i].name, sizeof(snap[i].name), "%s",
+			         name);
+			return &snap[i];
+		}
+	}
+	return NULL;
+}
+
 static void
 db_times(const char *what)
 {
 	PGconn *c = PQconnectdb(h.admin_url);
-	PGresult *r = PQexec(c, "SELECT p.funcname, p.calls, "
-	                        "round((p.total_time / greatest(p.calls, "
-	                        "1))::numeric * 1000, 1), "
-	                        "round((p.self_time / greatest(p.calls, "
-	                        "1))::numeric * 1000, 1) FROM "
-	                        "pg_stat_user_functions p WHERE p.schemaname "
-	                        "= 'agents' ORDER BY 1");
+	PGresult *r = PQexec(c, "SELECT p.funcname, p.calls, p.total_time, "
+	                        "p.self_time FROM pg_stat_user_functions p "
+	                        "WHERE p.schemaname = 'agents' ORDER BY 1");
 
 	if (PQresultStatus(r) == PGRES_TUPLES_OK) {
 		printf("%s db:", what);
-		for (int i = 0; i < PQntuples(r); i++)
-			printf("  %s %s calls, %s us/call (self %s)",
-			       PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
-			       PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
+		for (int i = 0; i < PQntuples(r); i++) {
+			snap_row *o = snap_find(snap_fn, PQgetvalue(r, i, 0));
+			double n = atof(PQgetvalue(r, i, 1)),
+			       t = atof(PQgetvalue(r, i, 2)),
+			       st = atof(PQgetvalue(r, i, 3)), dn;
+			if (o == NULL)
+				continue;
+			dn = n - o->a;
+			printf("  %s %.0f calls, %.1f us/call (self %.1f)",
+			       o->name, dn,
+			       dn > 0 ? (t - o->b) * 1000 / dn : 0.0,
+			       dn > 0 ? (st - o->c) * 1000 / dn : 0.0);
+			o->a = n;
+			o->b = t;
+			o->c = st;
+		}
 		printf("\n");
 	}
 	PQclear(r);
 	r = PQexec(c, "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, "
 	              "n_dead_tup FROM pg_stat_user_tables WHERE schemaname = "
-	              "'agents' AND n_tup_ins + n_tup_upd > 0 ORDER BY 1");
+	              "'agents' ORDER BY 1");
 	if (PQresultStatus(r) == PGRES_TUPLES_OK) {
 		printf("%s tables (inserted/updated/HOT/dead):", what);
-		for (int i = 0; i < PQntuples(r); i++)
-			printf("  %s %s/%s/%s/%s", PQgetvalue(r, i, 0),
-			       PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
-			       PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
+		for (int i = 0; i < PQntuples(r); i++) {
+			snap_row *o = snap_find(snap_tb, PQgetvalue(r, i, 0));
+			double ins = atof(PQgetvalue(r, i, 1)),
+			       upd = atof(PQgetvalue(r, i, 2)),
+			       hot = atof(PQgetvalue(r, i, 3));
+			if (o == NULL)
+				continue;
+			if (ins - o->a + upd - o->b > 0)
+				printf("  %s %.0f/%.0f/%.0f/%s", o->name,
+				       ins - o->a, upd - o->b, hot - o->c,
+				       PQgetvalue(r, i, 4));
+			o->a = ins;
+			o->b = upd;
+			o->c = hot;
+		}
 		printf("\n");
 	}
 	PQclear(r);
-	PQclear(PQexec(c, "SELECT pg_stat_reset()"));
 	PQfinish(c);
 }
 
+// The first Reply after start: it builds the base's index.
 static void
 cold_reply(void)
 {
