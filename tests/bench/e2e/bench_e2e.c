@@ -7,7 +7,13 @@
 // then GET /v1/conversations?limit=20 with an API key, req/s.
 //
 //   bench_e2e [seconds per rate = 5] [rates = 200,500,1000,0 (0 = max)]
-//             [load threads = 8]
+//             [load threads = 8] [warm = 0]
+//
+// warm > 0: that many more messages at 600/s before the rates, then
+// VACUUM ANALYZE of the database: the tables past the statistics
+// keeper's 10,000 rows (common/src/db_analyze.c) and autovacuum's first
+// pass done, as in a deployment past its first days between two
+// autovacuum passes (tests/bench/messaging says why it matters).
 //
 // Every message comes from its own sender, so a reply names its message
 // ("to"). Traffic stays on 127.0.0.1; every loop is bounded in time.
@@ -303,6 +309,7 @@ main(int argc, char **argv)
 	int seconds = argc > 1 ? atoi(argv[1]) : 5;
 	const char *rates = argc > 2 ? argv[2] : "200,500,1000,0";
 	int threads = argc > 3 ? atoi(argv[3]) : 8;
+	int warm = argc > 4 ? atoi(argv[4]) : 0;
 	const char *env[] = { "PARLEY_PLATFORM_ADMIN_EMAILS=admin@bench.test",
 		              "PARLEY_TENANTS_PWHASH_OPSLIMIT=1",
 		              "PARLEY_TENANTS_PWHASH_MEMLIMIT=65536",
@@ -319,9 +326,10 @@ main(int argc, char **argv)
 	json_t *j;
 	int rc;
 
-	if (threads < 1 || threads > 64 || seconds < 1) {
-		fprintf(stderr,
-		        "usage: bench_e2e [seconds] [rates] [threads]\n");
+	if (threads < 1 || threads > 64 || seconds < 1 || warm < 0 ||
+	    warm > MAX_MSGS / 4) {
+		fprintf(stderr, "usage: bench_e2e [seconds] [rates] [threads] "
+		                "[warm]\n");
 		return 2;
 	}
 	if (sodium_init() < 0)
@@ -397,12 +405,22 @@ main(int argc, char **argv)
 	snprintf(body, sizeof(body), "{\"agent_id\":\"%s\"}", agent);
 	json_decref(must(200, "PATCH", path, token, body));
 
-	printf("bench_e2e: %d s per rate, %d load threads, stack at %s\n",
-	       seconds, threads, S.base_url);
+	printf("bench_e2e: %d s per rate, %d load threads, warm %d, stack at "
+	       "%s\n",
+	       seconds, threads, warm, S.base_url);
 	// Warm-up, not in the figures: every service's workers open their
 	// database connections and PostgreSQL plans their functions on
 	// first use (tens of ms each), which a running deployment has done.
 	run_rate("warm-up (not measured)", 100, 3, threads);
+	if (warm > 0) {
+		char url[PGH_URL_MAX];
+		run_rate("warm-up (not measured)", 600,
+		         warm / 600 > 1 ? warm / 600 : 1, threads);
+		if (pgh_url(&S.pg, "postgres", "parley", url, sizeof(url)) !=
+		            0 ||
+		    pgh_exec_url(url, "VACUUM ANALYZE") != 0)
+			fprintf(stderr, "VACUUM ANALYZE failed\n");
+	}
 	list = strdup(rates);
 	for (r = strtok_r(list, ",", &save); r != NULL;
 	     r = strtok_r(NULL, ",", &save))
