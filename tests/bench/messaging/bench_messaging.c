@@ -36,12 +36,14 @@
 //         message, inbox, delivery and outbox tables start past the
 //         statistics keeper's 10,000 rows (common/src/db_analyze.c) with
 //         autovacuum's pass done, as in a deployment past its first days
-//         between two autovacuum passes. With --warm 0 every run measures a
-//         database in its first thousands of rows, whose tables the keeper
-//         ANALYZEs each time they grow by half; with the warm-up and no
-//         VACUUM, autovacuum's first pass (a minute after the cluster
-//         starts) lands in the measured window. Each ANALYZE sends every
-//         connection to plan its statements again.
+//         between two autovacuum passes. With --warm 0 every run measures
+//         a database in its first thousands of rows, whose tables the
+//         keeper ANALYZEs each time they grow by half; with the warm-up
+//         and no VACUUM, autovacuum's first pass (a minute after the
+//         cluster starts) lands in the measured window. Each ANALYZE sends
+//         every connection to plan its statements again. The overload
+//         (max) runs come last: their backlog and rows would be in the
+//         windows of the others.
 //
 // usage: bench_messaging [--seconds S] [--rate R] [--senders N]
 //                        [--contacts C] [--repeat R] [--skip-max]
@@ -626,6 +628,18 @@ pgbench_tps(void)
 
 // ---------------------------------------------------------------------------
 
+// --warm: the pass autovacuum would make (VACUUM, then ANALYZE) over the
+// service's database, done now.
+static void
+vacuum_analyze(void)
+{
+	char url[PGH_URL_MAX];
+
+	if (pgh_url(&pg, "postgres", "messaging_0", url, sizeof(url)) != 0 ||
+	    pgh_exec_url(url, "VACUUM ANALYZE") != 0)
+		fprintf(stderr, "VACUUM ANALYZE failed\n");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -718,13 +732,9 @@ main(int argc, char **argv)
 		run(100);
 		// --warm: a database past its first days (see the usage).
 		if (warm > 0) {
-			char url[PGH_URL_MAX];
 			seconds = warm / 1000.0 < 2 ? 2 : warm / 1000.0;
 			run(1000);
-			if (pgh_url(&pg, "postgres", "messaging_0", url,
-			            sizeof(url)) != 0 ||
-			    pgh_exec_url(url, "VACUUM ANALYZE") != 0)
-				fprintf(stderr, "VACUUM ANALYZE failed\n");
+			vacuum_analyze();
 		}
 		seconds = s;
 	}
@@ -751,23 +761,12 @@ main(int argc, char **argv)
 		kept_rate = sr;
 		kept_sus = r.sustained;
 	}
-	for (int i = 0; i < repeat && !skip_max; i++) {
-		result r = run(0);
-		sus[i] = r.sustained;
-		errors += r.errors;
-		printf("  max  run %d: offered %.0f/s, overload %.0f msgs/s, "
-		       "answered %d/%d, p50 %.1f ms p99 %.1f ms, ack p99 %.2f "
-		       "ms\n",
-		       i + 1, r.offered, r.sustained, r.answered, r.sent, r.p50,
-		       r.p99, r.ack99);
-		fflush(stdout);
-	}
 	for (int i = 0; i < repeat; i++) {
 		cost_snap c0 = cost_now(), c1;
 		result r = run(rate);
 		c1 = cost_now();
-		// Per reply that reached the provider in the window (a
-		// backlog left by the max runs is drained before c0).
+		// Per reply that reached the provider in the window
+		// (cost_now waits until replies stop arriving).
 		int na = c1.answered - c0.answered;
 		cx[i] = na > 0 ? (double)(c1.xacts - c0.xacts) / na : -1;
 		cpg[i] = na > 0 ? (c1.pg_cpu - c0.pg_cpu) * 1e3 / na : -1;
@@ -813,6 +812,19 @@ main(int argc, char **argv)
 		printf("  statements run: %ld statements for %d messages "
 		       "answered\n",
 		       l1 - l0, r.answered);
+	}
+	// Overload last: its backlog and the rows it leaves would be in the
+	// windows above.
+	for (int i = 0; i < repeat && !skip_max; i++) {
+		result r = run(0);
+		sus[i] = r.sustained;
+		errors += r.errors;
+		printf("  max  run %d: offered %.0f/s, overload %.0f msgs/s, "
+		       "answered %d/%d, p50 %.1f ms p99 %.1f ms, ack p99 %.2f "
+		       "ms\n",
+		       i + 1, r.offered, r.sustained, r.answered, r.sent, r.p50,
+		       r.p99, r.ack99);
+		fflush(stdout);
 	}
 	for (int i = 0; i < repeat; i++) {
 		tps[i] = pgbench_tps();
