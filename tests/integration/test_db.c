@@ -952,8 +952,9 @@ test_analyzer(void **state)
 	                                      "generate_series(1, 1000);"),
 	                 0);
 	assert_true(reltuples_at_least(db, "keeper.small", 1500) == 1500);
-	// With a statistics target of 10: 11 histogram bounds for 1,500
-	// distinct values, where the default target (100) makes 101.
+	// With a statistics target of 10: 11 histogram bounds for the 1,000
+	// distinct values of its 1,500 rows, where the default target (100)
+	// makes up to 101.
 	{
 		PGresult *r = pl_db_exec(
 		        db,
