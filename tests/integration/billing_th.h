@@ -1,7 +1,8 @@
 // What the billing integration tests share (test_billing_rpc.c,
-// test_billing_close.c, test_billing_batch.c): the method names, the
-// principals they act as, the call, a tenant's subscription, and the skip
-// when there is no PostgreSQL. The including file
+// test_billing_close.c, test_billing_batch.c, test_billing_race.c,
+// test_billing_lease.c): the method names, the principals they act as, the
+// call, a tenant's subscription, SQL as the superuser, and the skip when
+// there is no PostgreSQL. The including file
 // defines `static pgh pg;` and `static svch h;` (the cluster and the
 // service under test) before it includes this.
 #ifndef PARLEY_TESTS_BILLING_TH_H
@@ -58,6 +59,62 @@ sub_of(const char *t)
 	             (void **)&out, NULL),
 	        PL_OK);
 	return out->subscription;
+}
+
+#define SQL_MAX 1024
+
+// SQL as the superuser (no row-level security). sql_text: the one value
+// of a one-row query as text into out ("" for NULL); the test fails on
+// anything else.
+__attribute__((format(printf, 3, 4))) static inline void
+sql_text(char *out, size_t len, const char *fmt, ...)
+{
+	char q[SQL_MAX], err[512] = "";
+	va_list ap;
+	PGconn *c;
+	PGresult *r;
+
+	va_start(ap, fmt);
+	vsnprintf(q, sizeof(q), fmt, ap);
+	va_end(ap);
+	c = PQconnectdb(h.admin_url);
+	r = PQexec(c, q);
+	out[0] = '\0';
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+	    PQnfields(r) == 1)
+		snprintf(out, len, "%s", PQgetvalue(r, 0, 0));
+	else
+		snprintf(err, sizeof(err), "%s (%d rows)", PQerrorMessage(c),
+		         PQntuples(r));
+	PQclear(r);
+	PQfinish(c);
+	if (err[0])
+		fail_msg("sql_text: %s: %s", q, err);
+}
+
+__attribute__((format(printf, 1, 2))) static inline long long
+sql_int(const char *fmt, ...)
+{
+	char q[SQL_MAX], v[64];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(q, sizeof(q), fmt, ap);
+	va_end(ap);
+	sql_text(v, sizeof(v), "%s", q);
+	return strtoll(v, NULL, 10);
+}
+
+__attribute__((format(printf, 1, 2))) static inline void
+sql_exec(const char *fmt, ...)
+{
+	char q[SQL_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(q, sizeof(q), fmt, ap);
+	va_end(ap);
+	assert_int_equal(pgh_exec_url(h.admin_url, q), 0);
 }
 
 #endif

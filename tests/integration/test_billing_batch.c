@@ -63,21 +63,6 @@ teardown(void **state)
 }
 
 static long long
-sql_int(const char *sql)
-{
-	PGconn *c = PQconnectdb(h.admin_url);
-	PGresult *r = PQexec(c, sql);
-	long long v = -1;
-	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-		v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	else
-		fprintf(stderr, "sql_int: %s\n", PQerrorMessage(c));
-	PQclear(r);
-	PQfinish(c);
-	return v;
-}
-
-static long long
 used(const char *tenant, const char *metric, const char *kind)
 {
 	char q[320];
@@ -86,7 +71,7 @@ used(const char *tenant, const char *metric, const char *kind)
 	         "WHERE tenant_id = '%s' AND metric = '%s' AND period_kind = "
 	         "'%s'",
 	         tenant, metric, kind);
-	return sql_int(q);
+	return sql_int("%s", q);
 }
 
 // A new tenant on plan_code (its tenant.created delivered).
@@ -290,7 +275,7 @@ test_mixed_tenants(void **state)
 	         "SELECT count(*) FROM billing.usage_reservations WHERE "
 	         "tenant_id IN ('%s', '%s')",
 	         none, gone);
-	assert_int_equal(sql_int(q), 0);
+	assert_int_equal(sql_int("%s", q), 0);
 }
 
 // An item the database refuses makes the batch fail as a whole; the items
@@ -328,7 +313,7 @@ test_error_in_one_item(void **state)
 	         "SELECT count(*) FROM billing.usage_reservations WHERE "
 	         "tenant_id = '%s'",
 	         big);
-	assert_int_equal(sql_int(q), 0);
+	assert_int_equal(sql_int("%s", q), 0);
 }
 
 // Random sequences (repeated keys, two metrics, amounts around the limits)

@@ -73,62 +73,6 @@ teardown(void **state)
 	return 0;
 }
 
-#define SQL_MAX 1024
-
-// SQL as the superuser (no row-level security). sql_text: the one value
-// of a one-row query as text into out ("" for NULL); the test fails on
-// anything else.
-__attribute__((format(printf, 3, 4))) static void
-sql_text(char *out, size_t len, const char *fmt, ...)
-{
-	char q[SQL_MAX], err[512] = "";
-	va_list ap;
-	PGconn *c;
-	PGresult *r;
-
-	va_start(ap, fmt);
-	vsnprintf(q, sizeof(q), fmt, ap);
-	va_end(ap);
-	c = PQconnectdb(h.admin_url);
-	r = PQexec(c, q);
-	out[0] = '\0';
-	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
-	    PQnfields(r) == 1)
-		snprintf(out, len, "%s", PQgetvalue(r, 0, 0));
-	else
-		snprintf(err, sizeof(err), "%s (%d rows)", PQerrorMessage(c),
-		         PQntuples(r));
-	PQclear(r);
-	PQfinish(c);
-	if (err[0])
-		fail_msg("sql_text: %s: %s", q, err);
-}
-
-__attribute__((format(printf, 1, 2))) static long long
-sql_int(const char *fmt, ...)
-{
-	char q[SQL_MAX], v[64];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(q, sizeof(q), fmt, ap);
-	va_end(ap);
-	sql_text(v, sizeof(v), "%s", q);
-	return strtoll(v, NULL, 10);
-}
-
-__attribute__((format(printf, 1, 2))) static void
-sql_exec(const char *fmt, ...)
-{
-	char q[SQL_MAX];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(q, sizeof(q), fmt, ap);
-	va_end(ap);
-	assert_int_equal(pgh_exec_url(h.admin_url, q), 0);
-}
-
 // 00:00 UTC of a day, in Unix milliseconds.
 static int64_t
 day_ms(int y, int m, int d)

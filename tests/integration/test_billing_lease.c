@@ -23,12 +23,13 @@
 #include "pl/id.h"
 #include "svch.h"
 
-#define M(x)    "/parley.billing.v1.Billing/" x
 #define THREADS 16
 #define PER_THR 40
 
 static pgh pg;
 static svch h;
+
+#include "billing_th.h"
 
 static billing_batcher *
 svc_batcher(void)
@@ -65,33 +66,12 @@ teardown(void **state)
 }
 
 static long long
-sql_int(const char *fmt, const char *arg)
-{
-	char sql[512];
-	PGconn *c = PQconnectdb(h.admin_url);
-	PGresult *r;
-	long long v = -1;
-
-	snprintf(sql, sizeof(sql), fmt, arg);
-	r = PQexec(c, sql);
-	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-		v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	else
-		fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
-	PQclear(r);
-	PQfinish(c);
-	return v;
-}
-
-static long long
 counter(const char *tenant, const char *kind)
 {
-	char sql[512];
-	snprintf(sql, sizeof(sql),
-	         "SELECT coalesce(sum(used), 0) FROM billing.usage_counters "
-	         "WHERE tenant_id = '%%s' AND period_kind = '%s'",
-	         kind);
-	return sql_int(sql, tenant);
+	return sql_int("SELECT coalesce(sum(used), 0) FROM "
+	               "billing.usage_counters WHERE tenant_id = '%s' AND "
+	               "period_kind = '%s'",
+	               tenant, kind);
 }
 
 // A new tenant on plan_code (its tenant.created delivered).

@@ -20,13 +20,14 @@
 #include "pl/id.h"
 #include "svch.h"
 
-#define M(x)    "/parley.billing.v1.Billing/" x
 #define THREADS 32
 #define ROUNDS  20
 #define PER_THR 8 // calls per thread per round: 256 tries for 100 units
 
 static pgh pg;
 static svch h;
+
+#include "billing_th.h"
 
 static int
 setup(void **state)
@@ -49,19 +50,6 @@ teardown(void **state)
 		pgh_stop(&pg);
 	}
 	return 0;
-}
-
-static long long
-sql_int(const char *sql)
-{
-	PGconn *c = PQconnectdb(h.admin_url);
-	PGresult *r = PQexec(c, sql);
-	long long v = -1;
-	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-		v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	PQclear(r);
-	PQfinish(c);
-	return v;
 }
 
 // A new tenant on plan_code (its tenant.created delivered).

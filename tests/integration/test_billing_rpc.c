@@ -55,22 +55,6 @@ teardown(void **state)
 	return 0;
 }
 
-// A scalar from SQL as the superuser (-1 on error).
-static long long
-sql_int(const char *sql)
-{
-	PGconn *c = PQconnectdb(h.admin_url);
-	PGresult *r = PQexec(c, sql);
-	long long v = -1;
-	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-		v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	else
-		fprintf(stderr, "sql_int: %s\n", PQerrorMessage(c));
-	PQclear(r);
-	PQfinish(c);
-	return v;
-}
-
 // A new tenant with a subscription on plan_code (NULL: the default) made
 // through DeliverEvents(tenant.created).
 static void
@@ -745,17 +729,17 @@ test_reserve_replays_and_restart(void **state)
 	         "SELECT used FROM billing.usage_counters WHERE tenant_id = "
 	         "'%s' AND period_kind = 'day'",
 	         t);
-	assert_int_equal(sql_int(q), 5 + 8);
+	assert_int_equal(sql_int("%s", q), 5 + 8);
 	snprintf(q, sizeof(q),
 	         "SELECT used FROM billing.usage_counters WHERE tenant_id = "
 	         "'%s' AND period_kind = 'month'",
 	         t);
-	assert_int_equal(sql_int(q), 5 + 8);
+	assert_int_equal(sql_int("%s", q), 5 + 8);
 	snprintf(q, sizeof(q),
 	         "SELECT count(*) FROM billing.usage_reservations WHERE "
 	         "tenant_id = '%s'",
 	         t);
-	assert_int_equal(sql_int(q), 1 + 1 + 8);
+	assert_int_equal(sql_int("%s", q), 1 + 1 + 8);
 }
 
 static void
@@ -1152,7 +1136,7 @@ test_webhooks(void **state)
 	         "'subscription.grace_expired' AND destination = 'tenants' AND "
 	         "tenant_id = '%s'",
 	         t);
-	assert_int_equal(sql_int(q), 1);
+	assert_int_equal(sql_int("%s", q), 1);
 
 	// Close a period, then pay its invoice: invoice paid, back to active.
 	Parley__Billing__V1__CloseBillingPeriodRequest cin =
@@ -1186,7 +1170,7 @@ test_webhooks(void **state)
 	         "AND "
 	         "status = 'paid' AND provider_invoice_id = 'in_2'",
 	         t);
-	assert_int_equal(sql_int(q), 1);
+	assert_int_equal(sql_int("%s", q), 1);
 	sub_provider_ids(t, "cus_Nf1", "sub_1Mx-9");
 	// Ids that are not plain ids (an expanded object, spaces, too long)
 	// are not taken; one given alone replaces only itself.
