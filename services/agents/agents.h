@@ -57,6 +57,7 @@ typedef Parley__Agents__V1__CheckpointWrite ag_write;
 #define AG_MAX_LIST    64   // keywords, knowledge base ids
 #define AG_MAX_IMPORT  5000
 #define AG_MAX_HISTORY 50
+#define AG_MAX_BATCH   64    // ReplyBatch items (the largest group)
 #define AG_MAX_QUERY   4096  // SearchKnowledge
 #define AG_MAX_JSON    65536 // voice settings, checkpoint json...
 
@@ -266,10 +267,12 @@ void agents_replyq_stats_get(agents_replyq *q, agents_replyq_stats *st);
 
 // Answers n replies as one group on db (what the leader does), in order:
 // each call's status in rv[i] (PL_OK or the error set on calls[i]). A
-// reply whose agent uses an LLM is answered alone afterwards. For tests;
-// the RPC goes through agents_reply.
+// reply whose agent uses an LLM is answered alone afterwards, or, with
+// alone not NULL, not at all: alone[i] says so (its caller asks Reply).
+// ReplyBatch runs it (the batch is the group, outside the queue); tests
+// too.
 void agents_reply_group(pl_db *db, size_t n, pl_call *const *calls,
                         const ag_reply_req *const *ins,
-                        ag_reply_resp *const *outs, int *rv);
+                        ag_reply_resp *const *outs, int *rv, bool *alone);
 
 #endif

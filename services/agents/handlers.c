@@ -1867,6 +1867,98 @@ reply(pl_call *call, const void *inp, void *outp)
 	return agents_reply(call, in, outp);
 }
 
+// ReplyBatch: the items that pass Reply's checks are answered as one group
+// on this worker's connection (the batch is the group: it does not wait in
+// the queue of single Replies). Each item gets its own status; an LLM
+// agent's item is returned `alone`, unanswered, for its caller to ask
+// Reply (its HTTP call must not hold the group's transaction).
+static int
+reply_batch(pl_call *call, const void *inp, void *outp)
+{
+	const Parley__Agents__V1__ReplyBatchRequest *in = inp;
+	Parley__Agents__V1__ReplyBatchResponse *out = outp;
+	size_t n = in->n_items, m = 0;
+	pl_arena *a = call->arena;
+	Parley__Agents__V1__ReplyBatchResult *res, **resp;
+	pl_call *calls, **cp;
+	const ag_reply_req **ins;
+	ag_reply_resp **outs;
+	size_t *idx;
+	int *rv;
+	bool *alone;
+
+	if (n == 0 || n > AG_MAX_BATCH)
+		return pl_call_violation(call, "items",
+		                         "must have 1 to %d items, got %zu",
+		                         AG_MAX_BATCH, n);
+	res = pl_arena_zalloc(a, n * sizeof(*res));
+	resp = pl_arena_zalloc(a, n * sizeof(*resp));
+	calls = pl_arena_zalloc(a, n * sizeof(*calls));
+	cp = pl_arena_zalloc(a, n * sizeof(*cp));
+	ins = pl_arena_zalloc(a, n * sizeof(*ins));
+	outs = pl_arena_zalloc(a, n * sizeof(*outs));
+	idx = pl_arena_zalloc(a, n * sizeof(*idx));
+	rv = pl_arena_zalloc(a, n * sizeof(*rv));
+	alone = pl_arena_zalloc(a, n * sizeof(*alone));
+	if (res == NULL || resp == NULL || calls == NULL || cp == NULL ||
+	    ins == NULL || outs == NULL || idx == NULL || rv == NULL ||
+	    alone == NULL)
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const ag_reply_req *item = in->items[i];
+		int r;
+
+		parley__agents__v1__reply_batch_result__init(&res[i]);
+		resp[i] = &res[i];
+		// The item's own call state: its errors, the batch's arena,
+		// principal and deadline.
+		calls[i] = *call;
+		calls[i].code = PL_OK;
+		calls[i].message = NULL;
+		calls[i].violations = NULL;
+		calls[i].n_violations = calls[i].cap_violations = 0;
+		r = agents_reply_check(&calls[i], item);
+		if (r == PL_OK && !pl_call_is_tenant(call, item->tenant_id) &&
+		    call->principal->tenant_id != NULL &&
+		    call->principal->tenant_id[0] != '\0')
+			r = pl_call_error(&calls[i], PL_NOT_FOUND,
+			                  "agent %s not found", item->agent_id);
+		if (r != PL_OK) {
+			res[i].code = r;
+			res[i].message = calls[i].message;
+			continue;
+		}
+		if ((outs[m] = pl_arena_zalloc(a, sizeof(**outs))) == NULL)
+			return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+			                     "out of memory");
+		parley__agents__v1__reply_response__init(outs[m]);
+		cp[m] = &calls[i];
+		ins[m] = item;
+		idx[m++] = i;
+	}
+	if (m > 0)
+		agents_reply_group(pl_call_db(call), m, cp, ins, outs, rv,
+		                   alone);
+	for (size_t k = 0; k < m; k++) {
+		Parley__Agents__V1__ReplyBatchResult *r = &res[idx[k]];
+
+		if (rv[k] != PL_OK) {
+			r->code = rv[k];
+			r->message = cp[k]->message
+			                     ? cp[k]->message
+			                     : (char *)pl_status_name(rv[k]);
+		} else if (alone[k]) {
+			r->alone = true;
+		} else {
+			r->reply = outs[k];
+		}
+	}
+	out->results = resp;
+	out->n_results = n;
+	return PL_OK;
+}
+
 // ---------------------------------------------------------------------------
 // Sessions
 
@@ -2620,6 +2712,7 @@ static const pl_rpc_method agents_methods[] = {
 	{ "SearchKnowledge", search_knowledge, PL_ROLE_VIEWER, "agents:read",
 	  0 },
 	{ "Reply", reply, PL_CALLER_SERVICE, NULL, 0 },
+	{ "ReplyBatch", reply_batch, PL_CALLER_SERVICE, NULL, 0 },
 	{ "GetSession", get_session, PL_ROLE_VIEWER, "agents:read", 0 },
 	{ "ListSessions", list_sessions, PL_ROLE_VIEWER, "agents:read", 0 },
 	{ "EndSession", end_session, PL_ROLE_AGENT, "agents:write", 0 },

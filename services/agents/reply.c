@@ -1833,7 +1833,7 @@ item_init(group_item *g, pl_call *call, const ag_reply_req *in,
 void
 agents_reply_group(pl_db *db, size_t n, pl_call *const *calls,
                    const ag_reply_req *const *ins, ag_reply_resp *const *outs,
-                   int *rv)
+                   int *rv, bool *alone)
 {
 	group_item *g = calloc(n + 1, sizeof(*g));
 	group_item **p = calloc(n + 1, sizeof(*p));
@@ -1851,8 +1851,17 @@ agents_reply_group(pl_db *db, size_t n, pl_call *const *calls,
 		p[i] = &g[i];
 	}
 	group_answer(db, p, n);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		if (alone != NULL)
+			alone[i] = g[i].alone;
+		if (g[i].alone && alone != NULL) {
+			rv[i] = PL_OK; // not answered: its caller asks Reply
+			continue;
+		}
 		rv[i] = g[i].alone ? reply_alone(db, &g[i].t) : g[i].rv;
+		if (rv[i] == PL_OK)
+			reserve_tokens(&g[i].t);
+	}
 	free(g);
 	free(p);
 }

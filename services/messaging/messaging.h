@@ -223,6 +223,14 @@ int messaging_peers_reply(msg_peers *p,
                           const Parley__Agents__V1__ReplyRequest *in,
                           pl_arena *a, Parley__Agents__V1__ReplyResponse **out);
 
+// agents.ReplyBatch (1 .. MSG_REPLY_BATCH items): one status per item in
+// *out (arena). PL_UNIMPLEMENTED from an agents service without it.
+#define MSG_REPLY_BATCH 64
+int messaging_peers_reply_batch(msg_peers *p,
+                                const Parley__Agents__V1__ReplyBatchRequest *in,
+                                pl_arena *a,
+                                Parley__Agents__V1__ReplyBatchResponse **out);
+
 bool messaging_peers_has_agents(const msg_peers *p);
 
 // ---------------------------------------------------------------------------

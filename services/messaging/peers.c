@@ -244,3 +244,20 @@ messaging_peers_reply(msg_peers *p, const Parley__Agents__V1__ReplyRequest *in,
 	                   &parley__agents__v1__reply_response__descriptor,
 	                   (void **)out, a, &o, NULL);
 }
+
+int
+messaging_peers_reply_batch(msg_peers *p,
+                            const Parley__Agents__V1__ReplyBatchRequest *in,
+                            pl_arena *a,
+                            Parley__Agents__V1__ReplyBatchResponse **out)
+{
+	pl_rpc_opts o = { 0 };
+
+	if (p->agents == NULL)
+		return PL_UNAVAILABLE;
+	o.timeout_ms = 30000;
+	return pl_rpc_call(
+	        p->agents, "/parley.agents.v1.Agents/ReplyBatch", &in->base,
+	        &parley__agents__v1__reply_batch_response__descriptor,
+	        (void **)out, a, &o, NULL);
+}

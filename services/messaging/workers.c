@@ -61,6 +61,9 @@ struct msg_workers {
 	struct pool_job *jobs;
 	pool_thr pool[MAX_THREADS];
 	int npool;
+	// agents answered UNIMPLEMENTED to ReplyBatch (an older replica in a
+	// rolling deploy): turns go one Reply each until then (ns)
+	_Atomic int64_t batch_off_until;
 };
 
 void
@@ -514,6 +517,7 @@ typedef enum reply_next {
 	REPLY_SOON = 1,   // billing could not be asked: try again in a second
 	REPLY_LEASE = 2,  // the agent could not answer: after the lease
 	REPLY_LATER = 3,  // its burst window is still open (retried then)
+	REPLY_AGENT = 4,  // q is the agent's request, not asked yet
 } reply_next;
 
 typedef struct reply_task {
@@ -522,6 +526,11 @@ typedef struct reply_task {
 	msg_reply_result rr;
 	reply_next next;
 	bool later; // set before the turn: not answered in this batch
+	// REPLY_AGENT: the request, and whether it goes alone (Reply, not in
+	// a ReplyBatch)
+	Parley__Agents__V1__ReplyRequest q;
+	Parley__Agents__V1__ReplyContact c;
+	bool alone;
 	// the burst answered with it (reply_burst_window_ms)
 	char (*burst_ids)[40];
 	size_t nburst;
@@ -601,63 +610,175 @@ reply_task_fn(void *ctx, size_t i, pl_httpc *http)
 		return;
 	}
 	{
-		Parley__Agents__V1__ReplyRequest q =
-		        PARLEY__AGENTS__V1__REPLY_REQUEST__INIT;
-		Parley__Agents__V1__ReplyContact c =
-		        PARLEY__AGENTS__V1__REPLY_CONTACT__INIT;
-		Parley__Agents__V1__ReplyResponse *resp = NULL;
-		q.tenant_id = pd->tenant_id;
-		q.agent_id = pd->agent_id;
-		q.session_key = pd->conversation_id;
-		q.channel_id = pd->channel_id;
-		q.channel_type = ch.type;
-		q.conversation_id = pd->conversation_id;
-		c.id = pd->contact_id;
-		c.name = pd->contact_name;
-		c.phone = pd->contact_phone;
-		c.language = pd->contact_language;
-		q.contact = &c;
+		Parley__Agents__V1__ReplyRequest *q = &t->q;
+		Parley__Agents__V1__ReplyContact *c = &t->c;
+		parley__agents__v1__reply_request__init(q);
+		parley__agents__v1__reply_contact__init(c);
+		q->tenant_id = pd->tenant_id;
+		q->agent_id = pd->agent_id;
+		q->session_key = pd->conversation_id;
+		q->channel_id = pd->channel_id;
+		q->channel_type = ch.type;
+		q->conversation_id = pd->conversation_id;
+		c->id = pd->contact_id;
+		c->name = pd->contact_name;
+		c->phone = pd->contact_phone;
+		c->language = pd->contact_language;
+		q->contact = c;
 		// agents.Reply takes texts up to MSG_MAX_TEXT: rows stored
 		// longer before that limit are cut (arena copies).
 		cut_utf8(pd->text, MSG_MAX_TEXT);
 		for (size_t i = 0; i < pd->n_history; i++)
 			if (pd->history[i]->content != NULL)
 				cut_utf8(pd->history[i]->content, MSG_MAX_TEXT);
-		q.text = pd->text;
-		q.message_id = pd->message_id;
-		q.history = pd->history;
-		q.n_history = pd->n_history;
-		rv = messaging_peers_reply(s->peers, &q, a, &resp);
-		if (rv == PL_FAILED_PRECONDITION || rv == PL_NOT_FOUND) {
-			rr->outcome = "no_agent";
-			return;
-		}
-		if (rv == PL_INVALID_ARGUMENT) {
-			// The agent will never take this turn: asking again
-			// after every lease would hold the conversation's
-			// later messages back for ever.
-			pl_error("agent refused message %s: %s", pd->message_id,
-			         pl_status_name(rv));
-			rr->outcome = "agent_refused";
-			return;
-		}
-		if (rv != PL_OK) {
-			pl_warn("agent could not answer message %s: %s",
-			        pd->message_id, pl_status_name(rv));
-			t->next = REPLY_LEASE; // retried after the lease
-			return;
-		}
-		rr->agent_id = pl_arena_strdup(a, pd->agent_id);
-		rr->text = resp->reply_text && resp->reply_text[0]
-		                   ? resp->reply_text
-		                   : NULL;
-		rr->handoff = resp->handoff;
-		rr->handoff_reason = handoff_reason_name(resp->handoff_reason);
-		rr->metadata_json = reply_metadata(a, resp);
-		rr->outcome = rr->handoff ? "handoff"
-		              : rr->text  ? "replied"
-		                          : "no_reply";
+		q->text = pd->text;
+		q->message_id = pd->message_id;
+		q->history = pd->history;
+		q->n_history = pd->n_history;
+		t->next = REPLY_AGENT; // asked by reply_agents
 	}
+}
+
+// The agent's answer to a turn (rv: its status, resp when PL_OK) as the
+// turn's outcome.
+static void
+reply_outcome(reply_task *t, int rv, const char *why,
+              Parley__Agents__V1__ReplyResponse *resp)
+{
+	msg_pending *pd = t->pd;
+	msg_reply_result *rr = &t->rr;
+	pl_arena *a = &t->arena;
+
+	t->next = REPLY_FINISH;
+	if (rv == PL_FAILED_PRECONDITION || rv == PL_NOT_FOUND) {
+		rr->outcome = "no_agent";
+		return;
+	}
+	if (rv == PL_INVALID_ARGUMENT) {
+		// The agent will never take this turn: asking again after
+		// every lease would hold the conversation's later messages
+		// back for ever.
+		pl_error("agent refused message %s: %s %s", pd->message_id,
+		         pl_status_name(rv), why ? why : "");
+		rr->outcome = "agent_refused";
+		return;
+	}
+	if (rv != PL_OK || resp == NULL) {
+		pl_warn("agent could not answer message %s: %s %s",
+		        pd->message_id, pl_status_name(rv), why ? why : "");
+		t->next = REPLY_LEASE; // retried after the lease
+		return;
+	}
+	rr->agent_id = pl_arena_strdup(a, pd->agent_id);
+	rr->text = resp->reply_text && resp->reply_text[0] ? resp->reply_text
+	                                                   : NULL;
+	rr->handoff = resp->handoff;
+	rr->handoff_reason = handoff_reason_name(resp->handoff_reason);
+	rr->metadata_json = reply_metadata(a, resp);
+	rr->outcome = rr->handoff ? "handoff"
+	              : rr->text  ? "replied"
+	                          : "no_reply";
+}
+
+// A turn asked alone (on a pool thread): agents.Reply.
+static void
+reply_alone_fn(void *ctx, size_t i, pl_httpc *http)
+{
+	reply_task *t = &((reply_task *)ctx)[i];
+	Parley__Agents__V1__ReplyResponse *resp = NULL;
+	int rv;
+
+	(void)http;
+	if (t->next != REPLY_AGENT || !t->alone)
+		return;
+	rv = messaging_peers_reply(t->s->peers, &t->q, &t->arena, &resp);
+	reply_outcome(t, rv, NULL, resp);
+}
+
+// Sends one ReplyBatch for the turns k[0..n) (agents answers them as one
+// group: one transaction instead of one a turn); those it cannot take
+// (an LLM agent's, or all when the call as a whole fails) are marked to go
+// alone.
+static void
+reply_batch_send(msg_service *s, pl_arena *a, reply_task *t, size_t *k,
+                 size_t n)
+{
+	Parley__Agents__V1__ReplyBatchRequest req =
+	        PARLEY__AGENTS__V1__REPLY_BATCH_REQUEST__INIT;
+	Parley__Agents__V1__ReplyBatchResponse *resp = NULL;
+	Parley__Agents__V1__ReplyRequest **items;
+	int rv;
+
+	if (n == 1) {
+		t[k[0]].alone = true; // Reply joins agents' own groups
+		return;
+	}
+	if ((items = pl_arena_alloc(a, n * sizeof(*items))) == NULL) {
+		for (size_t i = 0; i < n; i++)
+			t[k[i]].alone = true;
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		items[i] = &t[k[i]].q;
+	req.items = items;
+	req.n_items = n;
+	rv = messaging_peers_reply_batch(s->peers, &req, a, &resp);
+	if (rv != PL_OK || resp->n_results != n) {
+		// Each turn gets its own verdict from Reply.
+		if (rv == PL_UNIMPLEMENTED && s->workers != NULL)
+			s->workers->batch_off_until =
+			        pl_now_ns() + 60 * 1000000000LL;
+		for (size_t i = 0; i < n; i++)
+			t[k[i]].alone = true;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const Parley__Agents__V1__ReplyBatchResult *r =
+		        resp->results[i];
+		reply_task *x = &t[k[i]];
+		if (r->code == PL_OK && r->alone)
+			x->alone = true;
+		else
+			reply_outcome(x, r->code, r->message, r->reply);
+	}
+}
+
+// The agent's turns of a batch: ReplyBatch calls of up to
+// MSG_REPLY_BATCH turns and REPLY_BATCH_BYTES (one turn over that goes
+// alone), then one Reply each, concurrently on the pool, for what they
+// left (LLM agents) or could not send.
+#define REPLY_BATCH_BYTES (1u << 20)
+
+static void
+reply_agents(msg_service *s, pl_arena *a, reply_task *t, size_t n)
+{
+	size_t *k = pl_arena_alloc(a, (n ? n : 1) * sizeof(*k));
+	size_t m = 0, bytes = 0, nalone = 0;
+	bool batch = k != NULL && (s->workers == NULL ||
+	                           pl_now_ns() >= s->workers->batch_off_until);
+
+	for (size_t i = 0; i < n; i++) {
+		size_t sz;
+		if (t[i].next != REPLY_AGENT)
+			continue;
+		sz = protobuf_c_message_get_packed_size(&t[i].q.base);
+		if (!batch || sz > REPLY_BATCH_BYTES) {
+			t[i].alone = true;
+			continue;
+		}
+		if (m == MSG_REPLY_BATCH || bytes + sz > REPLY_BATCH_BYTES) {
+			reply_batch_send(s, a, t, k, m);
+			m = bytes = 0;
+		}
+		k[m++] = i;
+		bytes += sz;
+	}
+	if (m > 0)
+		reply_batch_send(s, a, t, k, m);
+	for (size_t i = 0; i < n; i++)
+		nalone += t[i].next == REPLY_AGENT && t[i].alone;
+	if (nalone > 0)
+		pool_run(s->workers, reply_alone_fn, t, n, NULL);
 }
 
 // The tenant's reply_burst_window_ms, kept for PARLEY_MESSAGING_CHANNEL_CACHE
@@ -803,6 +924,7 @@ reply_run(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 		return; // the leases run out
 	}
 	pool_run(s->workers, reply_task_fn, tasks, n, NULL);
+	reply_agents(s, a, tasks, n);
 	for (size_t i = 0; i < n; i++) {
 		if (tasks[i].next == REPLY_SOON)
 			messaging_store_reply_retry_in(db, pds[i].tenant_id,

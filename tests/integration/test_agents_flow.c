@@ -695,6 +695,110 @@ typedef struct conc {
 	int rc;
 } conc;
 
+// ReplyBatch: one status per item, the retrieval items answered as one
+// group, an LLM agent's item left for Reply, bad items refused alone.
+static void
+test_reply_batch(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *agent = make_agent(&pa, true, NULL);
+	char *draft = make_agent(&pa, false, NULL);
+	char *llm = make_agent(&pa, true, llm_cfg());
+	ag_reply_req it[7], *items[AG_MAX_BATCH + 1];
+	const struct {
+		const char *tenant, *agent, *key, *text, *mid;
+	} in[7] = {
+		{ ta, agent, "batch-1", "what time do you open?", "bm1" },
+		{ ta, agent, "batch-2", "how much is shipping?", "bm2" },
+		{ ta, agent, "batch-3", "", "bm-empty" },
+		{ tb, agent, "batch-4", "hello", "bm-other" },
+		{ ta, draft, "batch-5", "hello", "bm-draft" },
+		{ ta, llm, "batch-6", "hello", "bm-llm" },
+		{ ta, agent, "batch-1", "how much is shipping?", "bm3" },
+	};
+	Parley__Agents__V1__ReplyBatchRequest rq =
+	        PARLEY__AGENTS__V1__REPLY_BATCH_REQUEST__INIT;
+	Parley__Agents__V1__ReplyBatchResponse *out = NULL;
+	Parley__Agents__V1__ReplyBatchResult **r;
+	long before = count("SELECT count(*) FROM agents.agent_messages");
+
+	for (size_t i = 0; i < 7; i++) {
+		parley__agents__v1__reply_request__init(&it[i]);
+		it[i].tenant_id = (char *)in[i].tenant;
+		it[i].agent_id = (char *)in[i].agent;
+		it[i].session_key = (char *)in[i].key;
+		it[i].text = (char *)in[i].text;
+		it[i].message_id = (char *)in[i].mid;
+		items[i] = &it[i];
+	}
+	rq.items = items;
+	rq.n_items = 7;
+	for (int round = 0; round < 2; round++) {
+		out = NULL;
+		assert_int_equal(
+		        call(M("ReplyBatch"), &svc, &rq,
+		             &parley__agents__v1__reply_batch_response__descriptor,
+		             &out),
+		        PL_OK);
+		assert_int_equal(out->n_results, 7);
+		r = out->results;
+		assert_int_equal(r[0]->code, PL_OK);
+		assert_non_null(r[0]->reply);
+		assert_string_equal(r[0]->reply->intent, "hours");
+		assert_int_equal(r[1]->code, PL_OK);
+		assert_string_equal(r[1]->reply->intent, "shipping");
+		assert_int_equal(r[2]->code, PL_INVALID_ARGUMENT);
+		assert_null(r[2]->reply);
+		assert_int_equal(r[3]->code, PL_NOT_FOUND);
+		assert_int_equal(r[4]->code, PL_FAILED_PRECONDITION);
+		assert_int_equal(r[5]->code, PL_OK);
+		assert_true(r[5]->alone);
+		assert_null(r[5]->reply);
+		assert_int_equal(r[6]->code, PL_OK);
+		assert_string_equal(r[6]->reply->intent, "shipping");
+		// Two turns of one session in one batch: the second continues
+		// the first's session.
+		assert_string_equal(r[6]->reply->session_id,
+		                    r[0]->reply->session_id);
+		// The second time every answer is a replay.
+		assert_int_equal(r[0]->reply->replayed, round == 1);
+		assert_int_equal(r[6]->reply->replayed, round == 1);
+	}
+	// Three answers, each once (user and assistant rows); nothing for the
+	// refused items or the LLM's.
+	assert_int_equal(count("SELECT count(*) FROM agents.agent_messages"),
+	                 before + 6);
+	assert_int_equal(count("SELECT count(*) FROM agents.agent_sessions "
+	                       "WHERE session_key IN ('batch-3', 'batch-4', "
+	                       "'batch-5', 'batch-6')"),
+	                 0);
+
+	// No items, or more than a group holds: refused as a whole.
+	rq.n_items = 0;
+	assert_int_equal(
+	        call(M("ReplyBatch"), &svc, &rq,
+	             &parley__agents__v1__reply_batch_response__descriptor,
+	             &out),
+	        PL_INVALID_ARGUMENT);
+	for (size_t i = 0; i <= AG_MAX_BATCH; i++)
+		items[i] = &it[0];
+	rq.n_items = AG_MAX_BATCH + 1;
+	assert_int_equal(
+	        call(M("ReplyBatch"), &svc, &rq,
+	             &parley__agents__v1__reply_batch_response__descriptor,
+	             &out),
+	        PL_INVALID_ARGUMENT);
+	// A tenant's user may not call it.
+	rq.n_items = 1;
+	assert_int_equal(
+	        call(M("ReplyBatch"), &pa, &rq,
+	             &parley__agents__v1__reply_batch_response__descriptor,
+	             &out),
+	        PL_PERMISSION_DENIED);
+}
+
 static void *
 conc_reply(void *arg)
 {
@@ -986,6 +1090,7 @@ main(void)
 		cmocka_unit_test(test_reply_bad_input),
 		cmocka_unit_test(test_versions_and_cross_tenant),
 		cmocka_unit_test(test_llm_paths),
+		cmocka_unit_test(test_reply_batch),
 		cmocka_unit_test(test_session_concurrency),
 		cmocka_unit_test(test_checkpoints),
 		cmocka_unit_test(test_import_upsert),

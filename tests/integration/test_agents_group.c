@@ -183,7 +183,7 @@ group_run(group *g)
 		ins[i] = &g->req[i];
 		outs[i] = &g->resp[i];
 	}
-	agents_reply_group(db, g->n, calls, ins, outs, g->rv);
+	agents_reply_group(db, g->n, calls, ins, outs, g->rv, NULL);
 	pl_db_close(db);
 }
 

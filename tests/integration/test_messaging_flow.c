@@ -41,12 +41,31 @@ static fake_provider *fp;
 static pl_rpc_server *peers;
 static bool up;
 static volatile int agent_calls;
+// ReplyBatch: answered unless off (then UNIMPLEMENTED, as an agents
+// service before it); its calls, the calls it refused, and the items of
+// texts starting "rb " it was given.
+static volatile bool batch_off;
+static volatile int batch_calls, batch_unimpl, batch_rb_items;
 static volatile bool billing_refuse;
 static const char *volatile ib_secret; // C_IB's app_secret; NULL: none
 static char conv1[40], out1_pid[128];
 
 // ---------------------------------------------------------------------------
 // Fake peers
+
+// The fake agent's answer: the text echoed; "human" hands over.
+static void
+echo(pl_call *call, const Parley__Agents__V1__ReplyRequest *in,
+     Parley__Agents__V1__ReplyResponse *o)
+{
+	__sync_fetch_and_add(&agent_calls, 1);
+	o->reply_text = pl_arena_printf(call->arena, "echo: %s", in->text);
+	if (strstr(in->text, "human") != NULL) {
+		o->handoff = true;
+		o->handoff_reason =
+		        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_KEYWORD;
+	}
+}
 
 static int
 peer_handler(pl_call *call, const void *inp, void *outp)
@@ -110,15 +129,43 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 		return PL_OK;
 	}
 	if (strcmp(m, "Reply") == 0) {
-		const Parley__Agents__V1__ReplyRequest *in = inp;
-		Parley__Agents__V1__ReplyResponse *o = outp;
-		__sync_fetch_and_add(&agent_calls, 1);
-		o->reply_text =
-		        pl_arena_printf(call->arena, "echo: %s", in->text);
-		if (strstr(in->text, "human") != NULL) {
-			o->handoff = true;
-			o->handoff_reason =
-			        PARLEY__AGENTS__V1__HANDOFF_REASON__HANDOFF_REASON_KEYWORD;
+		echo(call, inp, outp);
+		return PL_OK;
+	}
+	if (strcmp(m, "ReplyBatch") == 0) {
+		// Texts with "alone" are left for Reply (as an LLM agent's),
+		// texts with "refuse" are refused; the others echoed.
+		const Parley__Agents__V1__ReplyBatchRequest *in = inp;
+		Parley__Agents__V1__ReplyBatchResponse *o = outp;
+		if (batch_off) {
+			__sync_fetch_and_add(&batch_unimpl, 1);
+			return pl_call_error(call, PL_UNIMPLEMENTED,
+			                     "fake peer: %s", m);
+		}
+		__sync_fetch_and_add(&batch_calls, 1);
+		o->results = pl_arena_zalloc(call->arena,
+		                             in->n_items * sizeof(*o->results));
+		o->n_results = in->n_items;
+		for (size_t i = 0; i < in->n_items; i++) {
+			const char *text = in->items[i]->text;
+			Parley__Agents__V1__ReplyBatchResult *r =
+			        pl_arena_zalloc(call->arena, sizeof(*r));
+			parley__agents__v1__reply_batch_result__init(r);
+			o->results[i] = r;
+			if (strncmp(text, "rb ", 3) == 0)
+				__sync_fetch_and_add(&batch_rb_items, 1);
+			if (strstr(text, "alone") != NULL) {
+				r->alone = true;
+			} else if (strstr(text, "refuse") != NULL) {
+				r->code = PL_INVALID_ARGUMENT;
+				r->message = "refused by the fake";
+			} else {
+				r->reply = pl_arena_zalloc(call->arena,
+				                           sizeof(*r->reply));
+				parley__agents__v1__reply_response__init(
+				        r->reply);
+				echo(call, in->items[i], r->reply);
+			}
 		}
 		return PL_OK;
 	}
@@ -1174,6 +1221,106 @@ wa_texts(const char *prefix, int n, const char *from)
 	s = json_dumps(root, JSON_COMPACT);
 	json_decref(root);
 	return s;
+}
+
+// n messages of n new contacts in one webhook (one entry each): ids
+// wamid.<prefix><i>, texts[i], senders <from><i>.
+static char *
+wa_senders(const char *prefix, const char *const *texts, int n,
+           const char *from)
+{
+	char id[64], who[64], *one, *s;
+	json_t *root = NULL;
+
+	for (int i = 0; i < n; i++) {
+		json_t *r;
+		snprintf(id, sizeof(id), "wamid.%s%d", prefix, i);
+		snprintf(who, sizeof(who), "%s%d", from, i);
+		if ((one = wa_text(id, texts[i], who)) == NULL) {
+			json_decref(root);
+			return NULL;
+		}
+		r = json_loads(one, 0, NULL);
+		free(one);
+		if (root == NULL) {
+			root = r;
+			continue;
+		}
+		json_array_append(
+		        json_object_get(root, "entry"),
+		        json_array_get(json_object_get(r, "entry"), 0));
+		json_decref(r);
+	}
+	s = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	return s;
+}
+
+// The turns of one batch go to agents in one ReplyBatch: each item gets
+// its own outcome; an item agents leaves alone (an LLM agent's) is asked
+// with Reply; a refused item is finished as agent_refused, unanswered.
+static void
+test_reply_batch(void **state)
+{
+	const char *texts[4] = { "rb one", "rb alone two", "rb refuse three",
+		                 "rb four" };
+	int calls = batch_calls, items = batch_rb_items;
+	char *b;
+
+	(void)state;
+	NEED();
+	FIXTURES();
+	b = wa_senders("rb", texts, 4, "55119333300");
+	assert_non_null(b);
+	assert_int_equal(wa_webhook(b, strlen(b), NULL), PL_OK);
+	free(b);
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE direction = 'outbound' AND text IN "
+	                          "('echo: rb one', 'echo: rb alone two', "
+	                          "'echo: rb four') AND status = 'sent'",
+	                          3),
+	                 3);
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE direction = 'inbound' AND text = 'rb "
+	                          "refuse three' AND reply_state = 'done' AND "
+	                          "reply_outcome = 'agent_refused'",
+	                          1),
+	                 1);
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE direction = 'outbound' AND text LIKE "
+	                          "'echo: rb %'",
+	                          3),
+	                 3);
+	// The four in one call (one inbox body: one batch).
+	assert_true(batch_calls > calls);
+	assert_int_equal(batch_rb_items - items, 4);
+}
+
+// An agents service without ReplyBatch (a rolling deploy): it answers
+// UNIMPLEMENTED and every turn is asked with Reply. Last: messaging then
+// stops asking for a minute.
+static void
+test_reply_batch_unimplemented(void **state)
+{
+	const char *texts[3] = { "rbu one", "rbu two", "rbu three" };
+	int unimpl = batch_unimpl;
+	char *b;
+
+	(void)state;
+	NEED();
+	FIXTURES();
+	batch_off = true;
+	b = wa_senders("rbu", texts, 3, "55119444400");
+	assert_non_null(b);
+	assert_int_equal(wa_webhook(b, strlen(b), NULL), PL_OK);
+	free(b);
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE direction = 'outbound' AND text LIKE "
+	                          "'echo: rbu %' AND status = 'sent'",
+	                          3),
+	                 3);
+	assert_true(batch_unimpl > unimpl);
+	batch_off = false;
 }
 
 // Six messages of a new contact in one webhook: the worker that ingests
@@ -2233,6 +2380,7 @@ main(void)
 		cmocka_unit_test(test_bad_provider_times),
 		cmocka_unit_test(test_poison_item),
 		cmocka_unit_test(test_quota_refusal),
+		cmocka_unit_test(test_reply_batch),
 		cmocka_unit_test(test_burst_in_order),
 		cmocka_unit_test(test_burst_window),
 		cmocka_unit_test(test_auto_handback),
@@ -2242,6 +2390,7 @@ main(void)
 		cmocka_unit_test(test_webchat),
 		cmocka_unit_test(test_verify_and_unimplemented),
 		cmocka_unit_test(test_inbox_keep),
+		cmocka_unit_test(test_reply_batch_unimplemented),
 	};
 	// These tests are written against the providers' public payloads
 	// (../shared/fixtures/webhooks), values included, and build on each
