@@ -172,7 +172,7 @@ typedef struct billing_reserve_item {
 	billing_reserve_result res;
 	// The batcher's, under its mutex.
 	struct billing_reserve_item *next;
-	pl_wake wake; // posted after the mutex is let go (pl/wake.h)
+	pl_wake *wake; // its caller's, posted after the mutex is let go
 	bool done;
 	struct billing_lease *lease;     // admitted under it (lease.c)
 	struct billing_lease_slot *slot; // waiting for a lease grant
@@ -233,6 +233,11 @@ void billing_batcher_fini(billing_batcher *b);
 // Decides item through b (db: the caller's own connection, used when the
 // caller leads a batch). Returns item->rc.
 int billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *item);
+
+// Decides items[0..n) through b, queued together (in one batch when they
+// fit): what ReserveUsageBatch runs. Each item's rc and res come back.
+void billing_reserve_n(billing_batcher *b, pl_db *db,
+                       billing_reserve_item *const *items, size_t n);
 
 // PostgreSQL array literals for the batch statements (reserve.c): a
 // growing buffer, NUL-terminated; oom set (and nothing more appended) when

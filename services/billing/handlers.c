@@ -689,15 +689,11 @@ remaining_text(pl_arena *a, int64_t v)
 	return v < 0 ? "unlimited" : pl_arena_printf(a, "%" PRId64, v);
 }
 
+// ReserveUsage's checks: fills it, or sets the call's error.
 static int
-reserve_usage(pl_call *call, const void *vin, void *vout)
+reserve_check(pl_call *call, const reserve_in *in, billing_reserve_item *it)
 {
-	const reserve_in *in = vin;
-	reserve_out *out = vout;
-	billing_state *st = state(call);
 	const char *metric, *key = in->idempotency_key;
-	billing_reserve_item it;
-	const billing_reserve_result *r = &it.res;
 	int rc;
 
 	if (!pl_uuid_valid(in->tenant_id))
@@ -712,12 +708,23 @@ reserve_usage(pl_call *call, const void *vin, void *vout)
 		key = call->idempotency_key;
 	if ((rc = check_text(call, "idempotency_key", key, MAX_KEY, true)))
 		return rc;
-	it.tenant = in->tenant_id;
-	it.metric = metric;
-	it.key = key;
-	it.amount = in->amount;
-	if ((rc = billing_reserve(&st->batcher, pl_call_db(call), &it)))
-		return pl_call_error(call, rc, "could not reserve usage");
+	memset(it, 0, sizeof(*it));
+	it->tenant = in->tenant_id;
+	it->metric = metric;
+	it->key = key;
+	it->amount = in->amount;
+	return PL_OK;
+}
+
+// A decided reservation as ReserveUsage answers it.
+static int
+reserve_answer(pl_call *call, const reserve_in *in,
+               const billing_reserve_item *it, reserve_out *out)
+{
+	const billing_reserve_result *r = &it->res;
+
+	if (it->rc)
+		return pl_call_error(call, it->rc, "could not reserve usage");
 	if (strcmp(r->outcome, "ok") == 0) {
 		out->reservation_id =
 		        pl_arena_strdup(call->arena, r->reservation_id);
@@ -740,7 +747,7 @@ reserve_usage(pl_call *call, const void *vin, void *vout)
 		        call, PL_RESOURCE_EXHAUSTED,
 		        "could not reserve %" PRId64 " %s: limit %s reached "
 		        "(remaining today: %s, remaining this month: %s)%s",
-		        in->amount, metric, r->refusal,
+		        in->amount, it->metric, r->refusal,
 		        remaining_text(call->arena, r->remaining_day),
 		        remaining_text(call->arena, r->remaining_month),
 		        r->replayed ? " [replayed]" : "");
@@ -756,6 +763,90 @@ reserve_usage(pl_call *call, const void *vin, void *vout)
 	return pl_call_error(call, PL_FAILED_PRECONDITION,
 	                     "could not reserve usage: the subscription is %s",
 	                     r->refusal);
+}
+
+static int
+reserve_usage(pl_call *call, const void *vin, void *vout)
+{
+	billing_reserve_item it;
+	int rc;
+
+	if ((rc = reserve_check(call, vin, &it)))
+		return rc;
+	billing_reserve(&state(call)->batcher, pl_call_db(call), &it);
+	return reserve_answer(call, vin, &it, vout);
+}
+
+// ReserveUsageBatch: every item checked and answered as ReserveUsage would
+// (its own status), the valid ones queued together so that one batch
+// decides them when they fit.
+static int
+reserve_usage_batch(pl_call *call, const void *vin, void *vout)
+{
+	const Parley__Billing__V1__ReserveUsageBatchRequest *in = vin;
+	Parley__Billing__V1__ReserveUsageBatchResponse *out = vout;
+	Parley__Billing__V1__ReserveUsageBatchResult *res, **resp;
+	size_t n = in->n_items, m = 0;
+	pl_arena *a = call->arena;
+	billing_reserve_item *its, **ptrs;
+	pl_call *calls;
+	size_t *idx;
+
+	if (n == 0 || n > BILLING_MAX_BATCH)
+		return pl_call_violation(call, "items",
+		                         "must have 1 to %d items, got %zu",
+		                         BILLING_MAX_BATCH, n);
+	res = pl_arena_zalloc(a, n * sizeof(*res));
+	resp = pl_arena_zalloc(a, n * sizeof(*resp));
+	its = pl_arena_zalloc(a, n * sizeof(*its));
+	ptrs = pl_arena_zalloc(a, n * sizeof(*ptrs));
+	calls = pl_arena_zalloc(a, n * sizeof(*calls));
+	idx = pl_arena_zalloc(a, n * sizeof(*idx));
+	if (res == NULL || resp == NULL || its == NULL || ptrs == NULL ||
+	    calls == NULL || idx == NULL)
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		int rc;
+
+		parley__billing__v1__reserve_usage_batch_result__init(&res[i]);
+		resp[i] = &res[i];
+		// The item's own call state (its errors); its key is its own.
+		calls[i] = *call;
+		calls[i].code = PL_OK;
+		calls[i].message = NULL;
+		calls[i].violations = NULL;
+		calls[i].n_violations = calls[i].cap_violations = 0;
+		calls[i].idempotency_key = NULL;
+		if ((rc = reserve_check(&calls[i], in->items[i], &its[i]))) {
+			res[i].code = rc;
+			res[i].message = calls[i].message;
+			continue;
+		}
+		ptrs[m] = &its[i];
+		idx[m++] = i;
+	}
+	billing_reserve_n(&state(call)->batcher, pl_call_db(call), ptrs, m);
+	for (size_t k = 0; k < m; k++) {
+		size_t i = idx[k];
+		reserve_out *o = pl_arena_zalloc(a, sizeof(*o));
+		int rc;
+
+		if (o == NULL)
+			return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+			                     "out of memory");
+		parley__billing__v1__reserve_usage_response__init(o);
+		if ((rc = reserve_answer(&calls[i], in->items[i], &its[i],
+		                         o))) {
+			res[i].code = rc;
+			res[i].message = calls[i].message;
+		} else {
+			res[i].reservation = o;
+		}
+	}
+	out->results = resp;
+	out->n_results = n;
+	return PL_OK;
 }
 
 static int
@@ -1108,6 +1199,8 @@ static const pl_rpc_method billing_methods[] = {
 	{ "GetEntitlements", get_entitlements, PL_ROLE_VIEWER, "billing:read",
 	  0 },
 	{ "ReserveUsage", reserve_usage, PL_CALLER_SERVICE, NULL, 0 },
+	{ "ReserveUsageBatch", reserve_usage_batch, PL_CALLER_SERVICE, NULL,
+	  0 },
 	{ "ReleaseUsage", release_usage, PL_CALLER_SERVICE, NULL, 0 },
 	{ "GetUsage", get_usage, PL_ROLE_VIEWER, "billing:read", 0 },
 	{ "CloseBillingPeriod", close_period, PL_PLATFORM_ADMIN, NULL, 0 },

@@ -224,39 +224,65 @@ billing_batcher_fini(billing_batcher *b)
 int
 billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 {
+	billing_reserve_n(b, db, &it, 1);
+	return it->rc;
+}
+
+static bool
+all_done(billing_reserve_item *const *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!items[i]->done)
+			return false;
+	return true;
+}
+
+void
+billing_reserve_n(billing_batcher *b, pl_db *db,
+                  billing_reserve_item *const *items, size_t n)
+{
 	billing_reserve_item *batch[BILLING_MAX_BATCH];
 	billing_reserve_item *exact[BILLING_MAX_BATCH], **ex;
+	pl_wake self; // every item's: the caller sleeps once for all
 	size_t ne;
 
+	if (n == 0)
+		return;
 	if (b->max_batch <= 1) {
-		it->rc = billing_store_reserve(db, it->tenant, it->metric,
-		                               it->amount, it->key, b->emit,
-		                               &it->res);
-		return it->rc;
+		for (size_t i = 0; i < n; i++) {
+			billing_reserve_item *it = items[i];
+			it->rc = billing_store_reserve(
+			        db, it->tenant, it->metric, it->amount, it->key,
+			        b->emit, &it->res);
+		}
+		return;
 	}
-	pl_wake_init(&it->wake);
-	it->done = false;
-	it->next = NULL;
+	pl_wake_init(&self);
+	for (size_t i = 0; i < n; i++) {
+		items[i]->wake = &self;
+		items[i]->done = false;
+		items[i]->next = i + 1 < n ? items[i + 1] : NULL;
+	}
 	pthread_mutex_lock(&b->mtx);
 	if (b->tail)
-		b->tail->next = it;
+		b->tail->next = items[0];
 	else
-		b->head = it;
-	b->tail = it;
-	while (!it->done) {
+		b->head = items[0];
+	b->tail = items[n - 1];
+	while (!all_done(items, n)) {
 		pl_wake *wake[BILLING_MAX_BATCH + 1];
-		size_t n = 0, nw = 0;
+		size_t m = 0, nw = 0;
 		int fell;
 		// Wait while enough batches run, or while the queue is
-		// empty: then our item is in a batch another worker runs,
-		// which wakes us when it is decided.
+		// empty: then our items are in batches other workers run,
+		// which wake us when they are decided.
 		if (b->running >= b->max_running || b->head == NULL) {
-			pl_wake_wait(&it->wake, &b->mtx);
+			pl_wake_wait(&self, &b->mtx);
 			continue;
 		}
 		// Lead: take what is queued, in order.
-		while (b->head != NULL && n < (size_t)b->max_batch) {
-			batch[n++] = b->head;
+		while (b->head != NULL && m < (size_t)b->max_batch) {
+			batch[m++] = b->head;
 			b->head = b->head->next;
 		}
 		if (b->head == NULL)
@@ -269,10 +295,10 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 		// bench_billing --threads 1): a lone call takes that path.
 		// Under leases first (lease.c); what they do not admit is
 		// decided against the counters.
-		ne = n;
+		ne = m;
 		ex = batch;
 		if (b->lease_ttl_ms > 0) {
-			billing_leases_run(b, db, batch, n, exact, &ne);
+			billing_leases_run(b, db, batch, m, exact, &ne);
 			ex = exact;
 		}
 		fell = 0;
@@ -288,19 +314,21 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 		pthread_mutex_lock(&b->mtx);
 		b->running--;
 		b->batches++;
-		b->items += n;
+		b->items += m;
 		b->fallbacks += (uint64_t)fell;
 		// The first call still queued leads the next batch: woken
 		// first, so that batch starts while the followers wake.
-		if (b->head != NULL && b->head != it) {
-			pl_wake_promise(&b->head->wake);
-			wake[nw++] = &b->head->wake;
+		if (b->head != NULL && b->head->wake != &self) {
+			pl_wake_promise(b->head->wake);
+			wake[nw++] = b->head->wake;
 		}
-		for (size_t i = 0; i < n; i++) {
+		// One wake-up per item of another caller (a caller of several
+		// takes one per item: its wake counts them).
+		for (size_t i = 0; i < m; i++) {
 			batch[i]->done = true;
-			if (batch[i] != it) {
-				pl_wake_promise(&batch[i]->wake);
-				wake[nw++] = &batch[i]->wake;
+			if (batch[i]->wake != &self) {
+				pl_wake_promise(batch[i]->wake);
+				wake[nw++] = batch[i]->wake;
 			}
 		}
 		// Woken after the unlock: a follower runs at once instead of
@@ -308,6 +336,5 @@ billing_reserve(billing_batcher *b, pl_db *db, billing_reserve_item *it)
 		pl_wake_post_unlocked(&b->mtx, wake, nw);
 	}
 	// Done: out of the queue and every batch, nothing promises more.
-	pl_wake_fini(&it->wake, &b->mtx);
-	return it->rc;
+	pl_wake_fini(&self, &b->mtx);
 }

@@ -231,6 +231,16 @@ int messaging_peers_reply_batch(msg_peers *p,
                                 pl_arena *a,
                                 Parley__Agents__V1__ReplyBatchResponse **out);
 
+// billing.ReserveUsageBatch (1 .. MSG_RESERVE_BATCH items): one
+// ReserveUsage(messages, 1, keys[i]) for tenants[i] each, its status in
+// rv[i] (as messaging_peers_reserve's) and its message in why[i] (arena).
+// Returns the call's own status: when not PL_OK, rv and why are not set
+// (PL_UNIMPLEMENTED from a billing service without it).
+#define MSG_RESERVE_BATCH 256
+int messaging_peers_reserve_batch(msg_peers *p, const char *const *tenants,
+                                  const char *const *keys, size_t n,
+                                  pl_arena *a, int *rv, const char **why);
+
 bool messaging_peers_has_agents(const msg_peers *p);
 
 // ---------------------------------------------------------------------------

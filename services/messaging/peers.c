@@ -261,3 +261,53 @@ messaging_peers_reply_batch(msg_peers *p,
 	        &parley__agents__v1__reply_batch_response__descriptor,
 	        (void **)out, a, &o, NULL);
 }
+
+int
+messaging_peers_reserve_batch(msg_peers *p, const char *const *tenants,
+                              const char *const *keys, size_t n, pl_arena *a,
+                              int *rv, const char **why)
+{
+	Parley__Billing__V1__ReserveUsageBatchRequest rq =
+	        PARLEY__BILLING__V1__RESERVE_USAGE_BATCH_REQUEST__INIT;
+	Parley__Billing__V1__ReserveUsageBatchResponse *resp = NULL;
+	Parley__Billing__V1__ReserveUsageRequest *its, **ptrs;
+	pl_rpc_opts o = { 0 };
+	int r;
+
+	if (p->billing == NULL) {
+		for (size_t i = 0; i < n; i++) {
+			rv[i] = PL_OK;
+			why[i] = "";
+		}
+		return PL_OK;
+	}
+	its = pl_arena_alloc(a, n * sizeof(*its));
+	ptrs = pl_arena_alloc(a, n * sizeof(*ptrs));
+	if (its == NULL || ptrs == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	for (size_t i = 0; i < n; i++) {
+		parley__billing__v1__reserve_usage_request__init(&its[i]);
+		its[i].tenant_id = (char *)tenants[i];
+		its[i].metric = PARLEY__BILLING__V1__METRIC__METRIC_MESSAGES;
+		its[i].amount = 1;
+		its[i].idempotency_key = (char *)keys[i];
+		ptrs[i] = &its[i];
+	}
+	rq.items = ptrs;
+	rq.n_items = n;
+	r = pl_rpc_call(
+	        p->billing, "/parley.billing.v1.Billing/ReserveUsageBatch",
+	        &rq.base,
+	        &parley__billing__v1__reserve_usage_batch_response__descriptor,
+	        (void **)&resp, a, &o, NULL);
+	if (r != PL_OK)
+		return r;
+	if (resp->n_results != n)
+		return PL_INTERNAL;
+	for (size_t i = 0; i < n; i++) {
+		rv[i] = resp->results[i]->code;
+		why[i] = resp->results[i]->message ? resp->results[i]->message
+		                                   : "";
+	}
+	return PL_OK;
+}

@@ -64,6 +64,8 @@ struct msg_workers {
 	// agents answered UNIMPLEMENTED to ReplyBatch (an older replica in a
 	// rolling deploy): turns go one Reply each until then (ns)
 	_Atomic int64_t batch_off_until;
+	// the same for billing's ReserveUsageBatch
+	_Atomic int64_t reserve_off_until;
 };
 
 void
@@ -531,11 +533,26 @@ typedef struct reply_task {
 	Parley__Agents__V1__ReplyRequest q;
 	Parley__Agents__V1__ReplyContact c;
 	bool alone;
+	// reserved: billing already answered the quota (ReserveUsageBatch)
+	bool reserved;
+	int reserve_rv;
+	const char *reserve_why;
 	// the burst answered with it (reply_burst_window_ms)
 	char (*burst_ids)[40];
 	size_t nburst;
 	pl_arena arena;
 } reply_task;
+
+// A message's key with billing: the provider's id, or the message's when
+// there is none or it is longer than billing takes.
+static const char *
+reserve_key(const msg_pending *pd)
+{
+	return pd->provider_message_id[0] &&
+	                       strlen(pd->provider_message_id) <= MSG_MAX_KEY
+	               ? pd->provider_message_id
+	               : pd->message_id;
+}
 
 static void
 reply_task_fn(void *ctx, size_t i, pl_httpc *http)
@@ -560,13 +577,13 @@ reply_task_fn(void *ctx, size_t i, pl_httpc *http)
 	// The quota first: a refused message is stored but never answered.
 	// The key is the provider's id, or the message's when there is none
 	// or it is longer than billing takes.
-	rv = messaging_peers_reserve(
-	        s->peers, pd->tenant_id,
-	        pd->provider_message_id[0] &&
-	                        strlen(pd->provider_message_id) <= MSG_MAX_KEY
-	                ? pd->provider_message_id
-	                : pd->message_id,
-	        why, sizeof(why));
+	if (t->reserved) {
+		rv = t->reserve_rv;
+		snprintf(why, sizeof(why), "%s", t->reserve_why);
+	} else {
+		rv = messaging_peers_reserve(s->peers, pd->tenant_id,
+		                             reserve_key(pd), why, sizeof(why));
+	}
 	if (rv == PL_RESOURCE_EXHAUSTED) {
 		rr->outcome = "quota_exceeded";
 		rr->limit_why = pl_arena_strdup(a, why[0] ? why : "messages");
@@ -678,6 +695,54 @@ reply_outcome(reply_task *t, int rv, const char *why,
 	rr->outcome = rr->handoff ? "handoff"
 	              : rr->text  ? "replied"
 	                          : "no_reply";
+}
+
+// The quota of the turns of a batch: ReserveUsageBatch calls of up to
+// MSG_RESERVE_BATCH. True when every turn has its answer; the turns of a
+// call that failed are reserved one by one by reply_task_fn (and every
+// turn for a minute when billing answers UNIMPLEMENTED).
+static bool
+reply_reserve(msg_service *s, pl_arena *a, reply_task *t, size_t n)
+{
+	const char **tenants = pl_arena_alloc(a, (n ? n : 1) * sizeof(char *));
+	const char **keys = pl_arena_alloc(a, (n ? n : 1) * sizeof(char *));
+	const char **why = pl_arena_alloc(a, (n ? n : 1) * sizeof(char *));
+	size_t *k = pl_arena_alloc(a, (n ? n : 1) * sizeof(*k));
+	int *rv = pl_arena_alloc(a, (n ? n : 1) * sizeof(*rv));
+	bool all = true;
+
+	if (tenants == NULL || keys == NULL || why == NULL || k == NULL ||
+	    rv == NULL ||
+	    (s->workers != NULL && pl_now_ns() < s->workers->reserve_off_until))
+		return false;
+	for (size_t i = 0; i < n;) {
+		size_t m = 0;
+		int r;
+		for (; i < n && m < MSG_RESERVE_BATCH; i++) {
+			if (t[i].later)
+				continue;
+			tenants[m] = t[i].pd->tenant_id;
+			keys[m] = reserve_key(t[i].pd);
+			k[m++] = i;
+		}
+		if (m == 0)
+			break;
+		r = messaging_peers_reserve_batch(s->peers, tenants, keys, m, a,
+		                                  rv, why);
+		if (r != PL_OK) {
+			if (r == PL_UNIMPLEMENTED && s->workers != NULL)
+				s->workers->reserve_off_until =
+				        pl_now_ns() + 60 * 1000000000LL;
+			all = false;
+			continue;
+		}
+		for (size_t j = 0; j < m; j++) {
+			t[k[j]].reserved = true;
+			t[k[j]].reserve_rv = rv[j];
+			t[k[j]].reserve_why = why[j];
+		}
+	}
+	return all;
 }
 
 // A turn asked alone (on a pool thread): agents.Reply.
@@ -923,7 +988,15 @@ reply_run(msg_service *s, pl_db *db, pl_httpc *http, pl_arena *a,
 		free(tasks);
 		return; // the leases run out
 	}
-	pool_run(s->workers, reply_task_fn, tasks, n, NULL);
+	// Billing answered every turn's quota in one call: the rest of a
+	// turn before the agent is in memory (the channel is cached), no
+	// need for the pool's threads.
+	if (reply_reserve(s, a, tasks, n)) {
+		for (size_t i = 0; i < n; i++)
+			reply_task_fn(tasks, i, NULL);
+	} else {
+		pool_run(s->workers, reply_task_fn, tasks, n, NULL);
+	}
 	reply_agents(s, a, tasks, n);
 	for (size_t i = 0; i < n; i++) {
 		if (tasks[i].next == REPLY_SOON)

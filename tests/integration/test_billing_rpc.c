@@ -659,6 +659,98 @@ test_reserve_basics(void **state)
 // database, which also drops the prepared statement; a canceled
 // subscription), another metric or amount on it is ALREADY_EXISTS, and a
 // replay never counts again.
+// ReserveUsageBatch: each item answered as ReserveUsage would answer it,
+// the valid ones decided together.
+static void
+test_reserve_batch(void **state)
+{
+	Parley__Billing__V1__ReserveUsageBatchRequest in =
+	        PARLEY__BILLING__V1__RESERVE_USAGE_BATCH_REQUEST__INIT;
+	Parley__Billing__V1__ReserveUsageBatchResponse *out = NULL;
+	Parley__Billing__V1__ReserveUsageRequest it[6],
+	        *items[BILLING_MAX_BATCH + 1];
+	Parley__Billing__V1__ReserveUsageBatchResult **r;
+	Parley__Billing__V1__ReserveUsageResponse *one = NULL;
+	char t[PL_UUID_STRLEN + 1], t2[PL_UUID_STRLEN + 1];
+	pl_principal svc = svch_service(), own;
+	const struct {
+		const char *tenant, *key;
+		int64_t amount;
+	} want[6] = {
+		{ t, "b-1", 10 }, { t, "b-2", 5 },  { "nope", "b-3", 1 },
+		{ t, "", 1 },     { t2, "b-1", 1 }, { t, "b-big", 990 },
+	};
+	(void)state;
+	NEED_PG();
+
+	new_tenant(t, NULL); // starter: 1000/day, 10000/month
+	new_tenant(t2, NULL);
+	for (int i = 0; i < 6; i++) {
+		parley__billing__v1__reserve_usage_request__init(&it[i]);
+		it[i].tenant_id = (char *)want[i].tenant;
+		it[i].metric = PARLEY__BILLING__V1__METRIC__METRIC_MESSAGES;
+		it[i].amount = want[i].amount;
+		it[i].idempotency_key = (char *)want[i].key;
+		items[i] = &it[i];
+	}
+	in.items = items;
+	in.n_items = 6;
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(
+		        call(M("ReserveUsageBatch"), &svc, &in,
+		             &parley__billing__v1__reserve_usage_batch_response__descriptor,
+		             (void **)&out, NULL),
+		        PL_OK);
+		assert_int_equal(out->n_results, 6);
+		r = out->results;
+		assert_int_equal(r[0]->code, PL_OK);
+		assert_non_null(r[0]->reservation);
+		assert_int_equal(r[0]->reservation->replayed, round == 1);
+		assert_int_equal(r[1]->code, PL_OK);
+		assert_int_equal(r[2]->code, PL_INVALID_ARGUMENT);
+		assert_null(r[2]->reservation);
+		assert_non_null(strstr(r[2]->message, "tenant_id"));
+		assert_int_equal(r[3]->code, PL_INVALID_ARGUMENT);
+		assert_non_null(strstr(r[3]->message, "idempotency_key"));
+		// Another tenant's key is its own.
+		assert_int_equal(r[4]->code, PL_OK);
+		assert_int_equal(r[4]->reservation->replayed, round == 1);
+		// 10 + 5 taken before it in the same batch: 985 remain.
+		assert_int_equal(r[5]->code, PL_RESOURCE_EXHAUSTED);
+		assert_non_null(strstr(r[5]->message, "remaining today: 985"));
+	}
+	assert_int_equal(usage(t)->used->messages_per_day, 15);
+	assert_int_equal(usage(t2)->used->messages_per_day, 1);
+	// A key of the batch is the same reservation for ReserveUsage.
+	assert_int_equal(reserve(t, 1, 10, "b-1", &one, NULL), PL_OK);
+	assert_true(one->replayed);
+	assert_int_equal(usage(t)->used->messages_per_day, 15);
+
+	// No items, too many, or a tenant's user: refused as a whole.
+	in.n_items = 0;
+	assert_int_equal(
+	        call(M("ReserveUsageBatch"), &svc, &in,
+	             &parley__billing__v1__reserve_usage_batch_response__descriptor,
+	             (void **)&out, NULL),
+	        PL_INVALID_ARGUMENT);
+	for (size_t i = 0; i <= BILLING_MAX_BATCH; i++)
+		items[i] = &it[0];
+	in.n_items = BILLING_MAX_BATCH + 1;
+	assert_int_equal(
+	        call(M("ReserveUsageBatch"), &svc, &in,
+	             &parley__billing__v1__reserve_usage_batch_response__descriptor,
+	             (void **)&out, NULL),
+	        PL_INVALID_ARGUMENT);
+	own = viewer(t);
+	in.n_items = 1;
+	assert_int_equal(
+	        call(M("ReserveUsageBatch"), &own, &in,
+	             &parley__billing__v1__reserve_usage_batch_response__descriptor,
+	             (void **)&out, NULL),
+	        PL_PERMISSION_DENIED);
+	assert_int_equal(usage(t)->used->messages_per_day, 15);
+}
+
 static void
 test_reserve_replays_and_restart(void **state)
 {
@@ -1327,6 +1419,7 @@ main(void)
 		cmocka_unit_test(test_plans),
 		cmocka_unit_test(test_subscription_lifecycle),
 		cmocka_unit_test(test_reserve_basics),
+		cmocka_unit_test(test_reserve_batch),
 		cmocka_unit_test(test_month_refusal_leaves_no_day_increment),
 		cmocka_unit_test(test_reserve_replays_and_restart),
 		cmocka_unit_test(test_change_plan_and_invoice),

@@ -46,6 +46,8 @@ static volatile int agent_calls;
 // texts starting "rb " it was given.
 static volatile bool batch_off;
 static volatile int batch_calls, batch_unimpl, batch_rb_items;
+// ReserveUsageBatch the same (off with batch_off): its calls and refusals.
+static volatile int reserve_batch_calls, reserve_unimpl;
 static volatile bool billing_refuse;
 static const char *volatile ib_secret; // C_IB's app_secret; NULL: none
 static char conv1[40], out1_pid[128];
@@ -126,6 +128,31 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 		if (billing_refuse)
 			return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
 			                     "messages_per_day");
+		return PL_OK;
+	}
+	if (strcmp(m, "ReserveUsageBatch") == 0) {
+		const Parley__Billing__V1__ReserveUsageBatchRequest *in = inp;
+		Parley__Billing__V1__ReserveUsageBatchResponse *o = outp;
+		if (batch_off) {
+			__sync_fetch_and_add(&reserve_unimpl, 1);
+			return pl_call_error(call, PL_UNIMPLEMENTED,
+			                     "fake peer: %s", m);
+		}
+		__sync_fetch_and_add(&reserve_batch_calls, 1);
+		o->results = pl_arena_zalloc(call->arena,
+		                             in->n_items * sizeof(*o->results));
+		o->n_results = in->n_items;
+		for (size_t i = 0; i < in->n_items; i++) {
+			Parley__Billing__V1__ReserveUsageBatchResult *r =
+			        pl_arena_zalloc(call->arena, sizeof(*r));
+			parley__billing__v1__reserve_usage_batch_result__init(
+			        r);
+			o->results[i] = r;
+			if (billing_refuse) {
+				r->code = PL_RESOURCE_EXHAUSTED;
+				r->message = "messages_per_day";
+			}
+		}
 		return PL_OK;
 	}
 	if (strcmp(m, "Reply") == 0) {
@@ -1265,6 +1292,7 @@ test_reply_batch(void **state)
 	const char *texts[4] = { "rb one", "rb alone two", "rb refuse three",
 		                 "rb four" };
 	int calls = batch_calls, items = batch_rb_items;
+	int rcalls = reserve_batch_calls;
 	char *b;
 
 	(void)state;
@@ -1291,19 +1319,20 @@ test_reply_batch(void **state)
 	                          "'echo: rb %'",
 	                          3),
 	                 3);
-	// The four in one call (one inbox body: one batch).
+	// The four in one call (one inbox body: one batch), their quota too.
 	assert_true(batch_calls > calls);
 	assert_int_equal(batch_rb_items - items, 4);
+	assert_true(reserve_batch_calls > rcalls);
 }
 
-// An agents service without ReplyBatch (a rolling deploy): it answers
-// UNIMPLEMENTED and every turn is asked with Reply. Last: messaging then
-// stops asking for a minute.
+// Agents and billing services without ReplyBatch and ReserveUsageBatch (a
+// rolling deploy): they answer UNIMPLEMENTED and every turn is asked with
+// ReserveUsage and Reply. Last: messaging then stops asking for a minute.
 static void
 test_reply_batch_unimplemented(void **state)
 {
 	const char *texts[3] = { "rbu one", "rbu two", "rbu three" };
-	int unimpl = batch_unimpl;
+	int unimpl = batch_unimpl, runimpl = reserve_unimpl;
 	char *b;
 
 	(void)state;
@@ -1320,6 +1349,7 @@ test_reply_batch_unimplemented(void **state)
 	                          3),
 	                 3);
 	assert_true(batch_unimpl > unimpl);
+	assert_true(reserve_unimpl > runimpl);
 	batch_off = false;
 }
 
