@@ -272,6 +272,11 @@ typedef struct msg_service {
 	// per worker kind (msg_work): only the kind that has work is woken
 	pthread_cond_t cvk[3];
 	uint64_t kickk[3];
+	// workers of the kind inside a round, and the kicks since one of them
+	// last began one (messaging_kick_kind): another worker is woken only
+	// when none is at work or that backlog is large
+	int busy[3];
+	uint64_t unclaimed[3];
 } msg_service;
 
 typedef enum msg_work {

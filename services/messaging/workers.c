@@ -86,8 +86,19 @@ messaging_kick_kind(msg_service *s, msg_work kind)
 {
 	pthread_mutex_lock(&s->mu);
 	s->kickk[kind]++;
-	// One waiting worker is enough: it loops while it finds work.
-	pthread_cond_signal(&s->cvk[kind]);
+	s->unclaimed[kind]++;
+	// One waiting worker is enough: it loops while it finds work. While
+	// one is at work, the work waits for its next round (which it begins
+	// at once: it saw the kick), so that rounds are larger and fewer:
+	// every round costs its statements and commits whatever it holds
+	// (bench_e2e at 500 msgs/s: 3.5 ms of CPU a message with three inbox
+	// workers woken for every webhook, 2.6 with one). Another worker is
+	// woken when the backlog is a quarter of a batch: one worker's
+	// rounds in a row no longer keep up.
+	if (s->busy[kind] == 0 ||
+	    s->unclaimed[kind] >=
+	            (uint64_t)(s->batch / 4 > 1 ? s->batch / 4 : 1))
+		pthread_cond_signal(&s->cvk[kind]);
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -1400,6 +1411,8 @@ worker_main(void *arg)
 		bool prune = false;
 		pthread_mutex_lock(&s->mu);
 		seen = s->kickk[ta->kind];
+		s->busy[ta->kind]++;
+		s->unclaimed[ta->kind] = 0; // this round takes them
 		if (ta->kind == 0 && s->inbox_keep_ms > 0 &&
 		    pl_now_ns() - s->inbox_pruned_ns >= PRUNE_EVERY_NS) {
 			s->inbox_pruned_ns = pl_now_ns(); // one worker prunes
@@ -1415,6 +1428,9 @@ worker_main(void *arg)
 			n = messaging_reply_once(s, db, http, &a);
 		else
 			n = messaging_deliver_once(s, db, http, &a);
+		pthread_mutex_lock(&s->mu);
+		s->busy[ta->kind]--;
+		pthread_mutex_unlock(&s->mu);
 		if (n <= 0 && !w->stop)
 			idle(s, ta->kind, seen);
 	}

@@ -310,15 +310,22 @@ main(int argc, char **argv)
 	const char *rates = argc > 2 ? argv[2] : "200,500,1000,0";
 	int threads = argc > 3 ? atoi(argv[3]) : 8;
 	int warm = argc > 4 ? atoi(argv[4]) : 0;
-	const char *env[] = { "PARLEY_PLATFORM_ADMIN_EMAILS=admin@bench.test",
-		              "PARLEY_TENANTS_PWHASH_OPSLIMIT=1",
-		              "PARLEY_TENANTS_PWHASH_MEMLIMIT=65536",
-		              "PARLEY_API_KEY_RPS=1000000",
-		              "PARLEY_MESSAGING_SEND_RATE=100000",
-		              "PARLEY_LOG_LEVEL=error",
-		              // As docker-compose.yml and deploy/k8s run
-		              // them (the stack's tests use 2).
-		              "PARLEY_WORKERS=4", NULL };
+	// BENCH_E2E_ENV="NAME=value ...": more settings for every service
+	// (a diagnosis: e.g. PARLEY_MESSAGING_INBOX_WORKERS=1), after these.
+	const char *env[8 + 16 + 1] = {
+		"PARLEY_PLATFORM_ADMIN_EMAILS=admin@bench.test",
+		"PARLEY_TENANTS_PWHASH_OPSLIMIT=1",
+		"PARLEY_TENANTS_PWHASH_MEMLIMIT=65536",
+		"PARLEY_API_KEY_RPS=1000000",
+		"PARLEY_MESSAGING_SEND_RATE=100000",
+		"PARLEY_LOG_LEVEL=error",
+		// As docker-compose.yml and deploy/k8s run them (the
+		// stack's tests use 2).
+		"PARLEY_WORKERS=4",
+	};
+	char *extra = getenv("BENCH_E2E_ENV") ? strdup(getenv("BENCH_E2E_ENV"))
+	                                      : NULL,
+	     *esave = NULL;
 	pl_httpd *prov = NULL;
 	pl_httpd_config pc = { 0 };
 	char token[256], admin[256], agent[64], path[256], body[1024], key[256],
@@ -340,6 +347,17 @@ main(int argc, char **argv)
 	pc.threads = 4;
 	if (pl_httpd_start(&prov, &pc, provider, NULL) != 0)
 		return 1;
+	for (char *e = extra ? strtok_r(extra, " ", &esave) : NULL; e != NULL;
+	     e = strtok_r(NULL, " ", &esave)) {
+		size_t ne = 0;
+		while (env[ne] != NULL)
+			ne++;
+		if (ne >= 8 + 16) {
+			fprintf(stderr, "BENCH_E2E_ENV: at most 16 settings\n");
+			return 2;
+		}
+		env[ne] = e;
+	}
 	if ((rc = stack_start(&S, env)) != 0) {
 		fprintf(stderr, "stack_start: %d\n", rc);
 		return 1;
@@ -478,5 +496,6 @@ main(int argc, char **argv)
 	pl_httpd_stop(prov);
 	free(t_post);
 	free(t_recv);
+	free(extra);
 	return rc == 0 ? 0 : 1;
 }
