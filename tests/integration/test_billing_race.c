@@ -1,6 +1,7 @@
 // Billing under concurrency, against a real PostgreSQL over RPC: the
 // over-admission race (32 callers for the last 100 units, 20 times, one
-// batch at a time and two at a time in turn), one
+// batch at a time and two at a time in turn; half the callers ask with
+// ReserveUsage, half with one ReserveUsageBatch of their 8), one
 // idempotency key raced by many callers, and invoice numbers under
 // concurrent closes (no gaps, no duplicates).
 #include <pthread.h>
@@ -91,6 +92,49 @@ typedef struct racer {
 	char reservation[PL_UUID_STRLEN + 1];
 } racer;
 
+// An odd racer of the over-admission race asks for its PER_THR units in
+// one ReserveUsageBatch (queued together, one wake-up counting them), the
+// others one ReserveUsage each: the batches race the single calls.
+static void
+race_batch(racer *r, pl_rpc_opts *o, pl_arena *a)
+{
+	Parley__Billing__V1__ReserveUsageBatchRequest in =
+	        PARLEY__BILLING__V1__RESERVE_USAGE_BATCH_REQUEST__INIT;
+	Parley__Billing__V1__ReserveUsageBatchResponse *out = NULL;
+	Parley__Billing__V1__ReserveUsageRequest it[PER_THR], *p[PER_THR];
+	char key[PER_THR][64];
+	int rc;
+
+	for (int i = 0; i < PER_THR; i++) {
+		parley__billing__v1__reserve_usage_request__init(&it[i]);
+		snprintf(key[i], sizeof(key[i]), "r%d-t%d-c%d", r->round,
+		         r->idx, i);
+		it[i].tenant_id = (char *)r->tenant;
+		it[i].metric = PARLEY__BILLING__V1__METRIC__METRIC_MESSAGES;
+		it[i].amount = 1;
+		it[i].idempotency_key = key[i];
+		p[i] = &it[i];
+	}
+	in.items = p;
+	in.n_items = PER_THR;
+	rc = pl_rpc_call(
+	        h.cli, M("ReserveUsageBatch"), &in.base,
+	        &parley__billing__v1__reserve_usage_batch_response__descriptor,
+	        (void **)&out, a, o, NULL);
+	if (rc != PL_OK || out->n_results != PER_THR) {
+		r->other += PER_THR;
+		return;
+	}
+	for (int i = 0; i < PER_THR; i++) {
+		if (out->results[i]->code == PL_OK)
+			r->ok++;
+		else if (out->results[i]->code == PL_RESOURCE_EXHAUSTED)
+			r->refused++;
+		else
+			r->other++;
+	}
+}
+
 static void *
 race_main(void *arg)
 {
@@ -99,6 +143,11 @@ race_main(void *arg)
 	pl_rpc_opts o = { .principal = &svc };
 	pl_arena a;
 	pl_arena_init(&a, 0, 0);
+	if (r->fixed_key == NULL && r->idx % 2 == 1) {
+		race_batch(r, &o, &a);
+		pl_arena_fini(&a);
+		return NULL;
+	}
 	for (int i = 0; i < PER_THR; i++) {
 		Parley__Billing__V1__ReserveUsageRequest in =
 		        PARLEY__BILLING__V1__RESERVE_USAGE_REQUEST__INIT;

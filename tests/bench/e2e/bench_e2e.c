@@ -257,6 +257,21 @@ run_rate(const char *what, double rate, int seconds, int threads)
 			if (t_recv[i] > last_recv)
 				last_recv = t_recv[i];
 		}
+	if (getenv("BENCH_E2E_SLOW") != NULL) {
+		// Diagnosis: per 100 ms of posting, the messages over 20 ms.
+		int win[1000] = { 0 }, tot[1000] = { 0 };
+		for (int i = first; i < last; i++) {
+			int64_t w = (t_post[i] - start) / 100000000;
+			if (t_recv[i] == 0 || w < 0 || w >= 1000)
+				continue;
+			tot[w]++;
+			win[w] += t_recv[i] - t_post[i] > 20000000;
+		}
+		for (int w = 0; w < 1000; w++)
+			if (win[w] > 0)
+				fprintf(stderr, "slow %d.%d s: %d of %d\n",
+				        w / 10, w % 10, win[w], tot[w]);
+	}
 	qsort(lat, (size_t)got, sizeof(*lat), cmp64);
 	{
 		char label[16];
