@@ -116,6 +116,17 @@ pl_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+void
+pl_call_item(pl_call *item, const pl_call *call)
+{
+	*item = *call;
+	item->idempotency_key = NULL;
+	item->code = PL_OK;
+	item->message = NULL;
+	item->violations = NULL;
+	item->n_violations = item->cap_violations = 0;
+}
+
 int
 pl_call_error(pl_call *call, int code, const char *fmt, ...)
 {

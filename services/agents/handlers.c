@@ -1911,13 +1911,7 @@ reply_batch(pl_call *call, const void *inp, void *outp)
 
 		parley__agents__v1__reply_batch_result__init(&res[i]);
 		resp[i] = &res[i];
-		// The item's own call state: its errors, the batch's arena,
-		// principal and deadline.
-		calls[i] = *call;
-		calls[i].code = PL_OK;
-		calls[i].message = NULL;
-		calls[i].violations = NULL;
-		calls[i].n_violations = calls[i].cap_violations = 0;
+		pl_call_item(&calls[i], call);
 		r = agents_reply_check(&calls[i], item);
 		if (r == PL_OK && !pl_call_is_tenant(call, item->tenant_id) &&
 		    call->principal->tenant_id != NULL &&

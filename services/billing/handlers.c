@@ -811,13 +811,7 @@ reserve_usage_batch(pl_call *call, const void *vin, void *vout)
 
 		parley__billing__v1__reserve_usage_batch_result__init(&res[i]);
 		resp[i] = &res[i];
-		// The item's own call state (its errors); its key is its own.
-		calls[i] = *call;
-		calls[i].code = PL_OK;
-		calls[i].message = NULL;
-		calls[i].violations = NULL;
-		calls[i].n_violations = calls[i].cap_violations = 0;
-		calls[i].idempotency_key = NULL;
+		pl_call_item(&calls[i], call); // its key is its own
 		if ((rc = reserve_check(&calls[i], in->items[i], &its[i]))) {
 			res[i].code = rc;
 			res[i].message = calls[i].message;

@@ -830,6 +830,40 @@ test_direct_io(void **state)
 	        cmocka_unit_test_setup_teardown(test_direct_io, setup,         \
 	                                        teardown)
 
+// A batch item's call state: its own errors, the batch's arena and
+// principal, no idempotency key; an item's error leaves the batch's alone.
+static void
+test_call_item(void **state)
+{
+	pl_arena a;
+	pl_principal p = { 0 };
+	pl_call call = { 0 }, item;
+
+	(void)state;
+	pl_arena_init(&a, 0, 0);
+	call.arena = &a;
+	call.principal = &p;
+	call.idempotency_key = "batch-key";
+	call.deadline = 42;
+	pl_call_violation(&call, "x", "batch's own");
+	pl_call_item(&item, &call);
+	assert_ptr_equal(item.arena, &a);
+	assert_ptr_equal(item.principal, &p);
+	assert_int_equal(item.deadline, 42);
+	assert_null(item.idempotency_key);
+	assert_int_equal(item.code, PL_OK);
+	assert_null(item.message);
+	assert_int_equal(item.n_violations, 0);
+	assert_int_equal(pl_call_violation(&item, "items", "bad item %d", 3),
+	                 PL_INVALID_ARGUMENT);
+	assert_string_equal(item.message, "items: bad item 3");
+	assert_int_equal(item.n_violations, 1);
+	assert_int_equal(call.n_violations, 1);
+	assert_string_equal(call.violations[0]->field, "x");
+	assert_int_equal(call.code, PL_INVALID_ARGUMENT);
+	pl_arena_fini(&a);
+}
+
 int
 main(void)
 {
@@ -842,6 +876,7 @@ main(void)
 		                                teardown),
 		cmocka_unit_test(test_table_check),
 		cmocka_unit_test(test_dispatch_without_socket),
+		cmocka_unit_test(test_call_item),
 	};
 	// Over TLS: calls work, and no connection is read on its socket
 	// (test_direct_io). A runtime that read both ends directly would

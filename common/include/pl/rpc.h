@@ -90,6 +90,12 @@ int pl_call_error(pl_call *call, int code, const char *fmt, ...)
 int pl_call_violation(pl_call *call, const char *field, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
+// A batch item's own call state (its errors: code, message, violations),
+// the rest (arena, principal, deadline...) the batch call's, without its
+// idempotency key. For handlers of batch RPCs that answer a status per
+// item.
+void pl_call_item(pl_call *item, const pl_call *call);
+
 // Milliseconds left before the deadline (INT64_MAX when none; <= 0 past it).
 int64_t pl_call_remaining_ms(const pl_call *call);
 
