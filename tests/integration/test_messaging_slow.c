@@ -8,7 +8,10 @@
 // time: without that rule the second message waits for the slow send's
 // end (its reply is sent after the first's), which the test sees in the
 // order of the two replies' statuses. Its own fake peers and bodies (the
-// WhatsApp Cloud format), no fixtures.
+// WhatsApp Cloud format), no fixtures. The two senders write to two
+// channels with a fake provider each: a fake provider's thread sleeping on
+// the slow answer would hold every connection it serves, which a real
+// provider does not.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,13 +33,14 @@
 
 #define T1      "0190b000-0000-7000-8000-000000000001"
 #define C_WA    "0190b000-0000-7000-8000-0000000000c1"
+#define C_WA2   "0190b000-0000-7000-8000-0000000000c2"
 #define AGENT   "0190b000-0000-7000-8000-0000000000e1"
 #define SECRET  "slow-app-secret"
 #define SLOW_MS 1500
 
 static pgh pg;
 static svch h;
-static fake_provider *fp;
+static fake_provider *fp, *fp2; // C_WA's (slow), C_WA2's
 static pl_rpc_server *peers;
 static pl_rpc_service psvc[3];
 static const pl_rpc_service *psvcs[4];
@@ -49,18 +53,28 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 {
 	const char *m = strrchr(call->method, '/') + 1;
 
-	(void)inp;
 	if (strcmp(m, "ResolveChannel") == 0 ||
 	    strcmp(m, "GetChannelSecrets") == 0) {
+		const char *id =
+		        m[0] == 'R'
+		                ? ((const Parley__Tenants__V1__ResolveChannelRequest
+		                            *)inp)
+		                          ->channel_id
+		                : ((const Parley__Tenants__V1__GetChannelSecretsRequest
+		                            *)inp)
+		                          ->channel_id;
+		bool two = strcmp(id, C_WA2) == 0;
 		Parley__Tenants__V1__Channel *ch =
 		        pl_arena_zalloc(call->arena, sizeof(*ch));
+		if (!two && strcmp(id, C_WA) != 0)
+			return pl_call_error(call, PL_NOT_FOUND, "no channel");
 		parley__tenants__v1__channel__init(ch);
-		ch->id = C_WA;
+		ch->id = two ? C_WA2 : C_WA;
 		ch->type = 1;
 		ch->status =
 		        PARLEY__TENANTS__V1__CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE;
-		ch->api_base_url = (char *)fake_provider_url(fp);
-		ch->phone_number_id = "5566778899";
+		ch->api_base_url = (char *)fake_provider_url(two ? fp2 : fp);
+		ch->phone_number_id = two ? "5566778800" : "5566778899";
 		ch->agent_id = AGENT;
 		if (m[0] == 'R') {
 			Parley__Tenants__V1__ResolveChannelResponse *o = outp;
@@ -163,7 +177,8 @@ setup(void **state)
 		return -1;
 	if (rc == -1)
 		return 0;
-	if (fake_provider_start(&fp) != 0 || start_peers() != 0)
+	if (fake_provider_start(&fp) != 0 || fake_provider_start(&fp2) != 0 ||
+	    start_peers() != 0)
 		return -1;
 	if (svch_start(&h, &pg, &messaging_service_def, 4, env) != 0)
 		return -1;
@@ -185,14 +200,16 @@ teardown(void **state)
 		free((void *)psvc[i].methods);
 	if (fp)
 		fake_provider_stop(fp);
+	if (fp2)
+		fake_provider_stop(fp2);
 	pgh_stop(&pg);
 	return 0;
 }
 
 // A signed WhatsApp Cloud body with one text message from `from`, posted
-// through HandleWebhook.
+// through HandleWebhook to channel C_WA, or C_WA2 when two.
 static int
-post(const char *id, const char *text, const char *from)
+post(bool two, const char *id, const char *text, const char *from)
 {
 	Parley__Messaging__V1__HandleWebhookRequest rq =
 	        PARLEY__MESSAGING__V1__HANDLE_WEBHOOK_REQUEST__INIT;
@@ -213,10 +230,10 @@ post(const char *id, const char *text, const char *from)
 	        "object", "whatsapp_business_account", "entry", "id", "1",
 	        "changes", "field", "messages", "value", "messaging_product",
 	        "whatsapp", "metadata", "display_phone_number", "15550001111",
-	        "phone_number_id", "5566778899", "contacts", "profile", "name",
-	        "Slow Test", "wa_id", from, "messages", "from", from, "id", id,
-	        "timestamp", "1732400000", "text", "body", text, "type",
-	        "text");
+	        "phone_number_id", two ? "5566778800" : "5566778899",
+	        "contacts", "profile", "name", "Slow Test", "wa_id", from,
+	        "messages", "from", from, "id", id, "timestamp", "1732400000",
+	        "text", "body", text, "type", "text");
 	body = json_dumps(root, JSON_COMPACT);
 	json_decref(root);
 	if (body == NULL)
@@ -230,7 +247,7 @@ post(const char *id, const char *text, const char *from)
 	sodium_bin2hex(hex, sizeof(hex), mac, 32);
 	snprintf(sig, sizeof(sig), "sha256=%s", hex);
 	pl_arena_init(&a, 0, 0);
-	rq.channel_id = C_WA;
+	rq.channel_id = two ? C_WA2 : C_WA;
 	rq.channel_type = 1;
 	rq.body.data = (uint8_t *)body;
 	rq.body.len = strlen(body);
@@ -294,23 +311,25 @@ test_slow_send_holds_nothing_back(void **state)
 	fake_provider_script(fp, &slow);
 	slow.match = "warm two";
 	fake_provider_script(fp, &slow);
-	assert_int_equal(post("wamid.slow-w1", "warm one", "5511900000001"),
-	                 PL_OK);
+	assert_int_equal(
+	        post(false, "wamid.slow-w1", "warm one", "5511900000001"),
+	        PL_OK);
 	wait_status("echo: warm one", "sent");
-	assert_int_equal(post("wamid.slow-w2", "warm two", "5511900000002"),
-	                 PL_OK);
+	assert_int_equal(
+	        post(false, "wamid.slow-w2", "warm two", "5511900000002"),
+	        PL_OK);
 	wait_status("echo: warm two", "sent");
 
-	// A's send takes SLOW_MS; B, from another sender, comes while a
-	// worker waits on it.
+	// A's send takes SLOW_MS; B, from another sender to the other
+	// channel, comes while a worker waits on it.
 	slow.delay_ms = SLOW_MS;
 	slow.match = "slow a";
 	fake_provider_script(fp, &slow);
 	base = fake_provider_count(fp);
-	assert_int_equal(post("wamid.slow-a", "slow a", "5511900000003"),
+	assert_int_equal(post(false, "wamid.slow-a", "slow a", "5511900000003"),
 	                 PL_OK);
 	assert_int_equal(fake_provider_wait(fp, base + 1, 30000), base + 1);
-	assert_int_equal(post("wamid.slow-b", "quick b", "5511900000004"),
+	assert_int_equal(post(true, "wamid.slow-b", "quick b", "5511900000004"),
 	                 PL_OK);
 	// B's reply was sent while A's send was still waiting on the
 	// provider: answered by another worker, not after A's round.
