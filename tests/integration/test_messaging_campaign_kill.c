@@ -25,6 +25,7 @@
 #include <libpq-fe.h>
 #include <sodium.h>
 
+#include "fake_peers.h"
 #include "fake_provider.h"
 #include "messaging.h"
 #include "pl/id.h"
@@ -40,9 +41,7 @@
 
 static pgh pg;
 static fake_provider *fp;
-static pl_rpc_server *peers;
-static pl_rpc_service psvc[2];
-static const pl_rpc_service *psvcs[3];
+static fake_peers *peers;
 static bool up;
 static char peers_url[64], listen_url[64], db_url[PGH_URL_MAX],
         admin_url[PGH_URL_MAX], log_path[128];
@@ -88,38 +87,17 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 	return pl_call_error(call, PL_UNIMPLEMENTED, "fake peer: %s", m);
 }
 
-static pl_rpc_method *
-all_methods(const ProtobufCServiceDescriptor *d)
-{
-	pl_rpc_method *t = calloc(d->n_methods + 1, sizeof(*t));
-	for (unsigned i = 0; i < d->n_methods; i++) {
-		t[i].name = d->methods[i].name;
-		t[i].handler = peer_handler;
-		t[i].access = PL_CALLER_PUBLIC;
-	}
-	return t;
-}
-
 static int
 start_peers(void)
 {
-	pl_rpc_server_config c = { 0 };
+	static const ProtobufCServiceDescriptor *const d[] = {
+		&parley__tenants__v1__tenants__descriptor,
+		&parley__billing__v1__billing__descriptor,
+	};
 
-	psvc[0].desc = &parley__tenants__v1__tenants__descriptor;
-	psvc[1].desc = &parley__billing__v1__billing__descriptor;
-	for (int i = 0; i < 2; i++) {
-		psvc[i].methods = all_methods(psvc[i].desc);
-		psvcs[i] = &psvc[i];
-	}
 	snprintf(peers_url, sizeof(peers_url), "tcp://127.0.0.1:%d",
 	         test_port());
-	c.name = "fake-peers";
-	c.listen = peers_url;
-	c.workers = 4;
-	c.secret = SVCH_SECRET;
-	if (pl_rpc_server_open(&peers, &c, psvcs) != PL_OK)
-		return -1;
-	return pl_rpc_server_start(peers) == PL_OK ? 0 : -1;
+	return fake_peers_start(&peers, peers_url, 4, peer_handler, d, 2);
 }
 
 // The service's database and role, as provisioning makes them.
@@ -231,10 +209,7 @@ teardown(void **state)
 {
 	(void)state;
 	kill_child();
-	if (peers)
-		pl_rpc_server_close(peers);
-	for (int i = 0; i < 2; i++)
-		free((void *)psvc[i].methods);
+	fake_peers_stop(peers);
 	if (fp)
 		fake_provider_stop(fp);
 	pgh_stop(&pg);

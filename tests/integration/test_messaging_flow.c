@@ -18,6 +18,7 @@
 #include <libpq-fe.h>
 #include <sodium.h>
 
+#include "fake_peers.h"
 #include "fake_provider.h"
 #include "messaging.h"
 #include "pgh.h"
@@ -38,7 +39,7 @@
 static pgh pg;
 static svch h;
 static fake_provider *fp;
-static pl_rpc_server *peers;
+static fake_peers *peers;
 static bool up;
 static volatile int agent_calls;
 // ReplyBatch: answered unless off (then UNIMPLEMENTED, as an agents
@@ -199,39 +200,17 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 	return pl_call_error(call, PL_UNIMPLEMENTED, "fake peer: %s", m);
 }
 
-static pl_rpc_method *
-all_methods(const ProtobufCServiceDescriptor *d)
-{
-	pl_rpc_method *t = calloc(d->n_methods + 1, sizeof(*t));
-	for (unsigned i = 0; i < d->n_methods; i++) {
-		t[i].name = d->methods[i].name;
-		t[i].handler = peer_handler;
-		t[i].access = PL_CALLER_PUBLIC;
-	}
-	return t;
-}
-
-static pl_rpc_service psvc[3];
-static const pl_rpc_service *psvcs[4];
-
 static int
 start_peers(void)
 {
-	pl_rpc_server_config c = { 0 };
-	psvc[0].desc = &parley__tenants__v1__tenants__descriptor;
-	psvc[1].desc = &parley__billing__v1__billing__descriptor;
-	psvc[2].desc = &parley__agents__v1__agents__descriptor;
-	for (int i = 0; i < 3; i++) {
-		psvc[i].methods = all_methods(psvc[i].desc);
-		psvcs[i] = &psvc[i];
-	}
-	c.name = "fake-peers";
-	c.listen = "inproc://fake-peers";
-	c.workers = 4;
-	c.secret = SVCH_SECRET;
-	if (pl_rpc_server_open(&peers, &c, psvcs) != PL_OK)
-		return -1;
-	return pl_rpc_server_start(peers) == PL_OK ? 0 : -1;
+	static const ProtobufCServiceDescriptor *const d[] = {
+		&parley__tenants__v1__tenants__descriptor,
+		&parley__billing__v1__billing__descriptor,
+		&parley__agents__v1__agents__descriptor,
+	};
+
+	return fake_peers_start(&peers, "inproc://fake-peers", 4, peer_handler,
+	                        d, 3);
 }
 
 // ---------------------------------------------------------------------------
@@ -280,10 +259,7 @@ teardown(void **state)
 	(void)state;
 	if (up)
 		svch_stop(&h);
-	if (peers)
-		pl_rpc_server_close(peers);
-	for (int i = 0; i < 3; i++)
-		free((void *)psvc[i].methods);
+	fake_peers_stop(peers);
 	fake_provider_stop(fp);
 	pgh_stop(&pg);
 	return 0;

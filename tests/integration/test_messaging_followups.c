@@ -24,6 +24,7 @@
 #include <sodium.h>
 
 #include "engage.h"
+#include "fake_peers.h"
 #include "fake_provider.h"
 #include "pl/httpd.h"
 #include "pl/id.h"
@@ -41,7 +42,7 @@
 static pgh pg;
 static svch h;
 static fake_provider *fp;
-static pl_rpc_server *peers;
+static fake_peers *peers;
 static bool up;
 
 // ---------------------------------------------------------------------------
@@ -80,32 +81,15 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 	return pl_call_error(call, PL_UNIMPLEMENTED, "fake peer: %s", m);
 }
 
-static pl_rpc_service psvc;
-static const pl_rpc_service *psvcs[2];
-
 static int
 start_peers(void)
 {
-	pl_rpc_server_config c = { 0 };
-	const ProtobufCServiceDescriptor *d =
-	        &parley__tenants__v1__tenants__descriptor;
-	pl_rpc_method *t = calloc(d->n_methods + 1, sizeof(*t));
+	static const ProtobufCServiceDescriptor *const d[] = {
+		&parley__tenants__v1__tenants__descriptor,
+	};
 
-	for (unsigned j = 0; j < d->n_methods; j++) {
-		t[j].name = d->methods[j].name;
-		t[j].handler = peer_handler;
-		t[j].access = PL_CALLER_PUBLIC;
-	}
-	psvc.desc = d;
-	psvc.methods = t;
-	psvcs[0] = &psvc;
-	c.name = "fake-peers";
-	c.listen = "inproc://followups-peers";
-	c.workers = 2;
-	c.secret = SVCH_SECRET;
-	if (pl_rpc_server_open(&peers, &c, psvcs) != PL_OK)
-		return -1;
-	return pl_rpc_server_start(peers) == PL_OK ? 0 : -1;
+	return fake_peers_start(&peers, "inproc://followups-peers", 2,
+	                        peer_handler, d, 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -261,9 +245,7 @@ teardown(void **state)
 	(void)state;
 	if (up)
 		svch_stop(&h);
-	if (peers)
-		pl_rpc_server_close(peers);
-	free((void *)psvc.methods);
+	fake_peers_stop(peers);
 	if (rx.d)
 		pl_httpd_stop(rx.d);
 	rx_reset(NULL, 0);

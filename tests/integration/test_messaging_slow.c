@@ -26,6 +26,7 @@
 #include <libpq-fe.h>
 #include <sodium.h>
 
+#include "fake_peers.h"
 #include "fake_provider.h"
 #include "messaging.h"
 #include "pgh.h"
@@ -41,9 +42,7 @@
 static pgh pg;
 static svch h;
 static fake_provider *fp, *fp2; // C_WA's (slow), C_WA2's
-static pl_rpc_server *peers;
-static pl_rpc_service psvc[3];
-static const pl_rpc_service *psvcs[4];
+static fake_peers *peers;
 static bool up;
 
 // Tenants: one WhatsApp channel; billing: everything allowed; agents: the
@@ -128,31 +127,14 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 static int
 start_peers(void)
 {
-	pl_rpc_server_config c = { 0 };
+	static const ProtobufCServiceDescriptor *const d[] = {
+		&parley__tenants__v1__tenants__descriptor,
+		&parley__billing__v1__billing__descriptor,
+		&parley__agents__v1__agents__descriptor,
+	};
 
-	psvc[0].desc = &parley__tenants__v1__tenants__descriptor;
-	psvc[1].desc = &parley__billing__v1__billing__descriptor;
-	psvc[2].desc = &parley__agents__v1__agents__descriptor;
-	for (int i = 0; i < 3; i++) {
-		const ProtobufCServiceDescriptor *d = psvc[i].desc;
-		pl_rpc_method *t = calloc(d->n_methods + 1, sizeof(*t));
-		if (t == NULL)
-			return -1;
-		for (unsigned k = 0; k < d->n_methods; k++) {
-			t[k].name = d->methods[k].name;
-			t[k].handler = peer_handler;
-			t[k].access = PL_CALLER_PUBLIC;
-		}
-		psvc[i].methods = t;
-		psvcs[i] = &psvc[i];
-	}
-	c.name = "slow-peers";
-	c.listen = "inproc://slow-peers";
-	c.workers = 4;
-	c.secret = SVCH_SECRET;
-	if (pl_rpc_server_open(&peers, &c, psvcs) != PL_OK)
-		return -1;
-	return pl_rpc_server_start(peers) == PL_OK ? 0 : -1;
+	return fake_peers_start(&peers, "inproc://slow-peers", 4, peer_handler,
+	                        d, 3);
 }
 
 static const char *const env[] = {
@@ -194,10 +176,7 @@ teardown(void **state)
 	(void)state;
 	if (up)
 		svch_stop(&h);
-	if (peers)
-		pl_rpc_server_close(peers);
-	for (int i = 0; i < 3; i++)
-		free((void *)psvc[i].methods);
+	fake_peers_stop(peers);
 	if (fp)
 		fake_provider_stop(fp);
 	if (fp2)

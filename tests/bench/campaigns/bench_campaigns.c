@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 
 #include "engage.h"
+#include "fake_peers.h"
 #include "fake_provider.h"
 #include "pgh.h"
 #include "pl/id.h"
@@ -26,7 +27,7 @@
 static pgh pg;
 static svch h;
 static fake_provider *fp;
-static pl_rpc_server *peers;
+static fake_peers *peers;
 
 static volatile bool billing_refuse;
 static volatile int reserved;
@@ -87,33 +88,16 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 	return pl_call_error(call, PL_UNIMPLEMENTED, "fake peer: %s", m);
 }
 
-static pl_rpc_service psvc[2];
-static const pl_rpc_service *psvcs[3];
-
 static int
 start_peers(void)
 {
-	pl_rpc_server_config c = { 0 };
-	psvc[0].desc = &parley__tenants__v1__tenants__descriptor;
-	psvc[1].desc = &parley__billing__v1__billing__descriptor;
-	for (int i = 0; i < 2; i++) {
-		const ProtobufCServiceDescriptor *d = psvc[i].desc;
-		pl_rpc_method *t = calloc(d->n_methods + 1, sizeof(*t));
-		for (unsigned j = 0; j < d->n_methods; j++) {
-			t[j].name = d->methods[j].name;
-			t[j].handler = peer_handler;
-			t[j].access = PL_CALLER_PUBLIC;
-		}
-		psvc[i].methods = t;
-		psvcs[i] = &psvc[i];
-	}
-	c.name = "fake-peers";
-	c.listen = "inproc://engage-peers";
-	c.workers = 4;
-	c.secret = SVCH_SECRET;
-	if (pl_rpc_server_open(&peers, &c, psvcs) != PL_OK)
-		return -1;
-	return pl_rpc_server_start(peers) == PL_OK ? 0 : -1;
+	static const ProtobufCServiceDescriptor *const d[] = {
+		&parley__tenants__v1__tenants__descriptor,
+		&parley__billing__v1__billing__descriptor,
+	};
+
+	return fake_peers_start(&peers, "inproc://engage-peers", 4,
+	                        peer_handler, d, 2);
 }
 
 static const char *const env[] = {
@@ -303,9 +287,7 @@ main(int argc, char **argv)
 		       got > 0 ? (self1 - self0) * 1e3 / got : -1.0, sent);
 	}
 	svch_stop(&h);
-	pl_rpc_server_close(peers);
-	for (int i = 0; i < 2; i++)
-		free((void *)psvc[i].methods);
+	fake_peers_stop(peers);
 	fake_provider_stop(fp);
 	PQfinish(bench_conn);
 	pgh_stop(&pg);

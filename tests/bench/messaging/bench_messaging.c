@@ -71,6 +71,7 @@
 #include "pgh.h"
 #include "pl/httpd.h"
 #include "pl/log.h"
+#include "fake_peers.h"
 #include "svch.h"
 #include "port.h"
 
@@ -92,9 +93,7 @@ static const char *sweep = "600,800,1000,1200,1400";
 
 static pgh pg;
 static svch hm;
-static pl_rpc_server *peers;
-static pl_rpc_service psvc[3];
-static const pl_rpc_service *psvcs[4];
+static fake_peers *peers;
 static pl_httpd *provider;
 static char provider_url[64], listen_url[64];
 
@@ -155,29 +154,14 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 static int
 start_peers(void)
 {
-	pl_rpc_server_config c = { 0 };
+	static const ProtobufCServiceDescriptor *const d[] = {
+		&parley__tenants__v1__tenants__descriptor,
+		&parley__billing__v1__billing__descriptor,
+		&parley__agents__v1__agents__descriptor,
+	};
 
-	psvc[0].desc = &parley__tenants__v1__tenants__descriptor;
-	psvc[1].desc = &parley__billing__v1__billing__descriptor;
-	psvc[2].desc = &parley__agents__v1__agents__descriptor;
-	for (int i = 0; i < 3; i++) {
-		const ProtobufCServiceDescriptor *d = psvc[i].desc;
-		pl_rpc_method *t = calloc(d->n_methods + 1, sizeof(*t));
-		for (unsigned j = 0; j < d->n_methods; j++) {
-			t[j].name = d->methods[j].name;
-			t[j].handler = peer_handler;
-			t[j].access = PL_CALLER_PUBLIC;
-		}
-		psvc[i].methods = t;
-		psvcs[i] = &psvc[i];
-	}
-	c.name = "bench-peers";
-	c.listen = "inproc://bench-peers";
-	c.workers = 4;
-	c.secret = SVCH_SECRET;
-	if (pl_rpc_server_open(&peers, &c, psvcs) != PL_OK)
-		return -1;
-	return pl_rpc_server_start(peers) == PL_OK ? 0 : -1;
+	return fake_peers_start(&peers, "inproc://bench-peers", 4, peer_handler,
+	                        d, 3);
 }
 
 // ---------------------------------------------------------------------------
@@ -873,9 +857,7 @@ main(int argc, char **argv)
 		       median(fcalls[f], repeat), median(fms[f], repeat));
 	printf("  webhook errors: %d\n", errors);
 	svch_stop(&hm);
-	pl_rpc_server_close(peers);
-	for (int i = 0; i < 3; i++)
-		free((void *)psvc[i].methods);
+	fake_peers_stop(peers);
 	pl_httpd_stop(provider);
 	pgh_stop(&pg);
 	free(sent_ns);
