@@ -738,9 +738,7 @@ test_bad_input(void **state)
 static void
 test_imported_contact_writes_again(void **state)
 {
-	char body[1024], sig[80], hex[65], sql[768];
-	unsigned char mac[32];
-	crypto_auth_hmacsha256_state st;
+	char body[1024], sig[72], sql[768];
 	Parley__Messaging__V1__HandleWebhookRequest rq =
 	        PARLEY__MESSAGING__V1__HANDLE_WEBHOOK_REQUEST__INIT;
 	Parley__Messaging__V1__HttpHeader hd =
@@ -772,13 +770,7 @@ test_imported_contact_writes_again(void **state)
 	        "\"id\":\"wamid.after-import-1\",\"timestamp\":\"1700000000\","
 	        "\"type\":\"text\",\"text\":{\"body\":\"hello again\"}}]}}]}]}",
 	        PNID);
-	crypto_auth_hmacsha256_init(&st, (const unsigned char *)APPSEC,
-	                            strlen(APPSEC));
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *)body,
-	                              strlen(body));
-	crypto_auth_hmacsha256_final(&st, mac);
-	sodium_bin2hex(hex, sizeof(hex), mac, 32);
-	snprintf(sig, sizeof(sig), "sha256=%s", hex);
+	fake_provider_sign(APPSEC, body, strlen(body), sig);
 	rq.channel_id = channel_id;
 	rq.channel_type = 1;
 	rq.body.data = (uint8_t *)body;

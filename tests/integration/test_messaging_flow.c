@@ -294,20 +294,6 @@ slurp(const char *path, size_t *len)
 	return b;
 }
 
-static void
-sign(const char *body, size_t len, const char *secret, char out[80])
-{
-	unsigned char mac[32];
-	char hex[65];
-	crypto_auth_hmacsha256_state st;
-	crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret,
-	                            strlen(secret));
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *)body, len);
-	crypto_auth_hmacsha256_final(&st, mac);
-	sodium_bin2hex(hex, sizeof(hex), mac, 32);
-	snprintf(out, 80, "sha256=%s", hex);
-}
-
 // HandleWebhook with its own arena (safe from several threads).
 static int webhook_h(const char *channel, int type, const char *body,
                      size_t len, const char *hname, const char *hvalue,
@@ -361,7 +347,7 @@ static int
 wa_webhook(const char *body, size_t len, bool *dup)
 {
 	char sig[80];
-	sign(body, len, SECRET, sig);
+	fake_provider_sign(SECRET, body, len, sig);
 	return webhook(C_WA, 1, body, len, sig, dup);
 }
 
@@ -565,12 +551,12 @@ test_bad_signature_and_bodies(void **state)
 	FIXTURES();
 	body = slurp(FIX "whatsapp_cloud_inbound_text.json", &len);
 	before = sqlv("SELECT count(*) FROM messaging.inbox", NULL, 0);
-	sign(body, len, "wrong-secret", sig);
+	fake_provider_sign("wrong-secret", body, len, sig);
 	assert_int_equal(webhook(C_WA, 1, body, len, sig, NULL),
 	                 PL_UNAUTHENTICATED);
 	assert_int_equal(webhook(C_WA, 1, body, len, NULL, NULL),
 	                 PL_UNAUTHENTICATED);
-	sign(body, len - 1, SECRET, sig); // one byte changed
+	fake_provider_sign(SECRET, body, len - 1, sig); // one byte changed
 	assert_int_equal(webhook(C_WA, 1, body, len, sig, NULL),
 	                 PL_UNAUTHENTICATED);
 	assert_int_equal(wa_webhook("{\"entry\":[", 10, NULL),

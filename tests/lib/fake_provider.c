@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "fake_provider.h"
 #include "pl/httpd.h"
@@ -260,4 +261,20 @@ fake_provider_request(fake_provider *f, int i, char *path, size_t pathlen,
 	}
 	pthread_mutex_unlock(&f->mu);
 	return ok;
+}
+
+void
+fake_provider_sign(const char *secret, const void *body, size_t len,
+                   char out[72])
+{
+	unsigned char mac[crypto_auth_hmacsha256_BYTES];
+	char hex[2 * crypto_auth_hmacsha256_BYTES + 1];
+	crypto_auth_hmacsha256_state st;
+
+	crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret,
+	                            strlen(secret));
+	crypto_auth_hmacsha256_update(&st, body, len);
+	crypto_auth_hmacsha256_final(&st, mac);
+	sodium_bin2hex(hex, sizeof(hex), mac, sizeof(mac));
+	snprintf(out, 72, "sha256=%s", hex);
 }

@@ -27,6 +27,12 @@ typedef struct fp_reply {
 // code units of the n bytes of UTF-8 at s (a 4-byte sequence counts two).
 size_t fake_provider_text_units(const char *s, size_t n);
 
+// Meta's signature of a webhook body, as WhatsApp Cloud sends it in
+// X-Hub-Signature-256: "sha256=" and the hex HMAC-SHA256 of the len bytes
+// at body under secret (the app secret).
+void fake_provider_sign(const char *secret, const void *body, size_t len,
+                        char out[72]);
+
 // Starts on 127.0.0.1, an ephemeral port. Returns 0 or -1.
 int fake_provider_start(fake_provider **out);
 void fake_provider_stop(fake_provider *f);

@@ -72,6 +72,7 @@
 #include "pl/httpd.h"
 #include "pl/log.h"
 #include "fake_peers.h"
+#include "fake_provider.h"
 #include "svch.h"
 #include "port.h"
 
@@ -222,20 +223,6 @@ body_for(int seq, size_t *len)
 	return b;
 }
 
-static void
-sign(const char *body, size_t len, char out[80])
-{
-	unsigned char mac[32];
-	char hex[65];
-	crypto_auth_hmacsha256_state st;
-	crypto_auth_hmacsha256_init(&st, (const unsigned char *)APP,
-	                            strlen(APP));
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *)body, len);
-	crypto_auth_hmacsha256_final(&st, mac);
-	sodium_bin2hex(hex, sizeof(hex), mac, 32);
-	snprintf(out, 80, "sha256=%s", hex);
-}
-
 typedef struct sender {
 	pthread_t th;
 	int idx;
@@ -287,7 +274,7 @@ sender_main(void *arg)
 		if (seq >= MAXMSG)
 			break;
 		body = body_for(seq, &len);
-		sign(body, len, sig);
+		fake_provider_sign(APP, body, len, sig);
 		rq.channel_id = C_WA;
 		rq.channel_type = 1;
 		rq.body.data = (uint8_t *)body;
