@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -10,6 +11,28 @@
 #include <sodium.h>
 
 #define PORT_TRIES 64
+#define PORT_KEPT  256
+
+// The ports handed out lately: a test (the stack, say) takes several
+// before its servers bind any, and two random picks can be equal.
+static pthread_mutex_t given_mtx = PTHREAD_MUTEX_INITIALIZER;
+static int given[PORT_KEPT];
+static unsigned n_given;
+
+// Whether port was handed out lately; if not, records it as handed out.
+static bool
+port_take(int port)
+{
+	bool seen = false;
+
+	pthread_mutex_lock(&given_mtx);
+	for (unsigned i = 0; i < PORT_KEPT && i < n_given && !seen; i++)
+		seen = given[i] == port;
+	if (!seen)
+		given[n_given++ % PORT_KEPT] = port;
+	pthread_mutex_unlock(&given_mtx);
+	return !seen;
+}
 
 // Whether nothing listens on or is bound to 127.0.0.1:port now.
 static bool
@@ -71,7 +94,7 @@ test_port(void)
 	for (int i = 0; i < PORT_TRIES; i++) {
 		int port =
 		        from + (int)randombytes_uniform((uint32_t)(to - from));
-		if (port_free(port))
+		if (port_free(port) && port_take(port))
 			return port;
 	}
 	return -1;

@@ -5,7 +5,8 @@
 // and the server's own bind, a client socket of a test running beside this
 // one could take it ("Address already in use"). test_port picks below that
 // range instead, where only another test's servers bind, at random, and
-// checks that the port is free now.
+// checks that the port is free now and was not handed out lately in this
+// process (a caller may take several before binding any).
 #ifndef TEST_PORT_H
 #define TEST_PORT_H
 
