@@ -204,8 +204,9 @@ stmt_slot(const pl_db *db, const PGconn *c, const char *sql, uint64_t h)
 // per connection, not at every call: that was a tenth of PostgreSQL's CPU
 // on the message path.
 static bool
-stmt_send(pl_db *db, PGconn *c, const char *sql, uint64_t h, int nparams,
-          const char *const *params, bool keep, stmt_ref *ref, int *ncmd)
+stmt_send_fmt(pl_db *db, PGconn *c, const char *sql, uint64_t h, int nparams,
+              const char *const *params, bool keep, stmt_ref *ref, int *ncmd,
+              int fmt)
 {
 	char name[32] = "";
 	int slot;
@@ -240,9 +241,18 @@ stmt_send(pl_db *db, PGconn *c, const char *sql, uint64_t h, int nparams,
 	(*ncmd)++;
 	return (name[0] != '\0'
 	                ? PQsendQueryPrepared(c, name, nparams, params, NULL,
-	                                      NULL, 0)
+	                                      NULL, fmt)
 	                : PQsendQueryParams(c, sql, nparams, NULL, params, NULL,
-	                                    NULL, 0)) == 1;
+	                                    NULL, fmt)) == 1;
+}
+
+// stmt_send_fmt with the results in text.
+static bool
+stmt_send(pl_db *db, PGconn *c, const char *sql, uint64_t h, int nparams,
+          const char *const *params, bool keep, stmt_ref *ref, int *ncmd)
+{
+	return stmt_send_fmt(db, c, sql, h, nparams, params, keep, ref, ncmd,
+	                     0);
 }
 
 // True (and the connection dropped) when r says a statement this cache
@@ -1104,9 +1114,9 @@ synced:
 	return out;
 }
 
-PGresult *
-pl_db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
-           const char *const *params)
+static PGresult *
+db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
+        const char *const *params, int fmt)
 {
 	if (sql == NULL || nparams < 0 || (nparams > 0 && params == NULL)) {
 		pl_error("pl_db_read: bad arguments");
@@ -1141,8 +1151,8 @@ pl_db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
 		ok = stmt_send(db, c, set, text_hash(set), t ? 1 : 0,
 		               t ? p : NULL, true, &refs[0], &ncmd);
 		if (ok)
-			ok = stmt_send(db, c, sql, h, nparams, params, true,
-			               &refs[1], &ncmd);
+			ok = stmt_send_fmt(db, c, sql, h, nparams, params, true,
+			                   &refs[1], &ncmd, fmt);
 		if (ok)
 			ok = PQpipelineSync(c) == 1;
 		r = ok ? read_pipeline(c, ncmd, &done) : NULL;
@@ -1159,4 +1169,176 @@ pl_db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
 		drop_conn(db);
 	}
 	return NULL;
+}
+
+PGresult *
+pl_db_read(pl_db *db, const char *tenant_id, const char *sql, int nparams,
+           const char *const *params)
+{
+	return db_read(db, tenant_id, sql, nparams, params, 0);
+}
+
+PGresult *
+pl_db_read_binary(pl_db *db, const char *tenant_id, const char *sql,
+                  int nparams, const char *const *params)
+{
+	return db_read(db, tenant_id, sql, nparams, params, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Values of a result in either format
+
+// The binary forms read here (PostgreSQL's *_send functions): big-endian
+// integers, a uuid's 16 bytes, a timestamptz as int64 microseconds since
+// 2000-01-01 00:00 UTC, a bool's one byte.
+#define BOOLOID        16
+#define INT8OID        20
+#define INT2OID        21
+#define INT4OID        23
+#define TIMESTAMPTZOID 1184
+#define UUIDOID        2950
+#define PG_EPOCH_S     946684800 // 2000-01-01 in Unix seconds
+
+static int64_t
+be_int(const unsigned char *p, int len)
+{
+	uint64_t u = 0;
+
+	for (int i = 0; i < len; i++)
+		u = u << 8 | p[i];
+	if (len == 2)
+		return (int16_t)u;
+	if (len == 4)
+		return (int32_t)u;
+	return (int64_t)u;
+}
+
+// Microseconds since PostgreSQL's epoch as a Unix second and the
+// microseconds into it (floored, so that times before 1970 work).
+static void
+ts_split(int64_t us, int64_t *sec, int *usec)
+{
+	int64_t s = us / 1000000, r = us % 1000000;
+
+	if (r < 0) {
+		s--;
+		r += 1000000;
+	}
+	*sec = s + PG_EPOCH_S;
+	*usec = (int)r;
+}
+
+// A binary timestamptz as PostgreSQL's own text gives it in UTC with
+// DateStyle ISO ("2026-11-24 08:01:20.707123+00"), or infinity; false
+// when the year is not of 4 digits (what ts_put refuses).
+static bool
+ts_pgtext(int64_t us, char out[40])
+{
+	char iso[25];
+	int64_t sec;
+	int usec;
+
+	if (us == INT64_MAX || us == INT64_MIN) {
+		strcpy(out, us > 0 ? "infinity" : "-infinity");
+		return true;
+	}
+	ts_split(us, &sec, &usec);
+	if (!ts_put(sec, 0, iso))
+		return false;
+	iso[10] = ' ';
+	iso[19] = '\0';
+	if (usec == 0) {
+		snprintf(out, 40, "%s+00", iso);
+	} else {
+		// PostgreSQL drops the fraction's trailing zeros.
+		int digits = 6;
+		for (; usec % 10 == 0; usec /= 10)
+			digits--;
+		snprintf(out, 40, "%s.%0*d+00", iso, digits, usec);
+	}
+	return true;
+}
+
+char *
+pl_db_text(pl_arena *a, const PGresult *r, int row, int col)
+{
+	const unsigned char *p = (const unsigned char *)PQgetvalue(r, row, col);
+	int len = PQgetlength(r, row, col);
+	char buf[40];
+
+	if (PQgetisnull(r, row, col))
+		return pl_arena_strdup(a, "");
+	if (PQfformat(r, col) == 0)
+		return pl_arena_strndup(a, (const char *)p, (size_t)len);
+	switch (PQftype(r, col)) {
+	case UUIDOID:
+		if (len != 16)
+			break;
+		for (int i = 0, k = 0; i < 16; i++) {
+			static const char hex[] = "0123456789abcdef";
+			if (i == 4 || i == 6 || i == 8 || i == 10)
+				buf[k++] = '-';
+			buf[k++] = hex[p[i] >> 4];
+			buf[k++] = hex[p[i] & 15];
+			buf[k] = '\0';
+		}
+		return pl_arena_strdup(a, buf);
+	case INT2OID:
+	case INT4OID:
+	case INT8OID:
+		if (len != 2 && len != 4 && len != 8)
+			break;
+		snprintf(buf, sizeof(buf), "%lld", (long long)be_int(p, len));
+		return pl_arena_strdup(a, buf);
+	case BOOLOID:
+		return pl_arena_strdup(a, len == 1 && p[0] ? "t" : "f");
+	case TIMESTAMPTZOID:
+		if (len != 8 || !ts_pgtext(be_int(p, 8), buf))
+			break;
+		return pl_arena_strdup(a, buf);
+	default:
+		// text, varchar, json: the bytes are the text.
+		if (PQftype(r, col) != 25 && PQftype(r, col) != 1043 &&
+		    PQftype(r, col) != 114)
+			break;
+		return pl_arena_strndup(a, (const char *)p, (size_t)len);
+	}
+	pl_error("pl_db_text: column %d: binary value of type %u not read", col,
+	         (unsigned)PQftype(r, col));
+	return pl_arena_strdup(a, "");
+}
+
+char *
+pl_db_ts_at(pl_arena *a, const PGresult *r, int row, int col)
+{
+	char out[40];
+	int64_t sec;
+	int usec;
+
+	if (PQgetisnull(r, row, col))
+		return pl_arena_strdup(a, "");
+	if (PQfformat(r, col) == 0)
+		return pl_db_ts(a, PQgetvalue(r, row, col));
+	if (PQftype(r, col) != TIMESTAMPTZOID || PQgetlength(r, row, col) != 8)
+		return pl_db_text(a, r, row, col);
+	int64_t us = be_int((const unsigned char *)PQgetvalue(r, row, col), 8);
+	ts_split(us, &sec, &usec);
+	if (us != INT64_MAX && us != INT64_MIN && ts_put(sec, usec / 1000, out))
+		return pl_arena_strdup(a, out);
+	return pl_db_text(a, r, row, col);
+}
+
+int64_t
+pl_db_int(const PGresult *r, int row, int col)
+{
+	int len = PQgetlength(r, row, col);
+
+	if (PQgetisnull(r, row, col))
+		return 0;
+	if (PQfformat(r, col) == 0)
+		return strtoll(PQgetvalue(r, row, col), NULL, 10);
+	if (len == 2 || len == 4 || len == 8)
+		return be_int((const unsigned char *)PQgetvalue(r, row, col),
+		              len);
+	return 0;
 }

@@ -884,6 +884,75 @@ test_timestamps(void **state)
 	pl_db_close(db);
 }
 
+// pl_db_read_binary: the same values read from its binary results by
+// pl_db_text, pl_db_ts_at and pl_db_int as from pl_db_read's text ones
+// (the session in UTC, where PostgreSQL's text is what pl_db_text gives).
+static void
+test_read_binary(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	const char *q =
+	        "SELECT t, to_char(t AT TIME ZONE 'UTC', "
+	        "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), md5(t::text)::uuid, "
+	        "(extract(epoch FROM t) * 1000)::bigint, "
+	        "(extract(epoch FROM t) / 1000)::int, "
+	        "(extract(day FROM t) * -100)::smallint, "
+	        "extract(hour FROM t) > 11, 'tx ' || t::text "
+	        "FROM generate_series(timestamptz '1850-01-01 "
+	        "00:00:00.000001+00', timestamptz '2100-01-01+00', "
+	        "interval '3 days 7 hours 13 minutes 17.123457 seconds') t "
+	        "UNION ALL SELECT timestamptz '2026-11-24 08:01:20.5+00', '', "
+	        "'00000000-0000-0000-0000-000000000000', "
+	        "-9223372036854775808, -2147483648, -32768, false, '' "
+	        "UNION ALL SELECT 'infinity', '', NULL, 9223372036854775807, "
+	        "2147483647, 32767, NULL, NULL "
+	        "UNION ALL SELECT NULL, '', NULL, NULL, NULL, NULL, NULL, NULL";
+	PGresult *rt, *rb;
+	pl_arena a;
+	int n;
+
+	pl_arena_init(&a, 0, 0);
+	PQclear(pl_db_exec(db, "SET TimeZone = 'UTC'", 0, NULL));
+	rt = pl_db_read(db, NULL, q, 0, NULL);
+	rb = pl_db_read_binary(db, NULL, q, 0, NULL);
+	assert_int_equal(pl_db_result_status(rt), PL_OK);
+	assert_int_equal(pl_db_result_status(rb), PL_OK);
+	n = PQntuples(rt);
+	assert_true(n > 20000);
+	assert_int_equal(PQntuples(rb), n);
+	assert_int_equal(PQfformat(rb, 0), 1);
+	for (int i = 0; i < n; i++) {
+		for (int c = 0; c < PQnfields(rt); c++) {
+			const char *want = PQgetvalue(rt, i, c),
+			           *got = pl_db_text(&a, rb, i, c);
+			if (strcmp(got, want) != 0)
+				fail_msg("row %d col %d: \"%s\", want \"%s\"",
+				         i, c, got, want);
+		}
+		// The API's form, as to_char gives it (and as pl_db_ts gives
+		// it from the text) where the row has it.
+		const char *ts = pl_db_ts_at(&a, rb, i, 0);
+		if (PQgetvalue(rt, i, 1)[0] != '\0' &&
+		    strcmp(ts, PQgetvalue(rt, i, 1)) != 0)
+			fail_msg("row %d: \"%s\", want \"%s\"", i, ts,
+			         PQgetvalue(rt, i, 1));
+		assert_string_equal(ts, pl_db_ts_at(&a, rt, i, 0));
+		for (int c = 3; c <= 5; c++)
+			assert_true(pl_db_int(rb, i, c) ==
+			            strtoll(PQgetvalue(rt, i, c), NULL, 10));
+		pl_arena_reset(&a);
+	}
+	assert_string_equal(pl_db_ts_at(&a, rb, n - 3, 0),
+	                    "2026-11-24T08:01:20.500Z");
+	assert_string_equal(pl_db_ts_at(&a, rb, n - 2, 0), "infinity");
+	assert_string_equal(pl_db_ts_at(&a, rb, n - 1, 0), "");
+	PQclear(rt);
+	PQclear(rb);
+	pl_arena_fini(&a);
+	pl_db_close(db);
+}
+
 // The planner's row count of table (pg_class.reltuples; -1: never
 // analyzed).
 static double
@@ -1260,6 +1329,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_array_literal, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_timestamps, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_read_binary, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_exec_params_verbatim,
 		                                setup, teardown),

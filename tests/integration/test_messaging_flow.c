@@ -2073,8 +2073,10 @@ test_conversation_pages(void **state)
 			check_conv(out[0], &w[i]);
 			assert_int_equal(next != NULL, i < n - 1);
 			after = next ? messaging_cursor_decode(&a, next) : NULL;
+			// The token's time names its offset: UTC, as the
+			// binary result gives it, whatever the session's zone.
 			if (after != NULL)
-				assert_non_null(strstr(after, "+05:45|"));
+				assert_non_null(strstr(after, "+00|"));
 		}
 	}
 	for (int i = 0; i < n - 1; i++) {

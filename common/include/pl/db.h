@@ -76,6 +76,27 @@ PGresult *pl_db_exec(pl_db *db, const char *sql, int nparams,
 PGresult *pl_db_read(pl_db *db, const char *tenant_id, const char *sql,
                      int nparams, const char *const *params);
 
+// pl_db_read with the statement's results in binary (each column in its
+// type's binary form): read them with pl_db_text, pl_db_ts_at and
+// pl_db_int, which take either format. Spares PostgreSQL its text output
+// of uuids and timestamps (and the caller their parsing) on reads that
+// return many rows.
+PGresult *pl_db_read_binary(pl_db *db, const char *tenant_id, const char *sql,
+                            int nparams, const char *const *params);
+
+// A value of r in its text form, whatever the result's format: as
+// PostgreSQL's text output gives it for text, varchar, json, uuid, int2/4/
+// 8, bool ("t"/"f") and timestamptz (in UTC, DateStyle ISO); "" for SQL
+// NULL. Another type in binary is an error (logged, ""). In the arena;
+// NULL when out of memory.
+char *pl_db_text(pl_arena *a, const PGresult *r, int row, int col);
+
+// A timestamptz value of r as pl_db_ts gives it, whatever the format.
+char *pl_db_ts_at(pl_arena *a, const PGresult *r, int row, int col);
+
+// An int2/int4/int8 value of r, whatever the format; 0 for SQL NULL.
+int64_t pl_db_int(const PGresult *r, int row, int col);
+
 // A PostgreSQL array literal of n strings for a text[] or uuid[]
 // parameter: every element quoted, '"' and '\\' escaped, NULL items as
 // NULL elements. In the arena; NULL when out of memory.
