@@ -140,6 +140,19 @@ pl_http_resp_set(pl_http_resp *r, int status, const char *content_type,
 	r->body_len = len;
 }
 
+void
+pl_http_resp_take(pl_http_resp *r, int status, const char *content_type,
+                  char *body, size_t len)
+{
+	if (r == NULL) {
+		free(body);
+		return;
+	}
+	pl_http_resp_set(r, status, content_type, NULL, 0);
+	r->body = body;
+	r->body_len = body != NULL ? len : 0;
+}
+
 static void
 resp_fini(pl_http_resp *r)
 {

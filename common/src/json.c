@@ -510,18 +510,44 @@ wb_putc(wbuf *b, char c)
 // A JSON string, escaped as jansson escapes; invalid UTF-8 fails the dump
 // (jansson's json_string refuses it). Runs of bytes that need no escape are
 // copied whole; only bytes >= 0x80 are checked one sequence at a time.
+// Whether any of w's 8 bytes needs a look: a control character, '"',
+// '\\' or a byte >= 0x80 (the bit tricks of "Bit Twiddling Hacks": a byte
+// under n, a zero byte after an xor).
+static inline bool
+word_special(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ull,
+	               high = 0x8080808080808080ull;
+	uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+
+	return ((((w - ones * 0x20) & ~w) | ((q - ones) & ~q) |
+	         ((bs - ones) & ~bs) | w) &
+	        high) != 0;
+}
+
 static void
 wb_string(wbuf *b, const char *str)
 {
-	const unsigned char *s = (const unsigned char *)str, *run = s;
+	const unsigned char *s = (const unsigned char *)str, *run = s,
+	                    *end = s + strlen(str);
 
 	wb_putc(b, '"');
 	for (;;) {
-		unsigned char c = *s;
+		unsigned char c;
 		const char *esc;
 		char u[8];
 		size_t n;
 
+		// Eight plain bytes at a time (within the string: strlen
+		// found its end), then one at a time.
+		while (end - s >= 8) {
+			uint64_t w;
+			memcpy(&w, s, 8);
+			if (word_special(w))
+				break;
+			s += 8;
+		}
+		c = *s;
 		if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
 			s++;
 			continue;

@@ -584,8 +584,8 @@ call(gw_ctx *x)
 			               "could not encode the answer", NULL, 0);
 			goto done;
 		}
-		gw_reply_json(x, r->status, json, len);
-		free(json);
+		pl_http_resp_take(x->resp, r->status, "application/json", json,
+		                  len);
 	}
 done:
 	if (x->polling) {

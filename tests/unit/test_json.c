@@ -322,6 +322,26 @@ test_dump_strings(void **state)
 		m.n_r_string = 2;
 		expect_dump_is_tree(&m.base);
 	}
+	// Each kind of byte at every place of strings of up to 40 bytes:
+	// the dump reads plain text eight bytes at a time, and whatever a
+	// word's or the tail's bytes are, it writes what jansson writes.
+	static const char *const odd[] = { "\"",       "\\",   "\n",
+		                           "\x01",     "\x1f", "\x7f",
+		                           "\xc3\xa9", "\xff", " " };
+	for (size_t len = 0; len <= 40; len++)
+		for (size_t at = 0; at < len; at++)
+			for (size_t k = 0; k < sizeof(odd) / sizeof(odd[0]);
+			     k++) {
+				Parley__Test__V1__JsonTest m =
+				        PARLEY__TEST__V1__JSON_TEST__INIT;
+				char buf[64];
+				size_t n = strlen(odd[k]);
+				memset(buf, 'a', len);
+				memcpy(buf + at, odd[k], n);
+				buf[at + n > len ? at + n : len] = '\0';
+				m.f_string = buf;
+				expect_dump_is_tree(&m.base);
+			}
 }
 
 // The text of a Json field comes out as jansson writes the value it holds,

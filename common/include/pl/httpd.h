@@ -42,6 +42,11 @@ void pl_http_resp_header(pl_http_resp *r, const char *name, const char *value);
 void pl_http_resp_set(pl_http_resp *r, int status, const char *content_type,
                       const char *body, size_t len);
 
+// pl_http_resp_set with a malloc'd body the response takes and frees (no
+// copy: a page of conversations is ~30 KB).
+void pl_http_resp_take(pl_http_resp *r, int status, const char *content_type,
+                       char *body, size_t len);
+
 typedef void (*pl_http_handler)(const pl_http_req *req, pl_http_resp *resp,
                                 void *arg);
 
