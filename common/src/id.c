@@ -2,6 +2,7 @@
 // seeded at random each new millisecond, keeps one process's ids in
 // creation order. When it runs out the timestamp moves on by 1 ms.
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,23 @@ static pthread_mutex_t gen_mtx = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t gen_ms;  // under gen_mtx
 static unsigned gen_ctr; // under gen_mtx
 
+// Random bytes are drawn 512 at a time per thread: randombytes_buf is a
+// getrandom(2) call each time, and the gateway makes an id (the request's)
+// for every request. A fork makes the child draw anew (its pool would
+// repeat the parent's).
+#define POOL 512
+
+static _Thread_local uint8_t pool[POOL];
+static _Thread_local size_t pool_left;
+static _Thread_local unsigned pool_gen;
+static _Atomic unsigned fork_gen = 1;
+
+static void
+forked(void)
+{
+	fork_gen++;
+}
+
 static void
 sodium_start(void)
 {
@@ -24,6 +42,20 @@ sodium_start(void)
 		fputs("could not initialise libsodium\n", stderr);
 		abort();
 	}
+	pthread_atfork(NULL, NULL, forked);
+}
+
+static void
+random_bytes(uint8_t *out, size_t n)
+{
+	if (pool_gen != fork_gen || pool_left < n) {
+		randombytes_buf(pool, sizeof(pool));
+		pool_left = sizeof(pool);
+		pool_gen = fork_gen;
+	}
+	// Each byte is used once: the pool is read front to back.
+	memcpy(out, pool + sizeof(pool) - pool_left, n);
+	pool_left -= n;
 }
 
 static uint64_t
@@ -43,7 +75,7 @@ pl_uuid7(uint8_t out[16])
 	unsigned ctr;
 
 	pthread_once(&sodium_once, sodium_start);
-	randombytes_buf(rnd, sizeof(rnd));
+	random_bytes(rnd, sizeof(rnd));
 	now = now_ms() & 0xffffffffffffULL;
 
 	pthread_mutex_lock(&gen_mtx);

@@ -6,7 +6,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -205,6 +207,34 @@ test_invalid_refused(void **state)
 	free(s);
 }
 
+// Random bits are drawn ahead per thread: a child process must not hand
+// out the ones its parent will (the random tail of the next ids would be
+// equal).
+static void
+test_fork_draws_anew(void **state)
+{
+	uint8_t a[16], b[16];
+	int fd[2], st;
+	pid_t pid;
+
+	(void)state;
+	pl_uuid7(a); // the pool is filled
+	assert_int_equal(pipe(fd), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		pl_uuid7(b);
+		_exit(write(fd[1], b, 16) == 16 ? 0 : 1);
+	}
+	close(fd[1]);
+	pl_uuid7(a);
+	assert_int_equal(read(fd[0], b, 16), 16);
+	close(fd[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_memory_not_equal(a + 9, b + 9, 7);
+}
+
 int
 main(void)
 {
@@ -215,6 +245,7 @@ main(void)
 		cmocka_unit_test(test_threads_unique_and_ordered),
 		cmocka_unit_test(test_format_parse_round_trip),
 		cmocka_unit_test(test_invalid_refused),
+		cmocka_unit_test(test_fork_draws_anew),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
