@@ -260,9 +260,12 @@ direct_wait(pl_wire *w, short events, int64_t deadline)
 }
 
 // One receive into [p, p + n): *got bytes (> 0), or an nng error (a
-// closed peer is NNG_ECLOSED).
+// closed peer is NNG_ECLOSED). more: part of the frame being read has
+// come, so the rest is likely there already (a 20 KB answer outgrows the
+// buffer's first read): try before waiting.
 static int
-recv_some(pl_wire *w, uint8_t *p, size_t n, int64_t deadline, size_t *got)
+recv_some(pl_wire *w, uint8_t *p, size_t n, int64_t deadline, bool more,
+          size_t *got)
 {
 	nng_iov iov = { .iov_buf = p, .iov_len = n };
 	nng_duration ms = left_ms(deadline);
@@ -271,12 +274,14 @@ recv_some(pl_wire *w, uint8_t *p, size_t n, int64_t deadline, size_t *got)
 	if (ms == 0)
 		return NNG_ETIMEDOUT;
 	if (w->fd >= 0) {
-		// The peer's bytes are rarely there yet: wait first.
-		for (;;) {
+		// Otherwise the peer's bytes are rarely there yet: wait
+		// first.
+		for (;; more = false) {
 			ssize_t k;
-			if ((rv = direct_wait(w, POLLIN, deadline)) != 0)
+			if (!more &&
+			    (rv = direct_wait(w, POLLIN, deadline)) != 0)
 				return rv;
-			k = recv(w->fd, p, n, 0);
+			k = recv(w->fd, p, n, MSG_DONTWAIT);
 			if (k > 0) {
 				*got = (size_t)k;
 				return 0;
@@ -311,7 +316,7 @@ fill(pl_wire *w, size_t need, int64_t deadline, bool *got)
 			w->beg = 0;
 		}
 		rv = recv_some(w, w->buf + w->end, PL_WIRE_BUF - w->end,
-		               deadline, &n);
+		               deadline, w->end > w->beg, &n);
 		if (rv != 0)
 			return rv;
 		w->end += n;
@@ -363,7 +368,7 @@ pl_wire_recv(pl_wire *w, size_t max, size_t drop_max, int64_t deadline,
 				break;
 			w->beg = w->end = 0;
 			if ((rv = recv_some(w, w->buf, PL_WIRE_BUF, deadline,
-			                    &have)) != 0)
+			                    true, &have)) != 0)
 				return rv;
 			w->end = have;
 		}
@@ -381,8 +386,8 @@ pl_wire_recv(pl_wire *w, size_t max, size_t drop_max, int64_t deadline,
 	w->beg = w->end = 0;
 	for (size_t off = have; off < n;) {
 		size_t k;
-		if ((rv = recv_some(w, w->big + off, n - off, deadline, &k)) !=
-		    0)
+		if ((rv = recv_some(w, w->big + off, n - off, deadline, true,
+		                    &k)) != 0)
 			return rv;
 		off += k;
 	}
