@@ -1342,3 +1342,112 @@ pl_db_int(const PGresult *r, int row, int col)
 		              len);
 	return 0;
 }
+
+// A text[] value's elements from the binary form (array_send): ndim,
+// has-nulls, element type, (length, lower bound) per dimension, then each
+// element as a length (-1: NULL) and its bytes.
+static bool
+array_bin(pl_arena *a, const unsigned char *p, size_t len, char ***out,
+          size_t *n)
+{
+	size_t off = 12, count;
+	int64_t ndim;
+
+	if (len < 12 || (ndim = be_int(p, 4)) < 0 || ndim > 1 ||
+	    (be_int(p + 8, 4) != 25 && be_int(p + 8, 4) != 1043))
+		return false;
+	if (ndim == 0)
+		return len == 12;
+	if (len < 20 || (count = (size_t)be_int(p + 12, 4)) > len / 4)
+		return false;
+	off = 20;
+	if ((*out = pl_arena_alloc(a, (count + 1) * sizeof(char *))) == NULL)
+		return false;
+	for (size_t i = 0; i < count; i++) {
+		int64_t el;
+		if (len - off < 4)
+			return false;
+		el = be_int(p + off, 4);
+		off += 4;
+		if (el < 0) // NULL: left out
+			continue;
+		if ((size_t)el > len - off)
+			return false;
+		(*out)[(*n)++] =
+		        pl_arena_strndup(a, (const char *)p + off, (size_t)el);
+		off += (size_t)el;
+	}
+	return off == len;
+}
+
+// The same from the text form: {a,"b c","d\\"e",NULL}, possibly after
+// "[lo:hi]=" bounds.
+static bool
+array_text(pl_arena *a, const char *s, char ***out, size_t *n)
+{
+	size_t cap = 1;
+	char *buf;
+
+	if (*s == '[' && (s = strchr(s, '=')) != NULL)
+		s++;
+	if (s == NULL || *s++ != '{')
+		return false;
+	for (const char *q = s; *q; q++)
+		cap += *q == ',';
+	if ((*out = pl_arena_alloc(a, (cap + 1) * sizeof(char *))) == NULL ||
+	    (buf = pl_arena_alloc(a, strlen(s) + 1)) == NULL)
+		return false;
+	if (*s == '}')
+		return s[1] == '\0';
+	for (;;) {
+		char *e = buf;
+		bool quoted = *s == '"';
+		if (quoted) {
+			for (s++; *s != '"'; s++) {
+				if (*s == '\\')
+					s++;
+				if (*s == '\0')
+					return false;
+				*e++ = *s;
+			}
+			s++;
+		} else {
+			for (; *s != ',' && *s != '}' && *s != '\0'; s++)
+				*e++ = *s;
+		}
+		*e++ = '\0';
+		if (quoted || strcasecmp(buf, "NULL") != 0)
+			(*out)[(*n)++] = buf;
+		buf = e;
+		if (*s == '}')
+			return s[1] == '\0';
+		if (*s++ != ',' || *n > cap)
+			return false;
+	}
+}
+
+int
+pl_db_text_array(pl_arena *a, const PGresult *r, int row, int col, char ***out,
+                 size_t *n)
+{
+	bool ok;
+
+	*out = NULL;
+	*n = 0;
+	if (PQgetisnull(r, row, col))
+		return 0;
+	if (PQfformat(r, col) == 0)
+		ok = array_text(a, PQgetvalue(r, row, col), out, n);
+	else
+		ok = array_bin(a,
+		               (const unsigned char *)PQgetvalue(r, row, col),
+		               (size_t)PQgetlength(r, row, col), out, n);
+	if (!ok) {
+		pl_error("pl_db_text_array: column %d is not a text[] value",
+		         col);
+		*out = NULL;
+		*n = 0;
+		return -1;
+	}
+	return 0;
+}

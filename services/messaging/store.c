@@ -22,7 +22,7 @@
 #define CONTACT_COLS                                                           \
 	"k.id, k.channel_id, k.external_id, k.external_id_kind, k.phone, "     \
 	"k.phone_raw, k.business_user_id, k.parent_user_id, k.name, "          \
-	"k.language, k.profile::text, array_to_json(k.tags)::text, "           \
+	"k.language, k.profile::text, k.tags, "                                \
 	"k.custom_fields::text, k.opted_out_at, k.created_at, k.updated_at"
 #define CONTACT_NCOLS 16
 
@@ -126,9 +126,6 @@ static msg_contact_pb *
 contact_row(pl_arena *a, PGresult *r, int row, int c0)
 {
 	msg_contact_pb *k = pl_arena_zalloc(a, sizeof(*k));
-	json_t *tags;
-	size_t i;
-	json_t *t;
 
 	if (k == NULL)
 		return NULL;
@@ -144,14 +141,7 @@ contact_row(pl_arena *a, PGresult *r, int row, int c0)
 	k->name = v(a, r, row, c0 + 8);
 	k->language = v(a, r, row, c0 + 9);
 	k->profile = jv(a, r, row, c0 + 10);
-	tags = json_loads(PQgetvalue(r, row, c0 + 11), 0, NULL);
-	if (json_is_array(tags) && json_array_size(tags) > 0) {
-		k->tags = pl_arena_zalloc(a, json_array_size(tags) *
-		                                     sizeof(char *));
-		json_array_foreach(tags, i, t) k->tags[k->n_tags++] =
-		        pl_arena_strdup(a, json_string_value(t));
-	}
-	json_decref(tags);
+	pl_db_text_array(a, r, row, c0 + 11, &k->tags, &k->n_tags);
 	k->custom_fields = jv(a, r, row, c0 + 12);
 	k->opted_out_at = vts(a, r, row, c0 + 13);
 	k->created_at = vts(a, r, row, c0 + 14);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "pgh.h"
 #include "pl/arena.h"
@@ -953,6 +954,61 @@ test_read_binary(void **state)
 	pl_db_close(db);
 }
 
+// pl_db_text_array: the elements of text[] values, from text and binary
+// results alike, as array_to_json lists them (NULL elements left out).
+static void
+test_text_array(void **state)
+{
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->url);
+	const char *q =
+	        "SELECT x, array_to_json(array_remove(x, NULL))::text FROM "
+	        "(VALUES ('{}'::text[]), ('{a}'), ('{NULL}'), ('{\"NULL\"}'), "
+	        "(ARRAY['b c', 'd\"e', 'f\\g', '', ',', '{x}', 'caf\u00e9', "
+	        "' lead', NULL, 'null']), ('[0:1]={p,q}'), (NULL), "
+	        "(ARRAY['x']::varchar[]::text[])) v(x)";
+	PGresult *r[2];
+	pl_arena a;
+
+	pl_arena_init(&a, 0, 0);
+	r[0] = pl_db_read(db, NULL, q, 0, NULL);
+	r[1] = pl_db_read_binary(db, NULL, q, 0, NULL);
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(pl_db_result_status(r[k]), PL_OK);
+		assert_int_equal(PQntuples(r[k]), 8);
+		for (int i = 0; i < 8; i++) {
+			json_t *want = json_loads(PQgetvalue(r[0], i, 1),
+			                          JSON_DECODE_ANY, NULL);
+			char **got;
+			size_t n;
+			assert_int_equal(
+			        pl_db_text_array(&a, r[k], i, 0, &got, &n), 0);
+			assert_int_equal(n, want ? json_array_size(want) : 0);
+			for (size_t j = 0; j < n; j++)
+				assert_string_equal(
+				        got[j],
+				        json_string_value(
+				                json_array_get(want, j)));
+			json_decref(want);
+		}
+	}
+	// Not a text[]: refused, nothing given.
+	{
+		char **got;
+		size_t n = 5;
+		PGresult *b = pl_db_read_binary(db, NULL, "SELECT '{1}'::int[]",
+		                                0, NULL);
+		assert_int_equal(pl_db_text_array(&a, b, 0, 0, &got, &n), -1);
+		assert_null(got);
+		assert_int_equal(n, 0);
+		PQclear(b);
+	}
+	PQclear(r[0]);
+	PQclear(r[1]);
+	pl_arena_fini(&a);
+	pl_db_close(db);
+}
+
 // The planner's row count of table (pg_class.reltuples; -1: never
 // analyzed).
 static double
@@ -1331,6 +1387,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_timestamps, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_read_binary, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_text_array, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_exec_params_verbatim,
 		                                setup, teardown),

@@ -97,6 +97,13 @@ char *pl_db_ts_at(pl_arena *a, const PGresult *r, int row, int col);
 // An int2/int4/int8 value of r, whatever the format; 0 for SQL NULL.
 int64_t pl_db_int(const PGresult *r, int row, int col);
 
+// A one-dimensional text[] (or varchar[]) value of r, whatever the
+// format: *n elements in *out (NULL elements left out; SQL NULL or {} is
+// none). In the arena. -1 (and none) when the value is not such an array
+// or memory ran out.
+int pl_db_text_array(pl_arena *a, const PGresult *r, int row, int col,
+                     char ***out, size_t *n);
+
 // A PostgreSQL array literal of n strings for a text[] or uuid[]
 // parameter: every element quoted, '"' and '\\' escaped, NULL items as
 // NULL elements. In the arena; NULL when out of memory.
