@@ -1496,6 +1496,86 @@ test_auto_handback(void **state)
 	assert_int_equal(t1_setting("auto_handback_minutes", 0), 0);
 }
 
+// A contact's tags as they were written, through UpdateContact's answer,
+// GetContact and the conversation's page (a binary result): commas,
+// quotes, backslashes, braces and "NULL" kept.
+static void
+test_contact_tags(void **state)
+{
+	static char *tags[] = { "vip", "a,b",  "q\"d",        "b\\s",
+		                "{x}", "NULL", "caf\xc3\xa9", " sp " };
+	static const size_t n = sizeof(tags) / sizeof(tags[0]);
+	pl_principal p = svch_user(T1, U1, PARLEY__RPC__V1__ROLE__ROLE_OWNER);
+	char contact_id[40], sql[256], *mask[1] = { "tags" };
+	const Parley__Messaging__V1__Contact *k[3];
+	void *out[3];
+
+	(void)state;
+	NEED();
+	snprintf(sql, sizeof(sql),
+	         "SELECT contact_id FROM messaging.conversations WHERE id = "
+	         "'%s'",
+	         conv1);
+	sqlv(sql, contact_id, sizeof(contact_id));
+	{
+		Parley__Messaging__V1__UpdateContactRequest rq =
+		        PARLEY__MESSAGING__V1__UPDATE_CONTACT_REQUEST__INIT;
+		rq.id = contact_id;
+		rq.tags = tags;
+		rq.n_tags = n;
+		rq.update_mask = mask;
+		rq.n_update_mask = 1;
+		assert_int_equal(
+		        svch_call(
+		                &h,
+		                "/parley.messaging.v1.Messaging/UpdateContact",
+		                &p, &rq.base,
+		                &parley__messaging__v1__update_contact_response__descriptor,
+		                &out[0], NULL),
+		        PL_OK);
+		k[0] = ((Parley__Messaging__V1__UpdateContactResponse *)out[0])
+		               ->contact;
+	}
+	{
+		Parley__Messaging__V1__GetContactRequest rq =
+		        PARLEY__MESSAGING__V1__GET_CONTACT_REQUEST__INIT;
+		rq.id = contact_id;
+		assert_int_equal(
+		        svch_call(
+		                &h, "/parley.messaging.v1.Messaging/GetContact",
+		                &p, &rq.base,
+		                &parley__messaging__v1__get_contact_response__descriptor,
+		                &out[1], NULL),
+		        PL_OK);
+		k[1] = ((Parley__Messaging__V1__GetContactResponse *)out[1])
+		               ->contact;
+	}
+	{
+		Parley__Messaging__V1__ListConversationsRequest rq =
+		        PARLEY__MESSAGING__V1__LIST_CONVERSATIONS_REQUEST__INIT;
+		Parley__Messaging__V1__ListConversationsResponse *lr;
+		rq.contact_id = contact_id;
+		assert_int_equal(
+		        svch_call(
+		                &h,
+		                "/parley.messaging.v1.Messaging/"
+		                "ListConversations",
+		                &p, &rq.base,
+		                &parley__messaging__v1__list_conversations_response__descriptor,
+		                &out[2], NULL),
+		        PL_OK);
+		lr = out[2];
+		assert_true(lr->n_conversations >= 1);
+		k[2] = lr->conversations[0]->contact;
+	}
+	for (int i = 0; i < 3; i++) {
+		assert_non_null(k[i]);
+		assert_int_equal(k[i]->n_tags, n);
+		for (size_t j = 0; j < n; j++)
+			assert_string_equal(k[i]->tags[j], tags[j]);
+	}
+}
+
 static void
 test_cross_tenant(void **state)
 {
@@ -2378,6 +2458,7 @@ main(void)
 		cmocka_unit_test(test_burst_in_order),
 		cmocka_unit_test(test_burst_window),
 		cmocka_unit_test(test_auto_handback),
+		cmocka_unit_test(test_contact_tags),
 		cmocka_unit_test(test_cross_tenant),
 		cmocka_unit_test(test_lists_and_contacts),
 		cmocka_unit_test(test_conversation_pages),
