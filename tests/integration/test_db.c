@@ -885,6 +885,59 @@ test_timestamps(void **state)
 	pl_db_close(db);
 }
 
+// The tenant setting holds "*", a uuid or "": a malformed tenant id
+// becomes "" (no tenant: the policies show nothing), so that the
+// policies' bare cast never meets one.
+static int
+setting_fn(pl_db *db, void *arg)
+{
+	PGresult *r = pl_db_exec(
+	        db, "SELECT current_setting('parley.tenant_id', true)", 0,
+	        NULL);
+	int rv = pl_db_result_status(r);
+
+	if (rv == PL_OK)
+		snprintf(arg, 64, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return rv;
+}
+
+static void
+test_tenant_setting_checked(void **state)
+{
+	static const char *const cases[][2] = {
+		{ TENANT_A, TENANT_A },
+		{ "*", "*" },
+		{ "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz", "" },
+		{ "not a tenant", "" },
+		{ "", "" },
+	};
+	fixture *f = need_pg(state);
+	pl_db *db = pl_db_open(f->app_url);
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char got[64] = "?";
+		PGresult *r = pl_db_read(
+		        db, cases[i][0],
+		        "SELECT current_setting('parley.tenant_id', true)", 0,
+		        NULL);
+		assert_int_equal(pl_db_result_status(r), PL_OK);
+		assert_string_equal(PQgetvalue(r, 0, 0), cases[i][1]);
+		PQclear(r);
+		if (cases[i][1][0] == '\0') {
+			r = pl_db_read(db, cases[i][0],
+			               "SELECT count(*) FROM notes2", 0, NULL);
+			assert_int_equal(pl_db_result_status(r), PL_OK);
+			assert_string_equal(PQgetvalue(r, 0, 0), "0");
+			PQclear(r);
+		}
+		assert_int_equal(pl_db_tx(db, cases[i][0], setting_fn, got),
+		                 PL_OK);
+		assert_string_equal(got, cases[i][1]);
+	}
+	pl_db_close(db);
+}
+
 // pl_db_read_binary: the same values read from its binary results by
 // pl_db_text, pl_db_ts_at and pl_db_int as from pl_db_read's text ones
 // (the session in UTC, where PostgreSQL's text is what pl_db_text gives).
@@ -1386,6 +1439,8 @@ main(void)
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_timestamps, setup,
 		                                teardown),
+		cmocka_unit_test_setup_teardown(test_tenant_setting_checked,
+		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_binary, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_text_array, setup,
