@@ -976,30 +976,51 @@ put(char *p, int x, int n)
 	}
 }
 
+// Two digits of x (0..99).
+static inline void
+put2(char *p, int x)
+{
+	static const char tab[] = "00010203040506070809101112131415161718192021"
+	                          "22232425262728293031323334353637383940414243"
+	                          "44454647484950515253545556575859606162636465"
+	                          "66676869707172737475767778798081828384858687"
+	                          "888990919293949596979899";
+
+	memcpy(p, tab + 2 * x, 2);
+}
+
 // Writes UTC second t (since 1970) and ms as YYYY-MM-DDTHH:MM:SS.mmmZ;
-// false when the year is not 4 digits.
+// false when the year is not 4 digits. The date part of the last day
+// written is kept per thread: a page's timestamps mostly share a few days.
 static bool
 ts_put(int64_t t, int ms, char out[25])
 {
+	static _Thread_local int64_t last_days = INT64_MIN;
+	static _Thread_local char last_date[10];
 	int64_t days = (t >= 0 ? t : t - 86399) / 86400, y;
 	int sod = (int)(t - days * 86400), m, d;
 
-	civil_from_days(days, &y, &m, &d);
-	if (y < 1 || y > 9999)
-		return false;
-	put(out, (int)y, 4);
-	out[4] = '-';
-	put(out + 5, m, 2);
-	out[7] = '-';
-	put(out + 8, d, 2);
+	if (days != last_days) {
+		civil_from_days(days, &y, &m, &d);
+		if (y < 1 || y > 9999)
+			return false;
+		put(last_date, (int)y, 4);
+		last_date[4] = '-';
+		put2(last_date + 5, m);
+		last_date[7] = '-';
+		put2(last_date + 8, d);
+		last_days = days;
+	}
+	memcpy(out, last_date, 10);
 	out[10] = 'T';
-	put(out + 11, sod / 3600, 2);
+	put2(out + 11, sod / 3600);
 	out[13] = ':';
-	put(out + 14, sod / 60 % 60, 2);
+	put2(out + 14, sod / 60 % 60);
 	out[16] = ':';
-	put(out + 17, sod % 60, 2);
+	put2(out + 17, sod % 60);
 	out[19] = '.';
-	put(out + 20, ms, 3);
+	out[20] = (char)('0' + ms / 100);
+	put2(out + 21, ms % 100);
 	out[23] = 'Z';
 	out[24] = '\0';
 	return true;
