@@ -111,9 +111,13 @@ jstr(json_t *j, const char *k1, const char *k2)
 // ---------------------------------------------------------------------------
 // Load
 
+// The threads' schedules interleave: at R msgs/s over n threads, thread
+// i posts at start + i/R + k*n/R, so the stack sees one message every 1/R
+// (each thread starting at the same instant sent bursts of n at once: at
+// 5 msgs/s, 8 messages together every 1.6 s).
 typedef struct load {
 	double rate; // msgs/s for this thread; 0: as fast as it can
-	int64_t end_ns;
+	int64_t start_ns, end_ns;
 	long errors;
 } load;
 
@@ -155,11 +159,12 @@ load_main(void *arg)
 	// NULL when it cannot connect: every message then counts as an
 	// error.
 	hload *c = hload_open(S.http_port);
-	int64_t start = now_ns(), k = 0;
+	int64_t k = 0;
 	while (now_ns() < l->end_ns) {
 		int i;
 		if (l->rate > 0) {
-			int64_t due = start + (int64_t)(k * 1e9 / l->rate);
+			int64_t due =
+			        l->start_ns + (int64_t)(k * 1e9 / l->rate);
 			int64_t now = now_ns();
 			if (due > now)
 				usleep((useconds_t)((due - now) / 1000));
@@ -229,6 +234,8 @@ run_rate(const char *what, double rate, int seconds, int threads)
 	cpu_take(&c0);
 	for (int i = 0; i < threads; i++) {
 		l[i].rate = rate / threads;
+		l[i].start_ns =
+		        rate > 0 ? start + (int64_t)(i * 1e9 / rate) : start;
 		l[i].end_ns = end;
 		l[i].errors = 0;
 		pthread_create(&th[i], NULL, load_main, &l[i]);
