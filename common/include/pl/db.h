@@ -91,7 +91,9 @@ PGresult *pl_db_read_binary(pl_db *db, const char *tenant_id, const char *sql,
 // NULL when out of memory.
 char *pl_db_text(pl_arena *a, const PGresult *r, int row, int col);
 
-// A timestamptz value of r as pl_db_ts gives it, whatever the format.
+// A timestamptz value of r as pl_db_ts gives it, whatever the format (a
+// binary value outside the years 1-9999 that is not infinity: "" and an
+// error logged).
 char *pl_db_ts_at(pl_arena *a, const PGresult *r, int row, int col);
 
 // An int2/int4/int8 value of r, whatever the format; 0 for SQL NULL.
