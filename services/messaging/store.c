@@ -2036,7 +2036,7 @@ messaging_store_list_conversations(pl_call *call, pl_db *db,
 	if (len >= sizeof(sql))
 		return pl_call_error(call, PL_INTERNAL,
 		                     "could not list conversations");
-	// In binary: a page is 21 rows of 11 timestamps and 5 uuids each.
+	// In binary: a page is 21 rows of 11 timestamps and 7 uuids each.
 	r = pl_db_read_binary(db, tenant_id, sql, np, p);
 	if ((rv = pl_db_result_status(r)) != PL_OK) {
 		rv = fail(call, r, rv, "list conversations");
