@@ -1026,10 +1026,11 @@ ts_put(int64_t t, int ms, char out[25])
 	return true;
 }
 
-// pl_db_ts's conversion into out; false when pg is not in the form it
+// PostgreSQL's ISO text of a timestamptz as UTC second *t (since 1970)
+// and milliseconds *ms (truncated); false when pg is not in the form it
 // knows.
 static bool
-ts_iso(const char *pg, char out[25])
+ts_parse(const char *pg, int64_t *t, int *ms_out)
 {
 	static const int mdays[12] = { 31, 29, 31, 30, 31, 30,
 		                       31, 31, 30, 31, 30, 31 };
@@ -1071,9 +1072,21 @@ ts_iso(const char *pg, char out[25])
 		return false;
 	// Local time minus the offset is UTC, whatever day, month or year
 	// boundary that crosses.
-	return ts_put(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 +
-	                      sec - sign * (oh * 3600 + om * 60 + os),
-	              ms, out);
+	*t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
+	     sign * (oh * 3600 + om * 60 + os);
+	*ms_out = ms;
+	return true;
+}
+
+// pl_db_ts's conversion into out; false when pg is not in the form it
+// knows.
+static bool
+ts_iso(const char *pg, char out[25])
+{
+	int64_t t;
+	int ms;
+
+	return ts_parse(pg, &t, &ms) && ts_put(t, ms, out);
 }
 
 char *
@@ -1362,6 +1375,35 @@ pl_db_ts_at(pl_arena *a, const PGresult *r, int row, int col)
 	if (us != INT64_MAX && us != INT64_MIN && ts_put(sec, usec / 1000, out))
 		return pl_arena_strdup(a, out);
 	return pl_db_text(a, r, row, col);
+}
+
+char *
+pl_db_ts_add(pl_arena *a, const PGresult *r, int row, int col, int64_t seconds)
+{
+	char out[25];
+	int64_t t;
+	int ms;
+
+	if (PQgetisnull(r, row, col))
+		return pl_arena_strdup(a, "");
+	if (PQfformat(r, col) == 0) {
+		if (!ts_parse(PQgetvalue(r, row, col), &t, &ms))
+			return pl_arena_strdup(a, "");
+	} else {
+		int64_t us;
+		int usec;
+		if (PQftype(r, col) != TIMESTAMPTZOID ||
+		    PQgetlength(r, row, col) != 8)
+			return pl_arena_strdup(a, "");
+		us = be_int((const unsigned char *)PQgetvalue(r, row, col), 8);
+		if (us == INT64_MAX || us == INT64_MIN)
+			return pl_arena_strdup(a, "");
+		ts_split(us, &t, &usec);
+		ms = usec / 1000;
+	}
+	if (t > INT64_MAX - seconds || !ts_put(t + seconds, ms, out))
+		return pl_arena_strdup(a, "");
+	return pl_arena_strdup(a, out);
 }
 
 int64_t

@@ -31,9 +31,8 @@
 	"c.assigned_user_id, c.stage, c.intent_level, c.sentiment, "           \
 	"c.handoff_reason, c.message_count, c.last_inbound_at, "               \
 	"c.last_outbound_at, c.last_bot_message_at, "                          \
-	"c.last_inbound_at + interval '24 hours', c.closed_at, c.created_at, " \
-	"c.updated_at"
-#define CONV_NCOLS 19
+	"c.closed_at, c.created_at, c.updated_at"
+#define CONV_NCOLS 18
 
 #define MSG_COLS                                                               \
 	"m.id, m.conversation_id, m.channel_id, m.direction, m.sender, "       \
@@ -172,10 +171,11 @@ conv_row(pl_arena *a, PGresult *r, int row, bool with_contact)
 	c->last_inbound_at = vts(a, r, row, 12);
 	c->last_outbound_at = vts(a, r, row, 13);
 	c->last_bot_message_at = vts(a, r, row, 14);
-	c->window_expires_at = vts(a, r, row, 15);
-	c->closed_at = vts(a, r, row, 16);
-	c->created_at = vts(a, r, row, 17);
-	c->updated_at = vts(a, r, row, 18);
+	// The 24-hour customer-service window: last inbound + 24 h.
+	c->window_expires_at = pl_db_ts_add(a, r, row, 12, 24 * 3600);
+	c->closed_at = vts(a, r, row, 15);
+	c->created_at = vts(a, r, row, 16);
+	c->updated_at = vts(a, r, row, 17);
 	if (with_contact)
 		c->contact = contact_row(a, r, row, CONV_NCOLS);
 	return c;

@@ -952,16 +952,21 @@ test_read_binary(void **state)
 	        "(extract(epoch FROM t) * 1000)::bigint, "
 	        "(extract(epoch FROM t) / 1000)::int, "
 	        "(extract(day FROM t) * -100)::smallint, "
-	        "extract(hour FROM t) > 11, 'tx ' || t::text "
+	        "extract(hour FROM t) > 11, 'tx ' || t::text, "
+	        "to_char((t + interval '24 hours') AT TIME ZONE 'UTC', "
+	        "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
 	        "FROM generate_series(timestamptz '1850-01-01 "
 	        "00:00:00.000001+00', timestamptz '2100-01-01+00', "
 	        "interval '3 days 7 hours 13 minutes 17.123457 seconds') t "
 	        "UNION ALL SELECT timestamptz '2026-11-24 08:01:20.5+00', '', "
 	        "'00000000-0000-0000-0000-000000000000', "
-	        "-9223372036854775808, -2147483648, -32768, false, '' "
+	        "-9223372036854775808, -2147483648, -32768, false, '', "
+	        "'2026-11-25T08:01:20.500Z' "
 	        "UNION ALL SELECT 'infinity', '', NULL, 9223372036854775807, "
-	        "2147483647, 32767, NULL, NULL "
-	        "UNION ALL SELECT NULL, '', NULL, NULL, NULL, NULL, NULL, NULL";
+	        "2147483647, 32767, NULL, NULL, '' "
+	        "UNION ALL SELECT NULL, '', NULL, NULL, NULL, NULL, NULL, "
+	        "NULL, "
+	        "''";
 	PGresult *rt, *rb;
 	pl_arena a;
 	int n;
@@ -992,6 +997,11 @@ test_read_binary(void **state)
 			fail_msg("row %d: \"%s\", want \"%s\"", i, ts,
 			         PQgetvalue(rt, i, 1));
 		assert_string_equal(ts, pl_db_ts_at(&a, rt, i, 0));
+		// pl_db_ts_add: the value + 24 h as PostgreSQL computes it.
+		assert_string_equal(pl_db_ts_add(&a, rb, i, 0, 86400),
+		                    PQgetvalue(rt, i, 8));
+		assert_string_equal(pl_db_ts_add(&a, rt, i, 0, 86400),
+		                    PQgetvalue(rt, i, 8));
 		for (int c = 3; c <= 5; c++)
 			assert_true(pl_db_int(rb, i, c) ==
 			            strtoll(PQgetvalue(rt, i, c), NULL, 10));

@@ -96,6 +96,13 @@ char *pl_db_text(pl_arena *a, const PGresult *r, int row, int col);
 // error logged).
 char *pl_db_ts_at(pl_arena *a, const PGresult *r, int row, int col);
 
+// A timestamptz value of r plus seconds (>= 0), in the API's form, whatever
+// the format: what pl_db_ts gives for the value PostgreSQL would compute
+// with "+ interval 'N seconds'", without that expression on every row. ""
+// for SQL NULL, infinity or a value it cannot read.
+char *pl_db_ts_add(pl_arena *a, const PGresult *r, int row, int col,
+                   int64_t seconds);
+
 // An int2/int4/int8 value of r, whatever the format; 0 for SQL NULL.
 int64_t pl_db_int(const PGresult *r, int row, int col);
 
