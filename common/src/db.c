@@ -1331,7 +1331,7 @@ pl_db_text(pl_arena *a, const PGresult *r, int row, int col)
 			buf[k++] = hex[p[i] & 15];
 			buf[k] = '\0';
 		}
-		return pl_arena_strdup(a, buf);
+		return pl_arena_strndup(a, buf, 36);
 	case INT2OID:
 	case INT4OID:
 	case INT8OID:
@@ -1373,7 +1373,7 @@ pl_db_ts_at(pl_arena *a, const PGresult *r, int row, int col)
 	int64_t us = be_int((const unsigned char *)PQgetvalue(r, row, col), 8);
 	ts_split(us, &sec, &usec);
 	if (us != INT64_MAX && us != INT64_MIN && ts_put(sec, usec / 1000, out))
-		return pl_arena_strdup(a, out);
+		return pl_arena_strndup(a, out, 24);
 	return pl_db_text(a, r, row, col);
 }
 
@@ -1403,7 +1403,7 @@ pl_db_ts_add(pl_arena *a, const PGresult *r, int row, int col, int64_t seconds)
 	}
 	if (t > INT64_MAX - seconds || !ts_put(t + seconds, ms, out))
 		return pl_arena_strdup(a, "");
-	return pl_arena_strdup(a, out);
+	return pl_arena_strndup(a, out, 24);
 }
 
 int64_t

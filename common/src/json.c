@@ -923,8 +923,12 @@ dump_msg(wbuf *b, const ProtobufCMessage *m, int depth)
 		if (!first)
 			wb_putc(b, ',');
 		first = false;
-		wb_string(b, f->name);
-		wb_putc(b, ':');
+		// A field's name is a .proto identifier
+		// ([A-Za-z_][A-Za-z0-9_]*, protoc checks it): nothing in it to
+		// escape.
+		wb_putc(b, '"');
+		wb_put(b, f->name, strlen(f->name));
+		wb_put(b, "\":", 2);
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			size_t n = *(const size_t *)cmember(
 			        m, f->quantifier_offset);
