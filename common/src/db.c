@@ -1313,25 +1313,19 @@ pl_db_text(pl_arena *a, const PGresult *r, int row, int col)
 {
 	const unsigned char *p = (const unsigned char *)PQgetvalue(r, row, col);
 	int len = PQgetlength(r, row, col);
+	Oid type = PQftype(r, col);
 	char buf[40];
 
 	if (PQgetisnull(r, row, col))
 		return pl_arena_strdup(a, "");
 	if (PQfformat(r, col) == 0)
 		return pl_arena_strndup(a, (const char *)p, (size_t)len);
-	switch (PQftype(r, col)) {
+	switch (type) {
 	case UUIDOID:
 		if (len != 16)
 			break;
-		for (int i = 0, k = 0; i < 16; i++) {
-			static const char hex[] = "0123456789abcdef";
-			if (i == 4 || i == 6 || i == 8 || i == 10)
-				buf[k++] = '-';
-			buf[k++] = hex[p[i] >> 4];
-			buf[k++] = hex[p[i] & 15];
-			buf[k] = '\0';
-		}
-		return pl_arena_strndup(a, buf, 36);
+		pl_uuid_format(p, buf);
+		return pl_arena_strndup(a, buf, PL_UUID_STRLEN);
 	case INT2OID:
 	case INT4OID:
 	case INT8OID:
@@ -1347,32 +1341,45 @@ pl_db_text(pl_arena *a, const PGresult *r, int row, int col)
 		return pl_arena_strdup(a, buf);
 	default:
 		// text, varchar, json: the bytes are the text.
-		if (PQftype(r, col) != 25 && PQftype(r, col) != 1043 &&
-		    PQftype(r, col) != 114)
+		if (type != 25 && type != 1043 && type != 114)
 			break;
 		return pl_arena_strndup(a, (const char *)p, (size_t)len);
 	}
 	pl_error("pl_db_text: column %d: binary value of type %u not read", col,
-	         (unsigned)PQftype(r, col));
+	         (unsigned)type);
 	return pl_arena_strdup(a, "");
+}
+
+// A binary timestamptz of r as Unix second *t and milliseconds *ms; false
+// for another type, infinity or a malformed value.
+static bool
+ts_binary(const PGresult *r, int row, int col, int64_t *t, int *ms)
+{
+	int64_t us;
+	int usec;
+
+	if (PQftype(r, col) != TIMESTAMPTZOID || PQgetlength(r, row, col) != 8)
+		return false;
+	us = be_int((const unsigned char *)PQgetvalue(r, row, col), 8);
+	if (us == INT64_MAX || us == INT64_MIN)
+		return false;
+	ts_split(us, t, &usec);
+	*ms = usec / 1000;
+	return true;
 }
 
 char *
 pl_db_ts_at(pl_arena *a, const PGresult *r, int row, int col)
 {
-	char out[40];
-	int64_t sec;
-	int usec;
+	char out[25];
+	int64_t t;
+	int ms;
 
 	if (PQgetisnull(r, row, col))
 		return pl_arena_strdup(a, "");
 	if (PQfformat(r, col) == 0)
 		return pl_db_ts(a, PQgetvalue(r, row, col));
-	if (PQftype(r, col) != TIMESTAMPTZOID || PQgetlength(r, row, col) != 8)
-		return pl_db_text(a, r, row, col);
-	int64_t us = be_int((const unsigned char *)PQgetvalue(r, row, col), 8);
-	ts_split(us, &sec, &usec);
-	if (us != INT64_MAX && us != INT64_MIN && ts_put(sec, usec / 1000, out))
+	if (ts_binary(r, row, col, &t, &ms) && ts_put(t, ms, out))
 		return pl_arena_strndup(a, out, 24);
 	return pl_db_text(a, r, row, col);
 }
@@ -1386,22 +1393,10 @@ pl_db_ts_add(pl_arena *a, const PGresult *r, int row, int col, int64_t seconds)
 
 	if (PQgetisnull(r, row, col))
 		return pl_arena_strdup(a, "");
-	if (PQfformat(r, col) == 0) {
-		if (!ts_parse(PQgetvalue(r, row, col), &t, &ms))
-			return pl_arena_strdup(a, "");
-	} else {
-		int64_t us;
-		int usec;
-		if (PQftype(r, col) != TIMESTAMPTZOID ||
-		    PQgetlength(r, row, col) != 8)
-			return pl_arena_strdup(a, "");
-		us = be_int((const unsigned char *)PQgetvalue(r, row, col), 8);
-		if (us == INT64_MAX || us == INT64_MIN)
-			return pl_arena_strdup(a, "");
-		ts_split(us, &t, &usec);
-		ms = usec / 1000;
-	}
-	if (t > INT64_MAX - seconds || !ts_put(t + seconds, ms, out))
+	if (!(PQfformat(r, col) == 0
+	              ? ts_parse(PQgetvalue(r, row, col), &t, &ms)
+	              : ts_binary(r, row, col, &t, &ms)) ||
+	    t > INT64_MAX - seconds || !ts_put(t + seconds, ms, out))
 		return pl_arena_strdup(a, "");
 	return pl_arena_strndup(a, out, 24);
 }
