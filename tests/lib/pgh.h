@@ -42,7 +42,7 @@ typedef struct pgh {
 	bool running;
 	int port;
 	char dir[64];          // the temp dir: data/, the socket, logs
-	char url[PGH_URL_MAX]; // postgresql://postgres@127.0.0.1:PORT/postgres
+	char url[PGH_URL_MAX]; // the superuser's URL (see pgh_url)
 	char bindir[200];      // where initdb and pg_ctl were found
 	pid_t watchdog;        // stops the cluster if we die; 0 when none
 	int watch_fd;          // our end of the watchdog's socket
@@ -74,8 +74,9 @@ int pgh_exec(pgh *h, const char *sql);
 // Like pgh_exec for any connection URL.
 int pgh_exec_url(const char *url, const char *sql);
 
-// The URL of database db as role user on h's server (no password: the
-// cluster trusts local TCP connections).
+// The URL of database db as role user on h's server, through its Unix
+// socket (postgresql://user@/db?host=DIR&port=N; no password: the cluster
+// trusts local connections).
 int pgh_url(const pgh *h, const char *user, const char *db, char *url_out,
             size_t url_len);
 
