@@ -249,21 +249,32 @@ bytes_to_json(const ProtobufCBinaryData *b)
 	return v;
 }
 
-// The value a parley.rpc.v1.Json holds; null when absent or not JSON.
+// The value the text of a parley.rpc.v1.Json holds; null when there is no
+// text or it is not JSON.
+static json_t *
+inline_json_text(const char *text)
+{
+	json_t *v = NULL;
+
+	if (text != NULL)
+		v = json_loads(text, JSON_DECODE_ANY, NULL);
+	return v != NULL ? v : json_null();
+}
+
+// The text of Json message sub; NULL when sub is.
+static const char *
+json_text(const ProtobufCMessage *sub)
+{
+	if (sub == NULL)
+		return NULL;
+	return *(char *const *)cmember(
+	        sub, json_text_field(sub->descriptor)->offset);
+}
+
 static json_t *
 inline_json(const ProtobufCMessage *sub)
 {
-	const ProtobufCFieldDescriptor *tf;
-	const char *text;
-	json_t *v = NULL;
-
-	if (sub != NULL) {
-		tf = json_text_field(sub->descriptor);
-		text = *(char *const *)cmember(sub, tf->offset);
-		if (text != NULL)
-			v = json_loads(text, JSON_DECODE_ANY, NULL);
-	}
-	return v != NULL ? v : json_null();
+	return inline_json_text(json_text(sub));
 }
 
 // One value of field f stored at p; depth is the value's own nesting level
@@ -321,6 +332,42 @@ value_to_json(const ProtobufCFieldDescriptor *f, const void *p, int depth)
 	return NULL;
 }
 
+// Whether the value of type t at p differs from proto3's zero value (a
+// message: always).
+static bool
+nonzero(ProtobufCType t, const void *p)
+{
+	switch (t) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		return *(const uint32_t *)p != 0;
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		return *(const uint64_t *)p != 0;
+	case PROTOBUF_C_TYPE_FLOAT:
+		return *(const float *)p != 0;
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return *(const double *)p != 0;
+	case PROTOBUF_C_TYPE_BOOL:
+		return *(const protobuf_c_boolean *)p != 0;
+	case PROTOBUF_C_TYPE_ENUM:
+		return *(const int *)p != 0;
+	case PROTOBUF_C_TYPE_STRING:
+		return **(char *const *)p != '\0';
+	case PROTOBUF_C_TYPE_BYTES:
+		return ((const ProtobufCBinaryData *)p)->len > 0;
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return true;
+	}
+	return false;
+}
+
 // Whether field f of m is sent: set, and for proto3 implicit presence
 // different from its zero value.
 static bool
@@ -352,35 +399,7 @@ is_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
 		break;
 	}
 
-	switch (f->type) {
-	case PROTOBUF_C_TYPE_INT32:
-	case PROTOBUF_C_TYPE_SINT32:
-	case PROTOBUF_C_TYPE_SFIXED32:
-	case PROTOBUF_C_TYPE_UINT32:
-	case PROTOBUF_C_TYPE_FIXED32:
-		return *(const uint32_t *)p != 0;
-	case PROTOBUF_C_TYPE_INT64:
-	case PROTOBUF_C_TYPE_SINT64:
-	case PROTOBUF_C_TYPE_SFIXED64:
-	case PROTOBUF_C_TYPE_UINT64:
-	case PROTOBUF_C_TYPE_FIXED64:
-		return *(const uint64_t *)p != 0;
-	case PROTOBUF_C_TYPE_FLOAT:
-		return *(const float *)p != 0;
-	case PROTOBUF_C_TYPE_DOUBLE:
-		return *(const double *)p != 0;
-	case PROTOBUF_C_TYPE_BOOL:
-		return *(const protobuf_c_boolean *)p != 0;
-	case PROTOBUF_C_TYPE_ENUM:
-		return *(const int *)p != 0;
-	case PROTOBUF_C_TYPE_STRING:
-		return **(char *const *)p != '\0';
-	case PROTOBUF_C_TYPE_BYTES:
-		return ((const ProtobufCBinaryData *)p)->len > 0;
-	case PROTOBUF_C_TYPE_MESSAGE:
-		return true;
-	}
-	return false;
+	return nonzero(f->type, p);
 }
 
 static json_t *
@@ -526,20 +545,19 @@ word_special(uint64_t w)
 }
 
 static void
-wb_string(wbuf *b, const char *str)
+wb_string_n(wbuf *b, const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str, *run = s,
-	                    *end = s + strlen(str);
+	                    *end = s + len;
 
 	wb_putc(b, '"');
-	for (;;) {
+	while (s < end) {
 		unsigned char c;
 		const char *esc;
 		char u[8];
 		size_t n;
 
-		// Eight plain bytes at a time (within the string: strlen
-		// found its end), then one at a time.
+		// Eight plain bytes at a time, then one at a time.
 		while (end - s >= 8) {
 			uint64_t w;
 			memcpy(&w, s, 8);
@@ -547,16 +565,18 @@ wb_string(wbuf *b, const char *str)
 				break;
 			s += 8;
 		}
+		if (s == end)
+			break;
 		c = *s;
 		if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
 			s++;
 			continue;
 		}
 		if (c >= 0x80) {
-			// 4 is the longest sequence; the string's NUL fails
-			// the continuation check before anything past it is
-			// read.
-			if ((n = pl_utf8_seq((const char *)s, 4)) == 0) {
+			// A sequence cut by the end fails the check.
+			n = (size_t)(end - s);
+			if ((n = pl_utf8_seq((const char *)s, n < 4 ? n : 4)) ==
+			    0) {
 				b->bad = true;
 				return;
 			}
@@ -564,9 +584,11 @@ wb_string(wbuf *b, const char *str)
 			continue;
 		}
 		wb_put(b, (const char *)run, (size_t)(s - run));
-		if (c == '\0')
-			break;
 		switch (c) {
+		case '\0':
+			// A C string ends there; jansson's strings hold none.
+			b->bad = true;
+			return;
 		case '"':
 			esc = "\\\"";
 			break;
@@ -595,7 +617,14 @@ wb_string(wbuf *b, const char *str)
 		wb_put(b, esc, strlen(esc));
 		run = ++s;
 	}
+	wb_put(b, (const char *)run, (size_t)(s - run));
 	wb_putc(b, '"');
+}
+
+static void
+wb_string(wbuf *b, const char *s)
+{
+	wb_string_n(b, s, strlen(s));
 }
 
 static void
@@ -800,17 +829,14 @@ min_value(mini *m, int depth)
 	       min_word(m, "null");
 }
 
-// The text of Json message sub, compact, as jansson would write it.
+// Json text (NULL: none), compact, as jansson would write the value it
+// holds.
 static void
-wb_json_text(wbuf *b, const ProtobufCMessage *sub)
+wb_json_text(wbuf *b, const char *text)
 {
-	const char *text = NULL;
 	size_t mark = b->len;
 	mini m;
 
-	if (sub != NULL)
-		text = *(char *const *)cmember(
-		        sub, json_text_field(sub->descriptor)->offset);
 	if (text != NULL && !b->bad) {
 		m.s = (const unsigned char *)text;
 		m.b = b;
@@ -824,7 +850,7 @@ wb_json_text(wbuf *b, const ProtobufCMessage *sub)
 			return;
 		b->len = mark; // jansson's way from the start
 	}
-	wb_jansson(b, inline_json(sub));
+	wb_jansson(b, inline_json_text(text));
 }
 
 static void dump_msg(wbuf *b, const ProtobufCMessage *m, int depth);
@@ -892,7 +918,7 @@ dump_value(wbuf *b, const ProtobufCFieldDescriptor *f, const void *p, int depth)
 	case PROTOBUF_C_TYPE_MESSAGE:
 		sub = *(ProtobufCMessage *const *)p;
 		if (is_json_field(f))
-			wb_json_text(b, sub);
+			wb_json_text(b, json_text(sub));
 		else if (sub != NULL)
 			dump_msg(b, sub, depth);
 		else if (depth > PL_JSON_MAX_DEPTH)
@@ -969,6 +995,412 @@ pl_json_dump_pb(const ProtobufCMessage *m, size_t *len)
 	b.p[b.len] = '\0'; // every put leaves room for it
 	if (len != NULL)
 		*len = b.len;
+	return b.p;
+}
+
+// ---- protobuf wire form -> JSON text ----
+//
+// pl_json_dump_wire writes the same text as pl_json_dump_pb would for the
+// message the bytes unpack to, reading the wire form as it goes: no
+// unpacked copy (an allocation per string and per message, which was about
+// a sixth of the gateway's CPU on a page of twenty conversations). It takes
+// only the form protobuf-c's pack writes: fields in descriptor order, each
+// once (a repeated field's elements together), one member of a oneof. For
+// anything else (a repeated singular field, which unpack would merge or
+// override; a group; a bad length; a NUL in a string, which unpack's C
+// string would cut; a required field; nesting past the limit; text that
+// cannot be written) it gives up, and the caller unpacks and dumps: the
+// same answer, the slow way.
+
+typedef struct wire {
+	const uint8_t *p, *end;
+} wire;
+
+static bool
+wire_varint(wire *w, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	for (int i = 0; i < 10 && w->p < w->end; i++) {
+		uint8_t c = *w->p++;
+		// The tenth byte holds bit 63 only.
+		if (i == 9 && c > 1)
+			return false;
+		x |= (uint64_t)(c & 0x7f) << (7 * i);
+		if (c < 0x80) {
+			*v = x;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool
+wire_fixed(wire *w, size_t n, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	if ((size_t)(w->end - w->p) < n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		x |= (uint64_t)w->p[i] << (8 * i);
+	w->p += n;
+	*v = x;
+	return true;
+}
+
+// A length-delimited value: its bytes in *v.
+static bool
+wire_bytes(wire *w, wire *v)
+{
+	uint64_t n;
+
+	if (!wire_varint(w, &n) || n > (uint64_t)(w->end - w->p))
+		return false;
+	v->p = w->p;
+	v->end = w->p + n;
+	w->p += n;
+	return true;
+}
+
+// Steps over a value of wire type wt (an unknown field).
+static bool
+wire_skip(wire *w, unsigned wt)
+{
+	uint64_t x;
+	wire v;
+
+	switch (wt) {
+	case 0:
+		return wire_varint(w, &x);
+	case 1:
+		return wire_fixed(w, 8, &x);
+	case 2:
+		return wire_bytes(w, &v);
+	case 5:
+		return wire_fixed(w, 4, &x);
+	}
+	return false; // groups (3, 4) and the reserved types
+}
+
+// The wire type of a value of type t.
+static unsigned
+wire_type(ProtobufCType t)
+{
+	switch (t) {
+	case PROTOBUF_C_TYPE_FIXED64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return 1;
+	case PROTOBUF_C_TYPE_FIXED32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+	case PROTOBUF_C_TYPE_FLOAT:
+		return 5;
+	case PROTOBUF_C_TYPE_STRING:
+	case PROTOBUF_C_TYPE_BYTES:
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return 2;
+	default:
+		return 0;
+	}
+}
+
+// One scalar of field f (not a string, bytes or message) read into its C
+// form, as unpack would store it.
+typedef union scalar {
+	int32_t i32;
+	uint32_t u32;
+	int64_t i64;
+	uint64_t u64;
+	float f;
+	double d;
+	protobuf_c_boolean b;
+	int e;
+} scalar;
+
+static bool
+wire_scalar(wire *w, ProtobufCType t, scalar *v)
+{
+	uint64_t x;
+	uint32_t u;
+
+	if (!(wire_type(t) == 0   ? wire_varint(w, &x)
+	      : wire_type(t) == 1 ? wire_fixed(w, 8, &x)
+	                          : wire_fixed(w, 4, &x)))
+		return false;
+	memset(v, 0, sizeof(*v));
+	switch (t) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		v->u32 = (uint32_t)x;
+		break;
+	case PROTOBUF_C_TYPE_SINT32:
+		u = (uint32_t)x;
+		v->i32 = (int32_t)((u >> 1) ^ (0u - (u & 1)));
+		break;
+	case PROTOBUF_C_TYPE_SINT64:
+		v->i64 = (int64_t)((x >> 1) ^ (0ull - (x & 1)));
+		break;
+	case PROTOBUF_C_TYPE_FLOAT:
+		u = (uint32_t)x;
+		memcpy(&v->f, &u, sizeof(u));
+		break;
+	case PROTOBUF_C_TYPE_DOUBLE:
+		memcpy(&v->d, &x, sizeof(x));
+		break;
+	case PROTOBUF_C_TYPE_BOOL:
+		v->b = x != 0;
+		break;
+	case PROTOBUF_C_TYPE_ENUM:
+		v->e = (int)(int32_t)x;
+		break;
+	default: // the 64-bit integers
+		v->u64 = x;
+	}
+	return true;
+}
+
+static bool dump_wire_msg(wbuf *b, const ProtobufCMessageDescriptor *d, wire w,
+                          int depth);
+
+// The text field of a parley.rpc.v1.Json in wire form, copied into buf
+// (NUL-terminated) or NULL when it has none; false for any other form.
+static bool
+wire_json_text(const ProtobufCFieldDescriptor *f, wire w, char **text)
+{
+	const ProtobufCFieldDescriptor *tf = json_text_field(f->descriptor);
+	wire v = { NULL, NULL };
+	uint64_t tag;
+	bool seen = false;
+
+	while (w.p < w.end) {
+		if (!wire_varint(&w, &tag))
+			return false;
+		if ((tag >> 3) != tf->id) {
+			if (!wire_skip(&w, (unsigned)(tag & 7)))
+				return false;
+			continue;
+		}
+		if ((tag & 7) != 2 || seen || !wire_bytes(&w, &v))
+			return false;
+		seen = true;
+	}
+	*text = NULL;
+	if (!seen)
+		return true; // "" after unpack: written as null, as then
+	if (memchr(v.p, 0, (size_t)(v.end - v.p)) != NULL ||
+	    (*text = malloc((size_t)(v.end - v.p) + 1)) == NULL)
+		return false;
+	memcpy(*text, v.p, (size_t)(v.end - v.p));
+	(*text)[v.end - v.p] = '\0';
+	return true;
+}
+
+// One value of field f at w (its wire type checked); depth as dump_value.
+static bool
+dump_wire_value(wbuf *b, const ProtobufCFieldDescriptor *f, wire *w, int depth)
+{
+	wire v;
+	scalar x;
+
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_STRING:
+		if (!wire_bytes(w, &v) ||
+		    memchr(v.p, 0, (size_t)(v.end - v.p)) != NULL)
+			return false;
+		wb_string_n(b, (const char *)v.p, (size_t)(v.end - v.p));
+		return !b->bad;
+	case PROTOBUF_C_TYPE_BYTES: {
+		ProtobufCBinaryData bd;
+		if (!wire_bytes(w, &v))
+			return false;
+		bd.len = (size_t)(v.end - v.p);
+		bd.data = (uint8_t *)(uintptr_t)v.p;
+		dump_value(b, f, &bd, depth);
+		return !b->bad;
+	}
+	case PROTOBUF_C_TYPE_MESSAGE:
+		if (!wire_bytes(w, &v))
+			return false;
+		if (is_json_field(f)) {
+			char *text = NULL;
+			if (!wire_json_text(f, v, &text))
+				return false;
+			// "" when the Json had no text: as unpack leaves it.
+			wb_json_text(b, text != NULL ? text : "");
+			free(text);
+			return !b->bad;
+		}
+		return dump_wire_msg(b, f->descriptor, v, depth);
+	default:
+		if (!wire_scalar(w, f->type, &x))
+			return false;
+		dump_value(b, f, &x, depth);
+		return !b->bad;
+	}
+}
+
+// Whether a field with the same oneof as f came before it.
+static bool
+oneof_taken(const ProtobufCMessageDescriptor *d, const uint8_t *seen,
+            const ProtobufCFieldDescriptor *f)
+{
+	for (unsigned i = 0; i < d->n_fields; i++)
+		if (seen[i] && &d->fields[i] != f &&
+		    (d->fields[i].flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0 &&
+		    d->fields[i].quantifier_offset == f->quantifier_offset)
+			return true;
+	return false;
+}
+
+static bool
+dump_wire_msg(wbuf *b, const ProtobufCMessageDescriptor *d, wire w, int depth)
+{
+	const ProtobufCFieldDescriptor *f, *open = NULL;
+	uint8_t seen_small[64], *seen = seen_small;
+	bool first = true, ok = false;
+	long last = -1;
+	uint64_t tag;
+
+	if (depth > PL_JSON_MAX_DEPTH || d == NULL)
+		return false;
+	// Unpack fails on a missing required field: proto2's, not ours.
+	for (unsigned i = 0; i < d->n_fields; i++)
+		if (d->fields[i].label == PROTOBUF_C_LABEL_REQUIRED)
+			return false;
+	if (d->n_fields > sizeof(seen_small) &&
+	    (seen = calloc(d->n_fields, 1)) == NULL)
+		return false;
+	if (d->n_fields <= sizeof(seen_small))
+		memset(seen, 0, d->n_fields);
+	wb_putc(b, '{');
+	while (w.p < w.end && !b->bad) {
+		unsigned wt;
+		long idx;
+
+		if (!wire_varint(&w, &tag) || (tag >> 3) == 0 ||
+		    (tag >> 3) > UINT32_MAX)
+			goto out;
+		wt = (unsigned)(tag & 7);
+		f = protobuf_c_message_descriptor_get_field(
+		        d, (unsigned)(tag >> 3));
+		if (f == NULL) {
+			// Unknown: unpack keeps it aside, the dump leaves it.
+			if (!wire_skip(&w, wt))
+				goto out;
+			continue;
+		}
+		idx = (long)(f - d->fields);
+		if (f != open && open != NULL) {
+			wb_putc(b, ']');
+			open = NULL;
+		}
+		if (idx < last ||
+		    (idx == last && f->label != PROTOBUF_C_LABEL_REPEATED) ||
+		    ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0 &&
+		     oneof_taken(d, seen, f)))
+			goto out;
+		last = idx;
+		seen[idx] = 1;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			// Packed: one run of scalars; else one element a tag.
+			bool packed = wt == 2 && wire_type(f->type) != 2;
+			wire run;
+			if (!packed && wt != wire_type(f->type))
+				goto out;
+			if (packed) {
+				if (!wire_bytes(&w, &run) || run.p == run.end)
+					goto out;
+			} else {
+				run = w;
+			}
+			if (open == f) {
+				wb_putc(b, ',');
+			} else {
+				if (!first)
+					wb_putc(b, ',');
+				first = false;
+				wb_putc(b, '"');
+				wb_put(b, f->name, strlen(f->name));
+				wb_put(b, "\":[", 3);
+				open = f;
+			}
+			if (depth + 1 > PL_JSON_MAX_DEPTH)
+				goto out;
+			if (!packed) {
+				if (!dump_wire_value(b, f, &w, depth + 2))
+					goto out;
+				continue;
+			}
+			for (bool one = true; run.p < run.end; one = false) {
+				if (!one)
+					wb_putc(b, ',');
+				if (!dump_wire_value(b, f, &run, depth + 2))
+					goto out;
+			}
+			continue;
+		}
+		if (wt != wire_type(f->type))
+			goto out;
+		if (f->label == PROTOBUF_C_LABEL_NONE &&
+		    (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) == 0 &&
+		    f->type != PROTOBUF_C_TYPE_MESSAGE) {
+			// proto3's zero values are left out: look first.
+			wire peek = w, v;
+			scalar x;
+			if (wire_type(f->type) == 2) {
+				if (!wire_bytes(&peek, &v))
+					goto out;
+				if (v.p == v.end) {
+					w = peek;
+					continue;
+				}
+			} else {
+				if (!wire_scalar(&peek, f->type, &x))
+					goto out;
+				if (!nonzero(f->type, &x)) {
+					w = peek;
+					continue;
+				}
+			}
+		}
+		if (!first)
+			wb_putc(b, ',');
+		first = false;
+		wb_putc(b, '"');
+		wb_put(b, f->name, strlen(f->name));
+		wb_put(b, "\":", 2);
+		if (!dump_wire_value(b, f, &w, depth + 1))
+			goto out;
+	}
+	if (open != NULL)
+		wb_putc(b, ']');
+	wb_putc(b, '}');
+	ok = !b->bad && w.p == w.end;
+out:
+	if (seen != seen_small)
+		free(seen);
+	return ok;
+}
+
+char *
+pl_json_dump_wire(const ProtobufCMessageDescriptor *d, const uint8_t *data,
+                  size_t len, size_t *out_len)
+{
+	wbuf b = { 0 };
+	wire w = { data, data + len };
+
+	if (d == NULL || (data == NULL && len > 0))
+		return NULL;
+	if (!dump_wire_msg(&b, d, w, 1) || b.p == NULL) {
+		free(b.p);
+		return NULL;
+	}
+	b.p[b.len] = '\0'; // every put leaves room for it
+	if (out_len != NULL)
+		*out_len = b.len;
 	return b.p;
 }
 

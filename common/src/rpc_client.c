@@ -318,10 +318,11 @@ fail(pl_rpc_result *res, pl_arena *a, int code, const char *fmt,
 	return code;
 }
 
-int
-pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
-            const ProtobufCMessageDescriptor *out_desc, void **out,
-            pl_arena *arena, const pl_rpc_opts *opts, pl_rpc_result *res)
+// A call up to its reply: the envelope in *respp (NULL when none came).
+static int
+call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
+     pl_arena *arena, const pl_rpc_opts *opts, pl_rpc_result *res,
+     Parley__Rpc__V1__Response **respp)
 {
 	static const pl_rpc_opts none = { 0 };
 	Parley__Rpc__V1__Request req = PARLEY__RPC__V1__REQUEST__INIT;
@@ -335,10 +336,9 @@ pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
 	int attempt, rv = PL_UNAVAILABLE;
 	char trace[PL_UUID_STRLEN + 1];
 
+	*respp = NULL;
 	if (opts == NULL)
 		opts = &none;
-	if (out != NULL)
-		*out = NULL;
 	deadline = now +
 	           (opts->timeout_ms > 0 ? opts->timeout_ms : c->timeout_ms) *
 	                   1000000;
@@ -470,6 +470,21 @@ pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
 		res->details = resp->details;
 		res->n_details = resp->n_details;
 	}
+	*respp = resp;
+	return rv;
+}
+
+int
+pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
+            const ProtobufCMessageDescriptor *out_desc, void **out,
+            pl_arena *arena, const pl_rpc_opts *opts, pl_rpc_result *res)
+{
+	Parley__Rpc__V1__Response *resp;
+	int rv;
+
+	if (out != NULL)
+		*out = NULL;
+	rv = call(c, method, in, arena, opts, res, &resp);
 	if (resp != NULL && rv == PL_OK && out_desc != NULL && out != NULL) {
 		*out = protobuf_c_message_unpack(out_desc, pl_arena_pb(arena),
 		                                 resp->payload.len,
@@ -478,6 +493,24 @@ pl_rpc_call(pl_rpc_client *c, const char *method, const ProtobufCMessage *in,
 			return fail(res, arena, PL_INTERNAL,
 			            "undecodable reply payload from %s",
 			            method);
+	}
+	return rv;
+}
+
+int
+pl_rpc_call_raw(pl_rpc_client *c, const char *method,
+                const ProtobufCMessage *in, const uint8_t **payload,
+                size_t *len, pl_arena *arena, const pl_rpc_opts *opts,
+                pl_rpc_result *res)
+{
+	Parley__Rpc__V1__Response *resp;
+	int rv = call(c, method, in, arena, opts, res, &resp);
+
+	*payload = NULL;
+	*len = 0;
+	if (resp != NULL && rv == PL_OK) {
+		*payload = resp->payload.data;
+		*len = resp->payload.len;
 	}
 	return rv;
 }

@@ -530,6 +530,8 @@ call(gw_ctx *x)
 	const gw_route *r = x->route;
 	ProtobufCMessage *in = NULL;
 	void *out = NULL;
+	const uint8_t *wire = NULL;
+	size_t wire_len = 0;
 	pl_rpc_result res;
 	pl_rpc_opts opts = { 0 };
 	const char *idem = pl_http_req_header(x->req, "Idempotency-Key");
@@ -564,8 +566,14 @@ call(gw_ctx *x)
 	opts.idempotency_key = idem;
 	opts.timeout_ms = x->rpc_timeout_ms;
 	opts.idempotent = strcmp(r->method, "GET") == 0;
-	rc = pl_rpc_call(x->g->cli[r->svc], r->full, in, r->out, &out,
-	                 &x->arena, &opts, &res);
+	// An answer the gateway only writes out is read from its wire form
+	// (pl_json_dump_wire): no unpacked copy.
+	if (r->hooks != NULL && r->hooks->answer != NULL)
+		rc = pl_rpc_call(x->g->cli[r->svc], r->full, in, r->out, &out,
+		                 &x->arena, &opts, &res);
+	else
+		rc = pl_rpc_call_raw(x->g->cli[r->svc], r->full, in, &wire,
+		                     &wire_len, &x->arena, &opts, &res);
 	if (rc != PL_OK) {
 		if (rc >= PL_INTERNAL && rc != PL_UNAUTHENTICATED)
 			pl_warn("%s %s: %s answered %s", r->method, r->pattern,
@@ -578,7 +586,20 @@ call(gw_ctx *x)
 		goto done;
 	{
 		size_t len;
-		char *json = pl_json_dump_pb(out, &len);
+		char *json = out != NULL ? pl_json_dump_pb(out, &len)
+		                         : pl_json_dump_wire(r->out, wire,
+		                                             wire_len, &len);
+		// Bytes not in pack's form: unpacked, as before.
+		if (json == NULL && out == NULL) {
+			out = protobuf_c_message_unpack(
+			        r->out, pl_arena_pb(&x->arena), wire_len, wire);
+			if (out == NULL) {
+				gw_reply_error(x, PL_INTERNAL,
+				               "undecodable answer", NULL, 0);
+				goto done;
+			}
+			json = pl_json_dump_pb(out, &len);
+		}
 		if (json == NULL) {
 			gw_reply_error(x, PL_INTERNAL,
 			               "could not encode the answer", NULL, 0);

@@ -119,6 +119,38 @@ expect_same_wire(const ProtobufCMessage *x, const ProtobufCMessage *y)
 	free(by);
 }
 
+// How often pl_json_dump_wire gave up on a packed message (the caller then
+// unpacks): proto2's required fields only, in these tests.
+static int wire_fallbacks;
+
+// pl_json_dump_wire on m's packed bytes writes what pl_json_dump_pb(m)
+// wrote (text; NULL when that failed).
+static void
+expect_wire_is_dump(const ProtobufCMessage *m, const char *text)
+{
+	size_t n = protobuf_c_message_get_packed_size(m), len = 0;
+	uint8_t *buf = malloc(n + 1);
+	char *w;
+
+	assert_non_null(buf);
+	protobuf_c_message_pack(m, buf);
+	w = pl_json_dump_wire(m->descriptor, buf, n, &len);
+	free(buf);
+	if (text == NULL) {
+		assert_null(w);
+		return;
+	}
+	if (w == NULL) {
+		wire_fallbacks++;
+		return;
+	}
+	if (strcmp(w, text) != 0)
+		print_error("wire %s\ndump %s\n", w, text);
+	assert_string_equal(w, text);
+	assert_int_equal(len, strlen(text));
+	free(w);
+}
+
 // pl_json_dump_pb writes what json_dumps(pl_json_from_pb(m), JSON_COMPACT)
 // writes, byte for byte (NULL when the tree cannot be built).
 static void
@@ -130,6 +162,7 @@ expect_dump_is_tree(const ProtobufCMessage *m)
 	char *text = pl_json_dump_pb(m, &len);
 
 	json_decref(v);
+	expect_wire_is_dump(m, text);
 	if (tree == NULL) {
 		assert_null(text);
 		return;
@@ -1427,6 +1460,334 @@ test_real_protos(void **state)
 	        "{\"database_ok\":true,\"status\":\"serving\",\"uptime_s\":5}");
 }
 
+// ---- pl_json_dump_wire ----
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t
+rnd(void)
+{
+	// xorshift64: the same messages on every run.
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static bool
+coin(void)
+{
+	return rnd() & 1;
+}
+
+static char *
+rnd_string(pl_arena *a)
+{
+	static const char *const parts[] = { "a",
+		                             "Zz",
+		                             " ",
+		                             "\"",
+		                             "\\",
+		                             "\n",
+		                             "\x01",
+		                             "\xc3\xa9",
+		                             "\xe2\x82\xac",
+		                             "\xf0\x9f\x98\x80",
+		                             "0123456789" };
+	size_t n = rnd() % 8;
+	char *s = pl_arena_alloc(a, n * 10 + 1);
+
+	assert_non_null(s);
+	s[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		strcat(s, parts[rnd() % (sizeof(parts) / sizeof(parts[0]))]);
+	return s;
+}
+
+static int64_t
+rnd_int(void)
+{
+	static const int64_t edge[] = { 0,         1,         -1,
+		                        INT32_MIN, INT32_MAX, INT64_MIN,
+		                        INT64_MAX, 300 };
+	return coin() ? edge[rnd() % 8] : (int64_t)rnd();
+}
+
+static Contact *
+rnd_contact(pl_arena *a, int depth)
+{
+	Contact *c = pl_arena_alloc(a, sizeof(*c));
+
+	assert_non_null(c);
+	parley__test__v1__contact__init(c);
+	if (coin())
+		c->name = rnd_string(a);
+	if (coin())
+		c->age = (int32_t)rnd_int();
+	if (coin()) {
+		c->n_tags = rnd() % 4;
+		c->tags = pl_arena_alloc(a, (c->n_tags + 1) * sizeof(char *));
+		for (size_t i = 0; i < c->n_tags; i++)
+			c->tags[i] = rnd_string(a);
+	}
+	if (depth < 3 && coin())
+		c->referrer = rnd_contact(a, depth + 1);
+	return c;
+}
+
+static Json *
+rnd_json(pl_arena *a)
+{
+	static const char *const texts[] = { "{\"a\": 1, \"b\": [true, null]}",
+		                             "\"s\"",
+		                             "3.25",
+		                             "[]",
+		                             "not json",
+		                             "",
+		                             "{\"a\":1,\"a\":2}" };
+	Json *j = pl_arena_alloc(a, sizeof(*j));
+
+	assert_non_null(j);
+	parley__rpc__v1__json__init(j);
+	if (coin())
+		j->text = (char *)texts[rnd() % 7];
+	return j;
+}
+
+// A message with each field set or not at random, values at the edges.
+static JsonTest *
+rnd_message(pl_arena *a, int depth)
+{
+	JsonTest *m = pl_arena_alloc(a, sizeof(*m));
+	size_t n;
+
+	assert_non_null(m);
+	parley__test__v1__json_test__init(m);
+	m->f_int32 = coin() ? (int32_t)rnd_int() : 0;
+	m->f_int64 = coin() ? rnd_int() : 0;
+	m->f_uint32 = coin() ? (uint32_t)rnd() : 0;
+	m->f_uint64 = coin() ? rnd() : 0;
+	m->f_sint32 = coin() ? (int32_t)rnd_int() : 0;
+	m->f_sint64 = coin() ? rnd_int() : 0;
+	m->f_fixed32 = coin() ? (uint32_t)rnd() : 0;
+	m->f_fixed64 = coin() ? rnd() : 0;
+	m->f_sfixed32 = coin() ? (int32_t)rnd_int() : 0;
+	m->f_sfixed64 = coin() ? rnd_int() : 0;
+	m->f_float = coin() ? (float)(int32_t)rnd() / 64.0f : 0;
+	m->f_double = coin() ? (double)(int64_t)rnd() / 1024.0 : 0;
+	m->f_bool = coin();
+	if (coin())
+		m->f_string = rnd_string(a);
+	if (coin()) {
+		m->f_bytes.data = (uint8_t *)rnd_string(a);
+		m->f_bytes.len = strlen((char *)m->f_bytes.data);
+	}
+	m->owner = (Parley__Test__V1__ConversationOwner)(rnd() % 4);
+	m->status = (Parley__Test__V1__JsonTest__Status)(rnd() % 3);
+	if (coin())
+		m->contact = rnd_contact(a, 1);
+	if (coin())
+		m->display_name = rnd_string(a);
+	if (coin()) {
+		n = rnd() % 4;
+		m->r_int32 = pl_arena_alloc(a, (n + 1) * sizeof(int32_t));
+		for (size_t i = 0; i < n; i++)
+			m->r_int32[i] = (int32_t)rnd_int();
+		m->n_r_int32 = n;
+	}
+	if (coin()) {
+		n = rnd() % 4;
+		m->r_uint64 = pl_arena_alloc(a, (n + 1) * sizeof(uint64_t));
+		for (size_t i = 0; i < n; i++)
+			m->r_uint64[i] = rnd();
+		m->n_r_uint64 = n;
+	}
+	if (coin()) {
+		n = rnd() % 4;
+		m->r_sint32 = pl_arena_alloc(a, (n + 1) * sizeof(int32_t));
+		for (size_t i = 0; i < n; i++)
+			m->r_sint32[i] = (int32_t)rnd_int();
+		m->n_r_sint32 = n;
+	}
+	if (coin()) {
+		n = rnd() % 3;
+		m->r_double = pl_arena_alloc(a, (n + 1) * sizeof(double));
+		for (size_t i = 0; i < n; i++)
+			m->r_double[i] = (double)(int64_t)rnd() / 8.0;
+		m->n_r_double = n;
+	}
+	if (coin()) {
+		n = rnd() % 3;
+		m->r_bool = pl_arena_alloc(a, (n + 1) * sizeof(*m->r_bool));
+		for (size_t i = 0; i < n; i++)
+			m->r_bool[i] = coin();
+		m->n_r_bool = n;
+	}
+	if (coin()) {
+		n = rnd() % 4;
+		m->r_string = pl_arena_alloc(a, (n + 1) * sizeof(char *));
+		for (size_t i = 0; i < n; i++)
+			m->r_string[i] = rnd_string(a);
+		m->n_r_string = n;
+	}
+	if (coin()) {
+		n = rnd() % 3;
+		m->r_owner = pl_arena_alloc(a, (n + 1) * sizeof(*m->r_owner));
+		for (size_t i = 0; i < n; i++)
+			m->r_owner[i] =
+			        (Parley__Test__V1__ConversationOwner)(rnd() %
+			                                              4);
+		m->n_r_owner = n;
+	}
+	if (coin()) {
+		n = rnd() % 3;
+		m->r_contact = pl_arena_alloc(a, (n + 1) * sizeof(Contact *));
+		for (size_t i = 0; i < n; i++)
+			m->r_contact[i] = rnd_contact(a, 1);
+		m->n_r_contact = n;
+	}
+	switch (rnd() % 5) {
+	case 1:
+		m->choice_case =
+		        PARLEY__TEST__V1__JSON_TEST__CHOICE_CHOICE_TEXT;
+		m->choice_text = coin() ? rnd_string(a) : "";
+		break;
+	case 2:
+		m->choice_case = PARLEY__TEST__V1__JSON_TEST__CHOICE_CHOICE_NUM;
+		m->choice_num = coin() ? rnd_int() : 0;
+		break;
+	case 3:
+		m->choice_case =
+		        PARLEY__TEST__V1__JSON_TEST__CHOICE_CHOICE_CONTACT;
+		m->choice_contact = rnd_contact(a, 1);
+		break;
+	case 4:
+		m->choice_case =
+		        PARLEY__TEST__V1__JSON_TEST__CHOICE_CHOICE_OWNER;
+		m->choice_owner =
+		        PARLEY__TEST__V1__CONVERSATION_OWNER__CONVERSATION_OWNER_UNSPECIFIED;
+		break;
+	}
+	if (coin())
+		m->meta = rnd_json(a);
+	if (coin()) {
+		n = rnd() % 3;
+		m->r_meta = pl_arena_alloc(a, (n + 1) * sizeof(Json *));
+		for (size_t i = 0; i < n; i++)
+			m->r_meta[i] = rnd_json(a);
+		m->n_r_meta = n;
+	}
+	if (depth < 3 && coin())
+		m->child = rnd_message(a, depth + 1);
+	return m;
+}
+
+// Random messages of every field kind: the wire path writes what the dump
+// of the unpacked message writes, and never gives up on pack's output.
+static void
+test_dump_wire_random(void **state)
+{
+	pl_arena *a = *state;
+	int before = wire_fallbacks;
+
+	for (int i = 0; i < 3000; i++) {
+		expect_dump_is_tree(&rnd_message(a, 1)->base);
+		if (i % 100 == 99)
+			pl_arena_reset(a);
+	}
+	assert_int_equal(wire_fallbacks, before);
+}
+
+// The dump of what unpack makes of bytes (NULL when it refuses them).
+static char *
+unpacked_dump(pl_arena *a, const uint8_t *b, size_t n)
+{
+	ProtobufCMessage *m =
+	        protobuf_c_message_unpack(JT_DESC, pl_arena_pb(a), n, b);
+
+	return m != NULL ? pl_json_dump_pb(m, NULL) : NULL;
+}
+
+// Bytes pack would not write: the wire path gives up (the caller unpacks),
+// or, where it reads them, writes what unpack and dump give.
+static void
+test_dump_wire_odd(void **state)
+{
+	pl_arena *a = *state;
+	static const struct {
+		const char *what;
+		size_t n;
+		const uint8_t b[16];
+		bool gives_up;
+	} cases[] = {
+		// f_int32 twice: unpack keeps the last.
+		{ "repeated singular", 4, { 0x08, 0x01, 0x08, 0x02 }, true },
+		// f_uint32 (3) before f_int32 (1).
+		{ "out of order", 4, { 0x18, 0x01, 0x08, 0x02 }, true },
+		// f_string "a\0b": unpack's C string stops at the NUL.
+		{ "NUL in a string", 5, { 0x72, 0x03, 'a', 0, 'b' }, true },
+		// choice_text then choice_num: unpack keeps the last.
+		{ "two oneof members",
+		  7,
+		  { 0x92, 0x03, 0x01, 'x', 0x98, 0x03, 0x07 },
+		  true },
+		// a group (wire type 3) under an unknown number.
+		{ "group", 2, { 0xfb, 0x07 }, true },
+		{ "truncated varint", 2, { 0x08, 0x80 }, true },
+		{ "length past the end", 3, { 0x72, 0x05, 'a' }, true },
+		{ "wrong wire type", 5, { 0x0d, 0x01, 0, 0, 0 }, true },
+		// r_int32 (30) unpacked, two elements, an unknown field (99)
+		// between them: one array.
+		{ "unpacked repeated around an unknown",
+		  9,
+		  { 0xf0, 0x01, 0x05, 0x98, 0x06, 0x01, 0xf0, 0x01, 0x06 },
+		  false },
+		// r_int32 packed in two runs.
+		{ "packed in two runs",
+		  9,
+		  { 0xf2, 0x01, 0x02, 0x01, 0x02, 0xf2, 0x01, 0x01, 0x03 },
+		  false },
+		{ "empty packed run", 3, { 0xf2, 0x01, 0x00 }, true },
+		// f_int32 = 0 written out: left out, as after unpack.
+		{ "explicit zero", 4, { 0x08, 0x00, 0x10, 0x05 }, false },
+		// meta (60) holding no text: null, as after unpack.
+		{ "empty Json", 3, { 0xe2, 0x03, 0x00 }, false },
+		// choice_num = 0: a oneof member is written even at zero.
+		{ "oneof zero", 3, { 0x98, 0x03, 0x00 }, false },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *w = pl_json_dump_wire(JT_DESC, cases[i].b, cases[i].n,
+		                            NULL);
+		char *d = unpacked_dump(a, cases[i].b, cases[i].n);
+
+		if (cases[i].gives_up) {
+			if (w != NULL)
+				print_error("%s: %s\n", cases[i].what, w);
+			assert_null(w);
+		} else {
+			if (w == NULL || d == NULL || strcmp(w, d) != 0)
+				print_error("%s: wire %s dump %s\n",
+				            cases[i].what, w ? w : "NULL",
+				            d ? d : "NULL");
+			assert_non_null(w);
+			assert_non_null(d);
+			assert_string_equal(w, d);
+		}
+		free(w);
+		free(d);
+	}
+	// An empty message; a NULL descriptor.
+	{
+		size_t len = 9;
+		char *w = pl_json_dump_wire(JT_DESC, NULL, 0, &len);
+		assert_string_equal(w, "{}");
+		assert_int_equal(len, 2);
+		free(w);
+		assert_null(pl_json_dump_wire(NULL, NULL, 0, NULL));
+	}
+}
+
 int
 main(void)
 {
@@ -1462,6 +1823,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_proto2_labels, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_real_protos, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_dump_wire_random, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_dump_wire_odd, setup,
 		                                teardown),
 	};
 

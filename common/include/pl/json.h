@@ -29,6 +29,14 @@ json_t *pl_json_from_pb(const ProtobufCMessage *m);
 // Compact JSON text for m (malloc'd, caller frees); NULL on failure.
 char *pl_json_dump_pb(const ProtobufCMessage *m, size_t *len);
 
+// The same text for the message of type d whose wire form is data[0..len),
+// without unpacking it, when the bytes are in the form protobuf-c's pack
+// writes (fields in descriptor order, each once). NULL when they are not,
+// or for anything pl_json_dump_pb would fail on: the caller then unpacks
+// and calls pl_json_dump_pb (which gives the answer, or the failure).
+char *pl_json_dump_wire(const ProtobufCMessageDescriptor *d,
+                        const uint8_t *data, size_t len, size_t *out_len);
+
 // Parses text into a new message of type d allocated in arena. Returns
 // PL_OK, or PL_INVALID_ARGUMENT with err naming the field and the problem
 // ("contact.phone: expected a string"), PL_RESOURCE_EXHAUSTED past the

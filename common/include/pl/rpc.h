@@ -210,6 +210,14 @@ int pl_rpc_call(pl_rpc_client *c, const char *method,
                 const ProtobufCMessageDescriptor *out_desc, void **out,
                 pl_arena *arena, const pl_rpc_opts *opts, pl_rpc_result *res);
 
+// The same without unpacking: on OK *payload and *len are the output's
+// wire form (in arena), for a caller that reads it otherwise (the
+// gateway's pl_json_dump_wire); NULL and 0 otherwise.
+int pl_rpc_call_raw(pl_rpc_client *c, const char *method,
+                    const ProtobufCMessage *in, const uint8_t **payload,
+                    size_t *len, pl_arena *arena, const pl_rpc_opts *opts,
+                    pl_rpc_result *res);
+
 // Sends raw bytes as one request frame on a new connection to url and
 // returns the reply frame's bytes (malloc'd, caller frees). For tests and
 // tools that speak the wire without the envelope helpers.
