@@ -1207,8 +1207,8 @@ dump_wire_value(wbuf *b, const ProtobufCFieldDescriptor *f, wire *w, int depth)
 
 	switch (f->type) {
 	case PROTOBUF_C_TYPE_STRING:
-		if (!wire_bytes(w, &v) ||
-		    memchr(v.p, 0, (size_t)(v.end - v.p)) != NULL)
+		// A NUL fails the string (see wb_string_n).
+		if (!wire_bytes(w, &v))
 			return false;
 		wb_string_n(b, (const char *)v.p, (size_t)(v.end - v.p));
 		return !b->bad;
@@ -1240,6 +1240,19 @@ dump_wire_value(wbuf *b, const ProtobufCFieldDescriptor *f, wire *w, int depth)
 		dump_value(b, f, &x, depth);
 		return !b->bad;
 	}
+}
+
+// Field number id of d: pack writes fields in descriptor order, so the
+// ones after the last are looked at before the binary search.
+static const ProtobufCFieldDescriptor *
+next_field(const ProtobufCMessageDescriptor *d, long last, uint32_t id)
+{
+	unsigned k = last < 0 ? 0 : (unsigned)last;
+
+	for (unsigned stop = k + 4; k < d->n_fields && k < stop; k++)
+		if (d->fields[k].id == id)
+			return &d->fields[k];
+	return protobuf_c_message_descriptor_get_field(d, id);
 }
 
 // Whether a field with the same oneof as f came before it.
@@ -1284,8 +1297,7 @@ dump_wire_msg(wbuf *b, const ProtobufCMessageDescriptor *d, wire w, int depth)
 		    (tag >> 3) > UINT32_MAX)
 			goto out;
 		wt = (unsigned)(tag & 7);
-		f = protobuf_c_message_descriptor_get_field(
-		        d, (unsigned)(tag >> 3));
+		f = next_field(d, last, (uint32_t)(tag >> 3));
 		if (f == NULL) {
 			// Unknown: unpack keeps it aside, the dump leaves it.
 			if (!wire_skip(&w, wt))
