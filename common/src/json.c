@@ -853,6 +853,20 @@ wb_json_text(wbuf *b, const char *text)
 	wb_jansson(b, inline_json_text(text));
 }
 
+// A member's key and ':', after a ',' unless it is the first. A field's
+// name is a .proto identifier ([A-Za-z_][A-Za-z0-9_]*, protoc checks it):
+// nothing in it to escape.
+static void
+wb_key(wbuf *b, bool *first, const char *name)
+{
+	if (!*first)
+		wb_putc(b, ',');
+	*first = false;
+	wb_putc(b, '"');
+	wb_put(b, name, strlen(name));
+	wb_put(b, "\":", 2);
+}
+
 static void dump_msg(wbuf *b, const ProtobufCMessage *m, int depth);
 
 static void
@@ -946,15 +960,7 @@ dump_msg(wbuf *b, const ProtobufCMessage *m, int depth)
 
 		if (!is_present(m, f))
 			continue;
-		if (!first)
-			wb_putc(b, ',');
-		first = false;
-		// A field's name is a .proto identifier
-		// ([A-Za-z_][A-Za-z0-9_]*, protoc checks it): nothing in it to
-		// escape.
-		wb_putc(b, '"');
-		wb_put(b, f->name, strlen(f->name));
-		wb_put(b, "\":", 2);
+		wb_key(b, &first, f->name);
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			size_t n = *(const size_t *)cmember(
 			        m, f->quantifier_offset);
@@ -1331,12 +1337,8 @@ dump_wire_msg(wbuf *b, const ProtobufCMessageDescriptor *d, wire w, int depth)
 			if (open == f) {
 				wb_putc(b, ',');
 			} else {
-				if (!first)
-					wb_putc(b, ',');
-				first = false;
-				wb_putc(b, '"');
-				wb_put(b, f->name, strlen(f->name));
-				wb_put(b, "\":[", 3);
+				wb_key(b, &first, f->name);
+				wb_putc(b, '[');
 				open = f;
 			}
 			if (depth + 1 > PL_JSON_MAX_DEPTH)
@@ -1378,12 +1380,7 @@ dump_wire_msg(wbuf *b, const ProtobufCMessageDescriptor *d, wire w, int depth)
 				}
 			}
 		}
-		if (!first)
-			wb_putc(b, ',');
-		first = false;
-		wb_putc(b, '"');
-		wb_put(b, f->name, strlen(f->name));
-		wb_put(b, "\":", 2);
+		wb_key(b, &first, f->name);
 		if (!dump_wire_value(b, f, &w, depth + 1))
 			goto out;
 	}
