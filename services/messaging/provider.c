@@ -227,7 +227,9 @@ messaging_classify_send(int channel_type, long http, const char *body,
 		*err_code = jstr(e, "messageId", a);
 		*err_text = jstr(e, "text", a);
 	}
-	if (*err_code == NULL)
+	// An empty code ("messageId": "") is none: the delivery's failure
+	// must say something.
+	if (*err_code == NULL || (*err_code)[0] == '\0')
 		*err_code = pl_arena_printf(a, "http_%ld", http);
 	if (*err_text == NULL)
 		*err_text = http == 0 ? "no answer from the provider"

@@ -409,6 +409,15 @@ test_send(void **state)
 	                                         &pid, &code, &text),
 	                 MSG_SEND_OK);
 	assert_string_equal(pid, "ib1");
+	// An empty error code is none (found by fuzz_messaging_provider).
+	assert_int_equal(messaging_classify_send(
+	                         2, 400,
+	                         "{\"requestError\":{\"serviceException\":{"
+	                         "\"messageId\":\"\"}}}",
+	                         &a, &pid, &code, &text),
+	                 MSG_SEND_PERMANENT);
+	assert_string_equal(code, "http_400");
+	assert_string_equal(text, "HTTP 400");
 	pl_arena_fini(&a);
 }
 
