@@ -1055,13 +1055,31 @@ wire_fixed(wire *w, size_t n, uint64_t *v)
 	return true;
 }
 
+// A varint of at most 5 bytes, as unpack reads tags and lengths (a longer
+// one it refuses).
+static bool
+wire_varint5(wire *w, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	for (int i = 0; i < 5 && w->p < w->end; i++) {
+		uint8_t c = *w->p++;
+		x |= (uint64_t)(c & 0x7f) << (7 * i);
+		if (c < 0x80) {
+			*v = x;
+			return true;
+		}
+	}
+	return false;
+}
+
 // A length-delimited value: its bytes in *v.
 static bool
 wire_bytes(wire *w, wire *v)
 {
 	uint64_t n;
 
-	if (!wire_varint(w, &n) || n > (uint64_t)(w->end - w->p))
+	if (!wire_varint5(w, &n) || n > (uint64_t)(w->end - w->p))
 		return false;
 	v->p = w->p;
 	v->end = w->p + n;
@@ -1182,7 +1200,7 @@ wire_json_text(const ProtobufCFieldDescriptor *f, wire w, char **text)
 	bool seen = false;
 
 	while (w.p < w.end) {
-		if (!wire_varint(&w, &tag))
+		if (!wire_varint5(&w, &tag) || (tag >> 3) == 0)
 			return false;
 		if ((tag >> 3) != tf->id) {
 			if (!wire_skip(&w, (unsigned)(tag & 7)))
@@ -1299,8 +1317,7 @@ dump_wire_msg(wbuf *b, const ProtobufCMessageDescriptor *d, wire w, int depth)
 		unsigned wt;
 		long idx;
 
-		if (!wire_varint(&w, &tag) || (tag >> 3) == 0 ||
-		    (tag >> 3) > UINT32_MAX)
+		if (!wire_varint5(&w, &tag) || (tag >> 3) == 0)
 			goto out;
 		wt = (unsigned)(tag & 7);
 		f = next_field(d, last, (uint32_t)(tag >> 3));

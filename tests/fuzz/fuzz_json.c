@@ -1,6 +1,8 @@
 // libFuzzer target for the JSON -> protobuf reader (common/src/json.c).
 // Any input is either refused with a message, or parses; a parsed message
 // must go out to JSON, come back in, and go out again as the same text.
+// The same input read as wire bytes (pl_json_dump_wire) must give the text
+// unpack + pl_json_dump_pb gives, or nothing.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,10 +66,40 @@ out_fini:
 	pl_arena_fini(&b);
 }
 
+// The input as a message's wire form: whatever pl_json_dump_wire writes is
+// what unpacking and pl_json_dump_pb write (it may give up where they
+// succeed, never the other way round with a different text).
+static void
+check_wire(const uint8_t *data, size_t len, const ProtobufCMessageDescriptor *d)
+{
+	pl_arena a;
+	ProtobufCMessage *m;
+	char *w, *dump = NULL;
+	size_t wlen = 0, dlen = 0;
+
+	w = pl_json_dump_wire(d, data, len, &wlen);
+	if (w == NULL)
+		return;
+	pl_arena_init(&a, 4096, ARENA_LIMIT);
+	m = protobuf_c_message_unpack(d, pl_arena_pb(&a), len, data);
+	if (m != NULL)
+		dump = pl_json_dump_pb(m, &dlen);
+	if (dump == NULL || dlen != wlen || memcmp(w, dump, wlen) != 0) {
+		fprintf(stderr, "%s: wire %s\nunpacked %s\n", d->name, w,
+		        dump != NULL ? dump : "(none)");
+		abort();
+	}
+	free(dump);
+	free(w);
+	pl_arena_fini(&a);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	for (size_t i = 0; i < sizeof(descs) / sizeof(descs[0]); i++)
+	for (size_t i = 0; i < sizeof(descs) / sizeof(descs[0]); i++) {
 		check((const char *)data, size, descs[i]);
+		check_wire(data, size, descs[i]);
+	}
 	return 0;
 }

@@ -1748,6 +1748,16 @@ test_dump_wire_odd(void **state)
 		  { 0xf2, 0x01, 0x02, 0x01, 0x02, 0xf2, 0x01, 0x01, 0x03 },
 		  false },
 		{ "empty packed run", 3, { 0xf2, 0x01, 0x00 }, true },
+		// Tags and lengths over 5 bytes: unpack refuses them (found
+		// by fuzz_json).
+		{ "tag of 6 bytes",
+		  7,
+		  { 0x88, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01 },
+		  true },
+		{ "length of 6 bytes",
+		  8,
+		  { 0x72, 0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 'a' },
+		  true },
 		// f_int32 = 0 written out: left out, as after unpack.
 		{ "explicit zero", 4, { 0x08, 0x00, 0x10, 0x05 }, false },
 		// meta (60) holding no text: null, as after unpack.
