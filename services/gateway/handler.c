@@ -594,6 +594,9 @@ call(gw_ctx *x)
 			out = protobuf_c_message_unpack(
 			        r->out, pl_arena_pb(&x->arena), wire_len, wire);
 			if (out == NULL) {
+				pl_warn("%s %s: undecodable answer from %s",
+				        r->method, r->pattern,
+				        gw_svc_name(r->svc));
 				gw_reply_error(x, PL_INTERNAL,
 				               "undecodable answer", NULL, 0);
 				goto done;
