@@ -1022,12 +1022,14 @@ typedef struct wire {
 	const uint8_t *p, *end;
 } wire;
 
+// A varint of at most max bytes (10 for a value, 5 for a tag or a length:
+// unpack refuses longer ones).
 static bool
-wire_varint(wire *w, uint64_t *v)
+wire_varint_max(wire *w, int max, uint64_t *v)
 {
 	uint64_t x = 0;
 
-	for (int i = 0; i < 10 && w->p < w->end; i++) {
+	for (int i = 0; i < max && w->p < w->end; i++) {
 		uint8_t c = *w->p++;
 		// The tenth byte holds bit 63 only.
 		if (i == 9 && c > 1)
@@ -1039,6 +1041,12 @@ wire_varint(wire *w, uint64_t *v)
 		}
 	}
 	return false;
+}
+
+static bool
+wire_varint(wire *w, uint64_t *v)
+{
+	return wire_varint_max(w, 10, v);
 }
 
 static bool
@@ -1055,31 +1063,13 @@ wire_fixed(wire *w, size_t n, uint64_t *v)
 	return true;
 }
 
-// A varint of at most 5 bytes, as unpack reads tags and lengths (a longer
-// one it refuses).
-static bool
-wire_varint5(wire *w, uint64_t *v)
-{
-	uint64_t x = 0;
-
-	for (int i = 0; i < 5 && w->p < w->end; i++) {
-		uint8_t c = *w->p++;
-		x |= (uint64_t)(c & 0x7f) << (7 * i);
-		if (c < 0x80) {
-			*v = x;
-			return true;
-		}
-	}
-	return false;
-}
-
 // A length-delimited value: its bytes in *v.
 static bool
 wire_bytes(wire *w, wire *v)
 {
 	uint64_t n;
 
-	if (!wire_varint5(w, &n) || n > (uint64_t)(w->end - w->p))
+	if (!wire_varint_max(w, 5, &n) || n > (uint64_t)(w->end - w->p))
 		return false;
 	v->p = w->p;
 	v->end = w->p + n;
@@ -1200,7 +1190,7 @@ wire_json_text(const ProtobufCFieldDescriptor *f, wire w, char **text)
 	bool seen = false;
 
 	while (w.p < w.end) {
-		if (!wire_varint5(&w, &tag) || (tag >> 3) == 0)
+		if (!wire_varint_max(&w, 5, &tag) || (tag >> 3) == 0)
 			return false;
 		if ((tag >> 3) != tf->id) {
 			if (!wire_skip(&w, (unsigned)(tag & 7)))
@@ -1317,7 +1307,7 @@ dump_wire_msg(wbuf *b, const ProtobufCMessageDescriptor *d, wire w, int depth)
 		unsigned wt;
 		long idx;
 
-		if (!wire_varint5(&w, &tag) || (tag >> 3) == 0)
+		if (!wire_varint_max(&w, 5, &tag) || (tag >> 3) == 0)
 			goto out;
 		wt = (unsigned)(tag & 7);
 		f = next_field(d, last, (uint32_t)(tag >> 3));
