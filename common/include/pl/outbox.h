@@ -64,9 +64,9 @@ typedef struct pl_outbox_relay_config {
 	const char *source;            // this service's name, Event.source
 	const pl_outbox_route *routes; // ends with { NULL }
 	int batch;                     // rows per RPC (0: 200)
-	int64_t idle_ms; // wait after a pass that filled no batch (0: 200)
-	int64_t backoff_max_ms; // (0: 60000)
-	int64_t keep_s;         // delivered rows kept this long (0: 7 days)
+	int64_t idle_ms;               // pause after a partial pass (0: 200)
+	int64_t backoff_max_ms;        // (0: 60000)
+	int64_t keep_s; // delivered rows kept this long (0: 7 days)
 } pl_outbox_relay_config;
 
 // Starts the relay thread. Returns a status.
