@@ -35,7 +35,11 @@ int pl_rpc_check_access(pl_call *call, const pl_rpc_method *m);
 // and that many bytes of a protobuf envelope. A connection carries one call
 // at a time, so replies need no demultiplexing: the thread that sent the
 // request reads its reply, and nng wakes it directly (callback-less aios).
-#define PL_WIRE_BUF (16u << 10) // read buffer per connection
+// The read buffer per connection: a whole 20-row page's answer (~20 KB)
+// in one recv. With 16 KiB it took two, and a copy of the first into the
+// frame's own buffer: bench_rpc --payload 20000, tcp, CPU a call 41-48 ->
+// 37-43 us. Untouched pages of it cost no memory.
+#define PL_WIRE_BUF (64u << 10)
 
 typedef struct pl_wire {
 	nng_stream *s;

@@ -261,7 +261,7 @@ direct_wait(pl_wire *w, short events, int64_t deadline)
 
 // One receive into [p, p + n): *got bytes (> 0), or an nng error (a
 // closed peer is NNG_ECLOSED). more: part of the frame being read has
-// come, so the rest is likely there already (a 20 KB answer outgrows the
+// come, so the rest is likely there already (a 100 KB answer outgrows the
 // buffer's first read): try before waiting.
 static int
 recv_some(pl_wire *w, uint8_t *p, size_t n, int64_t deadline, bool more,
