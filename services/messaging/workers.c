@@ -1487,7 +1487,14 @@ worker_main(void *arg)
 		pthread_mutex_lock(&s->mu);
 		s->busy[ta->kind]--;
 		pthread_mutex_unlock(&s->mu);
-		if (n <= 0 && !w->stop)
+		// An inbox round that took less than a batch took every body
+		// that was due; what came since kicked (kickk moved past
+		// seen), and idle returns at once for that. So the next poll
+		// waits for a kick instead of asking a database that has
+		// nothing (at 500 msgs/s, 30 % of the inbox statements found
+		// nothing). Bodies held back behind another worker's are
+		// taken by that worker: it saw their kick.
+		if (!w->stop && (n <= 0 || (ta->kind == 0 && n < s->batch)))
 			idle(s, ta->kind, seen);
 	}
 	pl_arena_fini(&a);
