@@ -817,6 +817,7 @@ typedef struct group_item {
 	char sid[PL_UUID_STRLEN + 1]; // and the session: its id,
 	int bot_turns;                // bot turns
 	long long mc;                 // and message count
+	bool fresh; // a session named here, created by the commit (013)
 } group_item;
 
 // ---------------------------------------------------------------------------
@@ -830,7 +831,10 @@ typedef struct group_item {
 // that all of it still holds (migration 006). What no longer holds (a
 // new version, a knowledge change, another reply in the session, from
 // this replica or another, a session ended or expired, a replay) is
-// forgotten and answered again by the two round trips.
+// forgotten and answered again by the two round trips. A reply with no
+// history (a conversation's first) of a remembered agent goes the same
+// way in a session named here, which the commit creates unless one of
+// its key is active by then (migration 013).
 
 // A retrieval agent's 'a' row, shared by the groups using it.
 typedef struct agent_mem {
@@ -1296,16 +1300,27 @@ group_finish_docs(group_item **it, size_t n, char **items, char **sessions,
 				merge_into(&cx, s->cpatch);
 				merge_into(&cp, s->lpatch);
 			}
-			json_array_append_new(
-			        js,
-			        json_pack("{s:s, s:s, s:s, s:I, s:i, s:i, s:s, "
-			                  "s:o?, s:o?}",
-			                  "t", t->in->tenant_id, "id",
-			                  t->session_id, "k",
-			                  t->in->session_key, "mc",
-			                  (json_int_t)it[i]->mc, "n", added,
-			                  "bt", turns, "a", t->in->agent_id,
-			                  "cx", cx, "cp", cp));
+			json_t *w = json_pack(
+			        "{s:s, s:s, s:s, s:I, s:i, s:i, s:s, s:o?, "
+			        "s:o?}",
+			        "t", t->in->tenant_id, "id", t->session_id, "k",
+			        t->in->session_key, "mc", (json_int_t)it[i]->mc,
+			        "n", added, "bt", turns, "a", t->in->agent_id,
+			        "cx", cx, "cp", cp);
+			// A session the commit creates: what
+			// reply_begin_batch would have written in it.
+			if (w != NULL && it[i]->fresh)
+				json_object_update_new(
+				        w,
+				        json_pack("{s:b, s:s, s:s, s:s, s:s, "
+				                  "s:s}",
+				                  "nw", 1, "ch",
+				                  begin_field(it[i], 5), "cv",
+				                  begin_field(it[i], 6), "ct",
+				                  begin_field(it[i], 7), "d",
+				                  begin_field(it[i], 8), "ip",
+				                  begin_field(it[i], 9)));
+			json_array_append_new(js, w);
 		}
 		if (ja != NULL && first_agent && it[i]->am != NULL)
 			json_array_append_new(
@@ -1379,6 +1394,7 @@ item_reset(group_item *g)
 {
 	g->arow = g->srow = g->rrow = g->dup_of = -1;
 	g->composed = false;
+	g->fresh = false;
 	g->alone = false;
 	g->rv = PL_OK;
 	g->t.call->code = PL_OK;
@@ -1599,6 +1615,21 @@ group_run(pl_db *db, group_item **it, size_t n)
 	return true;
 }
 
+// Whether another item of it[0..n) than i has i's tenant and session key.
+static bool
+key_twice(group_item **it, size_t n, size_t i)
+{
+	const ag_reply_req *in = it[i]->t.in;
+
+	for (size_t j = 0; j < n; j++) {
+		if (j != i &&
+		    strcmp(it[j]->t.in->session_key, in->session_key) == 0 &&
+		    strcmp(it[j]->t.in->tenant_id, in->tenant_id) == 0)
+			return true;
+	}
+	return false;
+}
+
 static bool
 in_fast(group_item *const *f, size_t nf, const group_item *g)
 {
@@ -1638,6 +1669,7 @@ group_fast(pl_db *db, group_item **it, size_t n, group_item **rest,
 		item_reset(g);
 		g->am = NULL;
 		g->composed = false;
+		g->fresh = false;
 		// A message id twice in a group: the two round trips
 		// answer it once and replay it.
 		for (size_t j = 0; in->message_id[0] && j < i; j++)
@@ -1645,13 +1677,24 @@ group_fast(pl_db *db, group_item **it, size_t n, group_item **rest,
 			                     in->message_id) == 0 &&
 			              strcmp(it[j]->t.in->tenant_id,
 			                     in->tenant_id) == 0);
-		if (f != NULL && cached && !dup &&
-		    (g->am = agent_get(q, in->tenant_id, in->agent_id)) !=
-		            NULL &&
-		    !sess_get(q, in->tenant_id, in->session_key, g)) {
-			agent_unref(q, g->am);
-			g->am = NULL;
+		if (f == NULL || !cached || dup ||
+		    (g->am = agent_get(q, in->tenant_id, in->agent_id)) ==
+		            NULL ||
+		    sess_get(q, in->tenant_id, in->session_key, g))
+			continue;
+		if (in->n_history == 0 && !key_twice(it, n, i)) {
+			// Nothing said before in the conversation: its
+			// session most likely does not exist yet. Named here,
+			// created by the commit unless one of the key is
+			// active by then (that item comes back 's').
+			pl_uuid7_str(g->sid);
+			g->bot_turns = 0;
+			g->mc = 0;
+			g->fresh = true;
+			continue;
 		}
+		agent_unref(q, g->am);
+		g->am = NULL;
 	}
 	// A session's replies stay together, in order: when one of them
 	// cannot be answered from memory, none is.
@@ -1666,6 +1709,7 @@ group_fast(pl_db *db, group_item **it, size_t n, group_item **rest,
 			           g->t.in->tenant_id) == 0) {
 				agent_unref(q, g->am);
 				g->am = NULL;
+				g->fresh = false;
 			}
 		}
 	}

@@ -170,6 +170,22 @@ group_add(group *g, const char *agent, const char *key, const char *text,
 	group_add_for(g, ta, agent, key, text, msg_id);
 }
 
+// The last item added comes with one turn of history, as messaging sends
+// a conversation's later messages (with none, a replica that remembers
+// the agent names the session itself and the commit creates it: 013).
+static void
+said_before(group *g)
+{
+	static Parley__Agents__V1__HistoryTurn turn =
+	        PARLEY__AGENTS__V1__HISTORY_TURN__INIT;
+	static Parley__Agents__V1__HistoryTurn *turns[1] = { &turn };
+
+	turn.role = PARLEY__AGENTS__V1__MESSAGE_ROLE__MESSAGE_ROLE_USER;
+	turn.content = "hello";
+	g->req[g->n - 1].history = turns;
+	g->req[g->n - 1].n_history = 1;
+}
+
 static void
 group_run(group *g)
 {
@@ -521,14 +537,24 @@ admin_exec(const char *sql)
 }
 
 // One reply in a group; checks it was answered in one round trip (fast)
-// or again with two (redone).
+// or again with two (redone). Every reply but a session's first comes
+// with history, as messaging sends them.
 static void
 one_reply(group *g, const char *agent, const char *key, const char *text,
           const char *msg_id, bool fast, bool redone)
 {
 	agents_replyq_stats a = stats(), b;
+	char sql[512];
+	const char *n;
 
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM agents.agent_sessions WHERE tenant_id "
+	         "= '%s' AND session_key = '%s'",
+	         ta, key);
+	n = scalar(sql);
 	group_add(g, agent, key, text, msg_id);
+	if (strcmp(n, "0") != 0)
+		said_before(g);
 	group_run(g);
 	b = stats();
 	assert_int_equal(g->rv[0], PL_OK);
@@ -697,6 +723,98 @@ test_memory(void **state)
 	assert_string_equal(session_state("mem-1"), "20/2/ended,8/0/active");
 	group_fini(&g);
 	agents_replyq_set_memory(((agents_ctx *)h.arg)->replyq, 4096);
+	pl_arena_reset(&h.arena);
+}
+
+// A session's row, the columns a reply writes (not its id or times).
+static char *
+session_row(const char *key)
+{
+	char sql[768];
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT string_agg(concat_ws('|', agent_id, message_count, "
+	         "bot_turns, status, context::text, channel_id, "
+	         "conversation_id, contact_id, website_domain, client_ip), "
+	         "',') FROM agents.agent_sessions WHERE tenant_id = '%s' AND "
+	         "session_key = '%s'",
+	         ta, key);
+	return strdup(scalar(sql));
+}
+
+// Migration 013: a conversation's first reply (no history) in one round
+// trip when the replica remembers the agent; the commit creates the
+// session it named, the same row the two round trips make; a wrong guess
+// (the key's session exists) is answered again with two.
+static void
+test_new_session(void **state)
+{
+	(void)state;
+	if (!up)
+		skip();
+	char *agent = make_agent(true, 3);
+	group g = { 0 };
+	char sql[512], *two, *one;
+
+	// The agent's first reply: two round trips (nothing remembered).
+	one_reply(&g, agent, "new-0", "what are your opening hours?", NULL,
+	          false, false);
+	group_fini(&g);
+	// A new key: one round trip, the session made by the commit.
+	one_reply(&g, agent, "new-1", "what are your opening hours?", NULL,
+	          true, false);
+	assert_string_equal(g.resp[0].intent, "hours");
+	assert_string_equal(session_state("new-1"), "2/1/active");
+	group_fini(&g);
+	two = session_row("new-0");
+	one = session_row("new-1");
+	assert_string_equal(one, two);
+	free(two);
+	free(one);
+	// Remembered since: the next reply in it is one round trip too.
+	one_reply(&g, agent, "new-1", "how much is shipping?", NULL, true,
+	          false);
+	assert_string_equal(session_state("new-1"), "4/2/active");
+	group_fini(&g);
+
+	// A wrong guess: the key has an active session this replica does
+	// not remember. Refused by the commit, answered in that session.
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO agents.agent_sessions (tenant_id, id, agent_id, "
+	         "session_key, message_count) VALUES ('%s', "
+	         "'0191d3a0-0000-7000-8000-000000000013', '%s', 'new-2', 6)",
+	         ta, agent);
+	admin_exec(sql);
+	{
+		agents_replyq_stats a = stats(), b;
+
+		group_add(&g, agent, "new-2", "how much is shipping?", NULL);
+		group_run(&g);
+		b = stats();
+		assert_int_equal(g.rv[0], PL_OK);
+		assert_int_equal(b.fast - a.fast, 0);
+		assert_int_equal(b.redone - a.redone, 1);
+		assert_string_equal(g.resp[0].session_id,
+		                    "0191d3a0-0000-7000-8000-000000000013");
+		assert_string_equal(session_state("new-2"), "8/1/active");
+		group_fini(&g);
+	}
+
+	// Two first replies of one key in a group: two round trips, one
+	// session.
+	{
+		agents_replyq_stats a = stats(), b;
+
+		group_add(&g, agent, "new-3", "how much is shipping?", NULL);
+		group_add(&g, agent, "new-3", "opening hours?", NULL);
+		group_run(&g);
+		b = stats();
+		assert_int_equal(g.rv[0], PL_OK);
+		assert_int_equal(g.rv[1], PL_OK);
+		assert_int_equal(b.fast - a.fast, 0);
+		assert_string_equal(session_state("new-3"), "4/2/active");
+		group_fini(&g);
+	}
 	pl_arena_reset(&h.arena);
 }
 
@@ -883,6 +1001,7 @@ main(void)
 		cmocka_unit_test(test_failing_items),
 		cmocka_unit_test(test_group_fails),
 		cmocka_unit_test(test_memory),
+		cmocka_unit_test(test_new_session),
 		cmocka_unit_test(test_search_index),
 		cmocka_unit_test(test_content_version),
 	};
