@@ -226,6 +226,16 @@ relay_one_by_one(pl_db *db, const pl_outbox_relay_config *cfg,
 	return nok;
 }
 
+// Rows a pass claims: the configured batch, or the default when it is
+// unset or out of range.
+static int
+batch_rows(const pl_outbox_relay_config *cfg)
+{
+	return cfg->batch > 0 && cfg->batch <= PL_OUTBOX_MAX_BATCH
+	               ? cfg->batch
+	               : DEFAULT_BATCH;
+}
+
 int
 pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
                      const pl_outbox_route *route, pl_arena *a)
@@ -238,10 +248,7 @@ pl_outbox_relay_once(pl_db *db, const pl_outbox_relay_config *cfg,
 
 	if (!schema_ok(cfg->schema))
 		return -1;
-	snprintf(batch, sizeof(batch), "%d",
-	         cfg->batch > 0 && cfg->batch <= PL_OUTBOX_MAX_BATCH
-	                 ? cfg->batch
-	                 : DEFAULT_BATCH);
+	snprintf(batch, sizeof(batch), "%d", batch_rows(cfg));
 	if (pl_db_command(db, "BEGIN", 0, NULL) != PL_OK)
 		return -1;
 	snprintf(sql, sizeof(sql),
@@ -359,9 +366,7 @@ relay_main(void *arg)
 	pl_arena a;
 	int64_t idle = r->cfg.idle_ms > 0 ? r->cfg.idle_ms : DEFAULT_IDLE_MS;
 	int64_t last_gc = 0;
-	int full = r->cfg.batch > 0 && r->cfg.batch <= PL_OUTBOX_MAX_BATCH
-	                   ? r->cfg.batch
-	                   : DEFAULT_BATCH;
+	int full = batch_rows(&r->cfg);
 
 	pl_arena_init(&a, 0, 64u << 20);
 	for (;;) {
