@@ -1669,7 +1669,6 @@ group_fast(pl_db *db, group_item **it, size_t n, group_item **rest,
 		item_reset(g);
 		g->am = NULL;
 		g->composed = false;
-		g->fresh = false;
 		// A message id twice in a group: the two round trips
 		// answer it once and replay it.
 		for (size_t j = 0; in->message_id[0] && j < i; j++)
@@ -1709,7 +1708,6 @@ group_fast(pl_db *db, group_item **it, size_t n, group_item **rest,
 			           g->t.in->tenant_id) == 0) {
 				agent_unref(q, g->am);
 				g->am = NULL;
-				g->fresh = false;
 			}
 		}
 	}
