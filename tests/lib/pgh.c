@@ -118,10 +118,44 @@ path_in(const pgh *h, const char *name, char *out, size_t len)
 	snprintf(out, len, "%s/%s", h->dir, name);
 }
 
+#define VALGRIND "/usr/bin/valgrind"
+
+// With PGH_CALLGRIND set: writes DIR/postgres.callgrind, which runs the
+// server and every process it forks under callgrind (each writes
+// DIR/cg.PID when it exits), into out, and returns true. Instructions are
+// counted, not timed: a backend's count for the same statements on the
+// same data is the same whatever else the machine is doing.
+static bool
+callgrind_wrapper(const pgh *h, char *out, size_t len)
+{
+	const char *on = getenv("PGH_CALLGRIND");
+	FILE *f;
+
+	if (on == NULL || on[0] == '\0' || strcmp(on, "0") == 0)
+		return false;
+	if (access(VALGRIND, X_OK) != 0) {
+		fprintf(stderr,
+		        "pgh: PGH_CALLGRIND needs %s (Debian's "
+		        "valgrind); starting the server without it\n",
+		        VALGRIND);
+		return false;
+	}
+	path_in(h, "postgres.callgrind", out, len);
+	if ((f = fopen(out, "w")) == NULL)
+		return false;
+	fprintf(f,
+	        "#!/bin/sh\nexec %s --tool=callgrind --trace-children=yes "
+	        "--callgrind-out-file=%s/cg.%%p %s/postgres \"$@\"\n",
+	        VALGRIND, h->dir, h->bindir);
+	if (fclose(f) != 0 || chmod(out, 0755) != 0)
+		return false;
+	return true;
+}
+
 static int
 pg_ctl(const pgh *h, const char *action, const char *mode)
 {
-	char data[128], log[128], cmdlog[128], opts[768];
+	char data[128], log[128], cmdlog[128], opts[768], wrap[128];
 	const char *extra = getenv("PGH_OPTS");
 	path_in(h, "data", data, sizeof(data));
 	path_in(h, "server.log", log, sizeof(log));
@@ -142,6 +176,12 @@ pg_ctl(const pgh *h, const char *action, const char *mode)
 		cmd_arg(&c, log);
 		cmd_arg(&c, "-o");
 		cmd_arg(&c, opts);
+		if (callgrind_wrapper(h, wrap, sizeof(wrap))) {
+			cmd_arg(&c, "-p");
+			cmd_arg(&c, wrap);
+			cmd_arg(&c, "-t");
+			cmd_arg(&c, "300");
+		}
 	}
 	if (mode != NULL) {
 		cmd_arg(&c, "-m");
@@ -516,4 +556,12 @@ pgh_cpu_s(const pgh *h)
 	}
 	closedir(d);
 	return total;
+}
+
+bool
+pgh_callgrind(const pgh *h)
+{
+	char wrap[128];
+	path_in(h, "postgres.callgrind", wrap, sizeof(wrap));
+	return h->running && access(wrap, X_OK) == 0;
 }

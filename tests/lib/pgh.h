@@ -7,7 +7,9 @@
 //
 // Diagnosis: PGH_OPTS adds server options (e.g. "-c
 // log_min_duration_statement=20"); PGH_KEEP=1 keeps the directory (its
-// server.log) after pgh_stop().
+// server.log) after pgh_stop(); PGH_CALLGRIND=1 runs the server under
+// valgrind's callgrind (each of its processes writes DIR/cg.PID when it
+// exits: instructions counted, see tests/bench/README.md).
 //
 // Typical use, with cmocka:
 //
@@ -83,5 +85,8 @@ int pgh_url(const pgh *h, const char *user, const char *db, char *url_out,
 // CPU seconds (user + system) used so far by the cluster: the postmaster
 // and its children (backends, background workers). -1 if unknown.
 double pgh_cpu_s(const pgh *h);
+
+// Whether the server was started under callgrind (PGH_CALLGRIND).
+bool pgh_callgrind(const pgh *h);
 
 #endif

@@ -11,11 +11,18 @@
 //
 // The rounds alternate text and binary, so that a drift of the machine
 // falls on both; the figures are each mode's best round.
+//
+// With PGH_CALLGRIND=1 (valgrind installed), PostgreSQL runs under callgrind
+// and the bench prints instead the instructions of its backend a page in
+// each mode: the same figure in every run on the same data, whatever else
+// the machine does (see tests/bench/README.md). Pages are ~50 times slower
+// there: give a few hundred.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "pgh.h"
 #include "pl/arena.h"
@@ -156,6 +163,81 @@ run(pgh *h, pl_db *db, bool binary, int n, figures *f)
 	return chars > 0;
 }
 
+// The instructions callgrind counted for backend pid (its file is written
+// when the backend exits), or -1.
+static long long
+backend_total(const pgh *h, long pid)
+{
+	char path[128], line[256];
+	long long total = -1;
+
+	snprintf(path, sizeof(path), "%s/cg.%ld", h->dir, pid);
+	for (int i = 0; i < 600 && total < 0; i++) {
+		FILE *f = fopen(path, "r");
+		while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+			if (strncmp(line, "totals:", 7) == 0)
+				total = atoll(line + 7);
+		if (f != NULL)
+			fclose(f);
+		if (total < 0)
+			usleep(100000);
+	}
+	return total;
+}
+
+// The instructions of a fresh connection's backend that reads n pages in
+// one mode and exits, or -1.
+static long long
+session_instructions(pgh *h, const char *url, bool binary, int n)
+{
+	pl_db *db = pl_db_open(url);
+	PGresult *r;
+	figures f;
+	long pid = -1;
+
+	if (db == NULL)
+		return -1;
+	r = pl_db_exec(db, "SELECT pg_backend_pid()", 0, NULL);
+	if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK &&
+	    PQntuples(r) == 1)
+		pid = atol(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (pid < 0 || !run(h, db, binary, n, &f)) {
+		pl_db_close(db);
+		return -1;
+	}
+	pl_db_close(db);
+	return backend_total(h, pid);
+}
+
+// PostgreSQL's instructions a page in each mode: two sessions a mode, of
+// FEW and of FEW + n pages; the difference leaves out connecting, planning
+// and the caches' first fill.
+#define FEW 20
+static int
+count_instructions(pgh *h, const char *url, int n)
+{
+	double per[2];
+
+	for (int k = 0; k < 2; k++) {
+		long long a = session_instructions(h, url, k == 1, FEW);
+		long long b = session_instructions(h, url, k == 1, FEW + n);
+		if (a < 0 || b < 0) {
+			fprintf(stderr, "no callgrind count for a backend\n");
+			return 1;
+		}
+		per[k] = (double)(b - a) / n;
+	}
+	printf("page of 21 rows x 29 columns, PostgreSQL under callgrind, "
+	       "(%d + %d pages) - %d pages a mode:\n",
+	       FEW, n, FEW);
+	for (int k = 0; k < 2; k++)
+		printf("  %-6s: %9.0f instructions of PostgreSQL a page\n",
+		       k ? "binary" : "text", per[k]);
+	printf("  binary / text: %.2f\n", per[1] / per[0]);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -178,6 +260,12 @@ main(int argc, char **argv)
 	    (db = pl_db_open(url)) == NULL) {
 		pgh_stop(&h);
 		return 1;
+	}
+	if (pgh_callgrind(&h)) {
+		pl_db_close(db);
+		rc = count_instructions(&h, url, n);
+		pgh_stop(&h);
+		return rc;
 	}
 	for (int k = 0; k < 2; k++) { // warm: connect, prepare, cache
 		figures f;
