@@ -513,12 +513,28 @@ test_concurrent(void **state)
 	assert_int_equal(good, 100);
 }
 
+// A GET whose one X-Big header has hsz bytes of value; *len: its size.
+static char *
+big_header_get(size_t hsz, size_t *len)
+{
+	char *req = malloc(hsz + 64);
+	int n;
+
+	assert_non_null(req);
+	n = snprintf(req, 64, "GET /info HTTP/1.1\r\nHost: x\r\nX-Big: ");
+	memset(req + n, 'h', hsz);
+	memcpy(req + n + hsz, "\r\n\r\n", 4);
+	*len = (size_t)n + hsz + 4;
+	return req;
+}
+
 static void
 test_odd_requests(void **state)
 {
 	server *s = *state;
 	char head[4096];
 	char *huge;
+	size_t len;
 	int fd;
 	int calls = atomic_load(&s->calls);
 
@@ -531,14 +547,9 @@ test_odd_requests(void **state)
 	calls = atomic_load(&s->calls);
 
 	// A 24 KiB header is taken (httpd.c: CONN_MEMORY_LIMIT).
-	size_t hsz = 24 * 1024;
-	huge = malloc(hsz + 64);
-	assert_non_null(huge);
-	int n = snprintf(huge, 64, "GET /info HTTP/1.1\r\nHost: x\r\nX-Big: ");
-	memset(huge + n, 'h', hsz);
-	memcpy(huge + n + hsz, "\r\n\r\n", 4);
+	huge = big_header_get(24 * 1024, &len);
 	fd = raw_connect(s->port);
-	assert_true(raw_send(fd, huge, (size_t)n + hsz + 4));
+	assert_true(raw_send(fd, huge, len));
 	assert_true(raw_read_head(fd, head, sizeof(head)) > 0);
 	assert_true(strncmp(head, "HTTP/1.1 200", 12) == 0);
 	close(fd);
@@ -546,14 +557,9 @@ test_odd_requests(void **state)
 	calls = atomic_load(&s->calls);
 
 	// 100 KiB of headers.
-	hsz = 100 * 1024;
-	huge = malloc(hsz + 64);
-	assert_non_null(huge);
-	n = snprintf(huge, 64, "GET /info HTTP/1.1\r\nHost: x\r\nX-Big: ");
-	memset(huge + n, 'h', hsz);
-	memcpy(huge + n + hsz, "\r\n\r\n", 4);
+	huge = big_header_get(100 * 1024, &len);
 	fd = raw_connect(s->port);
-	if (raw_send(fd, huge, (size_t)n + hsz + 4)) {
+	if (raw_send(fd, huge, len)) {
 		size_t got = raw_read_head(fd, head, sizeof(head));
 		assert_true(got == 0 || strncmp(head, "HTTP/1.1 4", 10) == 0);
 	}
