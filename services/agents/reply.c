@@ -1615,16 +1615,20 @@ group_run(pl_db *db, group_item **it, size_t n)
 	return true;
 }
 
+// Whether a and b are replies in one session: same tenant and key.
+static bool
+same_key(const group_item *a, const group_item *b)
+{
+	return strcmp(a->t.in->session_key, b->t.in->session_key) == 0 &&
+	       strcmp(a->t.in->tenant_id, b->t.in->tenant_id) == 0;
+}
+
 // Whether another item of it[0..n) than i has i's tenant and session key.
 static bool
 key_twice(group_item **it, size_t n, size_t i)
 {
-	const ag_reply_req *in = it[i]->t.in;
-
 	for (size_t j = 0; j < n; j++) {
-		if (j != i &&
-		    strcmp(it[j]->t.in->session_key, in->session_key) == 0 &&
-		    strcmp(it[j]->t.in->tenant_id, in->tenant_id) == 0)
+		if (j != i && same_key(it[j], it[i]))
 			return true;
 	}
 	return false;
@@ -1701,11 +1705,7 @@ group_fast(pl_db *db, group_item **it, size_t n, group_item **rest,
 		group_item *g = it[i];
 
 		for (size_t j = 0; g->am != NULL && j < n; j++) {
-			if (it[j]->am == NULL &&
-			    strcmp(it[j]->t.in->session_key,
-			           g->t.in->session_key) == 0 &&
-			    strcmp(it[j]->t.in->tenant_id,
-			           g->t.in->tenant_id) == 0) {
+			if (it[j]->am == NULL && same_key(it[j], g)) {
 				agent_unref(q, g->am);
 				g->am = NULL;
 			}
