@@ -118,7 +118,8 @@ path_in(const pgh *h, const char *name, char *out, size_t len)
 	snprintf(out, len, "%s/%s", h->dir, name);
 }
 
-#define VALGRIND "/usr/bin/valgrind"
+#define VALGRIND          "/usr/bin/valgrind"
+#define CALLGRIND_WRAPPER "postgres.callgrind" // in the cluster's dir
 
 // With PGH_CALLGRIND set: writes DIR/postgres.callgrind, which runs the
 // server and every process it forks under callgrind (each writes
@@ -140,7 +141,7 @@ callgrind_wrapper(const pgh *h, char *out, size_t len)
 		        VALGRIND);
 		return false;
 	}
-	path_in(h, "postgres.callgrind", out, len);
+	path_in(h, CALLGRIND_WRAPPER, out, len);
 	if ((f = fopen(out, "w")) == NULL)
 		return false;
 	fprintf(f,
@@ -562,6 +563,6 @@ bool
 pgh_callgrind(const pgh *h)
 {
 	char wrap[128];
-	path_in(h, "postgres.callgrind", wrap, sizeof(wrap));
+	path_in(h, CALLGRIND_WRAPPER, wrap, sizeof(wrap));
 	return h->running && access(wrap, X_OK) == 0;
 }
