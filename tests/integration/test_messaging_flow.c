@@ -49,12 +49,26 @@ static volatile bool batch_off;
 static volatile int batch_calls, batch_unimpl, batch_rb_items;
 // ReserveUsageBatch the same (off with batch_off): its calls and refusals.
 static volatile int reserve_batch_calls, reserve_unimpl;
+// Every key billing was asked to reserve "wamid.burst..." (either call):
+// a burst reserves its head only.
+static volatile int reserve_burst_head, reserve_burst_rest;
 static volatile bool billing_refuse;
 static const char *volatile ib_secret; // C_IB's app_secret; NULL: none
 static char conv1[40], out1_pid[128];
 
 // ---------------------------------------------------------------------------
 // Fake peers
+
+static void
+count_burst_key(const char *key)
+{
+	if (key == NULL || strncmp(key, "wamid.burst", 11) != 0)
+		return;
+	if (strcmp(key, "wamid.burst1") == 0)
+		__sync_fetch_and_add(&reserve_burst_head, 1);
+	else
+		__sync_fetch_and_add(&reserve_burst_rest, 1);
+}
 
 // The fake agent's answer: the text echoed; "human" hands over.
 static void
@@ -126,6 +140,8 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 		return PL_OK;
 	}
 	if (strcmp(m, "ReserveUsage") == 0) {
+		const Parley__Billing__V1__ReserveUsageRequest *in = inp;
+		count_burst_key(in->idempotency_key);
 		if (billing_refuse)
 			return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
 			                     "messages_per_day");
@@ -146,6 +162,7 @@ peer_handler(pl_call *call, const void *inp, void *outp)
 		for (size_t i = 0; i < in->n_items; i++) {
 			Parley__Billing__V1__ReserveUsageBatchResult *r =
 			        pl_arena_zalloc(call->arena, sizeof(*r));
+			count_burst_key(in->items[i]->idempotency_key);
 			parley__billing__v1__reserve_usage_batch_result__init(
 			        r);
 			o->results[i] = r;
@@ -1442,6 +1459,11 @@ test_burst_window(void **state)
 	                      NULL, 0),
 	                 1);
 	assert_int_equal(agent_calls - calls, 1);
+	// One message of usage for the burst: billing never heard of the
+	// merged ones (not early either: messaging asks billing for a round's
+	// new messages while it commits them, except a burst tenant's).
+	assert_true(reserve_burst_head >= 1);
+	assert_int_equal(reserve_burst_rest, 0);
 	assert_int_equal(sqlv("SELECT count(*) FROM messaging.messages WHERE "
 	                      "provider_message_id IN ('wamid.burst2', "
 	                      "'wamid.burst3') AND reply_outcome = 'merged'",

@@ -124,7 +124,10 @@ setup(void **state)
 			"PARLEY_MESSAGING_POLL=20ms",
 			"PARLEY_MESSAGING_RETRY_BASE=50ms",
 			"PARLEY_MESSAGING_SEND_TIMEOUT=2s",
-			"PARLEY_MESSAGING_CHANNEL_CACHE=0",
+			// Cached as deployed: a round asks billing for its
+			// new messages while it commits them only for a
+			// tenant whose settings are in the cache.
+			"PARLEY_MESSAGING_CHANNEL_CACHE=60s",
 			NULL,
 		};
 		if (svch_start(&hm, &pg, &messaging_service_def, 4, env) != 0)
@@ -625,6 +628,59 @@ test_journey(void **state)
 	}
 }
 
+// Billing counts each message once, however it is asked: messaging
+// reserves a round's new messages while the round commits, and a turn
+// claimed later (behind an earlier message of its conversation) asks
+// again, which billing answers as a replay. A duplicate webhook counts
+// once; an opt-out keyword, which ends its turn without one, not at all.
+static void
+test_reservations_exact(void **state)
+{
+	static const char *const ids[] = { "wamid.exact-1", "wamid.exact-2",
+		                           "wamid.exact-1", "wamid.exact-3" };
+	static const char *const texts[] = { "how much is shipping?",
+		                             "what are your opening hours?",
+		                             "how much is shipping?", "STOP" };
+	char sql[512];
+	int base;
+
+	(void)state;
+	NEED();
+	FIXTURES();
+	base = fake_provider_count(fp);
+	for (int i = 0; i < 4; i++) {
+		char *b = inbound(ids[i], texts[i], PNID_A);
+		assert_non_null(b);
+		assert_int_equal(webhook(ta.channel, b, APP_A), PL_OK);
+		free(b);
+	}
+	assert_int_equal(wait_for(&hm,
+	                          "SELECT count(*) FROM messaging.messages "
+	                          "WHERE provider_message_id LIKE "
+	                          "'wamid.exact-%' AND reply_state = 'done'",
+	                          3, 20000),
+	                 3);
+	// Two answers and the opt-out's confirmation.
+	assert_int_equal(fake_provider_wait(fp, base + 3, 10000), base + 3);
+	assert_int_equal(sqlv(&hm,
+	                      "SELECT count(*) FROM messaging.messages WHERE "
+	                      "provider_message_id = 'wamid.exact-3' AND "
+	                      "reply_outcome = 'opt_out'",
+	                      NULL, 0),
+	                 1);
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM billing.usage_reservations WHERE "
+	         "tenant_id = '%s' AND idempotency_key IN ('wamid.exact-1', "
+	         "'wamid.exact-2')",
+	         ta.id);
+	assert_int_equal(sqlv(&hb, sql, NULL, 0), 2);
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM billing.usage_reservations WHERE "
+	         "tenant_id = '%s' AND idempotency_key = 'wamid.exact-3'",
+	         ta.id);
+	assert_int_equal(sqlv(&hb, sql, NULL, 0), 0);
+}
+
 // A plan of 5 messages a day: the 6th inbound message is stored, never
 // answered, and limit.reached is recorded.
 static void
@@ -722,6 +778,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_journey),
+		cmocka_unit_test(test_reservations_exact),
 		cmocka_unit_test(test_daily_quota),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
