@@ -298,11 +298,6 @@ cut_utf8(char *text, size_t max)
 	text[max] = '\0';
 }
 
-// The batch: one transaction (opened as tenant "*") locks up to `batch` due
-// rows (SKIP LOCKED: the locks are the lease, a crash rolls it all back and
-// frees them), parses them, and ingests every item and marks the rows done
-// in one statement. A batch that fails is retried row by row, and a row that
-// fails alone goes to the leased path below (one transaction per item).
 // Billing's answer for a round's new messages, asked on the call pool
 // while the round's transaction claims their turns and commits, instead of
 // after the commit: at 500 msgs/s the call took ~0.65 ms of a ~6 ms round,
@@ -325,6 +320,11 @@ typedef struct early_reserve {
 	bool started;
 } early_reserve;
 
+// The batch: one transaction (opened as tenant "*") locks up to `batch` due
+// rows (SKIP LOCKED: the locks are the lease, a crash rolls it all back and
+// frees them), parses them, and ingests every item and marks the rows done
+// in one statement. A batch that fails is retried row by row, and a row that
+// fails alone goes to the leased path below (one transaction per item).
 typedef struct inbox_batch {
 	msg_service *s;
 	pl_arena *a;
