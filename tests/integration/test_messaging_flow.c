@@ -1460,8 +1460,9 @@ test_burst_window(void **state)
 	                 1);
 	assert_int_equal(agent_calls - calls, 1);
 	// One message of usage for the burst: billing never heard of the
-	// merged ones (not early either: messaging asks billing for a round's
-	// new messages while it commits them, except a burst tenant's).
+	// merged ones. (This stack runs with the settings cache off, so no
+	// round asks billing before its commit here; test_messaging_real
+	// runs that path.)
 	assert_true(reserve_burst_head >= 1);
 	assert_int_equal(reserve_burst_rest, 0);
 	assert_int_equal(sqlv("SELECT count(*) FROM messaging.messages WHERE "
