@@ -337,6 +337,14 @@ typedef struct inbox_batch {
 
 static bool burst_window_known(msg_service *s, const char *tenant, int64_t *ms);
 
+// Whether a provider's message id is the message's key with billing
+// (reserve_key): there is one, and billing takes its length.
+static bool
+provider_key_ok(const char *id)
+{
+	return id != NULL && id[0] != '\0' && strlen(id) <= MSG_MAX_KEY;
+}
+
 static void
 early_fn(void *ctx, size_t i, pl_httpc *http)
 {
@@ -381,8 +389,7 @@ early_start(inbox_batch *x, const msg_ingest *in, const msg_ingested *out,
 		const char *key = in[i].item->provider_message_id;
 		if (in[i].item->kind != MSG_ITEM_MESSAGE || out[i].duplicate ||
 		    out[i].keyword || out[i].message_id[0] == '\0' ||
-		    key == NULL || key[0] == '\0' ||
-		    strlen(key) > MSG_MAX_KEY ||
+		    !provider_key_ok(key) ||
 		    !burst_window_known(x->s, in[i].tenant_id, &win) ||
 		    win != 0)
 			continue;
@@ -402,10 +409,8 @@ early_start(inbox_batch *x, const msg_ingest *in, const msg_ingested *out,
 static void
 early_wait(msg_service *s, early_reserve *e)
 {
-	if (e->started && e->n > 0)
+	if (e->n > 0) // the call was started (early_start)
 		pool_wait(s->workers, &e->job, NULL);
-	else
-		e->call_rv = PL_UNAVAILABLE; // nothing to use
 }
 
 static int
@@ -738,8 +743,7 @@ typedef struct reply_task {
 static const char *
 reserve_key(const msg_pending *pd)
 {
-	return pd->provider_message_id[0] &&
-	                       strlen(pd->provider_message_id) <= MSG_MAX_KEY
+	return provider_key_ok(pd->provider_message_id)
 	               ? pd->provider_message_id
 	               : pd->message_id;
 }
