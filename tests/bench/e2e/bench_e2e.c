@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <sodium.h>
 
 #include "fake_provider.h"
@@ -219,6 +220,85 @@ cmp64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+// BENCH_E2E_STAGES: where the time of a phase's messages went, from the
+// database's own clocks. A message's inbound row is written by the inbox
+// round that ingests it, its reply by the reply_finish statement, each
+// with created_at = the transaction's start, so each latency splits in
+// three: POST to the round's start (gateway, HandleWebhook, the wait for
+// an inbox worker), the round and the agent (ingest, claim, commit,
+// billing, agents) up to reply_finish, and reply_finish with the send.
+// Printed as means for the messages over 20 ms and for the others: one
+// stage that grows means a stall there, all three growing means the
+// cores were short (the twenty-ninth session's finding).
+#define STAGES 3
+static const char stages_sql[] =
+        "SELECT x.n, (extract(epoch FROM i.created_at) * 1e6)::int8, "
+        "(extract(epoch FROM o.created_at) * 1e6)::int8 "
+        "FROM messaging.messages i "
+        "CROSS JOIN LATERAL (SELECT CASE WHEN i.provider_message_id ~ "
+        "'^wamid\\.bench-[0-9]{1,9}$' THEN substr(i.provider_message_id, "
+        "13)::int END AS n) x "
+        "JOIN messaging.messages o ON o.tenant_id = i.tenant_id AND "
+        "o.channel_id = i.channel_id AND o.provider_message_id = "
+        "'wamid.b-' || x.n "
+        "WHERE i.direction = 'inbound' AND x.n BETWEEN $1::int AND $2::int";
+
+static void
+print_stages(int first, int last, int64_t wall_minus_mono)
+{
+	static const char *const names[STAGES] = { "POST to round",
+		                                   "round + agent",
+		                                   "reply + send" };
+	char url[PGH_URL_MAX], a[16], b[16];
+	const char *params[2] = { a, b };
+	double sum[2][STAGES] = { { 0 } };
+	int count[2] = { 0 };
+	PGconn *c;
+	PGresult *r;
+
+	snprintf(a, sizeof(a), "%d", first);
+	snprintf(b, sizeof(b), "%d", last - 1);
+	if (pgh_url(&S.pg, "postgres", "parley", url, sizeof(url)) != 0)
+		return;
+	c = PQconnectdb(url);
+	r = PQstatus(c) == CONNECTION_OK ? PQexecParams(c, stages_sql, 2, NULL,
+	                                                params, NULL, NULL, 0)
+	                                 : NULL;
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		fprintf(stderr, "stages: %s", PQerrorMessage(c));
+		goto out;
+	}
+	for (int k = 0; k < PQntuples(r); k++) {
+		int i = atoi(PQgetvalue(r, k, 0));
+		int64_t in = atoll(PQgetvalue(r, k, 1)),
+		        out = atoll(PQgetvalue(r, k, 2)), post, recv;
+		int slow;
+
+		if (i < first || i >= last || t_recv[i] == 0)
+			continue;
+		post = (t_post[i] + wall_minus_mono) / 1000;
+		recv = (t_recv[i] + wall_minus_mono) / 1000;
+		slow = recv - post > 20000;
+		sum[slow][0] += (double)(in - post);
+		sum[slow][1] += (double)(out - in);
+		sum[slow][2] += (double)(recv - out);
+		count[slow]++;
+	}
+	for (int g = 0; g < 2; g++) {
+		if (count[g] == 0)
+			continue;
+		fprintf(stderr, "stages, %5d messages %s 20 ms:", count[g],
+		        g ? "over " : "up to");
+		for (int k = 0; k < STAGES; k++)
+			fprintf(stderr, " %s %5.1f ms%s", names[k],
+			        sum[g][k] / count[g] / 1000.0,
+			        k + 1 < STAGES ? "," : "\n");
+	}
+out:
+	PQclear(r);
+	PQfinish(c);
+}
+
 static void
 run_rate(const char *what, double rate, int seconds, int threads)
 {
@@ -294,6 +374,14 @@ run_rate(const char *what, double rate, int seconds, int threads)
 			if (win[w] > 0)
 				fprintf(stderr, "slow %d.%d s: %d of %d\n",
 				        w / 10, w % 10, win[w], tot[w]);
+	}
+	if (getenv("BENCH_E2E_STAGES") != NULL) {
+		struct timespec wall;
+
+		clock_gettime(CLOCK_REALTIME, &wall);
+		print_stages(first, last,
+		             wall.tv_sec * 1000000000LL + wall.tv_nsec -
+		                     now_ns());
 	}
 	qsort(lat, (size_t)got, sizeof(*lat), cmp64);
 	{
