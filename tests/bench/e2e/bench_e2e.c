@@ -71,16 +71,18 @@ provider(const pl_http_req *req, pl_http_resp *resp, void *arg)
 	const char *to = json_string_value(json_object_get(j, "to"));
 	(void)arg;
 	if (to != NULL && strlen(to) == 11) {
-		i = atol(to + 2);
-		if (i >= 0 && i < MAX_MSGS && t_recv[i] == 0) {
-			t_recv[i] = now_ns();
+		long n = atol(to + 2);
+		if (n >= 0 && n < MAX_MSGS && t_recv[n] == 0) {
+			t_recv[n] = now_ns();
 			atomic_fetch_add(&received, 1);
+			i = n;
 		}
 	}
 	json_decref(j);
-	// The reply to message i gets the provider id wamid.b-<i>
-	// (BENCH_E2E_STAGES finds it by that); anything else a counter's.
-	if (i >= 0 && i < MAX_MSGS)
+	// The first reply to message i gets the provider id wamid.b-<i>
+	// (BENCH_E2E_STAGES finds it by that); anything else a counter's, so
+	// that no two sends share an id.
+	if (i >= 0)
 		snprintf(buf, sizeof(buf),
 		         "{\"messages\":[{\"id\":\"wamid.b-%ld\"}]}", i);
 	else
