@@ -22,7 +22,12 @@
 // autovacuum passes (tests/bench/messaging says why it matters).
 //
 // Every message comes from its own sender, so a reply names its message
-// ("to"). Traffic stays on 127.0.0.1; every loop is bounded in time.
+// ("to"): each is a new customer (contact, conversation, agent session).
+// BENCH_E2E_SENDERS=N sends message i from sender i % N instead, returning
+// customers with a history; a reply then goes to the sender's latest
+// message, so keep N / rate above the latencies (fixed rates only: at
+// "max" the backlog outlasts it). Traffic stays on 127.0.0.1; every loop
+// is bounded in time.
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -48,6 +53,10 @@
 static stack S;
 static int64_t *t_post, *t_recv; // ns, by message index
 static atomic_int next_msg;
+// BENCH_E2E_SENDERS=N: message i comes from sender i % N, whose message in
+// flight is sending[i % N] (0: every message from its own sender).
+static int senders;
+static atomic_int *sending;
 static atomic_int received;
 static char channel_id[64];
 
@@ -72,6 +81,9 @@ provider(const pl_http_req *req, pl_http_resp *resp, void *arg)
 	(void)arg;
 	if (to != NULL && strlen(to) == 11) {
 		long n = atol(to + 2);
+		if (senders > 0)
+			n = n >= 0 && n < senders ? atomic_load(&sending[n])
+			                          : -1;
 		if (n >= 0 && n < MAX_MSGS && t_recv[n] == 0) {
 			t_recv[n] = now_ns();
 			atomic_fetch_add(&received, 1);
@@ -140,7 +152,7 @@ post_one(load *l, hload *c, int i)
 	const char *hdrs[3] = { "Content-Type: application/json", sig, NULL };
 	long st = 0;
 	int n;
-	snprintf(from, sizeof(from), "34%09d", i);
+	snprintf(from, sizeof(from), "34%09d", senders > 0 ? i % senders : i);
 	n = snprintf(
 	        body, sizeof(body),
 	        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
@@ -157,6 +169,8 @@ post_one(load *l, hload *c, int i)
 	snprintf(sig, sizeof(sig), "X-Hub-Signature-256: %s", hex);
 	snprintf(path, sizeof(path), "/v1/webhooks/whatsapp/%s", channel_id);
 	t_post[i] = now_ns();
+	if (senders > 0)
+		atomic_store(&sending[i % senders], i);
 	if (c == NULL ||
 	    hload_do(c, "POST", path, hdrs, body, (size_t)n, &st, NULL) != 0 ||
 	    st != 200)
@@ -485,6 +499,15 @@ main(int argc, char **argv)
 		return 1;
 	t_post = calloc(MAX_MSGS, sizeof(*t_post));
 	t_recv = calloc(MAX_MSGS, sizeof(*t_recv));
+	if (getenv("BENCH_E2E_SENDERS") != NULL &&
+	    getenv("BENCH_E2E_SENDERS")[0] != '\0') {
+		senders = atoi(getenv("BENCH_E2E_SENDERS"));
+		if (senders < 1 || senders > MAX_MSGS) {
+			fprintf(stderr, "BENCH_E2E_SENDERS: 1..%d\n", MAX_MSGS);
+			return 2;
+		}
+		sending = calloc((size_t)senders, sizeof(*sending));
+	}
 	pc.bind = "127.0.0.1";
 	pc.threads = 4;
 	if (pl_httpd_start(&prov, &pc, provider, NULL) != 0)
