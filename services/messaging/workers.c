@@ -267,15 +267,15 @@ pool_wait(msg_workers *w, pool_job *j, pl_httpc *http)
 	pthread_mutex_unlock(&w->pmu);
 }
 
-// Runs fn(ctx, i) for i in [0, n) on the pool and the calling thread.
+// Runs fn(ctx, i) for i in [0, n) on the pool and the calling thread; a
+// single item on the calling thread alone.
 static void
 pool_run(msg_workers *w, pool_fn fn, void *ctx, size_t n, pl_httpc *http)
 {
 	pool_job j;
 
-	if (w == NULL || w->npool == 0 || n <= 1) {
-		for (size_t i = 0; i < n; i++)
-			fn(ctx, i, http);
+	if (n == 1) {
+		fn(ctx, 0, http);
 		return;
 	}
 	pool_start(w, &j, fn, ctx, n);

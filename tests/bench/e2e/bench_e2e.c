@@ -259,9 +259,8 @@ static const char stages_sql[] =
         "SELECT x.n, (extract(epoch FROM i.created_at) * 1e6)::int8, "
         "(extract(epoch FROM o.created_at) * 1e6)::int8 "
         "FROM messaging.messages i "
-        "CROSS JOIN LATERAL (SELECT CASE WHEN i.provider_message_id ~ "
-        "'^wamid\\.bench-[0-9]{1,9}$' THEN substr(i.provider_message_id, "
-        "13)::int END AS n) x "
+        "CROSS JOIN LATERAL (SELECT substring(i.provider_message_id FROM "
+        "'^wamid\\.bench-([0-9]{1,9})$')::int AS n) x "
         "JOIN messaging.messages o ON o.tenant_id = i.tenant_id AND "
         "o.channel_id = i.channel_id AND o.provider_message_id = "
         "'wamid.b-' || x.n "
@@ -669,6 +668,7 @@ main(int argc, char **argv)
 	pl_httpd_stop(prov);
 	free(t_post);
 	free(t_recv);
+	free(sending);
 	free(extra);
 	return rc == 0 ? 0 : 1;
 }
