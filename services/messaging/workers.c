@@ -298,16 +298,17 @@ cut_utf8(char *text, size_t max)
 	text[max] = '\0';
 }
 
-// Billing's answer for a round's new messages, asked on the call pool
-// while the round's transaction claims their turns and commits, instead of
-// after the commit: at 500 msgs/s the call took ~0.65 ms of a ~6 ms round,
-// and claim plus commit about as long. Asked only for what each turn would
-// reserve anyway with the same key (the provider's id): a new message, not
-// a duplicate, not a possible opt-out/opt-in keyword (engage_on_inbound
-// may end its turn without one), of a tenant without a burst window (a
-// burst reserves its head only). A message claimed later, behind an
-// earlier one of its conversation, reserves at its turn again and billing
-// answers that as the replay it is. The turns use the answers that match
+// Billing's answer for the turns a round claims, asked on the call pool
+// while the round's transaction commits, instead of after the commit.
+// Asked only for what each turn reserves anyway, with the same key
+// (reserve_key), and only for the claimed turns: each has nothing pending
+// before it in its conversation, so a conversation's messages are still
+// reserved in their order. (Until 2026-11-24 every new message of the
+// round was asked before the claim; a later round of the same
+// conversation on another worker could then reach billing first, and the
+// last message under a daily limit was not the one refused:
+// test_daily_quota under load.) Not for a tenant with a burst window: a
+// burst reserves its head only. The turns use the answers that match
 // their tenant and key; the rest reserve as before.
 typedef struct early_reserve {
 	pool_job job;
@@ -337,13 +338,7 @@ typedef struct inbox_batch {
 
 static bool burst_window_known(msg_service *s, const char *tenant, int64_t *ms);
 
-// Whether a provider's message id is the message's key with billing
-// (reserve_key): there is one, and billing takes its length.
-static bool
-provider_key_ok(const char *id)
-{
-	return id != NULL && id[0] != '\0' && strlen(id) <= MSG_MAX_KEY;
-}
+static const char *reserve_key(const msg_pending *pd);
 
 static void
 early_fn(void *ctx, size_t i, pl_httpc *http)
@@ -357,19 +352,18 @@ early_fn(void *ctx, size_t i, pl_httpc *http)
 	                                      e->n, &e->arena, e->rv, e->why);
 }
 
-// Starts the early reservation of a round's new messages (in[i], out[i]
-// for i < k), once even when the transaction is tried again. A tenant
-// whose burst window is not in the settings cache (it is read in a
-// transaction of its own, and this one is open) reserves after the
-// commit, as before, and fills the cache for the next rounds.
+// Starts the early reservation of the turns the round claimed (x->pds),
+// once even when the transaction is tried again. A tenant whose burst
+// window is not in the settings cache (it is read in a transaction of its
+// own, and this one is open) reserves after the commit, as before, and
+// fills the cache for the next rounds.
 static void
-early_start(inbox_batch *x, const msg_ingest *in, const msg_ingested *out,
-            size_t k)
+early_start(inbox_batch *x)
 {
 	early_reserve *e = x->early;
 	msg_workers *w = x->s->workers;
 	int64_t win;
-	size_t cap = x->nnew < MSG_RESERVE_BATCH ? x->nnew : MSG_RESERVE_BATCH;
+	size_t cap = x->npd < MSG_RESERVE_BATCH ? x->npd : MSG_RESERVE_BATCH;
 
 	if (e == NULL || e->started)
 		return;
@@ -385,16 +379,12 @@ early_start(inbox_batch *x, const msg_ingest *in, const msg_ingested *out,
 	if (e->tenants == NULL || e->keys == NULL || e->why == NULL ||
 	    e->rv == NULL)
 		return;
-	for (size_t i = 0; i < k && e->n < cap; i++) {
-		const char *key = in[i].item->provider_message_id;
-		if (in[i].item->kind != MSG_ITEM_MESSAGE || out[i].duplicate ||
-		    out[i].keyword || out[i].message_id[0] == '\0' ||
-		    !provider_key_ok(key) ||
-		    !burst_window_known(x->s, in[i].tenant_id, &win) ||
-		    win != 0)
+	for (size_t i = 0; i < x->npd && e->n < cap; i++) {
+		const msg_pending *pd = &x->pds[i];
+		if (!burst_window_known(x->s, pd->tenant_id, &win) || win != 0)
 			continue;
-		e->tenants[e->n] = pl_arena_strdup(&e->arena, in[i].tenant_id);
-		e->keys[e->n] = pl_arena_strdup(&e->arena, key);
+		e->tenants[e->n] = pl_arena_strdup(&e->arena, pd->tenant_id);
+		e->keys[e->n] = pl_arena_strdup(&e->arena, reserve_key(pd));
 		if (e->tenants[e->n] == NULL || e->keys[e->n] == NULL) {
 			e->n = 0;
 			return;
@@ -479,7 +469,6 @@ inbox_batch_fn(pl_db *db, void *arg)
 	for (size_t i = 0; i < k; i++)
 		if (in[i].item->kind == MSG_ITEM_MESSAGE && !out[i].duplicate)
 			x->nnew++;
-	early_start(x, in, out, k);
 	// The new messages' bot turns are taken here, in this transaction,
 	// when nothing is ahead of them in their conversation: the worker
 	// answers them next without a reply claim.
@@ -503,6 +492,8 @@ inbox_batch_fn(pl_db *db, void *arg)
 		rv = messaging_store_reply_claim_ids_tx(db, ts, ids, m,
 		                                        x->s->lease_ms, 10,
 		                                        x->a, &x->pds, &x->npd);
+		if (rv == PL_OK)
+			early_start(x);
 	}
 	return rv;
 }
@@ -743,7 +734,8 @@ typedef struct reply_task {
 static const char *
 reserve_key(const msg_pending *pd)
 {
-	return provider_key_ok(pd->provider_message_id)
+	return pd->provider_message_id[0] &&
+	                       strlen(pd->provider_message_id) <= MSG_MAX_KEY
 	               ? pd->provider_message_id
 	               : pd->message_id;
 }
