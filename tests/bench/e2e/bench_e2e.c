@@ -486,6 +486,7 @@ main(int argc, char **argv)
 	char token[256], admin[256], agent[64], path[256], body[1024], key[256],
 	        *list, *save = NULL, *r;
 	json_t *j;
+	const char *sv = getenv("BENCH_E2E_SENDERS");
 	int rc;
 
 	if (threads < 1 || threads > 64 || seconds < 1 || warm < 0 ||
@@ -496,16 +497,20 @@ main(int argc, char **argv)
 	}
 	if (sodium_init() < 0)
 		return 1;
-	t_post = calloc(MAX_MSGS, sizeof(*t_post));
-	t_recv = calloc(MAX_MSGS, sizeof(*t_recv));
-	if (getenv("BENCH_E2E_SENDERS") != NULL &&
-	    getenv("BENCH_E2E_SENDERS")[0] != '\0') {
-		senders = atoi(getenv("BENCH_E2E_SENDERS"));
+	if (sv != NULL && sv[0] != '\0') {
+		senders = atoi(sv);
 		if (senders < 1 || senders > MAX_MSGS) {
 			fprintf(stderr, "BENCH_E2E_SENDERS: 1..%d\n", MAX_MSGS);
 			return 2;
 		}
 		sending = calloc((size_t)senders, sizeof(*sending));
+	}
+	t_post = calloc(MAX_MSGS, sizeof(*t_post));
+	t_recv = calloc(MAX_MSGS, sizeof(*t_recv));
+	if (t_post == NULL || t_recv == NULL ||
+	    (senders > 0 && sending == NULL)) {
+		fprintf(stderr, "bench_e2e: out of memory\n");
+		return 1;
 	}
 	pc.bind = "127.0.0.1";
 	pc.threads = 4;
