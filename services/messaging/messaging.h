@@ -364,17 +364,28 @@ typedef struct msg_ingested {
 	char message_id[40], conversation_id[40], contact_id[40];
 	bool duplicate;
 	bool keyword; // engage_on_inbound was run for it
+	// Claimed for its bot turn by the insert itself (claim_lease_ms > 0;
+	// migration 023): a new customer's first message, in the conversation
+	// and with the contact this batch created. What the turn needs of them
+	// comes with it; owner "bot", no language and no history, as new rows
+	// have.
+	bool claimed;
+	char created_at[40], agent_id[40];
+	char contact_name[256], contact_phone[MSG_PHONE_MAX];
 } msg_ingested;
 
 // Items (messages and statuses, in arrival order, any tenants) and the
 // inbox rows they came from (marked done, with errors[i] when not NULL), in
 // ONE statement (messaging.ingest_batch), inside the caller's transaction;
 // opt-out keywords then go through engage_on_inbound in the same
-// transaction. out has n entries.
+// transaction. With claim_lease_ms > 0, a new customer's first message
+// (not a possible keyword) is claimed for its bot turn under that lease as
+// it is inserted (out[i].claimed); 0 claims nothing. out has n entries.
 int messaging_store_ingest_batch_tx(pl_db *db, const msg_ingest *in, size_t n,
                                     const msg_inbox_row *rows,
                                     const char *const *errors, size_t nrows,
-                                    pl_arena *a, msg_ingested *out);
+                                    int64_t claim_lease_ms, pl_arena *a,
+                                    msg_ingested *out);
 
 // Applies a status forward-only, or keeps it when the id is unknown.
 int messaging_store_apply_status(pl_db *db, const char *tenant_id,

@@ -596,18 +596,25 @@ ingest_item_json(const msg_ingest *in)
 }
 
 static void
-uuid_from(char out[40], json_t *o, const char *key)
+str_from(char *out, size_t len, json_t *o, const char *key)
 {
 	const char *s = json_string_value(json_object_get(o, key));
 
-	snprintf(out, 40, "%s", s ? s : "");
+	snprintf(out, len, "%s", s ? s : "");
+}
+
+static void
+uuid_from(char out[40], json_t *o, const char *key)
+{
+	str_from(out, 40, o, key);
 }
 
 int
 messaging_store_ingest_batch_tx(pl_db *db, const msg_ingest *in, size_t n,
                                 const msg_inbox_row *rows,
                                 const char *const *errors, size_t nrows,
-                                pl_arena *a, msg_ingested *out)
+                                int64_t claim_lease_ms, pl_arena *a,
+                                msg_ingested *out)
 {
 	json_t *p = json_object(), *items = json_array(), *inbox = json_array();
 	json_t *res = NULL;
@@ -626,6 +633,8 @@ messaging_store_ingest_batch_tx(pl_db *db, const msg_ingest *in, size_t n,
 	}
 	json_object_set_new(p, "items", items);
 	json_object_set_new(p, "inbox", inbox);
+	if (claim_lease_ms > 0)
+		json_object_set_new(p, "lease", json_integer(claim_lease_ms));
 	for (size_t i = 0; i < n; i++) {
 		json_t *o = ingest_item_json(&in[i]);
 		memset(&out[i], 0, sizeof(out[i]));
@@ -668,6 +677,16 @@ messaging_store_ingest_batch_tx(pl_db *db, const msg_ingest *in, size_t n,
 		uuid_from(out[i].contact_id, o, "ct");
 		out[i].duplicate = json_is_true(json_object_get(o, "dup"));
 		out[i].keyword = json_is_true(json_object_get(o, "kw"));
+		if (claim_lease_ms > 0 &&
+		    json_is_true(json_object_get(o, "cl"))) {
+			out[i].claimed = true;
+			uuid_from(out[i].created_at, o, "at");
+			uuid_from(out[i].agent_id, o, "ag");
+			str_from(out[i].contact_name,
+			         sizeof(out[i].contact_name), o, "nm");
+			str_from(out[i].contact_phone,
+			         sizeof(out[i].contact_phone), o, "ph");
+		}
 	}
 	// Opt-out/opt-in keywords (engagement), in the same transaction and
 	// under the message's tenant.
@@ -710,7 +729,7 @@ ingest_fn(pl_db *db, void *arg)
 	x->dup = false;
 	x->msg = NULL;
 	if ((rv = messaging_store_ingest_batch_tx(db, x->in, 1, NULL, NULL, 0,
-	                                          x->a, &o)) != PL_OK)
+	                                          0, x->a, &o)) != PL_OK)
 		return rv;
 	x->dup = o.duplicate;
 	{

@@ -403,6 +403,93 @@ early_wait(msg_service *s, early_reserve *e)
 		pool_wait(s->workers, &e->job, NULL);
 }
 
+// A claimed turn as ingest_batch answered it (out->claimed). False when
+// the arena is full.
+static bool
+pending_from_ingest(pl_arena *a, const msg_ingest *in, const msg_ingested *out,
+                    msg_pending *pd)
+{
+	memset(pd, 0, sizeof(*pd));
+	snprintf(pd->tenant_id, sizeof(pd->tenant_id), "%s", in->tenant_id);
+	snprintf(pd->message_id, sizeof(pd->message_id), "%s", out->message_id);
+	snprintf(pd->conversation_id, sizeof(pd->conversation_id), "%s",
+	         out->conversation_id);
+	snprintf(pd->channel_id, sizeof(pd->channel_id), "%s", in->channel_id);
+	snprintf(pd->contact_id, sizeof(pd->contact_id), "%s", out->contact_id);
+	snprintf(pd->provider_message_id, sizeof(pd->provider_message_id), "%s",
+	         in->item->provider_message_id);
+	snprintf(pd->owner, sizeof(pd->owner), "bot");
+	snprintf(pd->agent_id, sizeof(pd->agent_id), "%s", out->agent_id);
+	snprintf(pd->contact_name, sizeof(pd->contact_name), "%s",
+	         out->contact_name);
+	snprintf(pd->contact_phone, sizeof(pd->contact_phone), "%s",
+	         out->contact_phone);
+	snprintf(pd->created_at, sizeof(pd->created_at), "%s", out->created_at);
+	pd->text = pl_arena_strdup(a, in->item->text ? in->item->text : "");
+	return pd->text != NULL;
+}
+
+static int
+pending_order(const void *a, const void *b)
+{
+	// Ids are UUIDv7, monotonic in this process: arrival order.
+	return strcmp(((const msg_pending *)a)->message_id,
+	              ((const msg_pending *)b)->message_id);
+}
+
+// The round's bot turns: those ingest_batch claimed as it inserted them
+// (a new customer's first message), and those reply_claim_ids claims
+// (nothing pending before them in their conversation), in arrival order.
+static int
+inbox_claim(pl_db *db, inbox_batch *x, const msg_ingest *in,
+            const msg_ingested *out, size_t k)
+{
+	const char **ts = pl_arena_zalloc(x->a, x->nnew * sizeof(*ts));
+	const char **ids = pl_arena_zalloc(x->a, x->nnew * sizeof(*ids));
+	msg_pending *rest = NULL;
+	size_t m = 0, nrest = 0, ncl = 0;
+	int rv;
+
+	if (ts == NULL || ids == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	for (size_t i = 0; i < k && m + ncl < x->nnew; i++) {
+		if (in[i].item->kind != MSG_ITEM_MESSAGE || out[i].duplicate ||
+		    out[i].message_id[0] == '\0')
+			continue;
+		if (out[i].claimed) {
+			ncl++;
+			continue;
+		}
+		ts[m] = in[i].tenant_id;
+		ids[m] = out[i].message_id;
+		m++;
+	}
+	if ((rv = messaging_store_reply_claim_ids_tx(db, ts, ids, m,
+	                                             x->s->lease_ms, 10, x->a,
+	                                             &rest, &nrest)) != PL_OK)
+		return rv;
+	if (ncl == 0) {
+		x->pds = rest;
+		x->npd = nrest;
+		return PL_OK;
+	}
+	x->pds = pl_arena_zalloc(x->a, (ncl + nrest) * sizeof(*x->pds));
+	if (x->pds == NULL)
+		return PL_RESOURCE_EXHAUSTED;
+	for (size_t i = 0; i < k; i++)
+		if (in[i].item->kind == MSG_ITEM_MESSAGE && !out[i].duplicate &&
+		    out[i].claimed &&
+		    !pending_from_ingest(x->a, &in[i], &out[i],
+		                         &x->pds[x->npd++]))
+			return PL_RESOURCE_EXHAUSTED;
+	if (nrest > 0) {
+		memcpy(x->pds + x->npd, rest, nrest * sizeof(*rest));
+		x->npd += nrest;
+		qsort(x->pds, x->npd, sizeof(*x->pds), pending_order);
+	}
+	return PL_OK;
+}
+
 static int
 inbox_batch_fn(pl_db *db, void *arg)
 {
@@ -463,8 +550,9 @@ inbox_batch_fn(pl_db *db, void *arg)
 			k++;
 		}
 	}
-	if ((rv = messaging_store_ingest_batch_tx(
-	             db, in, k, rows, errs, x->nrows, x->a, out)) != PL_OK)
+	if ((rv = messaging_store_ingest_batch_tx(db, in, k, rows, errs,
+	                                          x->nrows, x->s->lease_ms,
+	                                          x->a, out)) != PL_OK)
 		return rv;
 	for (size_t i = 0; i < k; i++)
 		if (in[i].item->kind == MSG_ITEM_MESSAGE && !out[i].duplicate)
@@ -475,23 +563,7 @@ inbox_batch_fn(pl_db *db, void *arg)
 	x->pds = NULL;
 	x->npd = 0;
 	if (x->nnew > 0) {
-		const char **ts = pl_arena_zalloc(x->a, x->nnew * sizeof(*ts));
-		const char **ids =
-		        pl_arena_zalloc(x->a, x->nnew * sizeof(*ids));
-		size_t m = 0;
-		if (ts == NULL || ids == NULL)
-			return PL_RESOURCE_EXHAUSTED;
-		for (size_t i = 0; i < k && m < x->nnew; i++) {
-			if (in[i].item->kind != MSG_ITEM_MESSAGE ||
-			    out[i].duplicate || out[i].message_id[0] == '\0')
-				continue;
-			ts[m] = in[i].tenant_id;
-			ids[m] = out[i].message_id;
-			m++;
-		}
-		rv = messaging_store_reply_claim_ids_tx(db, ts, ids, m,
-		                                        x->s->lease_ms, 10,
-		                                        x->a, &x->pds, &x->npd);
+		rv = inbox_claim(db, x, in, out, k);
 		if (rv == PL_OK)
 			early_start(x);
 	}
