@@ -365,11 +365,13 @@ typedef struct msg_ingested {
 	bool duplicate;
 	bool keyword; // engage_on_inbound was run for it
 	// Claimed for its bot turn by the insert itself (claim_lease_ms > 0;
-	// migration 023): a new customer's first message, in the conversation
-	// and with the contact this batch created. What the turn needs of them
-	// comes with it; owner "bot", no language and no history, as new rows
-	// have.
+	// migration 023): nothing was pending before it in its conversation.
 	bool claimed;
+	// Claimed, and a new customer's first message (the contact and the
+	// conversation this batch made): what the turn needs came with it;
+	// owner "bot", no language and no history, as new rows have. Other
+	// claimed messages read it with messaging_store_reply_context_tx.
+	bool context;
 	char created_at[40], agent_id[40];
 	char contact_name[256], contact_phone[MSG_PHONE_MAX];
 } msg_ingested;
@@ -378,9 +380,10 @@ typedef struct msg_ingested {
 // inbox rows they came from (marked done, with errors[i] when not NULL), in
 // ONE statement (messaging.ingest_batch), inside the caller's transaction;
 // opt-out keywords then go through engage_on_inbound in the same
-// transaction. With claim_lease_ms > 0, a new customer's first message
-// (not a possible keyword) is claimed for its bot turn under that lease as
-// it is inserted (out[i].claimed); 0 claims nothing. out has n entries.
+// transaction. With claim_lease_ms > 0, a new message whose conversation
+// has nothing pending before it (and that is not a
+// possible keyword) is claimed for its bot turn under that lease as it is
+// inserted (out[i].claimed); 0 claims nothing. out has n entries.
 int messaging_store_ingest_batch_tx(pl_db *db, const msg_ingest *in, size_t n,
                                     const msg_inbox_row *rows,
                                     const char *const *errors, size_t nrows,
@@ -438,6 +441,13 @@ int messaging_store_reply_claim_ids_tx(pl_db *db, const char *const *tenants,
                                        int64_t lease_ms, int history,
                                        pl_arena *a, msg_pending **out,
                                        size_t *n);
+// What the bot turns of k messages ingest_batch claimed need (as
+// reply_claim_ids answers it, without claiming), in the caller's
+// transaction. *out in the arena.
+int messaging_store_reply_context_tx(pl_db *db, const char *const *tenants,
+                                     const char *const *ids, size_t k,
+                                     int history, pl_arena *a,
+                                     msg_pending **out, size_t *n);
 
 // The tenant's reply_burst_window_ms (0: off, or no settings row).
 int messaging_store_burst_window(pl_db *db, const char *tenant_id,

@@ -677,9 +677,10 @@ messaging_store_ingest_batch_tx(pl_db *db, const msg_ingest *in, size_t n,
 		uuid_from(out[i].contact_id, o, "ct");
 		out[i].duplicate = json_is_true(json_object_get(o, "dup"));
 		out[i].keyword = json_is_true(json_object_get(o, "kw"));
-		if (claim_lease_ms > 0 &&
-		    json_is_true(json_object_get(o, "cl"))) {
-			out[i].claimed = true;
+		out[i].claimed = claim_lease_ms > 0 &&
+		                 json_is_true(json_object_get(o, "cl"));
+		if (out[i].claimed && json_is_true(json_object_get(o, "cx"))) {
+			out[i].context = true;
 			uuid_from(out[i].created_at, o, "at");
 			uuid_from(out[i].agent_id, o, "ag");
 			str_from(out[i].contact_name,
@@ -1104,11 +1105,12 @@ messaging_store_reply_claim_batch(pl_db *db, int max, int64_t lease_ms,
 	return pending_rows(r, a, out, n);
 }
 
-int
-messaging_store_reply_claim_ids_tx(pl_db *db, const char *const *tenants,
-                                   const char *const *ids, size_t k,
-                                   int64_t lease_ms, int history, pl_arena *a,
-                                   msg_pending **out, size_t *n)
+// The turns of k messages (tenants[i], ids[i]) by sql, whose parameters
+// are the two id arrays, then history, then lease_ms when lease_ms >= 0.
+static int
+pending_of_ids(pl_db *db, const char *sql, const char *const *tenants,
+               const char *const *ids, size_t k, int64_t lease_ms, int history,
+               pl_arena *a, msg_pending **out, size_t *n)
 {
 	char lease[24], hist[16];
 	const char *p[4];
@@ -1127,19 +1129,39 @@ messaging_store_reply_claim_ids_tx(pl_db *db, const char *const *tenants,
 	p[1] = pl_db_array(a, ids, k);
 	if (p[0] == NULL || p[1] == NULL)
 		return PL_RESOURCE_EXHAUSTED;
-	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
 	snprintf(hist, sizeof(hist), "%d", history);
-	p[2] = lease;
-	p[3] = hist;
-	// In the caller's transaction (the inbox batch's): the claim commits
+	snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
+	p[2] = hist;
+	p[3] = lease;
+	// In the caller's transaction (the inbox batch's): a claim commits
 	// with the messages it claims.
-	rv = exec_ok(db,
-	             "SELECT * FROM messaging.reply_claim_ids($1::uuid[], "
-	             "$2::uuid[], $3::int, $4::int)",
-	             4, p, &r);
-	if (rv != PL_OK)
+	if ((rv = exec_ok(db, sql, lease_ms >= 0 ? 4 : 3, p, &r)) != PL_OK)
 		return rv;
 	return pending_rows(r, a, out, n);
+}
+
+int
+messaging_store_reply_claim_ids_tx(pl_db *db, const char *const *tenants,
+                                   const char *const *ids, size_t k,
+                                   int64_t lease_ms, int history, pl_arena *a,
+                                   msg_pending **out, size_t *n)
+{
+	return pending_of_ids(db,
+	                      "SELECT * FROM messaging.reply_claim_ids("
+	                      "$1::uuid[], $2::uuid[], $4::int, $3::int)",
+	                      tenants, ids, k, lease_ms, history, a, out, n);
+}
+
+int
+messaging_store_reply_context_tx(pl_db *db, const char *const *tenants,
+                                 const char *const *ids, size_t k, int history,
+                                 pl_arena *a, msg_pending **out, size_t *n)
+{
+	return pending_of_ids(
+	        db,
+	        "SELECT * FROM messaging.reply_context($1::uuid[], "
+	        "$2::uuid[], $3::int)",
+	        tenants, ids, k, -1, history, a, out, n);
 }
 
 // ---------------------------------------------------------------------------

@@ -437,56 +437,67 @@ pending_order(const void *a, const void *b)
 	              ((const msg_pending *)b)->message_id);
 }
 
-// The round's bot turns: those ingest_batch claimed as it inserted them
-// (a new customer's first message), and those reply_claim_ids claims
-// (nothing pending before them in their conversation), in arrival order.
+// The round's bot turns, in arrival order: those ingest_batch claimed as
+// it inserted them (what a new customer's first message needs came with
+// it; the others' is read with reply_context), and the possible keywords
+// reply_claim_ids claims when engage_on_inbound left them pending. A new
+// message ingest_batch did not claim has a message pending before it in
+// its conversation: the reply workers answer it after that one.
 static int
 inbox_claim(pl_db *db, inbox_batch *x, const msg_ingest *in,
             const msg_ingested *out, size_t k)
 {
 	const char **ts = pl_arena_zalloc(x->a, x->nnew * sizeof(*ts));
 	const char **ids = pl_arena_zalloc(x->a, x->nnew * sizeof(*ids));
-	msg_pending *rest = NULL;
-	size_t m = 0, nrest = 0, ncl = 0;
+	const char **cts = pl_arena_zalloc(x->a, x->nnew * sizeof(*cts));
+	const char **cids = pl_arena_zalloc(x->a, x->nnew * sizeof(*cids));
+	msg_pending *kw = NULL, *cx = NULL;
+	size_t m = 0, c = 0, nkw = 0, ncx = 0, nin = 0, seen = 0;
 	int rv;
 
-	if (ts == NULL || ids == NULL)
+	if (ts == NULL || ids == NULL || cts == NULL || cids == NULL)
 		return PL_RESOURCE_EXHAUSTED;
-	for (size_t i = 0; i < k && m + ncl < x->nnew; i++) {
-		if (in[i].item->kind != MSG_ITEM_MESSAGE || out[i].duplicate ||
-		    out[i].message_id[0] == '\0')
+	for (size_t i = 0; i < k && seen < x->nnew; i++) {
+		if (in[i].item->kind != MSG_ITEM_MESSAGE || out[i].duplicate)
 			continue;
-		if (out[i].claimed) {
-			ncl++;
+		seen++;
+		if (out[i].message_id[0] == '\0')
 			continue;
+		if (out[i].context) {
+			nin++;
+		} else if (out[i].claimed) {
+			cts[c] = in[i].tenant_id;
+			cids[c++] = out[i].message_id;
+		} else if (out[i].keyword) {
+			ts[m] = in[i].tenant_id;
+			ids[m++] = out[i].message_id;
 		}
-		ts[m] = in[i].tenant_id;
-		ids[m] = out[i].message_id;
-		m++;
 	}
 	if ((rv = messaging_store_reply_claim_ids_tx(db, ts, ids, m,
 	                                             x->s->lease_ms, 10, x->a,
-	                                             &rest, &nrest)) != PL_OK)
+	                                             &kw, &nkw)) != PL_OK ||
+	    (rv = messaging_store_reply_context_tx(db, cts, cids, c, 10, x->a,
+	                                           &cx, &ncx)) != PL_OK)
 		return rv;
-	if (ncl == 0) {
-		x->pds = rest;
-		x->npd = nrest;
+	if (nin + nkw + ncx == 0)
 		return PL_OK;
-	}
-	x->pds = pl_arena_zalloc(x->a, (ncl + nrest) * sizeof(*x->pds));
+	x->pds = pl_arena_zalloc(x->a, (nin + nkw + ncx) * sizeof(*x->pds));
 	if (x->pds == NULL)
 		return PL_RESOURCE_EXHAUSTED;
-	for (size_t i = 0; i < k; i++)
+	for (size_t i = 0; i < k && x->npd < nin; i++)
 		if (in[i].item->kind == MSG_ITEM_MESSAGE && !out[i].duplicate &&
-		    out[i].claimed &&
+		    out[i].context &&
 		    !pending_from_ingest(x->a, &in[i], &out[i],
 		                         &x->pds[x->npd++]))
 			return PL_RESOURCE_EXHAUSTED;
-	if (nrest > 0) {
-		memcpy(x->pds + x->npd, rest, nrest * sizeof(*rest));
-		x->npd += nrest;
+	if (nkw > 0)
+		memcpy(x->pds + x->npd, kw, nkw * sizeof(*kw));
+	x->npd += nkw;
+	if (ncx > 0)
+		memcpy(x->pds + x->npd, cx, ncx * sizeof(*cx));
+	x->npd += ncx;
+	if (x->npd > 1)
 		qsort(x->pds, x->npd, sizeof(*x->pds), pending_order);
-	}
 	return PL_OK;
 }
 

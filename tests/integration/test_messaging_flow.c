@@ -70,12 +70,49 @@ count_burst_key(const char *key)
 		__sync_fetch_and_add(&reserve_burst_rest, 1);
 }
 
+// What the fake agent was given for texts starting "ctx " (in order):
+// the contact, the conversation and the history, as
+// "name|phone|language|agent|conversation|turns", each turn "U:" or "A:"
+// and its text, separated by ";".
+static pthread_mutex_t ctx_mu = PTHREAD_MUTEX_INITIALIZER;
+static char ctx_seen[4][512];
+static int ctx_n;
+
+static void
+ctx_record(const Parley__Agents__V1__ReplyRequest *in)
+{
+	char turns[256] = "";
+	size_t len = 0;
+
+	if (in->text == NULL || strncmp(in->text, "ctx ", 4) != 0)
+		return;
+	for (size_t i = 0; i < in->n_history && len < sizeof(turns); i++)
+		len += (size_t)snprintf(
+		        turns + len, sizeof(turns) - len, "%s%s:%s",
+		        i > 0 ? ";" : "",
+		        in->history[i]->role ==
+		                        PARLEY__AGENTS__V1__MESSAGE_ROLE__MESSAGE_ROLE_USER
+		                ? "U"
+		                : "A",
+		        in->history[i]->content);
+	pthread_mutex_lock(&ctx_mu);
+	if (ctx_n < 4)
+		snprintf(ctx_seen[ctx_n++], sizeof(ctx_seen[0]),
+		         "%s|%s|%s|%s|%s|%s",
+		         in->contact ? in->contact->name : "-",
+		         in->contact ? in->contact->phone : "-",
+		         in->contact ? in->contact->language : "-",
+		         in->agent_id, in->conversation_id, turns);
+	pthread_mutex_unlock(&ctx_mu);
+}
+
 // The fake agent's answer: the text echoed; "human" hands over.
 static void
 echo(pl_call *call, const Parley__Agents__V1__ReplyRequest *in,
      Parley__Agents__V1__ReplyResponse *o)
 {
 	__sync_fetch_and_add(&agent_calls, 1);
+	ctx_record(in);
 	o->reply_text = pl_arena_printf(call->arena, "echo: %s", in->text);
 	if (strstr(in->text, "human") != NULL) {
 		o->handoff = true;
@@ -1304,6 +1341,56 @@ test_reply_batch(void **state)
 	assert_true(reserve_batch_calls > rcalls);
 }
 
+// What a turn is given: the contact, the conversation's agent and its last
+// turns. A new customer's first message is claimed by its own insert, which
+// answers what the turn needs (messaging migration 023); the next message
+// of the conversation is claimed by its insert too and read with
+// reply_context. Both must give the agent what reply_claim_ids gave.
+static void
+test_turn_context(void **state)
+{
+	char row[400], want[512];
+	char *b;
+
+	(void)state;
+	NEED();
+	FIXTURES();
+	b = wa_text("wamid.ctx1", "ctx one", "5511977770001");
+	assert_non_null(b);
+	assert_int_equal(wa_webhook(b, strlen(b), NULL), PL_OK);
+	free(b);
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE text = 'echo: ctx one' AND status = "
+	                          "'sent'",
+	                          1),
+	                 1);
+	b = wa_text("wamid.ctx2", "ctx two", "5511977770001");
+	assert_non_null(b);
+	assert_int_equal(wa_webhook(b, strlen(b), NULL), PL_OK);
+	free(b);
+	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
+	                          "WHERE text = 'echo: ctx two' AND status = "
+	                          "'sent'",
+	                          1),
+	                 1);
+	sqlv("SELECT k.name || '|' || coalesce(k.phone, '') || '|' || "
+	     "k.language || '|' || coalesce(c.agent_id::text, '') || '|' || "
+	     "c.id FROM messaging.contacts k JOIN messaging.conversations c ON "
+	     "c.tenant_id = k.tenant_id AND c.contact_id = k.id WHERE "
+	     "k.external_id = '5511977770001'",
+	     row, sizeof(row));
+	// A name from the fixture's profile, a phone, the channel's agent.
+	assert_true(row[0] != '\0' && row[0] != '|');
+	assert_non_null(strstr(row, "|" AGENT "|"));
+	pthread_mutex_lock(&ctx_mu);
+	assert_int_equal(ctx_n, 2);
+	snprintf(want, sizeof(want), "%s|", row);
+	assert_string_equal(ctx_seen[0], want);
+	snprintf(want, sizeof(want), "%s|U:ctx one;A:echo: ctx one", row);
+	assert_string_equal(ctx_seen[1], want);
+	pthread_mutex_unlock(&ctx_mu);
+}
+
 // Agents and billing services without ReplyBatch and ReserveUsageBatch (a
 // rolling deploy): they answer UNIMPLEMENTED and every turn is asked with
 // ReserveUsage and Reply. Last: messaging then stops asking for a minute.
@@ -2478,6 +2565,7 @@ main(void)
 		cmocka_unit_test(test_poison_item),
 		cmocka_unit_test(test_quota_refusal),
 		cmocka_unit_test(test_reply_batch),
+		cmocka_unit_test(test_turn_context),
 		cmocka_unit_test(test_burst_in_order),
 		cmocka_unit_test(test_burst_window),
 		cmocka_unit_test(test_auto_handback),

@@ -1,24 +1,26 @@
--- messaging 023: ingest_batch claims a new customer's first message for
--- its bot turn as it inserts it (issue 9's CPU a message).
+-- messaging 023: ingest_batch claims a new message for its bot turn as it
+-- inserts it (issue 9's CPU a message).
 --
 -- The inbox worker claimed its round's new messages with one more
 -- statement in the same transaction, reply_claim_ids (migration 008): for
 -- each message a locking read and a check that nothing is pending before
 -- it in its conversation, then an UPDATE writing the lease, joined with
 -- the conversation, the contact and the last turns. At 500 msgs/s through
--- the whole stack that was 366 us of PostgreSQL a round of ~2.4 messages
--- (pg_stat_statements). A message that made its contact and its
--- conversation just now needs none of it: nothing can be pending before
--- it, it has no history, its owner is the bot, its agent is the channel's,
--- and its contact's name and phone are the ones the batch wrote. So both
--- forms of ingest_batch now write such a message with its reply lease
--- (p->'lease', milliseconds; absent: nothing is claimed, as before) and
--- answer it with 'cl' and what the turn needs ('at': created_at, 'ag',
--- 'nm', 'ph'). The keyword check moves before the insert, since a message
--- that may be an opt-out keyword goes through engage_on_inbound first and
--- is not claimed here. Every other new message (a returning customer's,
--- the second of a sender in one batch) is still claimed by
--- reply_claim_ids. Same rows, same events, same answers otherwise.
+-- the whole stack that was 366-434 us of PostgreSQL a round of ~2.5
+-- messages (pg_stat_statements). Both forms of ingest_batch now make that
+-- check as they write the message (p->'lease', milliseconds; absent:
+-- nothing is claimed, as before) and write a message that passes it with
+-- its reply lease, answering 'cl'. The keyword check moves before the
+-- insert: a message that may be an opt-out keyword goes through
+-- engage_on_inbound first and is not claimed here (reply_claim_ids still
+-- claims it afterwards, when engage leaves it pending).
+--
+-- A new customer's first message (the contact and the conversation made
+-- by this batch) needs nothing read: no history, the owner is the bot, the
+-- agent is the channel's, the contact's name and phone are the ones
+-- written. The answer carries them ('cx', 'at': created_at, 'ag', 'nm',
+-- 'ph'). For the other claimed messages the caller reads them with
+-- reply_context (below), one read-only statement.
 --
 -- ingest_batch_items also writes a message's events with one INSERT
 -- instead of one or two calls of emit.
@@ -181,12 +183,17 @@ BEGIN
               WHERE coalesce(k.tx, '') <> '' AND length(k.tx) <= 64
               LIMIT 1) kw ON true),
     cv AS MATERIALIZED (
-      -- Claimed for its bot turn as it is inserted: a new customer's first
-      -- message (new contact, new conversation), as ingest_batch_items
-      -- decides it.
-      SELECT cv0.*, v_lease IS NOT NULL AND cv0.rw AND cv0.new AND cv0.ct IS NULL
-                    AND NOT cv0.kw AS cl
-        FROM cv0),
+      -- Claimed for its bot turn as it is inserted when nothing is pending
+      -- before it in its conversation and it cannot be a keyword (cl), as
+      -- ingest_batch_items decides it; with what the turn needs when its
+      -- contact and conversation are new (cx).
+      SELECT cv0.*, cl.cl, cl.cl AND cv0.new AND cv0.ct IS NULL AS cx
+        FROM cv0,
+        LATERAL (SELECT v_lease IS NOT NULL AND cv0.rw AND NOT cv0.kw
+                        AND (cv0.new OR NOT EXISTS (
+                              SELECT 1 FROM messaging.messages e
+                               WHERE e.tenant_id = cv0.t AND e.conversation_id = cv0.conv
+                                 AND e.reply_state = 'pending')) AS cl) cl),
     ic AS (
       INSERT INTO messaging.conversations (tenant_id, id, contact_id, channel_id, agent_id,
           message_count, last_inbound_at, last_activity_at)
@@ -220,16 +227,16 @@ BEGIN
              CASE WHEN x.dmid IS NOT NULL
                   THEN jsonb_build_object('mid', x.dmid, 't', x.t, 'ch', x.ch, 'cv', x.dcv,
                                           'dup', true, 'kw', false)
-                  WHEN cv.cl
+                  WHEN cv.cx
                   THEN jsonb_build_object('mid', cv.mid, 't', cv.t, 'ch', cv.ch,
                                           'cv', cv.conv, 'ct', cv.cid, 'dup', false,
-                                          'kw', false, 'cl', true,
+                                          'kw', false, 'cl', true, 'cx', true,
                                           'at', messaging.fmt_ts(now()),
                                           'ag', coalesce(nullif(cv.ag, '')::uuid::text, ''),
                                           'nm', coalesce(cv.nm, ''), 'ph', coalesce(cv.ph, ''))
                   ELSE jsonb_build_object('mid', cv.mid, 't', cv.t, 'ch', cv.ch,
                                           'cv', cv.conv, 'ct', cv.cid, 'dup', false,
-                                          'kw', cv.kw) END
+                                          'kw', cv.kw, 'cl', cv.cl) END
              ORDER BY x.o), '[]')
       INTO res
       FROM x
@@ -289,6 +296,7 @@ DECLARE
   k record;
   v_newk boolean;
   v_cl boolean;
+  v_cx boolean;
   v_lease bigint := (p->>'lease')::bigint;
 BEGIN
   PERFORM pg_advisory_xact_lock(h)
@@ -408,11 +416,17 @@ BEGIN
        LIMIT 1;
       v_kw := coalesce(v_kw, false);
     END IF;
-    -- Claimed for its bot turn as it is inserted: a new customer's first
-    -- message (the contact and the conversation made just now), not a
-    -- possible keyword. The caller answers it; nothing can be pending
-    -- before it in a conversation this item opened.
-    v_cl := v_lease IS NOT NULL AND (it->>'rw')::boolean AND v_new AND v_newk AND NOT v_kw;
+    -- Claimed for its bot turn as it is inserted when nothing is pending
+    -- before it in its conversation (nothing can be in one this item
+    -- opened) and it cannot be a keyword; the caller answers it. With what
+    -- the turn needs when the contact and the conversation were made just
+    -- now (v_cx).
+    v_cl := v_lease IS NOT NULL AND (it->>'rw')::boolean AND NOT v_kw
+            AND (v_new OR NOT EXISTS (
+                  SELECT 1 FROM messaging.messages e
+                   WHERE e.tenant_id = v_t AND e.conversation_id = v_conv
+                     AND e.reply_state = 'pending'));
+    v_cx := v_cl AND v_new AND v_newk;
     v_mid := (it->>'mid')::uuid;
     INSERT INTO messaging.messages (tenant_id, id, conversation_id, channel_id, direction, sender,
         type, text, media_url, media_mime_type, provider_message_id, status,
@@ -436,9 +450,9 @@ BEGIN
      WHERE e.k = 2 OR v_new
      ORDER BY e.k;
     res := res || (jsonb_build_object('mid', v_mid, 't', v_t, 'ch', v_ch, 'cv', v_conv,
-                                      'ct', v_contact, 'dup', false, 'kw', v_kw)
-                   || CASE WHEN v_cl
-                           THEN jsonb_build_object('cl', true, 'at', messaging.fmt_ts(now()),
+                                      'ct', v_contact, 'dup', false, 'kw', v_kw, 'cl', v_cl)
+                   || CASE WHEN v_cx
+                           THEN jsonb_build_object('cx', true, 'at', messaging.fmt_ts(now()),
                                   'ag', coalesce(nullif(it->>'ag', '')::uuid::text, ''),
                                   'nm', coalesce(it->>'nm', ''), 'ph', coalesce(it->>'ph', ''))
                            ELSE '{}' END);
@@ -449,5 +463,38 @@ BEGIN
     FROM jsonb_to_recordset(coalesce(p->'inbox', '[]')) AS x(t uuid, id uuid, err text)
    WHERE i.tenant_id = x.t AND i.id = x.id;
   RETURN res;
+END
+$$;
+
+-- What the bot turns of messages ingest_batch claimed need, when it did not
+-- answer it (a returning customer's message: the conversation's owner and
+-- agent, the contact as the batch left it, the last p_history turns): the
+-- read of reply_claim_ids without its claim, in the caller's transaction.
+CREATE FUNCTION messaging.reply_context(p_t uuid[], p_id uuid[], p_history int)
+RETURNS TABLE (tenant_id uuid, id uuid, conversation_id uuid, channel_id uuid,
+               provider_message_id text, text text, created_at text, owner text,
+               agent_id text, contact_id uuid, contact_name text, contact_phone text,
+               contact_language text, history text)
+LANGUAGE plpgsql
+  SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+  SET plan_cache_mode = force_generic_plan AS
+$$
+BEGIN
+  PERFORM set_config('parley.tenant_id', '*', true);
+  RETURN QUERY
+  SELECT m.tenant_id, m.id, m.conversation_id, m.channel_id,
+         coalesce(m.provider_message_id, ''), m.text, messaging.fmt_ts(m.created_at), cv.owner,
+         coalesce(cv.agent_id::text, ''), k.id, k.name, coalesce(k.phone, ''), k.language,
+         (SELECT coalesce(jsonb_agg(jsonb_build_array(h.direction, h.text,
+                                    messaging.fmt_ts(h.created_at)) ORDER BY h.id), '[]')::text
+            FROM (SELECT x.direction, x.text, x.created_at, x.id FROM messaging.messages x
+                   WHERE x.tenant_id = m.tenant_id AND x.conversation_id = m.conversation_id
+                     AND x.id < m.id AND x.text <> ''
+                   ORDER BY x.id DESC LIMIT p_history) h)
+    FROM messaging.messages m
+    JOIN messaging.conversations cv ON cv.tenant_id = m.tenant_id AND cv.id = m.conversation_id
+    JOIN messaging.contacts k ON k.tenant_id = cv.tenant_id AND k.id = cv.contact_id
+   WHERE (m.tenant_id, m.id) IN (SELECT * FROM unnest(p_t, p_id))
+   ORDER BY m.created_at, m.id;
 END
 $$;
