@@ -421,11 +421,14 @@ BEGIN
     -- opened) and it cannot be a keyword; the caller answers it. With what
     -- the turn needs when the contact and the conversation were made just
     -- now (v_cx).
-    v_cl := v_lease IS NOT NULL AND (it->>'rw')::boolean AND NOT v_kw
-            AND (v_new OR NOT EXISTS (
-                  SELECT 1 FROM messaging.messages e
-                   WHERE e.tenant_id = v_t AND e.conversation_id = v_conv
-                     AND e.reply_state = 'pending'));
+    -- (The check is a statement of its own, so it runs only when needed;
+    -- the rest are simple expressions.)
+    v_cl := v_lease IS NOT NULL AND (it->>'rw')::boolean AND NOT v_kw;
+    IF v_cl AND NOT v_new THEN
+      v_cl := NOT EXISTS (SELECT 1 FROM messaging.messages e
+                           WHERE e.tenant_id = v_t AND e.conversation_id = v_conv
+                             AND e.reply_state = 'pending');
+    END IF;
     v_cx := v_cl AND v_new AND v_newk;
     v_mid := (it->>'mid')::uuid;
     INSERT INTO messaging.messages (tenant_id, id, conversation_id, channel_id, direction, sender,
