@@ -381,9 +381,9 @@ typedef struct msg_ingested {
 // ONE statement (messaging.ingest_batch), inside the caller's transaction;
 // opt-out keywords then go through engage_on_inbound in the same
 // transaction. With claim_lease_ms > 0, a new message whose conversation
-// has nothing pending before it (and that is not a
-// possible keyword) is claimed for its bot turn under that lease as it is
-// inserted (out[i].claimed); 0 claims nothing. out has n entries.
+// has nothing pending before it, and that is not a possible keyword, is
+// claimed for its bot turn under that lease as it is inserted
+// (out[i].claimed); 0 claims nothing. out has n entries.
 int messaging_store_ingest_batch_tx(pl_db *db, const msg_ingest *in, size_t n,
                                     const msg_inbox_row *rows,
                                     const char *const *errors, size_t nrows,
