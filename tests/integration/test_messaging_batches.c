@@ -479,8 +479,9 @@ test_ingest_batch_matches_items(void **state)
 			        json_pack("{s:O, s:[]}", "items", ia, "inbox");
 			json_t *pb =
 			        json_pack("{s:O, s:[]}", "items", ib, "inbox");
-			// Two rounds in three claim new customers' first
-			// messages as they are inserted (migration 023).
+			// Two rounds in three claim the new messages with
+			// nothing pending before them as they are inserted
+			// (migration 023).
 			if (round % 3 != 0) {
 				json_object_set_new(pa, "lease",
 				                    json_integer(60000));
