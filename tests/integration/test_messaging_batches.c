@@ -514,6 +514,63 @@ test_ingest_batch_matches_items(void **state)
 	assert_true(closed_turns >= 1);
 }
 
+// reply_claim_ids (the inbox worker's claim of possible keywords) claims
+// the oldest pending message of each conversation, leases it, and answers
+// what its turn needs exactly as reply_context (the read for the messages
+// ingest_batch claimed) answers it.
+static void
+test_claim_ids_reads_context(void **state)
+{
+	char *ctx, *claimed, *leased;
+	int got = -1, all = -2;
+	static const char rows[] =
+	        "SELECT coalesce(string_agg(r::text, E'\\n' ORDER BY r.id), "
+	        "'') "
+	        "FROM (SELECT array_agg(id) AS ids, array_agg(tenant_id) AS ts "
+	        "FROM cand) c, ";
+
+	(void)state;
+	if (!up)
+		skip();
+	assert_true(exec_ok("BEGIN"));
+	assert_true(exec_ok(
+	        "CREATE TEMP TABLE cand ON COMMIT DROP AS SELECT tenant_id, id "
+	        "FROM (SELECT DISTINCT ON (conversation_id) tenant_id, id, "
+	        "reply_lease_until FROM messaging.messages WHERE tenant_id = "
+	        "'" TA
+	        "' AND reply_state = 'pending' ORDER BY conversation_id, "
+	        "created_at, id) m WHERE reply_lease_until IS NULL"));
+	ctx = query1(
+	        pl_arena_printf(&h.arena,
+	                        "%smessaging.reply_context(c.ts, c.ids, 10) r",
+	                        rows),
+	        NULL);
+	claimed = query1(
+	        pl_arena_printf(
+	                &h.arena,
+	                "%smessaging.reply_claim_ids(c.ts, c.ids, 60000, "
+	                "10) r",
+	                rows),
+	        NULL);
+	leased = query1("SELECT count(*) FILTER (WHERE m.reply_lease_until > "
+	                "now()) || '/' || count(*) FROM cand JOIN "
+	                "messaging.messages m USING (tenant_id, id)",
+	                NULL);
+	assert_true(exec_ok("ROLLBACK"));
+	assert_non_null(ctx);
+	assert_non_null(claimed);
+	assert_non_null(leased);
+	assert_true(ctx[0] != '\0');
+	assert_string_equal(claimed, ctx);
+	// Every candidate claimed and leased.
+	assert_int_equal(sscanf(leased, "%d/%d", &got, &all), 2);
+	assert_true(all > 0);
+	assert_int_equal(got, all);
+	free(ctx);
+	free(claimed);
+	free(leased);
+}
+
 // Pending messages of A (the same ids in B): one a conversation, as the
 // reply claim takes them, or the oldest ones whatever their conversation.
 static PGresult *
@@ -781,6 +838,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ingest_batch_matches_items),
+		cmocka_unit_test(test_claim_ids_reads_context),
 		cmocka_unit_test(test_reply_and_delivery_match_items),
 		cmocka_unit_test(test_value_checks),
 	};

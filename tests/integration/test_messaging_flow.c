@@ -1355,24 +1355,24 @@ test_turn_context(void **state)
 	(void)state;
 	NEED();
 	FIXTURES();
-	b = wa_text("wamid.ctx1", "ctx one", "5511977770001");
-	assert_non_null(b);
-	assert_int_equal(wa_webhook(b, strlen(b), NULL), PL_OK);
-	free(b);
-	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
-	                          "WHERE text = 'echo: ctx one' AND status = "
-	                          "'sent'",
-	                          1),
-	                 1);
-	b = wa_text("wamid.ctx2", "ctx two", "5511977770001");
-	assert_non_null(b);
-	assert_int_equal(wa_webhook(b, strlen(b), NULL), PL_OK);
-	free(b);
-	assert_int_equal(wait_for("SELECT count(*) FROM messaging.messages "
-	                          "WHERE text = 'echo: ctx two' AND status = "
-	                          "'sent'",
-	                          1),
-	                 1);
+	// Each message answered before the next is posted.
+	for (int i = 0; i < 2; i++) {
+		const char *text = i == 0 ? "ctx one" : "ctx two";
+		b = wa_text(i == 0 ? "wamid.ctx1" : "wamid.ctx2", text,
+		            "5511977770001");
+		assert_non_null(b);
+		assert_int_equal(wa_webhook(b, strlen(b), NULL), PL_OK);
+		free(b);
+		assert_int_equal(
+		        wait_for(pl_arena_printf(
+		                         &h.arena,
+		                         "SELECT count(*) FROM "
+		                         "messaging.messages WHERE text = "
+		                         "'echo: %s' AND status = 'sent'",
+		                         text),
+		                 1),
+		        1);
+	}
 	sqlv("SELECT k.name || '|' || coalesce(k.phone, '') || '|' || "
 	     "k.language || '|' || coalesce(c.agent_id::text, '') || '|' || "
 	     "c.id FROM messaging.contacts k JOIN messaging.conversations c ON "
