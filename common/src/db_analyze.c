@@ -126,6 +126,7 @@ analyzer_main(void *arg)
 {
 	pl_db_analyzer *a = arg;
 
+	pthread_setname_np(pthread_self(), "db-analyzer");
 	pthread_mutex_lock(&a->mu);
 	while (!a->stop) {
 		struct timespec ts;

@@ -368,6 +368,7 @@ relay_main(void *arg)
 	int64_t last_gc = 0;
 	int full = batch_rows(&r->cfg);
 
+	pthread_setname_np(pthread_self(), "outbox-relay");
 	pl_arena_init(&a, 0, 64u << 20);
 	for (;;) {
 		bool busy = false;

@@ -761,6 +761,8 @@ conn_main(void *arg)
 	conn *c = arg;
 	pl_rpc_server *s = c->s;
 
+	pthread_setname_np(pthread_self(), "rpc-conn");
+
 	for (;;) {
 		const uint8_t *req;
 		size_t len, n;
@@ -834,6 +836,8 @@ accept_main(void *arg)
 	acceptor *a = arg;
 	pl_rpc_server *s = a->s;
 	nng_aio *aio;
+
+	pthread_setname_np(pthread_self(), "rpc-accept");
 
 	if (nng_aio_alloc(&aio, NULL, NULL) != 0) {
 		pl_error("%s: could not accept connections: out of memory",

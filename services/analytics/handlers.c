@@ -1318,6 +1318,7 @@ job_main(void *arg)
 	analytics_state *st = arg;
 	pl_db *db = pl_db_open(st->database_url);
 
+	pthread_setname_np(pthread_self(), "analytics-job");
 	pthread_mutex_lock(&st->mu);
 	while (!st->stopping) {
 		pthread_mutex_unlock(&st->mu);

@@ -100,6 +100,7 @@ jobs_main(void *arg)
 	struct billing_jobs *j = arg;
 	pl_db *db = pl_db_open(j->st->database_url);
 
+	pthread_setname_np(pthread_self(), "billing-jobs");
 	pthread_mutex_lock(&j->mtx);
 	while (!j->stop) {
 		struct timespec ts;

@@ -304,6 +304,7 @@ keeper_main(void *arg)
 	pl_db *db = pl_db_open(b->database_url);
 	bool stop = false;
 
+	pthread_setname_np(pthread_self(), "lease-keeper");
 	while (!stop) {
 		struct timespec ts;
 		int64_t now = pl_now_ns();

@@ -417,6 +417,7 @@ sender_main(void *arg)
 	pl_db *db = pl_db_open(s->database_url);
 	pl_arena a;
 
+	pthread_setname_np(pthread_self(), "msg-campaign");
 	pl_arena_init(&a, 0, 1 << 20);
 	while (!g.stop) {
 		int n;

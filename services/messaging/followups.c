@@ -734,6 +734,7 @@ fu_main(void *arg)
 	pl_arena a;
 	int64_t poll = s->poll_ms > 0 ? s->poll_ms : 200;
 
+	pthread_setname_np(pthread_self(), "msg-followups");
 	// Follow-ups are due in minutes: a poll of at least a second is
 	// plenty, unless the service polls slower.
 	if (poll < 1000)

@@ -1368,6 +1368,7 @@ oh_main(void *arg)
 	pl_arena a;
 	int64_t poll = s->poll_ms > 0 ? s->poll_ms : 200;
 
+	pthread_setname_np(pthread_self(), "msg-webhooks");
 	pl_arena_init(&a, 0, 1 << 20);
 	while (!og.stop) {
 		uint64_t seen;

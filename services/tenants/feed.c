@@ -145,6 +145,7 @@ feed_main(void *arg)
 	int64_t last_prune = tenants_mono_ms();
 	bool failing = false;
 
+	pthread_setname_np(pthread_self(), "tenants-feed");
 	pthread_mutex_lock(&f->mtx);
 	while (!f->stop) {
 		pthread_mutex_unlock(&f->mtx);

@@ -29,7 +29,9 @@
 // "max" the backlog outlasts it). Traffic stays on 127.0.0.1; every loop
 // is bounded in time.
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,6 +435,97 @@ typedef struct reader {
 	long ok, bad;
 } reader;
 
+// The machine's speed, measured in the same run. The same build's figures
+// move with the VM's cores from one run to the next (the 500/s p99 doubles
+// with 10 % more CPU a message), so each run says what it ran on:
+// - compute: SHA-256 of 1 KiB on one thread, ns each (the cores' speed);
+// - wake-up: two threads on two different cores passing a byte back and
+//   forth through pipes, us a round trip (two cross-core wake-ups, the
+//   cost every request between two processes pays twice).
+typedef struct {
+	int in, out, n;
+	int cpu;
+} bounce;
+
+static void *
+bounce_main(void *arg)
+{
+	bounce *b = arg;
+	char c;
+
+	if (b->cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(b->cpu, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	for (int i = 0; i < b->n; i++)
+		if (read(b->in, &c, 1) != 1 || write(b->out, &c, 1) != 1)
+			break;
+	return NULL;
+}
+
+static void
+machine_speed(const char *when)
+{
+	unsigned char buf[1024], h[crypto_hash_sha256_BYTES];
+	int ab[2] = { -1, -1 }, ba[2] = { -1, -1 }, n = 20000, done = 0;
+	long hashes = 0;
+	int64_t t0, t1;
+	double wake_us = -1;
+	bounce echo;
+	pthread_t th;
+	char c = 'x';
+	bool ok;
+
+	memset(buf, 7, sizeof(buf));
+	t0 = now_ns();
+	do {
+		for (int i = 0; i < 1000; i++)
+			crypto_hash_sha256(h, buf, sizeof(buf));
+		buf[0] = h[0];
+		hashes += 1000;
+		t1 = now_ns();
+	} while (t1 - t0 < 300000000);
+	ok = sysconf(_SC_NPROCESSORS_ONLN) >= 2 && pipe(ab) == 0;
+	if (ok && pipe(ba) != 0) {
+		close(ab[0]);
+		close(ab[1]);
+		ok = false;
+	}
+	echo = (bounce){ ab[0], ba[1], n, 1 };
+	if (ok && pthread_create(&th, NULL, bounce_main, &echo) == 0) {
+		cpu_set_t set, old;
+		int64_t w0;
+		// This thread on core 0 (the load threads it starts later
+		// get its old mask back), the echo on core 1.
+		pthread_getaffinity_np(pthread_self(), sizeof(old), &old);
+		CPU_ZERO(&set);
+		CPU_SET(0, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+		w0 = now_ns();
+		for (; done < n; done++)
+			if (write(ab[1], &c, 1) != 1 || read(ba[0], &c, 1) != 1)
+				break;
+		if (done == n)
+			wake_us = (double)(now_ns() - w0) / 1e3 / n;
+		pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
+		close(ab[1]); // an echo still reading sees the end
+		ab[1] = -1;
+		pthread_join(th, NULL);
+	}
+	if (ok) {
+		close(ab[0]);
+		if (ab[1] >= 0)
+			close(ab[1]);
+		close(ba[0]);
+		close(ba[1]);
+	}
+	printf("machine %s: compute %.0f ns a SHA-256 of 1 KiB, wake-up "
+	       "%.1f us a round trip between two cores\n",
+	       when, (t1 - t0) / (double)hashes, wake_us);
+}
+
 static void *
 reader_main(void *arg)
 {
@@ -595,6 +688,7 @@ main(int argc, char **argv)
 	printf("bench_e2e: %d s per rate, %d load threads, warm %d, stack at "
 	       "%s\n",
 	       seconds, threads, warm, S.base_url);
+	machine_speed("before");
 	// Warm-up, not in the figures: every service's workers open their
 	// database connections and PostgreSQL plans their functions on
 	// first use (tens of ms each), which a running deployment has done.
@@ -622,6 +716,7 @@ main(int argc, char **argv)
 	}
 	free(list);
 
+	machine_speed("after");
 	printf("peak RSS (VmHWM):\n");
 	for (int i = 0; i < S.n; i++)
 		printf("  %-10s %6ld KiB\n", S.procs[i].name,
