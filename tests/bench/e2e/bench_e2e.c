@@ -4,7 +4,9 @@
 // provider receiver on loopback that timestamps each reply. Prints, per
 // rate: messages posted and answered, msgs/s sustained, p50/p99 from the
 // POST to the provider receiving the reply; then each process's peak RSS;
-// then GET /v1/conversations?limit=20 with an API key, req/s.
+// then GET /v1/conversations?limit=20 with an API key, req/s. Before and
+// after the rates it prints the machine's speed (machine_speed), which
+// moves from one run to the next on a VM.
 //
 // The webhooks and the GETs go through a minimal keep-alive client
 // (tests/lib/hload), one connection per load thread, so that the load
@@ -716,7 +718,6 @@ main(int argc, char **argv)
 	}
 	free(list);
 
-	machine_speed("after");
 	printf("peak RSS (VmHWM):\n");
 	for (int i = 0; i < S.n; i++)
 		printf("  %-10s %6ld KiB\n", S.procs[i].name,
@@ -732,6 +733,8 @@ main(int argc, char **argv)
 		printf("idle, 2 s:\n");
 		cpu_print(&c0, &c1, 2000, "ms idle");
 	}
+	// After the rates and their backlog, before the GETs.
+	machine_speed("after");
 
 	j = must(201, "POST", "/v1/api-keys", token,
 	         "{\"name\":\"bench\",\"scopes\":[\"conversations:read\"]}");
