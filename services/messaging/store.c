@@ -681,7 +681,8 @@ messaging_store_ingest_batch_tx(pl_db *db, const msg_ingest *in, size_t n,
 		                 json_is_true(json_object_get(o, "cl"));
 		if (out[i].claimed && json_is_true(json_object_get(o, "cx"))) {
 			out[i].context = true;
-			uuid_from(out[i].created_at, o, "at");
+			str_from(out[i].created_at, sizeof(out[i].created_at),
+			         o, "at");
 			uuid_from(out[i].agent_id, o, "ag");
 			str_from(out[i].contact_name,
 			         sizeof(out[i].contact_name), o, "nm");
