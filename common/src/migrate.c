@@ -638,10 +638,13 @@ out_free:
 //
 // Each file is tokenized (comments dropped; strings, dollar-quoted bodies
 // and quoted identifiers kept whole) and split into statements on ';'. A
-// few statement shapes are recognised: CREATE TABLE (its columns), ALTER
-// TABLE actions, DROP TABLE and DROP SCHEMA. What a file creates it may
-// change freely; what an earlier file created is released and may only
-// grow.
+// few statement shapes are recognised: CREATE TABLE (its columns and
+// their one-word types), CREATE DOMAIN, ALTER TABLE actions, DROP TABLE
+// and DROP SCHEMA. What a file creates it may change freely; what an
+// earlier file created is released and may only grow. One change of type
+// is not a change for readers and writers and is allowed: a column moved
+// to a domain over the very type it had (text to a domain over text), with
+// no USING.
 
 enum tok_kind { T_WORD, T_QIDENT, T_STRING, T_NUM, T_PUNCT, T_SEMI };
 
@@ -887,6 +890,7 @@ out_oom:
 
 typedef struct lcol {
 	char *name;
+	char *type; // a one-word type as written ("text"), else NULL
 	size_t file;
 } lcol;
 
@@ -899,11 +903,22 @@ typedef struct ltable {
 	size_t ncols, capcols;
 } ltable;
 
+// CREATE DOMAIN name AS base: a column may move from its type to a domain
+// over that same type (the values, their wire format and the text they
+// read as do not change; the domain's checks replace the table's).
+typedef struct ldomain {
+	char *schema; // NULL when the file did not qualify the name
+	char *name;
+	char *base; // one word, or NULL when the base type is more
+} ldomain;
+
 typedef struct lint {
 	const pl_migration *m;
 	size_t cur; // the file being read
 	ltable *tables;
 	size_t ntables, captables;
+	ldomain *domains;
+	size_t ndomains, capdomains;
 	char *err;
 	size_t errlen;
 	bool failed; // a violation or OOM was reported
@@ -921,11 +936,19 @@ lint_free(lint *l)
 		ltable *t = &l->tables[i];
 		free(t->schema);
 		free(t->name);
-		for (size_t j = 0; j < t->ncols; j++)
+		for (size_t j = 0; j < t->ncols; j++) {
 			free(t->cols[j].name);
+			free(t->cols[j].type);
+		}
 		free(t->cols);
 	}
 	free(l->tables);
+	for (size_t i = 0; i < l->ndomains; i++) {
+		free(l->domains[i].schema);
+		free(l->domains[i].name);
+		free(l->domains[i].base);
+	}
+	free(l->domains);
 }
 
 static void
@@ -978,8 +1001,10 @@ remove_table(lint *l, ltable *t)
 {
 	free(t->schema);
 	free(t->name);
-	for (size_t j = 0; j < t->ncols; j++)
+	for (size_t j = 0; j < t->ncols; j++) {
 		free(t->cols[j].name);
+		free(t->cols[j].type);
+	}
 	free(t->cols);
 	size_t i = (size_t)(t - l->tables);
 	memmove(t, t + 1, (l->ntables - i - 1) * sizeof(*t));
@@ -1025,7 +1050,7 @@ find_col(ltable *t, const char *name)
 }
 
 static void
-add_col(lint *l, ltable *t, const char *name)
+add_col(lint *l, ltable *t, const char *name, const char *type)
 {
 	if (find_col(t, name) != NULL)
 		return;
@@ -1039,12 +1064,14 @@ add_col(lint *l, ltable *t, const char *name)
 		t->cols = nc;
 		t->capcols = ncap;
 	}
-	char *n = strdup(name);
-	if (n == NULL) {
+	char *n = strdup(name), *ty = type != NULL ? strdup(type) : NULL;
+	if (n == NULL || (type != NULL && ty == NULL)) {
+		free(n);
+		free(ty);
 		lint_oom(l);
 		return;
 	}
-	t->cols[t->ncols++] = (lcol){ .name = n, .file = l->cur };
+	t->cols[t->ncols++] = (lcol){ .name = n, .type = ty, .file = l->cur };
 }
 
 // A statement: tokens [b, e) of the file's list, e at its ';'.
@@ -1108,6 +1135,26 @@ read_qname(const stmt *s, size_t *i, qname *q)
 	q->schema = np > 1 ? parts[np - 2] : NULL;
 	*i = j;
 	return true;
+}
+
+// The type at i when it is one bare word ("text", "uuid", "bigint"); NULL
+// for anything longer ("double precision", "varchar(20)", "text[]",
+// "timestamp with time zone", a qualified name), which the lint does not
+// compare.
+static const char *
+simple_type(const stmt *s, size_t i, size_t e)
+{
+	static const char *const more[] = { "varying", "precision", "with",
+		                            "without", NULL };
+	if (i >= e || s->v[i].kind != T_WORD)
+		return NULL;
+	if (is_punct(s, i + 1, '(') || is_punct(s, i + 1, '[') ||
+	    is_punct(s, i + 1, '.'))
+		return NULL;
+	for (int k = 0; more[k] != NULL; k++)
+		if (is_word(s, i + 1, more[k]))
+			return NULL;
+	return s->v[i].text;
 }
 
 // Position of the ')' closing the '(' at i, or s->e.
@@ -1177,7 +1224,7 @@ lint_create_table(lint *l, const stmt *s, size_t i)
 		if (is_word(s, j, "like"))
 			t->cols_known = false; // copies columns we cannot see
 		else if (j < ie && is_ident(s, j) && !constraint_word(s, j))
-			add_col(l, t, s->v[j].text);
+			add_col(l, t, s->v[j].text, simple_type(s, j + 1, ie));
 		j = ie + 1;
 	}
 }
@@ -1293,7 +1340,65 @@ lint_add(lint *l, const stmt *s, size_t i, size_t e, ltable *t, const qname *q)
 		        disp(q), name, disp(q), l->m[t->file].name);
 		return;
 	}
-	add_col(l, t, name);
+	add_col(l, t, name, simple_type(s, i + 1, e));
+}
+
+// CREATE DOMAIN name [AS] type ..., i just past DOMAIN.
+static void
+lint_create_domain(lint *l, const stmt *s, size_t i)
+{
+	qname q;
+	if (!read_qname(s, &i, &q))
+		return;
+	if (is_word(s, i, "as"))
+		i++;
+	const char *base = simple_type(s, i, s->e);
+	if (l->ndomains == l->capdomains) {
+		size_t ncap = l->capdomains ? l->capdomains * 2 : 8;
+		ldomain *nd = realloc(l->domains, ncap * sizeof(*nd));
+		if (nd == NULL) {
+			lint_oom(l);
+			return;
+		}
+		l->domains = nd;
+		l->capdomains = ncap;
+	}
+	ldomain d = {
+		.schema = q.schema != NULL ? strdup(q.schema) : NULL,
+		.name = strdup(q.name),
+		.base = base != NULL ? strdup(base) : NULL,
+	};
+	if (d.name == NULL || (q.schema != NULL && d.schema == NULL) ||
+	    (base != NULL && d.base == NULL)) {
+		free(d.schema);
+		free(d.name);
+		free(d.base);
+		lint_oom(l);
+		return;
+	}
+	l->domains[l->ndomains++] = d;
+}
+
+// Whether ALTER COLUMN c TYPE, with the type at i and the action ending
+// at e, only moves c to a domain over the type c was created with: a
+// known domain, no USING, and the same one-word base type.
+static bool
+retype_to_own_domain(const lint *l, const stmt *s, size_t i, size_t e,
+                     const lcol *c)
+{
+	qname q;
+	if (c == NULL || c->type == NULL || !read_qname(s, &i, &q))
+		return false;
+	for (size_t j = i; j < e; j++)
+		if (is_word(s, j, "using"))
+			return false;
+	for (size_t k = l->ndomains; k-- > 0;) {
+		const ldomain *d = &l->domains[k];
+		if (strcmp(d->name, q.name) == 0 &&
+		    schema_matches(d->schema, q.schema))
+			return d->base != NULL && strcmp(d->base, c->type) == 0;
+	}
+	return false;
 }
 
 static void
@@ -1324,6 +1429,7 @@ lint_alter_action(lint *l, const stmt *s, size_t i, size_t e, ltable *t,
 		lcol *col = find_col(t, c);
 		if (col != NULL) {
 			free(col->name);
+			free(col->type);
 			*col = t->cols[--t->ncols];
 		}
 		return;
@@ -1341,10 +1447,13 @@ lint_alter_action(lint *l, const stmt *s, size_t i, size_t e, ltable *t,
 		const char *what = NULL;
 		if (is_word(s, k, "type") ||
 		    (is_word(s, k, "set") && is_word(s, k + 1, "data") &&
-		     is_word(s, k + 2, "type")))
+		     is_word(s, k + 2, "type"))) {
+			size_t ty = is_word(s, k, "type") ? k + 1 : k + 3;
+			if (retype_to_own_domain(l, s, ty, e, find_col(t, c)))
+				return;
 			what = "changes the type of";
-		else if (is_word(s, k, "set") && is_word(s, k + 1, "not") &&
-		         is_word(s, k + 2, "null"))
+		} else if (is_word(s, k, "set") && is_word(s, k + 1, "not") &&
+		           is_word(s, k + 2, "null"))
 			what = "sets NOT NULL on";
 		if (what == NULL)
 			return;
@@ -1455,6 +1564,8 @@ lint_stmt(lint *l, const stmt *s)
 			i++;
 		if (is_word(s, i, "table"))
 			lint_create_table(l, s, i + 1);
+		else if (is_word(s, i, "domain"))
+			lint_create_domain(l, s, i + 1);
 	} else if (is_word(s, i, "alter") && is_word(s, i + 1, "table")) {
 		lint_alter_table(l, s, i + 2);
 	} else if (is_word(s, i, "drop") && is_word(s, i + 1, "table")) {

@@ -135,6 +135,68 @@ test_change_type(void **state)
 	            "created in 001_init.sql");
 }
 
+// A column moved to a domain over its own type: allowed; anything near it
+// is not.
+static void
+test_retype_to_own_domain(void **state)
+{
+	(void)state;
+	assert_int_equal(
+	        lint("001_init.sql", INIT, "002_x.sql",
+	             "CREATE DOMAIN app.phone_e164 AS text CHECK (VALUE ~ "
+	             "'^[+][0-9]+$');\n"
+	             "ALTER TABLE contacts ALTER COLUMN phone TYPE "
+	             "app.phone_e164;\n"
+	             "ALTER TABLE contacts ALTER \"Email\" SET DATA TYPE "
+	             "phone_e164;",
+	             NULL),
+	        0);
+	// Declared in an earlier file, without AS.
+	assert_int_equal(lint("001_init.sql",
+	                      INIT "CREATE DOMAIN phone_e164 text;",
+	                      "002_x.sql",
+	                      "ALTER TABLE contacts ALTER phone TYPE "
+	                      "phone_e164;",
+	                      NULL),
+	                 0);
+	static const char *const bad[] = {
+		// another base type
+		"CREATE DOMAIN d AS varchar; "
+		"ALTER TABLE contacts ALTER COLUMN phone TYPE d;",
+		// a base type the lint does not compare
+		"CREATE DOMAIN d AS varchar(20); "
+		"ALTER TABLE contacts ALTER COLUMN phone TYPE d;",
+		// USING rewrites the values
+		"CREATE DOMAIN d AS text; "
+		"ALTER TABLE contacts ALTER COLUMN phone TYPE d USING "
+		"lower(phone);",
+		// no such domain, or one of another schema
+		"ALTER TABLE contacts ALTER COLUMN phone TYPE d;",
+		"CREATE DOMAIN a.d AS text; "
+		"ALTER TABLE contacts ALTER COLUMN phone TYPE b.d;",
+		// a domain over uuid for a text column
+		"CREATE DOMAIN d AS uuid; "
+		"ALTER TABLE contacts ALTER COLUMN phone TYPE d;",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int rc = lint("001_init.sql", INIT, "002_x.sql", bad[i], NULL);
+		expect_violation(rc, "002_x.sql:1: changes the type of column "
+		                     "contacts.phone created in 001_init.sql");
+	}
+	// A column whose type is more than one word is never compared.
+	expect_violation(
+	        lint("001_init.sql",
+	             "CREATE TABLE t (tenant_id uuid, at timestamp with time "
+	             "zone);",
+	             "002_x.sql",
+	             "CREATE DOMAIN d AS timestamp; ALTER TABLE t ALTER at "
+	             "TYPE "
+	             "d;",
+	             NULL),
+	        "002_x.sql:1: changes the type of column t.at created in "
+	        "001_init.sql");
+}
+
 static void
 test_set_not_null(void **state)
 {
@@ -345,6 +407,7 @@ main(void)
 		cmocka_unit_test(test_drop_table),
 		cmocka_unit_test(test_rename),
 		cmocka_unit_test(test_change_type),
+		cmocka_unit_test(test_retype_to_own_domain),
 		cmocka_unit_test(test_set_not_null),
 		cmocka_unit_test(test_add_not_null_without_default),
 		cmocka_unit_test(test_columns_added_later_are_released_too),
