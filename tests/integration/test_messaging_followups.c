@@ -711,6 +711,101 @@ test_followups(void **state)
 	}
 }
 
+// Several messages of one conversation in one statement: the follow-up
+// trigger runs once a statement (migration 026) and must leave what one
+// call a row, in the rows' order, left.
+static void
+mk_msgs(const char *conv, const char *first, const char *second,
+        char second_id[40])
+{
+	char id[2][40], row[2][512];
+	const char *who[2] = { first, second };
+	for (int i = 0; i < 2; i++) {
+		bool in = strcmp(who[i], "contact") == 0;
+		pl_uuid7_str(id[i]);
+		snprintf(row[i], sizeof(row[i]),
+		         "('%s', '%s', '%s', '%s', '%s', '%s', %s, 'text', "
+		         "'hi', '%s')",
+		         T1, id[i], conv, C_WA, in ? "inbound" : "outbound",
+		         who[i], in ? "NULL" : "'" AG "'",
+		         in ? "received" : "sent");
+	}
+	assert_int_equal(sqlf("INSERT INTO messaging.messages (tenant_id, id, "
+	                      "conversation_id, channel_id, direction, sender, "
+	                      "agent_id, type, text, status) VALUES %s, %s",
+	                      row[0], row[1]),
+	                 0);
+	strcpy(second_id, id[1]);
+}
+
+static long
+fu_count(const char *conv, const char *status, const char *reason)
+{
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM messaging.followups WHERE "
+	         "conversation_id = '%.36s' AND status = '%s'%s%s%s",
+	         conv, status, reason ? " AND reason = '" : "",
+	         reason ? reason : "", reason ? "'" : "");
+	return sqlv(sql, NULL, 0);
+}
+
+static void
+test_followups_one_statement(void **state)
+{
+	(void)state;
+	NEED();
+	char conv[40], rule[40], bot[40], anchor[256];
+
+	pl_uuid7_str(rule);
+	assert_int_equal(
+	        sqlf("INSERT INTO messaging.followup_rules (tenant_id, "
+	             "id, name, delay_minutes, text) VALUES ('%s', "
+	             "'%s', 'one statement', 30, 'Still there?')",
+	             T1, rule),
+	        0);
+	mk_conv("Stmt", "1 minute", false, conv);
+
+	// The bot's message starts a chain, the customer's answer after it
+	// cancels it: nothing pending, one canceled as replied.
+	mk_msgs(conv, "bot", "contact", bot);
+	assert_int_equal(fu_count(conv, "pending", NULL), 0);
+	assert_int_equal(fu_count(conv, "canceled", "replied"), 1);
+
+	// The other way round: the chain follows the bot's message.
+	mk_msgs(conv, "contact", "bot", bot);
+	assert_int_equal(fu_count(conv, "pending", NULL), 1);
+	assert_int_equal(fu_count(conv, "canceled", NULL), 1);
+	snprintf(anchor, sizeof(anchor),
+	         "SELECT anchor_message_id FROM messaging.followups WHERE "
+	         "conversation_id = '%s' AND status = 'pending'",
+	         conv);
+	sqlv(anchor, anchor, sizeof(anchor));
+	assert_string_equal(anchor, bot);
+
+	// A person's reply and then the bot's: the person cancels the chain,
+	// the bot starts a new one.
+	mk_msgs(conv, "human", "bot", bot);
+	assert_int_equal(fu_count(conv, "canceled", "human"), 1);
+	assert_int_equal(fu_count(conv, "pending", NULL), 1);
+
+	// With no active rule (the tenant's are switched off): the answer
+	// cancels the chain and the bot's message after it starts none; then,
+	// with nothing pending, nothing is written at all.
+	assert_int_equal(sqlf("UPDATE messaging.followup_rules SET is_active = "
+	                      "false WHERE tenant_id = '%s'",
+	                      T1),
+	                 0);
+	mk_msgs(conv, "contact", "bot", bot);
+	assert_int_equal(fu_count(conv, "canceled", "replied"), 2);
+	assert_int_equal(fu_count(conv, "pending", NULL), 0);
+	long before = sqlv("SELECT count(*) FROM messaging.followups", NULL, 0);
+	mk_msgs(conv, "bot", "contact", bot);
+	assert_int_equal(
+	        sqlv("SELECT count(*) FROM messaging.followups", NULL, 0),
+	        before);
+}
+
 // ---------------------------------------------------------------------------
 // Webhooks
 
@@ -1140,6 +1235,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_followups),
+		cmocka_unit_test(test_followups_one_statement),
 		cmocka_unit_test(test_webhooks),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
