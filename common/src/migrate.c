@@ -1381,17 +1381,15 @@ lint_create_domain(lint *l, const stmt *s, size_t i)
 
 // Whether ALTER COLUMN c TYPE, with the type at i and the action ending
 // at e, only moves c to a domain over the type c was created with: a
-// known domain, no USING, and the same one-word base type.
+// known domain named alone (no USING, COLLATE or array brackets after
+// it), over the same one-word base type.
 static bool
 retype_to_own_domain(const lint *l, const stmt *s, size_t i, size_t e,
                      const lcol *c)
 {
 	qname q;
-	if (c == NULL || c->type == NULL || !read_qname(s, &i, &q))
+	if (c == NULL || c->type == NULL || !read_qname(s, &i, &q) || i != e)
 		return false;
-	for (size_t j = i; j < e; j++)
-		if (is_word(s, j, "using"))
-			return false;
 	for (size_t k = l->ndomains; k-- > 0;) {
 		const ldomain *d = &l->domains[k];
 		if (strcmp(d->name, q.name) == 0 &&

@@ -170,6 +170,11 @@ test_retype_to_own_domain(void **state)
 		"CREATE DOMAIN d AS text; "
 		"ALTER TABLE contacts ALTER COLUMN phone TYPE d USING "
 		"lower(phone);",
+		// an array of the domain, another collation
+		"CREATE DOMAIN d AS text; "
+		"ALTER TABLE contacts ALTER COLUMN phone TYPE d[];",
+		"CREATE DOMAIN d AS text; "
+		"ALTER TABLE contacts ALTER COLUMN phone TYPE d COLLATE \"C\";",
 		// no such domain, or one of another schema
 		"ALTER TABLE contacts ALTER COLUMN phone TYPE d;",
 		"CREATE DOMAIN a.d AS text; "
