@@ -327,22 +327,31 @@ mk_conv(const char *name, const char *ago, bool opted_out, char conv[40])
 	                 0);
 }
 
+#define MSG_INSERT                                                             \
+	"INSERT INTO messaging.messages (tenant_id, id, conversation_id, "     \
+	"channel_id, direction, sender, agent_id, type, text, status) VALUES "
+
+// The VALUES row of a message in conv, with a new id: "contact"
+// (inbound), else outbound from sender ("bot", "human").
+static void
+msg_row(char *out, size_t len, const char *conv, const char *sender,
+        char id[40])
+{
+	bool in = strcmp(sender, "contact") == 0;
+	pl_uuid7_str(id);
+	snprintf(out, len,
+	         "('%s', '%s', '%s', '%s', '%s', '%s', %s, 'text', 'hi', '%s')",
+	         T1, id, conv, C_WA, in ? "inbound" : "outbound", sender,
+	         in ? "NULL" : "'" AG "'", in ? "received" : "sent");
+}
+
 // A message in conv by SQL: "bot" (outbound) or "contact" (inbound).
 static void
 mk_msg(const char *conv, const char *sender)
 {
-	char id[40];
-	bool in = strcmp(sender, "contact") == 0;
-	pl_uuid7_str(id);
-	assert_int_equal(sqlf("INSERT INTO messaging.messages (tenant_id, id, "
-	                      "conversation_id, channel_id, direction, sender, "
-	                      "agent_id, type, text, status) VALUES ('%s', "
-	                      "'%s', '%s', '%s', '%s', '%s', %s, 'text', 'hi', "
-	                      "'%s')",
-	                      T1, id, conv, C_WA, in ? "inbound" : "outbound",
-	                      sender, in ? "NULL" : "'" AG "'",
-	                      in ? "received" : "sent"),
-	                 0);
+	char id[40], row[512];
+	msg_row(row, sizeof(row), conv, sender, id);
+	assert_int_equal(sqlf(MSG_INSERT "%s", row), 0);
 }
 
 static void
@@ -719,22 +728,9 @@ mk_msgs(const char *conv, const char *first, const char *second,
         char second_id[40])
 {
 	char id[2][40], row[2][512];
-	const char *who[2] = { first, second };
-	for (int i = 0; i < 2; i++) {
-		bool in = strcmp(who[i], "contact") == 0;
-		pl_uuid7_str(id[i]);
-		snprintf(row[i], sizeof(row[i]),
-		         "('%s', '%s', '%s', '%s', '%s', '%s', %s, 'text', "
-		         "'hi', '%s')",
-		         T1, id[i], conv, C_WA, in ? "inbound" : "outbound",
-		         who[i], in ? "NULL" : "'" AG "'",
-		         in ? "received" : "sent");
-	}
-	assert_int_equal(sqlf("INSERT INTO messaging.messages (tenant_id, id, "
-	                      "conversation_id, channel_id, direction, sender, "
-	                      "agent_id, type, text, status) VALUES %s, %s",
-	                      row[0], row[1]),
-	                 0);
+	msg_row(row[0], sizeof(row[0]), conv, first, id[0]);
+	msg_row(row[1], sizeof(row[1]), conv, second, id[1]);
+	assert_int_equal(sqlf(MSG_INSERT "%s, %s", row[0], row[1]), 0);
 	strcpy(second_id, id[1]);
 }
 
