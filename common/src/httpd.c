@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -36,6 +37,10 @@ struct pl_httpd {
 	void *arg;
 	size_t max_body;
 	bool handle_too_large;
+	bool deferrable;
+	// Orders a deferred request's suspension (its handler's thread) and
+	// its finish (any thread): whichever comes second acts.
+	pthread_mutex_t defer_mu;
 };
 
 // The state of one request, from its headers to its completion.
@@ -46,6 +51,14 @@ typedef struct request {
 	size_t discarded; // bytes dropped after the body passed max_body
 	bool too_large;
 	char remote_ip[INET6_ADDRSTRLEN];
+	// A deferred answer (pl_http_defer): the response waiting for
+	// pl_http_finish, and where the connection stands.
+	pl_httpd *d;
+	struct MHD_Connection *conn;
+	pl_http_resp dresp;
+	bool deferred;  // the handler deferred; dresp holds the response
+	bool suspended; // MHD_suspend_connection done, resume not yet
+	bool finished;  // pl_http_finish called
 } request;
 
 static const char too_large_msg[] = "request body too large\n";
@@ -166,6 +179,7 @@ resp_fini(pl_http_resp *r)
 		free(r->headers[i][0]);
 		free(r->headers[i][1]);
 	}
+	memset(r, 0, sizeof(*r)); // a second call frees nothing
 }
 
 static enum MHD_Result
@@ -234,47 +248,34 @@ body_append(request *rq, size_t max_body, const char *data, size_t n)
 	return true;
 }
 
+// Queues resp (status, headers, body) on conn and frees its parts.
 static enum MHD_Result
-run_handler(pl_httpd *d, struct MHD_Connection *conn, const char *url,
-            const char *method, request *rq)
+queue_resp(struct MHD_Connection *conn, const char *method, pl_http_resp *resp)
 {
-	pl_http_req req = { 0 };
-	pl_http_resp resp = { 0 };
 	struct MHD_Response *mr;
 	enum MHD_Result rv;
 	unsigned status;
 
-	client_ip(conn, rq->remote_ip, sizeof(rq->remote_ip));
-	req.method = method;
-	req.path = url;
-	req.too_large = rq->too_large;
-	req.body = rq->len > 0 && !rq->too_large ? rq->body : NULL;
-	req.body_len = rq->too_large ? 0 : rq->len;
-	req.remote_ip = rq->remote_ip;
-	req.conn_ = conn;
-
-	d->handler(&req, &resp, d->arg);
-
-	if (resp.n_headers < 0 || resp.n_headers > PL_HTTP_MAX_HEADERS) {
+	if (resp->n_headers < 0 || resp->n_headers > PL_HTTP_MAX_HEADERS) {
 		// Paths stay out of logs: some carry webhook secrets.
 		pl_error("handler of a %s request set a bad header count %d",
-		         method, resp.n_headers);
-		resp.n_headers = 0; // cannot know which pointers are real
-		resp_fini(&resp);
+		         method, resp->n_headers);
+		resp->n_headers = 0; // cannot know which pointers are real
+		resp_fini(resp);
 		return queue_static(conn, 500, internal_msg);
 	}
-	status = resp.status == 0 ? 200 : (unsigned)resp.status;
-	if (resp.status < 0 || status < 100 || status > 599) {
+	status = resp->status == 0 ? 200 : (unsigned)resp->status;
+	if (resp->status < 0 || status < 100 || status > 599) {
 		pl_error("handler of a %s request set a bad status %d", method,
-		         resp.status);
-		resp_fini(&resp);
+		         resp->status);
+		resp_fini(resp);
 		return queue_static(conn, 500, internal_msg);
 	}
-	if (resp.body != NULL && resp.body_len > 0) {
+	if (resp->body != NULL && resp->body_len > 0) {
 		mr = MHD_create_response_from_buffer_with_free_callback(
-		        resp.body_len, resp.body, free);
+		        resp->body_len, resp->body, free);
 		if (mr != NULL) {
-			resp.body = NULL; // owned by the response now
+			resp->body = NULL; // owned by the response now
 		}
 	} else {
 		mr = MHD_create_response_from_buffer(0, (void *)"",
@@ -284,12 +285,12 @@ run_handler(pl_httpd *d, struct MHD_Connection *conn, const char *url,
 		pl_error("could not create response to a %s request: out of "
 		         "memory",
 		         method);
-		resp_fini(&resp);
+		resp_fini(resp);
 		return MHD_NO;
 	}
-	for (int i = 0; i < resp.n_headers; i++) {
-		const char *n = resp.headers[i][0];
-		const char *v = resp.headers[i][1];
+	for (int i = 0; i < resp->n_headers; i++) {
+		const char *n = resp->headers[i][0];
+		const char *v = resp->headers[i][1];
 		if (n == NULL || v == NULL ||
 		    MHD_add_response_header(mr, n, v) != MHD_YES) {
 			// MHD refuses CR/LF and headers it owns itself.
@@ -300,8 +301,89 @@ run_handler(pl_httpd *d, struct MHD_Connection *conn, const char *url,
 	}
 	rv = MHD_queue_response(conn, status, mr);
 	MHD_destroy_response(mr);
-	resp_fini(&resp);
+	resp_fini(resp);
 	return rv;
+}
+
+static enum MHD_Result
+run_handler(pl_httpd *d, struct MHD_Connection *conn, const char *url,
+            const char *method, request *rq)
+{
+	pl_http_req req = { 0 };
+	pl_http_resp resp = { 0 };
+	bool wait;
+
+	client_ip(conn, rq->remote_ip, sizeof(rq->remote_ip));
+	req.method = method;
+	req.path = url;
+	req.too_large = rq->too_large;
+	req.body = rq->len > 0 && !rq->too_large ? rq->body : NULL;
+	req.body_len = rq->too_large ? 0 : rq->len;
+	req.remote_ip = rq->remote_ip;
+	req.conn_ = conn;
+	req.rq_ = rq;
+	rq->d = d;
+	rq->conn = conn;
+
+	d->handler(&req, &resp, d->arg);
+
+	if (!rq->deferred)
+		return queue_resp(conn, method, &resp);
+	resp_fini(&resp); // anything set after pl_http_defer
+	// Finished already (by another thread, while the handler ran): sent
+	// now. Otherwise the connection waits for pl_http_finish.
+	pthread_mutex_lock(&d->defer_mu);
+	wait = !rq->finished;
+	if (wait) {
+		MHD_suspend_connection(conn);
+		rq->suspended = true;
+	}
+	pthread_mutex_unlock(&d->defer_mu);
+	if (wait)
+		return MHD_YES;
+	return queue_resp(conn, method, &rq->dresp);
+}
+
+pl_http_deferred *
+pl_http_defer(const pl_http_req *req, pl_http_resp *resp)
+{
+	request *rq = req != NULL ? req->rq_ : NULL;
+
+	if (rq == NULL || resp == NULL || rq->deferred || !rq->d->deferrable)
+		return NULL;
+	rq->dresp = *resp;
+	memset(resp, 0, sizeof(*resp));
+	rq->deferred = true;
+	return (pl_http_deferred *)rq;
+}
+
+pl_http_resp *
+pl_http_deferred_resp(pl_http_deferred *p)
+{
+	return p != NULL ? &((request *)p)->dresp : NULL;
+}
+
+void
+pl_http_finish(pl_http_deferred *p)
+{
+	request *rq = (request *)p;
+	pl_httpd *d;
+	struct MHD_Connection *conn = NULL;
+
+	if (rq == NULL)
+		return;
+	d = rq->d;
+	pthread_mutex_lock(&d->defer_mu);
+	rq->finished = true;
+	if (rq->suspended) {
+		rq->suspended = false;
+		conn = rq->conn;
+	}
+	pthread_mutex_unlock(&d->defer_mu);
+	// MHD calls on_request for it again, which sends dresp; rq may be
+	// gone once this returns.
+	if (conn != NULL)
+		MHD_resume_connection(conn);
 }
 
 static enum MHD_Result
@@ -313,6 +395,12 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	request *rq = *con_cls;
 
 	(void)version;
+	if (rq != NULL && rq->deferred) {
+		// Resumed by pl_http_finish.
+		if (!rq->finished)
+			return MHD_YES;
+		return queue_resp(conn, method, &rq->dresp);
+	}
 	if (rq == NULL) {
 		const char *cl;
 		unsigned long long n;
@@ -386,6 +474,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	(void)conn;
 	(void)toe;
 	if (rq != NULL) {
+		resp_fini(&rq->dresp);
 		free(rq->body);
 		free(rq);
 		*con_cls = NULL;
@@ -455,6 +544,10 @@ pl_httpd_start(pl_httpd **out, const pl_httpd_config *cfg, pl_http_handler h,
 	d->arg = arg;
 	d->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
 	d->handle_too_large = cfg->handle_too_large;
+	d->deferrable = cfg->deferrable;
+	if (d->deferrable)
+		flags |= MHD_ALLOW_SUSPEND_RESUME;
+	pthread_mutex_init(&d->defer_mu, NULL);
 
 	// MHD_USE_ERROR_LOG stays off: MHD's messages may quote requests.
 	d->mhd = MHD_start_daemon(
@@ -468,6 +561,7 @@ pl_httpd_start(pl_httpd **out, const pl_httpd_config *cfg, pl_http_handler h,
 	if (d->mhd == NULL) {
 		pl_error("could not start http server on %s port %u", bind,
 		         (unsigned)cfg->port);
+		pthread_mutex_destroy(&d->defer_mu);
 		free(d);
 		return -1;
 	}
@@ -494,5 +588,6 @@ pl_httpd_stop(pl_httpd *d)
 		return;
 	}
 	MHD_stop_daemon(d->mhd);
+	pthread_mutex_destroy(&d->defer_mu);
 	free(d);
 }

@@ -39,6 +39,8 @@ static pl_cfg_entry table[] = {
 	  "budget of one RPC" },
 	{ "PARLEY_WEBCHAT_POLL_MAX", PL_CFG_DURATION, "25s", 0, 25000, NULL,
 	  "longest web-chat long-poll" },
+	{ "PARLEY_WEBCHAT_MAX_WAITING", PL_CFG_INT, "1000", 0, 100000, NULL,
+	  "web-chat long-polls waiting at once (each holds a connection)" },
 	{ "PARLEY_AUTH_CACHE_TTL", PL_CFG_DURATION, "1000ms", 0, 1000, NULL,
 	  "longest life of a cached Authenticate answer (0: no cache)" },
 	{ "PARLEY_LOG_LEVEL", PL_CFG_STRING, "info", 0, 0, NULL,
@@ -66,6 +68,7 @@ gw_config_table(gw_config *c)
 		&c->timeout_s,
 		&c->rpc_timeout,
 		&c->poll_max,
+		&c->max_waiting,
 		&c->auth_ttl,
 		&c->log_level,
 	};
@@ -126,8 +129,6 @@ gw_open(gw **out, const gw_config *cfg)
 		g->cfg.threads = 4;
 	if (g->cfg.poll_max < 0 || g->cfg.poll_max > 25000)
 		g->cfg.poll_max = 25000;
-	g->max_polls = (int)(g->cfg.threads / 2 > 0 ? g->cfg.threads / 2 : 1);
-	atomic_init(&g->polls, 0);
 	for (int i = 0; i < GW_NSVC; i++) {
 		pl_rpc_client_config cc = {
 			.urls = cfg->urls[i],
@@ -176,9 +177,17 @@ gw_start(gw *g)
 		.max_body = (size_t)g->cfg.max_body,
 		.handle_too_large = true,
 		.timeout_s = (int)g->cfg.timeout_s,
+		.deferrable = true,
 	};
 
-	return pl_httpd_start(&g->httpd, &hc, gw_handle, g);
+	if (gw_poller_open(&g->poller, g) != 0)
+		return -1;
+	if (pl_httpd_start(&g->httpd, &hc, gw_handle, g) != 0) {
+		gw_poller_close(g->poller);
+		g->poller = NULL;
+		return -1;
+	}
+	return 0;
 }
 
 uint16_t
@@ -190,6 +199,12 @@ gw_port(const gw *g)
 void
 gw_stop(gw *g)
 {
+	// The waiting long-polls are answered first: the HTTP server must not
+	// stop with a deferred answer outstanding.
+	if (g != NULL && g->poller != NULL) {
+		gw_poller_close(g->poller);
+		g->poller = NULL;
+	}
 	if (g != NULL && g->httpd != NULL) {
 		pl_httpd_stop(g->httpd);
 		g->httpd = NULL;

@@ -58,6 +58,7 @@ typedef struct gw_config {
 	int64_t timeout_s;   // PARLEY_HTTP_TIMEOUT (idle connections), seconds
 	int64_t rpc_timeout; // PARLEY_RPC_TIMEOUT, ms
 	int64_t poll_max;    // PARLEY_WEBCHAT_POLL_MAX, ms (<= 25000)
+	int64_t max_waiting; // PARLEY_WEBCHAT_MAX_WAITING
 	int64_t auth_ttl;    // PARLEY_AUTH_CACHE_TTL, ms (<= 1000)
 	char *log_level;     // PARLEY_LOG_LEVEL
 } gw_config;
@@ -223,8 +224,7 @@ typedef struct gw {
 	bool cors_any;
 	char *openapi; // the document's text
 	size_t openapi_len;
-	atomic_int polls; // long polls running
-	int max_polls;
+	struct gw_poller *poller; // web chat's waiting long-polls
 	pl_httpd *httpd;
 } gw;
 
@@ -257,10 +257,31 @@ struct gw_ctx {
 	int n_params;
 	const pl_principal *principal; // NULL on public routes
 	const char *token;             // the bearer token, if any
-	bool polling;                  // counted in g->polls
+	int64_t poll_wait_ms;          // web-chat long-poll: the wait asked
+	const char *poll_token;        // and its session token (arena)
 	pl_call parent;                // carries the trace id to pl_rpc_call
 	int64_t rpc_timeout_ms;        // 0: the client's default
 };
+
+// ---------------------------------------------------------------------------
+// Web chat's waiting long-polls (poll.c). A poll whose first look finds
+// nothing is parked: its answer is deferred (no HTTP thread waits) and one
+// thread asks messaging about every parked poll at once, each tick
+// (PollWebchatBatch), answering those with news or an error, and those
+// whose wait is over with no messages and their cursor.
+
+typedef struct gw_poller gw_poller;
+
+int gw_poller_open(gw_poller **out, gw *g);
+// Parks x's poll (channel, session token, cursor; x->poll_wait_ms): true
+// when its answer is now the poller's. False when the poller is full or
+// stopping, or the answer could not be deferred: x answers at once.
+bool gw_poller_park(gw_poller *p, gw_ctx *x, const char *channel_id,
+                    const char *token, const char *cursor);
+// Polls parked now (tests, metrics).
+size_t gw_poller_waiting(gw_poller *p);
+// Answers every parked poll (no messages) and stops the thread.
+void gw_poller_close(gw_poller *p);
 
 // Answers an error as DESIGN §9 says.
 void gw_reply_error(gw_ctx *x, int code, const char *message,

@@ -553,13 +553,13 @@ call(gw_ctx *x)
 	else
 		rc = build_input(x, &in);
 	if (rc != PL_OK)
-		goto done;
+		return;
 	if (x->g->cli[r->svc] == NULL) {
 		char msg[128];
 		snprintf(msg, sizeof(msg), "the %s service is not configured",
 		         gw_svc_name(r->svc));
 		gw_reply_error(x, PL_UNAVAILABLE, msg, NULL, 0);
-		goto done;
+		return;
 	}
 	opts.principal = x->principal;
 	opts.parent = &x->parent;
@@ -579,11 +579,11 @@ call(gw_ctx *x)
 			pl_warn("%s %s: %s answered %s", r->method, r->pattern,
 			        gw_svc_name(r->svc), pl_status_name(rc));
 		gw_reply_error(x, rc, res.message, res.details, res.n_details);
-		goto done;
+		return;
 	}
 	if (r->hooks != NULL && r->hooks->answer != NULL &&
 	    r->hooks->answer(x, out))
-		goto done;
+		return;
 	{
 		size_t len;
 		char *json = out != NULL ? pl_json_dump_pb(out, &len)
@@ -599,22 +599,17 @@ call(gw_ctx *x)
 				        gw_svc_name(r->svc));
 				gw_reply_error(x, PL_INTERNAL,
 				               "undecodable answer", NULL, 0);
-				goto done;
+				return;
 			}
 			json = pl_json_dump_pb(out, &len);
 		}
 		if (json == NULL) {
 			gw_reply_error(x, PL_INTERNAL,
 			               "could not encode the answer", NULL, 0);
-			goto done;
+			return;
 		}
 		pl_http_resp_take(x->resp, r->status, "application/json", json,
 		                  len);
-	}
-done:
-	if (x->polling) {
-		atomic_fetch_sub(&x->g->polls, 1);
-		x->polling = false;
 	}
 }
 

@@ -270,9 +270,9 @@ pre_webchat_post(gw_ctx *x, json_t *obj)
 
 const gw_hooks gw_hooks_webchat_post = { .pre = pre_webchat_post };
 
-// Long-poll: ?after=<cursor>&wait_ms=. A wait blocks one HTTP thread, so at
-// most g->max_polls wait at once; past that the answer comes at once (the
-// widget polls again).
+// Long-poll: ?after=<cursor>&wait_ms=. Messaging is asked at once (wait
+// 0); when it has nothing, the poll is parked (poll.c) for the wait asked,
+// capped by PARLEY_WEBCHAT_POLL_MAX, and no thread waits.
 static int
 pre_webchat_poll(gw_ctx *x, json_t *obj)
 {
@@ -298,20 +298,30 @@ pre_webchat_poll(gw_ctx *x, json_t *obj)
 		wait = 0;
 	if (wait > x->g->cfg.poll_max)
 		wait = x->g->cfg.poll_max;
-	if (wait > 0) {
-		if (atomic_fetch_add(&x->g->polls, 1) >= x->g->max_polls) {
-			atomic_fetch_sub(&x->g->polls, 1);
-			wait = 0;
-		} else {
-			x->polling = true;
-		}
-	}
-	json_object_set_new(obj, "wait_ms", json_integer(wait));
-	x->rpc_timeout_ms = wait + 5000;
+	x->poll_wait_ms = wait;
+	x->poll_token = pl_arena_strdup(
+	        &x->arena,
+	        json_string_value(json_object_get(obj, "session_token")));
+	json_object_set_new(obj, "wait_ms", json_integer(0));
 	return PL_OK;
 }
 
-const gw_hooks gw_hooks_webchat_poll = { .pre = pre_webchat_poll };
+// Nothing new yet and a wait asked: parked (answered later, true), unless
+// the poller is full (answered now, with no messages).
+static bool
+answer_webchat_poll(gw_ctx *x, const ProtobufCMessage *out)
+{
+	const Parley__Messaging__V1__PollWebchatMessagesResponse *r =
+	        (const void *)out;
+
+	if (r->n_messages > 0 || x->poll_wait_ms <= 0)
+		return false;
+	return gw_poller_park(x->g->poller, x, gw_param_get(x, "channel_id"),
+	                      x->poll_token, r->cursor);
+}
+
+const gw_hooks gw_hooks_webchat_poll = { .pre = pre_webchat_poll,
+	                                 .answer = answer_webchat_poll };
 
 static void
 serve_openapi(gw_ctx *x)

@@ -542,6 +542,100 @@ wc_poll(pl_call *call, const void *inp, void *outp)
 	return PL_OK;
 }
 
+#define WC_BATCH_MAX 256
+
+// The error an item's step left on the call, taken off it (the batch
+// itself answers OK): its message, or NULL.
+static const char *
+wc_take_error(pl_call *call)
+{
+	const char *m = call->message;
+
+	if (call->n_violations > 0 && call->violations[0]->description)
+		m = pl_arena_printf(call->arena, "%s: %s",
+		                    call->violations[0]->field,
+		                    call->violations[0]->description);
+	call->code = PL_OK;
+	call->message = NULL;
+	call->n_violations = 0;
+	return m;
+}
+
+// The gateway's waiting long-polls, all at once: two statements for the
+// whole batch, then the messages of those that have some.
+static int
+wc_poll_batch(pl_call *call, const void *inp, void *outp)
+{
+	const M(PollWebchatBatchRequest) *in = inp;
+	M(PollWebchatBatchResponse) *out = outp;
+	msg_wc_wait *w;
+	size_t n = in->n_polls;
+	int rv;
+
+	if (n == 0 || n > WC_BATCH_MAX)
+		return pl_call_violation(call, "polls",
+		                         "must hold 1 to 256 polls");
+	w = pl_arena_zalloc(call->arena, n * sizeof(*w));
+	out->ready = pl_arena_zalloc(call->arena, n * sizeof(*out->ready));
+	if (w == NULL || out->ready == NULL)
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		w[i].channel_id = in->polls[i]->channel_id;
+		w[i].token = in->polls[i]->session_token;
+		w[i].cursor = in->polls[i]->cursor;
+	}
+	if ((rv = messaging_store_webchat_ready(call, pl_call_db(call), w,
+	                                        n)) != PL_OK)
+		return rv;
+	for (size_t i = 0; i < n; i++) {
+		M(PollWebchatBatchResult) *res;
+		M(PollWebchatMessagesResponse) *pr;
+		msg_channel ch;
+		const char *msg = NULL;
+		int code = w[i].code;
+
+		if (code == PL_OK && !w[i].ready)
+			continue;
+		// The channel as PollWebchatMessages checks it (cached): a
+		// disabled channel ends its waits.
+		if (code == PL_OK &&
+		    (code = wc_channel(call, w[i].channel_id, &ch)) != PL_OK)
+			msg = wc_take_error(call);
+		res = pl_arena_zalloc(call->arena, sizeof(*res));
+		pr = pl_arena_zalloc(call->arena, sizeof(*pr));
+		if (res == NULL || pr == NULL)
+			return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+			                     "out of memory");
+		parley__messaging__v1__poll_webchat_batch_result__init(res);
+		parley__messaging__v1__poll_webchat_messages_response__init(pr);
+		res->index = (int32_t)i;
+		if (code == PL_OK &&
+		    (code = messaging_store_webchat_poll(
+		             call, pl_call_db(call), w[i].tenant_id,
+		             w[i].contact_id, w[i].cursor, 100, &pr->messages,
+		             &pr->n_messages)) != PL_OK)
+			msg = wc_take_error(call);
+		if (code == PL_UNAUTHENTICATED)
+			msg = "the web-chat session token is not valid or has "
+			      "expired";
+		else if (code == PL_INVALID_ARGUMENT && msg == NULL)
+			msg = "cursor: is not a valid cursor";
+		res->code = code;
+		if (code != PL_OK) {
+			res->message = (char *)(msg ? msg : "");
+		} else {
+			pr->cursor = pr->n_messages
+			                     ? pr->messages[pr->n_messages - 1]->id
+			                     : (char *)(w[i].cursor ? w[i].cursor
+			                                            : "");
+			res->result = pr;
+		}
+		out->ready[out->n_ready++] = res;
+	}
+	return PL_OK;
+}
+
 // ---------------------------------------------------------------------------
 // Conversations and messages
 
@@ -1066,6 +1160,7 @@ static const pl_rpc_method messaging_methods[] = {
 	{ "StartWebchatSession", wc_start, PL_CALLER_SERVICE, NULL, 0 },
 	{ "PostWebchatMessage", wc_post, PL_CALLER_SERVICE, NULL, 0 },
 	{ "PollWebchatMessages", wc_poll, PL_CALLER_SERVICE, NULL, 0 },
+	{ "PollWebchatBatch", wc_poll_batch, PL_CALLER_SERVICE, NULL, 0 },
 	{ "ListConversations", list_conversations, VIEWER("conversations:read"),
 	  0 },
 	{ "GetConversation", get_conversation, VIEWER("conversations:read"),

@@ -624,6 +624,23 @@ int messaging_store_webchat_poll(pl_call *call, pl_db *db,
                                  const char *cursor, int limit,
                                  msg_message_pb ***out, size_t *n);
 
+// One waiting long-poll of PollWebchatBatch: channel_id, token and cursor
+// in; code (PL_OK, PL_UNAUTHENTICATED for a token that is not valid or
+// has expired, PL_INVALID_ARGUMENT for a bad cursor), the session's
+// tenant and contact, and whether a message is there after the cursor,
+// out.
+typedef struct msg_wc_wait {
+	const char *channel_id, *token, *cursor;
+	int code;
+	bool ready;
+	char tenant_id[40], contact_id[40];
+} msg_wc_wait;
+
+// Checks n waiting polls' sessions and finds which have news: two
+// statements whatever n.
+int messaging_store_webchat_ready(pl_call *call, pl_db *db, msg_wc_wait *w,
+                                  size_t n);
+
 // A cursor (base64url of text) and back.
 char *messaging_cursor_encode(pl_arena *a, const char *s);
 char *messaging_cursor_decode(pl_arena *a, const char *tok);

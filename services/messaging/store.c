@@ -2459,13 +2459,47 @@ messaging_store_webchat_start(pl_call *call, pl_db *db, const char *tenant_id,
 	return PL_OK;
 }
 
+// A session token's id (sid) and the hash of its secret; false when it is
+// not "<session id>.<64-character secret>".
+static bool
+wc_token_split(const char *token, char sid[40], unsigned char hash[32])
+{
+	const char *dot = token ? strchr(token, '.') : NULL;
+
+	if (dot == NULL || dot - token != 36 || strlen(dot + 1) != 64)
+		return false;
+	memcpy(sid, token, 36);
+	sid[36] = '\0';
+	if (!pl_uuid_valid(sid))
+		return false;
+	crypto_hash_sha256(hash, (const unsigned char *)dot + 1, 64);
+	return true;
+}
+
+// Row i of (tenant_id, contact_id, channel_id, token_hash, live) matches
+// the token's hash (in constant time) and the channel, and has not expired.
+static bool
+wc_session_row_ok(const PGresult *r, int i, const unsigned char hash[32],
+                  const char *channel_id)
+{
+	size_t hl = 0;
+	unsigned char *stored = PQunescapeBytea(
+	        (const unsigned char *)PQgetvalue(r, i, 3), &hl);
+	bool ok = stored != NULL && hl == 32 &&
+	          sodium_memcmp(stored, hash, 32) == 0 &&
+	          strcmp(PQgetvalue(r, i, 2), channel_id) == 0 &&
+	          PQgetvalue(r, i, 4)[0] == 't';
+
+	PQfreemem(stored);
+	return ok;
+}
+
 int
 messaging_store_webchat_session(pl_call *call, pl_db *db,
                                 const char *channel_id, const char *token,
                                 char tenant_id[40], char contact_id[40],
                                 char session_id[40])
 {
-	const char *dot = token ? strchr(token, '.') : NULL;
 	unsigned char hash[32];
 	char sid[40];
 	const char *p[1] = { sid };
@@ -2473,15 +2507,9 @@ messaging_store_webchat_session(pl_call *call, pl_db *db,
 	bool ok = false;
 	int rv;
 
-	if (dot == NULL || dot - token != 36 || strlen(dot + 1) != 64)
+	if (!wc_token_split(token, sid, hash))
 		return pl_call_error(call, PL_UNAUTHENTICATED,
 		                     "the web-chat session token is not valid");
-	memcpy(sid, token, 36);
-	sid[36] = '\0';
-	if (!pl_uuid_valid(sid))
-		return pl_call_error(call, PL_UNAUTHENTICATED,
-		                     "the web-chat session token is not valid");
-	crypto_hash_sha256(hash, (const unsigned char *)dot + 1, 64);
 	// Service-level: the widget names only its session (tenant "*").
 	rv = tq(db, "*",
 	        "SELECT tenant_id, contact_id, channel_id, token_hash, "
@@ -2494,14 +2522,7 @@ messaging_store_webchat_session(pl_call *call, pl_db *db,
 		return rv;
 	}
 	if (PQntuples(r) == 1) {
-		size_t hl = 0;
-		unsigned char *stored = PQunescapeBytea(
-		        (const unsigned char *)PQgetvalue(r, 0, 3), &hl);
-		ok = stored != NULL && hl == 32 &&
-		     sodium_memcmp(stored, hash, 32) == 0 &&
-		     strcmp(PQgetvalue(r, 0, 2), channel_id) == 0 &&
-		     PQgetvalue(r, 0, 4)[0] == 't';
-		PQfreemem(stored);
+		ok = wc_session_row_ok(r, 0, hash, channel_id);
 		snprintf(tenant_id, 40, "%s", PQgetvalue(r, 0, 0));
 		snprintf(contact_id, 40, "%s", PQgetvalue(r, 0, 1));
 		snprintf(session_id, 40, "%s", sid);
@@ -2512,6 +2533,114 @@ messaging_store_webchat_session(pl_call *call, pl_db *db,
 		        call, PL_UNAUTHENTICATED,
 		        "the web-chat session token is not valid or "
 		        "has expired");
+	return PL_OK;
+}
+
+// The session SELECT of messaging_store_webchat_session, for many ids.
+static const char wc_sessions_sql[] =
+        "SELECT tenant_id, contact_id, channel_id, token_hash, "
+        "expires_at > now(), id FROM messaging.webchat_sessions WHERE id = "
+        "ANY($1::uuid[])";
+
+// Which of the (tenant, contact, cursor) triples have a message after the
+// cursor: the EXISTS of messaging_store_webchat_poll's query, set-based.
+static const char wc_ready_sql[] =
+        "SELECT x.i - 1 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) "
+        "WITH ORDINALITY AS x(t, ct, cur, i) WHERE EXISTS (SELECT 1 FROM "
+        "messaging.messages m JOIN messaging.conversations c ON "
+        "c.tenant_id = m.tenant_id AND c.id = m.conversation_id WHERE "
+        "m.tenant_id = x.t AND c.contact_id = x.ct AND (x.cur IS NULL OR "
+        "m.id > x.cur))";
+
+int
+messaging_store_webchat_ready(pl_call *call, pl_db *db, msg_wc_wait *w,
+                              size_t n)
+{
+	const char **sids, **ts, **cts, **curs;
+	unsigned char(*hash)[32];
+	size_t *map; // k -> i
+	const char *p[3];
+	size_t k = 0;
+	PGresult *r = NULL;
+	int rv;
+
+	if (n == 0)
+		return PL_OK;
+	sids = pl_arena_zalloc(call->arena, n * sizeof(*sids));
+	hash = pl_arena_zalloc(call->arena, n * sizeof(*hash));
+	ts = pl_arena_zalloc(call->arena, n * sizeof(*ts));
+	cts = pl_arena_zalloc(call->arena, n * sizeof(*cts));
+	curs = pl_arena_zalloc(call->arena, n * sizeof(*curs));
+	map = pl_arena_zalloc(call->arena, n * sizeof(*map));
+	if (sids == NULL || hash == NULL || ts == NULL || cts == NULL ||
+	    curs == NULL || map == NULL)
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		char *sid = pl_arena_zalloc(call->arena, 40);
+		w[i].ready = false;
+		w[i].code = PL_UNAUTHENTICATED;
+		if (sid != NULL && wc_token_split(w[i].token, sid, hash[i]))
+			sids[i] = sid;
+	}
+	// Service-level, as messaging_store_webchat_session: each row is then
+	// checked against its own token's hash and channel.
+	p[0] = pl_db_array(call->arena, sids, n);
+	if (p[0] == NULL)
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	if ((rv = tq(db, "*", wc_sessions_sql, 1, p, &r)) != PL_OK) {
+		rv = fail(call, r, rv, "read the web-chat sessions");
+		PQclear(r);
+		return rv;
+	}
+	for (int row = 0; row < PQntuples(r); row++)
+		for (size_t i = 0; i < n; i++) {
+			if (sids[i] == NULL ||
+			    strcmp(sids[i], PQgetvalue(r, row, 5)) != 0 ||
+			    !wc_session_row_ok(r, row, hash[i],
+			                       w[i].channel_id))
+				continue;
+			snprintf(w[i].tenant_id, 40, "%s",
+			         PQgetvalue(r, row, 0));
+			snprintf(w[i].contact_id, 40, "%s",
+			         PQgetvalue(r, row, 1));
+			w[i].code = PL_OK;
+		}
+	PQclear(r);
+	r = NULL;
+	for (size_t i = 0; i < n; i++) {
+		const char *c = nz(w[i].cursor);
+		if (w[i].code != PL_OK)
+			continue;
+		if (c != NULL && !pl_uuid_valid(c)) {
+			w[i].code = PL_INVALID_ARGUMENT;
+			continue;
+		}
+		ts[k] = w[i].tenant_id;
+		cts[k] = w[i].contact_id;
+		curs[k] = c;
+		map[k++] = i;
+	}
+	if (k == 0)
+		return PL_OK;
+	p[0] = pl_db_array(call->arena, ts, k);
+	p[1] = pl_db_array(call->arena, cts, k);
+	p[2] = pl_db_array(call->arena, curs, k);
+	if (p[0] == NULL || p[1] == NULL || p[2] == NULL)
+		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
+		                     "out of memory");
+	if ((rv = tq(db, "*", wc_ready_sql, 3, p, &r)) != PL_OK) {
+		rv = fail(call, r, rv, "poll the web-chat sessions");
+		PQclear(r);
+		return rv;
+	}
+	for (int row = 0; row < PQntuples(r); row++) {
+		long j = strtol(PQgetvalue(r, row, 0), NULL, 10);
+		if (j >= 0 && (size_t)j < k)
+			w[map[j]].ready = true;
+	}
+	PQclear(r);
 	return PL_OK;
 }
 

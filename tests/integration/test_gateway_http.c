@@ -1,6 +1,7 @@
 // The gateway through real HTTP (libcurl) against fake backend services:
 // pl_rpc_server tables over the real proto descriptors, answering from test
 // data for the calls DESIGN §9 names and UNIMPLEMENTED for the rest.
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -46,6 +47,12 @@ static struct {
 	int n_entries;
 	char mask[64];
 } seen;
+
+// The fake PollWebchatBatch: the session whose poll it reports a message
+// for, "wsgone"'s session expired, and the most polls one call held.
+static pthread_mutex_t wc_mu = PTHREAD_MUTEX_INITIALIZER;
+static char wc_ready[32];
+static size_t wc_batch_max;
 
 // ---------------------------------------------------------------------------
 // Fake services.
@@ -381,11 +388,55 @@ f_webchat_poll(pl_call *call, const void *vin, void *vout)
 	const Parley__Messaging__V1__PollWebchatMessagesRequest *in = vin;
 	Parley__Messaging__V1__PollWebchatMessagesResponse *out = vout;
 
-	if (strcmp(in->session_token, "ws1") != 0)
+	if (strncmp(in->session_token, "ws", 2) != 0)
 		return pl_call_error(call, PL_UNAUTHENTICATED, "bad session");
 	seen.wait_ms = in->wait_ms;
-	usleep((useconds_t)(in->wait_ms > 200 ? 200 : in->wait_ms) * 1000);
-	out->cursor = pl_arena_printf(call->arena, "%s+1", in->cursor);
+	// Nothing new yet: the cursor comes back as it went.
+	out->cursor = in->cursor;
+	return PL_OK;
+}
+
+static int
+f_webchat_batch(pl_call *call, const void *vin, void *vout)
+{
+	const Parley__Messaging__V1__PollWebchatBatchRequest *in = vin;
+	Parley__Messaging__V1__PollWebchatBatchResponse *out = vout;
+
+	out->ready = pl_arena_zalloc(call->arena,
+	                             in->n_polls * sizeof(*out->ready));
+	pthread_mutex_lock(&wc_mu);
+	if (in->n_polls > wc_batch_max)
+		wc_batch_max = in->n_polls;
+	for (size_t i = 0; i < in->n_polls; i++) {
+		const char *t = in->polls[i]->session_token;
+		Parley__Messaging__V1__PollWebchatBatchResult *r;
+		if (strcmp(t, wc_ready) != 0 && strcmp(t, "wsgone") != 0)
+			continue;
+		r = NEW(call, Parley__Messaging__V1__PollWebchatBatchResult,
+		        parley__messaging__v1__poll_webchat_batch_result__init);
+		r->index = (int32_t)i;
+		if (strcmp(t, "wsgone") == 0) {
+			r->code = PL_UNAUTHENTICATED;
+			r->message = "the session has expired";
+		} else {
+			Parley__Messaging__V1__Message *m;
+			r->result = NEW(
+			        call,
+			        Parley__Messaging__V1__PollWebchatMessagesResponse,
+			        parley__messaging__v1__poll_webchat_messages_response__init);
+			m = NEW(call, Parley__Messaging__V1__Message,
+			        parley__messaging__v1__message__init);
+			m->id = "wm2";
+			m->text = pl_arena_printf(call->arena, "hello %s", t);
+			r->result->messages = pl_arena_zalloc(
+			        call->arena, sizeof(*r->result->messages));
+			r->result->messages[0] = m;
+			r->result->n_messages = 1;
+			r->result->cursor = "wm2";
+		}
+		out->ready[out->n_ready++] = r;
+	}
+	pthread_mutex_unlock(&wc_mu);
 	return PL_OK;
 }
 
@@ -456,6 +507,7 @@ static const struct {
 	{ "StartWebchatSession", f_webchat_start, PL_CALLER_SERVICE, NULL },
 	{ "PostWebchatMessage", f_webchat_post, PL_CALLER_SERVICE, NULL },
 	{ "PollWebchatMessages", f_webchat_poll, PL_CALLER_SERVICE, NULL },
+	{ "PollWebchatBatch", f_webchat_batch, PL_CALLER_SERVICE, NULL },
 	{ "GetUsage", f_get_usage, PL_ROLE_VIEWER, "billing:read" },
 	{ "HandlePaymentWebhook", f_payment, PL_CALLER_SERVICE, NULL },
 };
@@ -532,6 +584,7 @@ setup(void **state)
 	cfg.timeout_s = 5;
 	cfg.rpc_timeout = 5000;
 	cfg.poll_max = 2000;
+	cfg.max_waiting = 64;
 	cfg.auth_ttl = 1000;
 	assert_int_equal(gw_open(&G, &cfg), 0);
 	assert_int_equal(gw_start(G), 0);
@@ -1022,18 +1075,146 @@ test_webchat(void **state)
 	                      "{\"text\":\"x\"}"),
 	                 401);
 	hfree(&r);
-	// Long-poll: wait capped by the configuration (2 s here).
+	// Long-poll: messaging is asked at once (wait 0), then the poll waits
+	// parked for the wait asked, capped by the configuration (2 s here),
+	// and comes back with no messages and the cursor it had.
+	{
+		int64_t t0 = pl_now_ns();
+		assert_int_equal(
+		        jreq(&r, "GET",
+		             "/v1/webchat/ch1/messages?after=c0&wait_ms=60000",
+		             "ws1", NULL),
+		        200);
+		assert_true(pl_now_ns() - t0 >= 1900 * 1000000LL);
+	}
+	assert_int_equal(seen.wait_ms, 0);
+	assert_string_equal(jstr(&r, "cursor", NULL), "c0");
+	assert_int_equal(json_array_size(json_object_get(r.json, "messages")),
+	                 0);
+	assert_non_null(hget(&r, "X-Request-Id"));
+	hfree(&r);
 	assert_int_equal(jreq(&r, "GET",
-	                      "/v1/webchat/ch1/messages?after=c0&wait_ms=60000",
-	                      "ws1", NULL),
-	                 200);
-	assert_int_equal(seen.wait_ms, 2000);
-	assert_string_equal(jstr(&r, "cursor", NULL), "c0+1");
+	                      "/v1/webchat/ch1/messages?after=c0&wait_ms=1000",
+	                      "wrong", NULL),
+	                 401);
+	assert_int_equal(gw_poller_waiting(G->poller), 0);
 	hfree(&r);
 	assert_int_equal(jreq(&r, "GET", "/chat/ch1", NULL, NULL), 200);
 	assert_non_null(strstr(hget(&r, "Content-Type"), "text/html"));
 	assert_non_null(strstr(r.body, "/v1/webchat/"));
 	hfree(&r);
+}
+
+typedef struct waiter {
+	pthread_t thr;
+	char token[16];
+	long status;
+	char body[512];
+} waiter;
+
+static size_t
+waiter_body(char *p, size_t sz, size_t n, void *arg)
+{
+	waiter *w = arg;
+	size_t have = strlen(w->body), k = sz * n;
+
+	if (have + k < sizeof(w->body)) {
+		memcpy(w->body + have, p, k);
+		w->body[have + k] = '\0';
+	}
+	return k;
+}
+
+static void *
+waiter_main(void *arg)
+{
+	waiter *w = arg;
+	CURL *c = curl_easy_init();
+	struct curl_slist *hl = NULL;
+	char url[256], auth[64];
+
+	snprintf(url, sizeof(url),
+	         "%s/v1/webchat/ch1/messages?after=c0&wait_ms=2000", base);
+	snprintf(auth, sizeof(auth), "X-Webchat-Session: %s", w->token);
+	hl = curl_slist_append(hl, auth);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, waiter_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, w);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &w->status);
+	curl_slist_free_all(hl);
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+// More waiting polls than the gateway has HTTP threads (4 here): every
+// one waits parked, the API is served meanwhile, messaging is asked about
+// all of them in one call a tick, and each is answered on its own: news
+// for its session, an expired session, or no messages at its deadline.
+static void
+test_webchat_waiting(void **state)
+{
+	enum { N = 12 };
+	waiter w[N + 1];
+	hresp r;
+	int i;
+
+	(void)state;
+	memset(w, 0, sizeof(w));
+	pthread_mutex_lock(&wc_mu);
+	wc_batch_max = 0;
+	wc_ready[0] = '\0';
+	pthread_mutex_unlock(&wc_mu);
+	for (i = 0; i <= N; i++) {
+		if (i < N)
+			snprintf(w[i].token, sizeof(w[i].token), "ws%d", i);
+		else
+			snprintf(w[i].token, sizeof(w[i].token), "wsgone");
+		assert_int_equal(
+		        pthread_create(&w[i].thr, NULL, waiter_main, &w[i]), 0);
+	}
+	// All parked (the expired one is answered at the first tick).
+	for (i = 0; i < 150 && gw_poller_waiting(G->poller) < N; i++)
+		usleep(10000);
+	assert_true(gw_poller_waiting(G->poller) >= N);
+	// The HTTP threads are free: the API answers meanwhile.
+	assert_int_equal(jreq(&r, "GET", "/chat/ch1", NULL, NULL), 200);
+	hfree(&r);
+	pthread_mutex_lock(&wc_mu);
+	snprintf(wc_ready, sizeof(wc_ready), "ws7");
+	pthread_mutex_unlock(&wc_mu);
+	for (i = 0; i <= N; i++)
+		pthread_join(w[i].thr, NULL);
+	for (i = 0; i < N; i++) {
+		json_t *j = json_loads(w[i].body, 0, NULL);
+		json_t *m = json_object_get(j, "messages");
+		assert_int_equal(w[i].status, 200);
+		if (i == 7) {
+			assert_int_equal(json_array_size(m), 1);
+			assert_string_equal(
+			        json_string_value(json_object_get(
+			                json_array_get(m, 0), "text")),
+			        "hello ws7");
+			assert_string_equal(json_string_value(json_object_get(
+			                            j, "cursor")),
+			                    "wm2");
+		} else {
+			assert_int_equal(json_array_size(m), 0);
+			assert_string_equal(json_string_value(json_object_get(
+			                            j, "cursor")),
+			                    "c0");
+		}
+		json_decref(j);
+	}
+	assert_int_equal(w[N].status, 401);
+	assert_non_null(strstr(w[N].body, "UNAUTHENTICATED"));
+	pthread_mutex_lock(&wc_mu);
+	assert_true(wc_batch_max >= N);
+	wc_ready[0] = '\0';
+	pthread_mutex_unlock(&wc_mu);
+	assert_int_equal(gw_poller_waiting(G->poller), 0);
 }
 
 static void
@@ -1191,6 +1372,7 @@ main(void)
 		cmocka_unit_test(test_status_mapping),
 		cmocka_unit_test(test_webhooks),
 		cmocka_unit_test(test_webchat),
+		cmocka_unit_test(test_webchat_waiting),
 		cmocka_unit_test(test_cors),
 		cmocka_unit_test(test_auth_cache_and_revocation),
 		cmocka_unit_test(test_rate_limit),

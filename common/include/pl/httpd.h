@@ -17,6 +17,7 @@ typedef struct pl_http_req {
 	const char *remote_ip; // "127.0.0.1"
 	bool too_large;        // body past max_body, not read (see config)
 	void *conn_;           // internal
+	void *rq_;             // internal
 } pl_http_req;
 
 // A request header (case-insensitive) or NULL.
@@ -50,6 +51,22 @@ void pl_http_resp_take(pl_http_resp *r, int status, const char *content_type,
 typedef void (*pl_http_handler)(const pl_http_req *req, pl_http_resp *resp,
                                 void *arg);
 
+// A request whose answer comes later, from another thread (a long-poll):
+// see pl_http_defer.
+typedef struct pl_http_deferred pl_http_deferred;
+
+// Called by a handler of a server started with `deferrable`: the answer is
+// not sent when the handler returns. The connection then waits, holding
+// no thread, until pl_http_finish(p) is called, from any thread and
+// exactly once. The response moves out of resp (which is left empty) with
+// what the handler set so far (its headers); fill it through
+// pl_http_deferred_resp before finishing. NULL (nothing moved) when the
+// server is not deferrable or the request is already deferred. Every
+// deferred request must be finished before pl_httpd_stop.
+pl_http_deferred *pl_http_defer(const pl_http_req *req, pl_http_resp *resp);
+pl_http_resp *pl_http_deferred_resp(pl_http_deferred *p);
+void pl_http_finish(pl_http_deferred *p);
+
 typedef struct pl_httpd_config {
 	const char *bind;   // "127.0.0.1", "0.0.0.0" (NULL: 0.0.0.0)
 	uint16_t port;      // 0: an ephemeral port (see pl_httpd_port)
@@ -61,6 +78,8 @@ typedef struct pl_httpd_config {
 	// this set it calls the handler instead, with too_large set and no
 	// body, so the answer can be in the application's own format.
 	bool handle_too_large;
+	// Handlers may defer their answers (pl_http_defer).
+	bool deferrable;
 } pl_httpd_config;
 
 typedef struct pl_httpd pl_httpd;
