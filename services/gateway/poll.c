@@ -59,7 +59,8 @@ static void
 answer(parked *w, int code, const char *message, const poll_resp *result)
 {
 	pl_http_resp *r = pl_http_deferred_resp(w->d);
-	poll_resp empty = PARLEY__MESSAGING__V1__POLL_WEBCHAT_MESSAGES_RESPONSE__INIT;
+	poll_resp empty =
+	        PARLEY__MESSAGING__V1__POLL_WEBCHAT_MESSAGES_RESPONSE__INIT;
 	char *json;
 	size_t len;
 
@@ -110,11 +111,11 @@ ask(gw_poller *p, parked *w, size_t n)
 	in.polls = preqs;
 	in.n_polls = n;
 	pl_arena_init(&a, 0, ARENA_LIMIT);
-	rc = pl_rpc_call(p->g->cli[GW_MESSAGING],
-	                 "/parley.messaging.v1.Messaging/PollWebchatBatch",
-	                 &in.base,
-	                 &parley__messaging__v1__poll_webchat_batch_response__descriptor,
-	                 (void **)&out, &a, &opts, &res);
+	rc = pl_rpc_call(
+	        p->g->cli[GW_MESSAGING],
+	        "/parley.messaging.v1.Messaging/PollWebchatBatch", &in.base,
+	        &parley__messaging__v1__poll_webchat_batch_response__descriptor,
+	        (void **)&out, &a, &opts, &res);
 	if (rc != PL_OK) {
 		// The polls wait on; at their deadline they are answered with
 		// no messages, and the widget's next poll meets the error.

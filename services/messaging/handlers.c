@@ -589,8 +589,8 @@ wc_poll_batch(pl_call *call, const void *inp, void *outp)
 	                                        n)) != PL_OK)
 		return rv;
 	for (size_t i = 0; i < n; i++) {
-		M(PollWebchatBatchResult) *res;
-		M(PollWebchatMessagesResponse) *pr;
+		M(PollWebchatBatchResult) * res;
+		M(PollWebchatMessagesResponse) * pr;
 		msg_channel ch;
 		const char *msg = NULL;
 		int code = w[i].code;
@@ -625,10 +625,11 @@ wc_poll_batch(pl_call *call, const void *inp, void *outp)
 		if (code != PL_OK) {
 			res->message = (char *)(msg ? msg : "");
 		} else {
-			pr->cursor = pr->n_messages
-			                     ? pr->messages[pr->n_messages - 1]->id
-			                     : (char *)(w[i].cursor ? w[i].cursor
-			                                            : "");
+			pr->cursor =
+			        pr->n_messages
+			                ? pr->messages[pr->n_messages - 1]->id
+			                : (char *)(w[i].cursor ? w[i].cursor
+			                                       : "");
 			res->result = pr;
 		}
 		out->ready[out->n_ready++] = res;

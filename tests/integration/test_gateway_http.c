@@ -402,8 +402,8 @@ f_webchat_batch(pl_call *call, const void *vin, void *vout)
 	const Parley__Messaging__V1__PollWebchatBatchRequest *in = vin;
 	Parley__Messaging__V1__PollWebchatBatchResponse *out = vout;
 
-	out->ready = pl_arena_zalloc(call->arena,
-	                             in->n_polls * sizeof(*out->ready));
+	out->ready =
+	        pl_arena_zalloc(call->arena, in->n_polls * sizeof(*out->ready));
 	pthread_mutex_lock(&wc_mu);
 	if (in->n_polls > wc_batch_max)
 		wc_batch_max = in->n_polls;
@@ -1197,14 +1197,14 @@ test_webchat_waiting(void **state)
 			        json_string_value(json_object_get(
 			                json_array_get(m, 0), "text")),
 			        "hello ws7");
-			assert_string_equal(json_string_value(json_object_get(
-			                            j, "cursor")),
-			                    "wm2");
+			assert_string_equal(
+			        json_string_value(json_object_get(j, "cursor")),
+			        "wm2");
 		} else {
 			assert_int_equal(json_array_size(m), 0);
-			assert_string_equal(json_string_value(json_object_get(
-			                            j, "cursor")),
-			                    "c0");
+			assert_string_equal(
+			        json_string_value(json_object_get(j, "cursor")),
+			        "c0");
 		}
 		json_decref(j);
 	}

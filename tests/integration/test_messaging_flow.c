@@ -2348,6 +2348,144 @@ test_webchat(void **state)
 	        PL_UNAUTHENTICATED);
 }
 
+// Starts a web-chat session on C_WC.
+static Parley__Messaging__V1__StartWebchatSessionResponse *
+wc_session(const char *name)
+{
+	pl_principal svc = svch_service();
+	Parley__Messaging__V1__StartWebchatSessionRequest sq =
+	        PARLEY__MESSAGING__V1__START_WEBCHAT_SESSION_REQUEST__INIT;
+	Parley__Messaging__V1__StartWebchatSessionResponse *sr = NULL;
+
+	sq.channel_id = C_WC;
+	sq.visitor_name = (char *)name;
+	assert_int_equal(
+	        svch_call(
+	                &h,
+	                "/parley.messaging.v1.Messaging/StartWebchatSession",
+	                &svc, &sq.base,
+	                &parley__messaging__v1__start_webchat_session_response__descriptor,
+	                (void **)&sr, NULL),
+	        PL_OK);
+	return sr;
+}
+
+static int
+wc_batch(Parley__Messaging__V1__PollWebchatMessagesRequest *polls, size_t n,
+         Parley__Messaging__V1__PollWebchatBatchResponse **out)
+{
+	pl_principal svc = svch_service();
+	Parley__Messaging__V1__PollWebchatBatchRequest bq =
+	        PARLEY__MESSAGING__V1__POLL_WEBCHAT_BATCH_REQUEST__INIT;
+	Parley__Messaging__V1__PollWebchatMessagesRequest **pp =
+	        calloc(n + 1, sizeof(*pp));
+	int rc;
+
+	for (size_t i = 0; i < n; i++)
+		pp[i] = &polls[i];
+	bq.polls = pp;
+	bq.n_polls = n;
+	rc = svch_call(
+	        &h, "/parley.messaging.v1.Messaging/PollWebchatBatch", &svc,
+	        &bq.base,
+	        &parley__messaging__v1__poll_webchat_batch_response__descriptor,
+	        (void **)out, NULL);
+	free(pp);
+	return rc;
+}
+
+// The gateway's waiting polls asked together: only those with news or an
+// error come back, each session sees its own contact's messages only.
+static void
+test_webchat_batch(void **state)
+{
+	pl_principal svc = svch_service();
+	Parley__Messaging__V1__StartWebchatSessionResponse *s1, *s2;
+	Parley__Messaging__V1__PostWebchatMessageRequest pq =
+	        PARLEY__MESSAGING__V1__POST_WEBCHAT_MESSAGE_REQUEST__INIT;
+	Parley__Messaging__V1__PostWebchatMessageResponse *pr;
+	Parley__Messaging__V1__PollWebchatMessagesRequest q[6];
+	Parley__Messaging__V1__PollWebchatBatchResponse *br;
+	char *forged;
+
+	(void)state;
+	NEED();
+	s1 = wc_session("One");
+	s2 = wc_session("Two");
+	for (int i = 0; i < 6; i++) {
+		Parley__Messaging__V1__PollWebchatMessagesRequest z =
+		        PARLEY__MESSAGING__V1__POLL_WEBCHAT_MESSAGES_REQUEST__INIT;
+		q[i] = z;
+		q[i].channel_id = C_WC;
+	}
+	// Nothing new for either; a forged secret, another channel and a bad
+	// cursor are answered with their errors.
+	forged = strdup(s1->session_token);
+	forged[strlen(forged) - 1] =
+	        forged[strlen(forged) - 1] == 'a' ? 'b' : 'a';
+	q[0].session_token = s1->session_token;
+	q[0].cursor = s1->cursor;
+	q[1].session_token = s2->session_token;
+	q[1].cursor = s2->cursor;
+	q[2].session_token = forged;
+	q[2].cursor = s1->cursor;
+	q[3].session_token = s2->session_token;
+	q[3].cursor = s2->cursor;
+	q[3].channel_id = C_WA;
+	q[4].session_token = s1->session_token;
+	q[4].cursor = "not-a-cursor";
+	q[5].session_token = "garbage";
+	assert_int_equal(wc_batch(q, 6, &br), PL_OK);
+	assert_int_equal(br->n_ready, 4);
+	assert_int_equal(br->ready[0]->index, 2);
+	assert_int_equal(br->ready[0]->code, PL_UNAUTHENTICATED);
+	assert_int_equal(br->ready[1]->index, 3);
+	assert_int_equal(br->ready[1]->code, PL_UNAUTHENTICATED);
+	assert_int_equal(br->ready[2]->index, 4);
+	assert_int_equal(br->ready[2]->code, PL_INVALID_ARGUMENT);
+	assert_int_equal(br->ready[3]->index, 5);
+	assert_int_equal(br->ready[3]->code, PL_UNAUTHENTICATED);
+	free(forged);
+
+	// The first visitor writes: its poll has news, the second's not.
+	pq.channel_id = C_WC;
+	pq.session_token = s1->session_token;
+	pq.text = "batch hello";
+	pq.client_message_id = "b1";
+	assert_int_equal(
+	        svch_call(
+	                &h, "/parley.messaging.v1.Messaging/PostWebchatMessage",
+	                &svc, &pq.base,
+	                &parley__messaging__v1__post_webchat_message_response__descriptor,
+	                (void **)&pr, NULL),
+	        PL_OK);
+	assert_int_equal(wc_batch(q, 2, &br), PL_OK);
+	assert_int_equal(br->n_ready, 1);
+	assert_int_equal(br->ready[0]->index, 0);
+	assert_int_equal(br->ready[0]->code, PL_OK);
+	assert_true(br->ready[0]->result->n_messages >= 1);
+	assert_string_equal(br->ready[0]->result->messages[0]->text,
+	                    "batch hello");
+	assert_string_equal(
+	        br->ready[0]->result->cursor,
+	        br->ready[0]
+	                ->result->messages[br->ready[0]->result->n_messages - 1]
+	                ->id);
+
+	// Bounds: 1 .. 256 polls.
+	assert_int_equal(wc_batch(q, 0, &br), PL_INVALID_ARGUMENT);
+	{
+		Parley__Messaging__V1__PollWebchatMessagesRequest *many =
+		        calloc(257, sizeof(*many));
+		for (int i = 0; i < 257; i++)
+			many[i] = q[1];
+		assert_int_equal(wc_batch(many, 257, &br), PL_INVALID_ARGUMENT);
+		assert_int_equal(wc_batch(many, 256, &br), PL_OK);
+		assert_int_equal(br->n_ready, 0);
+		free(many);
+	}
+}
+
 static void
 test_verify_and_unimplemented(void **state)
 {
@@ -2574,6 +2712,7 @@ main(void)
 		cmocka_unit_test(test_lists_and_contacts),
 		cmocka_unit_test(test_conversation_pages),
 		cmocka_unit_test(test_webchat),
+		cmocka_unit_test(test_webchat_batch),
 		cmocka_unit_test(test_verify_and_unimplemented),
 		cmocka_unit_test(test_inbox_keep),
 		cmocka_unit_test(test_reply_batch_unimplemented),

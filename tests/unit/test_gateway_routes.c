@@ -64,6 +64,7 @@ test_every_rpc_routed(void **state)
 		"GetImportSummary",
 		"IngestInbound",
 		"IngestStatus",
+		"PollWebchatBatch",
 		"CreateAction",
 		"ImportContacts",
 		"ImportConversations",

@@ -71,6 +71,12 @@ handler(const pl_http_req *req, pl_http_resp *resp, void *arg)
 		pl_http_resp_set(resp, 200, "text/plain", "slow", 4);
 	} else if (strcmp(req->path, "/empty") == 0) {
 		// Nothing set: 200 with an empty body.
+	} else if (strcmp(req->path, "/nodefer") == 0) {
+		// Not a deferrable server: nothing moves, answered now.
+		pl_http_resp_header(resp, "X-Kept", "1");
+		assert_null(pl_http_defer(req, resp));
+		assert_int_equal(resp->n_headers, 1);
+		pl_http_resp_set(resp, 200, "text/plain", "now", 3);
 	} else {
 		pl_http_resp_set(resp, 404, "text/plain", "not found", 9);
 	}
@@ -690,6 +696,146 @@ test_resp_helpers(void **state)
 	assert_null(pl_http_req_query(&none, "x"));
 }
 
+// Deferred answers: a server of ONE thread answers a request whose
+// answer another thread finishes later, and serves others meanwhile.
+typedef struct dserver {
+	pl_httpd *d;
+	uint16_t port;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pl_http_deferred *parked; // /later, waiting for release
+	bool release;
+} dserver;
+
+static void
+dhandler(const pl_http_req *req, pl_http_resp *resp, void *arg)
+{
+	dserver *s = arg;
+	pl_http_deferred *p;
+
+	pl_http_resp_header(resp, "X-Before", "kept");
+	if (strcmp(req->path, "/later") == 0) {
+		p = pl_http_defer(req, resp);
+		assert_non_null(p);
+		assert_null(pl_http_defer(req, resp)); // once only
+		assert_int_equal(resp->n_headers, 0);  // moved out
+		pthread_mutex_lock(&s->mu);
+		s->parked = p;
+		pthread_cond_broadcast(&s->cv);
+		pthread_mutex_unlock(&s->mu);
+	} else if (strcmp(req->path, "/now") == 0) {
+		// Finished before the handler returns: sent when it does.
+		p = pl_http_defer(req, resp);
+		assert_non_null(p);
+		pl_http_resp_set(pl_http_deferred_resp(p), 202, "text/plain",
+		                 "now", 3);
+		pl_http_finish(p);
+	} else {
+		pl_http_resp_set(resp, 200, "text/plain", "plain", 5);
+	}
+}
+
+static void *
+finisher(void *arg)
+{
+	dserver *s = arg;
+	pl_http_deferred *p;
+
+	pthread_mutex_lock(&s->mu);
+	while (s->parked == NULL || !s->release)
+		pthread_cond_wait(&s->cv, &s->mu);
+	p = s->parked;
+	s->parked = NULL;
+	pthread_mutex_unlock(&s->mu);
+	pl_http_resp_set(pl_http_deferred_resp(p), 200, "text/plain", "later",
+	                 5);
+	pl_http_finish(p);
+	return NULL;
+}
+
+typedef struct dfetch {
+	pthread_t thr;
+	uint16_t port;
+	const char *path;
+	result r;
+} dfetch;
+
+static void *
+dfetch_main(void *arg)
+{
+	dfetch *f = arg;
+
+	fetch1(f->port, "GET", f->path, NULL, 0, NULL, &f->r);
+	return NULL;
+}
+
+static void
+test_deferred(void **state)
+{
+	dserver s = { 0 };
+	pl_httpd_config cfg = {
+		.bind = "127.0.0.1",
+		.threads = 1,
+		.timeout_s = 5,
+		.deferrable = true,
+	};
+	pthread_t fin;
+	dfetch later = { 0 };
+	result r;
+
+	(void)state;
+	pthread_mutex_init(&s.mu, NULL);
+	pthread_cond_init(&s.cv, NULL);
+	assert_int_equal(pl_httpd_start(&s.d, &cfg, dhandler, &s), 0);
+	s.port = later.port = pl_httpd_port(s.d);
+	later.path = "/later";
+	assert_int_equal(pthread_create(&fin, NULL, finisher, &s), 0);
+	assert_int_equal(pthread_create(&later.thr, NULL, dfetch_main, &later),
+	                 0);
+	pthread_mutex_lock(&s.mu);
+	while (s.parked == NULL)
+		pthread_cond_wait(&s.cv, &s.mu);
+	pthread_mutex_unlock(&s.mu);
+	// /later waits; the one thread serves the others meanwhile.
+	fetch1(s.port, "GET", "/plain", NULL, 0, NULL, &r);
+	assert_int_equal(r.cc, CURLE_OK);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body.p, "plain");
+	result_fini(&r);
+	fetch1(s.port, "GET", "/now", NULL, 0, NULL, &r);
+	assert_int_equal(r.status, 202);
+	assert_string_equal(r.body.p, "now");
+	assert_non_null(strstr(r.headers.p, "X-Before: kept"));
+	result_fini(&r);
+	pthread_mutex_lock(&s.mu);
+	s.release = true;
+	pthread_cond_broadcast(&s.cv);
+	pthread_mutex_unlock(&s.mu);
+	pthread_join(fin, NULL);
+	pthread_join(later.thr, NULL);
+	assert_int_equal(later.r.cc, CURLE_OK);
+	assert_int_equal(later.r.status, 200);
+	assert_string_equal(later.r.body.p, "later");
+	assert_non_null(strstr(later.r.headers.p, "X-Before: kept"));
+	result_fini(&later.r);
+	pl_httpd_stop(s.d);
+	pthread_cond_destroy(&s.cv);
+	pthread_mutex_destroy(&s.mu);
+}
+
+static void
+test_not_deferrable(void **state)
+{
+	server *s = *state;
+	result r;
+
+	fetch1(s->port, "GET", "/nodefer", NULL, 0, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body.p, "now");
+	assert_non_null(strstr(r.headers.p, "X-Kept: 1"));
+	result_fini(&r);
+}
+
 int
 main(void)
 {
@@ -706,6 +852,8 @@ main(void)
 		cmocka_unit_test(test_odd_requests),
 		cmocka_unit_test(test_start_stop),
 		cmocka_unit_test(test_resp_helpers),
+		cmocka_unit_test(test_deferred),
+		cmocka_unit_test(test_not_deferrable),
 	};
 	int rv;
 
