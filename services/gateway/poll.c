@@ -269,8 +269,10 @@ gw_poller_park(gw_poller *p, gw_ctx *x, const char *channel_id,
 	if (!p->stop && p->total < p->max &&
 	    (w.d = pl_http_defer(x->req, x->resp)) != NULL) {
 		p->items[p->n++] = w;
-		p->total++;
-		pthread_cond_signal(&p->cv);
+		// Only an idle thread is woken: a busy one looks at the next
+		// tick (each park waking it would be one call a park).
+		if (p->total++ == 0)
+			pthread_cond_signal(&p->cv);
 		ok = true;
 	}
 	pthread_mutex_unlock(&p->mu);
