@@ -2284,70 +2284,6 @@ test_conversation_pages(void **state)
 	pl_arena_fini(&a);
 }
 
-static void
-test_webchat(void **state)
-{
-	pl_principal svc = svch_service();
-	Parley__Messaging__V1__StartWebchatSessionRequest sq =
-	        PARLEY__MESSAGING__V1__START_WEBCHAT_SESSION_REQUEST__INIT;
-	Parley__Messaging__V1__StartWebchatSessionResponse *sr;
-	Parley__Messaging__V1__PostWebchatMessageRequest pq =
-	        PARLEY__MESSAGING__V1__POST_WEBCHAT_MESSAGE_REQUEST__INIT;
-	Parley__Messaging__V1__PostWebchatMessageResponse *pr;
-	Parley__Messaging__V1__PollWebchatMessagesRequest lq =
-	        PARLEY__MESSAGING__V1__POLL_WEBCHAT_MESSAGES_REQUEST__INIT;
-	Parley__Messaging__V1__PollWebchatMessagesResponse *lr;
-	bool got_reply = false;
-
-	(void)state;
-	NEED();
-	sq.channel_id = C_WC;
-	sq.visitor_name = "Visitor";
-	assert_int_equal(
-	        svch_call(
-	                &h,
-	                "/parley.messaging.v1.Messaging/StartWebchatSession",
-	                &svc, &sq.base,
-	                &parley__messaging__v1__start_webchat_session_response__descriptor,
-	                (void **)&sr, NULL),
-	        PL_OK);
-	pq.channel_id = C_WC;
-	pq.session_token = sr->session_token;
-	pq.text = "hello widget";
-	pq.client_message_id = "c1";
-	assert_int_equal(
-	        svch_call(
-	                &h, "/parley.messaging.v1.Messaging/PostWebchatMessage",
-	                &svc, &pq.base,
-	                &parley__messaging__v1__post_webchat_message_response__descriptor,
-	                (void **)&pr, NULL),
-	        PL_OK);
-	lq.channel_id = C_WC;
-	lq.session_token = sr->session_token;
-	lq.cursor = pr->message->id;
-	lq.wait_ms = 5000;
-	assert_int_equal(
-	        svch_call(
-	                &h,
-	                "/parley.messaging.v1.Messaging/PollWebchatMessages",
-	                &svc, &lq.base,
-	                &parley__messaging__v1__poll_webchat_messages_response__descriptor,
-	                (void **)&lr, NULL),
-	        PL_OK);
-	for (size_t i = 0; i < lr->n_messages; i++)
-		got_reply |= strcmp(lr->messages[i]->text,
-		                    "echo: hello widget") == 0;
-	assert_true(got_reply);
-	pq.session_token = "0190a000-0000-7000-8000-000000000000.bad";
-	assert_int_equal(
-	        svch_call(
-	                &h, "/parley.messaging.v1.Messaging/PostWebchatMessage",
-	                &svc, &pq.base,
-	                &parley__messaging__v1__post_webchat_message_response__descriptor,
-	                (void **)&pr, NULL),
-	        PL_UNAUTHENTICATED);
-}
-
 // Starts a web-chat session on C_WC.
 static Parley__Messaging__V1__StartWebchatSessionResponse *
 wc_session(const char *name)
@@ -2368,6 +2304,29 @@ wc_session(const char *name)
 	                (void **)&sr, NULL),
 	        PL_OK);
 	return sr;
+}
+
+// Posts text as the visitor of session token on C_WC.
+static Parley__Messaging__V1__PostWebchatMessageResponse *
+wc_post(const char *token, const char *text, const char *client_id)
+{
+	pl_principal svc = svch_service();
+	Parley__Messaging__V1__PostWebchatMessageRequest pq =
+	        PARLEY__MESSAGING__V1__POST_WEBCHAT_MESSAGE_REQUEST__INIT;
+	Parley__Messaging__V1__PostWebchatMessageResponse *pr = NULL;
+
+	pq.channel_id = C_WC;
+	pq.session_token = (char *)token;
+	pq.text = (char *)text;
+	pq.client_message_id = (char *)client_id;
+	assert_int_equal(
+	        svch_call(
+	                &h, "/parley.messaging.v1.Messaging/PostWebchatMessage",
+	                &svc, &pq.base,
+	                &parley__messaging__v1__post_webchat_message_response__descriptor,
+	                (void **)&pr, NULL),
+	        PL_OK);
+	return pr;
 }
 
 static int
@@ -2394,16 +2353,58 @@ wc_batch(Parley__Messaging__V1__PollWebchatMessagesRequest *polls, size_t n,
 	return rc;
 }
 
+static void
+test_webchat(void **state)
+{
+	pl_principal svc = svch_service();
+	Parley__Messaging__V1__StartWebchatSessionResponse *sr;
+	Parley__Messaging__V1__PostWebchatMessageRequest pq =
+	        PARLEY__MESSAGING__V1__POST_WEBCHAT_MESSAGE_REQUEST__INIT;
+	Parley__Messaging__V1__PostWebchatMessageResponse *pr;
+	Parley__Messaging__V1__PollWebchatMessagesRequest lq =
+	        PARLEY__MESSAGING__V1__POLL_WEBCHAT_MESSAGES_REQUEST__INIT;
+	Parley__Messaging__V1__PollWebchatMessagesResponse *lr;
+	bool got_reply = false;
+
+	(void)state;
+	NEED();
+	sr = wc_session("Visitor");
+	pr = wc_post(sr->session_token, "hello widget", "c1");
+	pq.channel_id = C_WC;
+	pq.text = "hello widget";
+	pq.client_message_id = "c1";
+	lq.channel_id = C_WC;
+	lq.session_token = sr->session_token;
+	lq.cursor = pr->message->id;
+	lq.wait_ms = 5000;
+	assert_int_equal(
+	        svch_call(
+	                &h,
+	                "/parley.messaging.v1.Messaging/PollWebchatMessages",
+	                &svc, &lq.base,
+	                &parley__messaging__v1__poll_webchat_messages_response__descriptor,
+	                (void **)&lr, NULL),
+	        PL_OK);
+	for (size_t i = 0; i < lr->n_messages; i++)
+		got_reply |= strcmp(lr->messages[i]->text,
+		                    "echo: hello widget") == 0;
+	assert_true(got_reply);
+	pq.session_token = "0190a000-0000-7000-8000-000000000000.bad";
+	assert_int_equal(
+	        svch_call(
+	                &h, "/parley.messaging.v1.Messaging/PostWebchatMessage",
+	                &svc, &pq.base,
+	                &parley__messaging__v1__post_webchat_message_response__descriptor,
+	                (void **)&pr, NULL),
+	        PL_UNAUTHENTICATED);
+}
+
 // The gateway's waiting polls asked together: only those with news or an
 // error come back, each session sees its own contact's messages only.
 static void
 test_webchat_batch(void **state)
 {
-	pl_principal svc = svch_service();
 	Parley__Messaging__V1__StartWebchatSessionResponse *s1, *s2;
-	Parley__Messaging__V1__PostWebchatMessageRequest pq =
-	        PARLEY__MESSAGING__V1__POST_WEBCHAT_MESSAGE_REQUEST__INIT;
-	Parley__Messaging__V1__PostWebchatMessageResponse *pr;
 	Parley__Messaging__V1__PollWebchatMessagesRequest q[6];
 	Parley__Messaging__V1__PollWebchatBatchResponse *br;
 	char *forged;
@@ -2448,17 +2449,7 @@ test_webchat_batch(void **state)
 	free(forged);
 
 	// The first visitor writes: its poll has news, the second's not.
-	pq.channel_id = C_WC;
-	pq.session_token = s1->session_token;
-	pq.text = "batch hello";
-	pq.client_message_id = "b1";
-	assert_int_equal(
-	        svch_call(
-	                &h, "/parley.messaging.v1.Messaging/PostWebchatMessage",
-	                &svc, &pq.base,
-	                &parley__messaging__v1__post_webchat_message_response__descriptor,
-	                (void **)&pr, NULL),
-	        PL_OK);
+	wc_post(s1->session_token, "batch hello", "b1");
 	assert_int_equal(wc_batch(q, 2, &br), PL_OK);
 	assert_int_equal(br->n_ready, 1);
 	assert_int_equal(br->ready[0]->index, 0);
