@@ -129,14 +129,8 @@ analyzer_main(void *arg)
 	pthread_setname_np(pthread_self(), "db-analyzer");
 	pthread_mutex_lock(&a->mu);
 	while (!a->stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += a->interval_ms / 1000;
-		ts.tv_nsec += (long)(a->interval_ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = pl_timespec_in(
+		        CLOCK_REALTIME, (int64_t)a->interval_ms * 1000000);
 		pthread_cond_timedwait(&a->cv, &a->mu, &ts);
 		if (a->stop)
 			break;

@@ -403,13 +403,7 @@ relay_main(void *arg)
 		}
 		if (busy)
 			continue;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += idle / 1000;
-		ts.tv_nsec += (idle % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		ts = pl_timespec_in(CLOCK_REALTIME, idle * 1000000);
 		pthread_mutex_lock(&r->mtx);
 		if (!r->stop)
 			pthread_cond_timedwait(&r->cv, &r->mtx, &ts);

@@ -146,15 +146,8 @@ conn_get(pl_rpc_client *c, int64_t deadline)
 			}
 		}
 		{
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			int64_t ns = wake - now;
-			ts.tv_sec += ns / 1000000000;
-			ts.tv_nsec += ns % 1000000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
+			struct timespec ts =
+			        pl_timespec_in(CLOCK_REALTIME, wake - now);
 			pthread_cond_timedwait(&c->cv, &c->mtx, &ts);
 		}
 	again:;

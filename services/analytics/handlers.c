@@ -1324,14 +1324,8 @@ job_main(void *arg)
 		pthread_mutex_unlock(&st->mu);
 		analytics_maintain(db, (int)st->months_ahead);
 		pthread_mutex_lock(&st->mu);
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += st->job_interval_ms / 1000;
-		ts.tv_nsec += (st->job_interval_ms % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		struct timespec ts = pl_timespec_in(
+		        CLOCK_REALTIME, (int64_t)st->job_interval_ms * 1000000);
 		while (!st->stopping &&
 		       pthread_cond_timedwait(&st->cv, &st->mu, &ts) == 0)
 			;

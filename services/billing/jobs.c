@@ -108,13 +108,8 @@ jobs_main(void *arg)
 		if (db != NULL)
 			billing_jobs_run_once(db, j->st, billing_now_ms());
 		pthread_mutex_lock(&j->mtx);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += j->st->job_interval_ms / 1000;
-		ts.tv_nsec += (j->st->job_interval_ms % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		ts = pl_timespec_in(CLOCK_REALTIME,
+		                    (int64_t)j->st->job_interval_ms * 1000000);
 		while (!j->stop && pthread_cond_timedwait(&j->cv, &j->mtx,
 		                                          &ts) != ETIMEDOUT)
 			;

@@ -180,12 +180,7 @@ poller_main(void *arg)
 			pthread_cond_wait(&p->cv, &p->mu);
 			continue;
 		}
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = pl_timespec_in(CLOCK_MONOTONIC, TICK_MS * 1000000LL);
 		pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 		if (p->stop)
 			break;

@@ -168,16 +168,10 @@ feed_main(void *arg)
 		}
 		struct timespec ts;
 		int64_t until = t0 + f->interval_ms;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
 		int64_t left = until - tenants_mono_ms();
 		if (left < 1)
 			left = 1;
-		ts.tv_sec += left / 1000;
-		ts.tv_nsec += (left % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		ts = pl_timespec_in(CLOCK_MONOTONIC, left * 1000000);
 		pthread_mutex_lock(&f->mtx);
 		while (!f->stop && pthread_cond_timedwait(&f->cv, &f->mtx,
 		                                          &ts) != ETIMEDOUT)

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -105,6 +106,11 @@ bool pl_call_is_tenant(const pl_call *call, const char *tenant_id);
 
 // Monotonic clock in nanoseconds.
 int64_t pl_now_ns(void);
+
+// clock's time ns (>= 0) from now: the deadline of a
+// pthread_cond_timedwait on a condition that waits on that clock
+// (CLOCK_REALTIME unless its attributes say otherwise).
+struct timespec pl_timespec_in(clockid_t clock, int64_t ns);
 
 // Server.
 
