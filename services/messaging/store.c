@@ -2542,6 +2542,20 @@ static const char wc_sessions_sql[] =
         "expires_at > now(), id FROM messaging.webchat_sessions WHERE id = "
         "ANY($1::uuid[])";
 
+// A poll's session id and its index in the request, sorted by id so that
+// each session row finds its polls by binary search (matching rows to
+// polls by comparing every pair was 256 x 256 string compares a call).
+typedef struct wc_sid {
+	const char *sid;
+	size_t i;
+} wc_sid;
+
+static int
+wc_sid_cmp(const void *a, const void *b)
+{
+	return strcmp(((const wc_sid *)a)->sid, ((const wc_sid *)b)->sid);
+}
+
 // Which of the (tenant, contact, cursor) triples have a message after the
 // cursor: the EXISTS of messaging_store_webchat_poll's query, set-based.
 static const char wc_ready_sql[] =
@@ -2559,8 +2573,9 @@ messaging_store_webchat_ready(pl_call *call, pl_db *db, msg_wc_wait *w,
 	const char **sids, **ts, **cts, **curs;
 	unsigned char(*hash)[32];
 	size_t *map; // k -> i
+	wc_sid *by_sid;
 	const char *p[3];
-	size_t k = 0;
+	size_t k = 0, nsid = 0;
 	PGresult *r = NULL;
 	int rv;
 
@@ -2572,8 +2587,9 @@ messaging_store_webchat_ready(pl_call *call, pl_db *db, msg_wc_wait *w,
 	cts = pl_arena_zalloc(call->arena, n * sizeof(*cts));
 	curs = pl_arena_zalloc(call->arena, n * sizeof(*curs));
 	map = pl_arena_zalloc(call->arena, n * sizeof(*map));
+	by_sid = pl_arena_zalloc(call->arena, n * sizeof(*by_sid));
 	if (sids == NULL || hash == NULL || ts == NULL || cts == NULL ||
-	    curs == NULL || map == NULL)
+	    curs == NULL || map == NULL || by_sid == NULL)
 		return pl_call_error(call, PL_RESOURCE_EXHAUSTED,
 		                     "out of memory");
 	for (size_t i = 0; i < n; i++) {
@@ -2594,11 +2610,25 @@ messaging_store_webchat_ready(pl_call *call, pl_db *db, msg_wc_wait *w,
 		PQclear(r);
 		return rv;
 	}
-	for (int row = 0; row < PQntuples(r); row++)
-		for (size_t i = 0; i < n; i++) {
-			if (sids[i] == NULL ||
-			    strcmp(sids[i], PQgetvalue(r, row, 5)) != 0 ||
-			    !wc_session_row_ok(r, row, hash[i],
+	for (size_t i = 0; i < n; i++)
+		if (sids[i] != NULL)
+			by_sid[nsid++] = (wc_sid){ sids[i], i };
+	qsort(by_sid, nsid, sizeof(*by_sid), wc_sid_cmp);
+	for (int row = 0; row < PQntuples(r); row++) {
+		const char *id = PQgetvalue(r, row, 5);
+		size_t lo = 0, hi = nsid;
+		// The first poll of this session, then each one after it (a
+		// session polled twice is two polls).
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			if (strcmp(by_sid[mid].sid, id) < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (; lo < nsid && strcmp(by_sid[lo].sid, id) == 0; lo++) {
+			size_t i = by_sid[lo].i;
+			if (!wc_session_row_ok(r, row, hash[i],
 			                       w[i].channel_id))
 				continue;
 			snprintf(w[i].tenant_id, 40, "%s",
@@ -2607,6 +2637,7 @@ messaging_store_webchat_ready(pl_call *call, pl_db *db, msg_wc_wait *w,
 			         PQgetvalue(r, row, 1));
 			w[i].code = PL_OK;
 		}
+	}
 	PQclear(r);
 	r = NULL;
 	for (size_t i = 0; i < n; i++) {

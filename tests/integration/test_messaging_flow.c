@@ -2463,6 +2463,18 @@ test_webchat_batch(void **state)
 	                ->result->messages[br->ready[0]->result->n_messages - 1]
 	                ->id);
 
+	// The same session polled twice in one call: each poll is answered.
+	q[1] = q[0];
+	assert_int_equal(wc_batch(q, 2, &br), PL_OK);
+	assert_int_equal(br->n_ready, 2);
+	assert_int_equal(br->ready[0]->index, 0);
+	assert_int_equal(br->ready[1]->index, 1);
+	assert_int_equal(br->ready[1]->code, PL_OK);
+	assert_string_equal(br->ready[1]->result->messages[0]->text,
+	                    "batch hello");
+	q[1].session_token = s2->session_token;
+	q[1].cursor = s2->cursor;
+
 	// Bounds: 1 .. 256 polls.
 	assert_int_equal(wc_batch(q, 0, &br), PL_INVALID_ARGUMENT);
 	{
