@@ -10,7 +10,9 @@
 // - N long-polls (wait_ms=25000) waiting at once on N connections: how
 //   many were answered early (none should be), the same CPU ms a second,
 //   and the ratio to the baseline's, each above the idle stack's; the
-//   gateway's RSS and threads;
+//   gateway's RSS and threads; PostgreSQL's busiest processes in that
+//   window (over 5 ms a second), named by their titles (a backend's
+//   title has its service's role);
 // - messages posted one at a time, each to a session whose poll waits:
 //   the time from the POST to that poll's answer (the visitor's own
 //   message, as the widget shows it) and to the agent's reply being seen;
@@ -28,6 +30,7 @@
 // server's 1,024 connections bound N. Traffic stays on 127.0.0.1; every
 // wait is bounded in time.
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -181,6 +184,93 @@ proc_status(pid_t pid, long *rss_kb, long *threads)
 			*threads = atol(line + 8);
 	}
 	fclose(f);
+}
+
+// PostgreSQL's processes (the postmaster's children) and their CPU, to
+// name the busiest in a window: which service's backend (its role is in
+// the process title) or which background process did the work.
+#define PG_PROCS 128
+
+typedef struct pg_snap {
+	int n;
+	pid_t pid[PG_PROCS];
+	double cpu[PG_PROCS];
+} pg_snap;
+
+static void
+pg_take(pg_snap *p)
+{
+	char path[160];
+	long pm = -1;
+	DIR *d;
+	struct dirent *e;
+	FILE *f;
+
+	p->n = 0;
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", S.pg.dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	if (fscanf(f, "%ld", &pm) != 1)
+		pm = -1;
+	fclose(f);
+	if (pm <= 0 || (d = opendir("/proc")) == NULL)
+		return;
+	while ((e = readdir(d)) != NULL && p->n < PG_PROCS) {
+		long pid = atol(e->d_name), ppid = -1;
+		char buf[512], *q;
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		q = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+		fclose(f);
+		if (q == NULL || sscanf(q + 1, " %*c %ld", &ppid) != 1 ||
+		    ppid != pm)
+			continue;
+		p->pid[p->n] = (pid_t)pid;
+		p->cpu[p->n++] = stack_cpu_s((pid_t)pid);
+	}
+	closedir(d);
+}
+
+// Prints the PostgreSQL processes that used over 5 ms a second between a
+// and b (taken s seconds apart), busiest first, with their titles.
+static void
+pg_print(const pg_snap *a, const pg_snap *b, double s)
+{
+	int order[PG_PROCS], m = 0;
+	double d[PG_PROCS];
+
+	for (int i = 0; i < b->n; i++) {
+		double before = 0;
+		for (int k = 0; k < a->n; k++)
+			if (a->pid[k] == b->pid[i])
+				before = a->cpu[k];
+		d[i] = (b->cpu[i] - before) * 1e3 / s;
+		if (d[i] > 5)
+			order[m++] = i;
+	}
+	for (int x = 1; x < m; x++)
+		for (int y = x; y > 0 && d[order[y]] > d[order[y - 1]]; y--) {
+			int t = order[y];
+			order[y] = order[y - 1];
+			order[y - 1] = t;
+		}
+	for (int x = 0; x < m && x < 4; x++) {
+		char path[64], title[160] = "";
+		FILE *f;
+		size_t len = 0;
+		snprintf(path, sizeof(path), "/proc/%d/cmdline",
+		         (int)b->pid[order[x]]);
+		if ((f = fopen(path, "r")) != NULL) {
+			len = fread(title, 1, sizeof(title) - 1, f);
+			fclose(f);
+		}
+		title[len] = '\0';
+		printf("      postgres process %d: %.1f ms a second (%s)\n",
+		       (int)b->pid[order[x]], d[order[x]], title);
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -509,6 +599,7 @@ run_waiting(hload *c, int n, int seconds, int messages, int phase, double idle,
 	pid_t gw = stack_proc_of(&S, "gateway")->pid;
 	long rss, threads;
 	cpu_snap a, b;
+	static pg_snap pa, pb;
 	char what[128];
 	double total;
 
@@ -516,9 +607,11 @@ run_waiting(hload *c, int n, int seconds, int messages, int phase, double idle,
 		opened += waiter_open(&W[i], &V[i]) == 0;
 	set_waiters(n);
 	usleep(1500000); // each asked once and parked
+	pg_take(&pa);
 	cpu_take(&a);
 	sleep((unsigned)seconds);
 	cpu_take(&b);
+	pg_take(&pb);
 	for (int i = 0; i < n; i++)
 		early += atomic_load(&W[i].done);
 	proc_status(gw, &rss, &threads);
@@ -534,6 +627,7 @@ run_waiting(hload *c, int n, int seconds, int messages, int phase, double idle,
 	                               : 0.0);
 	printf("      gateway: RSS %.1f MiB, %ld threads\n", rss / 1024.0,
 	       threads);
+	pg_print(&pa, &pb, (double)(b.t - a.t) / 1e9);
 	if (messages > n)
 		messages = n;
 	run_messages(c, n, messages, phase, used);
