@@ -2,6 +2,7 @@
 // server.
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "gateway.h"
 #include "pl/log.h"
@@ -35,12 +36,16 @@ static pl_cfg_entry table[] = {
 	  "HTTP server threads" },
 	{ "PARLEY_HTTP_TIMEOUT", PL_CFG_INT, "30", 1, 3600, NULL,
 	  "idle connection timeout, seconds" },
+	{ "PARLEY_HTTP_MAX_CONNS", PL_CFG_INT, "1024", 64, 65536, NULL,
+	  "HTTP connections open at once (each a file descriptor and up to "
+	  "32 KiB)" },
 	{ "PARLEY_RPC_TIMEOUT", PL_CFG_DURATION, "10s", 100, 600000, NULL,
 	  "budget of one RPC" },
 	{ "PARLEY_WEBCHAT_POLL_MAX", PL_CFG_DURATION, "25s", 0, 25000, NULL,
 	  "longest web-chat long-poll" },
-	{ "PARLEY_WEBCHAT_MAX_WAITING", PL_CFG_INT, "1000", 0, 100000, NULL,
-	  "web-chat long-polls waiting at once (each holds a connection)" },
+	{ "PARLEY_WEBCHAT_MAX_WAITING", PL_CFG_INT, "512", 0, 32768, NULL,
+	  "web-chat long-polls waiting at once (each holds a connection; at "
+	  "most half of PARLEY_HTTP_MAX_CONNS)" },
 	{ "PARLEY_AUTH_CACHE_TTL", PL_CFG_DURATION, "1000ms", 0, 1000, NULL,
 	  "longest life of a cached Authenticate answer (0: no cache)" },
 	{ "PARLEY_LOG_LEVEL", PL_CFG_STRING, "info", 0, 0, NULL,
@@ -66,6 +71,7 @@ gw_config_table(gw_config *c)
 		&c->api_key_rps,
 		&c->threads,
 		&c->timeout_s,
+		&c->max_conns,
 		&c->rpc_timeout,
 		&c->poll_max,
 		&c->max_waiting,
@@ -107,6 +113,64 @@ parse_cors(gw *g)
 }
 
 int
+gw_conn_budget(int64_t *max_conns, int64_t *max_waiting, uint64_t fd_limit)
+{
+	int changed = 0;
+	uint64_t room = fd_limit > GW_FD_RESERVE ? fd_limit - GW_FD_RESERVE : 0;
+
+	if (*max_conns <= 0)
+		*max_conns = 1024;
+	if ((uint64_t)*max_conns > room) {
+		*max_conns = room > 64 ? (int64_t)room : 64;
+		changed |= 1;
+	}
+	if (*max_waiting > *max_conns / 2) {
+		*max_waiting = *max_conns / 2;
+		changed |= 2;
+	}
+	return changed;
+}
+
+// Raises the soft limit on open files toward what max_conns needs (up to
+// the hard limit), then fits max_conns and max_waiting to it.
+static void
+fit_connections(gw_config *c)
+{
+	struct rlimit rl;
+	int64_t conns = c->max_conns, waiting = c->max_waiting;
+	uint64_t need;
+	int changed;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		rl.rlim_cur = rl.rlim_max = 1024;
+	need = (uint64_t)(conns > 0 ? conns : 1024) + GW_FD_RESERVE;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need
+		                      ? need
+		                      : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0 &&
+		    getrlimit(RLIMIT_NOFILE, &rl) != 0)
+			rl.rlim_cur = 1024;
+	}
+	changed = gw_conn_budget(&c->max_conns, &c->max_waiting,
+	                         rl.rlim_cur == RLIM_INFINITY
+	                                 ? UINT64_MAX
+	                                 : (uint64_t)rl.rlim_cur);
+	if (changed & 1)
+		pl_warn("gateway: PARLEY_HTTP_MAX_CONNS %lld is more than the "
+		        "open-file limit (%llu) allows: %lld connections",
+		        (long long)conns, (unsigned long long)rl.rlim_cur,
+		        (long long)c->max_conns);
+	if (changed & 2)
+		pl_warn("gateway: PARLEY_WEBCHAT_MAX_WAITING %lld is over half "
+		        "of the %lld connections: %lld long-polls wait at "
+		        "once, "
+		        "so the API and the providers' webhooks keep the rest",
+		        (long long)waiting, (long long)c->max_conns,
+		        (long long)c->max_waiting);
+}
+
+int
 gw_open(gw **out, const gw_config *cfg)
 {
 	char err[256];
@@ -129,6 +193,7 @@ gw_open(gw **out, const gw_config *cfg)
 		g->cfg.threads = 4;
 	if (g->cfg.poll_max < 0 || g->cfg.poll_max > 25000)
 		g->cfg.poll_max = 25000;
+	fit_connections(&g->cfg);
 	for (int i = 0; i < GW_NSVC; i++) {
 		pl_rpc_client_config cc = {
 			.urls = cfg->urls[i],
@@ -177,6 +242,7 @@ gw_start(gw *g)
 		.max_body = (size_t)g->cfg.max_body,
 		.handle_too_large = true,
 		.timeout_s = (int)g->cfg.timeout_s,
+		.max_conns = (unsigned)g->cfg.max_conns,
 		.deferrable = true,
 	};
 

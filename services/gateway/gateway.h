@@ -56,9 +56,10 @@ typedef struct gw_config {
 	int64_t api_key_rps; // PARLEY_API_KEY_RPS
 	int64_t threads;     // PARLEY_HTTP_THREADS
 	int64_t timeout_s;   // PARLEY_HTTP_TIMEOUT (idle connections), seconds
+	int64_t max_conns;   // PARLEY_HTTP_MAX_CONNS (0: 1024)
 	int64_t rpc_timeout; // PARLEY_RPC_TIMEOUT, ms
 	int64_t poll_max;    // PARLEY_WEBCHAT_POLL_MAX, ms (<= 25000)
-	int64_t max_waiting; // PARLEY_WEBCHAT_MAX_WAITING
+	int64_t max_waiting; // PARLEY_WEBCHAT_MAX_WAITING (<= max_conns / 2)
 	int64_t auth_ttl;    // PARLEY_AUTH_CACHE_TTL, ms (<= 1000)
 	char *log_level;     // PARLEY_LOG_LEVEL
 } gw_config;
@@ -66,6 +67,18 @@ typedef struct gw_config {
 // The configuration table over c (ends with { NULL }); pl_cfg_load fills c.
 // The returned table lives in static storage: one configuration per process.
 const pl_cfg_entry *gw_config_table(gw_config *c);
+
+// File descriptors kept for everything but the HTTP connections (the RPC
+// clients' sockets, the server's epoll and pipes, logs).
+#define GW_FD_RESERVE 256
+
+// Fits the HTTP connections and the waiting long-polls to fd_limit (the
+// soft limit on open files; gw_open raises it toward what max_conns needs
+// first): *max_conns (0: 1024) to fd_limit - GW_FD_RESERVE (at least 64),
+// *max_waiting to half of *max_conns, so that however many visitors wait,
+// the API and the providers' webhooks keep connections. Returns 0, or 1
+// when max_conns was lowered, | 2 when max_waiting was.
+int gw_conn_budget(int64_t *max_conns, int64_t *max_waiting, uint64_t fd_limit);
 
 // ---------------------------------------------------------------------------
 // Routes.

@@ -391,6 +391,39 @@ test_openapi_consistent(void **state)
 	json_decref(doc);
 }
 
+// The connections and waiting long-polls fitted to the open-file limit.
+static void
+test_conn_budget(void **state)
+{
+	int64_t conns, waiting;
+	(void)state;
+
+	// The defaults fit: nothing changes.
+	conns = 1024, waiting = 512;
+	assert_int_equal(gw_conn_budget(&conns, &waiting, 20000), 0);
+	assert_int_equal(conns, 1024);
+	assert_int_equal(waiting, 512);
+	// 0 connections means the default.
+	conns = 0, waiting = 100;
+	assert_int_equal(gw_conn_budget(&conns, &waiting, 20000), 0);
+	assert_int_equal(conns, 1024);
+	// More waiting than half the connections: the rest are kept for the
+	// API and the webhooks.
+	conns = 1024, waiting = 1000;
+	assert_int_equal(gw_conn_budget(&conns, &waiting, 20000), 2);
+	assert_int_equal(waiting, 512);
+	// More connections than the open files allow.
+	conns = 4096, waiting = 1000;
+	assert_int_equal(gw_conn_budget(&conns, &waiting, 1024), 3);
+	assert_int_equal(conns, 1024 - GW_FD_RESERVE);
+	assert_int_equal(waiting, (1024 - GW_FD_RESERVE) / 2);
+	// A tiny limit still leaves 64; none waiting stays none.
+	conns = 1024, waiting = 0;
+	assert_int_equal(gw_conn_budget(&conns, &waiting, 100), 1);
+	assert_int_equal(conns, 64);
+	assert_int_equal(waiting, 0);
+}
+
 int
 main(void)
 {
@@ -405,6 +438,7 @@ main(void)
 		cmocka_unit_test(test_auth_cache),
 		cmocka_unit_test(test_enum_names),
 		cmocka_unit_test(test_openapi_consistent),
+		cmocka_unit_test(test_conn_budget),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
