@@ -162,10 +162,9 @@ fit_connections(gw_config *c)
 		        (long long)conns, (unsigned long long)rl.rlim_cur,
 		        (long long)c->max_conns);
 	if (changed & 2)
-		pl_warn("gateway: PARLEY_WEBCHAT_MAX_WAITING %lld is over half "
-		        "of the %lld connections: %lld long-polls wait at "
-		        "once, "
-		        "so the API and the providers' webhooks keep the rest",
+		pl_warn("gateway: PARLEY_WEBCHAT_MAX_WAITING %lld is over "
+		        "half of the %lld connections: %lld wait at once, so "
+		        "the API and the providers' webhooks keep the rest",
 		        (long long)waiting, (long long)c->max_conns,
 		        (long long)c->max_waiting);
 }
