@@ -584,7 +584,7 @@ setup(void **state)
 	cfg.timeout_s = 5;
 	cfg.rpc_timeout = 5000;
 	cfg.poll_max = 2000;
-	cfg.max_waiting = 64;
+	cfg.max_waiting = 16;
 	cfg.auth_ttl = 1000;
 	assert_int_equal(gw_open(&G, &cfg), 0);
 	assert_int_equal(gw_start(G), 0);
@@ -1217,6 +1217,49 @@ test_webchat_waiting(void **state)
 	assert_int_equal(gw_poller_waiting(G->poller), 0);
 }
 
+// PARLEY_WEBCHAT_MAX_WAITING (16 here): past it a poll is answered at
+// once (no messages, its cursor) rather than parked, so the waiting never
+// take every connection from the API and the providers' webhooks.
+static void
+test_webchat_cap(void **state)
+{
+	enum { N = 16 };
+	waiter w[N];
+	const char *hdrs[] = { "X-Webchat-Session: wsextra", NULL };
+	json_t *j;
+	hresp r;
+	int i;
+
+	(void)state;
+	memset(w, 0, sizeof(w));
+	for (i = 0; i < N; i++) {
+		snprintf(w[i].token, sizeof(w[i].token), "wscap%d", i);
+		assert_int_equal(
+		        pthread_create(&w[i].thr, NULL, waiter_main, &w[i]), 0);
+	}
+	for (i = 0; i < 150 && gw_poller_waiting(G->poller) < N; i++)
+		usleep(10000);
+	assert_int_equal(gw_poller_waiting(G->poller), N);
+	// One more: answered now, while the 16 still wait (they are answered
+	// together at their 2 s deadline).
+	assert_int_equal(req(&r, "GET",
+	                     "/v1/webchat/ch1/messages?after=c0&wait_ms=2000",
+	                     NULL, NULL, 0, hdrs),
+	                 200);
+	assert_int_equal(gw_poller_waiting(G->poller), N);
+	j = json_loads(r.body, 0, NULL);
+	assert_int_equal(json_array_size(json_object_get(j, "messages")), 0);
+	assert_string_equal(json_string_value(json_object_get(j, "cursor")),
+	                    "c0");
+	json_decref(j);
+	hfree(&r);
+	for (i = 0; i < N; i++) {
+		pthread_join(w[i].thr, NULL);
+		assert_int_equal(w[i].status, 200);
+	}
+	assert_int_equal(gw_poller_waiting(G->poller), 0);
+}
+
 static void
 test_cors(void **state)
 {
@@ -1373,6 +1416,7 @@ main(void)
 		cmocka_unit_test(test_webhooks),
 		cmocka_unit_test(test_webchat),
 		cmocka_unit_test(test_webchat_waiting),
+		cmocka_unit_test(test_webchat_cap),
 		cmocka_unit_test(test_cors),
 		cmocka_unit_test(test_auth_cache_and_revocation),
 		cmocka_unit_test(test_rate_limit),
