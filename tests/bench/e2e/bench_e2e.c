@@ -47,6 +47,7 @@
 #include "fake_provider.h"
 #include "hload.h"
 #include "pl/httpd.h"
+#include "pl/rpc.h"
 #include "stack.h"
 
 #define MAX_MSGS (1 << 20)
@@ -63,14 +64,6 @@ static int senders;
 static atomic_int *sending;
 static atomic_int received;
 static char channel_id[64];
-
-static int64_t
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 // The provider: records when the reply to message i ("to": 34<9 digits>)
 // arrives.
@@ -89,7 +82,7 @@ provider(const pl_http_req *req, pl_http_resp *resp, void *arg)
 			n = n >= 0 && n < senders ? atomic_load(&sending[n])
 			                          : -1;
 		if (n >= 0 && n < MAX_MSGS && t_recv[n] == 0) {
-			t_recv[n] = now_ns();
+			t_recv[n] = pl_now_ns();
 			atomic_fetch_add(&received, 1);
 			i = n;
 		}
@@ -172,7 +165,7 @@ post_one(load *l, hload *c, int i)
 	fake_provider_sign(SECRET, body, (size_t)n, hex);
 	snprintf(sig, sizeof(sig), "X-Hub-Signature-256: %s", hex);
 	snprintf(path, sizeof(path), "/v1/webhooks/whatsapp/%s", channel_id);
-	t_post[i] = now_ns();
+	t_post[i] = pl_now_ns();
 	if (senders > 0)
 		atomic_store(&sending[i % senders], i);
 	if (c == NULL ||
@@ -189,12 +182,12 @@ load_main(void *arg)
 	// error.
 	hload *c = hload_open(S.http_port);
 	int64_t k = 0;
-	while (now_ns() < l->end_ns) {
+	while (pl_now_ns() < l->end_ns) {
 		int i;
 		if (l->rate > 0) {
 			int64_t due =
 			        l->start_ns + (int64_t)(k * 1e9 / l->rate);
-			int64_t now = now_ns();
+			int64_t now = pl_now_ns();
 			if (due > now)
 				usleep((useconds_t)((due - now) / 1000));
 		}
@@ -332,8 +325,9 @@ run_rate(const char *what, double rate, int seconds, int threads)
 	pthread_t th[64];
 	load l[64];
 	int first = atomic_load(&next_msg), last, n, got = 0;
-	int64_t start = now_ns(), end = start + (int64_t)seconds * 1000000000,
-	        last_recv = 0, drain;
+	int64_t start = pl_now_ns(),
+	        end = start + (int64_t)seconds * 1000000000, last_recv = 0,
+	        drain;
 	int64_t *lat;
 	long errors = 0;
 	cpu_snap c0, c1;
@@ -356,8 +350,8 @@ run_rate(const char *what, double rate, int seconds, int threads)
 		last = MAX_MSGS;
 	n = last - first;
 	// Drain: up to 30 s for the replies still in flight.
-	drain = now_ns() + 30LL * 1000000000;
-	while (now_ns() < drain) {
+	drain = pl_now_ns() + 30LL * 1000000000;
+	while (pl_now_ns() < drain) {
 		got = 0;
 		for (int i = first; i < last; i++)
 			got += t_recv[i] != 0;
@@ -385,7 +379,7 @@ run_rate(const char *what, double rate, int seconds, int threads)
 
 		clock_gettime(CLOCK_REALTIME, &wall);
 		began = wall.tv_sec * 1000000000LL + wall.tv_nsec -
-		        (now_ns() - start);
+		        (pl_now_ns() - start);
 		sec = (time_t)(began / 1000000000);
 		strftime(stamp, sizeof(stamp), "%H:%M:%S", gmtime(&sec));
 		fprintf(stderr, "slow: posting began at %s.%03d UTC\n", stamp,
@@ -408,7 +402,7 @@ run_rate(const char *what, double rate, int seconds, int threads)
 		clock_gettime(CLOCK_REALTIME, &wall);
 		print_stages(first, last,
 		             wall.tv_sec * 1000000000LL + wall.tv_nsec -
-		                     now_ns());
+		                     pl_now_ns());
 	}
 	qsort(lat, (size_t)got, sizeof(*lat), cmp64);
 	{
@@ -481,13 +475,13 @@ machine_speed(const char *when)
 	bool ok;
 
 	memset(buf, 7, sizeof(buf));
-	t0 = now_ns();
+	t0 = pl_now_ns();
 	do {
 		for (int i = 0; i < 1000; i++)
 			crypto_hash_sha256(h, buf, sizeof(buf));
 		buf[0] = h[0];
 		hashes += 1000;
-		t1 = now_ns();
+		t1 = pl_now_ns();
 	} while (t1 - t0 < 300000000);
 	ok = sysconf(_SC_NPROCESSORS_ONLN) >= 2 && pipe(ab) == 0;
 	if (ok && pipe(ba) != 0) {
@@ -505,12 +499,12 @@ machine_speed(const char *when)
 		CPU_ZERO(&set);
 		CPU_SET(0, &set);
 		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-		w0 = now_ns();
+		w0 = pl_now_ns();
 		for (; done < n; done++)
 			if (write(ab[1], &c, 1) != 1 || read(ba[0], &c, 1) != 1)
 				break;
 		if (done == n)
-			wake_us = (double)(now_ns() - w0) / 1e3 / n;
+			wake_us = (double)(pl_now_ns() - w0) / 1e3 / n;
 		pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
 		close(ab[1]); // an echo still reading sees the end
 		ab[1] = -1;
@@ -541,7 +535,7 @@ reader_main(void *arg)
 	const char *hdrs[2] = { auth, NULL };
 
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", r->key);
-	while (now_ns() < r->end_ns) {
+	while (pl_now_ns() < r->end_ns) {
 		long st = 0;
 		char *out = NULL;
 		if (c != NULL &&
@@ -752,7 +746,7 @@ main(int argc, char **argv)
 		cpu_snap c0, c1;
 
 		cpu_take(&c0);
-		start = now_ns();
+		start = pl_now_ns();
 		for (int i = 0; i < threads; i++) {
 			rd[i].key = key;
 			rd[i].end_ns = start + (int64_t)seconds * 1000000000;
@@ -766,7 +760,7 @@ main(int argc, char **argv)
 		}
 		printf("GET /v1/conversations?limit=20 (API key, %d clients): "
 		       "%.0f req/s, %ld non-200\n",
-		       threads, ok / ((now_ns() - start) / 1e9), bad);
+		       threads, ok / ((pl_now_ns() - start) / 1e9), bad);
 		cpu_take(&c1);
 		cpu_print(&c0, &c1, ok + bad, "request");
 	}

@@ -71,6 +71,7 @@
 #include "pgh.h"
 #include "pl/httpd.h"
 #include "pl/log.h"
+#include "pl/rpc.h"
 #include "fake_peers.h"
 #include "fake_provider.h"
 #include "svch.h"
@@ -169,14 +170,6 @@ start_peers(void)
 // The provider: stamps each reply's arrival by the sequence number in its
 // text ("echo: m<seq> ...").
 
-static int64_t
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void
 provider_handler(const pl_http_req *req, pl_http_resp *resp, void *arg)
 {
@@ -188,7 +181,7 @@ provider_handler(const pl_http_req *req, pl_http_resp *resp, void *arg)
 	if (p != NULL) {
 		seq = atoi(p + 7);
 		if (seq >= 0 && seq < MAXMSG && recv_ns[seq] == 0) {
-			recv_ns[seq] = now_ns();
+			recv_ns[seq] = pl_now_ns();
 			atomic_fetch_add(&received, 1);
 		}
 	} else {
@@ -257,7 +250,7 @@ sender_main(void *arg)
 		pl_rpc_opts o = { 0 };
 		char sig[80];
 		size_t len;
-		int64_t t = now_ns(), t0;
+		int64_t t = pl_now_ns(), t0;
 		int seq, rv;
 		char *body;
 
@@ -284,14 +277,14 @@ sender_main(void *arg)
 		rq.headers = hs;
 		rq.n_headers = 1;
 		pl_arena_reset(&a);
-		t0 = now_ns();
+		t0 = pl_now_ns();
 		sent_ns[seq] = t0;
 		rv = pl_rpc_call(
 		        cli, "/parley.messaging.v1.Messaging/HandleWebhook",
 		        &rq.base,
 		        &parley__messaging__v1__handle_webhook_response__descriptor,
 		        &out, &a, &o, NULL);
-		ack_ns[seq] = now_ns() - t0;
+		ack_ns[seq] = pl_now_ns() - t0;
 		if (rv != PL_OK) {
 			s->errors++;
 			ack_ns[seq] = -1;
@@ -333,7 +326,7 @@ run(double r)
 {
 	result res = { 0 };
 	sender *ss = calloc((size_t)senders, sizeof(*ss));
-	int64_t start = now_ns() + 50000000, end;
+	int64_t start = pl_now_ns() + 50000000, end;
 	int first = atomic_load(&next_seq), last, got_in_window = 0;
 	int64_t *lat, *ack;
 	int nl = 0, na = 0;

@@ -50,6 +50,7 @@
 #include <jansson.h>
 
 #include "hload.h"
+#include "pl/rpc.h"
 #include "stack.h"
 
 #define MAX_N    1000
@@ -98,14 +99,6 @@ set_waiters(int n)
 	atomic_store(&reader_yield, 0);
 }
 
-static int64_t
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static json_t *
 must(long want, const char *method, const char *path, const char *token,
      const char *body)
@@ -145,7 +138,7 @@ cpu_take(cpu_snap *c)
 	for (int i = 0; i < S.n; i++)
 		c->proc[i] = stack_cpu_s(S.procs[i].pid);
 	c->pg = pgh_cpu_s(&S.pg);
-	c->t = now_ns();
+	c->t = pl_now_ns();
 }
 
 // Prints CPU ms a second of each process between a and b; returns the
@@ -306,7 +299,7 @@ waiter_open(waiter *w, const visitor *v)
 		return -1;
 	}
 	w->fd = fd;
-	w->t_sent = now_ns();
+	w->t_sent = pl_now_ns();
 	return 0;
 }
 
@@ -315,7 +308,7 @@ waiter_finish(waiter *w)
 {
 	int major, minor, st;
 
-	w->t_done = now_ns();
+	w->t_done = pl_now_ns();
 	if (w->buf != NULL &&
 	    sscanf(w->buf, "HTTP/%d.%d %d", &major, &minor, &st) == 3)
 		w->status = st;
@@ -405,7 +398,7 @@ shorts_main(void *arg)
 			const char *hdrs[2] = { hdr, NULL };
 			int64_t due = s->start_ns + k * 1000000000 +
 			              (int64_t)v * 1000000000 / s->n,
-			        now = now_ns();
+			        now = pl_now_ns();
 			long st = 0;
 
 			if (due >= s->end_ns)
@@ -437,7 +430,7 @@ run_shorts(int n, int seconds, double idle)
 	pthread_t th[T];
 	shorts s[T];
 	long ok = 0, bad = 0;
-	int64_t start = now_ns() + 100000000;
+	int64_t start = pl_now_ns() + 100000000;
 	cpu_snap a, b;
 	char what[128];
 	double total;
@@ -531,7 +524,7 @@ run_messages(hload *c, int n, int messages, int phase, bool *used)
 		// At no fixed phase of the gateway's 100 ms look: the reply
 		// before was seen by a poll that look answered.
 		usleep((useconds_t)(m * 7919 % 200) * 1000);
-		t0 = now_ns();
+		t0 = pl_now_ns();
 		if (hload_do(c, "POST", path, hdrs, body, strlen(body), &st,
 		             NULL) != 0 ||
 		    st != 202) {
@@ -539,7 +532,7 @@ run_messages(hload *c, int n, int messages, int phase, bool *used)
 			continue;
 		}
 		end = t0 + 10LL * 1000000000;
-		while (!atomic_load(&W[k].done) && now_ns() < end)
+		while (!atomic_load(&W[k].done) && pl_now_ns() < end)
 			usleep(200);
 		if (!atomic_load(&W[k].done) || W[k].status != 200) {
 			failed++;
@@ -551,7 +544,7 @@ run_messages(hload *c, int n, int messages, int phase, bool *used)
 		json_decref(j);
 		// The agent's reply, when it was not in the first answer: the
 		// widget polls again from the new cursor.
-		while (!seen && now_ns() < end) {
+		while (!seen && pl_now_ns() < end) {
 			char *out = NULL;
 			snprintf(
 			        path, sizeof(path),
@@ -570,7 +563,7 @@ run_messages(hload *c, int n, int messages, int phase, bool *used)
 			json_decref(j);
 		}
 		if (seen)
-			reply[got_reply++] = now_ns() - t0;
+			reply[got_reply++] = pl_now_ns() - t0;
 		else
 			failed++;
 	}
@@ -634,10 +627,10 @@ run_waiting(hload *c, int n, int seconds, int messages, int phase, double idle,
 	run_messages(c, n, messages, phase, used);
 
 	// The others answer at the end of their wait (25 s after sending).
-	end = now_ns() + (WAIT_MS + 10000) * 1000000LL;
+	end = pl_now_ns() + (WAIT_MS + 10000) * 1000000LL;
 	for (int i = 0; i < n; i++)
 		while (W[i].fd >= 0 && !atomic_load(&W[i].done) &&
-		       now_ns() < end)
+		       pl_now_ns() < end)
 			usleep(20000);
 	for (int i = 0; i < n; i++) {
 		waiter *w = &W[i];
