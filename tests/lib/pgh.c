@@ -517,12 +517,13 @@ pgh_create_db(pgh *h, const char *name, char *url_out, size_t url_len)
 	return pgh_url(h, "postgres", name, url_out, url_len);
 }
 
-double
-pgh_cpu_s(const pgh *h)
+int
+pgh_each_proc(const pgh *h, void (*fn)(pid_t pid, double cpu_s, void *arg),
+              void *arg)
 {
 	char path[160], buf[1024];
 	long pm = -1;
-	double ticks = (double)sysconf(_SC_CLK_TCK), total = 0;
+	double ticks = (double)sysconf(_SC_CLK_TCK);
 	DIR *d;
 	struct dirent *e;
 	FILE *f;
@@ -557,14 +558,30 @@ pgh_cpu_s(const pgh *h)
 			continue;
 		// The postmaster's own, with its children that have exited.
 		if (pid == pm)
-			total += (double)(ut + st + (unsigned long)cut +
-			                  (unsigned long)cst) /
-			         ticks;
+			fn((pid_t)pid,
+			   (double)(ut + st + (unsigned long)cut +
+			            (unsigned long)cst) /
+			           ticks,
+			   arg);
 		else if (ppid == pm)
-			total += (double)(ut + st) / ticks;
+			fn((pid_t)pid, (double)(ut + st) / ticks, arg);
 	}
 	closedir(d);
-	return total;
+	return 0;
+}
+
+static void
+add_cpu(pid_t pid, double cpu_s, void *arg)
+{
+	(void)pid;
+	*(double *)arg += cpu_s;
+}
+
+double
+pgh_cpu_s(const pgh *h)
+{
+	double total = 0;
+	return pgh_each_proc(h, add_cpu, &total) == 0 ? total : -1;
 }
 
 bool

@@ -86,6 +86,13 @@ int pgh_url(const pgh *h, const char *user, const char *db, char *url_out,
 // and its children (backends, background workers). -1 if unknown.
 double pgh_cpu_s(const pgh *h);
 
+// Calls fn for the postmaster and each of its children with the CPU
+// seconds (user + system) each has used so far (the postmaster's with its
+// children that have exited). Returns 0, or -1 if the cluster's processes
+// cannot be found.
+int pgh_each_proc(const pgh *h, void (*fn)(pid_t pid, double cpu_s, void *arg),
+                  void *arg);
+
 // Whether the server was started under callgrind (PGH_CALLGRIND).
 bool pgh_callgrind(const pgh *h);
 

@@ -31,7 +31,6 @@
 // at most 1,000. Traffic stays on 127.0.0.1; every
 // wait is bounded in time.
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -180,7 +179,7 @@ proc_status(pid_t pid, long *rss_kb, long *threads)
 	fclose(f);
 }
 
-// PostgreSQL's processes (the postmaster's children) and their CPU, to
+// PostgreSQL's processes (the postmaster and its children) and their CPU, to
 // name the busiest in a window: which service's backend (its role is in
 // the process title) or which background process did the work.
 #define PG_PROCS 128
@@ -192,40 +191,20 @@ typedef struct pg_snap {
 } pg_snap;
 
 static void
+pg_add(pid_t pid, double cpu_s, void *arg)
+{
+	pg_snap *p = arg;
+	if (p->n < PG_PROCS) {
+		p->pid[p->n] = pid;
+		p->cpu[p->n++] = cpu_s;
+	}
+}
+
+static void
 pg_take(pg_snap *p)
 {
-	char path[160];
-	long pm = -1;
-	DIR *d;
-	struct dirent *e;
-	FILE *f;
-
 	p->n = 0;
-	snprintf(path, sizeof(path), "%s/data/postmaster.pid", S.pg.dir);
-	if ((f = fopen(path, "r")) == NULL)
-		return;
-	if (fscanf(f, "%ld", &pm) != 1)
-		pm = -1;
-	fclose(f);
-	if (pm <= 0 || (d = opendir("/proc")) == NULL)
-		return;
-	while ((e = readdir(d)) != NULL && p->n < PG_PROCS) {
-		long pid = atol(e->d_name), ppid = -1;
-		char buf[512], *q;
-		if (pid <= 0)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-		if ((f = fopen(path, "r")) == NULL)
-			continue;
-		q = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
-		fclose(f);
-		if (q == NULL || sscanf(q + 1, " %*c %ld", &ppid) != 1 ||
-		    ppid != pm)
-			continue;
-		p->pid[p->n] = (pid_t)pid;
-		p->cpu[p->n++] = stack_cpu_s((pid_t)pid);
-	}
-	closedir(d);
+	pgh_each_proc(&S.pg, pg_add, p);
 }
 
 // Prints the PostgreSQL processes that used over 5 ms a second between a
