@@ -77,15 +77,6 @@ must(long want, const char *method, const char *path, const char *token,
 	return j ? j : json_object();
 }
 
-static const char *
-jstr(json_t *j, const char *k1, const char *k2)
-{
-	j = json_object_get(j, k1);
-	if (k2 != NULL)
-		j = json_object_get(j, k2);
-	return json_is_string(j) ? json_string_value(j) : "";
-}
-
 // One WebDriver command; answers the "value" member (decref) or NULL with
 // the error printed.
 static json_t *
@@ -304,7 +295,7 @@ test_widget_answers_from_knowledge(void **state)
 	        "{\"tenant_name\":\"Browser Pizza\",\"email\":"
 	        "\"owner@browser.e2e.test\",\"password\":\"Browser-pass-2024\","
 	        "\"full_name\":\"Browser Owner\"}");
-	snprintf(token, sizeof(token), "%s", jstr(j, "token", NULL));
+	snprintf(token, sizeof(token), "%s", stack_jstr(j, "token", NULL));
 	json_decref(j);
 	end = now_ms() + WAIT_MS;
 	do {
@@ -317,12 +308,12 @@ test_widget_answers_from_knowledge(void **state)
 	} while (st != 200 && now_ms() < end);
 	j = must(201, "POST", "/v1/channels", token,
 	         "{\"type\":\"webchat\",\"name\":\"Website\"}");
-	snprintf(channel, sizeof(channel), "%s", jstr(j, "id", NULL));
+	snprintf(channel, sizeof(channel), "%s", stack_jstr(j, "id", NULL));
 	json_decref(j);
 	j = must(201, "POST", "/v1/agents", token,
 	         "{\"name\":\"Web bot\",\"fallback_message\":\"Sorry, I do "
 	         "not know.\"}");
-	snprintf(agent, sizeof(agent), "%s", jstr(j, "id", NULL));
+	snprintf(agent, sizeof(agent), "%s", stack_jstr(j, "id", NULL));
 	json_decref(j);
 	snprintf(path, sizeof(path), "/v1/agents/%s/knowledge", agent);
 	json_decref(must(
@@ -361,7 +352,7 @@ test_widget_answers_from_knowledge(void **state)
 	if (v == NULL)
 		fail_msg("chromedriver could not start Chromium (log: %s)",
 		         driver_log);
-	snprintf(sid, sizeof(sid), "%s", jstr(v, "sessionId", NULL));
+	snprintf(sid, sizeof(sid), "%s", stack_jstr(v, "sessionId", NULL));
 	json_decref(v);
 	assert_true(sid[0] != '\0');
 	snprintf(open_session, sizeof(open_session), "%s", sid);

@@ -372,6 +372,34 @@ http_key_init(void)
 	pthread_key_create(&http_key, http_client_free);
 }
 
+json_t *
+stack_must(stack *s, long want, const char *method, const char *path,
+           const char *bearer, const char *body)
+{
+	long st = 0;
+	char *out = NULL;
+	json_t *j;
+
+	if (stack_http(s, method, path, bearer, body, NULL, &st, &out) != 0 ||
+	    st != want) {
+		fprintf(stderr, "%s %s: HTTP %ld (want %ld): %.400s\n", method,
+		        path, st, want, out ? out : "");
+		exit(1);
+	}
+	j = out ? json_loads(out, 0, NULL) : NULL;
+	free(out);
+	return j ? j : json_object();
+}
+
+const char *
+stack_jstr(json_t *j, const char *k1, const char *k2)
+{
+	j = json_object_get(j, k1);
+	if (k2 != NULL)
+		j = json_object_get(j, k2);
+	return json_is_string(j) ? json_string_value(j) : "";
+}
+
 void
 stack_http_release(void)
 {

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "pgh.h"
 
 #define STACK_MAX 8
@@ -72,6 +74,16 @@ int stack_http(stack *s, const char *method, const char *path,
 int stack_http_n(stack *s, const char *method, const char *path,
                  const char *bearer, const char *body, size_t body_len,
                  const char *const *headers, long *status, char **out);
+
+// stack_http that must answer want: its body parsed as JSON (an empty
+// object when there is none or it is not JSON; the caller decrefs). Any
+// other answer, or a transport failure, prints the request and the answer
+// and exits 1: for benchmarks' setup, not for tests (which fail instead).
+json_t *stack_must(stack *s, long want, const char *method, const char *path,
+                   const char *bearer, const char *body);
+
+// The string member k1 of j (with k2 non-NULL, k1's member k2), or "".
+const char *stack_jstr(json_t *j, const char *k1, const char *k2);
 
 // Closes the calling thread's keep-alive client now (it is also closed
 // when the thread exits). The next stack_http opens a new one.

@@ -101,33 +101,6 @@ provider(const pl_http_req *req, pl_http_resp *resp, void *arg)
 	pl_http_resp_set(resp, 200, "application/json", buf, strlen(buf));
 }
 
-static json_t *
-must(long want, const char *method, const char *path, const char *token,
-     const char *body)
-{
-	long st = 0;
-	char *out = NULL;
-	json_t *j;
-	if (stack_http(&S, method, path, token, body, NULL, &st, &out) != 0 ||
-	    st != want) {
-		fprintf(stderr, "%s %s: HTTP %ld (want %ld): %.400s\n", method,
-		        path, st, want, out ? out : "");
-		exit(1);
-	}
-	j = out ? json_loads(out, 0, NULL) : NULL;
-	free(out);
-	return j ? j : json_object();
-}
-
-static const char *
-jstr(json_t *j, const char *k1, const char *k2)
-{
-	j = json_object_get(j, k1);
-	if (k2)
-		j = json_object_get(j, k2);
-	return json_is_string(j) ? json_string_value(j) : "";
-}
-
 // ---------------------------------------------------------------------------
 // Load
 
@@ -626,26 +599,27 @@ main(int argc, char **argv)
 	}
 
 	// A platform admin makes an unlimited public plan; the tenant takes it.
-	j = must(
-	        201, "POST", "/v1/signup", NULL,
+	j = stack_must(
+	        &S, 201, "POST", "/v1/signup", NULL,
 	        "{\"tenant_name\":\"Bench Ops\",\"email\":\"admin@bench.test\","
 	        "\"password\":\"Bench-pass-2024\",\"full_name\":\"Ops\"}");
-	snprintf(admin, sizeof(admin), "%s", jstr(j, "token", NULL));
+	snprintf(admin, sizeof(admin), "%s", stack_jstr(j, "token", NULL));
 	json_decref(j);
-	json_decref(
-	        must(201, "POST", "/v1/admin/plans", admin,
-	             "{\"code\":\"bench\",\"name\":\"Bench\",\"currency\":"
-	             "\"USD\",\"interval\":\"month\",\"is_public\":true,"
-	             "\"limits\":{\"messages_per_day\":-1,"
-	             "\"messages_per_month\":-1,\"campaigns_per_day\":-1,"
-	             "\"campaigns_per_month\":-1,\"agents\":-1,\"seats\":-1,"
-	             "\"knowledge_entries\":-1,\"ai_tokens_per_month\":-1},"
-	             "\"features\":{\"api_access\":true}}"));
-	j = must(201, "POST", "/v1/signup", NULL,
-	         "{\"tenant_name\":\"Bench "
-	         "Pizza\",\"email\":\"owner@bench.test\","
-	         "\"password\":\"Bench-pass-2024\",\"full_name\":\"Owner\"}");
-	snprintf(token, sizeof(token), "%s", jstr(j, "token", NULL));
+	json_decref(stack_must(
+	        &S, 201, "POST", "/v1/admin/plans", admin,
+	        "{\"code\":\"bench\",\"name\":\"Bench\",\"currency\":"
+	        "\"USD\",\"interval\":\"month\",\"is_public\":true,"
+	        "\"limits\":{\"messages_per_day\":-1,"
+	        "\"messages_per_month\":-1,\"campaigns_per_day\":-1,"
+	        "\"campaigns_per_month\":-1,\"agents\":-1,\"seats\":-1,"
+	        "\"knowledge_entries\":-1,\"ai_tokens_per_month\":-1},"
+	        "\"features\":{\"api_access\":true}}"));
+	j = stack_must(
+	        &S, 201, "POST", "/v1/signup", NULL,
+	        "{\"tenant_name\":\"Bench "
+	        "Pizza\",\"email\":\"owner@bench.test\","
+	        "\"password\":\"Bench-pass-2024\",\"full_name\":\"Owner\"}");
+	snprintf(token, sizeof(token), "%s", stack_jstr(j, "token", NULL));
 	json_decref(j);
 	for (int i = 0; i < 400; i++) {
 		long st = 0;
@@ -657,8 +631,9 @@ main(int argc, char **argv)
 			break;
 		usleep(50000);
 	}
-	json_decref(must(200, "POST", "/v1/billing/subscription/change-plan",
-	                 token, "{\"plan_code\":\"bench\"}"));
+	json_decref(stack_must(&S, 200, "POST",
+	                       "/v1/billing/subscription/change-plan", token,
+	                       "{\"plan_code\":\"bench\"}"));
 	snprintf(body, sizeof(body),
 	         "{\"type\":\"whatsapp_cloud\",\"name\":\"Bench\","
 	         "\"phone_number_id\":\"" PNID "\",\"access_token\":\"tok\","
@@ -666,24 +641,27 @@ main(int argc, char **argv)
 	         "\"api_base_url\":\"http://127.0.0.1:%u\","
 	         "\"send_rate_per_second\":1000}",
 	         pl_httpd_port(prov));
-	j = must(201, "POST", "/v1/channels", token, body);
-	snprintf(channel_id, sizeof(channel_id), "%s", jstr(j, "id", NULL));
+	j = stack_must(&S, 201, "POST", "/v1/channels", token, body);
+	snprintf(channel_id, sizeof(channel_id), "%s",
+	         stack_jstr(j, "id", NULL));
 	json_decref(j);
-	j = must(201, "POST", "/v1/agents", token, "{\"name\":\"Bench bot\"}");
-	snprintf(agent, sizeof(agent), "%s", jstr(j, "id", NULL));
+	j = stack_must(&S, 201, "POST", "/v1/agents", token,
+	               "{\"name\":\"Bench bot\"}");
+	snprintf(agent, sizeof(agent), "%s", stack_jstr(j, "id", NULL));
 	json_decref(j);
 	snprintf(path, sizeof(path), "/v1/agents/%s/knowledge", agent);
-	json_decref(must(201, "POST", path, token,
-	                 "{\"entries\":[{\"question\":\"What are your opening "
-	                 "hours?\",\"answer\":\"" ANSWER "\",\"keywords\":"
-	                 "[\"hours\",\"open\"]},{\"question\":\"Do you "
-	                 "deliver?\",\"answer\":\"Yes.\",\"keywords\":"
-	                 "[\"deliver\"]}]}"));
+	json_decref(stack_must(
+	        &S, 201, "POST", path, token,
+	        "{\"entries\":[{\"question\":\"What are your opening "
+	        "hours?\",\"answer\":\"" ANSWER "\",\"keywords\":"
+	        "[\"hours\",\"open\"]},{\"question\":\"Do you "
+	        "deliver?\",\"answer\":\"Yes.\",\"keywords\":"
+	        "[\"deliver\"]}]}"));
 	snprintf(path, sizeof(path), "/v1/agents/%s/publish", agent);
-	json_decref(must(200, "POST", path, token, NULL));
+	json_decref(stack_must(&S, 200, "POST", path, token, NULL));
 	snprintf(path, sizeof(path), "/v1/channels/%s", channel_id);
 	snprintf(body, sizeof(body), "{\"agent_id\":\"%s\"}", agent);
-	json_decref(must(200, "PATCH", path, token, body));
+	json_decref(stack_must(&S, 200, "PATCH", path, token, body));
 
 	printf("bench_e2e: %d s per rate, %d load threads, warm %d, stack at "
 	       "%s\n",
@@ -734,9 +712,10 @@ main(int argc, char **argv)
 	// After the rates and their backlog, before the GETs.
 	machine_speed("after");
 
-	j = must(201, "POST", "/v1/api-keys", token,
-	         "{\"name\":\"bench\",\"scopes\":[\"conversations:read\"]}");
-	snprintf(key, sizeof(key), "%s", jstr(j, "key", NULL));
+	j = stack_must(
+	        &S, 201, "POST", "/v1/api-keys", token,
+	        "{\"name\":\"bench\",\"scopes\":[\"conversations:read\"]}");
+	snprintf(key, sizeof(key), "%s", stack_jstr(j, "key", NULL));
 	json_decref(j);
 	{
 		pthread_t th[64];

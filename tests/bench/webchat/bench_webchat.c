@@ -98,31 +98,6 @@ set_waiters(int n)
 	atomic_store(&reader_yield, 0);
 }
 
-static json_t *
-must(long want, const char *method, const char *path, const char *token,
-     const char *body)
-{
-	long st = 0;
-	char *out = NULL;
-	json_t *j;
-	if (stack_http(&S, method, path, token, body, NULL, &st, &out) != 0 ||
-	    st != want) {
-		fprintf(stderr, "%s %s: HTTP %ld (want %ld): %.400s\n", method,
-		        path, st, want, out ? out : "");
-		exit(1);
-	}
-	j = out ? json_loads(out, 0, NULL) : NULL;
-	free(out);
-	return j ? j : json_object();
-}
-
-static const char *
-jstr(json_t *j, const char *k)
-{
-	j = json_object_get(j, k);
-	return json_is_string(j) ? json_string_value(j) : "";
-}
-
 // ---------------------------------------------------------------------------
 // CPU and memory of the stack's processes
 
@@ -462,10 +437,10 @@ take_answer(json_t *j, char *cursor, size_t cap)
 	size_t i;
 
 	if (json_is_string(json_object_get(j, "cursor")))
-		snprintf(cursor, cap, "%s", jstr(j, "cursor"));
+		snprintf(cursor, cap, "%s", stack_jstr(j, "cursor", NULL));
 	json_array_foreach(msgs, i, m)
 	{
-		const char *t = jstr(m, "text");
+		const char *t = stack_jstr(m, "text", NULL);
 		if (strstr(t, ANSWER) != NULL)
 			seen = true;
 	}
@@ -697,12 +672,12 @@ main(int argc, char **argv)
 	}
 
 	// A tenant with a webchat channel and a published retrieval agent.
-	j = must(
-	        201, "POST", "/v1/signup", NULL,
+	j = stack_must(
+	        &S, 201, "POST", "/v1/signup", NULL,
 	        "{\"tenant_name\":\"Bench Chat\",\"email\":"
 	        "\"owner@webchat.bench.test\",\"password\":\"Bench-pass-2024\","
 	        "\"full_name\":\"Owner\"}");
-	snprintf(token, sizeof(token), "%s", jstr(j, "token"));
+	snprintf(token, sizeof(token), "%s", stack_jstr(j, "token", NULL));
 	json_decref(j);
 	for (int i = 0; i < 400; i++) {
 		long st = 0;
@@ -714,23 +689,25 @@ main(int argc, char **argv)
 			break;
 		usleep(50000);
 	}
-	j = must(201, "POST", "/v1/channels", token,
-	         "{\"type\":\"webchat\",\"name\":\"Website\"}");
-	snprintf(channel, sizeof(channel), "%s", jstr(j, "id"));
+	j = stack_must(&S, 201, "POST", "/v1/channels", token,
+	               "{\"type\":\"webchat\",\"name\":\"Website\"}");
+	snprintf(channel, sizeof(channel), "%s", stack_jstr(j, "id", NULL));
 	json_decref(j);
-	j = must(201, "POST", "/v1/agents", token, "{\"name\":\"Web bot\"}");
-	snprintf(agent, sizeof(agent), "%s", jstr(j, "id"));
+	j = stack_must(&S, 201, "POST", "/v1/agents", token,
+	               "{\"name\":\"Web bot\"}");
+	snprintf(agent, sizeof(agent), "%s", stack_jstr(j, "id", NULL));
 	json_decref(j);
 	snprintf(path, sizeof(path), "/v1/agents/%s/knowledge", agent);
-	json_decref(must(201, "POST", path, token,
-	                 "{\"entries\":[{\"question\":\"What are your opening "
-	                 "hours?\",\"answer\":\"" ANSWER "\",\"keywords\":"
-	                 "[\"hours\",\"open\"]}]}"));
+	json_decref(stack_must(
+	        &S, 201, "POST", path, token,
+	        "{\"entries\":[{\"question\":\"What are your opening "
+	        "hours?\",\"answer\":\"" ANSWER "\",\"keywords\":"
+	        "[\"hours\",\"open\"]}]}"));
 	snprintf(path, sizeof(path), "/v1/agents/%s/publish", agent);
-	json_decref(must(200, "POST", path, token, NULL));
+	json_decref(stack_must(&S, 200, "POST", path, token, NULL));
 	snprintf(path, sizeof(path), "/v1/channels/%s", channel);
 	snprintf(body, sizeof(body), "{\"agent_id\":\"%s\"}", agent);
-	json_decref(must(200, "PATCH", path, token, body));
+	json_decref(stack_must(&S, 200, "PATCH", path, token, body));
 
 	// The visitors' sessions, through the keep-alive client.
 	c = hload_open(S.http_port);
@@ -750,9 +727,9 @@ main(int argc, char **argv)
 		j = json_loads(out, 0, NULL);
 		free(out);
 		snprintf(V[i].token, sizeof(V[i].token), "%s",
-		         jstr(j, "session_token"));
+		         stack_jstr(j, "session_token", NULL));
 		snprintf(V[i].cursor, sizeof(V[i].cursor), "%s",
-		         jstr(j, "cursor"));
+		         stack_jstr(j, "cursor", NULL));
 		json_decref(j);
 	}
 
