@@ -283,7 +283,7 @@ test_widget_answers_from_knowledge(void **state)
 	char token[256], channel[64], agent[64], path[512], body[1024];
 	char sid[128], eid[256], *caps;
 	json_t *j, *v, *outs = NULL;
-	long end, st;
+	long end;
 	bool seen = false;
 	(void)state;
 	if (!up)
@@ -297,15 +297,7 @@ test_widget_answers_from_knowledge(void **state)
 	        "\"full_name\":\"Browser Owner\"}");
 	snprintf(token, sizeof(token), "%s", stack_jstr(j, "token", NULL));
 	json_decref(j);
-	end = now_ms() + WAIT_MS;
-	do {
-		char *out = NULL;
-		stack_http(&S, "GET", "/v1/billing/subscription", token, NULL,
-		           NULL, &st, &out);
-		free(out);
-		if (st != 200)
-			usleep(50 * 1000);
-	} while (st != 200 && now_ms() < end);
+	stack_wait_status(&S, "/v1/billing/subscription", token, 200, WAIT_MS);
 	j = must(201, "POST", "/v1/channels", token,
 	         "{\"type\":\"webchat\",\"name\":\"Website\"}");
 	snprintf(channel, sizeof(channel), "%s", stack_jstr(j, "id", NULL));

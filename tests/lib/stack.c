@@ -391,6 +391,25 @@ stack_must(stack *s, long want, const char *method, const char *path,
 	return j ? j : json_object();
 }
 
+bool
+stack_wait_status(stack *s, const char *path, const char *bearer, long want,
+                  int ms)
+{
+	int64_t end = pl_now_ns() + (int64_t)ms * 1000000;
+
+	for (;;) {
+		long st = 0;
+		char *out = NULL;
+		stack_http(s, "GET", path, bearer, NULL, NULL, &st, &out);
+		free(out);
+		if (st == want)
+			return true;
+		if (pl_now_ns() >= end)
+			return false;
+		usleep(50000);
+	}
+}
+
 const char *
 stack_jstr(json_t *j, const char *k1, const char *k2)
 {

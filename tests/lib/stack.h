@@ -82,6 +82,13 @@ int stack_http_n(stack *s, const char *method, const char *path,
 json_t *stack_must(stack *s, long want, const char *method, const char *path,
                    const char *bearer, const char *body);
 
+// GETs path (with the bearer token) every 50 ms until it answers want or
+// ms have passed; true when it did. For what an event makes true a little
+// after the call that caused it (the subscription billing opens when it
+// hears of a signup).
+bool stack_wait_status(stack *s, const char *path, const char *bearer,
+                       long want, int ms);
+
 // The string member k1 of j (with k2 non-NULL, k1's member k2), or "".
 const char *stack_jstr(json_t *j, const char *k1, const char *k2);
 

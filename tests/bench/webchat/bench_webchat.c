@@ -679,16 +679,7 @@ main(int argc, char **argv)
 	        "\"full_name\":\"Owner\"}");
 	snprintf(token, sizeof(token), "%s", stack_jstr(j, "token", NULL));
 	json_decref(j);
-	for (int i = 0; i < 400; i++) {
-		long st = 0;
-		char *out = NULL;
-		stack_http(&S, "GET", "/v1/billing/subscription", token, NULL,
-		           NULL, &st, &out);
-		free(out);
-		if (st == 200)
-			break;
-		usleep(50000);
-	}
+	stack_wait_status(&S, "/v1/billing/subscription", token, 200, 20000);
 	j = stack_must(&S, 201, "POST", "/v1/channels", token,
 	               "{\"type\":\"webchat\",\"name\":\"Website\"}");
 	snprintf(channel, sizeof(channel), "%s", stack_jstr(j, "id", NULL));
