@@ -410,6 +410,40 @@ stack_wait_status(stack *s, const char *path, const char *bearer, long want,
 	}
 }
 
+void
+stack_must_signup(stack *s, const char *body, char *token, size_t n)
+{
+	json_t *j = stack_must(s, 201, "POST", "/v1/signup", NULL, body);
+
+	snprintf(token, n, "%s", stack_jstr(j, "token", NULL));
+	json_decref(j);
+	if (!stack_wait_status(s, "/v1/billing/subscription", token, 200,
+	                       20000)) {
+		fprintf(stderr, "the signup's subscription did not appear in "
+		                "20 s\n");
+		exit(1);
+	}
+}
+
+void
+stack_must_agent(stack *s, const char *token, const char *channel_id,
+                 const char *agent_body, const char *knowledge_body,
+                 char *agent, size_t n)
+{
+	char path[256], body[128];
+	json_t *j = stack_must(s, 201, "POST", "/v1/agents", token, agent_body);
+
+	snprintf(agent, n, "%s", stack_jstr(j, "id", NULL));
+	json_decref(j);
+	snprintf(path, sizeof(path), "/v1/agents/%s/knowledge", agent);
+	json_decref(stack_must(s, 201, "POST", path, token, knowledge_body));
+	snprintf(path, sizeof(path), "/v1/agents/%s/publish", agent);
+	json_decref(stack_must(s, 200, "POST", path, token, NULL));
+	snprintf(path, sizeof(path), "/v1/channels/%s", channel_id);
+	snprintf(body, sizeof(body), "{\"agent_id\":\"%s\"}", agent);
+	json_decref(stack_must(s, 200, "PATCH", path, token, body));
+}
+
 const char *
 stack_jstr(json_t *j, const char *k1, const char *k2)
 {

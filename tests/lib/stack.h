@@ -89,6 +89,20 @@ json_t *stack_must(stack *s, long want, const char *method, const char *path,
 bool stack_wait_status(stack *s, const char *path, const char *bearer,
                        long want, int ms);
 
+// A tenant for a benchmark: POST /v1/signup with body must answer 201; its
+// session token is written to token (n bytes), and the tenant's
+// subscription (which billing opens when it hears of the signup) must
+// exist within 20 s. Any failure exits 1, as stack_must.
+void stack_must_signup(stack *s, const char *body, char *token, size_t n);
+
+// A published agent answering on channel_id: POST /v1/agents with
+// agent_body, its knowledge POSTed with knowledge_body, published, and set
+// as the channel's agent. Its id is written to agent (n bytes). Any
+// failure exits 1, as stack_must.
+void stack_must_agent(stack *s, const char *token, const char *channel_id,
+                      const char *agent_body, const char *knowledge_body,
+                      char *agent, size_t n);
+
 // The string member k1 of j (with k2 non-NULL, k1's member k2), or "".
 const char *stack_jstr(json_t *j, const char *k1, const char *k2);
 

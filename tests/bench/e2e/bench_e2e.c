@@ -549,8 +549,8 @@ main(int argc, char **argv)
 	     *esave = NULL;
 	pl_httpd *prov = NULL;
 	pl_httpd_config pc = { 0 };
-	char token[256], admin[256], agent[64], path[256], body[1024], key[256],
-	        *list, *save = NULL, *r;
+	char token[256], admin[256], agent[64], body[1024], key[256], *list,
+	        *save = NULL, *r;
 	json_t *j;
 	const char *sv = getenv("BENCH_E2E_SENDERS");
 	int rc;
@@ -614,14 +614,12 @@ main(int argc, char **argv)
 	        "\"campaigns_per_month\":-1,\"agents\":-1,\"seats\":-1,"
 	        "\"knowledge_entries\":-1,\"ai_tokens_per_month\":-1},"
 	        "\"features\":{\"api_access\":true}}"));
-	j = stack_must(
-	        &S, 201, "POST", "/v1/signup", NULL,
+	stack_must_signup(
+	        &S,
 	        "{\"tenant_name\":\"Bench "
 	        "Pizza\",\"email\":\"owner@bench.test\","
-	        "\"password\":\"Bench-pass-2024\",\"full_name\":\"Owner\"}");
-	snprintf(token, sizeof(token), "%s", stack_jstr(j, "token", NULL));
-	json_decref(j);
-	stack_wait_status(&S, "/v1/billing/subscription", token, 200, 20000);
+	        "\"password\":\"Bench-pass-2024\",\"full_name\":\"Owner\"}",
+	        token, sizeof(token));
 	json_decref(stack_must(&S, 200, "POST",
 	                       "/v1/billing/subscription/change-plan", token,
 	                       "{\"plan_code\":\"bench\"}"));
@@ -636,23 +634,13 @@ main(int argc, char **argv)
 	snprintf(channel_id, sizeof(channel_id), "%s",
 	         stack_jstr(j, "id", NULL));
 	json_decref(j);
-	j = stack_must(&S, 201, "POST", "/v1/agents", token,
-	               "{\"name\":\"Bench bot\"}");
-	snprintf(agent, sizeof(agent), "%s", stack_jstr(j, "id", NULL));
-	json_decref(j);
-	snprintf(path, sizeof(path), "/v1/agents/%s/knowledge", agent);
-	json_decref(stack_must(
-	        &S, 201, "POST", path, token,
-	        "{\"entries\":[{\"question\":\"What are your opening "
-	        "hours?\",\"answer\":\"" ANSWER "\",\"keywords\":"
-	        "[\"hours\",\"open\"]},{\"question\":\"Do you "
-	        "deliver?\",\"answer\":\"Yes.\",\"keywords\":"
-	        "[\"deliver\"]}]}"));
-	snprintf(path, sizeof(path), "/v1/agents/%s/publish", agent);
-	json_decref(stack_must(&S, 200, "POST", path, token, NULL));
-	snprintf(path, sizeof(path), "/v1/channels/%s", channel_id);
-	snprintf(body, sizeof(body), "{\"agent_id\":\"%s\"}", agent);
-	json_decref(stack_must(&S, 200, "PATCH", path, token, body));
+	stack_must_agent(&S, token, channel_id, "{\"name\":\"Bench bot\"}",
+	                 "{\"entries\":[{\"question\":\"What are your opening "
+	                 "hours?\",\"answer\":\"" ANSWER "\",\"keywords\":"
+	                 "[\"hours\",\"open\"]},{\"question\":\"Do you "
+	                 "deliver?\",\"answer\":\"Yes.\",\"keywords\":"
+	                 "[\"deliver\"]}]}",
+	                 agent, sizeof(agent));
 
 	printf("bench_e2e: %d s per rate, %d load threads, warm %d, stack at "
 	       "%s\n",

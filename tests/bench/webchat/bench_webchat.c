@@ -632,7 +632,7 @@ main(int argc, char **argv)
 		              // As docker-compose.yml and deploy/k8s run them.
 		              "PARLEY_WORKERS=4", NULL };
 	int ns[16], nn = 0, max_n = 0, phase = 0, rc;
-	char token[256], agent[64], path[256], body[256], *dup, *save = NULL;
+	char token[256], agent[64], path[256], *dup, *save = NULL;
 	struct rlimit rl;
 	pthread_t reader;
 	cpu_snap a, b;
@@ -672,33 +672,21 @@ main(int argc, char **argv)
 	}
 
 	// A tenant with a webchat channel and a published retrieval agent.
-	j = stack_must(
-	        &S, 201, "POST", "/v1/signup", NULL,
+	stack_must_signup(
+	        &S,
 	        "{\"tenant_name\":\"Bench Chat\",\"email\":"
 	        "\"owner@webchat.bench.test\",\"password\":\"Bench-pass-2024\","
-	        "\"full_name\":\"Owner\"}");
-	snprintf(token, sizeof(token), "%s", stack_jstr(j, "token", NULL));
-	json_decref(j);
-	stack_wait_status(&S, "/v1/billing/subscription", token, 200, 20000);
+	        "\"full_name\":\"Owner\"}",
+	        token, sizeof(token));
 	j = stack_must(&S, 201, "POST", "/v1/channels", token,
 	               "{\"type\":\"webchat\",\"name\":\"Website\"}");
 	snprintf(channel, sizeof(channel), "%s", stack_jstr(j, "id", NULL));
 	json_decref(j);
-	j = stack_must(&S, 201, "POST", "/v1/agents", token,
-	               "{\"name\":\"Web bot\"}");
-	snprintf(agent, sizeof(agent), "%s", stack_jstr(j, "id", NULL));
-	json_decref(j);
-	snprintf(path, sizeof(path), "/v1/agents/%s/knowledge", agent);
-	json_decref(stack_must(
-	        &S, 201, "POST", path, token,
-	        "{\"entries\":[{\"question\":\"What are your opening "
-	        "hours?\",\"answer\":\"" ANSWER "\",\"keywords\":"
-	        "[\"hours\",\"open\"]}]}"));
-	snprintf(path, sizeof(path), "/v1/agents/%s/publish", agent);
-	json_decref(stack_must(&S, 200, "POST", path, token, NULL));
-	snprintf(path, sizeof(path), "/v1/channels/%s", channel);
-	snprintf(body, sizeof(body), "{\"agent_id\":\"%s\"}", agent);
-	json_decref(stack_must(&S, 200, "PATCH", path, token, body));
+	stack_must_agent(&S, token, channel, "{\"name\":\"Web bot\"}",
+	                 "{\"entries\":[{\"question\":\"What are your opening "
+	                 "hours?\",\"answer\":\"" ANSWER "\",\"keywords\":"
+	                 "[\"hours\",\"open\"]}]}",
+	                 agent, sizeof(agent));
 
 	// The visitors' sessions, through the keep-alive client.
 	c = hload_open(S.http_port);
