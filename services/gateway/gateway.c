@@ -48,6 +48,9 @@ static pl_cfg_entry table[] = {
 	  "most half of PARLEY_HTTP_MAX_CONNS)" },
 	{ "PARLEY_AUTH_CACHE_TTL", PL_CFG_DURATION, "1000ms", 0, 1000, NULL,
 	  "longest life of a cached Authenticate answer (0: no cache)" },
+	{ "PARLEY_TRUSTED_PROXIES", PL_CFG_STRING, "", 0, 0, NULL,
+	  "proxies whose X-Forwarded-For is believed: comma list of "
+	  "addresses and address/bits ranges (empty: none)" },
 	{ "PARLEY_LOG_LEVEL", PL_CFG_STRING, "info", 0, 0, NULL,
 	  "debug, info, warn, error" },
 	{ 0 },
@@ -76,6 +79,7 @@ gw_config_table(gw_config *c)
 		&c->poll_max,
 		&c->max_waiting,
 		&c->auth_ttl,
+		&c->trusted_proxies,
 		&c->log_level,
 	};
 	for (size_t i = 0; i < sizeof(dst) / sizeof(dst[0]); i++)
@@ -193,6 +197,12 @@ gw_open(gw **out, const gw_config *cfg)
 	if (g->cfg.poll_max < 0 || g->cfg.poll_max > 25000)
 		g->cfg.poll_max = 25000;
 	fit_connections(&g->cfg);
+	if (gw_proxies_parse(cfg->trusted_proxies, &g->proxies, &g->n_proxies,
+	                     err, sizeof(err)) != 0) {
+		pl_error("gateway: PARLEY_TRUSTED_PROXIES: %s", err);
+		free(g);
+		return -1;
+	}
 	for (int i = 0; i < GW_NSVC; i++) {
 		pl_rpc_client_config cc = {
 			.urls = cfg->urls[i],
@@ -290,6 +300,7 @@ gw_close(gw *g)
 	for (char **o = g->cors; o != NULL && *o != NULL; o++)
 		free(*o);
 	free(g->cors);
+	free(g->proxies);
 	free(g->openapi);
 	free(g);
 }

@@ -61,7 +61,8 @@ typedef struct gw_config {
 	int64_t poll_max;    // PARLEY_WEBCHAT_POLL_MAX, ms (<= 25000)
 	int64_t max_waiting; // PARLEY_WEBCHAT_MAX_WAITING (<= max_conns / 2)
 	int64_t auth_ttl;    // PARLEY_AUTH_CACHE_TTL, ms (<= 1000)
-	char *log_level;     // PARLEY_LOG_LEVEL
+	char *trusted_proxies; // PARLEY_TRUSTED_PROXIES (comma list of ranges)
+	char *log_level;       // PARLEY_LOG_LEVEL
 } gw_config;
 
 // The configuration table over c (ends with { NULL }); pl_cfg_load fills c.
@@ -84,6 +85,29 @@ int gw_conn_budget(int64_t *max_conns, int64_t *max_waiting, uint64_t fd_limit);
 // Routes.
 
 #define GW_MAX_PARAMS 4
+
+// ---------------------------------------------------------------------------
+// The client's address behind trusted proxies (proxy.c).
+
+#define GW_MAX_PROXIES 64 // ranges in PARLEY_TRUSTED_PROXIES
+#define GW_MAX_HOPS    32 // X-Forwarded-For entries read, from the right
+
+typedef struct gw_net {
+	uint8_t addr[16]; // IPv6, or IPv4 as ::ffff:a.b.c.d
+	int bits;         // prefix length over the 128
+} gw_net;
+
+// Parses "10.0.0.0/8, 192.168.1.7, fd00::/8" (an address alone is one
+// host). Returns 0 with a malloc'd array (NULL when the list is empty), or
+// -1 with err naming the first bad entry.
+int gw_proxies_parse(const char *list, gw_net **out, size_t *n, char *err,
+                     size_t errlen);
+// The client's address: peer (the socket's), unless peer is in nets; then
+// the rightmost X-Forwarded-For entry that is not in nets (or the last one
+// read when every entry is, or the one right of an entry that is not an
+// address). Written to out in its canonical text form.
+void gw_client_ip(const gw_net *nets, size_t n, const char *peer,
+                  const char *xff, char *out, size_t outlen);
 
 #define GW_PUBLIC     0x01u // no Authorization (sign-up, login, webhooks, ...)
 #define GW_MASK       0x02u // PATCH: update_mask from the body's keys
@@ -235,6 +259,8 @@ typedef struct gw {
 	gw_limiter *lim;
 	char **cors; // allowed origins; NULL-terminated
 	bool cors_any;
+	gw_net *proxies; // PARLEY_TRUSTED_PROXIES
+	size_t n_proxies;
 	char *openapi; // the document's text
 	size_t openapi_len;
 	struct gw_poller *poller; // web chat's waiting long-polls
@@ -265,7 +291,8 @@ struct gw_ctx {
 	pl_http_resp *resp;
 	const gw_route *route;
 	pl_arena arena;
-	char rid[65]; // X-Request-Id
+	char rid[65];       // X-Request-Id
+	char client_ip[46]; // the client's address (gw_client_ip)
 	gw_param params[GW_MAX_PARAMS];
 	int n_params;
 	const pl_principal *principal; // NULL on public routes

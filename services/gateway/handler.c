@@ -188,8 +188,7 @@ authenticate(gw_ctx *x)
 			return false;
 		}
 		in.token = (char *)tok;
-		in.source_ip =
-		        (char *)(x->req->remote_ip ? x->req->remote_ip : "");
+		in.source_ip = x->client_ip;
 		rc = pl_rpc_call(
 		        g->cli[GW_TENANTS],
 		        "/parley.tenants.v1.Tenants/Authenticate", &in.base,
@@ -626,6 +625,9 @@ gw_handle(const pl_http_req *req, pl_http_resp *resp, void *arg)
 	x.parent.arena = &x.arena;
 	pl_log_ctx_set(x.rid, NULL);
 	pl_http_resp_header(resp, "X-Request-Id", x.rid);
+	gw_client_ip(x.g->proxies, x.g->n_proxies, req->remote_ip,
+	             pl_http_req_header(req, "X-Forwarded-For"), x.client_ip,
+	             sizeof(x.client_ip));
 
 	if (strcmp(req->method, "OPTIONS") == 0) {
 		preflight(&x);

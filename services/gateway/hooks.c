@@ -46,11 +46,11 @@ set_force(json_t *obj, const char *name, const char *value)
 }
 
 // Sign-up and login: the client's address and agent, for throttling and the
-// audit log (the socket's address; proxies are not trusted).
+// audit log (behind PARLEY_TRUSTED_PROXIES, the address they forwarded).
 static int
 pre_client(gw_ctx *x, json_t *obj)
 {
-	set_force(obj, "source_ip", x->req->remote_ip);
+	set_force(obj, "source_ip", x->client_ip);
 	set_default(obj, "user_agent", pl_http_req_header(x->req, "User-Agent"),
 	            UA_MAX);
 	return PL_OK;
@@ -169,7 +169,7 @@ raw_provider(gw_ctx *x, ProtobufCMessage **in, int type)
 	m->body.data = (uint8_t *)x->req->body;
 	m->body.len = x->req->body ? x->req->body_len : 0;
 	m->headers = headers(x, &m->n_headers);
-	m->source_ip = (char *)(x->req->remote_ip ? x->req->remote_ip : "");
+	m->source_ip = x->client_ip;
 	m->received_at = now_rfc3339(&x->arena);
 	*in = &m->base;
 	return PL_OK;
@@ -214,7 +214,7 @@ raw_payments(gw_ctx *x, ProtobufCMessage **in)
 	for (size_t i = 0; i < n; i++)
 		m->headers[i]->base.descriptor =
 		        &parley__billing__v1__http_header__descriptor;
-	m->source_ip = (char *)(x->req->remote_ip ? x->req->remote_ip : "");
+	m->source_ip = x->client_ip;
 	*in = &m->base;
 	return PL_OK;
 }
@@ -241,7 +241,7 @@ static int
 pre_webchat_start(gw_ctx *x, json_t *obj)
 {
 	set_force(obj, "website_domain", origin_domain(x));
-	set_force(obj, "client_ip", x->req->remote_ip);
+	set_force(obj, "client_ip", x->client_ip);
 	set_default(obj, "user_agent", pl_http_req_header(x->req, "User-Agent"),
 	            UA_MAX);
 	return PL_OK;

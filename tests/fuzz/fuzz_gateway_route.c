@@ -7,6 +7,12 @@
 // names an input field, and putting them back into the pattern gives the
 // path again; a path known only under other methods lists those methods,
 // each a known one, once.
+//
+// The same bytes are also an X-Forwarded-For header behind trusted proxies
+// and a PARLEY_TRUSTED_PROXIES list (services/gateway/proxy.c): the client
+// found is the peer or an address in its canonical form; a list parses to
+// at most GW_MAX_PROXIES ranges of 0..128 bits, or fails with a reason.
+#include <arpa/inet.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +43,42 @@ rebuild(const char *pattern, const gw_param *params, int n, char *out,
 	}
 	out[len < cap ? len : cap - 1] = '\0';
 	need(k == n, "every parameter has its place");
+}
+
+// The client's address and the proxies' list (see the top).
+static void
+forwarded(const char *text)
+{
+	static gw_net *nets;
+	static size_t n_nets;
+	gw_net *got;
+	size_t n;
+	char ip[46], again[46], err[160] = "";
+	unsigned char a[16];
+
+	if (nets == NULL)
+		need(gw_proxies_parse("10.0.0.0/8, fd00::/8", &nets, &n_nets,
+		                      err, sizeof(err)) == 0,
+		     "the fixed list parses");
+	gw_client_ip(nets, n_nets, "10.0.0.5", text, ip, sizeof(ip));
+	if (strcmp(ip, "10.0.0.5") != 0) {
+		bool v4 = inet_pton(AF_INET, ip, a) == 1;
+		need(v4 || inet_pton(AF_INET6, ip, a) == 1,
+		     "the client is an address");
+		inet_ntop(v4 ? AF_INET : AF_INET6, a, again, sizeof(again));
+		need(strcmp(again, ip) == 0, "the address is canonical");
+	}
+	if (gw_proxies_parse(text, &got, &n, err, sizeof(err)) == 0) {
+		need(n <= GW_MAX_PROXIES && (n == 0) == (got == NULL),
+		     "a list of at most 64 ranges");
+		for (size_t i = 0; i < n; i++)
+			need(got[i].bits >= 0 && got[i].bits <= 128,
+			     "a range's bits");
+		free(got);
+	} else {
+		need(got == NULL && n == 0 && err[0] != '\0',
+		     "a bad list says why");
+	}
 }
 
 int
@@ -97,6 +139,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			need(ok, "allow lists known methods");
 		}
 	}
+	forwarded(path);
 	free(path);
 	return 0;
 }

@@ -38,6 +38,9 @@ static struct {
 	char trace[80];
 	char idem[160];
 	char signup_ip[64];
+	char auth_ip[64];
+	char webhook_ip[64];
+	char webchat_ip[64];
 	int32_t page_size;
 	int conv_status;
 	uint8_t webhook_body[4096];
@@ -73,6 +76,7 @@ f_authenticate(pl_call *call, const void *vin, void *vout)
 	        NEW(call, pl_principal, parley__rpc__v1__principal__init);
 
 	seen.authenticate_calls++;
+	snprintf(seen.auth_ip, sizeof(seen.auth_ip), "%s", in->source_ip);
 	p->kind = PARLEY__RPC__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
 	p->role = PARLEY__RPC__V1__ROLE__ROLE_OWNER;
 	p->tenant_id = "ta";
@@ -334,6 +338,7 @@ f_handle_webhook(pl_call *call, const void *vin, void *vout)
 	                           : sizeof(seen.webhook_body);
 	if (seen.webhook_len > 0)
 		memcpy(seen.webhook_body, in->body.data, seen.webhook_len);
+	snprintf(seen.webhook_ip, sizeof(seen.webhook_ip), "%s", in->source_ip);
 	out->inbox_id = "in1";
 	return PL_OK;
 }
@@ -362,6 +367,7 @@ f_webchat_start(pl_call *call, const void *vin, void *vout)
 	(void)call;
 	snprintf(seen.website_domain, sizeof(seen.website_domain), "%s",
 	         in->website_domain);
+	snprintf(seen.webchat_ip, sizeof(seen.webchat_ip), "%s", in->client_ip);
 	out->session_token = "ws1";
 	out->cursor = "c0";
 	return PL_OK;
@@ -586,6 +592,8 @@ setup(void **state)
 	cfg.poll_max = 2000;
 	cfg.max_waiting = 16;
 	cfg.auth_ttl = 1000;
+	// The tests' client is a trusted proxy: its X-Forwarded-For counts.
+	cfg.trusted_proxies = "127.0.0.0/8, ::1";
 	assert_int_equal(gw_open(&G, &cfg), 0);
 	assert_int_equal(gw_start(G), 0);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%u", gw_port(G));
@@ -1405,6 +1413,78 @@ test_openapi_served(void **state)
 	hfree(&r);
 }
 
+// Behind trusted proxies (PARLEY_TRUSTED_PROXIES, 127.0.0.0/8 here) every
+// service is given the client's address from X-Forwarded-For: sign-up and
+// login throttling, authentication, webhooks and web-chat sessions. A
+// gateway that trusts no proxy ignores the header; a bad list stops it.
+static void
+test_forwarded_for(void **state)
+{
+	hresp r;
+	const char *fwd[] = {
+		"X-Forwarded-For: 1.1.1.1, 203.0.113.9, 127.0.0.2", NULL
+	};
+	const char *sig[] = { "X-Hub-Signature-256: sha256=good",
+		              "X-Forwarded-For: 198.51.100.4", NULL };
+	const char *junk[] = { "X-Forwarded-For: <script>", NULL };
+	gw_config cfg = G->cfg;
+	gw *g2;
+
+	(void)state;
+	assert_int_equal(
+	        req(&r, "POST", "/v1/signup", NULL,
+	            "{\"tenant_name\":\"P\",\"email\":\"a@b.c\","
+	            "\"password\":\"pw-123456789\"}",
+	            strlen("{\"tenant_name\":\"P\",\"email\":\"a@b.c\","
+	                   "\"password\":\"pw-123456789\"}"),
+	            fwd),
+	        201);
+	assert_string_equal(seen.signup_ip, "203.0.113.9");
+	hfree(&r);
+	assert_int_equal(req(&r, "POST", "/v1/webhooks/whatsapp/ch1", NULL,
+	                     "{}", 2, sig),
+	                 200);
+	assert_string_equal(seen.webhook_ip, "198.51.100.4");
+	hfree(&r);
+	assert_int_equal(
+	        req(&r, "POST", "/v1/webchat/ch1/sessions", NULL, "{}", 2, fwd),
+	        201);
+	assert_string_equal(seen.webchat_ip, "203.0.113.9");
+	hfree(&r);
+	seen.auth_ip[0] = '\0';
+	assert_int_equal(
+	        req(&r, "GET", "/v1/conversations", "tok-fwd", NULL, 0, fwd),
+	        401);
+	assert_string_equal(seen.auth_ip, "203.0.113.9");
+	hfree(&r);
+	// Not an address: the proxy's own.
+	assert_int_equal(req(&r, "POST", "/v1/webchat/ch1/sessions", NULL, "{}",
+	                     2, junk),
+	                 201);
+	assert_string_equal(seen.webchat_ip, "127.0.0.1");
+	hfree(&r);
+
+	// A gateway that trusts no proxy: the socket's address.
+	cfg.port = 0;
+	cfg.trusted_proxies = "";
+	assert_int_equal(gw_open(&g2, &cfg), 0);
+	assert_int_equal(gw_start(g2), 0);
+	char saved[64];
+	snprintf(saved, sizeof(saved), "%s", base);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%u", gw_port(g2));
+	assert_int_equal(
+	        req(&r, "POST", "/v1/webchat/ch1/sessions", NULL, "{}", 2, fwd),
+	        201);
+	assert_string_equal(seen.webchat_ip, "127.0.0.1");
+	hfree(&r);
+	snprintf(base, sizeof(base), "%s", saved);
+	gw_close(g2);
+
+	cfg.trusted_proxies = "127.0.0.0/8, proxy.internal";
+	assert_int_equal(gw_open(&g2, &cfg), -1);
+	assert_null(g2);
+}
+
 int
 main(void)
 {
@@ -1421,6 +1501,7 @@ main(void)
 		cmocka_unit_test(test_auth_cache_and_revocation),
 		cmocka_unit_test(test_rate_limit),
 		cmocka_unit_test(test_openapi_served),
+		cmocka_unit_test(test_forwarded_for),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

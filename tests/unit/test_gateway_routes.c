@@ -424,6 +424,116 @@ test_conn_budget(void **state)
 	assert_int_equal(waiting, 0);
 }
 
+// PARLEY_TRUSTED_PROXIES: the list's forms and its mistakes.
+static void
+test_proxies_parse(void **state)
+{
+	gw_net *nets;
+	size_t n;
+	char err[160];
+	char big[64 * 12 + 16] = "";
+
+	(void)state;
+	assert_int_equal(gw_proxies_parse("", &nets, &n, err, sizeof(err)), 0);
+	assert_null(nets);
+	assert_int_equal(n, 0);
+	assert_int_equal(gw_proxies_parse(NULL, &nets, &n, err, sizeof(err)),
+	                 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(gw_proxies_parse(" 10.0.0.0/8 ,192.168.1.7,, "
+	                                  "fd00::/8,::1,10.1.2.3/0",
+	                                  &nets, &n, err, sizeof(err)),
+	                 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(nets[0].bits, 96 + 8);
+	assert_int_equal(nets[1].bits, 128);
+	assert_int_equal(nets[2].bits, 8);
+	assert_int_equal(nets[3].bits, 128);
+	assert_int_equal(nets[4].bits, 96); // every IPv4 address
+	free(nets);
+	static const char *const bad[] = {
+		"10.0.0.0/33", "fd00::/129", "10.0.0.0/",   "10.0.0.0/-1",
+		"10.0.0.0/8x", "10.0.0/8",   "example.com", "10.0.0.0/8/8",
+		"1.2.3.4 5",   "::1/1000",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(
+		        gw_proxies_parse(bad[i], &nets, &n, err, sizeof(err)),
+		        -1);
+		assert_non_null(strstr(err, "not an address"));
+		assert_null(nets);
+	}
+	for (int i = 0; i < GW_MAX_PROXIES + 1; i++)
+		strcat(big, "10.0.0.1,");
+	assert_int_equal(gw_proxies_parse(big, &nets, &n, err, sizeof(err)),
+	                 -1);
+	assert_non_null(strstr(err, "more than"));
+}
+
+static void
+check_client(const gw_net *nets, size_t n, const char *peer, const char *xff,
+             const char *want)
+{
+	char out[46];
+
+	gw_client_ip(nets, n, peer, xff, out, sizeof(out));
+	assert_string_equal(out, want);
+}
+
+// The client behind the trusted proxies: the rightmost entry that is not
+// one of them; nothing the client wrote left of it counts.
+static void
+test_client_ip(void **state)
+{
+	gw_net *nets;
+	size_t n;
+	char err[160];
+	char many[64 * 11 + 32] = "";
+
+	(void)state;
+	// No trusted proxies: the header is never read.
+	check_client(NULL, 0, "10.0.0.5", "203.0.113.9", "10.0.0.5");
+	assert_int_equal(gw_proxies_parse("10.0.0.0/8, fd00::/8", &nets, &n,
+	                                  err, sizeof(err)),
+	                 0);
+	// An untrusted peer's header is ignored (anyone can send one).
+	check_client(nets, n, "198.51.100.1", "203.0.113.9", "198.51.100.1");
+	// A trusted peer without the header: the peer.
+	check_client(nets, n, "10.0.0.5", NULL, "10.0.0.5");
+	check_client(nets, n, "10.0.0.5", "", "10.0.0.5");
+	// The proxy appended the address it saw.
+	check_client(nets, n, "10.0.0.5", "203.0.113.9", "203.0.113.9");
+	// A client's forged entries sit left of it and are not believed.
+	check_client(nets, n, "10.0.0.5", "1.1.1.1, 10.9.9.9, 203.0.113.9",
+	             "203.0.113.9");
+	// A chain of trusted proxies is walked past.
+	check_client(nets, n, "10.0.0.5", "203.0.113.9,10.1.1.1 , 10.2.2.2",
+	             "203.0.113.9");
+	// Only proxies: the leftmost of them.
+	check_client(nets, n, "10.0.0.5", "10.3.3.3, 10.2.2.2", "10.3.3.3");
+	// Garbage stops the walk at the last address read.
+	check_client(nets, n, "10.0.0.5", "nonsense", "10.0.0.5");
+	check_client(nets, n, "10.0.0.5", "203.0.113.9:443, 10.2.2.2",
+	             "10.2.2.2");
+	check_client(nets, n, "10.0.0.5", ",", "10.0.0.5");
+	check_client(nets, n, "10.0.0.5", "unknown,203.0.113.9", "203.0.113.9");
+	// IPv6, written canonically; a mapped IPv4 peer matches a v4 range.
+	check_client(nets, n, "fd00::1", "2001:DB8:0:0::7", "2001:db8::7");
+	check_client(nets, n, "::ffff:10.0.0.5", "203.0.113.9", "203.0.113.9");
+	check_client(nets, n, "10.0.0.5", "::ffff:203.0.113.9", "203.0.113.9");
+	// At most GW_MAX_HOPS entries are read.
+	for (int i = 0; i < GW_MAX_HOPS + 8; i++)
+		strcat(many, i == 0 ? "203.0.113.9" : ",10.0.0.1");
+	check_client(nets, n, "10.0.0.5", many, "10.0.0.1");
+	// An entry too long for an address is not one.
+	check_client(nets, n, "10.0.0.5",
+	             "203.0.113.9, "
+	             "0000000000000000000000000000000000000000000000000000001",
+	             "10.0.0.5");
+	free(nets);
+}
+
 int
 main(void)
 {
@@ -439,6 +549,8 @@ main(void)
 		cmocka_unit_test(test_enum_names),
 		cmocka_unit_test(test_openapi_consistent),
 		cmocka_unit_test(test_conn_budget),
+		cmocka_unit_test(test_proxies_parse),
+		cmocka_unit_test(test_client_ip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
