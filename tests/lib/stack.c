@@ -355,6 +355,16 @@ stack_cpu_s(pid_t pid)
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+void
+stack_cpu_take(const stack *s, stack_cpu *c)
+{
+	for (int i = 0; i < s->n; i++)
+		c->proc[i] = stack_cpu_s(s->procs[i].pid);
+	c->pg = pgh_cpu_s(&s->pg);
+	c->self = stack_cpu_s(getpid()); // read as the services' are
+	c->t = pl_now_ns();
+}
+
 // One keep-alive client per calling thread, closed when the thread ends
 // (or by stack_http_release).
 static pthread_key_t http_key;

@@ -61,6 +61,17 @@ long stack_peak_rss_kb(pid_t pid);
 // or -1.
 double stack_cpu_s(pid_t pid);
 
+// CPU time used so far by each of the stack's processes, by its
+// PostgreSQL and by the calling process (the load generator and fakes),
+// in seconds, and when it was read (pl_now_ns): two of them give CPU per
+// message, request or second.
+typedef struct stack_cpu {
+	double proc[STACK_MAX], pg, self;
+	int64_t t;
+} stack_cpu;
+
+void stack_cpu_take(const stack *s, stack_cpu *c);
+
 // One HTTP request to the gateway: path relative to base_url, optional
 // bearer token, body (JSON or raw) and extra "Name: value" headers
 // (NULL-terminated or NULL). *status gets the HTTP status; *out (malloc'd,

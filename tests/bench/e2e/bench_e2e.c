@@ -173,23 +173,10 @@ load_main(void *arg)
 	return NULL;
 }
 
-// CPU time used so far by each service, PostgreSQL and this process (the
-// load generator and the provider), to print CPU per message or request.
-typedef struct cpu_snap {
-	double proc[STACK_MAX], pg, self;
-} cpu_snap;
-
+// CPU per message or request of each service, PostgreSQL and this process
+// (the load generator and the provider) between a and b (n of them).
 static void
-cpu_take(cpu_snap *c)
-{
-	for (int i = 0; i < S.n; i++)
-		c->proc[i] = stack_cpu_s(S.procs[i].pid);
-	c->pg = pgh_cpu_s(&S.pg);
-	c->self = stack_cpu_s(getpid()); // read as the services' are
-}
-
-static void
-cpu_print(const cpu_snap *a, const cpu_snap *b, long n, const char *per)
+cpu_print(const stack_cpu *a, const stack_cpu *b, long n, const char *per)
 {
 	double total = 0;
 
@@ -303,9 +290,9 @@ run_rate(const char *what, double rate, int seconds, int threads)
 	        drain;
 	int64_t *lat;
 	long errors = 0;
-	cpu_snap c0, c1;
+	stack_cpu c0, c1;
 
-	cpu_take(&c0);
+	stack_cpu_take(&S, &c0);
 	for (int i = 0; i < threads; i++) {
 		l[i].rate = rate / threads;
 		l[i].start_ns =
@@ -332,7 +319,7 @@ run_rate(const char *what, double rate, int seconds, int threads)
 			break;
 		usleep(50000);
 	}
-	cpu_take(&c1);
+	stack_cpu_take(&S, &c1);
 	lat = calloc((size_t)n + 1, sizeof(*lat));
 	got = 0;
 	for (int i = first; i < last; i++)
@@ -681,10 +668,10 @@ main(int argc, char **argv)
 	// What the stack costs doing nothing (pollers, relays, the statistics
 	// keeper): the floor under every figure above and below.
 	{
-		cpu_snap c0, c1;
-		cpu_take(&c0);
+		stack_cpu c0, c1;
+		stack_cpu_take(&S, &c0);
 		sleep(2);
-		cpu_take(&c1);
+		stack_cpu_take(&S, &c1);
 		printf("idle, 2 s:\n");
 		cpu_print(&c0, &c1, 2000, "ms idle");
 	}
@@ -701,9 +688,9 @@ main(int argc, char **argv)
 		reader rd[64];
 		long ok = 0, bad = 0;
 		int64_t start;
-		cpu_snap c0, c1;
+		stack_cpu c0, c1;
 
-		cpu_take(&c0);
+		stack_cpu_take(&S, &c0);
 		start = pl_now_ns();
 		for (int i = 0; i < threads; i++) {
 			rd[i].key = key;
@@ -719,7 +706,7 @@ main(int argc, char **argv)
 		printf("GET /v1/conversations?limit=20 (API key, %d clients): "
 		       "%.0f req/s, %ld non-200\n",
 		       threads, ok / ((pl_now_ns() - start) / 1e9), bad);
-		cpu_take(&c1);
+		stack_cpu_take(&S, &c1);
 		cpu_print(&c0, &c1, ok + bad, "request");
 	}
 	stack_http_release();

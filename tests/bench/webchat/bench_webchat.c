@@ -101,24 +101,10 @@ set_waiters(int n)
 // ---------------------------------------------------------------------------
 // CPU and memory of the stack's processes
 
-typedef struct cpu_snap {
-	double proc[STACK_MAX], pg;
-	int64_t t;
-} cpu_snap;
-
-static void
-cpu_take(cpu_snap *c)
-{
-	for (int i = 0; i < S.n; i++)
-		c->proc[i] = stack_cpu_s(S.procs[i].pid);
-	c->pg = pgh_cpu_s(&S.pg);
-	c->t = pl_now_ns();
-}
-
 // Prints CPU ms a second of each process between a and b; returns the
 // total.
 static double
-cpu_print(const char *what, const cpu_snap *a, const cpu_snap *b)
+cpu_print(const char *what, const stack_cpu *a, const stack_cpu *b)
 {
 	double s = (double)(b->t - a->t) / 1e9, total = 0, d;
 
@@ -385,7 +371,7 @@ run_shorts(int n, int seconds, double idle)
 	shorts s[T];
 	long ok = 0, bad = 0;
 	int64_t start = pl_now_ns() + 100000000;
-	cpu_snap a, b;
+	stack_cpu a, b;
 	char what[128];
 	double total;
 
@@ -397,13 +383,13 @@ run_shorts(int n, int seconds, double idle)
 		pthread_create(&th[t], NULL, shorts_main, &s[t]);
 	}
 	usleep(100000);
-	cpu_take(&a);
+	stack_cpu_take(&S, &a);
 	for (int t = 0; t < T; t++) {
 		pthread_join(th[t], NULL);
 		ok += s[t].ok;
 		bad += s[t].bad;
 	}
-	cpu_take(&b);
+	stack_cpu_take(&S, &b);
 	snprintf(what, sizeof(what),
 	         "short polls, each visitor once a second (%ld answered 200, "
 	         "%ld not)",
@@ -546,7 +532,7 @@ run_waiting(hload *c, int n, int seconds, int messages, int phase, double idle,
 	int64_t *waits = calloc((size_t)n, sizeof(int64_t)), end;
 	pid_t gw = stack_proc_of(&S, "gateway")->pid;
 	long rss, threads;
-	cpu_snap a, b;
+	stack_cpu a, b;
 	static pg_snap pa, pb;
 	char what[128];
 	double total;
@@ -556,9 +542,9 @@ run_waiting(hload *c, int n, int seconds, int messages, int phase, double idle,
 	set_waiters(n);
 	usleep(1500000); // each asked once and parked
 	pg_take(&pa);
-	cpu_take(&a);
+	stack_cpu_take(&S, &a);
 	sleep((unsigned)seconds);
-	cpu_take(&b);
+	stack_cpu_take(&S, &b);
 	pg_take(&pb);
 	for (int i = 0; i < n; i++)
 		early += atomic_load(&W[i].done);
@@ -635,7 +621,7 @@ main(int argc, char **argv)
 	char token[256], agent[64], path[256], *dup, *save = NULL;
 	struct rlimit rl;
 	pthread_t reader;
-	cpu_snap a, b;
+	stack_cpu a, b;
 	hload *c;
 	json_t *j;
 	double idle;
@@ -727,9 +713,9 @@ main(int argc, char **argv)
 	       seconds, messages, S.base_url, max_n);
 	pthread_create(&reader, NULL, reader_main, NULL);
 	sleep(1);
-	cpu_take(&a);
+	stack_cpu_take(&S, &a);
 	sleep((unsigned)seconds);
-	cpu_take(&b);
+	stack_cpu_take(&S, &b);
 	printf("idle:\n");
 	idle = cpu_print("nothing asked", &a, &b);
 	for (int p = 0; p < nn; p++) {
